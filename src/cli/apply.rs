@@ -1,0 +1,9 @@
+//! `ozform apply`.
+
+use crate::error::{Error, Exit};
+use crate::output::Output;
+
+#[allow(clippy::unused_async)]
+pub async fn run(_args: super::ApplyArgs, _output: &Output) -> Result<Exit, Error> {
+    Err(super::not_built("apply"))
+}

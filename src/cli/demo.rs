@@ -1,0 +1,9 @@
+//! `ozform demo`.
+
+use crate::error::{Error, Exit};
+use crate::output::Output;
+
+#[allow(clippy::unused_async)]
+pub async fn run(_args: super::DemoArgs, _output: &Output) -> Result<Exit, Error> {
+    Err(super::not_built("demo"))
+}

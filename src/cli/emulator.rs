@@ -1,0 +1,9 @@
+//! `ozform emulator`.
+
+use crate::error::{Error, Exit};
+use crate::output::Output;
+
+#[allow(clippy::unused_async)]
+pub async fn run(_args: super::EmulatorArgs, _output: &Output) -> Result<Exit, Error> {
+    Err(super::not_built("emulator"))
+}

@@ -1,0 +1,9 @@
+//! `ozform export`.
+
+use crate::error::{Error, Exit};
+use crate::output::Output;
+
+#[allow(clippy::unused_async)]
+pub async fn run(_args: super::ExportArgs, _output: &Output) -> Result<Exit, Error> {
+    Err(super::not_built("export"))
+}

@@ -1,0 +1,58 @@
+//! The top-level error: every layer's error converges here, with its exit code.
+
+use crate::{apply, emulator, manifest, oz, plan, secret, sink};
+
+/// Process exit codes of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success (and, with `plan --detailed-exitcode`, no changes).
+    Success = 0,
+    /// Bad input, API failure, partial apply, stale plan.
+    Failure = 1,
+    /// `plan --detailed-exitcode` succeeded and there are changes.
+    Changes = 2,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum Error {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Oz(#[from] oz::OzError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Plan(#[from] plan::PlanError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Apply(#[from] apply::ApplyError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Sink(#[from] sink::SinkError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Secret(#[from] secret::SecretError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Emulator(#[from] emulator::EmulatorError),
+    /// The command line asks for something that cannot be done as asked.
+    #[error("{message}")]
+    #[diagnostic(code(ozform::usage), help("{help}"))]
+    Usage { message: String, help: String },
+    #[error("cannot {action} `{path}`: {reason}")]
+    #[diagnostic(code(ozform::io))]
+    Io { action: &'static str, path: String, reason: String },
+}
+
+impl Error {
+    pub fn exit(&self) -> Exit {
+        Exit::Failure
+    }
+}

@@ -1,0 +1,34 @@
+//! ozform: a declarative reconciler for the Oz Forensics API.
+//!
+//! The flow is octoDNS's: `manifest` loads YAML into a `model::Desired`; `oz` reads the live
+//! API into a `model::Observed`; `plan` computes a `plan::Plan` as a pure value; `render`
+//! shows it; `apply` executes it in dependency order through the `apply::Effects` seam (the Oz
+//! client) and writes issued tokens to a `sink::TokenSink`. `emulator` is an in-process Oz API
+//! for tests, benchmarks and `ozform demo`. `output` is the only writer to the terminal;
+//! `secret` keeps passwords and tokens out of every printout.
+//!
+//! Modules:
+//! - `cli`: arguments, one file per command, exit codes
+//! - `manifest`: files → `Desired`, with located diagnostics
+//! - `model`: domain types shared by all layers (no I/O)
+//! - `secret`: `Secret` (redacting) and `SecretRef` (`{env}` / `{file}`)
+//! - `oz`: the Oz client (dialects, sessions, paging, retries)
+//! - `plan`: the planner and the plan format
+//! - `render`: text, Markdown and JSON renderers
+//! - `apply`: ordering and the concurrent executor
+//! - `sink`: token sinks
+//! - `emulator`: the built-in Oz API
+//! - `error`, `output`: the top-level error and the terminal
+
+pub mod apply;
+pub mod cli;
+pub mod emulator;
+pub mod error;
+pub mod manifest;
+pub mod model;
+pub mod output;
+pub mod oz;
+pub mod plan;
+pub mod render;
+pub mod secret;
+pub mod sink;

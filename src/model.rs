@@ -1,0 +1,299 @@
+//! Domain types shared by the manifest loader, the Oz client, the planner and the executor.
+//!
+//! Pure data: no I/O, no dialect knowledge. The Oz client translates wire shapes (API 5 or 6)
+//! into these types and back, so nothing else needs to know which API version is live.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::SecretRef;
+
+/// Where something was written in a manifest: file, 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    pub file: Arc<PathBuf>,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// An email address as written, compared, hashed and ordered case-insensitively.
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The address as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The lower-cased address: the identity of a user and the name of its token file.
+    pub fn key(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+impl PartialEq for Email {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_ignore_ascii_case(&other.0) || self.key() == other.key()
+    }
+}
+impl Eq for Email {}
+impl Hash for Email {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+impl PartialOrd for Email {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Email {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The live API's dialect. Decided by configuration or detected by the Oz client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum ApiVersion {
+    V5,
+    V6,
+}
+
+impl ApiVersion {
+    pub fn number(self) -> u8 {
+        match self {
+            ApiVersion::V5 => 5,
+            ApiVersion::V6 => 6,
+        }
+    }
+}
+
+impl From<ApiVersion> for u8 {
+    fn from(v: ApiVersion) -> u8 {
+        v.number()
+    }
+}
+
+impl TryFrom<u8> for ApiVersion {
+    type Error = String;
+    fn try_from(n: u8) -> Result<Self, String> {
+        match n {
+            5 => Ok(ApiVersion::V5),
+            6 => Ok(ApiVersion::V6),
+            other => Err(format!("unsupported API version {other}: expected 5 or 6")),
+        }
+    }
+}
+
+impl fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.number())
+    }
+}
+
+/// Permission flags as written in a manifest: a flag left out is not managed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Permissions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub biometry: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documents: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<bool>,
+}
+
+/// Permission flags as the live API holds them (dialect-neutral names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LivePermissions {
+    pub biometry: bool,
+    pub collection: bool,
+    pub documents: bool,
+    pub quality: bool,
+}
+
+impl Default for LivePermissions {
+    /// The API enables all four flags by default.
+    fn default() -> Self {
+        Self { biometry: true, collection: true, documents: true, quality: true }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Desired state: what the manifests say.
+
+/// A company declared in a manifest. Identity: exact `name`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredCompany {
+    pub name: String,
+    /// Compared as JSON when given; unmanaged when `None`.
+    pub technical_meta_data: Option<serde_json::Value>,
+    pub location: Location,
+}
+
+/// `token:` of a service user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    /// Keep a valid service token for this user in the sink.
+    #[serde(default)]
+    pub issue: bool,
+}
+
+/// A service user declared in a manifest. Identity: `email`, case-insensitive.
+/// Fields that are `None` are not managed (left as they are live).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredUser {
+    pub email: Email,
+    /// Name of a company declared under `companies`.
+    pub company: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub middle_name: Option<String>,
+    /// Where the password comes from; used on create only. Needed only if the user must be created.
+    pub password: Option<SecretRef>,
+    /// Default true.
+    pub active: bool,
+    pub permissions: Option<Permissions>,
+    pub token: TokenSpec,
+    pub location: Location,
+}
+
+/// The merged desired state of all manifest documents, sorted by identity.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Desired {
+    pub companies: Vec<DesiredCompany>,
+    pub users: Vec<DesiredUser>,
+    /// Manifest files read, sorted.
+    pub files: Vec<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observed state: what the live API holds, in dialect-neutral form.
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedCompany {
+    pub id: String,
+    pub name: String,
+    pub in_deletion: bool,
+    pub technical_meta_data: serde_json::Value,
+}
+
+/// What kind of account a live user is, decoded by the dialect from `user_type` / `is_service` / `is_admin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserKind {
+    /// API 6 `CLIENT_SERVICE`, API 5 `CLIENT` with `is_service`.
+    Service,
+    /// A plain `CLIENT` user.
+    Client,
+    /// API 6 `CLIENT_ADMIN`, API 5 `CLIENT` with `is_admin`.
+    CompanyAdmin,
+    Admin,
+    Operator,
+    /// Any other `user_type`, as the API spelled it.
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedUser {
+    pub id: String,
+    pub email: Email,
+    pub company_id: Option<String>,
+    pub kind: UserKind,
+    pub first_name: String,
+    pub last_name: String,
+    pub middle_name: String,
+    pub active: bool,
+    pub permissions: LivePermissions,
+}
+
+/// Live state read by `oz::observe`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    pub api_url: String,
+    pub api_version: ApiVersion,
+    pub companies: Vec<ObservedCompany>,
+    pub users: Vec<ObservedUser>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests apply makes through `apply::Effects` (dialect-neutral; the Oz client encodes them).
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewCompany {
+    pub name: String,
+    pub technical_meta_data: Option<serde_json::Value>,
+}
+
+/// Fields of a company to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompanyPatch {
+    pub name: Option<String>,
+    pub technical_meta_data: Option<serde_json::Value>,
+}
+
+/// A service user to create. Not `Serialize`: it holds the password.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: Email,
+    pub company_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub middle_name: String,
+    pub password: crate::secret::Secret,
+    pub active: bool,
+    pub permissions: Permissions,
+}
+
+/// Fields of a user to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserPatch {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub middle_name: Option<String>,
+    pub active: Option<bool>,
+    pub permissions: Permissions,
+    /// Turn a live non-service user into a service user (never planned today; kept for the dialect).
+    pub make_service: bool,
+}
+
+/// A service token as the API issued it. Not `Serialize`: it holds the token.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token_id: String,
+    pub user_id: String,
+    pub access_token: crate::secret::Secret,
+    /// Unix epoch seconds (the API may send a float).
+    pub expire_date: f64,
+}

@@ -1,0 +1,61 @@
+//! Errors of the Oz client. They name method, path, status, `error_code` and
+//! `error_message`; never a request or response body (they may hold secrets).
+
+/// An Oz API request that failed.
+#[derive(Debug, Clone, thiserror::Error, miette::Diagnostic)]
+pub enum OzError {
+    /// The API answered with an error status.
+    #[error("{method} {path} answered {status}{}", api_detail(*error_code, error_message.as_deref()))]
+    #[diagnostic(code(ozform::oz::http))]
+    Http { method: String, path: String, status: u16, error_code: Option<i64>, error_message: Option<String> },
+    /// The request did not get an answer (connect error, timeout, dropped connection).
+    /// For a create this means the outcome is unknown: read back before trying again.
+    #[error("{method} {path} failed: {reason}")]
+    #[diagnostic(code(ozform::oz::transport), help("check that the API URL is right and reachable"))]
+    Transport { method: String, path: String, reason: String, outcome_unknown: bool },
+    /// The answer could not be understood.
+    #[error("{method} {path}: unexpected answer: {reason}")]
+    #[diagnostic(code(ozform::oz::decode))]
+    Decode { method: String, path: String, reason: String },
+    /// A mutating request was attempted while the client is read-only (planning).
+    #[error("refused {method} {path}: the client is read-only while planning")]
+    #[diagnostic(
+        code(ozform::oz::read_only),
+        help("this is a bug in ozform: planning must not change anything")
+    )]
+    ReadOnly { method: String, path: String },
+    /// The server's paging cannot be trusted (it ignores `offset`).
+    #[error("GET {path}: {reason}")]
+    #[diagnostic(code(ozform::oz::paging))]
+    Paging { path: String, reason: String },
+    /// Bad client configuration (URL, CA file, credentials source, undecidable version).
+    #[error("{message}")]
+    #[diagnostic(code(ozform::oz::config))]
+    Config { message: String, help: Option<String> },
+}
+
+fn api_detail(code: Option<i64>, message: Option<&str>) -> String {
+    match (code, message) {
+        (Some(c), Some(m)) => format!(" (error_code {c}: {m})"),
+        (Some(c), None) => format!(" (error_code {c})"),
+        (None, Some(m)) => format!(" ({m})"),
+        (None, None) => String::new(),
+    }
+}
+
+impl OzError {
+    /// A create whose effect may or may not have happened: never re-send it blindly.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            OzError::Transport { outcome_unknown, .. } => *outcome_unknown,
+            OzError::Http { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// The API said the object already exists (400 with `error_code` 3 or 4, or 409).
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, OzError::Http { status: 409, .. })
+            || matches!(self, OzError::Http { status: 400, error_code: Some(3 | 4), .. })
+    }
+}
