@@ -4,6 +4,7 @@
 //! The types here (`Plan`, `Change`, `Action`, `Address`) are the contract of the saved plan
 //! format (`format_version` 1) and are read by the renderers and the executor.
 
+pub mod fingerprint;
 mod types;
 
 pub use types::*;
