@@ -37,8 +37,12 @@ impl Effects for OzClient {
     }
 
     async fn find_user(&self, email: &Email) -> Result<Option<ObservedUser>, OzError> {
-        let mut found =
-            self.list_users(&UserFilter { email: Some(email.clone()), ..UserFilter::default() }).await?;
+        let by = |e: Email| UserFilter { email: Some(e), ..UserFilter::default() };
+        let mut found = self.list_users(&by(email.clone())).await?;
+        // A server may match the filter case-sensitively: try the usual lower-case spelling too.
+        if found.is_empty() && email.as_str() != email.key() {
+            found = self.list_users(&by(Email::new(email.key()))).await?;
+        }
         match found.len() {
             0 | 1 => Ok(found.pop()),
             n => Err(OzError::Decode {

@@ -284,10 +284,10 @@ impl Transport {
         let elapsed_ms = started.elapsed().as_millis();
         match &result {
             Ok(a) => {
-                tracing::debug!(method = %call.method, path, status = a.status.as_u16(), elapsed_ms, "oz request")
+                tracing::debug!(method = %call.method, path, status = a.status.as_u16(), elapsed_ms, "oz request");
             }
             Err(e) => {
-                tracing::debug!(method = %call.method, path, error = %root_cause(e), elapsed_ms, "oz request failed")
+                tracing::debug!(method = %call.method, path, error = %root_cause(e), elapsed_ms, "oz request failed");
             }
         }
         result
