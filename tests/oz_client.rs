@@ -895,3 +895,99 @@ async fn auto_detection_that_cannot_decide_asks_for_api_version() {
     cfg.api_version = VersionSetting::Fixed(ApiVersion::V5);
     assert_eq!(OzClient::connect(cfg).await.unwrap().api_version(), ApiVersion::V5);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Secrets, configuration.
+
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every log line of this test binary from the first call on, at trace level. Global (not a
+/// scoped default) because tracing caches per-callsite interest across threads.
+fn captured_logs() -> LogBuffer {
+    static LOGS: std::sync::OnceLock<LogBuffer> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = LogBuffer::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        logs
+    })
+    .clone()
+}
+
+#[tokio::test]
+async fn no_password_or_token_reaches_the_logs_at_trace_level() {
+    let logs = captured_logs();
+    let server = Server::start(fake_with_users(3)).await;
+    let client = server.client().await;
+    let user = client.create_user(&new_user("logged@x.test")).await.unwrap();
+    let token = client.issue_token(&user.id).await.unwrap();
+    server.with(|f| f.sessions.clear());
+    client.list_users(&UserFilter::default()).await.unwrap();
+
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    assert!(text.contains("oz_request{method=POST path=/api/users/"), "requests are traced in spans");
+    assert!(text.contains("status=201"));
+    let canaries = [PASSWORD, "canary", token.access_token.expose(), "service-secret", "tok-", "exp-"];
+    for secret in canaries {
+        assert!(!text.contains(secret), "`{secret}` leaked into the logs");
+    }
+}
+
+#[tokio::test]
+async fn a_session_that_cannot_be_refreshed_is_replaced_by_a_new_login() {
+    let server = Server::start(fake_with_users(3)).await;
+    let client = server.client().await;
+    server.with(|f| {
+        f.sessions.clear();
+        f.expire_tokens.clear();
+    });
+    assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 3);
+    server.with(|f| assert_eq!((f.logins, f.refreshes), (2, 0)));
+}
+
+#[tokio::test]
+async fn patches_are_retried_because_the_same_body_twice_leaves_the_same_state() {
+    let server = Server::start(fake_with_users(3)).await;
+    let client = server.client().await;
+    server.with(|f| f.knobs.unavailable_next = 1);
+    let c = client
+        .update_company("c1", &CompanyPatch { name: Some("Acme 2".into()), ..CompanyPatch::default() })
+        .await
+        .unwrap();
+    assert_eq!(c.name, "Acme 2");
+    assert_eq!(server.count("PATCH /api/companies/c1"), 2);
+}
+
+#[tokio::test]
+async fn bad_connection_settings_are_config_errors_before_any_request() {
+    for url in ["not a url", "ftp://example.com"] {
+        let err = OzClient::connect(config(url)).await.unwrap_err();
+        assert!(matches!(err, OzError::Config { .. }), "{url}: {err:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("https://127.0.0.1:9");
+    cfg.ca_cert = Some(dir.path().join("missing.pem"));
+    let err = OzClient::connect(cfg.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    cfg.ca_cert = Some(not_pem);
+    let err = OzClient::connect(cfg).await.unwrap_err();
+    assert!(matches!(err, OzError::Config { .. }), "{err:?}");
+}

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode, header};
 use serde_json::Value;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::OzError;
 use super::config::ClientConfig;
@@ -131,11 +132,17 @@ impl Transport {
                 message: format!("cannot read the CA certificate `{}`: {}", path.display(), e.kind()),
                 help: Some("check the path given to `--ca-cert`".into()),
             })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| OzError::Config {
-                message: format!("`{}` is not a PEM certificate: {e}", path.display()),
+            let not_pem = || OzError::Config {
+                message: format!("`{}` holds no PEM certificate", path.display()),
                 help: Some("give `--ca-cert` a PEM file (`-----BEGIN CERTIFICATE-----`)".into()),
-            })?;
-            builder = builder.add_root_certificate(cert);
+            };
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| not_pem())?;
+            if certs.is_empty() {
+                return Err(not_pem());
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
         }
         let http = builder.build().map_err(|e| OzError::Config {
             message: format!("cannot set up the HTTP client: {}", root_cause(&e)),
@@ -162,8 +169,23 @@ impl Transport {
         format!("{}{path}", self.host)
     }
 
-    /// Send a call and return its JSON body (`Value::Null` for an empty body).
+    /// Send a call and return its JSON body (`Value::Null` for an empty body). Runs in a
+    /// debug span `oz_request` (method, path, last status, total duration).
     pub async fn send(&self, call: Call<'_>) -> Result<Value, OzError> {
+        let span = tracing::debug_span!(
+            "oz_request",
+            method = %call.method,
+            path = %call.path,
+            status = tracing::field::Empty,
+            elapsed_ms = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = self.send_in_span(call).instrument(span.clone()).await;
+        span.record("elapsed_ms", started.elapsed().as_millis());
+        result
+    }
+
+    async fn send_in_span(&self, call: Call<'_>) -> Result<Value, OzError> {
         let method = call.method.as_str().to_string();
         let session_path = call.path == AUTH_PATH || call.path == REFRESH_PATH;
         if self.config.read_only && call.method != Method::GET && !session_path {
@@ -284,6 +306,7 @@ impl Transport {
         let elapsed_ms = started.elapsed().as_millis();
         match &result {
             Ok(a) => {
+                tracing::Span::current().record("status", a.status.as_u16());
                 tracing::debug!(method = %call.method, path, status = a.status.as_u16(), elapsed_ms, "oz request");
             }
             Err(e) => {
