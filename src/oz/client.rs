@@ -135,7 +135,7 @@ pub(super) async fn list(
     let mut pager = Pager::new(id_key);
     let mut all = Vec::new();
     loop {
-        let mut call = Call::get(path).collection().query("offset", pager.offset().to_string());
+        let mut call = Call::get(path).query("offset", pager.offset().to_string());
         call = call.query("limit", limit.to_string());
         for (k, v) in filters {
             call = call.query(k, v.clone());

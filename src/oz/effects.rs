@@ -55,7 +55,7 @@ impl Effects for OzClient {
 
     async fn create_company(&self, company: &NewCompany) -> Result<ObservedCompany, OzError> {
         let body = new_company_body(company);
-        let answer = self.transport.send(Call::create(COMPANIES, &body).collection()).await?;
+        let answer = self.transport.send(Call::create(COMPANIES, &body)).await?;
         self.decode_company("POST", COMPANIES, answer)
     }
 
@@ -71,7 +71,7 @@ impl Effects for OzClient {
 
     async fn create_user(&self, user: &NewUser) -> Result<ObservedUser, OzError> {
         let body = self.dialect.new_user_body(user);
-        let answer = self.transport.send(Call::create(USERS, &body).collection()).await?;
+        let answer = self.transport.send(Call::create(USERS, &body)).await?;
         self.decode_user("POST", USERS, answer)
     }
 

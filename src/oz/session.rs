@@ -72,7 +72,6 @@ impl Transport {
             query: Vec::new(),
             body: Some(&body),
             repeat: Repeat::Safe,
-            collection: false,
             auth: Auth::Anonymous,
         };
         let answer = self.send(call).await.map_err(|e| match e {
@@ -101,7 +100,6 @@ impl Transport {
             query: Vec::new(),
             body: Some(&body),
             repeat: Repeat::Safe,
-            collection: false,
             auth: Auth::Token(access),
         };
         let answer = self.send(call).await?;

@@ -2,14 +2,16 @@
 //!
 //! It enforces, in this order: the read-only guard, the concurrency bound (a semaphore shared
 //! by all calls), `max_rps`, the session token, re-login once on an auth failure (shared by
-//! concurrent requests), the trailing-slash fallback on collection paths, and the retry policy
-//! of `retry`. It logs one debug event per attempt (method, path, status, duration) and never
+//! concurrent requests), the trailing-slash fallback, and the retry policy of `retry`. It logs one debug event per attempt (method, path, status, duration) and never
 //! logs a header or a body: they hold passwords and tokens. Redirects are not followed (a
-//! redirected POST would silently become a GET); on a collection path they trigger the
-//! trailing-slash fallback instead.
+//! redirected POST would silently become a GET); like a 404 or 405 they trigger the
+//! trailing-slash fallback instead: the same request once more with the other form of the path
+//! (`/api/users/` ↔ `/api/users`). Safe for every method, since such an answer means the
+//! request was not acted on. The form that worked is remembered per class of path (collections,
+//! which are documented with a slash, and the others, documented without), so a server that
+//! routes only the other form costs one extra request per class, not one per request.
 
-use std::collections::HashSet;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode, header};
@@ -46,9 +48,6 @@ pub struct Call<'a> {
     pub query: Vec<(&'static str, String)>,
     pub body: Option<&'a Value>,
     pub repeat: Repeat,
-    /// A collection path (`/api/users/`): a 404, 405 or redirect is tried once with the other
-    /// trailing-slash form.
-    pub collection: bool,
     pub auth: Auth,
 }
 
@@ -60,7 +59,6 @@ impl<'a> Call<'a> {
             query: Vec::new(),
             body: None,
             repeat: Repeat::Safe,
-            collection: false,
             auth: Auth::Session,
         }
     }
@@ -70,10 +68,6 @@ impl<'a> Call<'a> {
     /// A POST that creates something: never re-sent once the server may have acted on it.
     pub fn create(path: impl Into<String>, body: &'a Value) -> Self {
         Self { method: Method::POST, body: Some(body), repeat: Repeat::OnlyIfNotProcessed, ..Self::get(path) }
-    }
-    pub fn collection(mut self) -> Self {
-        self.collection = true;
-        self
     }
     pub fn query(mut self, key: &'static str, value: impl Into<String>) -> Self {
         self.query.push((key, value.into()));
@@ -98,8 +92,9 @@ pub struct Transport {
     permits: Semaphore,
     throttle: Option<Throttle>,
     pub(super) session: Session,
-    /// Collection paths whose other trailing-slash form is the one that works.
-    flipped: RwLock<HashSet<String>>,
+    /// Per class of path (0: documented with a trailing slash, 1: without), whether the other
+    /// form is the one the server routes.
+    flipped: [AtomicBool; 2],
 }
 
 impl Transport {
@@ -155,7 +150,7 @@ impl Transport {
             permits: Semaphore::new(config.max_in_flight.max(1)),
             throttle: config.max_rps.and_then(Throttle::new),
             session: Session::default(),
-            flipped: RwLock::new(HashSet::new()),
+            flipped: [AtomicBool::new(false), AtomicBool::new(false)],
             config,
         })
     }
@@ -206,9 +201,7 @@ impl Transport {
             };
             let failure = match self.attempt(&call, &path, token.as_ref()).await {
                 Ok(answer) if answer.status.is_success() => {
-                    if path != call.path {
-                        self.remember_flip(&call.path);
-                    }
+                    self.flipped[class(&call.path)].store(path != call.path, Ordering::Relaxed);
                     return decode_json(&answer.body).map_err(|reason| OzError::Decode {
                         method,
                         path: self.where_(&path),
@@ -227,7 +220,7 @@ impl Transport {
                         continue;
                     }
                     let misplaced = matches!(status, 404 | 405) || answer.status.is_redirection();
-                    if call.collection && misplaced && !slash_tried {
+                    if misplaced && !slash_tried {
                         slash_tried = true;
                         path = other_form(&path);
                         tracing::debug!(status, path = %path, "trying the other trailing-slash form");
@@ -317,15 +310,17 @@ impl Transport {
     }
 
     fn learned_form(&self, call: &Call<'_>) -> String {
-        let flipped = self.flipped.read().is_ok_and(|set| set.contains(&call.path));
-        if call.collection && flipped { other_form(&call.path) } else { call.path.clone() }
-    }
-
-    fn remember_flip(&self, path: &str) {
-        if let Ok(mut set) = self.flipped.write() {
-            set.insert(path.to_string());
+        if self.flipped[class(&call.path)].load(Ordering::Relaxed) {
+            other_form(&call.path)
+        } else {
+            call.path.clone()
         }
     }
+}
+
+/// The class of a documented path for the trailing-slash memory.
+fn class(path: &str) -> usize {
+    usize::from(!path.ends_with('/'))
 }
 
 /// `/a/b/` ↔ `/a/b`.
