@@ -199,7 +199,7 @@ impl Transport {
                 Auth::Token(t) => (Some(t.clone()), None),
                 Auth::Anonymous => (None, None),
             };
-            let failure = match self.attempt(&call, &path, token.as_ref()).await {
+            let delay = match self.attempt(&call, &path, token.as_ref()).await {
                 Ok(answer) if answer.status.is_success() => {
                     self.flipped[class(&call.path)].store(path != call.path, Ordering::Relaxed);
                     return decode_json(&answer.body).map_err(|reason| OzError::Decode {
@@ -255,8 +255,8 @@ impl Transport {
                     }
                 }
             };
-            tracing::debug!(method = %method, path = %path, delay_ms = failure.as_millis(), attempt = retrier.attempts(), "retrying");
-            tokio::time::sleep(failure).await;
+            tracing::debug!(method = %method, path = %path, delay_ms = delay.as_millis(), attempt = retrier.attempts(), "retrying");
+            tokio::time::sleep(delay).await;
         }
     }
 
