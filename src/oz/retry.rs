@@ -2,8 +2,9 @@
 //!
 //! Pure decisions, no I/O. The transport asks `Retrier::next_delay` after each failed
 //! attempt. Policy (section 7.8 of the Oz API notes):
-//! - Retried: 429, 502, 503, 504 and transport failures (connect error, timeout, dropped
-//!   connection) on requests that are safe to repeat: `GET`, and `PATCH` (a PATCH sets fields
+//! - Retried: 429, 500, 502, 503, 504 and transport failures (connect error, timeout, dropped
+//!   connection) on requests that are safe to repeat (500 too, since the API notes say "5xx" and
+//!   repeating a safe request costs nothing): `GET`, and `PATCH` (a PATCH sets fields
 //!   to absolute values, so sending the same body twice leaves the same state), and the session
 //!   calls (`authorize/auth`, `authorize/refresh`: a second session is harmless).
 //! - A `POST` that creates something (company, user, service token) is re-sent only when the
@@ -74,7 +75,7 @@ pub enum Failure {
 pub fn is_retryable(repeat: Repeat, failure: Failure) -> bool {
     match failure {
         Failure::Status { status: 429, .. } | Failure::Connect => true,
-        Failure::Status { status: 502..=504, .. } | Failure::Transport => repeat == Repeat::Safe,
+        Failure::Status { status: 500 | 502..=504, .. } | Failure::Transport => repeat == Repeat::Safe,
         Failure::Status { .. } => false,
     }
 }
@@ -154,10 +155,10 @@ mod tests {
 
     #[test]
     fn safe_requests_are_repeated_on_gateway_errors_but_not_on_client_errors() {
-        for status in [429, 502, 503, 504] {
+        for status in [429, 500, 502, 503, 504] {
             assert!(is_retryable(Repeat::Safe, Failure::Status { status, retry_after: None }));
         }
-        for status in [400, 401, 404, 409, 500] {
+        for status in [400, 401, 404, 409, 501] {
             assert!(!is_retryable(Repeat::Safe, Failure::Status { status, retry_after: None }));
         }
         assert!(is_retryable(Repeat::Safe, Failure::Transport));
