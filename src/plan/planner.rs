@@ -182,7 +182,9 @@ impl<'o> Planner<'o> {
                 CompanyState::Live(live)
             }
             several => {
-                let ids: Vec<String> = several.iter().map(|c| format!("`{}`", c.id)).collect();
+                // Sorted so that the message does not depend on the order the API listed them in.
+                let mut ids: Vec<String> = several.iter().map(|c| format!("`{}`", c.id)).collect();
+                ids.sort_unstable();
                 self.conflicts.push(Conflict {
                     address,
                     message: format!(
@@ -222,7 +224,8 @@ impl<'o> Planner<'o> {
             [] => return self.create_user(want, company, address, company_address),
             [live] => *live,
             several => {
-                let ids: Vec<String> = several.iter().map(|u| format!("`{}`", u.id)).collect();
+                let mut ids: Vec<String> = several.iter().map(|u| format!("`{}`", u.id)).collect();
+                ids.sort_unstable();
                 self.conflict(
                     want,
                     format!(
@@ -271,7 +274,7 @@ impl<'o> Planner<'o> {
             self.conflict(
                 want,
                 format!(
-                    "`{}` exists live {live_side} (user id `{}`), but the manifest puts it in {desired_side}",
+                    "`{}` (user id `{}`) exists live {live_side}, but the manifest puts it in {desired_side}",
                     want.email, live.id
                 ),
                 format!(

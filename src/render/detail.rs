@@ -39,7 +39,7 @@ pub(crate) fn details(change: &Change, planned: &HashSet<&Address>) -> Vec<Detai
     let deps: Vec<String> =
         change.depends_on.iter().filter(|d| planned.contains(d)).map(ToString::to_string).collect();
     if !deps.is_empty() {
-        out.push(Detail::Note(format!("after: {}", deps.join(", "))));
+        out.push(Detail::Note(format!("depends on: {}", deps.join(", "))));
     }
     if let Some(id) = &change.live_id {
         let what = if change.action == Action::Issue { "user id" } else { "live id" };
