@@ -1,7 +1,7 @@
 //! `plan()`: match desired objects to live ones by natural key and compute the changes.
 //!
 //! Pure and linear: observed state is indexed once in hash maps (companies by name and id,
-//! users by lower-cased email and by company id); every desired object is then looked up in
+//! users by lower-cased email); every desired object is then looked up in
 //! O(1). The only super-linear step is the final sort of the changes by address.
 //!
 //! Only fields written in the manifest are managed: a `None` desired field is never compared,
@@ -52,24 +52,31 @@ pub fn plan(desired: &Desired, observed: &Observed, sink: &SinkIndex, options: &
     }
 
     for user in desired.users.iter().filter(|u| in_scope(&u.company)) {
-        let state = planner.user(user, companies.get(user.company.as_str()));
+        // The lower-cased email is computed once per user: it keys both the live users and the sink.
+        let key = user.email.key();
+        let state = planner.user(user, &key, companies.get(user.company.as_str()));
         if user.token.issue {
-            planner.token(user, &state);
+            planner.token(user, &key, &state);
         }
     }
 
     // Every user any manifest mentions, in scope or not: a filtered-out user is not unmanaged.
     let mentioned: HashSet<String> = desired.users.iter().map(|u| u.email.key()).collect();
-    for (name, state) in &companies {
-        if let CompanyState::Live(live) = state
-            && let Some(users) = planner.users_by_company.get(live.id.as_str())
-        {
-            planner.unmanaged.extend(
-                users
-                    .iter()
-                    .filter(|u| !mentioned.contains(&u.email.key()))
-                    .map(|u| Unmanaged { email: u.email.clone(), company: (*name).to_string() }),
-            );
+    let live_in_scope: HashMap<&str, &str> = companies
+        .iter()
+        .filter_map(|(name, state)| match state {
+            CompanyState::Live(live) => Some((live.id.as_str(), *name)),
+            _ => None,
+        })
+        .collect();
+    for (key, users) in &planner.users_by_email {
+        if mentioned.contains(key) {
+            continue;
+        }
+        for u in users {
+            if let Some(name) = u.company_id.as_deref().and_then(|id| live_in_scope.get(id)) {
+                planner.unmanaged.push(Unmanaged { email: u.email.clone(), company: (*name).to_string() });
+            }
         }
     }
 
@@ -101,7 +108,6 @@ struct Planner<'o> {
     companies_by_id: HashMap<&'o str, &'o ObservedCompany>,
     /// Live users by lower-cased email.
     users_by_email: HashMap<String, Vec<&'o ObservedUser>>,
-    users_by_company: HashMap<&'o str, Vec<&'o ObservedUser>>,
     changes: Vec<Change>,
     conflicts: Vec<Conflict>,
     unmanaged: Vec<Unmanaged>,
@@ -120,12 +126,8 @@ impl<'o> Planner<'o> {
         }
         let mut users_by_email: HashMap<String, Vec<&ObservedUser>> =
             HashMap::with_capacity(observed.users.len());
-        let mut users_by_company: HashMap<&str, Vec<&ObservedUser>> = HashMap::new();
         for u in &observed.users {
             users_by_email.entry(u.email.key()).or_default().push(u);
-            if let Some(company_id) = &u.company_id {
-                users_by_company.entry(company_id.as_str()).or_default().push(u);
-            }
         }
         Self {
             observed,
@@ -134,7 +136,6 @@ impl<'o> Planner<'o> {
             companies_by_name,
             companies_by_id,
             users_by_email,
-            users_by_company,
             changes: Vec::new(),
             conflicts: Vec::new(),
             unmanaged: Vec::new(),
@@ -202,7 +203,7 @@ impl<'o> Planner<'o> {
         }
     }
 
-    fn user(&mut self, want: &DesiredUser, company: Option<&CompanyState<'o>>) -> UserState<'o> {
+    fn user(&mut self, want: &DesiredUser, key: &str, company: Option<&CompanyState<'o>>) -> UserState<'o> {
         let address = Address::ServiceUser(want.email.clone());
         let company_address = Address::Company(want.company.clone());
         let company = match company {
@@ -218,8 +219,7 @@ impl<'o> Planner<'o> {
                 return UserState::Blocked;
             }
         };
-        let matches: &[&'o ObservedUser] =
-            self.users_by_email.get(&want.email.key()).map_or(&[], Vec::as_slice);
+        let matches: &[&'o ObservedUser] = self.users_by_email.get(key).map_or(&[], Vec::as_slice);
         let live = match matches {
             [] => return self.create_user(want, company, address, company_address),
             [live] => *live,
@@ -400,10 +400,10 @@ impl<'o> Planner<'o> {
         self.changes.push(change);
     }
 
-    fn token(&mut self, want: &DesiredUser, user: &UserState<'o>) {
+    fn token(&mut self, want: &DesiredUser, key: &str, user: &UserState<'o>) {
         let address = Address::Token(want.email.clone());
         let user_address = Address::ServiceUser(want.email.clone());
-        let stored = self.sink.get(&want.email.key());
+        let stored = self.sink.get(key);
         let live = match user {
             UserState::Blocked => return,
             UserState::Creating => None,

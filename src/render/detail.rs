@@ -1,6 +1,7 @@
 //! The details of one change as a renderer-neutral list, shared by the text and Markdown
 //! renderers so that both show the same facts. Pure.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use serde_json::Value;
@@ -123,4 +124,37 @@ pub(crate) fn field_width(details: &[Detail]) -> usize {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// Text from manifests or the API with control characters escaped, so that a name holding a
+/// newline or an ANSI escape cannot forge lines or colours in a terminal.
+pub(crate) fn clean(s: &str) -> Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_plain_text_is_untouched() {
+        assert_eq!(clean("Acme\n\u{1b}[31mBank"), "Acme\\n\\u{1b}[31mBank");
+        assert!(matches!(clean("Acme Bank"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn long_values_are_pretty_printed_and_short_ones_stay_on_one_line() {
+        assert_eq!(value_lines(&serde_json::json!({"a": 1})), vec![r#"{"a":1}"#]);
+        assert_eq!(value_lines(&serde_json::json!("(sensitive)")), vec!["(sensitive)"]);
+        let long = serde_json::json!({"key": "x".repeat(LONG)});
+        assert_eq!(value_lines(&long).len(), 3);
+    }
 }

@@ -133,3 +133,25 @@ fn fence(block: &str) -> String {
 fn html(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_code_survives_backticks_in_names() {
+        assert_eq!(code("Acme"), "`Acme`");
+        assert_eq!(code("a`b"), "`` a`b ``");
+    }
+
+    #[test]
+    fn a_code_block_fence_is_longer_than_any_backtick_run_inside() {
+        assert_eq!(fence("plain"), "```");
+        assert_eq!(fence("x ```` y"), "`````");
+    }
+
+    #[test]
+    fn html_in_summaries_is_escaped() {
+        assert_eq!(html("company/<b>&"), "company/&lt;b&gt;&amp;");
+    }
+}

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::Style;
-use super::detail::{Detail, details, field_width, planned};
+use super::detail::{Detail, clean, details, field_width, planned};
 use crate::plan::{Action, Plan};
 
 const RESET: &str = "\x1b[0m";
@@ -28,7 +28,7 @@ impl Paint {
 pub fn text(plan: &Plan, style: &Style) -> String {
     let p = Paint(style.color);
     let mut out = String::new();
-    let _ = writeln!(out, "Plan for {} (Oz API {})", plan.api_url, plan.api_version);
+    let _ = writeln!(out, "Plan for {} (Oz API {})", clean(&plan.api_url), plan.api_version);
     out.push('\n');
 
     if plan.has_changes() {
@@ -53,7 +53,7 @@ pub fn text(plan: &Plan, style: &Style) -> String {
             out,
             "  {} {} {}",
             p.paint(colour, &symbol),
-            p.paint(BOLD, &change.address.to_string()),
+            p.paint(BOLD, &clean(&change.address.to_string())),
             verb(change.action)
         );
         let details = details(change, &planned);
@@ -61,7 +61,7 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         for detail in &details {
             match detail {
                 Detail::Note(note) => {
-                    let _ = writeln!(out, "      # {note}");
+                    let _ = writeln!(out, "      # {}", clean(note));
                 }
                 Detail::Set { field, lines } => {
                     let (first, rest) = lines.split_first().map_or(("", &[][..]), |(f, r)| (f.as_str(), r));
@@ -99,9 +99,14 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         let _ = writeln!(out, "{}", p.paint(RED, "Conflicts (not planned; fix them by hand):"));
         out.push('\n');
         for conflict in &plan.conflicts {
-            let _ = writeln!(out, "  {} {}", p.paint(RED, "!"), p.paint(BOLD, &conflict.address.to_string()));
-            let _ = writeln!(out, "      {}", conflict.message);
-            let _ = writeln!(out, "      help: {}", conflict.help);
+            let _ = writeln!(
+                out,
+                "  {} {}",
+                p.paint(RED, "!"),
+                p.paint(BOLD, &clean(&conflict.address.to_string()))
+            );
+            let _ = writeln!(out, "      {}", clean(&conflict.message));
+            let _ = writeln!(out, "      help: {}", clean(&conflict.help));
         }
         out.push('\n');
     }
@@ -110,7 +115,7 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         let _ = writeln!(out, "Live users of declared companies that no manifest mentions (left alone):");
         out.push('\n');
         for u in &plan.unmanaged {
-            let _ = writeln!(out, "  - {} (company {})", u.email, u.company);
+            let _ = writeln!(out, "  - {} (company {})", clean(u.email.as_str()), clean(&u.company));
         }
         out.push('\n');
     }
@@ -119,7 +124,7 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         let _ = writeln!(out, "{}", p.paint(YELLOW, "Warnings:"));
         out.push('\n');
         for warning in &plan.warnings {
-            let _ = writeln!(out, "  {} {warning}", p.paint(YELLOW, "!"));
+            let _ = writeln!(out, "  {} {}", p.paint(YELLOW, "!"), clean(warning));
         }
         out.push('\n');
     }
