@@ -289,6 +289,38 @@ fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            "a live service user in no company is a conflict",
+            desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
+            observed(acme(), vec![ObservedUser { company_id: None, ..live_user("u1", "a@x.test", "c1") }]),
+            &[
+                "! service_user/a@x.test: `a@x.test` (user id `u1`) exists live in no company, but the manifest puts it in `Acme` (id `c1`)",
+            ],
+        ),
+        case(
+            "a live user left in a company being deleted is a conflict, and the company is created anew",
+            desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
+            observed(
+                vec![ObservedCompany { in_deletion: true, ..live_company("c0", "Acme") }],
+                vec![live_user("u1", "a@x.test", "c0")],
+            ),
+            &[
+                "+ company/Acme",
+                "! service_user/a@x.test: `a@x.test` (user id `u1`) exists live in company `Acme` (id `c0`, being deleted), but the manifest puts it in `Acme` (which does not exist live yet)",
+            ],
+        ),
+        case(
+            "two live users with the email are a conflict",
+            desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
+            observed(acme(), vec![live_user("u2", "a@x.test", "c1"), live_user("u1", "A@x.test", "c1")]),
+            &["! service_user/a@x.test: 2 live users have the email `a@x.test` (ids `u1`, `u2`)"],
+        ),
+        case(
+            "a user naming an undeclared company is a conflict, not a panic",
+            desired(vec![], vec![user("a@x.test", "Ghost")]),
+            observed(vec![], vec![]),
+            &["! service_user/a@x.test: `a@x.test` names company `Ghost`, which no manifest declares"],
+        ),
+        case(
             "a token is issued when the sink has none",
             desired(vec![company("Acme")], vec![with_token(user("a@x.test", "Acme"))]),
             observed(acme(), vec![live_user("u1", "a@x.test", "c1")]),
@@ -326,6 +358,23 @@ fn cases() -> Vec<Case> {
                 ],
             ),
             &["? Bob@x.test in Acme", "? zed@x.test in Acme"],
+        ),
+        case(
+            "the company filter lists unmanaged users of the named companies only, and not users of other manifests",
+            desired(
+                vec![company("Acme"), company("Beta")],
+                vec![user("a@x.test", "Acme"), user("b@x.test", "Beta")],
+            ),
+            observed(
+                vec![live_company("c1", "Acme"), live_company("c2", "Beta")],
+                vec![
+                    live_user("u1", "a@x.test", "c2"),
+                    live_user("u2", "b@x.test", "c2"),
+                    live_user("u3", "x@x.test", "c1"),
+                    live_user("u4", "y@x.test", "c2"),
+                ],
+            ),
+            &["? y@x.test in Beta"],
         ),
         case(
             "a create needing a secret that is not available now is warned about",
@@ -380,8 +429,11 @@ fn cases() -> Vec<Case> {
     ));
     // The filter and the missing secret.
     for c in &mut v {
-        if c.name.starts_with("the company filter") {
+        if c.name.starts_with("the company filter plans") {
             c.options.companies = vec!["Beta".into(), "Nope".into()];
+        }
+        if c.name.starts_with("the company filter lists") {
+            c.options.companies = vec!["Beta".into()];
         }
         if c.name.starts_with("a create needing a secret") {
             c.options.missing_secrets = missing_secrets(&c.desired, |_| false);

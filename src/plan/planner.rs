@@ -1,8 +1,8 @@
 //! `plan()`: match desired objects to live ones by natural key and compute the changes.
 //!
 //! Pure and linear: observed state is indexed once in hash maps (companies by name and id,
-//! users by lower-cased email); every desired object is then looked up in
-//! O(1). The only super-linear step is the final sort of the changes by address.
+//! users by lower-cased email); every desired object is then looked up in O(1). The only
+//! super-linear step is the final sort of the changes by address.
 //!
 //! Only fields written in the manifest are managed: a `None` desired field is never compared,
 //! shown or changed. Conflicts (live objects an update cannot reconcile) block only their own
