@@ -14,7 +14,7 @@ use ozform::model::{
     ObservedCompany, ObservedUser, Permissions, TokenSpec, UserKind,
 };
 use ozform::plan::{Action, Address, Plan, PlanOptions, TokenReason, fingerprint, missing_secrets, plan};
-use ozform::secret::SecretRef;
+use ozform::secret::{Secret, SecretRef};
 use ozform::sink::{SinkEntry, SinkIndex};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -718,71 +718,76 @@ fn observed_strategy() -> impl Strategy<Value = (Observed, SinkIndex)> {
         })
 }
 
-/// Apply `plan` to `observed` and `sink` the way the executor would, reading only what the
-/// plan says (`after`, `live_id`, `depends_on`): creates add objects with fresh ids, updates
-/// set fields, issues write sink entries.
+/// Apply `plan` to `observed` and `sink` the way the executor would, reading the plan only
+/// through the decoders the executor uses (`new_company`, `company_patch`, `new_user`,
+/// `user_patch`, `planned_company_id`) and `live_id`: creates add objects with fresh ids,
+/// updates set fields, issues write sink entries.
 fn simulate(plan: &Plan, observed: &mut Observed, sink: &mut SinkIndex) {
     let mut created_companies: HashMap<String, String> = HashMap::new();
     let mut created_users: HashMap<String, String> = HashMap::new();
-    let flag = |p: &Value, f: &str| p.get(f).and_then(Value::as_bool);
     for change in &plan.changes {
-        let after = change.after.clone().unwrap();
-        let text = |f: &str| after.get(f).and_then(Value::as_str).map(str::to_string);
         match (&change.address, change.action) {
             (Address::Company(name), Action::Create) => {
+                let new = change.new_company().unwrap();
                 let id = format!("new-c{}", observed.companies.len());
                 observed.companies.push(ObservedCompany {
                     id: id.clone(),
-                    name: name.clone(),
+                    name: new.name,
                     in_deletion: false,
-                    technical_meta_data: after.get("technical_meta_data").cloned().unwrap_or(json!({})),
+                    technical_meta_data: new.technical_meta_data.unwrap_or(json!({})),
                 });
                 created_companies.insert(name.clone(), id);
             }
             (Address::Company(_), Action::Update) => {
+                let patch = change.company_patch().unwrap();
                 let id = change.live_id.as_deref().unwrap();
                 let c = observed.companies.iter_mut().find(|c| c.id == id).unwrap();
-                c.technical_meta_data = after["technical_meta_data"].clone();
+                if let Some(meta) = patch.technical_meta_data {
+                    c.technical_meta_data = meta;
+                }
             }
             (Address::ServiceUser(email), Action::Create) => {
-                let company_id = text("company_id")
-                    .unwrap_or_else(|| created_companies[&text("company").unwrap()].clone());
+                let company_id = match change.planned_company_id() {
+                    Some(id) => id.to_string(),
+                    None => match &change.depends_on[..] {
+                        [Address::Company(name)] => created_companies[name].clone(),
+                        other => panic!("a user create depends on {other:?}"),
+                    },
+                };
+                let new = change.new_user(&company_id, Secret::new("pw")).unwrap();
                 let id = format!("new-u{}", observed.users.len());
-                let p = after.get("permissions").cloned().unwrap_or(json!({}));
+                let p = new.permissions;
                 observed.users.push(ObservedUser {
                     id: id.clone(),
-                    email: email.clone(),
-                    company_id: Some(company_id),
+                    email: new.email,
+                    company_id: Some(new.company_id),
                     kind: UserKind::Service,
-                    first_name: text("first_name").unwrap_or_default(),
-                    last_name: text("last_name").unwrap_or_default(),
-                    middle_name: text("middle_name").unwrap_or_default(),
-                    active: after["active"].as_bool().unwrap(),
+                    first_name: new.first_name,
+                    last_name: new.last_name,
+                    middle_name: new.middle_name,
+                    active: new.active,
                     permissions: LivePermissions {
-                        biometry: flag(&p, "biometry").unwrap_or(true),
-                        collection: flag(&p, "collection").unwrap_or(true),
-                        documents: flag(&p, "documents").unwrap_or(true),
-                        quality: flag(&p, "quality").unwrap_or(true),
+                        biometry: p.biometry.unwrap_or(true),
+                        collection: p.collection.unwrap_or(true),
+                        documents: p.documents.unwrap_or(true),
+                        quality: p.quality.unwrap_or(true),
                     },
                 });
                 created_users.insert(email.key(), id);
             }
             (Address::ServiceUser(_), Action::Update) => {
+                let patch = change.user_patch().unwrap();
                 let id = change.live_id.as_deref().unwrap();
                 let u = observed.users.iter_mut().find(|u| u.id == id).unwrap();
-                for field in &change.fields {
-                    match field.field.as_str() {
-                        "first_name" => u.first_name = field.after.as_str().unwrap().into(),
-                        "last_name" => u.last_name = field.after.as_str().unwrap().into(),
-                        "middle_name" => u.middle_name = field.after.as_str().unwrap().into(),
-                        "active" => u.active = field.after.as_bool().unwrap(),
-                        "permissions.biometry" => u.permissions.biometry = field.after.as_bool().unwrap(),
-                        "permissions.collection" => u.permissions.collection = field.after.as_bool().unwrap(),
-                        "permissions.documents" => u.permissions.documents = field.after.as_bool().unwrap(),
-                        "permissions.quality" => u.permissions.quality = field.after.as_bool().unwrap(),
-                        other => panic!("unknown field {other}"),
-                    }
-                }
+                let p = patch.permissions;
+                u.first_name = patch.first_name.unwrap_or(u.first_name.clone());
+                u.last_name = patch.last_name.unwrap_or(u.last_name.clone());
+                u.middle_name = patch.middle_name.unwrap_or(u.middle_name.clone());
+                u.active = patch.active.unwrap_or(u.active);
+                u.permissions.biometry = p.biometry.unwrap_or(u.permissions.biometry);
+                u.permissions.collection = p.collection.unwrap_or(u.permissions.collection);
+                u.permissions.documents = p.documents.unwrap_or(u.permissions.documents);
+                u.permissions.quality = p.quality.unwrap_or(u.permissions.quality);
             }
             (Address::Token(email), Action::Issue) => {
                 let user_id = change.live_id.clone().unwrap_or_else(|| created_users[&email.key()].clone());

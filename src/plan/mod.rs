@@ -10,6 +10,7 @@
 //! names a company or user address of the desired state (present in `changes` only when that
 //! object itself changes); `summary` counts `changes`; no field ever holds a secret value.
 
+mod decode;
 pub mod fingerprint;
 mod planner;
 mod reason;
