@@ -110,10 +110,62 @@ pub fn schema() -> serde_json::Value {
     schemars::schema_for!(Document).to_value()
 }
 
-/// `doc` as a manifest file, starting with the schema comment.
+/// `doc` as a manifest file, starting with the schema comment. Every `${` in a value is
+/// written as `$${`, so that loading the file gives back exactly these values.
 pub fn to_yaml(doc: &Document) -> String {
-    // Serializing these plain data types cannot fail (no maps with non-string keys, no
-    // non-finite floats from JSON); fall back to an empty document rather than panic.
-    let body = serde_saphyr::to_string(doc).unwrap_or_default();
+    // Serializing these plain data types cannot fail (string keys only, JSON numbers are
+    // finite); fall back to an empty document rather than panic.
+    let body = serde_saphyr::to_string(&escaped(doc)).unwrap_or_default();
     format!("{SCHEMA_COMMENT}\n{body}")
+}
+
+fn escape(s: &str) -> String {
+    s.replace("${", "$${")
+}
+
+fn escape_opt(s: Option<&String>) -> Option<String> {
+    s.map(|s| escape(s))
+}
+
+fn escape_json(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        J::String(s) => J::String(escape(s)),
+        J::Array(items) => J::Array(items.iter().map(escape_json).collect()),
+        J::Object(map) => J::Object(map.iter().map(|(k, v)| (k.clone(), escape_json(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// `doc` with every string value escaped for interpolation (keys are not interpolated).
+fn escaped(doc: &Document) -> Document {
+    Document {
+        companies: doc
+            .companies
+            .iter()
+            .map(|c| CompanyDoc {
+                name: escape(&c.name),
+                technical_meta_data: c
+                    .technical_meta_data
+                    .as_ref()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), escape_json(v))).collect()),
+            })
+            .collect(),
+        service_users: doc
+            .service_users
+            .iter()
+            .map(|u| UserDoc {
+                email: escape(&u.email),
+                company: escape(&u.company),
+                first_name: escape_opt(u.first_name.as_ref()),
+                last_name: escape_opt(u.last_name.as_ref()),
+                middle_name: escape_opt(u.middle_name.as_ref()),
+                password: u.password.as_ref().map(|p| match p {
+                    SecretRef::Env(name) => SecretRef::Env(escape(name)),
+                    SecretRef::File(path) => SecretRef::File(escape(&path.to_string_lossy()).into()),
+                }),
+                ..u.clone()
+            })
+            .collect(),
+    }
 }

@@ -30,7 +30,7 @@ pub use document::{CompanyDoc, Document, SCHEMA_COMMENT, UserDoc, schema, to_yam
 
 /// All problems found in the manifests, reported together.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-#[error("the manifests have {} problem(s)", problems.len())]
+#[error("the manifests have {}", count_problems(problems.len()))]
 #[diagnostic(
     code(ozform::manifest::invalid),
     help("fix each problem listed below, then run `ozform validate` again")
@@ -38,6 +38,10 @@ pub use document::{CompanyDoc, Document, SCHEMA_COMMENT, UserDoc, schema, to_yam
 pub struct ManifestError {
     #[related]
     pub problems: Vec<miette::Report>,
+}
+
+fn count_problems(n: usize) -> String {
+    if n == 1 { "1 problem".to_string() } else { format!("{n} problems") }
 }
 
 /// Load the manifests under `paths` into the desired state, or report every problem.
