@@ -35,8 +35,8 @@ fn render(err: &manifest::ManifestError) -> String {
 
 /// Load a fixture by its path relative to the repository root (so snapshots show short paths).
 fn load_fixture(name: &str) -> Result<Desired, manifest::ManifestError> {
+    // Integration tests run in the package root, so this relative path is the one users see.
     let path = PathBuf::from("tests/fixtures/invalid").join(name);
-    std::env::set_current_dir(root()).unwrap();
     manifest::load(&[path], &no_env)
 }
 

@@ -132,3 +132,164 @@ fn blank(text: &str, spans: &[node::Pos]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::model::{Permissions, TokenSpec};
+    use crate::secret::SecretRef;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn env(name: &str) -> Option<String> {
+        (name == "TIER").then(|| "gold".to_string())
+    }
+
+    fn problems(result: Result<Desired, ManifestError>) -> Vec<String> {
+        result.unwrap_err().problems.iter().map(|p| format!("{}", p.code().unwrap())).collect()
+    }
+
+    #[test]
+    fn documents_of_all_files_merge_into_one_sorted_desired_state() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "b/users.yml",
+            "service_users:\n  - {email: Zed@x.example, company: Beta}\n---\nservice_users:\n  - {email: amy@x.example, company: Alpha}\n",
+        );
+        write(dir.path(), "a.yaml", "companies:\n  - name: Beta\n---\n---\ncompanies:\n  - name: Alpha\n");
+        write(dir.path(), "empty.yaml", "");
+        let desired = load(&[dir.path().to_path_buf()], &env).unwrap();
+        let companies: Vec<_> = desired.companies.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(companies, ["Alpha", "Beta"]);
+        let users: Vec<_> = desired.users.iter().map(|u| u.email.as_str()).collect();
+        assert_eq!(users, ["amy@x.example", "Zed@x.example"]);
+        assert_eq!(desired.files.len(), 3);
+        let zed = &desired.users[1];
+        assert_eq!((zed.location.line, zed.location.column), (2, 13));
+        assert!(zed.location.file.ends_with("b/users.yml"));
+    }
+
+    #[test]
+    fn omitted_fields_take_their_defaults_and_stay_unmanaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies: [{name: A}]\nservice_users:\n  - {email: a@x.example, company: A}\n",
+        );
+        let desired = load(&[file], &env).unwrap();
+        let user = &desired.users[0];
+        assert!(user.active);
+        assert_eq!(user.token, TokenSpec { issue: false });
+        assert_eq!((user.first_name.as_ref(), user.password.as_ref(), user.permissions), (None, None, None));
+        assert_eq!(desired.companies[0].technical_meta_data, None);
+    }
+
+    #[test]
+    fn every_field_maps_into_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies:\n  - name: A\n    technical_meta_data: {tier: \"${TIER}\", n: [1, 2.5, null, true]}\n\
+             service_users:\n  - email: a@x.example\n    company: A\n    first_name: F\n    last_name: L\n    middle_name: \"\"\n\
+             \x20   password: {file: secrets/pw}\n    active: false\n    permissions: {biometry: false, quality: true}\n    token: {issue: true}\n",
+        );
+        let desired = load(&[file], &env).unwrap();
+        assert_eq!(
+            desired.companies[0].technical_meta_data,
+            Some(serde_json::json!({"tier": "gold", "n": [1, 2.5, null, true]}))
+        );
+        let user = &desired.users[0];
+        assert_eq!(user.first_name.as_deref(), Some("F"));
+        assert_eq!(user.last_name.as_deref(), Some("L"));
+        assert_eq!(user.middle_name.as_deref(), Some(""));
+        assert_eq!(user.password, Some(SecretRef::File(dir.path().join("secrets/pw"))));
+        assert!(!user.active);
+        assert_eq!(
+            user.permissions,
+            Some(Permissions {
+                biometry: Some(false),
+                collection: None,
+                documents: None,
+                quality: Some(true)
+            })
+        );
+        assert!(user.token.issue);
+    }
+
+    #[test]
+    fn an_absolute_secret_file_is_kept_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies: [{name: A}]\nservice_users: [{email: a@x.example, company: A, password: {file: /run/pw}}]\n",
+        );
+        assert_eq!(load(&[file], &env).unwrap().users[0].password, Some(SecretRef::File("/run/pw".into())));
+    }
+
+    #[test]
+    fn anchors_and_merge_keys_work_like_yaml_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies: [{name: A}]\nx-defaults: &d {company: A, active: false}\n",
+        );
+        // Top-level helper keys are unknown fields: the manifest has no place for them.
+        assert_eq!(problems(load(&[file], &env)), ["ozform::manifest::unknown_field"]);
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies: [{name: A}]\nservice_users:\n  - &u {email: a@x.example, company: A, active: false}\n  - {<<: *u, email: b@x.example}\n",
+        );
+        let desired = load(&[file], &env).unwrap();
+        assert_eq!(desired.users.len(), 2);
+        assert!(!desired.users[1].active);
+    }
+
+    #[test]
+    fn every_problem_is_collected_not_only_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", "companies:\n  - name: A\n  - name: A\n  - nme: B\n");
+        write(
+            dir.path(),
+            "b.yaml",
+            "service_users:\n  - {email: nope, company: A}\n  - {email: b@x.example, company: C, active: off}\n",
+        );
+        let codes = problems(load(&[dir.path().to_path_buf()], &env));
+        assert_eq!(
+            codes,
+            [
+                "ozform::manifest::duplicate_company",
+                "ozform::manifest::missing_field",
+                "ozform::manifest::unknown_field",
+                "ozform::manifest::malformed_email",
+                "ozform::manifest::undeclared_company",
+                "ozform::manifest::ambiguous_boolean",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unparsable_file_does_not_cause_false_undeclared_company_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", "companies:\n  - name: [A\n");
+        write(dir.path(), "b.yaml", "service_users:\n  - {email: a@x.example, company: A}\n");
+        assert_eq!(problems(load(&[dir.path().to_path_buf()], &env)), ["ozform::manifest::yaml_syntax"]);
+    }
+
+    #[test]
+    fn blanking_keeps_byte_offsets() {
+        let spans = [node::Pos { offset: 2, len: 3, line: 1, column: 3 }];
+        assert_eq!(blank("a:é1b\n", &spans), "a:***b\n");
+    }
+}
