@@ -10,7 +10,8 @@ use super::suggest;
 /// Report duplicates and dangling company names; drop the later duplicates from `found`.
 ///
 /// `complete` is false when a file could not be parsed: its companies are unknown, so an
-/// undeclared company could be a false alarm and is not reported.
+/// undeclared company could be a false alarm and is not reported. The same holds when a
+/// company entry could not be read.
 pub fn across_documents(found: &mut Found, complete: bool, problems: &mut Vec<Problem>) {
     let mut first_company = HashMap::with_capacity(found.companies.len());
     found.companies.retain(|c| match first_company.get(&c.company.name) {
@@ -43,7 +44,7 @@ pub fn across_documents(found: &mut Found, complete: bool, problems: &mut Vec<Pr
         }
     });
 
-    if complete {
+    if complete && !found.company_unreadable {
         let declared: BTreeSet<&str> = first_company.keys().map(String::as_str).collect();
         for u in &found.users {
             if !declared.contains(u.user.company.as_str()) {

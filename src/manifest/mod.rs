@@ -259,22 +259,22 @@ mod tests {
     #[test]
     fn every_problem_is_collected_not_only_the_first() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "a.yaml", "companies:\n  - name: A\n  - name: A\n  - nme: B\n");
+        write(dir.path(), "a.yaml", "companies:\n  - name: A\n  - name: A\n  - name: B\n    tier: gold\n");
         write(
             dir.path(),
             "b.yaml",
-            "service_users:\n  - {email: nope, company: A}\n  - {email: b@x.example, company: C, active: off}\n",
+            "service_users:\n  - {email: nope, company: A}\n  - {email: b@x.example, company: C, active: off}\n  - {company: A}\n",
         );
         let codes = problems(load(&[dir.path().to_path_buf()], &env));
         assert_eq!(
             codes,
             [
                 "ozform::manifest::duplicate_company",
-                "ozform::manifest::missing_field",
                 "ozform::manifest::unknown_field",
                 "ozform::manifest::malformed_email",
                 "ozform::manifest::undeclared_company",
                 "ozform::manifest::ambiguous_boolean",
+                "ozform::manifest::missing_field",
             ]
         );
     }
@@ -285,6 +285,29 @@ mod tests {
         write(dir.path(), "a.yaml", "companies:\n  - name: [A\n");
         write(dir.path(), "b.yaml", "service_users:\n  - {email: a@x.example, company: A}\n");
         assert_eq!(problems(load(&[dir.path().to_path_buf()], &env)), ["ozform::manifest::yaml_syntax"]);
+    }
+
+    #[test]
+    fn a_file_may_hold_more_documents_than_the_yaml_parser_allows_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for i in 0..1_500 {
+            std::fmt::Write::write_fmt(&mut text, format_args!("---\ncompanies: [{{name: C{i}}}]\n"))
+                .unwrap();
+        }
+        let file = write(dir.path(), "many.yaml", &text);
+        assert_eq!(load(&[file], &env).unwrap().companies.len(), 1_500);
+    }
+
+    #[test]
+    fn a_company_that_cannot_be_read_does_not_cause_undeclared_company_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies: [{name: 2024}]\nservice_users: [{email: a@x.example, company: \"2024\"}]\n",
+        );
+        assert_eq!(problems(load(&[file], &env)), ["ozform::manifest::wrong_type"]);
     }
 
     #[test]

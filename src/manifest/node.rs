@@ -158,7 +158,15 @@ pub struct SyntaxError {
 /// YAML 1.1 booleans (`yes`, `on`, …) stay strings so the checks can call them ambiguous;
 /// duplicate keys pass through so the checks can point at both.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
+    // serde-saphyr's default budget (250,000 nodes, 1,024 documents per file) stops at a
+    // single file of about 10,000 users; alias bombs stay bounded by its alias limits.
+    let budget = serde_saphyr::budget! {
+        max_events: 40_000_000,
+        max_nodes: 10_000_000,
+        max_documents: 1_000_000,
+    };
     let options = serde_saphyr::options! {
+        budget: budget,
         strict_booleans: true,
         duplicate_keys: DuplicateKeyPolicy::PassThrough,
         with_snippet: false,

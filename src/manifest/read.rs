@@ -54,6 +54,8 @@ pub struct FoundUser {
 pub struct Found {
     pub companies: Vec<FoundCompany>,
     pub users: Vec<FoundUser>,
+    /// A company entry could not be read: its name is unknown.
+    pub company_unreadable: bool,
 }
 
 /// Reads the documents of one file.
@@ -95,7 +97,10 @@ impl Reader<'_> {
             let Some(items) = self.list(name, node) else { continue };
             for item in items {
                 match name {
-                    "companies" => found.companies.extend(self.company(item)),
+                    "companies" => match self.company(item) {
+                        Some(company) => found.companies.push(company),
+                        None => found.company_unreadable = true,
+                    },
                     _ => found.users.extend(self.user(item)),
                 }
             }
