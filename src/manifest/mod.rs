@@ -51,19 +51,22 @@ pub fn load(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<D
     let mut sources: Vec<(Arc<PathBuf>, Arc<str>, Vec<node::Pos>)> = Vec::with_capacity(files.len());
     let mut found = read::Found::default();
     let mut complete = true;
+    let mut texts = Vec::with_capacity(files.len());
     for path in &files {
-        let text = match source::read(path) {
-            Ok(text) => text,
+        match source::read(path) {
+            Ok(text) => texts.push((path, text)),
             Err(kind) => {
                 problems.push(problem::Problem::unlocated(kind));
                 complete = false;
-                continue;
             }
-        };
+        }
+    }
+    let parsed = parse_all(&texts);
+    for ((path, text), parsed) in texts.into_iter().zip(parsed) {
         let file = sources.len();
         let path = Arc::new(path.clone());
         let mut redact = Vec::new();
-        match node::parse_documents(&text) {
+        match parsed {
             Err(err) => {
                 let at = problem::At { file, pos: err.pos };
                 problems.push(problem::Problem::at(
@@ -100,6 +103,52 @@ pub fn load(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<D
     let mut users: Vec<_> = found.users.into_iter().map(|u| u.user).collect();
     users.sort_by(|a, b| a.email.cmp(&b.email));
     Ok(Desired { companies, users, files })
+}
+
+type Parsed = Result<Vec<node::Node>, node::SyntaxError>;
+
+/// Parse every text, in order. Parsing is most of the loader's time and each file is
+/// independent, so several files are parsed on scoped threads (one per available core).
+fn parse_all(texts: &[(&PathBuf, String)]) -> Vec<Parsed> {
+    let threads =
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(texts.len());
+    if threads <= 1 {
+        return texts.iter().map(|(_, text)| node::parse_documents(text)).collect();
+    }
+    let mut parsed: Vec<Option<Parsed>> = std::iter::repeat_with(|| None).take(texts.len()).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    texts
+                        .iter()
+                        .enumerate()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|(i, (_, text))| (i, node::parse_documents(text)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for handle in handles {
+            // A parser thread that panicked (a parser bug; the property tests look for them)
+            // leaves its files as `None`: reported below as a problem, not as a crash.
+            for (i, result) in handle.join().into_iter().flatten() {
+                parsed[i] = Some(result);
+            }
+        }
+    });
+    parsed
+        .into_iter()
+        .map(|result| {
+            result.unwrap_or_else(|| {
+                Err(node::SyntaxError {
+                    message: "the YAML parser failed on this file (a bug: please report it)".into(),
+                    pos: node::Pos::default(),
+                })
+            })
+        })
+        .collect()
 }
 
 /// Problems as reports, ordered by file and position, with literal passwords blanked out of
