@@ -410,3 +410,9 @@ proptest::proptest! {
         load_text(dir.path(), text.as_bytes());
     }
 }
+
+#[test]
+fn to_yaml_writes_the_basic_example_like_this() {
+    let desired = manifest::load(&[root().join("examples/basic")], &no_env).unwrap();
+    insta::assert_snapshot!("to_yaml_of_the_basic_example", manifest::to_yaml(&Document::from(&desired)));
+}
