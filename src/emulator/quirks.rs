@@ -1,0 +1,170 @@
+//! Quirks: the places where the Oz API is undocumented (oz-api.md section 7), made switchable so
+//! the client can be tested against every shape it must tolerate. Also the list paging itself,
+//! which is where most quirks apply. Pure: no I/O, no locks.
+
+use serde_json::{Map, Value};
+
+/// How a list body is shaped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Envelope {
+    /// A bare JSON array (the default: it gives the client no total, the harder case).
+    #[default]
+    Bare,
+    /// `{"items": [...], <total>}`.
+    Items,
+    /// `{"results": [...], <total>}`.
+    Results,
+    /// `{"data": [...], <total>}`.
+    Data,
+}
+
+impl Envelope {
+    fn key(self) -> Option<&'static str> {
+        match self {
+            Envelope::Bare => None,
+            Envelope::Items => Some("items"),
+            Envelope::Results => Some("results"),
+            Envelope::Data => Some("data"),
+        }
+    }
+}
+
+/// The name of the total beside the items of an object envelope.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TotalField {
+    #[default]
+    Total,
+    Count,
+    /// No total at all.
+    Omitted,
+}
+
+/// Which form of a path the server routes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TrailingSlash {
+    /// Both `/api/users` and `/api/users/` (the default).
+    #[default]
+    Either,
+    /// Only the documented form: collections with a slash, single objects and `authorize/*`
+    /// without; the other form is a 404.
+    Documented,
+    /// Only the undocumented form: collections without a slash, others with one.
+    Opposite,
+}
+
+/// Switchable behaviours where the API is not documented. `Default` is the plain behaviour:
+/// bare-array lists, no cap, filters and offset honoured, duplicate emails answered 400
+/// (`error_code` 4), duplicate company names allowed, deleted companies removed at once,
+/// both path forms routed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Quirks {
+    pub envelope: Envelope,
+    /// Total field of object envelopes (ignored for `Envelope::Bare`).
+    pub total_field: TotalField,
+    /// The server answers at most this many items per page, whatever `limit` asks.
+    pub max_limit: Option<usize>,
+    /// `email`, `company_id` and `name` query filters have no effect.
+    pub ignore_filters: bool,
+    /// `offset` has no effect: every page is the first one.
+    pub ignore_offset: bool,
+    /// Answer duplicate creates 409 instead of 400 (`error_code` 4).
+    pub duplicate_conflict_409: bool,
+    /// Refuse a second live company with the same name (as a duplicate).
+    pub unique_company_names: bool,
+    /// A deleted company stays listed with `in_deletion: true` instead of disappearing.
+    pub keep_deleted_companies: bool,
+    pub trailing_slash: TrailingSlash,
+}
+
+/// `offset` and `limit` as asked by the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// The `limit` of a list when the client gives none.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// One page of `items` (already filtered), shaped by the quirks. `omit_total` is the client's
+/// `total_omit` parameter.
+pub fn page(items: Vec<Value>, request: PageRequest, quirks: &Quirks, omit_total: bool) -> Value {
+    let total = items.len();
+    let offset = if quirks.ignore_offset { 0 } else { request.offset };
+    let limit = quirks.max_limit.map_or(request.limit, |cap| request.limit.min(cap));
+    let items: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+    let Some(key) = quirks.envelope.key() else {
+        return Value::Array(items);
+    };
+    let mut body = Map::new();
+    body.insert(key.to_string(), Value::Array(items));
+    let total_key = match quirks.total_field {
+        TotalField::Total => Some("total"),
+        TotalField::Count => Some("count"),
+        TotalField::Omitted => None,
+    };
+    if let (Some(total_key), false) = (total_key, omit_total) {
+        body.insert(total_key.to_string(), Value::from(total));
+    }
+    Value::Object(body)
+}
+
+/// Whether `path` may be routed under the trailing-slash quirk. `collection` says whether the
+/// path names a collection (`/api/users/`) rather than one object or an `authorize/*` call.
+pub fn slash_allowed(quirk: TrailingSlash, path: &str, collection: bool) -> bool {
+    let has_slash = path.len() > 1 && path.ends_with('/');
+    match quirk {
+        TrailingSlash::Either => true,
+        TrailingSlash::Documented => has_slash == collection,
+        TrailingSlash::Opposite => has_slash != collection,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn numbers(n: usize) -> Vec<Value> {
+        (0..n).map(Value::from).collect()
+    }
+
+    #[test]
+    fn bare_envelope_is_a_plain_array_page() {
+        let body = page(numbers(5), PageRequest { offset: 1, limit: 2 }, &Quirks::default(), false);
+        assert_eq!(body, json!([1, 2]));
+    }
+
+    #[test]
+    fn object_envelopes_carry_the_total_before_paging() {
+        let quirks = Quirks { envelope: Envelope::Results, ..Quirks::default() };
+        let body = page(numbers(5), PageRequest { offset: 4, limit: 2 }, &quirks, false);
+        assert_eq!(body, json!({"results": [4], "total": 5}));
+        let counted =
+            Quirks { envelope: Envelope::Data, total_field: TotalField::Count, ..Quirks::default() };
+        assert_eq!(
+            page(numbers(1), PageRequest { offset: 0, limit: 9 }, &counted, false),
+            json!({"data": [0], "count": 1})
+        );
+        assert_eq!(
+            page(numbers(1), PageRequest { offset: 0, limit: 9 }, &counted, true),
+            json!({"data": [0]})
+        );
+    }
+
+    #[test]
+    fn the_cap_wins_over_a_larger_limit_and_ignored_offset_repeats_the_first_page() {
+        let quirks = Quirks { max_limit: Some(2), ignore_offset: true, ..Quirks::default() };
+        let body = page(numbers(5), PageRequest { offset: 2, limit: 50 }, &quirks, false);
+        assert_eq!(body, json!([0, 1]));
+    }
+
+    #[test]
+    fn documented_slash_form_routes_only_collections_with_a_slash() {
+        assert!(slash_allowed(TrailingSlash::Documented, "/api/users/", true));
+        assert!(!slash_allowed(TrailingSlash::Documented, "/api/users", true));
+        assert!(slash_allowed(TrailingSlash::Documented, "/api/authorize/auth", false));
+        assert!(!slash_allowed(TrailingSlash::Opposite, "/api/authorize/auth", false));
+        assert!(slash_allowed(TrailingSlash::Either, "/api/users", true));
+    }
+}
