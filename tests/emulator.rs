@@ -830,3 +830,48 @@ async fn start_fails_with_a_located_error_when_the_address_is_taken() {
     let err = emulator::start(config).await.unwrap_err();
     assert!(err.to_string().contains(&handle.addr().to_string()), "{err}");
 }
+
+#[tokio::test]
+async fn api_6_users_leaving_the_service_role_stop_being_service_users() {
+    let handle = start(ApiVersion::V6).await;
+    let (api, _) = Api::admin(&handle).await;
+    let company = api.company("Acme").await;
+    let id = api.service_user(ApiVersion::V6, "s@x.test", &company).await;
+    let patched = api.patch(&format!("/api/users/{id}"), json!({"profile": {"user_type": "CLIENT"}})).await;
+    assert_eq!(patched.ok(200)["is_service"], false);
+    api.issue_token(ApiVersion::V6, &id).await.error(400, 4);
+    let back =
+        api.patch(&format!("/api/users/{id}"), json!({"profile": {"user_type": "CLIENT_SERVICE"}})).await;
+    assert_eq!(back.ok(200)["is_service"], true);
+}
+
+#[test]
+fn the_emulator_command_says_where_it_listens_and_never_prints_a_given_password() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ozform"))
+        .args(["emulator", "--listen", "127.0.0.1:0", "--api-version", "5"])
+        .env("OZ_ADMIN_PASSWORD", "canary-cli-pw")
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.contains("Ctrl-C");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = lines.join("\n");
+    assert!(text.contains("listening on http://127.0.0.1:"), "{text}");
+    assert!(text.contains("admin@ozform.local"), "{text}");
+    assert!(!text.contains("canary-cli-pw"), "{text}");
+}

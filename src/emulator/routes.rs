@@ -620,6 +620,10 @@ async fn patch_user(State(shared): App, headers: HeaderMap, Path(id): Path<Strin
     let mut user = current.clone();
     if let Some(user_type) = opt_str(profile, "user_type")? {
         dialect.check_user_type(user_type)?;
+        if current.user_type == CLIENT_SERVICE && user_type != CLIENT_SERVICE {
+            // Leaving the API 6 service role leaves the service flag it implied (unless re-sent).
+            user.is_service = false;
+        }
         user.user_type = user_type.to_string();
     }
     if let Some(company_id) = opt_str(profile, "company_id")? {
