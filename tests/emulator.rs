@@ -875,3 +875,47 @@ fn the_emulator_command_says_where_it_listens_and_never_prints_a_given_password(
     assert!(text.contains("admin@ozform.local"), "{text}");
     assert!(!text.contains("canary-cli-pw"), "{text}");
 }
+
+#[tokio::test]
+async fn inactive_users_can_neither_log_in_nor_use_their_tokens() {
+    for version in BOTH {
+        let handle = start(version).await;
+        let (api, _) = Api::admin(&handle).await;
+        let company = api.company("Acme").await;
+        let id = api.service_user(version, "off@x.test", &company).await;
+        let issued = api.issue_token(version, &id).await.ok(200).clone();
+        api.patch(&format!("/api/users/{id}"), json!({"is_active": false})).await.ok(200);
+        let mut service = Api::new(&handle);
+        service.token = issued["access_token"].as_str().map(str::to_string);
+        service.get(&format!("/api/users/{id}")).await.error(403, 9);
+        let login = json!({"credentials": {"email": "off@x.test", "password": "pw-1"}});
+        Api::new(&handle).post("/api/authorize/auth", login).await.error(403, 9);
+    }
+}
+
+#[tokio::test]
+async fn the_http_state_dump_seeds_an_identical_emulator_without_passwords() {
+    let handle = start(ApiVersion::V6).await;
+    let (api, _) = Api::admin(&handle).await;
+    let company = api.company("Acme").await;
+    api.service_user(ApiVersion::V6, "svc@x.test", &company).await;
+    api.issue_token(ApiVersion::V6, &handle.state().users[1].user_id).await.ok(200);
+    let before = handle.stats();
+    let dump = Api::new(&handle).get("/_emulator/state").await.ok(200).clone();
+    let stats = Api::new(&handle).get("/_emulator/stats").await.ok(200).clone();
+    assert_eq!(stats["total_requests"], before.total_requests);
+    assert_eq!(handle.stats(), before, "inspection is not counted");
+    let text = dump.to_string();
+    assert!(
+        !text.contains("pw-1") && !text.contains("emulator-admin") && !text.contains("access_token"),
+        "{text}"
+    );
+
+    let mut config = EmulatorConfig::new(ApiVersion::V6);
+    config.seed = Some(serde_json::from_value(dump).unwrap());
+    let copy = emulator::start(config).await.unwrap();
+    assert_eq!(copy.state(), handle.state());
+    // Passwords were not in the dump: the seeded service user cannot log in.
+    let login = json!({"credentials": {"email": "svc@x.test", "password": "pw-1"}});
+    Api::new(&copy).post("/api/authorize/auth", login).await.error(401, 7);
+}

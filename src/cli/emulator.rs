@@ -19,10 +19,10 @@ pub async fn run(args: super::EmulatorArgs, output: &Output) -> Result<Exit, Err
     let (config, generated) = build_config(&args, &process_env)?;
     let handle = emulator::start(config).await?;
     output.status(&format!(
-        "ozform emulator (API {}) listening on {}\nadmin: {}",
+        "ozform emulator (API {}) listening on {url}\nadmin: {}\nstate dump (usable as `--seed`): {url}/_emulator/state",
         handle.api_version(),
-        handle.url(),
-        handle.admin_email()
+        handle.admin_email(),
+        url = handle.url(),
     ));
     if generated {
         output.warn(&format!(

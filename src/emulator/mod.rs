@@ -13,6 +13,9 @@
 //! returns a password, and tokens only in the auth, refresh and service-token answers; it only
 //! ever listens where it is told (tests use `127.0.0.1:0`).
 //!
+//! Besides the Oz routes, `GET /_emulator/state` (the `State` JSON, which `--seed` reads back)
+//! and `GET /_emulator/stats` serve people running `ozform emulator`; they are not counted.
+//!
 //! Test helpers on `Handle` beyond the brief: `advance_clock` (move the emulator clock so
 //! sessions expire without sleeping), `forget_all_sessions` (refresh fails too),
 //! `update_user_raw` / `update_company_raw` (simulate drift made outside ozform, no request

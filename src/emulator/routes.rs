@@ -53,6 +53,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     both("/api/companies/{company_id}", get(get_company).patch(patch_company).delete(delete_company));
     both("/api/users/", get(list_users).post(create_user));
     both("/api/users/{user_id}", get(get_user).patch(patch_user).delete(delete_user));
+    // Inspection for people running `ozform emulator` (not part of the Oz API, not counted in
+    // stats): the state as JSON, which `--seed` reads back, and the counters.
+    router = router.route("/_emulator/state", get(dump_state)).route("/_emulator/stats", get(dump_stats));
     router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -110,6 +113,9 @@ async fn around(State(shared): App, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    if path.starts_with("/_emulator/") {
+        return next.run(request).await;
+    }
     let route = RouteInfo::of(&method, request.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
     let conn = request.extensions().get::<ConnDrop>().cloned();
     let _in_flight = shared.stats.request(&route.key, route.mutating);
@@ -211,6 +217,15 @@ async fn method_not_allowed(method: Method, request: Request) -> ApiError {
         Code::NotAllowed,
         format!("method `{method}` is not allowed on `{}`", request.uri().path()),
     )
+}
+
+async fn dump_state(State(shared): App) -> Response {
+    let state = shared.store().state();
+    axum::Json(state).into_response()
+}
+
+async fn dump_stats(State(shared): App) -> Response {
+    axum::Json(shared.stats.snapshot()).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -223,7 +223,8 @@ impl Store {
     pub(crate) fn state(&self) -> State {
         State {
             companies: self.companies.values().cloned().collect(),
-            users: self.users.values().cloned().collect(),
+            // A dump never holds a password, not even in memory.
+            users: self.users.values().map(|u| UserRecord { password: None, ..u.clone() }).collect(),
             service_tokens: self.tokens.clone(),
         }
     }
@@ -541,6 +542,7 @@ mod tests {
         let store = Store::new(seed, "admin@test.local", &Secret::new("canary-pw-2"));
         let dump = serde_json::to_string(&store.state()).expect("dump");
         assert!(!dump.contains("canary"), "{dump}");
+        assert!(store.state().users.iter().all(|u| u.password.is_none()));
         assert!(store.user_by_email("s@x.test").and_then(|u| u.password.as_ref()).is_some());
     }
 }
