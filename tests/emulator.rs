@@ -919,3 +919,48 @@ async fn the_http_state_dump_seeds_an_identical_emulator_without_passwords() {
     let login = json!({"credentials": {"email": "svc@x.test", "password": "pw-1"}});
     Api::new(&copy).post("/api/authorize/auth", login).await.error(401, 7);
 }
+
+#[tokio::test]
+async fn the_undocumented_path_form_can_redirect_to_the_documented_one() {
+    let quirks = Quirks { trailing_slash: TrailingSlash::RedirectToDocumented, ..Quirks::default() };
+    let handle = start_with(ApiVersion::V6, quirks, Faults::default()).await;
+    let (mut api, session) = Api::admin(&handle).await;
+    // reqwest follows a 308 and re-sends the same method and body.
+    api.post("/api/companies", json!({"name": "Via redirect"})).await.ok(201);
+    assert_eq!(api.get("/api/companies?limit=5").await.ok(200).as_array().unwrap().len(), 1);
+    api.http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let raw = api.http.get(format!("{}/api/users?limit=1", api.base)).send().await.unwrap();
+    assert_eq!(raw.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(raw.headers()["location"], "/api/users/?limit=1");
+    let id = session["user"]["user_id"].as_str().unwrap();
+    let raw = api.http.get(format!("{}/api/users/{id}/", api.base)).send().await.unwrap();
+    assert_eq!(raw.headers()["location"], format!("/api/users/{id}").as_str());
+}
+
+#[tokio::test]
+async fn objects_can_be_sparse_carry_unknown_fields_and_expire_dates_can_be_integers() {
+    for version in BOTH {
+        let quirks = Quirks {
+            sparse_objects: true,
+            extra_fields: true,
+            integer_expire_dates: true,
+            ..Quirks::default()
+        };
+        let handle = start_with(version, quirks, Faults::default()).await;
+        let (api, session) = Api::admin(&handle).await;
+        assert!(session["expire_date"].is_i64(), "{session}");
+        assert_eq!(session["user"]["meta_data"], json!({}));
+        assert!(session["user"].get("company_id").is_none(), "{session}");
+        let company = api.post("/api/companies/", json!({"name": "Sparse"})).await.ok(201).clone();
+        assert!(
+            company.get("in_deletion").is_none() && company.get("technical_meta_data").is_none(),
+            "{company}"
+        );
+        let id = api.service_user(version, "s@x.test", company["company_id"].as_str().unwrap()).await;
+        let user = api.get(&format!("/api/users/{id}")).await.ok(200).clone();
+        assert!(user.get("middle_name").is_none() && user.get("is_admin").is_none(), "{user}");
+        assert_eq!(user["is_service"], true);
+        assert_eq!(user[flag(version, "quality")], true);
+        assert!(api.issue_token(version, &id).await.ok(200)["expire_date"].is_i64());
+    }
+}

@@ -50,6 +50,8 @@ pub enum TrailingSlash {
     Documented,
     /// Only the undocumented form: collections without a slash, others with one.
     Opposite,
+    /// The undocumented form answers `308 Permanent Redirect` to the documented one.
+    RedirectToDocumented,
 }
 
 /// Switchable behaviours where the API is not documented. `Default` is the plain behaviour:
@@ -74,6 +76,14 @@ pub struct Quirks {
     /// A deleted company stays listed with `in_deletion: true` instead of disappearing.
     pub keep_deleted_companies: bool,
     pub trailing_slash: TrailingSlash,
+    /// Objects carry fields the client does not know (`meta_data`, `_links`).
+    pub extra_fields: bool,
+    /// Optional fields are left out when empty or false (names, `is_admin`, `is_service`,
+    /// `in_deletion`, `technical_meta_data`); ids, `email`, `user_type`, `is_active` and the
+    /// permission flags stay.
+    pub sparse_objects: bool,
+    /// `expire_date` is sent as an integer number of seconds instead of a float.
+    pub integer_expire_dates: bool,
 }
 
 /// `offset` and `limit` as asked by the client.
@@ -109,14 +119,80 @@ pub fn page(items: Vec<Value>, request: PageRequest, quirks: &Quirks, omit_total
     Value::Object(body)
 }
 
-/// Whether `path` may be routed under the trailing-slash quirk. `collection` says whether the
-/// path names a collection (`/api/users/`) rather than one object or an `authorize/*` call.
-pub fn slash_allowed(quirk: TrailingSlash, path: &str, collection: bool) -> bool {
+/// What the trailing-slash quirk does with a request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlashVerdict {
+    Route,
+    NotFound,
+    /// Redirect to this path (the documented form).
+    Redirect(String),
+}
+
+/// The trailing-slash quirk applied to `path`. `collection` says whether the path names a
+/// collection (`/api/users/`) rather than one object or an `authorize/*` call.
+pub fn slash_verdict(quirk: TrailingSlash, path: &str, collection: bool) -> SlashVerdict {
     let has_slash = path.len() > 1 && path.ends_with('/');
+    let documented = has_slash == collection;
     match quirk {
-        TrailingSlash::Either => true,
-        TrailingSlash::Documented => has_slash == collection,
-        TrailingSlash::Opposite => has_slash != collection,
+        TrailingSlash::Either => SlashVerdict::Route,
+        TrailingSlash::Documented | TrailingSlash::Opposite
+            if documented == (quirk == TrailingSlash::Documented) =>
+        {
+            SlashVerdict::Route
+        }
+        TrailingSlash::Documented | TrailingSlash::Opposite => SlashVerdict::NotFound,
+        TrailingSlash::RedirectToDocumented if documented => SlashVerdict::Route,
+        TrailingSlash::RedirectToDocumented if has_slash => {
+            SlashVerdict::Redirect(path.trim_end_matches('/').to_string())
+        }
+        TrailingSlash::RedirectToDocumented => SlashVerdict::Redirect(format!("{path}/")),
+    }
+}
+
+/// The kinds of object the API sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    User,
+    Company,
+}
+
+/// Apply the object quirks (`extra_fields`, `sparse_objects`) to an object about to be sent.
+pub fn shape(quirks: &Quirks, kind: Shape, mut value: Value) -> Value {
+    let Value::Object(object) = &mut value else { return value };
+    if quirks.sparse_objects {
+        let optional: &[&str] = match kind {
+            Shape::User => {
+                &["first_name", "last_name", "middle_name", "is_admin", "is_service", "company_id"]
+            }
+            Shape::Company => &["in_deletion", "technical_meta_data"],
+        };
+        object.retain(|key, v| !optional.contains(&key.as_str()) || !is_empty(v));
+    }
+    if quirks.extra_fields {
+        object.insert("meta_data".into(), Value::Object(Map::new()));
+        object.insert("_links".into(), serde_json::json!({"self": null}));
+    }
+    value
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Bool(false) => true,
+        Value::String(s) => s.is_empty(),
+        Value::Object(m) => m.is_empty(),
+        _ => false,
+    }
+}
+
+/// An `expire_date` as sent: a float, or whole seconds under `integer_expire_dates`.
+pub fn expire_date(quirks: &Quirks, epoch_secs: f64) -> Value {
+    if quirks.integer_expire_dates {
+        // Epoch seconds within 5 years from now fit an i64 with room to spare.
+        #[expect(clippy::cast_possible_truncation)]
+        let whole = epoch_secs.floor() as i64;
+        Value::from(whole)
+    } else {
+        Value::from(epoch_secs)
     }
 }
 
@@ -161,10 +237,40 @@ mod tests {
 
     #[test]
     fn documented_slash_form_routes_only_collections_with_a_slash() {
-        assert!(slash_allowed(TrailingSlash::Documented, "/api/users/", true));
-        assert!(!slash_allowed(TrailingSlash::Documented, "/api/users", true));
-        assert!(slash_allowed(TrailingSlash::Documented, "/api/authorize/auth", false));
-        assert!(!slash_allowed(TrailingSlash::Opposite, "/api/authorize/auth", false));
-        assert!(slash_allowed(TrailingSlash::Either, "/api/users", true));
+        use SlashVerdict::{NotFound, Redirect, Route};
+        assert_eq!(slash_verdict(TrailingSlash::Documented, "/api/users/", true), Route);
+        assert_eq!(slash_verdict(TrailingSlash::Documented, "/api/users", true), NotFound);
+        assert_eq!(slash_verdict(TrailingSlash::Documented, "/api/authorize/auth", false), Route);
+        assert_eq!(slash_verdict(TrailingSlash::Opposite, "/api/authorize/auth", false), NotFound);
+        assert_eq!(slash_verdict(TrailingSlash::Opposite, "/api/authorize/auth/", false), Route);
+        assert_eq!(slash_verdict(TrailingSlash::Either, "/api/users", true), Route);
+        let redirect = TrailingSlash::RedirectToDocumented;
+        assert_eq!(slash_verdict(redirect, "/api/users", true), Redirect("/api/users/".into()));
+        assert_eq!(slash_verdict(redirect, "/api/users/x/", false), Redirect("/api/users/x".into()));
+        assert_eq!(slash_verdict(redirect, "/api/users/x", false), Route);
+    }
+
+    #[test]
+    fn sparse_objects_drop_empty_optional_fields_and_extra_fields_add_unknown_ones() {
+        let quirks = Quirks { sparse_objects: true, extra_fields: true, ..Quirks::default() };
+        let user = json!({"user_id": "u", "middle_name": "", "first_name": "A", "is_admin": false, "is_active": false});
+        let shaped = shape(&quirks, Shape::User, user);
+        assert_eq!(shaped["first_name"], "A");
+        assert_eq!(shaped["is_active"], false);
+        assert!(shaped.get("middle_name").is_none() && shaped.get("is_admin").is_none());
+        assert_eq!(shaped["meta_data"], json!({}));
+        let company = shape(
+            &quirks,
+            Shape::Company,
+            json!({"name": "C", "in_deletion": false, "technical_meta_data": {}}),
+        );
+        assert_eq!(company.as_object().map(|o| o.contains_key("in_deletion")), Some(false));
+    }
+
+    #[test]
+    fn expire_dates_can_be_whole_seconds() {
+        let quirks = Quirks { integer_expire_dates: true, ..Quirks::default() };
+        assert_eq!(expire_date(&quirks, 12.75), json!(12));
+        assert_eq!(expire_date(&Quirks::default(), 12.75), json!(12.75));
     }
 }

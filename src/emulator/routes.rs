@@ -24,7 +24,7 @@ use super::Shared;
 use super::api_error::{ApiError, Code};
 use super::dialect::{CLIENT, CLIENT_SERVICE, Dialect};
 use super::faults::{After, Before};
-use super::quirks::{self, DEFAULT_LIMIT, PageRequest, Quirks};
+use super::quirks::{self, DEFAULT_LIMIT, PageRequest, Quirks, Shape, SlashVerdict};
 use super::server::ConnDrop;
 use super::store::{CompanyRecord, Principal, Store, Tokens, UserRecord};
 
@@ -142,8 +142,20 @@ async fn handle_with_faults(
     request: Request,
     next: Next,
 ) -> Response {
-    if route.matched && !quirks::slash_allowed(shared.quirks().trailing_slash, path, route.collection) {
-        return no_route_error(request.method(), path).into_response();
+    if route.matched {
+        let verdict = quirks::slash_verdict(shared.quirks().trailing_slash, path, route.collection);
+        match verdict {
+            SlashVerdict::Route => {}
+            SlashVerdict::NotFound => return no_route_error(request.method(), path).into_response(),
+            SlashVerdict::Redirect(target) => {
+                let location = match request.uri().query() {
+                    Some(query) => format!("{target}?{query}"),
+                    None => target,
+                };
+                return (StatusCode::PERMANENT_REDIRECT, [(axum::http::header::LOCATION, location)])
+                    .into_response();
+            }
+        }
     }
     let latency = shared.latency_ms();
     if latency > 0 {
@@ -322,13 +334,24 @@ fn query_map(
 // ---------------------------------------------------------------------------------------------
 // authorize/*
 
-fn session_body(dialect: Dialect, tokens: &Tokens, user: &UserRecord) -> Value {
+fn session_body(shared: &Shared, tokens: &Tokens, user: &UserRecord) -> Value {
+    let quirks = shared.quirks().clone();
     json!({
         "access_token": tokens.access_token,
         "expire_token": tokens.expire_token,
-        "expire_date": tokens.expire_date,
-        "user": dialect.user_json(user),
+        "expire_date": quirks::expire_date(&quirks, tokens.expire_date),
+        "user": user_out(shared.dialect, &quirks, user),
     })
+}
+
+/// A user as sent: the dialect's fields, shaped by the object quirks.
+fn user_out(dialect: Dialect, quirks: &Quirks, user: &UserRecord) -> Value {
+    quirks::shape(quirks, Shape::User, dialect.user_json(user))
+}
+
+/// A company as sent, shaped by the object quirks.
+fn company_out(quirks: &Quirks, company: &CompanyRecord) -> Value {
+    quirks::shape(quirks, Shape::Company, company_json(company))
 }
 
 async fn login(State(shared): App, body: Bytes) -> Reply {
@@ -338,7 +361,7 @@ async fn login(State(shared): App, body: Bytes) -> Reply {
     let email = required_str(credentials, "email", "credentials.email")?;
     let password = required_str(credentials, "password", "credentials.password")?;
     let (tokens, user) = shared.store().login(email, password, shared.session_ttl)?;
-    reply(StatusCode::OK, session_body(shared.dialect, &tokens, &user))
+    reply(StatusCode::OK, session_body(&shared, &tokens, &user))
 }
 
 async fn refresh(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {
@@ -348,7 +371,7 @@ async fn refresh(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {
         .ok_or_else(|| ApiError::structure("`expire_token` is required"))?;
     let caller = token(&headers)?;
     let (tokens, user) = shared.store().refresh(caller, expire_token, shared.session_ttl)?;
-    reply(StatusCode::OK, session_body(shared.dialect, &tokens, &user))
+    reply(StatusCode::OK, session_body(&shared, &tokens, &user))
 }
 
 async fn service_token_v6(State(shared): App, headers: HeaderMap, Path(user_id): Path<String>) -> Reply {
@@ -371,13 +394,15 @@ fn issue_service_token(shared: &Shared, headers: &HeaderMap, user_id: &str) -> R
         return Err(ApiError::value(format!("user `{user_id}` is not a service user")));
     }
     let (record, access_token) = store.issue_service_token(user_id);
+    drop(store);
+    let expire_date = quirks::expire_date(&shared.quirks(), record.expire_date);
     reply(
         StatusCode::OK,
         json!({
             "token_id": record.token_id,
             "user_id": record.user_id,
             "access_token": access_token,
-            "expire_date": record.expire_date,
+            "expire_date": expire_date,
             "session_id": 0,
         }),
     )
@@ -417,8 +442,11 @@ async fn list_companies(
     let mut store = shared.store();
     require_admin(&mut store, &headers)?;
     let name = query.get("name").filter(|_| !quirks.ignore_filters);
-    let items: Vec<Value> =
-        store.companies().filter(|c| name.is_none_or(|n| &c.name == n)).map(company_json).collect();
+    let items: Vec<Value> = store
+        .companies()
+        .filter(|c| name.is_none_or(|n| &c.name == n))
+        .map(|c| company_out(&quirks, c))
+        .collect();
     drop(store);
     reply(StatusCode::OK, quirks::page(items, request, &quirks, omit_total))
 }
@@ -432,24 +460,23 @@ async fn create_company(State(shared): App, headers: HeaderMap, body: Bytes) -> 
     if quirks.unique_company_names && store.live_company_named(&name).is_some() {
         return Err(duplicate(&quirks, format!("a company named `{name}` already exists")));
     }
-    let mut company = CompanyRecord::new(name);
+    let mut company = CompanyRecord::new(name.clone());
     if let Some(meta) = meta_data(&body)? {
         company.technical_meta_data = meta;
     }
-    let answer = company_json(&company);
+    let answer = company_out(&quirks, &company);
     store.insert_company(company);
     drop(store);
-    if let Some(name) = answer["name"].as_str() {
-        shared.stats.company_created(name);
-    }
+    shared.stats.company_created(&name);
     reply(StatusCode::CREATED, answer)
 }
 
 async fn get_company(State(shared): App, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let quirks = shared.quirks().clone();
     let mut store = shared.store();
     require_admin(&mut store, &headers)?;
     let company = store.company(&id).ok_or_else(|| ApiError::not_exist("company", &id))?;
-    reply(StatusCode::OK, company_json(company))
+    reply(StatusCode::OK, company_out(&quirks, company))
 }
 
 async fn patch_company(State(shared): App, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Reply {
@@ -476,7 +503,7 @@ async fn patch_company(State(shared): App, headers: HeaderMap, Path(id): Path<St
     if let Some(meta) = meta {
         company.technical_meta_data = meta;
     }
-    reply(StatusCode::OK, company_json(company))
+    reply(StatusCode::OK, company_out(&quirks, company))
 }
 
 async fn delete_company(State(shared): App, headers: HeaderMap, Path(id): Path<String>) -> Reply {
@@ -572,7 +599,7 @@ async fn list_users(
         .users()
         .filter(|u| email.as_ref().is_none_or(|e| &u.email.to_lowercase() == e))
         .filter(|u| company.is_none_or(|c| u.company_id.as_ref() == Some(c)))
-        .map(|u| shared.dialect.user_json(u))
+        .map(|u| user_out(shared.dialect, &quirks, u))
         .collect();
     drop(store);
     reply(StatusCode::OK, quirks::page(items, request, &quirks, omit_total))
@@ -603,7 +630,7 @@ async fn create_user(State(shared): App, headers: HeaderMap, body: Bytes) -> Rep
     let mut user = UserRecord::new(email, user_type.to_string(), company_id.map(str::to_string));
     apply_profile(dialect, &mut user, profile)?;
     user.password = Some(Secret::new(password));
-    let answer = dialect.user_json(&user);
+    let answer = user_out(dialect, &quirks, &user);
     let email = user.email.clone();
     store.insert_user(user);
     drop(store);
@@ -612,6 +639,7 @@ async fn create_user(State(shared): App, headers: HeaderMap, body: Bytes) -> Rep
 }
 
 async fn get_user(State(shared): App, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let quirks = shared.quirks().clone();
     let mut store = shared.store();
     let who = store.authenticate(token(&headers)?)?;
     // A non-admin may read itself (this is how a service token proves it works), nothing else.
@@ -619,7 +647,7 @@ async fn get_user(State(shared): App, headers: HeaderMap, Path(id): Path<String>
         return Err(ApiError::forbidden("this call needs an ADMIN session"));
     }
     let user = store.user(&id).ok_or_else(|| ApiError::not_exist("user", &id))?;
-    reply(StatusCode::OK, shared.dialect.user_json(user))
+    reply(StatusCode::OK, user_out(shared.dialect, &quirks, user))
 }
 
 async fn patch_user(State(shared): App, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Reply {
@@ -670,7 +698,7 @@ async fn patch_user(State(shared): App, headers: HeaderMap, Path(id): Path<Strin
         }
     }
     apply_profile(dialect, &mut user, profile)?;
-    let answer = dialect.user_json(&user);
+    let answer = user_out(dialect, &quirks, &user);
     store.update_user(&id, |stored| *stored = user);
     reply(StatusCode::OK, answer)
 }
