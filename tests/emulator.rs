@@ -964,3 +964,11 @@ async fn objects_can_be_sparse_carry_unknown_fields_and_expire_dates_can_be_inte
         assert!(api.issue_token(version, &id).await.ok(200)["expire_date"].is_i64());
     }
 }
+
+#[tokio::test]
+async fn shutdown_closes_the_listener_and_open_connections() {
+    let handle = start(ApiVersion::V6).await;
+    let (api, _) = Api::admin(&handle).await; // holds a keep-alive connection
+    handle.shutdown().await;
+    assert!(api.send(Method::GET, "/api/users/", None).await.is_err());
+}

@@ -6,7 +6,7 @@
 //! generated, and that one is shown once (it exists nowhere else). Request lines are logged
 //! through `tracing` at info (`-v` shows them).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
 use crate::emulator::{self, EmulatorConfig, EmulatorError, Faults, State};
@@ -42,10 +42,7 @@ fn build_config(
     args: &super::EmulatorArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(EmulatorConfig, bool), Error> {
-    let listen: SocketAddr = args.listen.parse().map_err(|_| Error::Usage {
-        message: format!("`--listen {}` is not an address", args.listen),
-        help: "write an IP address and port, e.g. `127.0.0.1:8080`".into(),
-    })?;
+    let listen = listen_addr(&args.listen)?;
     let api_version = match args.api_version.as_str() {
         "5" => ApiVersion::V5,
         _ => ApiVersion::V6,
@@ -71,6 +68,18 @@ fn build_config(
     config.seed = args.seed.as_deref().map(read_seed).transpose()?;
     config.log_requests = true;
     Ok((config, generated))
+}
+
+/// `127.0.0.1:8080`, `[::1]:8080` or `localhost:8080` (the first address the name resolves to).
+fn listen_addr(raw: &str) -> Result<SocketAddr, Error> {
+    let unusable = || Error::Usage {
+        message: format!("`--listen {raw}` is not an address to listen on"),
+        help: "write a host and port, e.g. `127.0.0.1:8080` or `localhost:8080`".into(),
+    };
+    if let Ok(addr) = raw.parse() {
+        return Ok(addr);
+    }
+    raw.to_socket_addrs().map_err(|_| unusable())?.next().ok_or_else(unusable)
 }
 
 fn read_seed(path: &Path) -> Result<State, EmulatorError> {
@@ -113,6 +122,8 @@ mod tests {
     #[test]
     fn bad_flags_are_usage_errors() {
         let bad_listen = EmulatorArgs { listen: "localhost".into(), ..args() };
+        let named = EmulatorArgs { listen: "localhost:0".into(), ..args() };
+        assert!(build_config(&named, &|_| None).is_ok_and(|(c, _)| c.listen.ip().is_loopback()));
         assert!(matches!(build_config(&bad_listen, &|_| None), Err(Error::Usage { .. })));
         let bad_rate = EmulatorArgs { fault_rate: 2.0, ..args() };
         assert!(matches!(build_config(&bad_rate, &|_| None), Err(Error::Usage { .. })));

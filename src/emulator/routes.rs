@@ -126,6 +126,7 @@ async fn around(State(shared): App, request: Request, next: Next) -> Response {
         tracing::info!(
             method = %method,
             path = %path,
+            route = %route.key,
             status = response.status().as_u16(),
             elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "emulator request"
