@@ -914,7 +914,16 @@ async fn the_http_state_dump_seeds_an_identical_emulator_without_passwords() {
     let mut config = EmulatorConfig::new(ApiVersion::V6);
     config.seed = Some(serde_json::from_value(dump).unwrap());
     let copy = emulator::start(config).await.unwrap();
-    assert_eq!(copy.state(), handle.state());
+    let (copied, original) = (copy.state(), handle.state());
+    assert_eq!(copied.companies, original.companies);
+    assert_eq!(copied.users, original.users);
+    // serde_json reads floats to within one ulp, so token expiries are compared loosely.
+    let (a, b) = (&copied.service_tokens, &original.service_tokens);
+    assert_eq!(a.len(), b.len());
+    let same = |x: &emulator::ServiceTokenRecord, y: &emulator::ServiceTokenRecord| {
+        x.token_id == y.token_id && x.user_id == y.user_id && (x.expire_date - y.expire_date).abs() < 1e-3
+    };
+    assert!(a.iter().zip(b).all(|(x, y)| same(x, y)), "{a:?} {b:?}");
     // Passwords were not in the dump: the seeded service user cannot log in.
     let login = json!({"credentials": {"email": "svc@x.test", "password": "pw-1"}});
     Api::new(&copy).post("/api/authorize/auth", login).await.error(401, 7);

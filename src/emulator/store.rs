@@ -208,10 +208,15 @@ impl Store {
 
     // ----- clock -------------------------------------------------------------------------
 
-    /// Emulator time in Unix epoch seconds (wall clock plus `advance_clock`).
+    /// Emulator time in Unix epoch seconds (wall clock plus `advance_clock`), to the
+    /// microsecond like the real API's `expire_date` (`1904659888.282587`).
     pub(crate) fn now(&self) -> f64 {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        (wall + self.clock_offset).as_secs_f64()
+        let micros = (wall + self.clock_offset).as_micros();
+        // Epoch microseconds are about 2^51 today: exact in an f64 for a long while yet.
+        #[expect(clippy::cast_precision_loss)]
+        let secs = micros as f64 / 1e6;
+        secs
     }
 
     pub(crate) fn advance_clock(&mut self, by: Duration) {
