@@ -981,3 +981,32 @@ async fn shutdown_closes_the_listener_and_open_connections() {
     handle.shutdown().await;
     assert!(api.send(Method::GET, "/api/users/", None).await.is_err());
 }
+
+#[tokio::test]
+async fn a_persistent_client_gets_through_flaky_faults_and_tolerable_quirks() {
+    for version in BOTH {
+        let handle = start_with(version, Quirks::tolerable(), Faults::flaky(0.3, 11)).await;
+        let (api, _) = Api::admin(&handle).await;
+        // Retry each read until it answers; every kind of fault must have shown up on the way.
+        let mut statuses = BTreeSet::new();
+        let mut drops = 0;
+        let mut answered = 0;
+        while answered < 40 {
+            match api.send(Method::GET, "/api/users/", None).await {
+                Ok(answer) if answer.status.is_success() => {
+                    answered += 1;
+                    let body = answer.body;
+                    assert!(body["results"].as_array().unwrap().len() <= 3);
+                    assert_eq!(body["count"], 1);
+                }
+                Ok(answer) => {
+                    statuses.insert(answer.status.as_u16());
+                }
+                Err(_) => drops += 1,
+            }
+        }
+        assert_eq!(statuses, BTreeSet::from([429, 500, 503]), "{version:?}");
+        assert!(drops > 0);
+        api.get("/api/users").await.error(404, 10);
+    }
+}

@@ -47,6 +47,24 @@ impl Faults {
         }
     }
 
+    /// `rate` spread evenly over every kind of request fault (429 with `Retry-After: 0`, 500,
+    /// 503, dropped connection) and, for creates, commit-then-500 and commit-then-drop, from
+    /// `seed`: what a client must retry through without creating anything twice.
+    pub fn flaky(rate: f64, seed: u64) -> Self {
+        let share = rate.clamp(0.0, 1.0) / 4.0;
+        Self {
+            too_many_requests: share,
+            retry_after_secs: 0,
+            internal_error: share,
+            unavailable: share,
+            drop_connection: share,
+            commit_then_error: rate.clamp(0.0, 1.0) / 2.0,
+            commit_then_drop: rate.clamp(0.0, 1.0) / 2.0,
+            seed,
+            ..Self::default()
+        }
+    }
+
     /// Whether anything beyond latency is configured (lets the hot path skip the RNG lock).
     pub(crate) fn injects(&self) -> bool {
         self.too_many_requests > 0.0

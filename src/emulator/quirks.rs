@@ -86,6 +86,30 @@ pub struct Quirks {
     pub integer_expire_dates: bool,
 }
 
+impl Quirks {
+    /// Every quirk a correct client must survive and still converge under (oz-api.md section
+    /// 7): `results` envelope with a `count`, a cap of 3 per page, ignored filters, duplicates
+    /// answered 409 (company names unique), sparse objects with unknown extra fields, integer
+    /// expiry dates, and only the documented path forms routed. Not `ignore_offset`, which a
+    /// client must refuse rather than survive.
+    pub fn tolerable() -> Self {
+        Self {
+            envelope: Envelope::Results,
+            total_field: TotalField::Count,
+            max_limit: Some(3),
+            ignore_filters: true,
+            ignore_offset: false,
+            duplicate_conflict_409: true,
+            unique_company_names: true,
+            keep_deleted_companies: false,
+            trailing_slash: TrailingSlash::Documented,
+            extra_fields: true,
+            sparse_objects: true,
+            integer_expire_dates: true,
+        }
+    }
+}
+
 /// `offset` and `limit` as asked by the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRequest {
@@ -265,6 +289,13 @@ mod tests {
             json!({"name": "C", "in_deletion": false, "technical_meta_data": {}}),
         );
         assert_eq!(company.as_object().map(|o| o.contains_key("in_deletion")), Some(false));
+    }
+
+    #[test]
+    fn tolerable_quirks_still_page_forward() {
+        let quirks = Quirks::tolerable();
+        let second = page(numbers(5), PageRequest { offset: 3, limit: 100 }, &quirks, false);
+        assert_eq!(second, json!({"results": [3, 4], "count": 5}));
     }
 
     #[test]
