@@ -1,9 +1,142 @@
-//! `ozform emulator`.
+//! `ozform emulator`: serve the built-in Oz API until Ctrl-C.
+//!
+//! Turns the raw flags into an `EmulatorConfig` (address, dialect, admin account, seed,
+//! faults), starts the emulator and says where it listens. The admin password comes from
+//! `--admin-password-file`, else `OZ_ADMIN_PASSWORD`; only when neither is given is one
+//! generated, and that one is shown once (it exists nowhere else). Request lines are logged
+//! through `tracing` at info (`-v` shows them).
 
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use crate::emulator::{self, EmulatorConfig, EmulatorError, Faults, State};
 use crate::error::{Error, Exit};
+use crate::model::ApiVersion;
 use crate::output::Output;
+use crate::secret::{Secret, SecretRef, process_env};
 
-#[allow(clippy::unused_async)]
-pub async fn run(_args: super::EmulatorArgs, _output: &Output) -> Result<Exit, Error> {
-    Err(super::not_built("emulator"))
+pub async fn run(args: super::EmulatorArgs, output: &Output) -> Result<Exit, Error> {
+    let (config, generated) = build_config(&args, &process_env)?;
+    let handle = emulator::start(config).await?;
+    output.status(&format!(
+        "ozform emulator (API {}) listening on {url}\nadmin: {}\nstate dump (usable as `--seed`): {url}/_emulator/state",
+        handle.api_version(),
+        handle.admin_email(),
+        url = handle.url(),
+    ));
+    if generated {
+        output.warn(&format!(
+            "no admin password given (`--admin-password-file` or `OZ_ADMIN_PASSWORD`); generated for this run: {}",
+            handle.admin_password().expose()
+        ));
+    }
+    output.status("press Ctrl-C to stop");
+    let stopped = tokio::signal::ctrl_c().await;
+    handle.shutdown().await;
+    stopped.map_err(|e| Error::Io { action: "wait for", path: "Ctrl-C".into(), reason: e.to_string() })?;
+    Ok(Exit::Success)
+}
+
+/// The emulator's configuration from the flags; true when the admin password was generated.
+fn build_config(
+    args: &super::EmulatorArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(EmulatorConfig, bool), Error> {
+    let listen = listen_addr(&args.listen)?;
+    let api_version = match args.api_version.as_str() {
+        "5" => ApiVersion::V5,
+        _ => ApiVersion::V6,
+    };
+    if !(0.0..=1.0).contains(&args.fault_rate) {
+        return Err(Error::Usage {
+            message: format!("`--fault-rate {}` is not a fraction", args.fault_rate),
+            help: "give a number from 0 to 1, e.g. `0.1` for one request in ten".into(),
+        });
+    }
+    let (admin_password, generated) = match &args.admin_password_file {
+        Some(path) => (SecretRef::File(path.clone()).resolve(env)?, false),
+        None => match env("OZ_ADMIN_PASSWORD").filter(|v| !v.is_empty()) {
+            Some(value) => (Secret::new(value), false),
+            None => (Secret::new(uuid::Uuid::new_v4().simple().to_string()), true),
+        },
+    };
+    let mut config = EmulatorConfig::new(api_version);
+    config.listen = listen;
+    config.admin_email.clone_from(&args.admin_email);
+    config.admin_password = admin_password;
+    config.faults = Faults::mixed(args.fault_rate, args.latency_ms);
+    config.seed = args.seed.as_deref().map(read_seed).transpose()?;
+    config.log_requests = true;
+    Ok((config, generated))
+}
+
+/// `127.0.0.1:8080`, `[::1]:8080` or `localhost:8080` (the first address the name resolves to).
+fn listen_addr(raw: &str) -> Result<SocketAddr, Error> {
+    let unusable = || Error::Usage {
+        message: format!("`--listen {raw}` is not an address to listen on"),
+        help: "write a host and port, e.g. `127.0.0.1:8080` or `localhost:8080`".into(),
+    };
+    if let Ok(addr) = raw.parse() {
+        return Ok(addr);
+    }
+    raw.to_socket_addrs().map_err(|_| unusable())?.next().ok_or_else(unusable)
+}
+
+fn read_seed(path: &Path) -> Result<State, EmulatorError> {
+    let seed_error = |reason: String| EmulatorError::Seed { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| seed_error(e.kind().to_string()))?;
+    serde_json::from_str(&text).map_err(|e| seed_error(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::EmulatorArgs;
+
+    fn args() -> EmulatorArgs {
+        EmulatorArgs {
+            listen: "127.0.0.1:0".into(),
+            api_version: "5".into(),
+            admin_email: "root@x.test".into(),
+            admin_password_file: None,
+            seed: None,
+            latency_ms: 3,
+            fault_rate: 0.2,
+        }
+    }
+
+    #[test]
+    fn the_admin_password_comes_from_the_environment_before_being_generated() {
+        let (config, generated) =
+            build_config(&args(), &|n| (n == "OZ_ADMIN_PASSWORD").then(|| "canary-env".to_string()))
+                .expect("config");
+        assert!(!generated);
+        assert_eq!(config.admin_password.expose(), "canary-env");
+        assert_eq!(config.api_version, ApiVersion::V5);
+        assert_eq!(config.faults.latency_ms, 3);
+        assert!((config.faults.internal_error - 0.05).abs() < 1e-9);
+        let (_, generated) = build_config(&args(), &|_| None).expect("config");
+        assert!(generated);
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        let bad_listen = EmulatorArgs { listen: "localhost".into(), ..args() };
+        let named = EmulatorArgs { listen: "localhost:0".into(), ..args() };
+        assert!(build_config(&named, &|_| None).is_ok_and(|(c, _)| c.listen.ip().is_loopback()));
+        assert!(matches!(build_config(&bad_listen, &|_| None), Err(Error::Usage { .. })));
+        let bad_rate = EmulatorArgs { fault_rate: 2.0, ..args() };
+        assert!(matches!(build_config(&bad_rate, &|_| None), Err(Error::Usage { .. })));
+    }
+
+    #[test]
+    fn a_seed_that_is_not_a_state_is_a_seed_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("seed.json");
+        std::fs::write(&path, r#"{"companies": 3}"#).expect("write");
+        let err = read_seed(&path).expect_err("bad seed");
+        assert!(err.to_string().contains("seed.json"), "{err}");
+        std::fs::write(&path, r#"{"companies": [{"name": "A"}]}"#).expect("write");
+        assert_eq!(read_seed(&path).expect("seed").companies[0].name, "A");
+    }
 }

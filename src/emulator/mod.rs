@@ -1,8 +1,251 @@
-//! The built-in Oz API emulator (API 5 and API 6 dialects) with quirks and fault injection.
+//! The built-in Oz API emulator: `LocalStack` for Oz. An in-process HTTP server that speaks the
+//! API 5 or API 6 dialect (shared/oz-api.md) with its error bodies, sessions (sliding TTL,
+//! refresh, expiry), companies, users and service tokens, plus switchable quirks (list
+//! envelopes, capped limits, ignored filters and offset, trailing slashes) and seeded fault
+//! injection (latency, 429, 500, 503, dropped connections, creates that commit then fail,
+//! expiring sessions). Tests, benchmarks and `ozform demo` run on it.
+//!
+//! Files, one concept each: `config` (what a run is), `store` (the data and sessions),
+//! `dialect` (API 5 vs 6), `routes` (the HTTP surface), `quirks`, `faults`, `stats`,
+//! `api_error` (Oz error bodies), `server` (the accept loop).
+//!
+//! Invariants: `start` returns once the listener is bound; the emulator never logs, dumps or
+//! returns a password, and tokens only in the auth, refresh and service-token answers; it only
+//! ever listens where it is told (tests use `127.0.0.1:0`).
+//!
+//! Besides the Oz routes, `GET /_emulator/state` (the `State` JSON, which `--seed` reads back)
+//! and `GET /_emulator/stats` serve people running `ozform emulator`; they are not counted.
+//!
+//! Test helpers on `Handle` beyond the brief: `advance_clock` (move the emulator clock so
+//! sessions expire without sleeping), `forget_all_sessions` (refresh fails too),
+//! `update_user_raw` / `update_company_raw` (simulate drift made outside ozform, no request
+//! counted), `admin_email` / `admin_password`.
+
+mod api_error;
+mod config;
+mod dialect;
+mod faults;
+mod quirks;
+mod routes;
+mod server;
+mod stats;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::model::ApiVersion;
+use crate::secret::Secret;
+
+pub use config::{DEFAULT_ADMIN_EMAIL, DEFAULT_ADMIN_PASSWORD, DEFAULT_SESSION_TTL, EmulatorConfig};
+pub use faults::Faults;
+pub use quirks::{DEFAULT_LIMIT, Envelope, Quirks, TotalField, TrailingSlash};
+pub use routes::TOKEN_HEADER;
+pub use stats::Stats;
+pub use store::{CompanyRecord, SERVICE_TOKEN_TTL, ServiceTokenRecord, State, UserRecord};
+
+use dialect::Dialect;
+use faults::Injector;
+use stats::Recorder;
+use store::Store;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum EmulatorError {
     #[error("cannot listen on `{addr}`: {reason}")]
     #[diagnostic(code(ozform::emulator::listen), help("pick a free address with `--listen`"))]
     Listen { addr: String, reason: String },
+    #[error("cannot read the seed `{path}`: {reason}")]
+    #[diagnostic(
+        code(ozform::emulator::seed),
+        help("a seed is JSON as the emulator dumps it: `{{\"companies\": [...], \"users\": [...]}}`")
+    )]
+    Seed { path: String, reason: String },
+}
+
+/// State shared by the handlers, the middleware and the `Handle`.
+pub(crate) struct Shared {
+    dialect: Dialect,
+    session_ttl: Duration,
+    log_requests: bool,
+    store: Mutex<Store>,
+    quirks: RwLock<Quirks>,
+    injector: Mutex<Injector>,
+    /// Copies of the fault settings read on every request without taking the injector lock.
+    faults_active: AtomicBool,
+    latency_ms: AtomicU64,
+    stats: Recorder,
+}
+
+impl Shared {
+    // Locks are never held across an await and no code in them panics on purpose; should one
+    // be poisoned anyway, the data is still consistent per operation, so keep serving.
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    fn quirks(&self) -> RwLockReadGuard<'_, Quirks> {
+        self.quirks.read().unwrap_or_else(PoisonError::into_inner)
+    }
+    fn injector(&self) -> MutexGuard<'_, Injector> {
+        self.injector.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    fn faults_active(&self) -> bool {
+        self.faults_active.load(Ordering::Relaxed)
+    }
+    fn latency_ms(&self) -> u64 {
+        self.latency_ms.load(Ordering::Relaxed)
+    }
+    fn set_faults(&self, faults: Faults) {
+        self.faults_active.store(faults.injects(), Ordering::Relaxed);
+        self.latency_ms.store(faults.latency_ms, Ordering::Relaxed);
+        *self.injector() = Injector::new(faults);
+    }
+}
+
+/// Start an emulator. Returns once the listener is bound: requests can be sent at once.
+pub async fn start(config: EmulatorConfig) -> Result<Handle, EmulatorError> {
+    let listen_error =
+        |e: std::io::Error| EmulatorError::Listen { addr: config.listen.to_string(), reason: e.to_string() };
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
+    let store =
+        Store::new(config.seed.clone().unwrap_or_default(), &config.admin_email, &config.admin_password);
+    let shared = Arc::new(Shared {
+        dialect: Dialect(config.api_version),
+        session_ttl: config.session_ttl,
+        log_requests: config.log_requests,
+        store: Mutex::new(store),
+        quirks: RwLock::new(config.quirks.clone()),
+        injector: Mutex::new(Injector::new(Faults::default())),
+        faults_active: AtomicBool::new(false),
+        latency_ms: AtomicU64::new(0),
+        stats: Recorder::default(),
+    });
+    shared.set_faults(config.faults.clone());
+    let app = routes::router(Arc::clone(&shared));
+    let (shutdown, watch_shutdown) = watch::channel(false);
+    let task = tokio::spawn(server::serve(listener, app, watch_shutdown));
+    tracing::debug!(%addr, api_version = %config.api_version, "emulator listening");
+    Ok(Handle {
+        addr,
+        api_version: config.api_version,
+        admin_email: config.admin_email,
+        admin_password: config.admin_password,
+        shared,
+        shutdown,
+        task,
+    })
+}
+
+/// A running emulator. Dropping it stops the server too; `shutdown` also waits for that.
+pub struct Handle {
+    addr: SocketAddr,
+    api_version: ApiVersion,
+    admin_email: String,
+    admin_password: Secret,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("addr", &self.addr)
+            .field("api_version", &self.api_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// Base URL, like `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    pub fn api_version(&self) -> ApiVersion {
+        self.api_version
+    }
+    /// Login of the built-in ADMIN account.
+    pub fn admin_email(&self) -> &str {
+        &self.admin_email
+    }
+    pub fn admin_password(&self) -> &Secret {
+        &self.admin_password
+    }
+    /// Companies, users (without passwords) and issued token records, in creation order.
+    pub fn state(&self) -> State {
+        self.shared.store().state()
+    }
+    pub fn stats(&self) -> Stats {
+        self.shared.stats.snapshot()
+    }
+    pub fn reset_stats(&self) {
+        self.shared.stats.reset();
+    }
+    pub fn faults(&self) -> Faults {
+        self.shared.injector().faults().clone()
+    }
+    /// Replace the faults (the RNG restarts from `faults.seed`).
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.set_faults(faults);
+    }
+    pub fn quirks(&self) -> Quirks {
+        self.shared.quirks().clone()
+    }
+    pub fn set_quirks(&self, quirks: Quirks) {
+        *self.shared.quirks.write().unwrap_or_else(PoisonError::into_inner) = quirks;
+    }
+    /// Every login session expires now: the next request with it gets 401 `error_code` 8, and
+    /// its `expire_token` still refreshes it. Service tokens are not touched.
+    pub fn expire_all_sessions(&self) {
+        self.shared.store().expire_all_sessions();
+    }
+    /// Every login session is forgotten: 401 `error_code` 7, and refresh fails too.
+    pub fn forget_all_sessions(&self) {
+        self.shared.store().forget_all_sessions();
+    }
+    /// Move the emulator clock forward (sessions and token expiry follow it).
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared.store().advance_clock(by);
+    }
+    /// Change the user with this email (case-insensitive) behind the API's back, e.g. to
+    /// simulate drift. Returns false when there is no such user. The id cannot be changed.
+    pub fn update_user_raw(&self, email: &str, change: impl FnOnce(&mut UserRecord)) -> bool {
+        let mut store = self.shared.store();
+        let Some(id) = store.user_by_email(email).map(|u| u.user_id.clone()) else { return false };
+        store
+            .update_user(&id, |user| {
+                change(user);
+                user.user_id.clone_from(&id);
+            })
+            .is_some()
+    }
+    /// Change the first company with this exact name behind the API's back. Returns false
+    /// when there is none. The id cannot be changed.
+    pub fn update_company_raw(&self, name: &str, change: impl FnOnce(&mut CompanyRecord)) -> bool {
+        let mut store = self.shared.store();
+        let Some(id) = store.companies().find(|c| c.name == name).map(|c| c.company_id.clone()) else {
+            return false;
+        };
+        match store.company_mut(&id) {
+            Some(company) => {
+                change(company);
+                company.company_id = id;
+                true
+            }
+            None => false,
+        }
+    }
+    /// Stop serving: close the listener and every connection, and wait for that.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
 }

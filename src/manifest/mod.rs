@@ -1,10 +1,367 @@
 //! Manifest loading and validation: files and directories → `model::Desired`.
+//!
+//! The loader's edge is I/O (finding and reading files, in `source`); everything after is
+//! pure over the texts and an environment lookup: `node` parses YAML into located nodes,
+//! `read` turns each document into companies and users (with `interpolate`), `check` looks
+//! across documents, `problem` renders what is wrong. Every problem is collected and
+//! reported together, each with a stable code, a labelled span and a help line. The process
+//! environment is never read here: callers pass a lookup.
+//!
+//! Invariant: `load` returns a `Desired` only when no problem was found; companies sorted
+//! by name, users by email (case-insensitive), each identity once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::NamedSource;
+
+use crate::model::Desired;
+
+mod check;
+mod document;
+mod interpolate;
+mod node;
+mod problem;
+mod read;
+mod source;
+mod suggest;
+
+pub use document::{CompanyDoc, Document, SCHEMA_COMMENT, UserDoc, schema, to_yaml};
 
 /// All problems found in the manifests, reported together.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-#[error("the manifests have {} problem(s)", problems.len())]
-#[diagnostic(code(ozform::manifest::invalid))]
+#[error("the manifests have {}", count_problems(problems.len()))]
+#[diagnostic(
+    code(ozform::manifest::invalid),
+    help("fix each problem listed below, then run `ozform validate` again")
+)]
 pub struct ManifestError {
     #[related]
     pub problems: Vec<miette::Report>,
+}
+
+fn count_problems(n: usize) -> String {
+    if n == 1 { "1 problem".to_string() } else { format!("{n} problems") }
+}
+
+/// Load the manifests under `paths` into the desired state, or report every problem.
+pub fn load(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<Desired, ManifestError> {
+    let mut problems = Vec::new();
+    let files = source::discover(paths, &mut problems);
+    let mut sources: Vec<(Arc<PathBuf>, Arc<str>, Vec<node::Pos>)> = Vec::with_capacity(files.len());
+    let mut found = read::Found::default();
+    let mut complete = true;
+    let mut texts = Vec::with_capacity(files.len());
+    for path in &files {
+        match source::read(path) {
+            Ok(text) => texts.push((path, text)),
+            Err(kind) => {
+                problems.push(problem::Problem::unlocated(kind));
+                complete = false;
+            }
+        }
+    }
+    let parsed = parse_all(&texts);
+    for ((path, text), parsed) in texts.into_iter().zip(parsed) {
+        let file = sources.len();
+        let path = Arc::new(path.clone());
+        let mut redact = Vec::new();
+        match parsed {
+            Err(err) => {
+                let at = problem::At { file, pos: err.pos };
+                problems.push(problem::Problem::at(
+                    problem::Kind::YamlSyntax { message: err.message },
+                    at,
+                    "here",
+                ));
+                complete = false;
+            }
+            Ok(documents) => {
+                let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+                let mut reader = read::Reader {
+                    file,
+                    path: Arc::clone(&path),
+                    dir: &dir,
+                    env,
+                    problems: &mut problems,
+                    redact: &mut redact,
+                };
+                for document in documents {
+                    reader.document(document, &mut found);
+                }
+            }
+        }
+        sources.push((path, Arc::from(text), redact));
+    }
+    check::across_documents(&mut found, complete, &mut problems);
+
+    if !problems.is_empty() {
+        return Err(ManifestError { problems: render(problems, sources) });
+    }
+    let mut companies: Vec<_> = found.companies.into_iter().map(|c| c.company).collect();
+    companies.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut users: Vec<_> = found.users.into_iter().map(|u| u.user).collect();
+    users.sort_by(|a, b| a.email.cmp(&b.email));
+    Ok(Desired { companies, users, files })
+}
+
+type Parsed = Result<Vec<node::Node>, node::SyntaxError>;
+
+/// Parse every text, in order. Parsing is most of the loader's time and each file is
+/// independent, so several files are parsed on scoped threads (one per available core).
+fn parse_all(texts: &[(&PathBuf, String)]) -> Vec<Parsed> {
+    let threads =
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(texts.len());
+    if threads <= 1 {
+        return texts.iter().map(|(_, text)| node::parse_documents(text)).collect();
+    }
+    let mut parsed: Vec<Option<Parsed>> = std::iter::repeat_with(|| None).take(texts.len()).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    texts
+                        .iter()
+                        .enumerate()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|(i, (_, text))| (i, node::parse_documents(text)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for handle in handles {
+            // A parser thread that panicked (a parser bug; the property tests look for them)
+            // leaves its files as `None`: reported below as a problem, not as a crash.
+            for (i, result) in handle.join().into_iter().flatten() {
+                parsed[i] = Some(result);
+            }
+        }
+    });
+    parsed
+        .into_iter()
+        .map(|result| {
+            result.unwrap_or_else(|| {
+                Err(node::SyntaxError {
+                    message: "the YAML parser failed on this file (a bug: please report it)".into(),
+                    pos: node::Pos::default(),
+                })
+            })
+        })
+        .collect()
+}
+
+/// Problems as reports, ordered by file and position, with literal passwords blanked out of
+/// every snippet.
+fn render(
+    mut problems: Vec<problem::Problem>,
+    sources: Vec<(Arc<PathBuf>, Arc<str>, Vec<node::Pos>)>,
+) -> Vec<miette::Report> {
+    problems.sort_by_key(|p| p.at);
+    let named: Vec<NamedSource<Arc<str>>> = sources
+        .into_iter()
+        .map(|(path, text, redact)| {
+            let text = if redact.is_empty() { text } else { Arc::from(blank(&text, &redact)) };
+            NamedSource::new(path.display().to_string(), text).with_language("yaml")
+        })
+        .collect();
+    problems.into_iter().map(|p| p.into_report(&named)).collect()
+}
+
+/// `text` with each span's characters replaced by `*` (byte length kept, so every other
+/// span still points at the same bytes).
+fn blank(text: &str, spans: &[node::Pos]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        if spans.iter().any(|s| i >= s.offset && i < s.offset + s.len) {
+            out.extend(std::iter::repeat_n('*', c.len_utf8()));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::model::{Permissions, TokenSpec};
+    use crate::secret::SecretRef;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn env(name: &str) -> Option<String> {
+        (name == "TIER").then(|| "gold".to_string())
+    }
+
+    fn problems(result: Result<Desired, ManifestError>) -> Vec<String> {
+        result.unwrap_err().problems.iter().map(|p| format!("{}", p.code().unwrap())).collect()
+    }
+
+    #[test]
+    fn documents_of_all_files_merge_into_one_sorted_desired_state() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "b/users.yml",
+            "service_users:\n  - {email: Zed@x.example, company: Beta}\n---\nservice_users:\n  - {email: amy@x.example, company: Alpha}\n",
+        );
+        write(dir.path(), "a.yaml", "companies:\n  - name: Beta\n---\n---\ncompanies:\n  - name: Alpha\n");
+        write(dir.path(), "empty.yaml", "");
+        let desired = load(&[dir.path().to_path_buf()], &env).unwrap();
+        let companies: Vec<_> = desired.companies.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(companies, ["Alpha", "Beta"]);
+        let users: Vec<_> = desired.users.iter().map(|u| u.email.as_str()).collect();
+        assert_eq!(users, ["amy@x.example", "Zed@x.example"]);
+        assert_eq!(desired.files.len(), 3);
+        let zed = &desired.users[1];
+        assert_eq!((zed.location.line, zed.location.column), (2, 13));
+        assert!(zed.location.file.ends_with("b/users.yml"));
+    }
+
+    #[test]
+    fn omitted_fields_take_their_defaults_and_stay_unmanaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies: [{name: A}]\nservice_users:\n  - {email: a@x.example, company: A}\n",
+        );
+        let desired = load(&[file], &env).unwrap();
+        let user = &desired.users[0];
+        assert!(user.active);
+        assert_eq!(user.token, TokenSpec { issue: false });
+        assert_eq!((user.first_name.as_ref(), user.password.as_ref(), user.permissions), (None, None, None));
+        assert_eq!(desired.companies[0].technical_meta_data, None);
+    }
+
+    #[test]
+    fn every_field_maps_into_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies:\n  - name: A\n    technical_meta_data: {tier: \"${TIER}\", n: [1, 2.5, null, true]}\n\
+             service_users:\n  - email: a@x.example\n    company: A\n    first_name: F\n    last_name: L\n    middle_name: \"\"\n\
+             \x20   password: {file: secrets/pw}\n    active: false\n    permissions: {biometry: false, quality: true}\n    token: {issue: true}\n",
+        );
+        let desired = load(&[file], &env).unwrap();
+        assert_eq!(
+            desired.companies[0].technical_meta_data,
+            Some(serde_json::json!({"tier": "gold", "n": [1, 2.5, null, true]}))
+        );
+        let user = &desired.users[0];
+        assert_eq!(user.first_name.as_deref(), Some("F"));
+        assert_eq!(user.last_name.as_deref(), Some("L"));
+        assert_eq!(user.middle_name.as_deref(), Some(""));
+        assert_eq!(user.password, Some(SecretRef::File(dir.path().join("secrets/pw"))));
+        assert!(!user.active);
+        assert_eq!(
+            user.permissions,
+            Some(Permissions {
+                biometry: Some(false),
+                collection: None,
+                documents: None,
+                quality: Some(true)
+            })
+        );
+        assert!(user.token.issue);
+    }
+
+    #[test]
+    fn an_absolute_secret_file_is_kept_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies: [{name: A}]\nservice_users: [{email: a@x.example, company: A, password: {file: /run/pw}}]\n",
+        );
+        assert_eq!(load(&[file], &env).unwrap().users[0].password, Some(SecretRef::File("/run/pw".into())));
+    }
+
+    #[test]
+    fn anchors_and_merge_keys_work_like_yaml_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies: [{name: A}]\nx-defaults: &d {company: A, active: false}\n",
+        );
+        // Top-level helper keys are unknown fields: the manifest has no place for them.
+        assert_eq!(problems(load(&[file], &env)), ["ozform::manifest::unknown_field"]);
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies: [{name: A}]\nservice_users:\n  - &u {email: a@x.example, company: A, active: false}\n  - {<<: *u, email: b@x.example}\n",
+        );
+        let desired = load(&[file], &env).unwrap();
+        assert_eq!(desired.users.len(), 2);
+        assert!(!desired.users[1].active);
+    }
+
+    #[test]
+    fn every_problem_is_collected_not_only_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", "companies:\n  - name: A\n  - name: A\n  - name: B\n    tier: gold\n");
+        write(
+            dir.path(),
+            "b.yaml",
+            "service_users:\n  - {email: nope, company: A}\n  - {email: b@x.example, company: C, active: off}\n  - {company: A}\n",
+        );
+        let codes = problems(load(&[dir.path().to_path_buf()], &env));
+        assert_eq!(
+            codes,
+            [
+                "ozform::manifest::duplicate_company",
+                "ozform::manifest::unknown_field",
+                "ozform::manifest::malformed_email",
+                "ozform::manifest::undeclared_company",
+                "ozform::manifest::ambiguous_boolean",
+                "ozform::manifest::missing_field",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unparsable_file_does_not_cause_false_undeclared_company_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", "companies:\n  - name: [A\n");
+        write(dir.path(), "b.yaml", "service_users:\n  - {email: a@x.example, company: A}\n");
+        assert_eq!(problems(load(&[dir.path().to_path_buf()], &env)), ["ozform::manifest::yaml_syntax"]);
+    }
+
+    #[test]
+    fn a_file_may_hold_more_documents_than_the_yaml_parser_allows_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for i in 0..1_500 {
+            std::fmt::Write::write_fmt(&mut text, format_args!("---\ncompanies: [{{name: C{i}}}]\n"))
+                .unwrap();
+        }
+        let file = write(dir.path(), "many.yaml", &text);
+        assert_eq!(load(&[file], &env).unwrap().companies.len(), 1_500);
+    }
+
+    #[test]
+    fn a_company_that_cannot_be_read_does_not_cause_undeclared_company_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies: [{name: 2024}]\nservice_users: [{email: a@x.example, company: \"2024\"}]\n",
+        );
+        assert_eq!(problems(load(&[file], &env)), ["ozform::manifest::wrong_type"]);
+    }
+
+    #[test]
+    fn blanking_keeps_byte_offsets() {
+        let spans = [node::Pos { offset: 2, len: 3, line: 1, column: 3 }];
+        assert_eq!(blank("a:é1b\n", &spans), "a:***b\n");
+    }
 }

@@ -1,1 +1,33 @@
-//! Renderers: `(&Plan, &Style) -> String` for text, Markdown and JSON. Pure; no I/O.
+//! Renderers: a `Plan` as text (Terraform-like, for terminals), Markdown (pull-request
+//! comments) and JSON (the saved plan format), and `parse_plan` to read the JSON back.
+//!
+//! Pure; no I/O: every function returns a `String` and `output` decides where it goes. A plan
+//! holds no secret value, and the renderers show a secret field only as `(sensitive)` (with
+//! the source of a password: `{env: NAME}` or `{file: PATH}`, never its value).
+
+mod detail;
+mod json;
+mod markdown;
+mod text;
+
+pub use json::{json, parse_plan};
+pub use markdown::markdown;
+pub use text::text;
+
+/// How to render for a terminal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Style {
+    /// Emit ANSI colour codes (only on a terminal and never with `NO_COLOR`; `output` decides).
+    pub color: bool,
+}
+
+/// The footer line of every plan: `Plan: N to create, N to update, N tokens to issue.` or
+/// `No changes.`
+pub fn footer(plan: &crate::plan::Plan) -> String {
+    if plan.has_changes() {
+        let s = plan.summary;
+        format!("Plan: {} to create, {} to update, {} tokens to issue.", s.create, s.update, s.issue)
+    } else {
+        "No changes.".to_string()
+    }
+}

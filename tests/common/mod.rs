@@ -14,7 +14,14 @@ impl Cli {
     pub fn new() -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ozform"));
         // A clean, colourless, non-interactive environment.
-        for var in ["OZ_API_URL", "OZ_ADMIN_EMAIL", "OZ_ADMIN_PASSWORD", "OZ_API_VERSION", "OZ_TOKEN_DIR", "RUST_LOG"] {
+        for var in [
+            "OZ_API_URL",
+            "OZ_ADMIN_EMAIL",
+            "OZ_ADMIN_PASSWORD",
+            "OZ_API_VERSION",
+            "OZ_TOKEN_DIR",
+            "RUST_LOG",
+        ] {
             cmd.env_remove(var);
         }
         cmd.env("NO_COLOR", "1");
@@ -66,7 +73,11 @@ pub struct Run {
 impl Run {
     /// Assert the exit code, showing both streams when it differs.
     pub fn code(self, expected: i32) -> Self {
-        assert_eq!(self.code, expected, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, expected,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }

@@ -1,0 +1,70 @@
+//! How long `manifest::load` takes for large manifests: 10,000 service users in 1,000
+//! companies (1x), then 2x and 4x, to show that the time grows linearly.
+//!
+//! Run: `cargo run --release --example bench_validate`. The manifests are generated in a
+//! temporary directory as 10 files of several documents each, with interpolation and secret
+//! references, so that every stage of the loader is exercised.
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::cast_precision_loss)]
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const FILES: usize = 10;
+const RUNS: usize = 3;
+
+fn generate(dir: &Path, companies: usize, users_per_company: usize) -> Vec<PathBuf> {
+    let per_file = companies / FILES;
+    (0..FILES)
+        .map(|f| {
+            let mut text = String::from("# yaml-language-server: $schema=../schemas/ozform.schema.json\n");
+            for c in f * per_file..(f + 1) * per_file {
+                writeln!(text, "---\ncompanies:\n  - name: Company {c:05} (${{OZ_ENV:-bench}})").unwrap();
+                writeln!(text, "    technical_meta_data: {{tier: gold, index: {c}}}\nservice_users:").unwrap();
+                for u in 0..users_per_company {
+                    write!(
+                        text,
+                        "  - email: svc-{u}@company-{c}.example\n    company: Company {c:05} (${{OZ_ENV:-bench}})\n\
+                         \x20   first_name: Service\n    last_name: User {u}\n    password: {{env: PW_{c}_{u}}}\n\
+                         \x20   permissions: {{biometry: true, collection: false, documents: true, quality: true}}\n\
+                         \x20   token: {{issue: {}}}\n",
+                        u % 2 == 0
+                    )
+                    .unwrap();
+                }
+            }
+            let path = dir.join(format!("m{f:02}.yaml"));
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect()
+}
+
+fn main() {
+    let env = |name: &str| (name == "OZ_ENV").then(|| "bench".to_string());
+    println!(
+        "{:>6} {:>10} {:>10} {:>10} {:>12} {:>14}",
+        "size", "companies", "users", "MiB", "best load", "per 1k users"
+    );
+    for scale in [1, 2, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let (companies, users_per_company) = (1_000 * scale, 10);
+        let files = generate(dir.path(), companies, users_per_company);
+        let bytes: u64 = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+        let mut best = f64::MAX;
+        for _ in 0..RUNS {
+            let start = Instant::now();
+            let desired = ozform::manifest::load(&[dir.path().to_path_buf()], &env).unwrap();
+            best = best.min(start.elapsed().as_secs_f64());
+            assert_eq!(desired.users.len(), companies * users_per_company);
+        }
+        let users = companies * users_per_company;
+        println!(
+            "{:>5}x {companies:>10} {users:>10} {:>10.1} {:>10.3} s {:>11.2} ms",
+            scale,
+            bytes as f64 / (1024.0 * 1024.0),
+            best,
+            best * 1000.0 / (users as f64 / 1000.0)
+        );
+    }
+}

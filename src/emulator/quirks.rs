@@ -1,0 +1,307 @@
+//! Quirks: the places where the Oz API is undocumented (oz-api.md section 7), made switchable so
+//! the client can be tested against every shape it must tolerate. Also the list paging itself,
+//! which is where most quirks apply. Pure: no I/O, no locks.
+
+use serde_json::{Map, Value};
+
+/// How a list body is shaped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Envelope {
+    /// A bare JSON array (the default: it gives the client no total, the harder case).
+    #[default]
+    Bare,
+    /// `{"items": [...], <total>}`.
+    Items,
+    /// `{"results": [...], <total>}`.
+    Results,
+    /// `{"data": [...], <total>}`.
+    Data,
+}
+
+impl Envelope {
+    fn key(self) -> Option<&'static str> {
+        match self {
+            Envelope::Bare => None,
+            Envelope::Items => Some("items"),
+            Envelope::Results => Some("results"),
+            Envelope::Data => Some("data"),
+        }
+    }
+}
+
+/// The name of the total beside the items of an object envelope.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TotalField {
+    #[default]
+    Total,
+    Count,
+    /// No total at all.
+    Omitted,
+}
+
+/// Which form of a path the server routes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TrailingSlash {
+    /// Both `/api/users` and `/api/users/` (the default).
+    #[default]
+    Either,
+    /// Only the documented form: collections with a slash, single objects and `authorize/*`
+    /// without; the other form is a 404.
+    Documented,
+    /// Only the undocumented form: collections without a slash, others with one.
+    Opposite,
+    /// The undocumented form answers `308 Permanent Redirect` to the documented one.
+    RedirectToDocumented,
+}
+
+/// Switchable behaviours where the API is not documented. `Default` is the plain behaviour:
+/// bare-array lists, no cap, filters and offset honoured, duplicate emails answered 400
+/// (`error_code` 4), duplicate company names allowed, deleted companies removed at once,
+/// both path forms routed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Quirks {
+    pub envelope: Envelope,
+    /// Total field of object envelopes (ignored for `Envelope::Bare`).
+    pub total_field: TotalField,
+    /// The server answers at most this many items per page, whatever `limit` asks.
+    pub max_limit: Option<usize>,
+    /// `email`, `company_id` and `name` query filters have no effect.
+    pub ignore_filters: bool,
+    /// `offset` has no effect: every page is the first one.
+    pub ignore_offset: bool,
+    /// Answer duplicate creates 409 instead of 400 (`error_code` 4).
+    pub duplicate_conflict_409: bool,
+    /// Refuse a second live company with the same name (as a duplicate).
+    pub unique_company_names: bool,
+    /// A deleted company stays listed with `in_deletion: true` instead of disappearing.
+    pub keep_deleted_companies: bool,
+    pub trailing_slash: TrailingSlash,
+    /// Objects carry fields the client does not know (`meta_data`, `_links`).
+    pub extra_fields: bool,
+    /// Optional fields are left out when empty or false (names, `is_admin`, `is_service`,
+    /// `in_deletion`, `technical_meta_data`); ids, `email`, `user_type`, `is_active` and the
+    /// permission flags stay.
+    pub sparse_objects: bool,
+    /// `expire_date` is sent as an integer number of seconds instead of a float.
+    pub integer_expire_dates: bool,
+}
+
+impl Quirks {
+    /// Every quirk a correct client must survive and still converge under (oz-api.md section
+    /// 7): `results` envelope with a `count`, a cap of 3 per page, ignored filters, duplicates
+    /// answered 409 (company names unique), sparse objects with unknown extra fields, integer
+    /// expiry dates, and only the documented path forms routed. Not `ignore_offset`, which a
+    /// client must refuse rather than survive.
+    pub fn tolerable() -> Self {
+        Self {
+            envelope: Envelope::Results,
+            total_field: TotalField::Count,
+            max_limit: Some(3),
+            ignore_filters: true,
+            ignore_offset: false,
+            duplicate_conflict_409: true,
+            unique_company_names: true,
+            keep_deleted_companies: false,
+            trailing_slash: TrailingSlash::Documented,
+            extra_fields: true,
+            sparse_objects: true,
+            integer_expire_dates: true,
+        }
+    }
+}
+
+/// `offset` and `limit` as asked by the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// The `limit` of a list when the client gives none.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// One page of `items` (already filtered), shaped by the quirks. `omit_total` is the client's
+/// `total_omit` parameter.
+pub fn page(items: Vec<Value>, request: PageRequest, quirks: &Quirks, omit_total: bool) -> Value {
+    let total = items.len();
+    let offset = if quirks.ignore_offset { 0 } else { request.offset };
+    let limit = quirks.max_limit.map_or(request.limit, |cap| request.limit.min(cap));
+    let items: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+    let Some(key) = quirks.envelope.key() else {
+        return Value::Array(items);
+    };
+    let mut body = Map::new();
+    body.insert(key.to_string(), Value::Array(items));
+    let total_key = match quirks.total_field {
+        TotalField::Total => Some("total"),
+        TotalField::Count => Some("count"),
+        TotalField::Omitted => None,
+    };
+    if let (Some(total_key), false) = (total_key, omit_total) {
+        body.insert(total_key.to_string(), Value::from(total));
+    }
+    Value::Object(body)
+}
+
+/// What the trailing-slash quirk does with a request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlashVerdict {
+    Route,
+    NotFound,
+    /// Redirect to this path (the documented form).
+    Redirect(String),
+}
+
+/// The trailing-slash quirk applied to `path`. `collection` says whether the path names a
+/// collection (`/api/users/`) rather than one object or an `authorize/*` call.
+pub fn slash_verdict(quirk: TrailingSlash, path: &str, collection: bool) -> SlashVerdict {
+    let has_slash = path.len() > 1 && path.ends_with('/');
+    let documented = has_slash == collection;
+    match quirk {
+        TrailingSlash::Either => SlashVerdict::Route,
+        TrailingSlash::Documented | TrailingSlash::Opposite
+            if documented == (quirk == TrailingSlash::Documented) =>
+        {
+            SlashVerdict::Route
+        }
+        TrailingSlash::Documented | TrailingSlash::Opposite => SlashVerdict::NotFound,
+        TrailingSlash::RedirectToDocumented if documented => SlashVerdict::Route,
+        TrailingSlash::RedirectToDocumented if has_slash => {
+            SlashVerdict::Redirect(path.trim_end_matches('/').to_string())
+        }
+        TrailingSlash::RedirectToDocumented => SlashVerdict::Redirect(format!("{path}/")),
+    }
+}
+
+/// The kinds of object the API sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    User,
+    Company,
+}
+
+/// Apply the object quirks (`extra_fields`, `sparse_objects`) to an object about to be sent.
+pub fn shape(quirks: &Quirks, kind: Shape, mut value: Value) -> Value {
+    let Value::Object(object) = &mut value else { return value };
+    if quirks.sparse_objects {
+        let optional: &[&str] = match kind {
+            Shape::User => {
+                &["first_name", "last_name", "middle_name", "is_admin", "is_service", "company_id"]
+            }
+            Shape::Company => &["in_deletion", "technical_meta_data"],
+        };
+        object.retain(|key, v| !optional.contains(&key.as_str()) || !is_empty(v));
+    }
+    if quirks.extra_fields {
+        object.insert("meta_data".into(), Value::Object(Map::new()));
+        object.insert("_links".into(), serde_json::json!({"self": null}));
+    }
+    value
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Bool(false) => true,
+        Value::String(s) => s.is_empty(),
+        Value::Object(m) => m.is_empty(),
+        _ => false,
+    }
+}
+
+/// An `expire_date` as sent: a float, or whole seconds under `integer_expire_dates`.
+pub fn expire_date(quirks: &Quirks, epoch_secs: f64) -> Value {
+    if quirks.integer_expire_dates {
+        // Epoch seconds within 5 years from now fit an i64 with room to spare.
+        #[expect(clippy::cast_possible_truncation)]
+        let whole = epoch_secs.floor() as i64;
+        Value::from(whole)
+    } else {
+        Value::from(epoch_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn numbers(n: usize) -> Vec<Value> {
+        (0..n).map(Value::from).collect()
+    }
+
+    #[test]
+    fn bare_envelope_is_a_plain_array_page() {
+        let body = page(numbers(5), PageRequest { offset: 1, limit: 2 }, &Quirks::default(), false);
+        assert_eq!(body, json!([1, 2]));
+    }
+
+    #[test]
+    fn object_envelopes_carry_the_total_before_paging() {
+        let quirks = Quirks { envelope: Envelope::Results, ..Quirks::default() };
+        let body = page(numbers(5), PageRequest { offset: 4, limit: 2 }, &quirks, false);
+        assert_eq!(body, json!({"results": [4], "total": 5}));
+        let counted =
+            Quirks { envelope: Envelope::Data, total_field: TotalField::Count, ..Quirks::default() };
+        assert_eq!(
+            page(numbers(1), PageRequest { offset: 0, limit: 9 }, &counted, false),
+            json!({"data": [0], "count": 1})
+        );
+        assert_eq!(
+            page(numbers(1), PageRequest { offset: 0, limit: 9 }, &counted, true),
+            json!({"data": [0]})
+        );
+    }
+
+    #[test]
+    fn the_cap_wins_over_a_larger_limit_and_ignored_offset_repeats_the_first_page() {
+        let quirks = Quirks { max_limit: Some(2), ignore_offset: true, ..Quirks::default() };
+        let body = page(numbers(5), PageRequest { offset: 2, limit: 50 }, &quirks, false);
+        assert_eq!(body, json!([0, 1]));
+    }
+
+    #[test]
+    fn documented_slash_form_routes_only_collections_with_a_slash() {
+        use SlashVerdict::{NotFound, Redirect, Route};
+        assert_eq!(slash_verdict(TrailingSlash::Documented, "/api/users/", true), Route);
+        assert_eq!(slash_verdict(TrailingSlash::Documented, "/api/users", true), NotFound);
+        assert_eq!(slash_verdict(TrailingSlash::Documented, "/api/authorize/auth", false), Route);
+        assert_eq!(slash_verdict(TrailingSlash::Opposite, "/api/authorize/auth", false), NotFound);
+        assert_eq!(slash_verdict(TrailingSlash::Opposite, "/api/authorize/auth/", false), Route);
+        assert_eq!(slash_verdict(TrailingSlash::Either, "/api/users", true), Route);
+        let redirect = TrailingSlash::RedirectToDocumented;
+        assert_eq!(slash_verdict(redirect, "/api/users", true), Redirect("/api/users/".into()));
+        assert_eq!(slash_verdict(redirect, "/api/users/x/", false), Redirect("/api/users/x".into()));
+        assert_eq!(slash_verdict(redirect, "/api/users/x", false), Route);
+    }
+
+    #[test]
+    fn sparse_objects_drop_empty_optional_fields_and_extra_fields_add_unknown_ones() {
+        let quirks = Quirks { sparse_objects: true, extra_fields: true, ..Quirks::default() };
+        let user = json!({"user_id": "u", "middle_name": "", "first_name": "A", "is_admin": false, "is_active": false});
+        let shaped = shape(&quirks, Shape::User, user);
+        assert_eq!(shaped["first_name"], "A");
+        assert_eq!(shaped["is_active"], false);
+        assert!(shaped.get("middle_name").is_none() && shaped.get("is_admin").is_none());
+        assert_eq!(shaped["meta_data"], json!({}));
+        let company = shape(
+            &quirks,
+            Shape::Company,
+            json!({"name": "C", "in_deletion": false, "technical_meta_data": {}}),
+        );
+        assert_eq!(company.as_object().map(|o| o.contains_key("in_deletion")), Some(false));
+    }
+
+    #[test]
+    fn tolerable_quirks_still_page_forward() {
+        let quirks = Quirks::tolerable();
+        let second = page(numbers(5), PageRequest { offset: 3, limit: 100 }, &quirks, false);
+        assert_eq!(second, json!({"results": [3, 4], "count": 5}));
+    }
+
+    #[test]
+    fn expire_dates_can_be_whole_seconds() {
+        let quirks = Quirks { integer_expire_dates: true, ..Quirks::default() };
+        assert_eq!(expire_date(&quirks, 12.75), json!(12));
+        assert_eq!(expire_date(&Quirks::default(), 12.75), json!(12.75));
+    }
+}

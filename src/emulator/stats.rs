@@ -1,0 +1,85 @@
+//! Request statistics: what tests assert on (no duplicate creates, zero mutating requests on a
+//! converged plan, bounded concurrency). Counting only; no I/O.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// A snapshot of the counters since start or the last `Handle::reset_stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Keyed `"METHOD /canonical/route"`, e.g. `"GET /api/users/"`, `"PATCH /api/users/{user_id}"`;
+    /// requests no route matched count under `"unmatched"`.
+    pub requests_by_route: BTreeMap<String, u64>,
+    pub total_requests: u64,
+    /// POST, PATCH and DELETE requests received, except `authorize/auth` and `authorize/refresh`
+    /// (faulted ones included: they reached the server).
+    pub mutating_requests: u64,
+    /// Users created (committed), by lower-cased email.
+    pub creates_per_email: BTreeMap<String, u64>,
+    /// Companies created (committed), by name.
+    pub creates_per_company_name: BTreeMap<String, u64>,
+    /// The most requests being handled at once.
+    pub max_in_flight: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Recorder {
+    counts: Mutex<Stats>,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+}
+
+/// Decrements the in-flight count when the request ends, however it ends (a dropped
+/// connection drops the request future).
+pub(crate) struct InFlight<'a>(&'a Recorder);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Recorder {
+    fn counts(&self) -> std::sync::MutexGuard<'_, Stats> {
+        // Counters stay meaningful after a panic elsewhere: take them anyway.
+        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn request(&self, route: &str, mutating: bool) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::Relaxed);
+        let mut counts = self.counts();
+        counts.total_requests += 1;
+        if mutating {
+            counts.mutating_requests += 1;
+        }
+        if let Some(n) = counts.requests_by_route.get_mut(route) {
+            *n += 1;
+        } else {
+            counts.requests_by_route.insert(route.to_string(), 1);
+        }
+        InFlight(self)
+    }
+
+    pub(crate) fn user_created(&self, email: &str) {
+        *self.counts().creates_per_email.entry(email.to_lowercase()).or_default() += 1;
+    }
+
+    pub(crate) fn company_created(&self, name: &str) {
+        *self.counts().creates_per_company_name.entry(name.to_string()).or_default() += 1;
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let mut stats = self.counts().clone();
+        stats.max_in_flight = self.max_in_flight.load(Ordering::Relaxed);
+        stats
+    }
+
+    pub(crate) fn reset(&self) {
+        *self.counts() = Stats::default();
+        self.max_in_flight.store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,58 @@
+//! Checks across all documents: duplicate company names, duplicate emails (case-insensitive)
+//! and users naming a company that no document declares. Pure.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::problem::{Kind, Problem};
+use super::read::Found;
+use super::suggest;
+
+/// Report duplicates and dangling company names; drop the later duplicates from `found`.
+///
+/// `complete` is false when a file could not be parsed: its companies are unknown, so an
+/// undeclared company could be a false alarm and is not reported. The same holds when a
+/// company entry could not be read.
+pub fn across_documents(found: &mut Found, complete: bool, problems: &mut Vec<Problem>) {
+    let mut first_company = HashMap::with_capacity(found.companies.len());
+    found.companies.retain(|c| match first_company.get(&c.company.name) {
+        None => {
+            first_company.insert(c.company.name.clone(), (c.name_at, c.company.location.clone()));
+            true
+        }
+        Some((first_at, first_location)) => {
+            let kind = Kind::DuplicateCompany { name: c.company.name.clone(), first: first_location.clone() };
+            problems.push(
+                Problem::at(kind, c.name_at, "declared again here").also(*first_at, "first declared here"),
+            );
+            false
+        }
+    });
+
+    let mut first_user = HashMap::with_capacity(found.users.len());
+    found.users.retain(|u| match first_user.get(&u.user.email.key()) {
+        None => {
+            first_user.insert(u.user.email.key(), (u.email_at, u.user.location.clone()));
+            true
+        }
+        Some((first_at, first_location)) => {
+            let kind =
+                Kind::DuplicateEmail { email: u.user.email.to_string(), first: first_location.clone() };
+            problems.push(
+                Problem::at(kind, u.email_at, "declared again here").also(*first_at, "first declared here"),
+            );
+            false
+        }
+    });
+
+    if complete && !found.company_unreadable {
+        let declared: BTreeSet<&str> = first_company.keys().map(String::as_str).collect();
+        for u in &found.users {
+            if !declared.contains(u.user.company.as_str()) {
+                let suggestion =
+                    suggest::closest(&u.user.company, declared.iter().copied()).map(str::to_string);
+                let kind = Kind::UndeclaredCompany { company: u.user.company.clone(), suggestion };
+                problems.push(Problem::at(kind, u.company_at, "not declared under `companies`"));
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `${VAR}` and `${VAR:-default}` in string values; `$${` writes a literal `${`.
+//!
+//! Pure: the environment is a lookup passed in, never read here. A default applies when the
+//! variable is unset or empty, as in POSIX shells.
+
+/// Why a string could not be interpolated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterpolationError {
+    /// `${NAME}` without a default, and `NAME` is not set.
+    Missing { name: String },
+    /// `${` without a closing `}`, or a name that is not `[A-Za-z_][A-Za-z0-9_]*`.
+    Malformed { reason: String },
+}
+
+/// Replace every `${…}` in `input`. Text without `$` is returned as is.
+pub fn interpolate(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, InterpolationError> {
+    if !input.contains('$') {
+        return Ok(input.to_string());
+    }
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let Some(close) = tail.find('}') else {
+                return Err(InterpolationError::Malformed { reason: "`${` is not closed by `}`".into() });
+            };
+            let inner = &tail[..close];
+            let (name, default) = match inner.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (inner, None),
+            };
+            if !is_variable_name(name) {
+                return Err(InterpolationError::Malformed {
+                    reason: format!(
+                        "`{name}` is not a variable name (letters, digits and `_`, not starting with a digit)"
+                    ),
+                });
+            }
+            match (env(name).filter(|v| default.is_none() || !v.is_empty()), default) {
+                (Some(value), _) => out.push_str(&value),
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => return Err(InterpolationError::Missing { name: name.to_string() }),
+            }
+            rest = &tail[close + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "OZ_ENV" => Some("prod".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_set_variable_is_replaced() {
+        assert_eq!(interpolate("svc-${OZ_ENV}@acme.example", &env), Ok("svc-prod@acme.example".into()));
+    }
+
+    #[test]
+    fn a_default_applies_when_the_variable_is_unset_or_empty() {
+        assert_eq!(interpolate("${NOPE:-staging}", &env), Ok("staging".into()));
+        assert_eq!(interpolate("${EMPTY:-staging}", &env), Ok("staging".into()));
+        assert_eq!(interpolate("${OZ_ENV:-staging}", &env), Ok("prod".into()));
+        assert_eq!(interpolate("${NOPE:-}", &env), Ok(String::new()));
+    }
+
+    #[test]
+    fn an_empty_variable_without_default_is_used_as_empty() {
+        assert_eq!(interpolate("a${EMPTY}b", &env), Ok("ab".into()));
+    }
+
+    #[test]
+    fn a_missing_variable_is_an_error_naming_it() {
+        assert_eq!(
+            interpolate("x ${NOPE} y", &env),
+            Err(InterpolationError::Missing { name: "NOPE".into() })
+        );
+    }
+
+    #[test]
+    fn double_dollar_brace_is_a_literal() {
+        assert_eq!(interpolate("$${OZ_ENV} and ${OZ_ENV}", &env), Ok("${OZ_ENV} and prod".into()));
+    }
+
+    #[test]
+    fn a_lone_dollar_is_kept() {
+        assert_eq!(interpolate("cost $5 or $$", &env), Ok("cost $5 or $$".into()));
+        assert_eq!(interpolate("end$", &env), Ok("end$".into()));
+    }
+
+    #[test]
+    fn unclosed_braces_and_bad_names_are_malformed() {
+        assert!(matches!(interpolate("${OZ_ENV", &env), Err(InterpolationError::Malformed { .. })));
+        assert!(matches!(interpolate("${1X}", &env), Err(InterpolationError::Malformed { .. })));
+        assert!(matches!(interpolate("${}", &env), Err(InterpolationError::Malformed { .. })));
+    }
+
+    #[test]
+    fn several_variables_in_one_value() {
+        assert_eq!(interpolate("${OZ_ENV}-${NOPE:-x}-${OZ_ENV}", &env), Ok("prod-x-prod".into()));
+    }
+}

@@ -1,0 +1,142 @@
+//! The text plan, like Terraform's: a header naming the API, one block per change (`+`
+//! create, `~` update with old → new per field, `*` issue with its reason), then conflicts,
+//! unmanaged users, warnings and the footer. ANSI colour only when `Style::color`. Pure.
+
+use std::fmt::Write as _;
+
+use super::Style;
+use super::detail::{Detail, clean, details, field_width, planned};
+use crate::plan::{Action, Plan};
+
+const RESET: &str = "\x1b[0m";
+const BOLD: &str = "\x1b[1m";
+const RED: &str = "\x1b[31m";
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const CYAN: &str = "\x1b[36m";
+
+/// Wraps text in ANSI codes when colour is on; plain otherwise.
+struct Paint(bool);
+
+impl Paint {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.0 { format!("{code}{text}{RESET}") } else { text.to_string() }
+    }
+}
+
+/// The plan as text for a terminal (or a log), ending with a newline.
+pub fn text(plan: &Plan, style: &Style) -> String {
+    let p = Paint(style.color);
+    let mut out = String::new();
+    let _ = writeln!(out, "Plan for {} (Oz API {})", clean(&plan.api_url), plan.api_version);
+    out.push('\n');
+
+    if plan.has_changes() {
+        let _ = writeln!(
+            out,
+            "ozform will perform these actions ({} create, {} update, {} issue):",
+            p.paint(GREEN, "+"),
+            p.paint(YELLOW, "~"),
+            p.paint(CYAN, "*")
+        );
+        out.push('\n');
+    }
+    let planned = planned(plan);
+    for change in &plan.changes {
+        let colour = match change.action {
+            Action::Create => GREEN,
+            Action::Update => YELLOW,
+            Action::Issue => CYAN,
+        };
+        let symbol = change.action.symbol().to_string();
+        let _ = writeln!(
+            out,
+            "  {} {} {}",
+            p.paint(colour, &symbol),
+            p.paint(BOLD, &clean(&change.address.to_string())),
+            verb(change.action)
+        );
+        let details = details(change, &planned);
+        let width = field_width(&details);
+        for detail in &details {
+            match detail {
+                Detail::Note(note) => {
+                    let _ = writeln!(out, "      # {}", clean(note));
+                }
+                Detail::Set { field, lines } => {
+                    let (first, rest) = lines.split_first().map_or(("", &[][..]), |(f, r)| (f.as_str(), r));
+                    let _ = writeln!(out, "      {field:<width$} = {first}");
+                    for line in rest {
+                        let _ = writeln!(out, "      {:width$}   {line}", "");
+                    }
+                }
+                Detail::Change { field, before, after } => {
+                    let _ = writeln!(
+                        out,
+                        "      {field:<width$} = {} → {}",
+                        p.paint(RED, before),
+                        p.paint(GREEN, after)
+                    );
+                }
+                Detail::Diff { field, lines } => {
+                    let _ = writeln!(out, "      {field}:");
+                    for (sign, line) in lines {
+                        let body = format!("{sign} {line}");
+                        let painted = match sign {
+                            '-' => p.paint(RED, &body),
+                            '+' => p.paint(GREEN, &body),
+                            _ => body,
+                        };
+                        let _ = writeln!(out, "        {}", painted.trim_end());
+                    }
+                }
+            }
+        }
+        out.push('\n');
+    }
+
+    if !plan.conflicts.is_empty() {
+        let _ = writeln!(out, "{}", p.paint(RED, "Conflicts (not planned; fix them by hand):"));
+        out.push('\n');
+        for conflict in &plan.conflicts {
+            let _ = writeln!(
+                out,
+                "  {} {}",
+                p.paint(RED, "!"),
+                p.paint(BOLD, &clean(&conflict.address.to_string()))
+            );
+            let _ = writeln!(out, "      {}", clean(&conflict.message));
+            let _ = writeln!(out, "      help: {}", clean(&conflict.help));
+        }
+        out.push('\n');
+    }
+
+    if !plan.unmanaged.is_empty() {
+        let _ = writeln!(out, "Live users of declared companies that no manifest mentions (left alone):");
+        out.push('\n');
+        for u in &plan.unmanaged {
+            let _ = writeln!(out, "  - {} (company {})", clean(u.email.as_str()), clean(&u.company));
+        }
+        out.push('\n');
+    }
+
+    if !plan.warnings.is_empty() {
+        let _ = writeln!(out, "{}", p.paint(YELLOW, "Warnings:"));
+        out.push('\n');
+        for warning in &plan.warnings {
+            let _ = writeln!(out, "  {} {}", p.paint(YELLOW, "!"), clean(warning));
+        }
+        out.push('\n');
+    }
+
+    let _ = writeln!(out, "{}", p.paint(BOLD, &super::footer(plan)));
+    out
+}
+
+fn verb(action: Action) -> &'static str {
+    match action {
+        Action::Create => "will be created",
+        Action::Update => "will be updated in place",
+        Action::Issue => "will be issued",
+    }
+}

@@ -1,0 +1,853 @@
+//! The planner as a table of cases (desired built with small constructors, observed as
+//! fixtures, expected changes as one line each), the exact shape of each kind of change, and
+//! two properties: determinism and convergence (apply the plan with a pure simulator, plan
+//! again: no changes).
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ozform::model::{
+    ApiVersion, Desired, DesiredCompany, DesiredUser, Email, LivePermissions, Location, Observed,
+    ObservedCompany, ObservedUser, Permissions, TokenSpec, UserKind,
+};
+use ozform::plan::{Action, Address, Plan, PlanOptions, TokenReason, fingerprint, missing_secrets, plan};
+use ozform::secret::{Secret, SecretRef};
+use ozform::sink::{SinkEntry, SinkIndex};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+const URL: &str = "https://oz.test";
+const NOW: f64 = 1_800_000_000.0;
+const DAY: f64 = 86_400.0;
+
+// ---------------------------------------------------------------------------------------------
+// Builders.
+
+fn loc() -> Location {
+    Location { file: Arc::new(PathBuf::from("m.yaml")), line: 1, column: 1 }
+}
+
+fn company(name: &str) -> DesiredCompany {
+    DesiredCompany { name: name.into(), technical_meta_data: None, location: loc() }
+}
+
+fn company_meta(name: &str, meta: Value) -> DesiredCompany {
+    DesiredCompany { technical_meta_data: Some(meta), ..company(name) }
+}
+
+fn user(email: &str, company: &str) -> DesiredUser {
+    DesiredUser {
+        email: Email::new(email),
+        company: company.into(),
+        first_name: None,
+        last_name: None,
+        middle_name: None,
+        password: Some(SecretRef::Env("PW".into())),
+        active: true,
+        permissions: None,
+        token: TokenSpec { issue: false },
+        location: loc(),
+    }
+}
+
+fn with_token(mut u: DesiredUser) -> DesiredUser {
+    u.token.issue = true;
+    u
+}
+
+fn desired(companies: Vec<DesiredCompany>, users: Vec<DesiredUser>) -> Desired {
+    Desired { companies, users, files: vec![] }
+}
+
+fn live_company(id: &str, name: &str) -> ObservedCompany {
+    ObservedCompany { id: id.into(), name: name.into(), in_deletion: false, technical_meta_data: json!({}) }
+}
+
+fn live_user(id: &str, email: &str, company_id: &str) -> ObservedUser {
+    ObservedUser {
+        id: id.into(),
+        email: Email::new(email),
+        company_id: Some(company_id.into()),
+        kind: UserKind::Service,
+        first_name: String::new(),
+        last_name: String::new(),
+        middle_name: String::new(),
+        active: true,
+        permissions: LivePermissions::default(),
+    }
+}
+
+fn observed(companies: Vec<ObservedCompany>, users: Vec<ObservedUser>) -> Observed {
+    Observed { api_url: URL.into(), api_version: ApiVersion::V6, companies, users }
+}
+
+/// A token stored for `user_id`, valid for a year.
+fn stored(email: &str, user_id: &str) -> (String, SinkEntry) {
+    (
+        email.to_lowercase(),
+        SinkEntry { user_id: user_id.into(), api_url: URL.into(), expire_date: NOW + 365.0 * DAY },
+    )
+}
+
+fn options() -> PlanOptions {
+    PlanOptions { now: NOW, ..PlanOptions::default() }
+}
+
+/// A plan as one line per change, conflict, unmanaged user and warning: what the table compares.
+fn describe(plan: &Plan) -> Vec<String> {
+    let mut lines = Vec::new();
+    for c in &plan.changes {
+        let mut line = format!("{} {}", c.action.symbol(), c.address);
+        if !c.fields.is_empty() {
+            let fields: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+            let _ = write!(line, " [{}]", fields.join(", "));
+        }
+        if let Some(r) = &c.reason {
+            let _ = write!(line, ": {r}");
+        }
+        lines.push(line);
+    }
+    lines.extend(plan.conflicts.iter().map(|c| format!("! {}: {}", c.address, c.message)));
+    lines.extend(plan.unmanaged.iter().map(|u| format!("? {} in {}", u.email, u.company)));
+    lines.extend(plan.warnings.iter().map(|w| format!("warning: {w}")));
+    lines
+}
+
+struct Case {
+    name: &'static str,
+    desired: Desired,
+    observed: Observed,
+    sink: SinkIndex,
+    options: PlanOptions,
+    expect: Vec<String>,
+}
+
+fn case(name: &'static str, desired: Desired, observed: Observed, expect: &[&str]) -> Case {
+    Case {
+        name,
+        desired,
+        observed,
+        sink: SinkIndex::new(),
+        options: options(),
+        expect: expect.iter().map(|s| (*s).to_string()).collect(),
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let acme = || vec![live_company("c1", "Acme")];
+    let mut v = vec![
+        case(
+            "a missing company is created",
+            desired(vec![company("Acme")], vec![]),
+            observed(vec![], vec![]),
+            &["+ company/Acme"],
+        ),
+        case(
+            "a company whose metadata differs is updated",
+            desired(vec![company_meta("Acme", json!({"tier": "gold"}))], vec![]),
+            observed(
+                vec![ObservedCompany {
+                    technical_meta_data: json!({"tier": "silver"}),
+                    ..live_company("c1", "Acme")
+                }],
+                vec![],
+            ),
+            &["~ company/Acme [technical_meta_data]"],
+        ),
+        case(
+            "metadata not written in the manifest is not managed",
+            desired(vec![company("Acme")], vec![]),
+            observed(
+                vec![ObservedCompany { technical_meta_data: json!({"x": 1}), ..live_company("c1", "Acme") }],
+                vec![],
+            ),
+            &[],
+        ),
+        case(
+            "metadata is compared as json, not as text",
+            desired(vec![company_meta("Acme", json!({"a": 1, "b": [1, 2]}))], vec![]),
+            observed(
+                vec![ObservedCompany {
+                    technical_meta_data: serde_json::from_str(r#"{"b":[1,2],"a":1}"#).unwrap(),
+                    ..live_company("c1", "Acme")
+                }],
+                vec![],
+            ),
+            &[],
+        ),
+        case(
+            "a company in deletion does not count and is created anew",
+            desired(vec![company("Acme")], vec![]),
+            observed(vec![ObservedCompany { in_deletion: true, ..live_company("c1", "Acme") }], vec![]),
+            &["+ company/Acme"],
+        ),
+        case(
+            "two live companies with the name block that company's subtree only",
+            desired(
+                vec![company("Acme"), company("Beta")],
+                vec![with_token(user("a@x.test", "Acme")), user("b@x.test", "Beta")],
+            ),
+            observed(vec![live_company("c2", "Acme"), live_company("c1", "Acme")], vec![]),
+            &[
+                "+ company/Beta",
+                "+ service_user/b@x.test",
+                "! company/Acme: 2 live companies are named `Acme` (ids `c1`, `c2`); ozform cannot tell which one is meant",
+            ],
+        ),
+        case(
+            "a missing user of a live company is created",
+            desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
+            observed(acme(), vec![]),
+            &["+ service_user/a@x.test"],
+        ),
+        case(
+            "a user of a company being created is created after it",
+            desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
+            observed(vec![], vec![]),
+            &["+ company/Acme", "+ service_user/a@x.test"],
+        ),
+        case(
+            "managed user fields that differ are updated flag by flag",
+            desired(
+                vec![company("Acme")],
+                vec![DesiredUser {
+                    first_name: Some("Ann".into()),
+                    active: false,
+                    permissions: Some(Permissions {
+                        documents: Some(false),
+                        quality: Some(true),
+                        ..Permissions::default()
+                    }),
+                    ..user("a@x.test", "Acme")
+                }],
+            ),
+            observed(acme(), vec![live_user("u1", "a@x.test", "c1")]),
+            &["~ service_user/a@x.test [first_name, active, permissions.documents]"],
+        ),
+        case(
+            "users match by email case-insensitively and unmanaged fields are left alone",
+            desired(vec![company("Acme")], vec![user("A@X.test", "Acme")]),
+            observed(
+                acme(),
+                vec![ObservedUser { first_name: "Zed".into(), ..live_user("u1", "a@x.TEST", "c1") }],
+            ),
+            &[],
+        ),
+        case(
+            "a user to create without a password is a conflict",
+            desired(
+                vec![company("Acme")],
+                vec![with_token(DesiredUser { password: None, ..user("a@x.test", "Acme") })],
+            ),
+            observed(acme(), vec![]),
+            &[
+                "! service_user/a@x.test: `a@x.test` does not exist live, so it must be created, but it declares no `password`",
+            ],
+        ),
+        case(
+            "a live user needs no password",
+            desired(vec![company("Acme")], vec![DesiredUser { password: None, ..user("a@x.test", "Acme") }]),
+            observed(acme(), vec![live_user("u1", "a@x.test", "c1")]),
+            &[],
+        ),
+        case(
+            "a live user in another company is a conflict that blocks only its own subtree",
+            desired(
+                vec![company("Acme")],
+                vec![with_token(user("a@x.test", "Acme")), user("b@x.test", "Acme")],
+            ),
+            observed(
+                vec![live_company("c1", "Acme"), live_company("c9", "Other")],
+                vec![live_user("u1", "a@x.test", "c9")],
+            ),
+            &[
+                "+ service_user/b@x.test",
+                "! service_user/a@x.test: `a@x.test` (user id `u1`) exists live in company `Other` (id `c9`), but the manifest puts it in `Acme` (id `c1`)",
+            ],
+        ),
+        case(
+            "a live user when its company is still to be created is in another company",
+            desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
+            observed(vec![live_company("c9", "Other")], vec![live_user("u1", "a@x.test", "c9")]),
+            &[
+                "+ company/Acme",
+                "! service_user/a@x.test: `a@x.test` (user id `u1`) exists live in company `Other` (id `c9`), but the manifest puts it in `Acme` (which does not exist live yet)",
+            ],
+        ),
+        case(
+            "a live user that is not a service user is a conflict",
+            desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
+            observed(
+                acme(),
+                vec![ObservedUser { kind: UserKind::CompanyAdmin, ..live_user("u1", "a@x.test", "c1") }],
+            ),
+            &[
+                "! service_user/a@x.test: `a@x.test` exists live as a company admin (id `u1`), not as a service user",
+            ],
+        ),
+        case(
+            "a live service user in no company is a conflict",
+            desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
+            observed(acme(), vec![ObservedUser { company_id: None, ..live_user("u1", "a@x.test", "c1") }]),
+            &[
+                "! service_user/a@x.test: `a@x.test` (user id `u1`) exists live in no company, but the manifest puts it in `Acme` (id `c1`)",
+            ],
+        ),
+        case(
+            "a live user left in a company being deleted is a conflict, and the company is created anew",
+            desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
+            observed(
+                vec![ObservedCompany { in_deletion: true, ..live_company("c0", "Acme") }],
+                vec![live_user("u1", "a@x.test", "c0")],
+            ),
+            &[
+                "+ company/Acme",
+                "! service_user/a@x.test: `a@x.test` (user id `u1`) exists live in company `Acme` (id `c0`, being deleted), but the manifest puts it in `Acme` (which does not exist live yet)",
+            ],
+        ),
+        case(
+            "two live users with the email are a conflict",
+            desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
+            observed(acme(), vec![live_user("u2", "a@x.test", "c1"), live_user("u1", "A@x.test", "c1")]),
+            &["! service_user/a@x.test: 2 live users have the email `a@x.test` (ids `u1`, `u2`)"],
+        ),
+        case(
+            "a user naming an undeclared company is a conflict, not a panic",
+            desired(vec![], vec![user("a@x.test", "Ghost")]),
+            observed(vec![], vec![]),
+            &["! service_user/a@x.test: `a@x.test` names company `Ghost`, which no manifest declares"],
+        ),
+        case(
+            "a token is issued when the sink has none",
+            desired(vec![company("Acme")], vec![with_token(user("a@x.test", "Acme"))]),
+            observed(acme(), vec![live_user("u1", "a@x.test", "c1")]),
+            &["* token/a@x.test: no token for this user in the sink"],
+        ),
+        case(
+            "the token of a user being created is issued after it",
+            desired(vec![company("Acme")], vec![with_token(user("a@x.test", "Acme"))]),
+            observed(acme(), vec![]),
+            &["+ service_user/a@x.test", "* token/a@x.test: the user is being created"],
+        ),
+        case(
+            "the company filter plans only the named companies and warns about unknown names",
+            desired(
+                vec![company("Acme"), company("Beta")],
+                vec![user("a@x.test", "Acme"), user("b@x.test", "Beta")],
+            ),
+            observed(vec![], vec![]),
+            &[
+                "+ company/Beta",
+                "+ service_user/b@x.test",
+                "warning: `--company Nope` matches no company declared in the manifests",
+            ],
+        ),
+        case(
+            "live users of declared companies that no manifest mentions are listed, sorted",
+            desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
+            observed(
+                vec![live_company("c1", "Acme"), live_company("c2", "Undeclared")],
+                vec![
+                    live_user("u3", "zed@x.test", "c1"),
+                    live_user("u1", "a@x.test", "c1"),
+                    live_user("u2", "Bob@x.test", "c1"),
+                    live_user("u4", "c@x.test", "c2"),
+                ],
+            ),
+            &["? Bob@x.test in Acme", "? zed@x.test in Acme"],
+        ),
+        case(
+            "the company filter lists unmanaged users of the named companies only, and not users of other manifests",
+            desired(
+                vec![company("Acme"), company("Beta")],
+                vec![user("a@x.test", "Acme"), user("b@x.test", "Beta")],
+            ),
+            observed(
+                vec![live_company("c1", "Acme"), live_company("c2", "Beta")],
+                vec![
+                    live_user("u1", "a@x.test", "c2"),
+                    live_user("u2", "b@x.test", "c2"),
+                    live_user("u3", "x@x.test", "c1"),
+                    live_user("u4", "y@x.test", "c2"),
+                ],
+            ),
+            &["? y@x.test in Beta"],
+        ),
+        case(
+            "a create needing a secret that is not available now is warned about",
+            desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
+            observed(acme(), vec![]),
+            &[
+                "+ service_user/a@x.test",
+                "warning: `service_user/a@x.test` will be created with the password from {env: PW}, but environment variable `PW` is not set now; `ozform apply` stops before its first request unless it is available",
+            ],
+        ),
+    ];
+    // Cases that need a sink or options.
+    let token_case = |name, entry: SinkEntry, opts: PlanOptions, expect: &str| Case {
+        name,
+        desired: desired(vec![company("Acme")], vec![with_token(user("a@x.test", "Acme"))]),
+        observed: observed(vec![live_company("c1", "Acme")], vec![live_user("u1", "a@x.test", "c1")]),
+        sink: SinkIndex::from([("a@x.test".to_string(), entry)]),
+        options: opts,
+        expect: if expect.is_empty() { vec![] } else { vec![expect.to_string()] },
+    };
+    let valid = stored("a@x.test", "u1").1;
+    v.push(token_case("a valid stored token is kept", valid.clone(), options(), ""));
+    v.push(token_case(
+        "a token stored for another user id is issued again",
+        SinkEntry { user_id: "u0".into(), ..valid.clone() },
+        options(),
+        "* token/a@x.test: the stored token is for user id `u0`, the live user is `u1` (the user was recreated)",
+    ));
+    v.push(token_case(
+        "a token stored for another api url is issued again",
+        SinkEntry { api_url: "https://old.test".into(), ..valid.clone() },
+        options(),
+        "* token/a@x.test: the stored token was issued by `https://old.test`, not `https://oz.test` (a new installation)",
+    ));
+    v.push(token_case(
+        "a token expiring within rotate-before is issued again",
+        SinkEntry { expire_date: NOW + 3.0 * DAY, ..valid.clone() },
+        options(),
+        "* token/a@x.test: the stored token expires at 2027-01-18T08:00:00Z, in 3 days, within `--rotate-before` 30 days",
+    ));
+    v.push(token_case(
+        "rotate-tokens issues every token again",
+        valid.clone(),
+        PlanOptions { rotate_tokens: true, ..options() },
+        "* token/a@x.test: `--rotate-tokens` was given",
+    ));
+    v.push(token_case(
+        "a trailing slash does not make another api url",
+        SinkEntry { api_url: format!("{URL}/"), ..valid },
+        options(),
+        "",
+    ));
+    // The filter and the missing secret.
+    for c in &mut v {
+        if c.name.starts_with("the company filter plans") {
+            c.options.companies = vec!["Beta".into(), "Nope".into()];
+        }
+        if c.name.starts_with("the company filter lists") {
+            c.options.companies = vec!["Beta".into()];
+        }
+        if c.name.starts_with("a create needing a secret") {
+            c.options.missing_secrets = missing_secrets(&c.desired, |_| false);
+        }
+    }
+    v
+}
+
+#[test]
+fn every_case_of_the_table_plans_what_it_expects() {
+    let mut failures = Vec::new();
+    for c in cases() {
+        let got = describe(&plan(&c.desired, &c.observed, &c.sink, &c.options));
+        if got != c.expect {
+            failures.push(format!("case `{}`\n  expected: {:#?}\n  got:      {:#?}", c.name, c.expect, got));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The exact shape of each change kind: what the executor reads.
+
+#[test]
+fn a_user_create_records_its_company_password_source_and_hides_the_password() {
+    let mut u = with_token(user("A@x.test", "Acme"));
+    u.first_name = Some("Ann".into());
+    u.permissions = Some(Permissions { documents: Some(false), ..Permissions::default() });
+    let p = plan(
+        &desired(vec![company("Acme")], vec![u]),
+        &observed(vec![live_company("c1", "Acme")], vec![]),
+        &SinkIndex::new(),
+        &options(),
+    );
+    let create = &p.changes[0];
+    assert_eq!(create.action, Action::Create);
+    assert_eq!(create.depends_on, vec![Address::Company("Acme".into())]);
+    assert_eq!(create.before, None);
+    assert_eq!(
+        create.after,
+        Some(json!({"email": "A@x.test", "company": "Acme", "company_id": "c1", "first_name": "Ann",
+                    "active": true, "permissions": {"documents": false}, "password": "(sensitive)"}))
+    );
+    assert_eq!(create.password, Some(SecretRef::Env("PW".into())));
+    assert_eq!((create.live_id.as_ref(), create.fingerprint.as_ref()), (None, None));
+    let token = &p.changes[1];
+    assert_eq!(token.address, Address::Token(Email::new("a@x.test")));
+    assert_eq!(token.depends_on, vec![Address::ServiceUser(Email::new("a@x.test"))]);
+    assert_eq!(token.reason, Some(TokenReason::UserBeingCreated.to_string()));
+    assert_eq!(token.live_id, None);
+    assert_eq!(
+        token.after,
+        Some(json!({"email": "A@x.test", "user_id": null, "api_url": URL, "access_token": "(sensitive)"}))
+    );
+    assert_eq!(p.summary.create + p.summary.issue, 2);
+}
+
+#[test]
+fn a_user_create_in_a_company_being_created_has_no_company_id_and_depends_on_it() {
+    let p = plan(
+        &desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
+        &observed(vec![], vec![]),
+        &SinkIndex::new(),
+        &options(),
+    );
+    let create = &p.changes[1];
+    assert_eq!(create.depends_on, vec![p.changes[0].address.clone()]);
+    assert!(create.after.as_ref().unwrap().get("company_id").is_none());
+}
+
+#[test]
+fn an_update_holds_old_and_new_managed_fields_the_live_id_and_the_fingerprint() {
+    let mut u = user("a@x.test", "Acme");
+    u.last_name = Some("New".into());
+    u.permissions = Some(Permissions { biometry: Some(false), ..Permissions::default() });
+    let live = ObservedUser { last_name: "Old".into(), ..live_user("u1", "a@x.test", "c1") };
+    let p = plan(
+        &desired(vec![company("Acme")], vec![u]),
+        &observed(vec![live_company("c1", "Acme")], vec![live.clone()]),
+        &SinkIndex::new(),
+        &options(),
+    );
+    let update = &p.changes[0];
+    assert_eq!(update.action, Action::Update);
+    assert_eq!(update.live_id.as_deref(), Some("u1"));
+    assert_eq!(update.fingerprint, Some(fingerprint::user(&live)));
+    assert_eq!(update.depends_on, vec![Address::Company("Acme".into())]);
+    assert_eq!(
+        update.before,
+        Some(
+            json!({"email": "a@x.test", "company": "Acme", "last_name": "Old", "active": true, "permissions": {"biometry": true}})
+        )
+    );
+    assert_eq!(
+        update.after,
+        Some(
+            json!({"email": "a@x.test", "company": "Acme", "last_name": "New", "active": true, "permissions": {"biometry": false}})
+        )
+    );
+    let fields: Vec<(&str, &Value, &Value)> =
+        update.fields.iter().map(|f| (f.field.as_str(), &f.before, &f.after)).collect();
+    assert_eq!(
+        fields,
+        vec![
+            ("last_name", &json!("Old"), &json!("New")),
+            ("permissions.biometry", &json!(true), &json!(false))
+        ]
+    );
+}
+
+#[test]
+fn a_company_update_names_the_live_company_and_its_fingerprint() {
+    let live = ObservedCompany { technical_meta_data: json!({"t": 1}), ..live_company("c1", "Acme") };
+    let p = plan(
+        &desired(vec![company_meta("Acme", json!({"t": 2}))], vec![]),
+        &observed(vec![live.clone()], vec![]),
+        &SinkIndex::new(),
+        &options(),
+    );
+    let update = &p.changes[0];
+    assert_eq!(update.live_id.as_deref(), Some("c1"));
+    assert_eq!(update.fingerprint, Some(fingerprint::company(&live)));
+    assert_eq!(update.before, Some(json!({"name": "Acme", "technical_meta_data": {"t": 1}})));
+    assert_eq!(update.after, Some(json!({"name": "Acme", "technical_meta_data": {"t": 2}})));
+}
+
+#[test]
+fn a_token_of_a_live_user_names_the_user_and_shows_the_stored_token_without_secrets() {
+    let live = live_user("u1", "a@x.test", "c1");
+    let sink = SinkIndex::from([(
+        "a@x.test".to_string(),
+        SinkEntry { user_id: "u0".into(), api_url: URL.into(), expire_date: NOW },
+    )]);
+    let p = plan(
+        &desired(vec![company("Acme")], vec![with_token(user("a@x.test", "Acme"))]),
+        &observed(vec![live_company("c1", "Acme")], vec![live.clone()]),
+        &sink,
+        &options(),
+    );
+    let token = &p.changes[0];
+    assert_eq!(token.action, Action::Issue);
+    assert_eq!(token.live_id.as_deref(), Some("u1"));
+    assert_eq!(token.fingerprint, Some(fingerprint::user(&live)));
+    assert_eq!(token.before, Some(json!({"user_id": "u0", "api_url": URL, "expire_date": NOW})));
+}
+
+#[test]
+fn missing_secrets_lists_each_unavailable_source_once() {
+    let mut b = user("b@x.test", "Acme");
+    b.password = Some(SecretRef::File("/nope".into()));
+    let d = desired(vec![company("Acme")], vec![user("a@x.test", "Acme"), user("c@x.test", "Acme"), b]);
+    let missing = missing_secrets(&d, |r| matches!(r, SecretRef::File(_)));
+    assert_eq!(missing, BTreeSet::from([SecretRef::Env("PW".into())]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties.
+
+const NAMES: [&str; 4] = ["Acme", "Beta", "Gamma", "Delta"];
+const EMAILS: [&str; 6] = ["a@x.test", "B@x.test", "c@x.test", "d@X.test", "e@x.test", "f@x.test"];
+
+fn metas() -> impl Strategy<Value = Value> {
+    prop_oneof![Just(json!({})), Just(json!({"tier": "gold"})), Just(json!({"tier": "silver", "n": [1, 2]}))]
+}
+
+fn desired_strategy() -> impl Strategy<Value = Desired> {
+    (
+        proptest::sample::subsequence(NAMES.to_vec(), 1..=4),
+        proptest::collection::vec(proptest::option::of(metas()), 4),
+    )
+        .prop_flat_map(|(names, metas)| {
+            let companies: Vec<DesiredCompany> = names
+                .iter()
+                .zip(metas)
+                .map(|(n, m)| DesiredCompany {
+                    name: (*n).to_string(),
+                    technical_meta_data: m,
+                    location: loc(),
+                })
+                .collect();
+            let user = (
+                0..companies.len(),
+                proptest::option::of(prop_oneof![Just("Ann"), Just("Bob")]),
+                any::<bool>(),
+                proptest::option::of((
+                    proptest::option::of(any::<bool>()),
+                    proptest::option::of(any::<bool>()),
+                )),
+                any::<bool>(),
+                proptest::bool::weighted(0.9),
+            );
+            let users = proptest::collection::vec(user, EMAILS.len());
+            (
+                Just(companies),
+                proptest::sample::subsequence((0..EMAILS.len()).collect::<Vec<_>>(), 0..=EMAILS.len()),
+                users,
+            )
+        })
+        .prop_map(|(companies, picked, specs)| {
+            let users = picked
+                .into_iter()
+                .map(|i| {
+                    let (c, first, active, perms, token, has_password) = specs[i];
+                    DesiredUser {
+                        email: Email::new(EMAILS[i]),
+                        company: companies[c].name.clone(),
+                        first_name: first.map(str::to_string),
+                        last_name: None,
+                        middle_name: None,
+                        password: has_password.then(|| SecretRef::Env(format!("PW_{i}"))),
+                        active,
+                        permissions: perms.map(|(b, d)| Permissions {
+                            biometry: b,
+                            documents: d,
+                            ..Permissions::default()
+                        }),
+                        token: TokenSpec { issue: token },
+                        location: loc(),
+                    }
+                })
+                .collect();
+            Desired { companies, users, files: vec![] }
+        })
+}
+
+fn observed_strategy() -> impl Strategy<Value = (Observed, SinkIndex)> {
+    let company = (0..NAMES.len(), proptest::bool::weighted(0.2), metas());
+    let user = (
+        0..EMAILS.len(),
+        proptest::option::of(0..6usize),
+        proptest::bool::weighted(0.85),
+        prop_oneof![Just(""), Just("Ann")],
+        any::<bool>(),
+        any::<bool>(),
+    );
+    let token = (0..EMAILS.len(), 0..8usize, any::<bool>(), -40.0..400.0f64);
+    (
+        proptest::collection::vec(company, 0..6),
+        proptest::collection::vec(user, 0..8),
+        proptest::collection::vec(token, 0..6),
+    )
+        .prop_map(|(companies, users, tokens)| {
+            let companies: Vec<ObservedCompany> = companies
+                .into_iter()
+                .enumerate()
+                .map(|(i, (n, del, meta))| ObservedCompany {
+                    id: format!("c{i}"),
+                    name: NAMES[n].to_string(),
+                    in_deletion: del,
+                    technical_meta_data: meta,
+                })
+                .collect();
+            let mut seen = BTreeSet::new();
+            let users: Vec<ObservedUser> = users
+                .into_iter()
+                .enumerate()
+                .filter(|(_, (e, ..))| seen.insert(*e))
+                .map(|(i, (e, c, service, first, active, bio))| ObservedUser {
+                    id: format!("u{i}"),
+                    email: Email::new(EMAILS[e].to_uppercase()),
+                    company_id: c.map(|c| format!("c{c}")),
+                    kind: if service { UserKind::Service } else { UserKind::Client },
+                    first_name: first.to_string(),
+                    last_name: String::new(),
+                    middle_name: String::new(),
+                    active,
+                    permissions: LivePermissions { biometry: bio, ..LivePermissions::default() },
+                })
+                .collect();
+            let sink = tokens
+                .into_iter()
+                .map(|(e, u, same_url, days)| {
+                    let entry = SinkEntry {
+                        user_id: format!("u{u}"),
+                        api_url: if same_url { URL.to_string() } else { "https://old.test".to_string() },
+                        expire_date: NOW + days * DAY,
+                    };
+                    (EMAILS[e].to_lowercase(), entry)
+                })
+                .collect();
+            (observed(companies, users), sink)
+        })
+}
+
+/// Apply `plan` to `observed` and `sink` the way the executor would, reading the plan only
+/// through the decoders the executor uses (`new_company`, `company_patch`, `new_user`,
+/// `user_patch`, `planned_company_id`) and `live_id`: creates add objects with fresh ids,
+/// updates set fields, issues write sink entries.
+fn simulate(plan: &Plan, observed: &mut Observed, sink: &mut SinkIndex) {
+    let mut created_companies: HashMap<String, String> = HashMap::new();
+    let mut created_users: HashMap<String, String> = HashMap::new();
+    for change in &plan.changes {
+        match (&change.address, change.action) {
+            (Address::Company(name), Action::Create) => {
+                let new = change.new_company().unwrap();
+                let id = format!("new-c{}", observed.companies.len());
+                observed.companies.push(ObservedCompany {
+                    id: id.clone(),
+                    name: new.name,
+                    in_deletion: false,
+                    technical_meta_data: new.technical_meta_data.unwrap_or(json!({})),
+                });
+                created_companies.insert(name.clone(), id);
+            }
+            (Address::Company(_), Action::Update) => {
+                let patch = change.company_patch().unwrap();
+                let id = change.live_id.as_deref().unwrap();
+                let c = observed.companies.iter_mut().find(|c| c.id == id).unwrap();
+                if let Some(meta) = patch.technical_meta_data {
+                    c.technical_meta_data = meta;
+                }
+            }
+            (Address::ServiceUser(email), Action::Create) => {
+                let company_id = match change.planned_company_id() {
+                    Some(id) => id.to_string(),
+                    None => match &change.depends_on[..] {
+                        [Address::Company(name)] => created_companies[name].clone(),
+                        other => panic!("a user create depends on {other:?}"),
+                    },
+                };
+                let new = change.new_user(&company_id, Secret::new("pw")).unwrap();
+                let id = format!("new-u{}", observed.users.len());
+                let p = new.permissions;
+                observed.users.push(ObservedUser {
+                    id: id.clone(),
+                    email: new.email,
+                    company_id: Some(new.company_id),
+                    kind: UserKind::Service,
+                    first_name: new.first_name,
+                    last_name: new.last_name,
+                    middle_name: new.middle_name,
+                    active: new.active,
+                    permissions: LivePermissions {
+                        biometry: p.biometry.unwrap_or(true),
+                        collection: p.collection.unwrap_or(true),
+                        documents: p.documents.unwrap_or(true),
+                        quality: p.quality.unwrap_or(true),
+                    },
+                });
+                created_users.insert(email.key(), id);
+            }
+            (Address::ServiceUser(_), Action::Update) => {
+                let patch = change.user_patch().unwrap();
+                let id = change.live_id.as_deref().unwrap();
+                let u = observed.users.iter_mut().find(|u| u.id == id).unwrap();
+                let p = patch.permissions;
+                u.first_name = patch.first_name.unwrap_or(u.first_name.clone());
+                u.last_name = patch.last_name.unwrap_or(u.last_name.clone());
+                u.middle_name = patch.middle_name.unwrap_or(u.middle_name.clone());
+                u.active = patch.active.unwrap_or(u.active);
+                u.permissions.biometry = p.biometry.unwrap_or(u.permissions.biometry);
+                u.permissions.collection = p.collection.unwrap_or(u.permissions.collection);
+                u.permissions.documents = p.documents.unwrap_or(u.permissions.documents);
+                u.permissions.quality = p.quality.unwrap_or(u.permissions.quality);
+            }
+            (Address::Token(email), Action::Issue) => {
+                let user_id = change.live_id.clone().unwrap_or_else(|| created_users[&email.key()].clone());
+                sink.insert(
+                    email.key(),
+                    SinkEntry {
+                        user_id,
+                        api_url: observed.api_url.clone(),
+                        expire_date: NOW + 5.0 * 365.0 * DAY,
+                    },
+                );
+            }
+            (address, action) => panic!("the planner made an impossible change: {action} {address}"),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_same_input_gives_the_same_json_whatever_the_order_of_the_observed_lists(
+        desired in desired_strategy(),
+        (observed, sink) in observed_strategy(),
+        rotate in any::<bool>(),
+    ) {
+        let opts = PlanOptions { rotate_tokens: rotate, ..options() };
+        let first = ozform::render::json(&plan(&desired, &observed, &sink, &opts));
+        prop_assert_eq!(&first, &ozform::render::json(&plan(&desired, &observed, &sink, &opts)));
+        let mut reversed = observed.clone();
+        reversed.companies.reverse();
+        reversed.users.reverse();
+        prop_assert_eq!(&first, &ozform::render::json(&plan(&desired, &reversed, &sink, &opts)));
+    }
+
+    #[test]
+    fn applying_a_plan_and_planning_again_gives_no_changes(
+        desired in desired_strategy(),
+        (mut observed, mut sink) in observed_strategy(),
+        rotate in any::<bool>(),
+    ) {
+        let first = plan(&desired, &observed, &sink, &PlanOptions { rotate_tokens: rotate, ..options() });
+        prop_assert_eq!(first.summary.create + first.summary.update + first.summary.issue, first.changes.len());
+        simulate(&first, &mut observed, &mut sink);
+        let second = plan(&desired, &observed, &sink, &options());
+        prop_assert!(second.changes.is_empty(), "still planned after apply: {:#?}", describe(&second));
+        let addresses = |p: &Plan| p.conflicts.iter().map(|c| c.address.to_string()).collect::<Vec<_>>();
+        prop_assert_eq!(addresses(&first), addresses(&second));
+    }
+}
+
+#[test]
+fn sink_keys_are_lower_cased_emails() {
+    // A user written in capitals finds the token stored under its lower-cased email.
+    let sink: SinkIndex = BTreeMap::from([stored("a@x.test", "u1")]);
+    let p = plan(
+        &desired(vec![company("Acme")], vec![with_token(user("A@X.TEST", "Acme"))]),
+        &observed(vec![live_company("c1", "Acme")], vec![live_user("u1", "a@x.test", "c1")]),
+        &sink,
+        &options(),
+    );
+    assert!(p.changes.is_empty(), "{:#?}", describe(&p));
+}

@@ -1,0 +1,250 @@
+//! Snapshots of the three renderers on one plan that has every kind of change, a conflict,
+//! unmanaged users and a warning; the saved plan format round-trips and refuses unknown
+//! versions; no rendering ever holds a secret value (canary passwords).
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ozform::model::{
+    ApiVersion, Desired, DesiredCompany, DesiredUser, Email, LivePermissions, Location, Observed,
+    ObservedCompany, ObservedUser, Permissions, TokenSpec, UserKind,
+};
+use ozform::plan::{Plan, PlanError, PlanOptions, missing_secrets, plan};
+use ozform::render::{Style, json, markdown, parse_plan, text};
+use ozform::secret::SecretRef;
+use ozform::sink::{SinkEntry, SinkIndex};
+use serde_json::json;
+
+const NOW: f64 = 1_800_000_000.0;
+const URL: &str = "https://oz.example";
+
+fn loc() -> Location {
+    Location { file: Arc::new(PathBuf::from("m.yaml")), line: 1, column: 1 }
+}
+
+fn user(email: &str, company: &str, password: SecretRef) -> DesiredUser {
+    DesiredUser {
+        email: Email::new(email),
+        company: company.into(),
+        first_name: Some("Svc".into()),
+        last_name: Some("Web".into()),
+        middle_name: None,
+        password: Some(password),
+        active: true,
+        permissions: Some(Permissions { documents: Some(false), ..Permissions::default() }),
+        token: TokenSpec { issue: true },
+        location: loc(),
+    }
+}
+
+fn live_user(id: &str, email: &str, company_id: &str) -> ObservedUser {
+    ObservedUser {
+        id: id.into(),
+        email: Email::new(email),
+        company_id: Some(company_id.into()),
+        kind: UserKind::Service,
+        first_name: "Svc".into(),
+        last_name: "Web".into(),
+        middle_name: String::new(),
+        active: true,
+        permissions: LivePermissions { documents: false, ..LivePermissions::default() },
+    }
+}
+
+/// Desired, observed and sink of a plan with: a company create and a company update (long
+/// metadata, diffed), a user create (in the new company) and a user update, tokens for a user
+/// being created, with none in the sink and expiring; a user in another company (conflict);
+/// unmanaged live users; a password source that is not available (warning).
+fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, SinkIndex) {
+    let desired = Desired {
+        companies: vec![
+            DesiredCompany {
+                name: "Acme Bank".into(),
+                technical_meta_data: Some(json!({"tier": "gold"})),
+                location: loc(),
+            },
+            DesiredCompany {
+                name: "Beta Corp".into(),
+                technical_meta_data: Some(
+                    json!({"tier": "gold", "region": "eu-west", "contacts": ["ops@beta.example", "sec@beta.example"]}),
+                ),
+                location: loc(),
+            },
+        ],
+        users: vec![
+            user("svc-web@acme.example", "Acme Bank", secret_web),
+            DesiredUser {
+                first_name: Some("Renamed".into()),
+                active: false,
+                ..user("svc-api@beta.example", "Beta Corp", secret_new.clone())
+            },
+            user("svc-batch@beta.example", "Beta Corp", secret_new.clone()),
+            user("svc-moved@beta.example", "Beta Corp", secret_new.clone()),
+            DesiredUser {
+                token: TokenSpec { issue: true },
+                ..user("svc-ok@beta.example", "Beta Corp", secret_new)
+            },
+        ],
+        files: vec![],
+    };
+    let observed = Observed {
+        api_url: URL.into(),
+        api_version: ApiVersion::V6,
+        companies: vec![
+            ObservedCompany {
+                id: "c-beta".into(),
+                name: "Beta Corp".into(),
+                in_deletion: false,
+                technical_meta_data: json!({"tier": "silver", "region": "eu-west", "contacts": ["ops@beta.example"]}),
+            },
+            ObservedCompany {
+                id: "c-other".into(),
+                name: "Other Ltd".into(),
+                in_deletion: false,
+                technical_meta_data: json!({}),
+            },
+        ],
+        users: vec![
+            live_user("u-api", "svc-api@beta.example", "c-beta"),
+            live_user("u-batch", "svc-batch@beta.example", "c-beta"),
+            live_user("u-moved", "svc-moved@beta.example", "c-other"),
+            live_user("u-ok", "svc-ok@beta.example", "c-beta"),
+            ObservedUser {
+                kind: UserKind::CompanyAdmin,
+                ..live_user("u-admin", "admin@beta.example", "c-beta")
+            },
+            live_user("u-legacy", "legacy@beta.example", "c-beta"),
+        ],
+    };
+    let sink = SinkIndex::from([
+        (
+            "svc-api@beta.example".to_string(),
+            SinkEntry { user_id: "u-api".into(), api_url: URL.into(), expire_date: NOW + 5.0 * 86_400.0 },
+        ),
+        (
+            "svc-ok@beta.example".to_string(),
+            SinkEntry { user_id: "u-ok".into(), api_url: URL.into(), expire_date: NOW + 900.0 * 86_400.0 },
+        ),
+    ]);
+    (desired, observed, sink)
+}
+
+fn every_kind_plan() -> Plan {
+    let (desired, observed, sink) =
+        fixture(SecretRef::Env("ACME_WEB_PASSWORD".into()), SecretRef::File("/run/secrets/beta".into()));
+    let options = PlanOptions {
+        now: NOW,
+        missing_secrets: missing_secrets(&desired, |r| matches!(r, SecretRef::File(_))),
+        ..PlanOptions::default()
+    };
+    plan(&desired, &observed, &sink, &options)
+}
+
+#[test]
+fn the_text_plan_reads_like_terraform() {
+    insta::assert_snapshot!(text(&every_kind_plan(), &Style { color: false }));
+}
+
+#[test]
+fn the_text_plan_is_coloured_only_when_asked() {
+    let plan = every_kind_plan();
+    let coloured = text(&plan, &Style { color: true });
+    assert!(coloured.contains("\x1b[32m+\x1b[0m"));
+    assert!(!text(&plan, &Style { color: false }).contains('\x1b'));
+    // Without the escape codes the coloured plan says the same.
+    let stripped = coloured
+        .replace("\x1b[0m", "")
+        .replace("\x1b[1m", "")
+        .replace("\x1b[31m", "")
+        .replace("\x1b[32m", "")
+        .replace("\x1b[33m", "")
+        .replace("\x1b[36m", "");
+    assert_eq!(stripped, text(&plan, &Style { color: false }));
+}
+
+#[test]
+fn the_markdown_plan_puts_the_summary_first_and_details_in_sections() {
+    insta::assert_snapshot!(markdown(&every_kind_plan()));
+}
+
+#[test]
+fn the_json_plan_is_the_versioned_contract() {
+    insta::assert_snapshot!(json(&every_kind_plan()));
+}
+
+#[test]
+fn an_empty_plan_says_no_changes() {
+    let observed =
+        Observed { api_url: URL.into(), api_version: ApiVersion::V5, companies: vec![], users: vec![] };
+    let p = plan(&Desired::default(), &observed, &SinkIndex::new(), &PlanOptions::default());
+    insta::assert_snapshot!(text(&p, &Style::default()), @r"
+    Plan for https://oz.example (Oz API 5)
+
+    No changes.
+    ");
+    assert!(markdown(&p).contains("**No changes.**"));
+}
+
+#[test]
+fn a_saved_plan_reads_back_equal() {
+    let plan = every_kind_plan();
+    assert_eq!(parse_plan(&json(&plan)).unwrap(), plan);
+}
+
+#[test]
+fn a_saved_plan_of_an_unknown_version_is_refused_clearly() {
+    let mut value: serde_json::Value = serde_json::from_str(&json(&every_kind_plan())).unwrap();
+    value["format_version"] = json!(2);
+    let err = parse_plan(&value.to_string()).unwrap_err();
+    assert!(matches!(err, PlanError::UnsupportedVersion { .. }));
+    assert_eq!(err.to_string(), "the saved plan has `format_version` 2, this ozform reads only version 1");
+}
+
+#[test]
+fn a_saved_plan_that_is_not_a_plan_is_refused_with_the_reason() {
+    let err = parse_plan("{\"format_version\": 1}").unwrap_err();
+    assert!(
+        err.to_string().starts_with("the saved plan is not valid JSON of the plan format: missing field"),
+        "{err}"
+    );
+    let err = parse_plan("[]").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the saved plan is not valid JSON of the plan format: it has no `format_version`"
+    );
+}
+
+#[test]
+fn no_rendering_holds_a_secret_value() {
+    const CANARY_ENV: &str = "canary-env-7f3a9c";
+    const CANARY_FILE: &str = "canary-file-51be02";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("beta-password");
+    std::fs::write(&file, format!("{CANARY_FILE}\n")).unwrap();
+    let (desired, observed, sink) =
+        fixture(SecretRef::Env("ACME_WEB_PASSWORD".into()), SecretRef::File(file));
+    let env = |name: &str| (name == "ACME_WEB_PASSWORD").then(|| CANARY_ENV.to_string());
+    let options = PlanOptions {
+        now: NOW,
+        missing_secrets: missing_secrets(&desired, |r| r.is_available(&env)),
+        ..PlanOptions::default()
+    };
+    let plan = plan(&desired, &observed, &sink, &options);
+    // The secrets are available (no warnings) and creates are planned that will need them.
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    assert!(plan.changes.iter().any(|c| c.password.is_some()));
+    let outputs = [
+        text(&plan, &Style { color: false }),
+        text(&plan, &Style { color: true }),
+        markdown(&plan),
+        json(&plan),
+        format!("{plan:?}"),
+    ];
+    for out in &outputs {
+        assert!(out.contains("(sensitive)"));
+        for canary in [CANARY_ENV, CANARY_FILE] {
+            assert!(!out.contains(canary), "secret leaked into:\n{out}");
+        }
+    }
+}
