@@ -992,3 +992,302 @@ async fn bad_connection_settings_are_config_errors_before_any_request() {
     let err = OzClient::connect(cfg).await.unwrap_err();
     assert!(matches!(err, OzError::Config { .. }), "{err:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Against the built-in emulator.
+
+use ozform::emulator::{self, EmulatorConfig, Faults, Handle, Quirks};
+
+async fn emulator(version: ApiVersion, seed: Option<emulator::State>) -> Handle {
+    let mut cfg = EmulatorConfig::new(version);
+    cfg.seed = seed;
+    emulator::start(cfg).await.unwrap()
+}
+
+fn emulator_config(handle: &Handle) -> ClientConfig {
+    let mut c = config(&handle.url());
+    c.admin_email = handle.admin_email().to_string();
+    c.admin_password = handle.admin_password().clone();
+    c
+}
+
+/// One company and `n` service users in it, spelled as `version` stores them.
+fn seed(version: ApiVersion, n: usize) -> emulator::State {
+    let company = emulator::CompanyRecord::new("Seeded");
+    let users = (0..n)
+        .map(|i| {
+            let user_type = if version == ApiVersion::V6 { "CLIENT_SERVICE" } else { "CLIENT" };
+            let mut u = emulator::UserRecord::new(
+                format!("svc{i}@seed.test"),
+                user_type.into(),
+                Some(company.company_id.clone()),
+            );
+            u.is_service = true;
+            u
+        })
+        .collect();
+    emulator::State { companies: vec![company], users, ..emulator::State::default() }
+}
+
+fn emulated_user(email: &str, company_id: &str) -> NewUser {
+    NewUser { company_id: company_id.to_string(), ..new_user(email) }
+}
+
+#[tokio::test]
+async fn the_client_detects_and_speaks_both_dialects_of_the_emulator() {
+    for version in [ApiVersion::V5, ApiVersion::V6] {
+        let handle = emulator(version, None).await;
+        let client = OzClient::connect(emulator_config(&handle)).await.unwrap();
+        assert_eq!(client.api_version(), version);
+        let company = client
+            .create_company(&NewCompany {
+                name: "Acme".into(),
+                technical_meta_data: Some(json!({"tier": "gold"})),
+            })
+            .await
+            .unwrap();
+        let created = client.create_user(&emulated_user("Svc@Acme.test", &company.id)).await.unwrap();
+        assert_eq!(created.kind, UserKind::Service, "{version:?}");
+        let patch = UserPatch {
+            active: Some(false),
+            permissions: Permissions { quality: Some(false), ..Permissions::default() },
+            ..UserPatch::default()
+        };
+        client.update_user(&created.id, &patch).await.unwrap();
+        let token = client.issue_token(&created.id).await.unwrap();
+        assert_eq!(token.user_id, created.id);
+        assert!(token.expire_date > 1.0e9);
+
+        let observed = client.observe(&[]).await.unwrap();
+        assert_eq!(observed.api_version, version);
+        let user = observed.users.iter().find(|u| u.email == Email::new("svc@acme.test")).unwrap();
+        assert_eq!(user.kind, UserKind::Service, "{version:?}");
+        assert_eq!(user.company_id.as_deref(), Some(company.id.as_str()));
+        assert!(!user.active);
+        let p = user.permissions;
+        assert_eq!(
+            (p.biometry, p.collection, p.documents, p.quality),
+            (true, true, false, false),
+            "{version:?}"
+        );
+        assert_eq!(observed.companies[0].technical_meta_data, json!({"tier": "gold"}));
+        assert_eq!(handle.stats().creates_per_email.get("svc@acme.test"), Some(&1));
+    }
+}
+
+#[tokio::test]
+async fn an_emulator_session_expiring_in_the_middle_of_a_listing_is_renewed_and_the_listing_completes() {
+    let handle = emulator(ApiVersion::V6, Some(seed(ApiVersion::V6, 250))).await;
+    let mut cfg = emulator_config(&handle);
+    cfg.page_size = 10;
+    let client = OzClient::connect(cfg).await.unwrap();
+    // Every 5th request finds every session expired: a listing of 26 pages meets it 5 times.
+    handle.set_faults(Faults { expire_sessions_every: 5, ..Faults::default() });
+    let users = client.list_users(&UserFilter::default()).await.unwrap();
+    assert_eq!(users.len(), 251, "250 seeded and the admin");
+    let refreshes = handle.stats().requests_by_route.get("POST /api/authorize/refresh").copied().unwrap_or(0);
+    assert!(refreshes >= 4, "{refreshes}");
+}
+
+#[tokio::test]
+async fn concurrent_calls_share_one_renewal_when_the_emulator_expires_every_session() {
+    let handle = emulator(ApiVersion::V5, Some(seed(ApiVersion::V5, 20))).await;
+    let client = OzClient::connect(emulator_config(&handle)).await.unwrap();
+    handle.expire_all_sessions();
+    handle.reset_stats();
+    let finds = (0..10).map(|i| {
+        let client = client.clone();
+        async move { client.find_user(&Email::new(format!("svc{i}@seed.test"))).await }
+    });
+    for r in futures::future::join_all(finds).await {
+        assert!(r.unwrap().is_some());
+    }
+    let stats = handle.stats();
+    let renewals = ["POST /api/authorize/refresh", "POST /api/authorize/auth"]
+        .iter()
+        .map(|k| stats.requests_by_route.get(*k).copied().unwrap_or(0))
+        .sum::<u64>();
+    assert_eq!(renewals, 1, "{stats:?}");
+}
+
+#[tokio::test]
+async fn emulator_429s_with_retry_after_are_retried_until_every_call_succeeds() {
+    let handle = emulator(ApiVersion::V6, Some(seed(ApiVersion::V6, 30))).await;
+    let mut cfg = emulator_config(&handle);
+    cfg.page_size = 5;
+    cfg.retry.max_attempts = 10;
+    let client = OzClient::connect(cfg).await.unwrap();
+    handle.set_faults(Faults { too_many_requests: 0.3, retry_after_secs: 0, seed: 11, ..Faults::default() });
+    assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 31);
+    let company =
+        client.create_company(&NewCompany { name: "Busy".into(), technical_meta_data: None }).await.unwrap();
+    client.create_user(&emulated_user("busy@x.test", &company.id)).await.unwrap();
+    let stats = handle.stats();
+    assert_eq!(stats.creates_per_email.get("busy@x.test"), Some(&1));
+    assert!(stats.total_requests > 8, "some requests were answered 429 and repeated: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_create_the_emulator_commits_then_fails_is_adopted_by_find_and_never_sent_twice() {
+    for version in [ApiVersion::V5, ApiVersion::V6] {
+        let handle = emulator(version, None).await;
+        let client = OzClient::connect(emulator_config(&handle)).await.unwrap();
+        handle.set_faults(Faults { commit_then_error: 1.0, ..Faults::default() });
+        let err = client
+            .create_company(&NewCompany { name: "Half".into(), technical_meta_data: None })
+            .await
+            .unwrap_err();
+        assert!(err.outcome_unknown(), "{err:?}");
+        handle.set_faults(Faults { commit_then_drop: 1.0, ..Faults::default() });
+        let found = client.find_companies("Half").await.unwrap();
+        assert_eq!(found.len(), 1);
+        let err = client.create_user(&emulated_user("half@x.test", &found[0].id)).await.unwrap_err();
+        assert!(err.outcome_unknown(), "{err:?}");
+        assert!(matches!(err, OzError::Transport { .. }), "a dropped connection: {err:?}");
+        handle.set_faults(Faults::default());
+        let adopted = client.find_user(&Email::new("HALF@x.test")).await.unwrap().unwrap();
+        assert_eq!(adopted.kind, UserKind::Service);
+        let stats = handle.stats();
+        assert_eq!(stats.creates_per_email.get("half@x.test"), Some(&1));
+        assert_eq!(stats.requests_by_route.get("POST /api/users/"), Some(&1), "{stats:?}");
+        assert_eq!(stats.requests_by_route.get("POST /api/companies/"), Some(&1), "{stats:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_client_sends_no_mutating_request_to_the_emulator() {
+    let handle = emulator(ApiVersion::V6, Some(seed(ApiVersion::V6, 3))).await;
+    let mut cfg = emulator_config(&handle);
+    cfg.read_only = true;
+    let client = OzClient::connect(cfg).await.unwrap();
+    let observed = client.observe(&[]).await.unwrap();
+    let company_id = observed.companies[0].id.clone();
+    let err = client
+        .create_company(&NewCompany { name: "No".into(), technical_meta_data: None })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OzError::ReadOnly { .. }));
+    let err = client.create_user(&emulated_user("no@x.test", &company_id)).await.unwrap_err();
+    assert!(matches!(err, OzError::ReadOnly { .. }));
+    let err = client.issue_token(&observed.users[0].id).await.unwrap_err();
+    assert!(matches!(err, OzError::ReadOnly { .. }));
+    assert_eq!(handle.stats().mutating_requests, 0);
+}
+
+#[tokio::test]
+async fn listing_ten_thousand_users_takes_about_one_request_per_page() {
+    let handle = emulator(ApiVersion::V6, Some(seed(ApiVersion::V6, 10_000))).await;
+    for (page_size, envelope) in [(500, emulator::Envelope::Bare), (1000, emulator::Envelope::Items)] {
+        let mut cfg = emulator_config(&handle);
+        cfg.page_size = page_size;
+        cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
+        handle.set_quirks(Quirks { envelope, ..Quirks::default() });
+        let client = OzClient::connect(cfg).await.unwrap();
+        handle.reset_stats();
+        let users = client.list_users(&UserFilter::default()).await.unwrap();
+        assert_eq!(users.len(), 10_001, "the seeded users and the admin");
+        let pages = handle.stats().requests_by_route.get("GET /api/users/").copied().unwrap_or(0);
+        // 10,001 users: full pages, then one short page that ends the listing.
+        assert_eq!(pages, 10_001_u64.div_ceil(page_size as u64), "page size {page_size}");
+    }
+}
+
+#[tokio::test]
+async fn the_emulator_quirks_are_tolerated_capped_limit_envelopes_ignored_filters_and_slashes() {
+    let handle = emulator(ApiVersion::V5, Some(seed(ApiVersion::V5, 45))).await;
+    handle.set_quirks(Quirks {
+        envelope: emulator::Envelope::Results,
+        total_field: emulator::TotalField::Count,
+        max_limit: Some(7),
+        ignore_filters: true,
+        trailing_slash: emulator::TrailingSlash::Opposite,
+        ..Quirks::default()
+    });
+    let client = OzClient::connect(emulator_config(&handle)).await.unwrap();
+    assert_eq!(client.api_version(), ApiVersion::V5);
+    assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 46);
+    let found = client.find_user(&Email::new("svc44@seed.test")).await.unwrap().unwrap();
+    assert_eq!(found.email, Email::new("svc44@seed.test"));
+    let company = client.find_companies("Seeded").await.unwrap();
+    assert_eq!(company.len(), 1);
+    let observed = client.observe(&["Seeded".to_string()]).await.unwrap();
+    assert_eq!(observed.users.len(), 45);
+
+    handle.set_quirks(Quirks { ignore_offset: true, ..Quirks::default() });
+    let err = client.list_users(&UserFilter::default()).await.unwrap_err();
+    assert!(matches!(err, OzError::Paging { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn reads_survive_a_mix_of_429_500_503_and_dropped_connections() {
+    let handle = emulator(ApiVersion::V5, Some(seed(ApiVersion::V5, 60))).await;
+    let mut cfg = emulator_config(&handle);
+    cfg.page_size = 10;
+    cfg.retry.max_attempts = 12;
+    let client = OzClient::connect(cfg).await.unwrap();
+    handle.set_faults(Faults {
+        too_many_requests: 0.1,
+        internal_error: 0.1,
+        unavailable: 0.1,
+        drop_connection: 0.1,
+        retry_after_secs: 0,
+        seed: 5,
+        ..Faults::default()
+    });
+    let observed = client.observe(&[]).await.unwrap();
+    assert_eq!((observed.companies.len(), observed.users.len()), (1, 61));
+    assert_eq!(handle.stats().mutating_requests, 0);
+}
+
+/// What apply does with a create whose outcome is unknown or that meets a duplicate: read back
+/// by natural key and adopt, never send it again blindly.
+/// Returns the user and whether it was adopted.
+async fn create_or_adopt_user(client: &OzClient, user: &NewUser) -> (ozform::model::ObservedUser, bool) {
+    loop {
+        match client.create_user(user).await {
+            Ok(created) => return (created, false),
+            Err(e) if e.outcome_unknown() || e.is_duplicate() => {
+                if let Some(found) = client.find_user(&user.email).await.unwrap() {
+                    return (found, true);
+                }
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_tolerable_quirk_and_flaky_faults_still_give_exactly_one_create_per_user() {
+    for version in [ApiVersion::V5, ApiVersion::V6] {
+        let handle = emulator(version, None).await;
+        handle.set_quirks(Quirks::tolerable());
+        let mut cfg = emulator_config(&handle);
+        cfg.retry.max_attempts = 12;
+        let client = OzClient::connect(cfg).await.unwrap();
+        assert_eq!(client.api_version(), version, "detected through sparse objects and extra fields");
+        let company = client
+            .create_company(&NewCompany { name: "Quirky".into(), technical_meta_data: None })
+            .await
+            .unwrap();
+        handle.set_faults(Faults::flaky(0.3, 17));
+        let mut adopted = 0;
+        for i in 0..12 {
+            let (user, was_adopted) =
+                create_or_adopt_user(&client, &emulated_user(&format!("q{i}@x.test"), &company.id)).await;
+            assert_eq!(user.kind, UserKind::Service, "{version:?}");
+            adopted += usize::from(was_adopted);
+        }
+        assert!(adopted > 0, "{version:?}: the faults hit some creates");
+        handle.set_faults(Faults::default());
+        let observed = client.observe(&["Quirky".to_string()]).await.unwrap();
+        assert_eq!(observed.users.len(), 12, "{version:?}");
+        let stats = handle.stats();
+        for i in 0..12 {
+            assert_eq!(
+                stats.creates_per_email.get(&format!("q{i}@x.test")),
+                Some(&1),
+                "{version:?}: {stats:?}"
+            );
+        }
+    }
+}
