@@ -153,7 +153,9 @@ fn respond(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, bod
         ("POST", "/api/authorize/auth") => {
             let ok = body["credentials"]["email"] == ADMIN && body["credentials"]["password"] == PASSWORD;
             if !ok {
-                return api_error(401, 7, "invalid credentials");
+                // A careless server that echoes what it was sent.
+                let echo = format!("invalid credentials: {}", body["credentials"]);
+                return api_error(401, 7, &echo);
             }
             f.logins += 1;
             let s = new_session(f);
@@ -393,6 +395,7 @@ async fn a_refused_login_names_the_account_but_never_the_password() {
     let shown = format!("{err} {err:?}");
     assert!(shown.contains(ADMIN), "{shown}");
     assert!(!shown.contains("canary"), "{shown}");
+    assert!(shown.contains("(sensitive)"), "the echoed password was blanked out: {shown}");
 }
 
 #[tokio::test]

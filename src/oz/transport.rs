@@ -235,7 +235,9 @@ impl Transport {
                                 path: self.where_(&path),
                                 status,
                                 error_code: wire.error_code,
-                                error_message: wire.error_message.map(|m| clip(&m)),
+                                error_message: wire
+                                    .error_message
+                                    .map(|m| clip(&redact(&m, call.body, token.as_ref()))),
                             });
                         }
                     }
@@ -338,6 +340,33 @@ fn decode_json(body: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(body).map_err(|e| format!("the body is not JSON ({e})"))
 }
 
+/// A server may echo what it was sent: blank out the secrets of this request (the token sent,
+/// and every `password`, `expire_token` or `access_token` in its body) before a message is shown.
+fn redact(message: &str, body: Option<&Value>, token: Option<&Secret>) -> String {
+    fn collect<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("password" | "expire_token" | "access_token", Value::String(s)) => out.push(s),
+                        _ => collect(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            _ => {}
+        }
+    }
+    let mut secrets = Vec::new();
+    if let Some(body) = body {
+        collect(body, &mut secrets);
+    }
+    if let Some(token) = token {
+        secrets.push(token.expose());
+    }
+    secrets.iter().filter(|s| !s.is_empty()).fold(message.to_string(), |m, s| m.replace(s, "(sensitive)"))
+}
+
 /// Server messages are shown to users; keep them to one readable line.
 fn clip(message: &str) -> String {
     let line: String = message.chars().filter(|c| !c.is_control()).take(200).collect();
@@ -371,6 +400,14 @@ mod tests {
     fn the_other_slash_form_toggles_the_trailing_slash() {
         assert_eq!(other_form("/api/users/"), "/api/users");
         assert_eq!(other_form("/api/users"), "/api/users/");
+    }
+
+    #[test]
+    fn secrets_echoed_by_the_server_are_blanked_out() {
+        let body = serde_json::json!({"credentials": {"email": "a@b.c", "password": "hunter2"}});
+        let token = Secret::new("tok-9");
+        let shown = redact("bad password hunter2 for tok-9 (a@b.c)", Some(&body), Some(&token));
+        assert_eq!(shown, "bad password (sensitive) for (sensitive) (a@b.c)");
     }
 
     #[test]
