@@ -198,9 +198,7 @@ fn respond(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, bod
     let path = raw_path.trim_end_matches('/');
     match (method.as_str(), path) {
         ("GET", "/api/users" | "/api/companies") => {
-            let (items, id_key) =
-                if path == "/api/users" { (&f.users, "user_id") } else { (&f.companies, "company_id") };
-            let _ = id_key;
+            let items = if path == "/api/users" { &f.users } else { &f.companies };
             let honour = f.knobs.honour_filters;
             let matching: Vec<Value> = items
                 .iter()
@@ -308,7 +306,7 @@ impl Server {
     async fn client(&self) -> OzClient {
         OzClient::connect(self.config()).await.unwrap()
     }
-    /// Requests logged since the mark, matching a prefix like `GET /api/users`.
+    /// Requests logged so far whose `METHOD path?query` starts with `prefix`.
     fn count(&self, prefix: &str) -> usize {
         self.with(|f| f.log.iter().filter(|l| l.starts_with(prefix)).count())
     }
