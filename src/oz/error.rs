@@ -28,6 +28,15 @@ pub enum OzError {
     #[error("GET {path}: {reason}")]
     #[diagnostic(code(ozform::oz::paging))]
     Paging { path: String, reason: String },
+    /// The admin login was refused (wrong email or password, or not an ADMIN account).
+    #[error("cannot log in to `{host}` as `{email}`: answered {status}{}", api_detail(*error_code, error_message.as_deref()))]
+    #[diagnostic(
+        code(ozform::oz::login),
+        help(
+            "check `--admin-email` and the admin password (`OZ_ADMIN_PASSWORD` or `--admin-password-file`)"
+        )
+    )]
+    Login { host: String, email: String, status: u16, error_code: Option<i64>, error_message: Option<String> },
     /// Bad client configuration (URL, CA file, credentials source, undecidable version).
     #[error("{message}")]
     #[diagnostic(code(ozform::oz::config))]
@@ -44,12 +53,24 @@ fn api_detail(code: Option<i64>, message: Option<&str>) -> String {
 }
 
 impl OzError {
-    /// A create whose effect may or may not have happened: never re-send it blindly.
+    /// A create whose effect may or may not have happened: never re-send it blindly, read
+    /// back by natural key first. True for a timeout or a dropped connection after the request
+    /// may have been sent, for a 5xx answer, and for a `POST` answered with success but with a
+    /// body that could not be read (the object exists, its id is unknown).
     pub fn outcome_unknown(&self) -> bool {
         match self {
             OzError::Transport { outcome_unknown, .. } => *outcome_unknown,
             OzError::Http { status, .. } => *status >= 500,
+            OzError::Decode { method, .. } => method == "POST",
             _ => false,
+        }
+    }
+
+    /// The HTTP status of an answered request.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            OzError::Http { status, .. } | OzError::Login { status, .. } => Some(*status),
+            _ => None,
         }
     }
 

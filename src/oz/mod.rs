@@ -1,5 +1,37 @@
 //! The Oz API client: the only code that speaks HTTP to an Oz API.
+//!
+//! One concept per file:
+//! - `config`: `ClientConfig`, `VersionSetting`
+//! - `client`: `OzClient::connect`, typed list calls
+//! - `session`: login, refresh, one shared re-login on expiry
+//! - `transport`: the single `send` every request goes through (read-only guard, concurrency
+//!   bound, rate limit, auth renewal, trailing-slash fallback, retries, tracing)
+//! - `dialect`: every API 5 / API 6 difference, and version detection
+//! - `wire`: tolerant serde shapes of the API and list envelopes
+//! - `paging`: offset/limit paging as a pure state machine
+//! - `retry`: which failures are retried and how long to wait
+//! - `throttle`: `max_rps`
+//! - `observe`: live state as `model::Observed`
+//! - `effects`: `apply::Effects` for `OzClient`
+//!
+//! Invariants: no secret (password, session or service token) is logged or put in an error;
+//! a read-only client sends no POST, PATCH or DELETE except login and refresh; a create that
+//! may have happened is never re-sent (its error says `outcome_unknown()`).
 
+mod client;
+mod config;
+mod dialect;
+mod effects;
 mod error;
+mod observe;
+mod paging;
+mod retry;
+mod session;
+mod throttle;
+mod transport;
+mod wire;
 
+pub use client::{OzClient, UserFilter};
+pub use config::{ClientConfig, VersionSetting};
 pub use error::OzError;
+pub use retry::RetryPolicy;

@@ -1,0 +1,195 @@
+//! `OzClient`: connect (log in, settle the dialect) and typed list calls.
+//!
+//! Cheap to clone: an `Arc` around the transport, plus the dialect (a `Copy` value decided
+//! once at connect time). List calls page through `paging::Pager`, send the filters the API may
+//! honour and filter again locally, because the API may ignore them.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::OzError;
+use super::config::{ClientConfig, VersionSetting};
+use super::dialect::{Dialect, Evidence};
+use super::paging::{Next, Pager};
+use super::transport::{Call, Transport};
+use super::wire::{WireCompany, WireUser, parse_page};
+use crate::model::{ApiVersion, Email, ObservedCompany, ObservedUser};
+
+pub(super) const COMPANIES: &str = "/api/companies/";
+pub(super) const USERS: &str = "/api/users/";
+
+/// Filters of `list_users`; both optional, both applied locally as well.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserFilter {
+    pub email: Option<Email>,
+    pub company_id: Option<String>,
+}
+
+impl UserFilter {
+    fn matches(&self, user: &ObservedUser) -> bool {
+        self.email.as_ref().is_none_or(|e| *e == user.email)
+            && self.company_id.as_ref().is_none_or(|c| user.company_id.as_ref() == Some(c))
+    }
+}
+
+/// A connected, logged-in client of one Oz API.
+#[derive(Debug, Clone)]
+pub struct OzClient {
+    pub(super) transport: Arc<Transport>,
+    pub(super) dialect: Dialect,
+}
+
+impl OzClient {
+    /// Build the HTTP client, log in, and fix the dialect (configured, or detected from the
+    /// users the API returns; undecidable is a `Config` error asking for `--api-version`).
+    pub async fn connect(config: ClientConfig) -> Result<OzClient, OzError> {
+        let setting = config.api_version;
+        let transport = Arc::new(Transport::new(config)?);
+        let login_user = transport.login().await?;
+        let dialect = match setting {
+            VersionSetting::Fixed(version) => Dialect::of(version),
+            VersionSetting::Auto => detect(&transport, login_user.as_ref()).await?,
+        };
+        Ok(OzClient { transport, dialect })
+    }
+
+    pub fn api_version(&self) -> ApiVersion {
+        self.dialect.version()
+    }
+
+    /// The API base URL, without a trailing `/`.
+    pub fn api_url(&self) -> &str {
+        &self.transport.api_url
+    }
+
+    /// Every live company (those `in_deletion` included).
+    pub async fn list_companies(&self) -> Result<Vec<ObservedCompany>, OzError> {
+        self.companies_named(None).await
+    }
+
+    /// Live companies, by name when given (sent as the `name` filter, checked locally).
+    pub(super) async fn companies_named(&self, name: Option<&str>) -> Result<Vec<ObservedCompany>, OzError> {
+        let filters: Vec<(&'static str, String)> =
+            name.map(|n| ("name", n.to_string())).into_iter().collect();
+        let raw = list(&self.transport, COMPANIES, "company_id", &filters, |_| false).await?;
+        let mut companies = Vec::with_capacity(raw.len());
+        for item in raw {
+            let wire: WireCompany = serde_json::from_value(item).map_err(|e| OzError::Decode {
+                method: "GET".into(),
+                path: self.transport.where_(COMPANIES),
+                reason: format!("company object: {e}"),
+            })?;
+            let company = ObservedCompany::from(wire);
+            if name.is_none_or(|n| n == company.name) {
+                companies.push(company);
+            }
+        }
+        Ok(companies)
+    }
+
+    /// Live users matching the filter (all users with `UserFilter::default()`).
+    pub async fn list_users(&self, filter: &UserFilter) -> Result<Vec<ObservedUser>, OzError> {
+        let mut filters = Vec::new();
+        if let Some(email) = &filter.email {
+            filters.push(("email", email.as_str().to_string()));
+        }
+        if let Some(company) = &filter.company_id {
+            filters.push(("company_id", company.clone()));
+        }
+        let raw = list(&self.transport, USERS, "user_id", &filters, |_| false).await?;
+        let mut users = Vec::with_capacity(raw.len());
+        for item in raw {
+            let user = self.decode_user("GET", USERS, item)?;
+            if filter.matches(&user) {
+                users.push(user);
+            }
+        }
+        Ok(users)
+    }
+
+    pub(super) fn decode_user(
+        &self,
+        method: &str,
+        path: &str,
+        value: Value,
+    ) -> Result<ObservedUser, OzError> {
+        let wire = WireUser::from_value(value).map_err(|reason| OzError::Decode {
+            method: method.into(),
+            path: self.transport.where_(path),
+            reason,
+        })?;
+        Ok(self.dialect.observed_user(wire))
+    }
+}
+
+/// Page through a list endpoint. `stop` may end the listing early after any page.
+pub(super) async fn list(
+    transport: &Transport,
+    path: &str,
+    id_key: &'static str,
+    filters: &[(&'static str, String)],
+    mut stop: impl FnMut(&[Value]) -> bool,
+) -> Result<Vec<Value>, OzError> {
+    let limit = transport.config.page_size.max(1);
+    let mut pager = Pager::new(id_key);
+    let mut all = Vec::new();
+    loop {
+        let mut call = Call::get(path).query("offset", pager.offset().to_string());
+        call = call.query("limit", limit.to_string());
+        for (k, v) in filters {
+            call = call.query(k, v.clone());
+        }
+        let body = transport.send(call).await?;
+        let page = parse_page(body).map_err(|reason| OzError::Decode {
+            method: "GET".into(),
+            path: transport.where_(path),
+            reason,
+        })?;
+        let (fresh, next) =
+            pager.accept(page).map_err(|reason| OzError::Paging { path: transport.where_(path), reason })?;
+        all.extend(fresh);
+        if next == Next::Done || stop(&all) {
+            return Ok(all);
+        }
+    }
+}
+
+/// Decide the dialect from the login answer's user and the users list (paged only until the
+/// evidence decides).
+async fn detect(transport: &Transport, login_user: Option<&Value>) -> Result<Dialect, OzError> {
+    let mut evidence = Evidence::default();
+    if let Some(user) = login_user {
+        evidence.add(user);
+    }
+    if evidence.decide().is_none() {
+        let mut counted = 0;
+        list(transport, USERS, "user_id", &[], |users| {
+            for user in &users[counted..] {
+                evidence.add(user);
+            }
+            counted = users.len();
+            evidence.decide().is_some()
+        })
+        .await?;
+    }
+    let decided = evidence.decide();
+    match decided {
+        Some(dialect) => {
+            tracing::info!(
+                api_version = dialect.version().number(),
+                host = transport.host(),
+                "detected API {} from the permission spelling and user types the API returns",
+                dialect.version()
+            );
+            Ok(dialect)
+        }
+        None => Err(OzError::Config {
+            message: format!(
+                "cannot tell whether `{}` speaks API 5 or API 6: its users show no permission flags or service users to decide by",
+                transport.host()
+            ),
+            help: Some("pass `--api-version 5` or `--api-version 6` (or set `OZ_API_VERSION`)".into()),
+        }),
+    }
+}

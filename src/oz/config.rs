@@ -1,0 +1,63 @@
+//! Client configuration: where the API is, who logs in, and how hard the client may push.
+//!
+//! Plain data with defaults; validated when `OzClient::connect` builds the HTTP client.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model::ApiVersion;
+use crate::secret::Secret;
+
+use super::retry::RetryPolicy;
+
+/// Which dialect to speak: fixed by the user, or detected from what the live API returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSetting {
+    Auto,
+    Fixed(ApiVersion),
+}
+
+/// Everything `OzClient::connect` needs. Build with `ClientConfig::new` and adjust fields.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Base URL, e.g. `https://oz.example.com` (a trailing `/` is ignored).
+    pub api_url: String,
+    pub admin_email: String,
+    pub admin_password: Secret,
+    pub api_version: VersionSetting,
+    /// Requests in flight at once, shared by every call of one client (at least 1).
+    pub max_in_flight: usize,
+    /// Requests started per second, shared by every call; `None` is unlimited.
+    pub max_rps: Option<f64>,
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (connect, send, read the body).
+    pub request_timeout: Duration,
+    /// An extra PEM root certificate to trust besides the system roots.
+    pub ca_cert: Option<PathBuf>,
+    /// Refuse every mutating request (planning and export).
+    pub read_only: bool,
+    /// `limit` asked for on each list page (at least 1).
+    pub page_size: usize,
+    pub retry: RetryPolicy,
+}
+
+impl ClientConfig {
+    /// Defaults: auto-detected dialect, 16 in flight, no rate limit, 10 s connect and 30 s request
+    /// timeouts, system roots only, read-write, pages of 100, `RetryPolicy::default()`.
+    pub fn new(api_url: impl Into<String>, admin_email: impl Into<String>, admin_password: Secret) -> Self {
+        Self {
+            api_url: api_url.into(),
+            admin_email: admin_email.into(),
+            admin_password,
+            api_version: VersionSetting::Auto,
+            max_in_flight: 16,
+            max_rps: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            ca_cert: None,
+            read_only: false,
+            page_size: 100,
+            retry: RetryPolicy::default(),
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Paging of list endpoints with `offset` / `limit`, as a pure state machine.
+//!
+//! The transport fetches; `Pager` decides whether another page is needed. It stops on an empty
+//! page, on reaching `total` when the envelope gives one, and otherwise on a page shorter than
+//! the first one (a server that caps `limit` below what was asked keeps paging at its own page
+//! size). A page made only of ids already seen means the server ignores `offset`: that is an
+//! error, never an endless loop. Single repeated ids (an object created while listing shifts
+//! the pages) are dropped.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use super::wire::Page;
+
+/// What to do after a page.
+#[derive(Debug, PartialEq)]
+pub enum Next {
+    /// Fetch the page at this offset.
+    Fetch(usize),
+    Done,
+}
+
+#[derive(Debug)]
+pub struct Pager {
+    id_key: &'static str,
+    offset: usize,
+    first_len: Option<usize>,
+    seen: HashSet<String>,
+}
+
+impl Pager {
+    /// `id_key` names the id field of the items (`company_id`, `user_id`).
+    pub fn new(id_key: &'static str) -> Self {
+        Self { id_key, offset: 0, first_len: None, seen: HashSet::new() }
+    }
+
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// Take one page: the items not seen before, and what to do next. `Err` says why the
+    /// server's paging cannot be trusted.
+    pub fn accept(&mut self, page: Page) -> Result<(Vec<Value>, Next), String> {
+        let len = page.items.len();
+        if len == 0 {
+            return Ok((Vec::new(), Next::Done));
+        }
+        let mut fresh = Vec::with_capacity(len);
+        for item in page.items {
+            let repeated = item.get(self.id_key).map(id_text).is_some_and(|id| !self.seen.insert(id));
+            if !repeated {
+                fresh.push(item);
+            }
+        }
+        if fresh.is_empty() {
+            return Err(format!(
+                "the page at offset {} repeats only ids already seen: the server ignores `offset`",
+                self.offset
+            ));
+        }
+        self.offset += len;
+        let first = *self.first_len.get_or_insert(len);
+        let more = match page.total {
+            Some(total) => (self.offset as u64) < total,
+            None => len >= first,
+        };
+        Ok((fresh, if more { Next::Fetch(self.offset) } else { Next::Done }))
+    }
+}
+
+fn id_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn page(ids: std::ops::Range<u32>, total: Option<u64>) -> Page {
+        Page { items: ids.map(|i| json!({"user_id": i.to_string()})).collect(), total }
+    }
+
+    #[test]
+    fn a_short_page_ends_the_listing() {
+        let mut p = Pager::new("user_id");
+        assert_eq!(p.accept(page(0..10, None)).expect("page").1, Next::Fetch(10));
+        assert_eq!(p.accept(page(10..13, None)).expect("page").1, Next::Done);
+    }
+
+    #[test]
+    fn a_capped_limit_keeps_paging_at_the_servers_page_size() {
+        let mut p = Pager::new("user_id");
+        // Asked for 100, the server gives 5 at a time.
+        assert_eq!(p.accept(page(0..5, None)).expect("page").1, Next::Fetch(5));
+        assert_eq!(p.accept(page(5..10, None)).expect("page").1, Next::Fetch(10));
+        assert_eq!(p.accept(page(10..10, None)).expect("page").1, Next::Done);
+    }
+
+    #[test]
+    fn a_total_is_trusted_over_page_lengths() {
+        let mut p = Pager::new("user_id");
+        assert_eq!(p.accept(page(0..5, Some(8))).expect("page").1, Next::Fetch(5));
+        assert_eq!(p.accept(page(5..8, Some(8))).expect("page").1, Next::Done);
+    }
+
+    #[test]
+    fn a_server_ignoring_offset_is_an_error_not_a_loop() {
+        let mut p = Pager::new("user_id");
+        assert_eq!(p.accept(page(0..5, None)).expect("page").1, Next::Fetch(5));
+        let err = p.accept(page(0..5, None)).expect_err("repeated page");
+        assert!(err.contains("ignores `offset`"), "{err}");
+    }
+
+    #[test]
+    fn single_repeated_ids_are_dropped() {
+        let mut p = Pager::new("user_id");
+        p.accept(page(0..5, None)).expect("page");
+        let (fresh, next) = p.accept(page(4..9, None)).expect("page");
+        assert_eq!(fresh.len(), 4);
+        assert_eq!(next, Next::Fetch(10));
+    }
+}

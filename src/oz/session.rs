@@ -1,0 +1,137 @@
+//! The admin session: login, refresh, and one shared re-login when it expires mid-run.
+//!
+//! The access token lives behind a lock with a generation number. A request that meets an auth
+//! failure asks `renew(generation it used)`: the first one in refreshes (or logs in again) and
+//! bumps the generation; the others wait on the same async mutex, see the new generation and
+//! simply retry, so a burst of expired requests costs one re-login, not one each.
+
+use std::sync::RwLock;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::OzError;
+use super::retry::Repeat;
+use super::transport::{Auth, Call, Transport};
+use super::wire::WireSession;
+use crate::secret::Secret;
+
+pub const AUTH_PATH: &str = "/api/authorize/auth";
+pub const REFRESH_PATH: &str = "/api/authorize/refresh";
+
+#[derive(Debug, Default)]
+struct Tokens {
+    access: Option<Secret>,
+    expire: Option<Secret>,
+    generation: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Session {
+    tokens: RwLock<Tokens>,
+    renewing: tokio::sync::Mutex<()>,
+}
+
+impl Session {
+    /// The token to send and the generation it belongs to.
+    pub fn current(&self) -> (Option<Secret>, u64) {
+        match self.tokens.read() {
+            Ok(t) => (t.access.clone(), t.generation),
+            // A poisoned lock means a panic elsewhere while swapping tokens; sending no token
+            // leads to an auth failure and a clean re-login.
+            Err(_) => (None, u64::MAX),
+        }
+    }
+
+    fn store(&self, session: &WireSession) {
+        if let Ok(mut t) = self.tokens.write() {
+            t.access = Some(Secret::new(session.access_token.clone()));
+            if let Some(expire) = &session.expire_token {
+                t.expire = Some(Secret::new(expire.clone()));
+            }
+            t.generation = t.generation.wrapping_add(1);
+        }
+    }
+
+    fn refresh_material(&self) -> Option<(Secret, Secret)> {
+        let t = self.tokens.read().ok()?;
+        Some((t.access.clone()?, t.expire.clone()?))
+    }
+}
+
+impl Transport {
+    /// Log in as the admin and keep the session. Returns the `user` object of the answer.
+    pub async fn login(&self) -> Result<Option<Value>, OzError> {
+        let body = json!({"credentials": {
+            "email": self.config.admin_email,
+            "password": self.config.admin_password.expose(),
+        }});
+        let call = Call {
+            method: Method::POST,
+            path: AUTH_PATH.into(),
+            query: Vec::new(),
+            body: Some(&body),
+            repeat: Repeat::Safe,
+            auth: Auth::Anonymous,
+        };
+        let answer = self.send(call).await.map_err(|e| match e {
+            OzError::Http { status: status @ (400 | 401 | 403), error_code, error_message, .. } => {
+                OzError::Login {
+                    host: self.host().to_string(),
+                    email: self.config.admin_email.clone(),
+                    status,
+                    error_code,
+                    error_message,
+                }
+            }
+            other => other,
+        })?;
+        let session = self.decode_session(AUTH_PATH, answer)?;
+        self.session.store(&session);
+        tracing::debug!(host = self.host(), expire_date = session.expire_date, "logged in");
+        Ok(session.user)
+    }
+
+    async fn refresh(&self, access: Secret, expire: &Secret) -> Result<(), OzError> {
+        let body = json!({"expire_token": expire.expose()});
+        let call = Call {
+            method: Method::POST,
+            path: REFRESH_PATH.into(),
+            query: Vec::new(),
+            body: Some(&body),
+            repeat: Repeat::Safe,
+            auth: Auth::Token(access),
+        };
+        let answer = self.send(call).await?;
+        let session = self.decode_session(REFRESH_PATH, answer)?;
+        self.session.store(&session);
+        Ok(())
+    }
+
+    fn decode_session(&self, path: &str, answer: Value) -> Result<WireSession, OzError> {
+        serde_json::from_value(answer).map_err(|e| OzError::Decode {
+            method: "POST".into(),
+            path: self.where_(path),
+            reason: format!("session object: {e}"),
+        })
+    }
+
+    /// Renew the session that `seen` (a generation) belonged to: refresh, else log in again.
+    /// A no-op when another request already renewed it.
+    pub async fn renew(&self, seen: u64) -> Result<(), OzError> {
+        let _only_one = self.session.renewing.lock().await;
+        if self.session.current().1 != seen {
+            return Ok(());
+        }
+        if let Some((access, expire)) = self.session.refresh_material() {
+            match self.refresh(access, &expire).await {
+                Ok(()) => {
+                    tracing::debug!("refreshed the admin session");
+                    return Ok(());
+                }
+                Err(e) => tracing::debug!(error = %e, "refresh refused: logging in again"),
+            }
+        }
+        self.login().await.map(|_| ())
+    }
+}

@@ -1,0 +1,418 @@
+//! The HTTP core: one function, `Transport::send`, through which every request passes.
+//!
+//! It enforces, in this order: the read-only guard, the concurrency bound (a semaphore shared
+//! by all calls), `max_rps`, the session token, re-login once on an auth failure (shared by
+//! concurrent requests), the trailing-slash fallback, and the retry policy of `retry`. It logs one debug event per attempt (method, path, status, duration) and never
+//! logs a header or a body: they hold passwords and tokens. Redirects are not followed (a
+//! redirected POST would silently become a GET); like a 404 or 405 they trigger the
+//! trailing-slash fallback instead: the same request once more with the other form of the path
+//! (`/api/users/` ↔ `/api/users`). Safe for every method, since such an answer means the
+//! request was not acted on. The form that worked is remembered per class of path (collections,
+//! which are documented with a slash, and the others, documented without), so a server that
+//! routes only the other form costs one extra request per class, not one per request.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode, header};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use super::OzError;
+use super::config::ClientConfig;
+use super::retry::{Failure, Repeat, Retrier, parse_retry_after};
+use super::session::{AUTH_PATH, REFRESH_PATH, Session};
+use super::throttle::Throttle;
+use crate::secret::Secret;
+
+/// The header that carries the session token (not `Authorization`).
+pub const TOKEN_HEADER: &str = "X-Forensic-Access-Token";
+
+/// Which token a request carries.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// The current admin session; renewed once on an auth failure.
+    Session,
+    /// This token, never renewed (refresh).
+    Token(Secret),
+    /// None (login).
+    Anonymous,
+}
+
+/// One logical request (possibly several attempts).
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    pub method: Method,
+    pub path: String,
+    pub query: Vec<(&'static str, String)>,
+    pub body: Option<&'a Value>,
+    pub repeat: Repeat,
+    pub auth: Auth,
+}
+
+impl<'a> Call<'a> {
+    pub fn get(path: impl Into<String>) -> Self {
+        Self {
+            method: Method::GET,
+            path: path.into(),
+            query: Vec::new(),
+            body: None,
+            repeat: Repeat::Safe,
+            auth: Auth::Session,
+        }
+    }
+    pub fn patch(path: impl Into<String>, body: &'a Value) -> Self {
+        Self { method: Method::PATCH, body: Some(body), ..Self::get(path) }
+    }
+    /// A POST that creates something: never re-sent once the server may have acted on it.
+    pub fn create(path: impl Into<String>, body: &'a Value) -> Self {
+        Self { method: Method::POST, body: Some(body), repeat: Repeat::OnlyIfNotProcessed, ..Self::get(path) }
+    }
+    pub fn query(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.query.push((key, value.into()));
+        self
+    }
+}
+
+/// A raw answer to one attempt.
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct Transport {
+    http: reqwest::Client,
+    pub(super) api_url: String,
+    /// `host[:port]` for error messages.
+    host: String,
+    pub(super) config: ClientConfig,
+    permits: Semaphore,
+    throttle: Option<Throttle>,
+    pub(super) session: Session,
+    /// Per class of path (0: documented with a trailing slash, 1: without), whether the other
+    /// form is the one the server routes.
+    flipped: [AtomicBool; 2],
+}
+
+impl Transport {
+    pub fn new(config: ClientConfig) -> Result<Self, OzError> {
+        // The crate builds reqwest without a default crypto provider; ring is the one linked.
+        // An `Err` only means a provider is already installed (by us or the host program).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let api_url = config.api_url.trim_end_matches('/').to_string();
+        let url = reqwest::Url::parse(&api_url).map_err(|e| OzError::Config {
+            message: format!("`{api_url}` is not a valid API URL: {e}"),
+            help: Some("write it with its scheme, e.g. `https://oz.example.com`".into()),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(OzError::Config {
+                message: format!("`{api_url}` is not an http(s) URL"),
+                help: Some("write it with its scheme, e.g. `https://oz.example.com`".into()),
+            });
+        }
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_string(),
+        };
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("ozform/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &config.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| OzError::Config {
+                message: format!("cannot read the CA certificate `{}`: {}", path.display(), e.kind()),
+                help: Some("check the path given to `--ca-cert`".into()),
+            })?;
+            let not_pem = || OzError::Config {
+                message: format!("`{}` holds no PEM certificate", path.display()),
+                help: Some("give `--ca-cert` a PEM file (`-----BEGIN CERTIFICATE-----`)".into()),
+            };
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| not_pem())?;
+            if certs.is_empty() {
+                return Err(not_pem());
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| OzError::Config {
+            message: format!("cannot set up the HTTP client: {}", root_cause(&e)),
+            help: None,
+        })?;
+        Ok(Self {
+            http,
+            api_url,
+            host,
+            permits: Semaphore::new(config.max_in_flight.max(1)),
+            throttle: config.max_rps.and_then(Throttle::new),
+            session: Session::default(),
+            flipped: [AtomicBool::new(false), AtomicBool::new(false)],
+            config,
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `host/path` as errors name it.
+    pub fn where_(&self, path: &str) -> String {
+        format!("{}{path}", self.host)
+    }
+
+    /// Send a call and return its JSON body (`Value::Null` for an empty body). Runs in a
+    /// debug span `oz_request` (method, path, last status, total duration).
+    pub async fn send(&self, call: Call<'_>) -> Result<Value, OzError> {
+        let span = tracing::debug_span!(
+            "oz_request",
+            method = %call.method,
+            path = %call.path,
+            status = tracing::field::Empty,
+            elapsed_ms = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = self.send_in_span(call).instrument(span.clone()).await;
+        span.record("elapsed_ms", started.elapsed().as_millis());
+        result
+    }
+
+    async fn send_in_span(&self, call: Call<'_>) -> Result<Value, OzError> {
+        let method = call.method.as_str().to_string();
+        let session_path = call.path == AUTH_PATH || call.path == REFRESH_PATH;
+        if self.config.read_only && call.method != Method::GET && !session_path {
+            return Err(OzError::ReadOnly { method, path: self.where_(&call.path) });
+        }
+        let mut path = self.learned_form(&call);
+        let mut retrier = Retrier::new(self.config.retry);
+        let mut renewed = false;
+        let mut slash_tried = false;
+        loop {
+            let (token, generation) = match &call.auth {
+                Auth::Session => {
+                    let (token, generation) = self.session.current();
+                    (token, Some(generation))
+                }
+                Auth::Token(t) => (Some(t.clone()), None),
+                Auth::Anonymous => (None, None),
+            };
+            let delay = match self.attempt(&call, &path, token.as_ref()).await {
+                Ok(answer) if answer.status.is_success() => {
+                    self.flipped[class(&call.path)].store(path != call.path, Ordering::Relaxed);
+                    return decode_json(&answer.body).map_err(|reason| OzError::Decode {
+                        method,
+                        path: self.where_(&path),
+                        reason,
+                    });
+                }
+                Ok(answer) => {
+                    let status = answer.status.as_u16();
+                    let wire = super::wire::WireError::parse(&answer.body);
+                    let auth_failed = status == 401 || matches!(wire.error_code, Some(6..=8));
+                    if let (true, Some(seen), false) = (auth_failed, generation, renewed) {
+                        renewed = true;
+                        tracing::info!(method = %method, path = %path, "the admin session expired: logging in again");
+                        // Boxed: renewing logs in, which sends a request (async recursion).
+                        Box::pin(self.renew(seen)).await?;
+                        continue;
+                    }
+                    let misplaced = matches!(status, 404 | 405) || answer.status.is_redirection();
+                    if misplaced && !slash_tried {
+                        slash_tried = true;
+                        path = other_form(&path);
+                        tracing::debug!(status, path = %path, "trying the other trailing-slash form");
+                        continue;
+                    }
+                    let failure = Failure::Status { status, retry_after: answer.retry_after };
+                    match retrier.next_delay(call.repeat, failure) {
+                        Some(delay) => delay,
+                        None => {
+                            return Err(OzError::Http {
+                                method,
+                                path: self.where_(&path),
+                                status,
+                                error_code: wire.error_code,
+                                error_message: wire
+                                    .error_message
+                                    .map(|m| clip(&redact(&m, call.body, token.as_ref()))),
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    let failure = if e.is_connect() { Failure::Connect } else { Failure::Transport };
+                    match retrier.next_delay(call.repeat, failure) {
+                        Some(delay) => delay,
+                        None => {
+                            return Err(OzError::Transport {
+                                method,
+                                path: self.where_(&path),
+                                reason: transport_reason(&e, self.config.request_timeout),
+                                outcome_unknown: failure == Failure::Transport,
+                            });
+                        }
+                    }
+                }
+            };
+            tracing::debug!(method = %method, path = %path, delay_ms = delay.as_millis(), attempt = retrier.attempts(), "retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One attempt: take a permit and a rate slot, send, read the whole body.
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        path: &str,
+        token: Option<&Secret>,
+    ) -> Result<Answer, reqwest::Error> {
+        // The semaphore is never closed, so `acquire` cannot fail; a failure would only mean
+        // running unbounded, which is still correct.
+        let _permit = self.permits.acquire().await.ok();
+        if let Some(throttle) = &self.throttle {
+            throttle.wait().await;
+        }
+        let started = Instant::now();
+        let mut request = self.http.request(call.method.clone(), format!("{}{path}", self.api_url));
+        if !call.query.is_empty() {
+            request = request.query(&call.query);
+        }
+        if let Some(token) = token {
+            request = request.header(TOKEN_HEADER, token.expose());
+        }
+        if let Some(body) = call.body {
+            request = request.json(body);
+        }
+        let result = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let body = response.bytes().await?.to_vec();
+            Ok(Answer { status, retry_after, body })
+        }
+        .await;
+        let elapsed_ms = started.elapsed().as_millis();
+        match &result {
+            Ok(a) => {
+                tracing::Span::current().record("status", a.status.as_u16());
+                tracing::debug!(method = %call.method, path, status = a.status.as_u16(), elapsed_ms, "oz request");
+            }
+            Err(e) => {
+                tracing::debug!(method = %call.method, path, error = %root_cause(e), elapsed_ms, "oz request failed");
+            }
+        }
+        result
+    }
+
+    fn learned_form(&self, call: &Call<'_>) -> String {
+        if self.flipped[class(&call.path)].load(Ordering::Relaxed) {
+            other_form(&call.path)
+        } else {
+            call.path.clone()
+        }
+    }
+}
+
+/// The class of a documented path for the trailing-slash memory.
+fn class(path: &str) -> usize {
+    usize::from(!path.ends_with('/'))
+}
+
+/// `/a/b/` ↔ `/a/b`.
+fn other_form(path: &str) -> String {
+    match path.strip_suffix('/') {
+        Some(bare) => bare.to_string(),
+        None => format!("{path}/"),
+    }
+}
+
+fn decode_json(body: &[u8]) -> Result<Value, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(body).map_err(|e| format!("the body is not JSON ({e})"))
+}
+
+/// A server may echo what it was sent: blank out the secrets of this request (the token sent,
+/// and every `password`, `expire_token` or `access_token` in its body) before a message is shown.
+fn redact(message: &str, body: Option<&Value>, token: Option<&Secret>) -> String {
+    fn collect<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("password" | "expire_token" | "access_token", Value::String(s)) => out.push(s),
+                        _ => collect(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            _ => {}
+        }
+    }
+    let mut secrets = Vec::new();
+    if let Some(body) = body {
+        collect(body, &mut secrets);
+    }
+    if let Some(token) = token {
+        secrets.push(token.expose());
+    }
+    secrets.iter().filter(|s| !s.is_empty()).fold(message.to_string(), |m, s| m.replace(s, "(sensitive)"))
+}
+
+/// Server messages are shown to users; keep them to one readable line.
+fn clip(message: &str) -> String {
+    let line: String = message.chars().filter(|c| !c.is_control()).take(200).collect();
+    line
+}
+
+fn transport_reason(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        format!("no answer within {}", humantime::format_duration(timeout))
+    } else if e.is_connect() {
+        format!("cannot connect: {}", root_cause(e))
+    } else {
+        format!("the connection failed: {}", root_cause(e))
+    }
+}
+
+/// The innermost cause: the useful words ("connection refused"), without reqwest's URL.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_other_slash_form_toggles_the_trailing_slash() {
+        assert_eq!(other_form("/api/users/"), "/api/users");
+        assert_eq!(other_form("/api/users"), "/api/users/");
+    }
+
+    #[test]
+    fn secrets_echoed_by_the_server_are_blanked_out() {
+        let body = serde_json::json!({"credentials": {"email": "a@b.c", "password": "hunter2"}});
+        let token = Secret::new("tok-9");
+        let shown = redact("bad password hunter2 for tok-9 (a@b.c)", Some(&body), Some(&token));
+        assert_eq!(shown, "bad password (sensitive) for (sensitive) (a@b.c)");
+    }
+
+    #[test]
+    fn an_empty_body_reads_as_null() {
+        assert_eq!(decode_json(b""), Ok(Value::Null));
+        assert!(decode_json(b"<html>").is_err());
+    }
+}

@@ -1,0 +1,1350 @@
+//! The Oz client against servers on loopback: a small scriptable fake (axum) for shapes that are
+//! easy to fake, and a raw TCP server for dropped connections.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::too_many_lines)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use ozform::apply::Effects;
+use ozform::model::{ApiVersion, CompanyPatch, Email, NewCompany, NewUser, Permissions, UserKind, UserPatch};
+use ozform::oz::{ClientConfig, OzClient, OzError, RetryPolicy, UserFilter, VersionSetting};
+use ozform::secret::Secret;
+
+const ADMIN: &str = "admin@fake.local";
+const PASSWORD: &str = "canary-admin-password-7731";
+
+// ---------------------------------------------------------------------------------------------
+// The fake Oz API.
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+enum Envelope {
+    #[default]
+    Bare,
+    Items,
+    ResultsCount,
+    DataTotal,
+}
+
+#[derive(Debug, Default)]
+struct Knobs {
+    envelope: Envelope,
+    /// The server gives at most this many items whatever `limit` says.
+    cap: Option<usize>,
+    ignore_offset: bool,
+    /// Apply `email` / `company_id` filters (a server may ignore them).
+    honour_filters: bool,
+    /// Answer the next N requests (after login) with 429 and `Retry-After: 0`.
+    throttle_next: usize,
+    /// Answer the next N requests (after login) with 503.
+    unavailable_next: usize,
+    /// Forget every session once this many list pages have been served.
+    expire_after_pages: Option<usize>,
+    /// Create the object, then answer 500.
+    fail_after_create: bool,
+    /// Collections answer only without a trailing slash (404 with it).
+    bare_collections_only: bool,
+    /// Collections with a trailing slash answer a redirect to the bare form.
+    redirect_slashed: bool,
+    /// The status of an auth-expired answer (401 by default; some servers say 403).
+    expired_status: Option<u16>,
+    /// A create commits and answers 201 with a body that is not JSON.
+    garbled_create: bool,
+    /// Hold each request this long, so that concurrent ones overlap.
+    hold: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Fake {
+    knobs: Knobs,
+    companies: Vec<Value>,
+    users: Vec<Value>,
+    sessions: HashSet<String>,
+    expire_tokens: HashSet<String>,
+    /// `METHOD path?query` of every request, in arrival order.
+    log: Vec<String>,
+    user_agents: HashSet<String>,
+    logins: usize,
+    refreshes: usize,
+    pages_served: usize,
+    in_flight: usize,
+    max_in_flight: usize,
+    next_id: usize,
+    /// Raw bodies of POST/PATCH requests to users and tokens, to check the dialect encoding.
+    bodies: Vec<(String, Value)>,
+}
+
+type Shared = Arc<Mutex<Fake>>;
+
+fn answer(status: u16, body: &Value) -> Response {
+    (StatusCode::from_u16(status).unwrap(), axum::Json(body.clone())).into_response()
+}
+
+fn api_error(status: u16, code: i64, message: &str) -> Response {
+    answer(status, &json!({"error_code": code, "error_message": message, "details": null}))
+}
+
+fn new_session(f: &mut Fake) -> Value {
+    f.next_id += 1;
+    let (access, expire) = (format!("tok-{}", f.next_id), format!("exp-{}", f.next_id));
+    f.sessions.insert(access.clone());
+    f.expire_tokens.insert(expire.clone());
+    json!({"access_token": access, "expire_token": expire, "expire_date": 1_904_659_888.282_587,
+           "user": {"user_id": "admin-id", "user_type": "ADMIN"}})
+}
+
+fn token_answer(f: &mut Fake, user_id: &str) -> Response {
+    f.next_id += 1;
+    answer(
+        200,
+        &json!({"token_id": format!("t-{}", f.next_id), "user_id": user_id,
+                "access_token": format!("service-secret-{}", f.next_id), "expire_date": 1_904_659_888, "session_id": 0}),
+    )
+}
+
+async fn handle(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let hold = {
+        let mut f = shared.lock().unwrap();
+        f.in_flight += 1;
+        f.max_in_flight = f.max_in_flight.max(f.in_flight);
+        f.knobs.hold
+    };
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
+    let response = respond(&shared, &method, &uri, &headers, &body);
+    shared.lock().unwrap().in_flight -= 1;
+    response
+}
+
+fn respond(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Response {
+    let mut guard = shared.lock().unwrap();
+    let f = &mut *guard;
+    let raw_path = uri.path().to_string();
+    f.log.push(format!("{method} {}", uri.path_and_query().map_or(raw_path.as_str(), |p| p.as_str())));
+    if let Some(ua) = headers.get("user-agent").and_then(|v| v.to_str().ok()) {
+        f.user_agents.insert(ua.to_string());
+    }
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let query: HashMap<String, String> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace("%40", "@")))
+        .collect();
+
+    match (method.as_str(), raw_path.as_str()) {
+        ("POST", "/api/authorize/auth") => {
+            let ok = body["credentials"]["email"] == ADMIN && body["credentials"]["password"] == PASSWORD;
+            if !ok {
+                // A careless server that echoes what it was sent.
+                let echo = format!("invalid credentials: {}", body["credentials"]);
+                return api_error(401, 7, &echo);
+            }
+            f.logins += 1;
+            let s = new_session(f);
+            return answer(200, &s);
+        }
+        ("POST", "/api/authorize/refresh") => {
+            let expire = body["expire_token"].as_str().unwrap_or_default().to_string();
+            if !f.expire_tokens.remove(&expire) {
+                return api_error(401, 8, "Session not found");
+            }
+            f.refreshes += 1;
+            let s = new_session(f);
+            return answer(200, &s);
+        }
+        _ => {}
+    }
+    let token = headers.get("x-forensic-access-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !f.sessions.contains(token) {
+        return api_error(f.knobs.expired_status.unwrap_or(401), 8, "auth expired");
+    }
+    if f.knobs.throttle_next > 0 {
+        f.knobs.throttle_next -= 1;
+        let mut r = api_error(429, 0, "slow down");
+        r.headers_mut().insert("retry-after", "0".parse().unwrap());
+        return r;
+    }
+    if f.knobs.unavailable_next > 0 {
+        f.knobs.unavailable_next -= 1;
+        return api_error(503, 0, "unavailable");
+    }
+    let is_collection =
+        matches!(raw_path.as_str(), "/api/users/" | "/api/companies/" | "/api/users" | "/api/companies");
+    if is_collection && f.knobs.bare_collections_only && raw_path.ends_with('/') {
+        return api_error(404, 10, "not found");
+    }
+    if is_collection && f.knobs.redirect_slashed && raw_path.ends_with('/') {
+        let location = raw_path.trim_end_matches('/').to_string();
+        return (StatusCode::MOVED_PERMANENTLY, [("location", location)]).into_response();
+    }
+    let path = raw_path.trim_end_matches('/');
+    match (method.as_str(), path) {
+        ("GET", "/api/users" | "/api/companies") => {
+            let items = if path == "/api/users" { &f.users } else { &f.companies };
+            let honour = f.knobs.honour_filters;
+            let matching: Vec<Value> = items
+                .iter()
+                .filter(|item| {
+                    !honour
+                        || ["email", "company_id", "name"].iter().all(|k| {
+                            query.get(*k).is_none_or(|want| item[*k].as_str() == Some(want.as_str()))
+                        })
+                })
+                .cloned()
+                .collect();
+            let offset =
+                if f.knobs.ignore_offset { 0 } else { query.get("offset").map_or(0, |o| o.parse().unwrap()) };
+            let mut limit: usize = query.get("limit").map_or(100, |l| l.parse().unwrap());
+            if let Some(cap) = f.knobs.cap {
+                limit = limit.min(cap);
+            }
+            let total = matching.len();
+            let page: Vec<Value> = matching.into_iter().skip(offset).take(limit).collect();
+            f.pages_served += 1;
+            if f.knobs.expire_after_pages == Some(f.pages_served) {
+                f.sessions.clear();
+            }
+            let body = match f.knobs.envelope {
+                Envelope::Bare => Value::Array(page),
+                Envelope::Items => json!({"items": page}),
+                Envelope::ResultsCount => json!({"results": page, "count": total}),
+                Envelope::DataTotal => json!({"data": page, "total": total}),
+            };
+            answer(200, &body)
+        }
+        ("POST", "/api/companies") => {
+            f.next_id += 1;
+            let company = json!({"company_id": format!("c-{}", f.next_id), "name": body["name"],
+                                 "in_deletion": false, "technical_meta_data": body.get("technical_meta_data").cloned().unwrap_or(json!({}))});
+            f.companies.push(company.clone());
+            if f.knobs.fail_after_create {
+                api_error(500, 0, "internal error")
+            } else if f.knobs.garbled_create {
+                (StatusCode::CREATED, "<html>created</html>").into_response()
+            } else {
+                answer(201, &company)
+            }
+        }
+        ("POST", "/api/users") => {
+            f.bodies.push((raw_path.clone(), body.clone()));
+            f.next_id += 1;
+            let mut user = body["profile"].as_object().cloned().unwrap_or_default();
+            user.insert("user_id".into(), json!(format!("u-{}", f.next_id)));
+            user.insert("email".into(), body["credentials"]["email"].clone());
+            let user = Value::Object(user);
+            f.users.push(user.clone());
+            if f.knobs.fail_after_create { api_error(500, 0, "internal error") } else { answer(201, &user) }
+        }
+        ("POST", "/api/authorize/service_token") => {
+            f.bodies.push((raw_path.clone(), body.clone()));
+            let user_id = body["user_id"].as_str().unwrap_or_default().to_string();
+            token_answer(f, &user_id)
+        }
+        ("POST", p) if p.starts_with("/api/authorize/service_token/") => {
+            f.bodies.push((raw_path.clone(), body.clone()));
+            let user_id = p.rsplit('/').next().unwrap_or_default().to_string();
+            token_answer(f, &user_id)
+        }
+        ("PATCH", p) if p.starts_with("/api/users/") || p.starts_with("/api/companies/") => {
+            f.bodies.push((raw_path.clone(), body.clone()));
+            let id = p.rsplit('/').next().unwrap_or_default();
+            let (items, key) = if p.starts_with("/api/users/") {
+                (&mut f.users, "user_id")
+            } else {
+                (&mut f.companies, "company_id")
+            };
+            let Some(item) = items.iter_mut().find(|i| i[key] == id) else {
+                return api_error(404, 10, "not found");
+            };
+            for (k, v) in body.as_object().cloned().unwrap_or_default() {
+                item[k.as_str()] = v;
+            }
+            answer(200, item)
+        }
+        _ => api_error(404, 10, "not found"),
+    }
+}
+
+struct Server {
+    url: String,
+    fake: Shared,
+}
+
+impl Server {
+    async fn start(fake: Fake) -> Self {
+        let fake = Arc::new(Mutex::new(fake));
+        let app = Router::new().fallback(handle).with_state(fake.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Server { url, fake }
+    }
+    fn with<R>(&self, f: impl FnOnce(&mut Fake) -> R) -> R {
+        f(&mut self.fake.lock().unwrap())
+    }
+    fn config(&self) -> ClientConfig {
+        config(&self.url)
+    }
+    async fn client(&self) -> OzClient {
+        OzClient::connect(self.config()).await.unwrap()
+    }
+    /// Requests logged so far whose `METHOD path?query` starts with `prefix`.
+    fn count(&self, prefix: &str) -> usize {
+        self.with(|f| f.log.iter().filter(|l| l.starts_with(prefix)).count())
+    }
+}
+
+fn config(url: &str) -> ClientConfig {
+    let mut c = ClientConfig::new(url, ADMIN, Secret::new(PASSWORD));
+    c.retry = RetryPolicy {
+        max_attempts: 4,
+        min_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+        max_elapsed: Duration::from_secs(10),
+    };
+    c.request_timeout = Duration::from_secs(5);
+    c
+}
+
+fn v6_user(i: usize, company: &str) -> Value {
+    json!({"user_id": format!("u{i}"), "email": format!("user{i}@x.test"), "company_id": company,
+           "user_type": "CLIENT_SERVICE", "is_service": true, "is_active": true,
+           "first_name": "F", "last_name": "L", "middle_name": null,
+           "can_start_analysis_biometry": true, "can_start_analysis_collection": true,
+           "can_start_analysis_documents": false, "can_start_analysis_quality": true, "extra_field": [1, 2]})
+}
+
+fn v5_user(i: usize, company: &str) -> Value {
+    json!({"user_id": format!("u{i}"), "email": format!("user{i}@x.test"), "company_id": company,
+           "user_type": "CLIENT", "is_service": true, "is_active": true,
+           "first_name": "F", "last_name": "L",
+           "can_start_analyse_biometry": true, "can_start_analyse_collection": true,
+           "can_start_analyse_documents": false, "can_start_analyse_quality": true})
+}
+
+fn fake_with_users(n: usize) -> Fake {
+    Fake {
+        companies: vec![
+            json!({"company_id": "c1", "name": "Acme"}),
+            json!({"company_id": "c2", "name": "Beta"}),
+        ],
+        users: (0..n).map(|i| v6_user(i, if i % 2 == 0 { "c1" } else { "c2" })).collect(),
+        ..Fake::default()
+    }
+}
+
+fn new_user(email: &str) -> NewUser {
+    NewUser {
+        email: Email::new(email),
+        company_id: "c1".into(),
+        first_name: "New".into(),
+        last_name: "User".into(),
+        middle_name: String::new(),
+        password: Secret::new("canary-user-password-4410"),
+        active: true,
+        permissions: Permissions { documents: Some(false), ..Permissions::default() },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session and headers.
+
+#[tokio::test]
+async fn connect_logs_in_and_every_request_carries_the_session_token_and_user_agent() {
+    let server = Server::start(fake_with_users(3)).await;
+    let client = server.client().await;
+    assert_eq!(client.api_version(), ApiVersion::V6);
+    assert_eq!(client.api_url(), server.url);
+    let users = client.list_users(&UserFilter::default()).await.unwrap();
+    assert_eq!(users.len(), 3);
+    // Every request after login passed the token check (the fake answers 401 otherwise).
+    server.with(|f| {
+        assert_eq!(f.logins, 1);
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(f.user_agents, HashSet::from([format!("ozform/{version}")]));
+    });
+}
+
+#[tokio::test]
+async fn a_refused_login_names_the_account_but_never_the_password() {
+    let server = Server::start(Fake::default()).await;
+    let mut cfg = server.config();
+    cfg.admin_password = Secret::new("canary-wrong-password-0042");
+    let err = OzClient::connect(cfg).await.unwrap_err();
+    assert!(matches!(err, OzError::Login { status: 401, .. }), "{err:?}");
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains(ADMIN), "{shown}");
+    assert!(!shown.contains("canary"), "{shown}");
+    assert!(shown.contains("(sensitive)"), "the echoed password was blanked out: {shown}");
+}
+
+#[tokio::test]
+async fn a_session_that_expires_in_the_middle_of_a_listing_is_renewed_once_and_the_listing_completes() {
+    let mut fake = fake_with_users(250);
+    fake.knobs.expire_after_pages = Some(2);
+    let server = Server::start(fake).await;
+    let mut cfg = server.config();
+    cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
+    let client = OzClient::connect(cfg).await.unwrap();
+    let users = client.list_users(&UserFilter::default()).await.unwrap();
+    assert_eq!(users.len(), 250);
+    server.with(|f| assert_eq!((f.logins, f.refreshes), (1, 1), "one refresh, no new login"));
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_renewal_of_an_expired_session() {
+    let server = Server::start(fake_with_users(10)).await;
+    let client = server.client().await;
+    server.with(|f| {
+        f.sessions.clear();
+        f.knobs.hold = Duration::from_millis(5);
+    });
+    let finds = (0..8).map(|i| {
+        let client = client.clone();
+        async move { client.find_user(&Email::new(format!("USER{i}@x.test"))).await }
+    });
+    let found = futures::future::join_all(finds).await;
+    for (i, f) in found.into_iter().enumerate() {
+        assert_eq!(f.unwrap().map(|u| u.id), Some(format!("u{i}")));
+    }
+    server.with(|f| assert_eq!(f.logins + f.refreshes, 2, "the first login, then one shared renewal"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paging.
+
+#[tokio::test]
+async fn every_envelope_shape_lists_every_item_in_pages() {
+    for envelope in [Envelope::Bare, Envelope::Items, Envelope::ResultsCount, Envelope::DataTotal] {
+        let mut fake = fake_with_users(250);
+        fake.knobs.envelope = envelope;
+        let server = Server::start(fake).await;
+        let client = server.client().await;
+        let before = server.count("GET /api/users");
+        let users = client.list_users(&UserFilter::default()).await.unwrap();
+        assert_eq!(users.len(), 250, "{envelope:?}");
+        let ids: HashSet<_> = users.iter().map(|u| u.id.clone()).collect();
+        assert_eq!(ids.len(), 250, "{envelope:?}: no duplicates");
+        // 100 + 100 + 50: a short page (or the total) ends the listing.
+        assert_eq!(server.count("GET /api/users") - before, 3, "{envelope:?}");
+        let companies = client.list_companies().await.unwrap();
+        assert_eq!(companies.len(), 2, "{envelope:?}");
+        assert_eq!(companies[0].technical_meta_data, json!({}), "missing meta data reads as empty");
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_caps_limit_is_paged_at_its_own_page_size() {
+    let mut fake = fake_with_users(95);
+    fake.knobs.cap = Some(30);
+    let server = Server::start(fake).await;
+    let client = server.client().await;
+    let before = server.count("GET /api/users");
+    let users = client.list_users(&UserFilter::default()).await.unwrap();
+    assert_eq!(users.len(), 95);
+    assert_eq!(server.count("GET /api/users") - before, 4, "30 + 30 + 30 + 5");
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_offset_is_a_paging_error_naming_the_path() {
+    let mut fake = fake_with_users(150);
+    fake.knobs.ignore_offset = true;
+    let server = Server::start(fake).await;
+    let mut cfg = server.config();
+    cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
+    let client = OzClient::connect(cfg).await.unwrap();
+    let err = client.list_users(&UserFilter::default()).await.unwrap_err();
+    match &err {
+        OzError::Paging { path, reason } => {
+            assert!(path.ends_with("/api/users/"), "{path}");
+            assert!(reason.contains("offset"), "{reason}");
+        }
+        other => panic!("expected a paging error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn page_size_is_configurable() {
+    let server = Server::start(fake_with_users(50)).await;
+    let mut cfg = server.config();
+    cfg.page_size = 20;
+    let client = OzClient::connect(cfg).await.unwrap();
+    let before = server.count("GET /api/users");
+    assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 50);
+    assert_eq!(server.count("GET /api/users") - before, 3);
+    assert!(server.with(|f| f.log.iter().any(|l| l.contains("limit=20"))));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Filters.
+
+#[tokio::test]
+async fn filters_are_sent_and_applied_again_when_the_server_ignores_them() {
+    for honour in [false, true] {
+        let mut fake = fake_with_users(40);
+        fake.knobs.honour_filters = honour;
+        let server = Server::start(fake).await;
+        let client = server.client().await;
+        let found = client.find_user(&Email::new("User7@X.test")).await.unwrap();
+        assert_eq!(found.map(|u| u.id), Some("u7".to_string()));
+        assert!(
+            server.with(|f| f
+                .log
+                .iter()
+                .any(|l| l.contains("email=user7%40x.test") || l.contains("email=User7")))
+        );
+        assert_eq!(client.find_user(&Email::new("nobody@x.test")).await.unwrap(), None);
+        let companies = client.find_companies("Beta").await.unwrap();
+        assert_eq!(companies.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["c2"]);
+        let observed = client.observe(&["Acme".to_string()]).await.unwrap();
+        assert_eq!(observed.companies.len(), 1);
+        assert_eq!(observed.users.len(), 20, "honour={honour}");
+        assert!(observed.users.iter().all(|u| u.company_id.as_deref() == Some("c1")));
+        assert!(server.with(|f| f.log.iter().any(|l| l.contains("company_id=c1"))));
+    }
+}
+
+#[tokio::test]
+async fn observe_without_companies_reads_everything_in_neutral_form() {
+    let server = Server::start(fake_with_users(5)).await;
+    let client = server.client().await;
+    let observed = client.observe(&[]).await.unwrap();
+    assert_eq!((observed.companies.len(), observed.users.len()), (2, 5));
+    assert_eq!(observed.api_version, ApiVersion::V6);
+    let u = &observed.users[0];
+    assert_eq!(u.kind, UserKind::Service);
+    assert!(!u.permissions.documents && u.permissions.biometry);
+    assert_eq!(u.middle_name, "", "null reads as empty");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retries.
+
+#[tokio::test]
+async fn rate_limited_reads_are_retried_after_retry_after() {
+    let server = Server::start(fake_with_users(5)).await;
+    let client = server.client().await;
+    server.with(|f| f.knobs.throttle_next = 2);
+    assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 5);
+    assert_eq!(server.with(|f| f.knobs.throttle_next), 0);
+}
+
+#[tokio::test]
+async fn a_rate_limited_create_is_retried_because_the_server_did_not_act() {
+    let server = Server::start(fake_with_users(0)).await;
+    let mut cfg = server.config();
+    cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
+    let client = OzClient::connect(cfg).await.unwrap();
+    server.with(|f| f.knobs.throttle_next = 1);
+    let c =
+        client.create_company(&NewCompany { name: "Gamma".into(), technical_meta_data: None }).await.unwrap();
+    assert_eq!(c.name, "Gamma");
+    assert_eq!(server.count("POST /api/companies"), 2);
+}
+
+#[tokio::test]
+async fn unavailable_reads_are_retried_but_an_unavailable_create_is_not() {
+    let server = Server::start(fake_with_users(5)).await;
+    let client = server.client().await;
+    server.with(|f| f.knobs.unavailable_next = 2);
+    assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 5);
+
+    server.with(|f| f.knobs.unavailable_next = 1);
+    let err = client.create_user(&new_user("new@x.test")).await.unwrap_err();
+    assert_eq!(err.status(), Some(503));
+    assert!(err.outcome_unknown());
+    assert_eq!(server.count("POST /api/users"), 1, "never re-sent");
+}
+
+#[tokio::test]
+async fn reads_give_up_after_the_configured_attempts() {
+    let server = Server::start(fake_with_users(5)).await;
+    let client = server.client().await;
+    server.with(|f| f.knobs.unavailable_next = 100);
+    let before = server.count("GET /api/users");
+    let err = client.list_users(&UserFilter::default()).await.unwrap_err();
+    assert_eq!(err.status(), Some(503));
+    assert_eq!(server.count("GET /api/users") - before, 4);
+    let shown = err.to_string();
+    assert!(shown.contains("GET") && shown.contains("/api/users/") && shown.contains("503"), "{shown}");
+    assert!(shown.contains("error_code 0: unavailable"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_create_answered_500_after_committing_is_outcome_unknown_and_found_by_natural_key() {
+    let server = Server::start(fake_with_users(2)).await;
+    let client = server.client().await;
+    server.with(|f| f.knobs.fail_after_create = true);
+    let err = client.create_user(&new_user("Adopt@x.test")).await.unwrap_err();
+    assert!(err.outcome_unknown(), "{err:?}");
+    assert_eq!(server.count("POST /api/users"), 1, "a create is never re-sent");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("canary"), "{shown}");
+    let adopted = client.find_user(&Email::new("adopt@X.test")).await.unwrap().unwrap();
+    assert_eq!(adopted.kind, UserKind::Service);
+    assert!(!adopted.permissions.documents);
+
+    let err = client
+        .create_company(&NewCompany { name: "Delta".into(), technical_meta_data: None })
+        .await
+        .unwrap_err();
+    assert!(err.outcome_unknown());
+    assert_eq!(client.find_companies("Delta").await.unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dropped and refused connections (a raw TCP server).
+
+/// Accept connections; drop the first `drop_first` after reading the request, answer the rest
+/// with `reply`. Counts requests.
+async fn raw_server(drop_first: usize, reply: &'static str) -> (String, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(0usize));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                // Read until the end of the headers and the announced body.
+                loop {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let n = {
+                    let mut c = counter.lock().unwrap();
+                    *c += 1;
+                    *c
+                };
+                if n > drop_first {
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                    socket.write_all(response.as_bytes()).await.unwrap();
+                }
+                // Dropping the socket closes the connection, answered or not.
+            });
+        }
+    });
+    (url, seen)
+}
+
+const LOGIN_REPLY: &str =
+    r#"{"access_token":"a","expire_token":"e","expire_date":1904659888,"user":{"user_type":"ADMIN"}}"#;
+
+#[tokio::test]
+async fn a_dropped_login_is_retried_up_to_the_attempt_bound() {
+    // The first connection is dropped, the second answered: a session call is safe to repeat.
+    let (url, seen) = raw_server(1, LOGIN_REPLY).await;
+    let mut cfg = config(&url);
+    cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
+    OzClient::connect(cfg).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), 2);
+
+    let (url, seen) = raw_server(usize::MAX, LOGIN_REPLY).await;
+    let err = OzClient::connect(config(&url)).await.unwrap_err();
+    assert!(matches!(err, OzError::Transport { .. }), "{err:?}");
+    assert_eq!(*seen.lock().unwrap(), 4, "max_attempts is 4");
+}
+
+#[tokio::test]
+async fn a_create_whose_connection_drops_is_outcome_unknown_and_sent_once() {
+    let (url, seen) = raw_server_login_then_drop().await;
+    let mut cfg = config(&url);
+    cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
+    let client = OzClient::connect(cfg).await.unwrap();
+    let err =
+        client.create_company(&NewCompany { name: "X".into(), technical_meta_data: None }).await.unwrap_err();
+    assert!(err.outcome_unknown(), "{err:?}");
+    assert!(matches!(err, OzError::Transport { .. }));
+    assert_eq!(*seen.lock().unwrap(), 2, "login, then the create once");
+    // A read that meets the same failure is retried up to the attempt bound.
+    let err = client.list_companies().await.unwrap_err();
+    assert!(matches!(err, OzError::Transport { .. }));
+    assert_eq!(*seen.lock().unwrap(), 2 + 4);
+}
+
+/// Answers the first request (the login) and drops every later one.
+async fn raw_server_login_then_drop() -> (String, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(0usize));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                loop {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    if String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+                        break;
+                    }
+                }
+                let n = {
+                    let mut c = counter.lock().unwrap();
+                    *c += 1;
+                    *c
+                };
+                if n == 1 {
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{LOGIN_REPLY}",
+                        LOGIN_REPLY.len()
+                    );
+                    socket.write_all(response.as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_transport_error_with_a_known_outcome() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let err = OzClient::connect(config(&url)).await.unwrap_err();
+    match &err {
+        OzError::Transport { method, path, outcome_unknown, .. } => {
+            assert_eq!(method, "POST");
+            assert!(path.ends_with("/api/authorize/auth"), "{path}");
+            assert!(!outcome_unknown);
+        }
+        other => panic!("expected a transport error, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trailing slash.
+
+#[tokio::test]
+async fn a_collection_that_404s_with_a_trailing_slash_is_tried_once_without_it_and_remembered() {
+    let mut fake = fake_with_users(5);
+    fake.knobs.bare_collections_only = true;
+    let server = Server::start(fake).await;
+    let client = server.client().await;
+    assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 5);
+    let slashed = server.count("GET /api/users/");
+    assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 5);
+    assert_eq!(server.count("GET /api/users/"), slashed, "the working form is remembered");
+    let c =
+        client.create_company(&NewCompany { name: "Slash".into(), technical_meta_data: None }).await.unwrap();
+    assert_eq!(c.name, "Slash");
+    assert_eq!(server.count("POST /api/companies"), 1, "collections are sent in the form that worked");
+    assert_eq!(server.count("POST /api/companies/"), 0);
+    assert_eq!(server.with(|f| f.companies.len()), 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read-only, concurrency.
+
+#[tokio::test]
+async fn a_read_only_client_refuses_every_mutation_before_sending_it() {
+    let server = Server::start(fake_with_users(2)).await;
+    let mut cfg = server.config();
+    cfg.read_only = true;
+    let client = OzClient::connect(cfg).await.unwrap();
+    let before = server.with(|f| f.log.len());
+    let results = [
+        client.create_company(&NewCompany { name: "No".into(), technical_meta_data: None }).await.map(|_| ()),
+        client
+            .update_company("c1", &CompanyPatch { name: Some("No".into()), ..CompanyPatch::default() })
+            .await
+            .map(|_| ()),
+        client.create_user(&new_user("no@x.test")).await.map(|_| ()),
+        client
+            .update_user("u0", &UserPatch { active: Some(false), ..UserPatch::default() })
+            .await
+            .map(|_| ()),
+        client.issue_token("u0").await.map(|_| ()),
+    ];
+    for r in results {
+        assert!(matches!(r, Err(OzError::ReadOnly { .. })), "{r:?}");
+    }
+    assert_eq!(server.with(|f| f.log.len()), before, "nothing was sent");
+    assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 2, "reads still work");
+}
+
+#[tokio::test]
+async fn requests_in_flight_never_exceed_max_in_flight() {
+    let server = Server::start(fake_with_users(10)).await;
+    let mut cfg = server.config();
+    cfg.max_in_flight = 2;
+    let client = OzClient::connect(cfg).await.unwrap();
+    server.with(|f| f.knobs.hold = Duration::from_millis(5));
+    let finds = (0..10).map(|i| {
+        let client = client.clone();
+        async move { client.find_user(&Email::new(format!("user{i}@x.test"))).await }
+    });
+    for r in futures::future::join_all(finds).await {
+        assert!(r.unwrap().is_some());
+    }
+    let max = server.with(|f| f.max_in_flight);
+    assert!((1..=2).contains(&max), "{max}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dialects.
+
+#[tokio::test]
+async fn api_6_writes_client_service_and_analysis_spelling_and_the_token_path() {
+    let server = Server::start(fake_with_users(1)).await;
+    let client = server.client().await;
+    let u = client.create_user(&new_user("six@x.test")).await.unwrap();
+    assert_eq!(u.kind, UserKind::Service);
+    let patched = client
+        .update_user(
+            &u.id,
+            &UserPatch {
+                permissions: Permissions { quality: Some(false), ..Permissions::default() },
+                ..UserPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!patched.permissions.quality);
+    let token = client.issue_token(&u.id).await.unwrap();
+    assert_eq!(token.user_id, u.id);
+    assert!((token.expire_date - 1_904_659_888.0).abs() < 1e-6);
+    assert_eq!(format!("{:?}", token.access_token), "(sensitive)");
+    server.with(|f| {
+        let (_, create) = &f.bodies[0];
+        assert_eq!(create["profile"]["user_type"], "CLIENT_SERVICE");
+        assert_eq!(create["profile"]["can_start_analysis_documents"], false);
+        assert_eq!(f.bodies[1].1, json!({"can_start_analysis_quality": false}));
+        assert_eq!(f.bodies[2].0, format!("/api/authorize/service_token/{}", u.id));
+    });
+}
+
+#[tokio::test]
+async fn api_5_writes_client_with_is_service_and_analyse_spelling_and_the_token_body() {
+    let fake = Fake { users: vec![v5_user(0, "c1")], ..Fake::default() };
+    let server = Server::start(fake).await;
+    let client = server.client().await;
+    assert_eq!(client.api_version(), ApiVersion::V5, "detected from the users list");
+    let u = client.create_user(&new_user("five@x.test")).await.unwrap();
+    assert_eq!(u.kind, UserKind::Service);
+    assert!(!u.permissions.documents);
+    client
+        .update_user(
+            &u.id,
+            &UserPatch {
+                permissions: Permissions { quality: Some(false), ..Permissions::default() },
+                ..UserPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    let token = client.issue_token(&u.id).await.unwrap();
+    assert_eq!(token.user_id, u.id);
+    server.with(|f| {
+        let (_, create) = &f.bodies[0];
+        assert_eq!(create["profile"]["user_type"], "CLIENT");
+        assert_eq!(create["profile"]["is_service"], true);
+        assert_eq!(create["profile"]["can_start_analyse_documents"], false);
+        assert_eq!(f.bodies[1].1, json!({"can_start_analyse_quality": false}));
+        assert_eq!(f.bodies[2], ("/api/authorize/service_token".to_string(), json!({"user_id": u.id})));
+    });
+}
+
+#[tokio::test]
+async fn auto_detection_that_cannot_decide_asks_for_api_version() {
+    let fake = Fake {
+        users: vec![json!({"user_id": "a", "email": ADMIN, "user_type": "ADMIN"})],
+        ..Fake::default()
+    };
+    let server = Server::start(fake).await;
+    let err = OzClient::connect(server.config()).await.unwrap_err();
+    match &err {
+        OzError::Config { help: Some(help), .. } => assert!(help.contains("--api-version"), "{help}"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    let mut cfg = server.config();
+    cfg.api_version = VersionSetting::Fixed(ApiVersion::V5);
+    assert_eq!(OzClient::connect(cfg).await.unwrap().api_version(), ApiVersion::V5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets, configuration.
+
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every log line of this test binary from the first call on, at trace level. Global (not a
+/// scoped default) because tracing caches per-callsite interest across threads.
+fn captured_logs() -> LogBuffer {
+    static LOGS: std::sync::OnceLock<LogBuffer> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = LogBuffer::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        logs
+    })
+    .clone()
+}
+
+#[tokio::test]
+async fn no_password_or_token_reaches_the_logs_at_trace_level() {
+    let logs = captured_logs();
+    let server = Server::start(fake_with_users(3)).await;
+    let client = server.client().await;
+    let user = client.create_user(&new_user("logged@x.test")).await.unwrap();
+    let token = client.issue_token(&user.id).await.unwrap();
+    server.with(|f| f.sessions.clear());
+    client.list_users(&UserFilter::default()).await.unwrap();
+
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    assert!(text.contains("oz_request{method=POST path=/api/users/"), "requests are traced in spans");
+    assert!(text.contains("status=201"));
+    let canaries = [PASSWORD, "canary", token.access_token.expose(), "service-secret", "tok-", "exp-"];
+    for secret in canaries {
+        assert!(!text.contains(secret), "`{secret}` leaked into the logs");
+    }
+}
+
+#[tokio::test]
+async fn a_session_that_cannot_be_refreshed_is_replaced_by_a_new_login() {
+    let server = Server::start(fake_with_users(3)).await;
+    let client = server.client().await;
+    server.with(|f| {
+        f.sessions.clear();
+        f.expire_tokens.clear();
+    });
+    assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 3);
+    server.with(|f| assert_eq!((f.logins, f.refreshes), (2, 0)));
+}
+
+#[tokio::test]
+async fn patches_are_retried_because_the_same_body_twice_leaves_the_same_state() {
+    let server = Server::start(fake_with_users(3)).await;
+    let client = server.client().await;
+    server.with(|f| f.knobs.unavailable_next = 1);
+    let c = client
+        .update_company("c1", &CompanyPatch { name: Some("Acme 2".into()), ..CompanyPatch::default() })
+        .await
+        .unwrap();
+    assert_eq!(c.name, "Acme 2");
+    assert_eq!(server.count("PATCH /api/companies/c1"), 2);
+}
+
+#[tokio::test]
+async fn bad_connection_settings_are_config_errors_before_any_request() {
+    for url in ["not a url", "ftp://example.com"] {
+        let err = OzClient::connect(config(url)).await.unwrap_err();
+        assert!(matches!(err, OzError::Config { .. }), "{url}: {err:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("https://127.0.0.1:9");
+    cfg.ca_cert = Some(dir.path().join("missing.pem"));
+    let err = OzClient::connect(cfg.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    cfg.ca_cert = Some(not_pem);
+    let err = OzClient::connect(cfg).await.unwrap_err();
+    assert!(matches!(err, OzError::Config { .. }), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against the built-in emulator.
+
+use ozform::emulator::{self, EmulatorConfig, Faults, Handle, Quirks};
+
+async fn emulator(version: ApiVersion, seed: Option<emulator::State>) -> Handle {
+    let mut cfg = EmulatorConfig::new(version);
+    cfg.seed = seed;
+    emulator::start(cfg).await.unwrap()
+}
+
+fn emulator_config(handle: &Handle) -> ClientConfig {
+    let mut c = config(&handle.url());
+    c.admin_email = handle.admin_email().to_string();
+    c.admin_password = handle.admin_password().clone();
+    c
+}
+
+/// One company and `n` service users in it, spelled as `version` stores them.
+fn seed(version: ApiVersion, n: usize) -> emulator::State {
+    let company = emulator::CompanyRecord::new("Seeded");
+    let users = (0..n)
+        .map(|i| {
+            let user_type = if version == ApiVersion::V6 { "CLIENT_SERVICE" } else { "CLIENT" };
+            let mut u = emulator::UserRecord::new(
+                format!("svc{i}@seed.test"),
+                user_type.into(),
+                Some(company.company_id.clone()),
+            );
+            u.is_service = true;
+            u
+        })
+        .collect();
+    emulator::State { companies: vec![company], users, ..emulator::State::default() }
+}
+
+fn emulated_user(email: &str, company_id: &str) -> NewUser {
+    NewUser { company_id: company_id.to_string(), ..new_user(email) }
+}
+
+#[tokio::test]
+async fn the_client_detects_and_speaks_both_dialects_of_the_emulator() {
+    for version in [ApiVersion::V5, ApiVersion::V6] {
+        let handle = emulator(version, None).await;
+        let client = OzClient::connect(emulator_config(&handle)).await.unwrap();
+        assert_eq!(client.api_version(), version);
+        let company = client
+            .create_company(&NewCompany {
+                name: "Acme".into(),
+                technical_meta_data: Some(json!({"tier": "gold"})),
+            })
+            .await
+            .unwrap();
+        let created = client.create_user(&emulated_user("Svc@Acme.test", &company.id)).await.unwrap();
+        assert_eq!(created.kind, UserKind::Service, "{version:?}");
+        let patch = UserPatch {
+            active: Some(false),
+            permissions: Permissions { quality: Some(false), ..Permissions::default() },
+            ..UserPatch::default()
+        };
+        client.update_user(&created.id, &patch).await.unwrap();
+        let token = client.issue_token(&created.id).await.unwrap();
+        assert_eq!(token.user_id, created.id);
+        assert!(token.expire_date > 1.0e9);
+
+        let observed = client.observe(&[]).await.unwrap();
+        assert_eq!(observed.api_version, version);
+        let user = observed.users.iter().find(|u| u.email == Email::new("svc@acme.test")).unwrap();
+        assert_eq!(user.kind, UserKind::Service, "{version:?}");
+        assert_eq!(user.company_id.as_deref(), Some(company.id.as_str()));
+        assert!(!user.active);
+        let p = user.permissions;
+        assert_eq!(
+            (p.biometry, p.collection, p.documents, p.quality),
+            (true, true, false, false),
+            "{version:?}"
+        );
+        assert_eq!(observed.companies[0].technical_meta_data, json!({"tier": "gold"}));
+        assert_eq!(handle.stats().creates_per_email.get("svc@acme.test"), Some(&1));
+    }
+}
+
+#[tokio::test]
+async fn an_emulator_session_expiring_in_the_middle_of_a_listing_is_renewed_and_the_listing_completes() {
+    let handle = emulator(ApiVersion::V6, Some(seed(ApiVersion::V6, 250))).await;
+    let mut cfg = emulator_config(&handle);
+    cfg.page_size = 10;
+    let client = OzClient::connect(cfg).await.unwrap();
+    // Every 5th request finds every session expired: a listing of 26 pages meets it 5 times.
+    handle.set_faults(Faults { expire_sessions_every: 5, ..Faults::default() });
+    let users = client.list_users(&UserFilter::default()).await.unwrap();
+    assert_eq!(users.len(), 251, "250 seeded and the admin");
+    let refreshes = handle.stats().requests_by_route.get("POST /api/authorize/refresh").copied().unwrap_or(0);
+    assert!(refreshes >= 4, "{refreshes}");
+}
+
+#[tokio::test]
+async fn concurrent_calls_share_one_renewal_when_the_emulator_expires_every_session() {
+    let handle = emulator(ApiVersion::V5, Some(seed(ApiVersion::V5, 20))).await;
+    let client = OzClient::connect(emulator_config(&handle)).await.unwrap();
+    handle.expire_all_sessions();
+    handle.reset_stats();
+    let finds = (0..10).map(|i| {
+        let client = client.clone();
+        async move { client.find_user(&Email::new(format!("svc{i}@seed.test"))).await }
+    });
+    for r in futures::future::join_all(finds).await {
+        assert!(r.unwrap().is_some());
+    }
+    let stats = handle.stats();
+    let renewals = ["POST /api/authorize/refresh", "POST /api/authorize/auth"]
+        .iter()
+        .map(|k| stats.requests_by_route.get(*k).copied().unwrap_or(0))
+        .sum::<u64>();
+    assert_eq!(renewals, 1, "{stats:?}");
+}
+
+#[tokio::test]
+async fn emulator_429s_with_retry_after_are_retried_until_every_call_succeeds() {
+    let handle = emulator(ApiVersion::V6, Some(seed(ApiVersion::V6, 30))).await;
+    let mut cfg = emulator_config(&handle);
+    cfg.page_size = 5;
+    cfg.retry.max_attempts = 10;
+    let client = OzClient::connect(cfg).await.unwrap();
+    handle.set_faults(Faults { too_many_requests: 0.3, retry_after_secs: 0, seed: 11, ..Faults::default() });
+    assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 31);
+    let company =
+        client.create_company(&NewCompany { name: "Busy".into(), technical_meta_data: None }).await.unwrap();
+    client.create_user(&emulated_user("busy@x.test", &company.id)).await.unwrap();
+    let stats = handle.stats();
+    assert_eq!(stats.creates_per_email.get("busy@x.test"), Some(&1));
+    assert!(stats.total_requests > 8, "some requests were answered 429 and repeated: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_create_the_emulator_commits_then_fails_is_adopted_by_find_and_never_sent_twice() {
+    for version in [ApiVersion::V5, ApiVersion::V6] {
+        let handle = emulator(version, None).await;
+        let client = OzClient::connect(emulator_config(&handle)).await.unwrap();
+        handle.set_faults(Faults { commit_then_error: 1.0, ..Faults::default() });
+        let err = client
+            .create_company(&NewCompany { name: "Half".into(), technical_meta_data: None })
+            .await
+            .unwrap_err();
+        assert!(err.outcome_unknown(), "{err:?}");
+        handle.set_faults(Faults { commit_then_drop: 1.0, ..Faults::default() });
+        let found = client.find_companies("Half").await.unwrap();
+        assert_eq!(found.len(), 1);
+        let err = client.create_user(&emulated_user("half@x.test", &found[0].id)).await.unwrap_err();
+        assert!(err.outcome_unknown(), "{err:?}");
+        assert!(matches!(err, OzError::Transport { .. }), "a dropped connection: {err:?}");
+        handle.set_faults(Faults::default());
+        let adopted = client.find_user(&Email::new("HALF@x.test")).await.unwrap().unwrap();
+        assert_eq!(adopted.kind, UserKind::Service);
+        let stats = handle.stats();
+        assert_eq!(stats.creates_per_email.get("half@x.test"), Some(&1));
+        assert_eq!(stats.requests_by_route.get("POST /api/users/"), Some(&1), "{stats:?}");
+        assert_eq!(stats.requests_by_route.get("POST /api/companies/"), Some(&1), "{stats:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_client_sends_no_mutating_request_to_the_emulator() {
+    let handle = emulator(ApiVersion::V6, Some(seed(ApiVersion::V6, 3))).await;
+    let mut cfg = emulator_config(&handle);
+    cfg.read_only = true;
+    let client = OzClient::connect(cfg).await.unwrap();
+    let observed = client.observe(&[]).await.unwrap();
+    let company_id = observed.companies[0].id.clone();
+    let err = client
+        .create_company(&NewCompany { name: "No".into(), technical_meta_data: None })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OzError::ReadOnly { .. }));
+    let err = client.create_user(&emulated_user("no@x.test", &company_id)).await.unwrap_err();
+    assert!(matches!(err, OzError::ReadOnly { .. }));
+    let err = client.issue_token(&observed.users[0].id).await.unwrap_err();
+    assert!(matches!(err, OzError::ReadOnly { .. }));
+    assert_eq!(handle.stats().mutating_requests, 0);
+}
+
+#[tokio::test]
+async fn listing_ten_thousand_users_takes_about_one_request_per_page() {
+    let handle = emulator(ApiVersion::V6, Some(seed(ApiVersion::V6, 10_000))).await;
+    for (page_size, envelope) in [(500, emulator::Envelope::Bare), (1000, emulator::Envelope::Items)] {
+        let mut cfg = emulator_config(&handle);
+        cfg.page_size = page_size;
+        cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
+        handle.set_quirks(Quirks { envelope, ..Quirks::default() });
+        let client = OzClient::connect(cfg).await.unwrap();
+        handle.reset_stats();
+        let users = client.list_users(&UserFilter::default()).await.unwrap();
+        assert_eq!(users.len(), 10_001, "the seeded users and the admin");
+        let pages = handle.stats().requests_by_route.get("GET /api/users/").copied().unwrap_or(0);
+        // 10,001 users: full pages, then one short page that ends the listing.
+        assert_eq!(pages, 10_001_u64.div_ceil(page_size as u64), "page size {page_size}");
+    }
+}
+
+#[tokio::test]
+async fn the_emulator_quirks_are_tolerated_capped_limit_envelopes_ignored_filters_and_slashes() {
+    let handle = emulator(ApiVersion::V5, Some(seed(ApiVersion::V5, 45))).await;
+    handle.set_quirks(Quirks {
+        envelope: emulator::Envelope::Results,
+        total_field: emulator::TotalField::Count,
+        max_limit: Some(7),
+        ignore_filters: true,
+        trailing_slash: emulator::TrailingSlash::Opposite,
+        ..Quirks::default()
+    });
+    let client = OzClient::connect(emulator_config(&handle)).await.unwrap();
+    assert_eq!(client.api_version(), ApiVersion::V5);
+    assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 46);
+    let found = client.find_user(&Email::new("svc44@seed.test")).await.unwrap().unwrap();
+    assert_eq!(found.email, Email::new("svc44@seed.test"));
+    let company = client.find_companies("Seeded").await.unwrap();
+    assert_eq!(company.len(), 1);
+    let observed = client.observe(&["Seeded".to_string()]).await.unwrap();
+    assert_eq!(observed.users.len(), 45);
+
+    handle.set_quirks(Quirks { ignore_offset: true, ..Quirks::default() });
+    let err = client.list_users(&UserFilter::default()).await.unwrap_err();
+    assert!(matches!(err, OzError::Paging { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn reads_survive_a_mix_of_429_500_503_and_dropped_connections() {
+    let handle = emulator(ApiVersion::V5, Some(seed(ApiVersion::V5, 60))).await;
+    let mut cfg = emulator_config(&handle);
+    cfg.page_size = 10;
+    cfg.retry.max_attempts = 12;
+    let client = OzClient::connect(cfg).await.unwrap();
+    handle.set_faults(Faults {
+        too_many_requests: 0.1,
+        internal_error: 0.1,
+        unavailable: 0.1,
+        drop_connection: 0.1,
+        retry_after_secs: 0,
+        seed: 5,
+        ..Faults::default()
+    });
+    let observed = client.observe(&[]).await.unwrap();
+    assert_eq!((observed.companies.len(), observed.users.len()), (1, 61));
+    assert_eq!(handle.stats().mutating_requests, 0);
+}
+
+/// What apply does with a create whose outcome is unknown or that meets a duplicate: read back
+/// by natural key and adopt, never send it again blindly.
+/// Returns the user and whether it was adopted.
+async fn create_or_adopt_user(client: &OzClient, user: &NewUser) -> (ozform::model::ObservedUser, bool) {
+    loop {
+        match client.create_user(user).await {
+            Ok(created) => return (created, false),
+            Err(e) if e.outcome_unknown() || e.is_duplicate() => {
+                if let Some(found) = client.find_user(&user.email).await.unwrap() {
+                    return (found, true);
+                }
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_tolerable_quirk_and_flaky_faults_still_give_exactly_one_create_per_user() {
+    for version in [ApiVersion::V5, ApiVersion::V6] {
+        let handle = emulator(version, None).await;
+        handle.set_quirks(Quirks::tolerable());
+        let mut cfg = emulator_config(&handle);
+        cfg.retry.max_attempts = 12;
+        let client = OzClient::connect(cfg).await.unwrap();
+        assert_eq!(client.api_version(), version, "detected through sparse objects and extra fields");
+        let company = client
+            .create_company(&NewCompany { name: "Quirky".into(), technical_meta_data: None })
+            .await
+            .unwrap();
+        handle.set_faults(Faults::flaky(0.3, 17));
+        let mut adopted = 0;
+        for i in 0..12 {
+            let (user, was_adopted) =
+                create_or_adopt_user(&client, &emulated_user(&format!("q{i}@x.test"), &company.id)).await;
+            assert_eq!(user.kind, UserKind::Service, "{version:?}");
+            adopted += usize::from(was_adopted);
+        }
+        assert!(adopted > 0, "{version:?}: the faults hit some creates");
+        handle.set_faults(Faults::default());
+        let observed = client.observe(&["Quirky".to_string()]).await.unwrap();
+        assert_eq!(observed.users.len(), 12, "{version:?}");
+        let stats = handle.stats();
+        for i in 0..12 {
+            assert_eq!(
+                stats.creates_per_email.get(&format!("q{i}@x.test")),
+                Some(&1),
+                "{version:?}: {stats:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_redirected_collection_is_tried_once_in_the_other_form_and_a_post_never_becomes_a_get() {
+    let mut fake = fake_with_users(4);
+    fake.knobs.redirect_slashed = true;
+    let server = Server::start(fake).await;
+    // A fixed version: no detection listing teaches the client the bare form before the create.
+    let mut cfg = server.config();
+    cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
+    let client = OzClient::connect(cfg).await.unwrap();
+    let c =
+        client.create_company(&NewCompany { name: "Moved".into(), technical_meta_data: None }).await.unwrap();
+    assert_eq!(c.name, "Moved");
+    assert_eq!((server.count("POST /api/companies/"), server.count("POST /api/companies")), (1, 2));
+    assert_eq!(server.count("GET /api/companies"), 0, "the redirect was not followed as a GET");
+    assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn an_auth_error_code_renews_the_session_whatever_the_status() {
+    let mut fake = fake_with_users(4);
+    fake.knobs.expired_status = Some(403);
+    let server = Server::start(fake).await;
+    let client = server.client().await;
+    server.with(|f| f.sessions.clear());
+    assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 4);
+    server.with(|f| assert_eq!(f.refreshes, 1));
+}
+
+#[tokio::test]
+async fn a_create_answered_with_an_unreadable_body_is_outcome_unknown() {
+    let mut fake = fake_with_users(1);
+    fake.knobs.garbled_create = true;
+    let server = Server::start(fake).await;
+    let client = server.client().await;
+    let err = client
+        .create_company(&NewCompany { name: "Garbled".into(), technical_meta_data: None })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OzError::Decode { .. }), "{err:?}");
+    assert!(err.outcome_unknown(), "the company exists but its id is unknown: read back");
+    assert!(!err.to_string().contains("<html>"), "no body in errors: {err}");
+    assert_eq!(client.find_companies("Garbled").await.unwrap().len(), 1);
+}
