@@ -245,6 +245,9 @@ impl FakeEffects {
             } else {
                 let _ = tx.subscribe().wait_for(|open| *open).await;
             }
+            // Do not finish in the same poll: an executor that started more calls than its
+            // bound gets them polled (and counted in flight) before any call completes.
+            tokio::task::yield_now().await;
         }
         if let Some(mut rx) = hold {
             let _ = rx.wait_for(|released| *released).await;
