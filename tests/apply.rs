@@ -600,3 +600,37 @@ async fn no_password_or_token_appears_in_reports_observer_lines_or_errors() {
     }
     assert!(lines.lock().unwrap().len() >= 24, "plain and JSON lines were written");
 }
+
+#[tokio::test]
+async fn the_stale_check_reads_each_key_once_concurrently_within_the_bound() {
+    let w = World::new();
+    let mut changes = Vec::new();
+    for i in 0..6 {
+        let email = format!("u{i}@x.example");
+        changes.push(create_user(&email, "X"));
+        // The token shares its user's read.
+        changes.push(issue_token(&email));
+    }
+    changes.push(create_company("X", json!({})));
+    let plan = plan(changes);
+    w.fake.gate_until_in_flight(3);
+    within(check_fresh(&plan, w.fake.as_ref(), 3)).await.unwrap();
+    assert_eq!(w.fake.max_in_flight(), 3);
+    assert_eq!((w.fake.calls(Op::FindUser), w.fake.calls(Op::FindCompanies)), (6, 1));
+    assert_eq!(w.fake.mutating_calls(), 0);
+}
+
+#[tokio::test]
+async fn an_existing_account_of_another_kind_is_not_adopted_as_a_service_user() {
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({}));
+    let mut admin = service_user("u-3", "svc@acme.example", &acme);
+    admin.kind = UserKind::CompanyAdmin;
+    w.fake.add_user(admin);
+    let mut cu = create_user("svc@acme.example", "Acme");
+    cu.depends_on.clear();
+    let report = w.apply(&plan(vec![cu]), 8).await;
+    assert_eq!(addresses(&report.failed, |f| &f.address), ["service_user/svc@acme.example"]);
+    assert!(report.failed[0].error.contains("not a service user"), "{}", report.failed[0].error);
+    assert_eq!(w.fake.calls(Op::UpdateUser), 0);
+}

@@ -150,3 +150,15 @@ fn the_memory_sink_indexes_by_lower_cased_email_and_fails_on_request_once() {
     assert_eq!(sink.get("A@X.example").unwrap().access_token.expose(), CANARY);
     assert_eq!(sink.stores(), 1);
 }
+
+#[test]
+fn an_email_that_would_escape_the_token_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tokens");
+    let sink = FileSink::new(&dir);
+    for email in ["../escape@x.example", ".hidden@x.example", "a/b@x.example", ""] {
+        let err = sink.store(&record(email, "u-1", CANARY)).unwrap_err();
+        assert!(!format!("{err} {err:?}").contains(CANARY));
+    }
+    assert!(!dir.exists() && !tmp.path().join("escape@x.example.json").exists());
+}

@@ -40,7 +40,8 @@ impl Outcome {
 }
 
 /// Told about each step as it starts and as it ends. Called from the executor's task; must
-/// not block for long.
+/// not block for long. A skipped step is `finished` (with `Outcome::Skipped`) without having
+/// `started`; every other step gets `started` then `finished`, once each.
 pub trait Observer: Send + Sync {
     fn started(&self, address: &Address, action: Action);
     fn finished(&self, address: &Address, action: Action, outcome: &Outcome);

@@ -57,9 +57,26 @@ impl FileSink {
         self.dir.join(format!("{}.json", email.to_lowercase()))
     }
 
+    /// `path_for`, refusing an email that would name a file outside the directory or a
+    /// hidden one (the manifest loader validates emails; a saved plan may have been edited).
+    fn checked_path(&self, email: &str) -> Result<PathBuf, SinkError> {
+        let unsafe_name = email.is_empty()
+            || email.starts_with('.')
+            || email.contains(['/', '\\', '\0'])
+            || email.chars().any(char::is_control);
+        if unsafe_name {
+            return Err(SinkError::Io {
+                action: "name a token file after",
+                path: format!("{}/{email:?}", self.dir.display()),
+                reason: "the email cannot be a file name (empty, hidden, or holds a path separator)".into(),
+            });
+        }
+        Ok(self.path_for(email))
+    }
+
     /// The stored token of `email`, if there is one.
     pub fn read(&self, email: &Email) -> Result<Option<TokenRecord>, SinkError> {
-        let path = self.path_for(email.as_str());
+        let path = self.checked_path(email.as_str())?;
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -120,8 +137,8 @@ impl TokenSink for FileSink {
     }
 
     fn store(&self, record: &TokenRecord) -> Result<(), SinkError> {
+        let target = self.checked_path(&record.email)?;
         self.ensure_dir()?;
-        let target = self.path_for(&record.email);
         let stored = Stored {
             email: record.email.to_lowercase(),
             user_id: record.user_id.clone(),
