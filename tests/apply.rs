@@ -634,3 +634,95 @@ async fn an_existing_account_of_another_kind_is_not_adopted_as_a_service_user() 
     assert!(report.failed[0].error.contains("not a service user"), "{}", report.failed[0].error);
     assert_eq!(w.fake.calls(Op::UpdateUser), 0);
 }
+
+// --- Properties -----------------------------------------------------------------------------
+
+/// A random company: whether its create fails, and its users (create fails, token wanted, token issue fails).
+type Shape = Vec<(bool, Vec<(bool, bool, bool)>)>;
+
+/// What the outcome of each address must be, given which steps fail.
+fn expected(shape: &Shape) -> std::collections::BTreeMap<String, &'static str> {
+    let mut out = std::collections::BTreeMap::new();
+    for (ci, (company_fails, users)) in shape.iter().enumerate() {
+        let c = if *company_fails { "failed" } else { "done" };
+        out.insert(format!("company/C{ci}"), c);
+        for (ui, (user_fails, wants_token, token_fails)) in users.iter().enumerate() {
+            let u = match (c, user_fails) {
+                ("done", false) => "done",
+                ("done", true) => "failed",
+                _ => "skipped",
+            };
+            out.insert(format!("service_user/u{ui}@c{ci}.example"), u);
+            if *wants_token {
+                let t = match (u, token_fails) {
+                    ("done", false) => "done",
+                    ("done", true) => "failed",
+                    _ => "skipped",
+                };
+                out.insert(format!("token/u{ui}@c{ci}.example"), t);
+            }
+        }
+    }
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn every_step_ends_as_its_dependencies_dictate_and_the_bound_holds(
+        shape in proptest::collection::vec(
+            (proptest::bool::weighted(0.2),
+             proptest::collection::vec(
+                 (proptest::bool::weighted(0.2), proptest::bool::ANY, proptest::bool::weighted(0.2)), 0..4)),
+            1..5),
+        parallelism in 1usize..5,
+    ) {
+        let w = World::new();
+        let mut changes = Vec::new();
+        for (ci, (company_fails, users)) in shape.iter().enumerate() {
+            let name = format!("C{ci}");
+            changes.push(create_company(&name, json!({})));
+            if *company_fails {
+                w.fake.inject(Op::CreateCompany, &name, Fault::Fail);
+            }
+            for (ui, (user_fails, wants_token, token_fails)) in users.iter().enumerate() {
+                let email = format!("u{ui}@c{ci}.example");
+                changes.push(create_user(&email, &name));
+                if *user_fails {
+                    w.fake.inject(Op::CreateUser, &email, Fault::Fail);
+                }
+                if *wants_token {
+                    changes.push(issue_token(&email));
+                    if *token_fails {
+                        w.fake.inject(Op::IssueToken, &email, Fault::Fail);
+                    }
+                }
+            }
+        }
+        let plan = plan(changes);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let report = runtime.block_on(w.apply(&plan, parallelism));
+
+        let mut got = std::collections::BTreeMap::new();
+        for d in &report.done { got.insert(d.address.to_string(), "done"); }
+        for f in &report.failed { got.insert(f.address.to_string(), "failed"); }
+        for s in &report.skipped { got.insert(s.address.to_string(), "skipped"); }
+        proptest::prop_assert_eq!(report.done.len() + report.failed.len() + report.skipped.len(), plan.changes.len());
+        proptest::prop_assert_eq!(got, expected(&shape));
+        proptest::prop_assert!(w.fake.max_in_flight() <= parallelism);
+        // Every user create came after its company's create, every issue after its user's.
+        let log = w.fake.call_log();
+        for (i, (op, key)) in log.iter().enumerate() {
+            let before = |o: Op, k: &str| log[..i].iter().any(|(o2, k2)| *o2 == o && k2 == k);
+            match op {
+                Op::CreateUser => {
+                    let company = key.split('@').nth(1).unwrap().trim_end_matches(".example").to_uppercase();
+                    proptest::prop_assert!(before(Op::CreateCompany, &company), "{key} before {company}");
+                }
+                Op::IssueToken => proptest::prop_assert!(before(Op::CreateUser, key)),
+                _ => {}
+            }
+        }
+    }
+}
