@@ -389,12 +389,16 @@ async fn a_user_of_an_unchanged_company_finds_it_by_name_and_a_token_without_id_
     let mut cu = create_user("new@acme.example", "Acme");
     // The company is live and unchanged, so it is not in the plan: no dependency on it.
     cu.depends_on.clear();
+    let mut cu2 = create_user("new2@acme.example", "Acme");
+    cu2.depends_on.clear();
     let t = change(token("old@acme.example"), Action::Issue);
-    let report = w.apply(&plan(vec![cu, t]), 8).await;
+    // One step at a time, so the second user finds the company in the run's cache.
+    let report = w.apply(&plan(vec![cu, cu2, t]), 1).await;
 
     assert!(report.is_success(), "{report:?}");
-    assert_eq!(w.fake.user("new@acme.example").unwrap().company_id, Some(acme));
-    assert_eq!(w.fake.calls(Op::FindCompanies), 1);
+    assert_eq!(w.fake.user("new@acme.example").unwrap().company_id, Some(acme.clone()));
+    assert_eq!(w.fake.user("new2@acme.example").unwrap().company_id, Some(acme));
+    assert_eq!(w.fake.calls(Op::FindCompanies), 1, "looked up once per run");
     assert_eq!(w.sink.get("old@acme.example").unwrap().user_id, "u-7");
 }
 

@@ -11,7 +11,7 @@
 //! is never re-sent: the object is read back by its natural key and adopted if it is there.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use futures::stream::{FuturesUnordered, StreamExt as _};
@@ -145,6 +145,7 @@ pub async fn execute<E: Effects>(
         passwords: &options.passwords,
         api_url: &plan.api_url,
         now: options.now,
+        companies_found: Mutex::new(HashMap::new()),
     };
     let limit = options.parallelism.max(1);
     let mut waiting: Vec<usize> = graph.depends_on.iter().map(Vec::len).collect();
@@ -263,6 +264,9 @@ struct Ctx<'a, E> {
     passwords: &'a Passwords,
     api_url: &'a str,
     now: fn() -> SystemTime,
+    /// Ids of live companies found by name in this run, so the users of one unchanged company
+    /// look it up once (two that start together may both look; both get the same answer).
+    companies_found: Mutex<HashMap<String, String>>,
 }
 
 /// Results of dependencies done in this run.
@@ -359,6 +363,20 @@ async fn update_company<E: Effects>(ctx: &Ctx<'_, E>, change: &Change) -> Result
 
 /// The id of the live company named `name`: exactly one must exist.
 async fn company_id_by_name<E: Effects>(
+    ctx: &Ctx<'_, E>,
+    change: &Change,
+    name: &str,
+) -> Result<String, String> {
+    let cached = ctx.companies_found.lock().unwrap_or_else(PoisonError::into_inner).get(name).cloned();
+    if let Some(id) = cached {
+        return Ok(id);
+    }
+    let id = find_company_id(ctx, change, name).await?;
+    ctx.companies_found.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_string(), id.clone());
+    Ok(id)
+}
+
+async fn find_company_id<E: Effects>(
     ctx: &Ctx<'_, E>,
     change: &Change,
     name: &str,
