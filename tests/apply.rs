@@ -166,6 +166,9 @@ async fn a_company_its_user_and_its_token_are_made_in_dependency_order() {
         position(&log, Op::CreateUser, "svc@acme.example")
             < position(&log, Op::IssueToken, "svc@acme.example")
     );
+    let events = w.recorder.events();
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::Started { .. })).count(), 3);
+    assert_eq!(events.last(), Some(&Event::AllFinished), "told last that the apply is over");
     // The company id came from the company step, so no lookup by name was needed.
     assert_eq!(w.fake.calls(Op::FindCompanies), 0);
 

@@ -238,6 +238,7 @@ pub async fn execute<E: Effects>(
         }
     }
 
+    observer.all_finished();
     Ok(ApplyReport {
         done: in_plan_order(done),
         failed: in_plan_order(failed),

@@ -36,6 +36,7 @@ pub use executor::{ApplyReport, DoneStep, ExecuteOptions, FailedStep, SkippedSte
 pub use fresh::check_fresh;
 pub use observer::{
     Event, JsonObserver, LineWriter, Observer, Outcome, PlainObserver, ProgressObserver, RecordingObserver,
+    for_output as observer_for_output,
 };
 pub use passwords::{Passwords, resolve_passwords};
 

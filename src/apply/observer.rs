@@ -6,11 +6,12 @@
 //! actions and error messages, never a secret: the executor holds passwords and tokens only as
 //! `Secret`s and puts none into an `Outcome`.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use crate::output::{LogFormat, Output};
 use crate::plan::{Action, Address};
 
 /// How a step ended.
@@ -45,6 +46,24 @@ impl Outcome {
 pub trait Observer: Send + Sync {
     fn started(&self, address: &Address, action: Action);
     fn finished(&self, address: &Address, action: Action, outcome: &Outcome);
+    /// Every step has finished (the executor calls this once, last).
+    fn all_finished(&self) {}
+}
+
+/// The observer `ozform apply` uses for `output`: JSON lines with `--log-format json`, a
+/// progress bar when stderr is a terminal, else plain lines; all on stderr, none when quiet.
+pub fn for_output(output: &Output, total: usize) -> Arc<dyn Observer> {
+    let status = |output: &Output| {
+        let output = output.clone();
+        move |line: &str| output.status(line)
+    };
+    match output.log_format {
+        LogFormat::Json => Arc::new(JsonObserver::new(status(output))),
+        LogFormat::Text if output.stderr_tty && output.verbosity >= 0 => {
+            Arc::new(ProgressObserver::new(u64::try_from(total).unwrap_or(u64::MAX), status(output)))
+        }
+        LogFormat::Text => Arc::new(PlainObserver::new(status(output))),
+    }
 }
 
 /// Where an observer's lines go (e.g. `move |l| output.status(l)`). Lines have no newline.
@@ -146,7 +165,7 @@ impl ProgressObserver {
         self.bar.position()
     }
 
-    /// Remove the bar (call when the apply is over, before printing the summary).
+    /// Remove the bar (the executor does, through `all_finished`, before the summary is printed).
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
@@ -163,6 +182,9 @@ impl Observer for ProgressObserver {
             self.bar.suspend(|| (self.write)(&line));
         }
     }
+    fn all_finished(&self) {
+        self.finish();
+    }
 }
 
 /// An observed event, as `RecordingObserver` keeps it.
@@ -170,6 +192,7 @@ impl Observer for ProgressObserver {
 pub enum Event {
     Started { address: Address, action: Action },
     Finished { address: Address, action: Action, outcome: Outcome },
+    AllFinished,
 }
 
 /// Keeps every event, in order (tests).
@@ -193,7 +216,7 @@ impl RecordingObserver {
             .iter()
             .filter_map(|e| match e {
                 Event::Finished { address, action, outcome } => Some(plain_line(address, *action, outcome)),
-                Event::Started { .. } => None,
+                Event::Started { .. } | Event::AllFinished => None,
             })
             .collect()
     }
@@ -209,6 +232,9 @@ impl Observer for RecordingObserver {
     }
     fn finished(&self, address: &Address, action: Action, outcome: &Outcome) {
         self.push(Event::Finished { address: address.clone(), action, outcome: outcome.clone() });
+    }
+    fn all_finished(&self) {
+        self.push(Event::AllFinished);
     }
 }
 
