@@ -7,6 +7,12 @@ use std::collections::BTreeMap;
 
 use crate::secret::Secret;
 
+mod file;
+mod memory;
+
+pub use file::FileSink;
+pub use memory::MemorySink;
+
 /// A stored token. Not `Debug`-leaky: `access_token` is a `Secret`.
 #[derive(Debug, Clone)]
 pub struct TokenRecord {
@@ -43,4 +49,12 @@ pub enum SinkError {
     #[error("cannot {action} `{path}`: {reason}")]
     #[diagnostic(code(ozform::sink::io), help("check that the token directory exists and is writable"))]
     Io { action: &'static str, path: String, reason: String },
+    /// A stored token file that cannot be read as one. The reason names a position and a
+    /// category, never the file's content (it holds a token).
+    #[error("token file `{path}` is corrupt: {reason}")]
+    #[diagnostic(
+        code(ozform::sink::corrupt),
+        help("move the file away (or delete it) and run `ozform apply` again to issue a new token")
+    )]
+    Corrupt { path: String, reason: String },
 }

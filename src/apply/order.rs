@@ -1,0 +1,173 @@
+//! The order of a plan: its changes as a dependency graph (DAG).
+//!
+//! Pure. Invariants of a `Graph` once built: every address occurs once, every dependency names
+//! a change of the same plan, and there is no cycle, so a scheduler that starts a step when its
+//! dependencies are done reaches every step.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::ApplyError;
+use crate::plan::{Address, Change};
+
+/// Changes by index into `plan.changes`, with edges both ways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Graph {
+    /// For each change, the indices of the changes it depends on (sorted, without repeats).
+    pub depends_on: Vec<Vec<usize>>,
+    /// For each change, the indices of the changes that depend on it (sorted).
+    pub dependents: Vec<Vec<usize>>,
+}
+
+impl Graph {
+    /// Build and check the graph of `changes`.
+    pub fn new(changes: &[Change]) -> Result<Self, ApplyError> {
+        let mut index: BTreeMap<&Address, usize> = BTreeMap::new();
+        for (i, change) in changes.iter().enumerate() {
+            if index.insert(&change.address, i).is_some() {
+                return Err(ApplyError::DuplicateChange { address: change.address.to_string() });
+            }
+        }
+        let mut depends_on = vec![Vec::new(); changes.len()];
+        let mut dependents = vec![Vec::new(); changes.len()];
+        for (i, change) in changes.iter().enumerate() {
+            let mut deps = BTreeSet::new();
+            for dep in &change.depends_on {
+                let Some(&j) = index.get(dep) else {
+                    return Err(ApplyError::UnknownDependency {
+                        address: change.address.to_string(),
+                        dependency: dep.to_string(),
+                    });
+                };
+                deps.insert(j);
+            }
+            for &j in &deps {
+                dependents[j].push(i);
+            }
+            depends_on[i] = deps.into_iter().collect();
+        }
+        let graph = Self { depends_on, dependents };
+        graph.check_acyclic(changes)?;
+        Ok(graph)
+    }
+
+    pub fn len(&self) -> usize {
+        self.depends_on.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.depends_on.is_empty()
+    }
+
+    /// A sequential order that respects every dependency (Kahn's algorithm, lowest index
+    /// first, so it is deterministic). The executor does not use it; it documents and tests
+    /// the graph, and a caller may use it to show the order.
+    pub fn topological(&self) -> Vec<usize> {
+        let mut waiting: Vec<usize> = self.depends_on.iter().map(Vec::len).collect();
+        let mut ready: BTreeSet<usize> = (0..self.len()).filter(|&i| waiting[i] == 0).collect();
+        let mut order = Vec::with_capacity(self.len());
+        while let Some(i) = ready.pop_first() {
+            order.push(i);
+            for &d in &self.dependents[i] {
+                waiting[d] -= 1;
+                if waiting[d] == 0 {
+                    ready.insert(d);
+                }
+            }
+        }
+        order
+    }
+
+    /// Every change reachable from `i` through `dependents` (not `i` itself), in index order.
+    pub fn downstream(&self, i: usize) -> Vec<usize> {
+        let mut seen = BTreeSet::new();
+        let mut queue: VecDeque<usize> = self.dependents[i].iter().copied().collect();
+        while let Some(j) = queue.pop_front() {
+            if seen.insert(j) {
+                queue.extend(self.dependents[j].iter().copied());
+            }
+        }
+        seen.into_iter().collect()
+    }
+
+    fn check_acyclic(&self, changes: &[Change]) -> Result<(), ApplyError> {
+        let order = self.topological();
+        if order.len() == self.len() {
+            return Ok(());
+        }
+        let placed: BTreeSet<usize> = order.into_iter().collect();
+        let addresses =
+            (0..self.len()).filter(|i| !placed.contains(i)).map(|i| changes[i].address.to_string()).collect();
+        Err(ApplyError::Cycle { addresses })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Email;
+    use crate::plan::Action;
+
+    fn change(address: Address, action: Action, depends_on: Vec<Address>) -> Change {
+        Change {
+            address,
+            action,
+            depends_on,
+            before: None,
+            after: None,
+            fields: vec![],
+            reason: None,
+            live_id: None,
+            fingerprint: None,
+            password: None,
+        }
+    }
+
+    fn company(n: &str) -> Address {
+        Address::Company(n.into())
+    }
+    fn user(e: &str) -> Address {
+        Address::ServiceUser(Email::new(e))
+    }
+    fn token(e: &str) -> Address {
+        Address::Token(Email::new(e))
+    }
+
+    #[test]
+    fn dependencies_come_before_their_dependents_in_the_order() {
+        // Listed backwards on purpose: the order must not rely on the plan's sorting.
+        let changes = vec![
+            change(token("a@x"), Action::Issue, vec![user("a@x")]),
+            change(user("a@x"), Action::Create, vec![company("A")]),
+            change(company("A"), Action::Create, vec![]),
+        ];
+        let graph = Graph::new(&changes).expect("valid");
+        assert_eq!(graph.topological(), vec![2, 1, 0]);
+        assert_eq!(graph.downstream(2), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_dependency_on_an_address_not_in_the_plan_is_rejected() {
+        let changes = vec![change(user("a@x"), Action::Create, vec![company("Nope")])];
+        let err = Graph::new(&changes).expect_err("dangling").to_string();
+        assert!(err.contains("`service_user/a@x`") && err.contains("`company/Nope`"), "{err}");
+    }
+
+    #[test]
+    fn a_cycle_is_rejected_naming_its_members() {
+        let changes = vec![
+            change(company("A"), Action::Update, vec![user("a@x")]),
+            change(user("a@x"), Action::Update, vec![company("A")]),
+            change(company("B"), Action::Update, vec![]),
+        ];
+        let err = Graph::new(&changes).expect_err("cycle");
+        let ApplyError::Cycle { addresses } = &err else { panic!("{err:?}") };
+        assert_eq!(addresses, &vec!["company/A".to_string(), "service_user/a@x".to_string()]);
+    }
+
+    #[test]
+    fn the_same_address_twice_is_rejected() {
+        let changes =
+            vec![change(company("A"), Action::Create, vec![]), change(company("A"), Action::Update, vec![])];
+        assert!(matches!(Graph::new(&changes), Err(ApplyError::DuplicateChange { .. })));
+    }
+}

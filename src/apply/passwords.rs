@@ -1,0 +1,64 @@
+//! Passwords of the service users a plan creates, resolved up front.
+//!
+//! Reads only the environment lookup and the files a plan names. All missing passwords are
+//! collected into one error naming each user and source (never a value), so a pipeline learns
+//! about every missing secret at once and nothing is executed.
+
+use std::collections::BTreeMap;
+
+use super::ApplyError;
+use crate::model::Email;
+use crate::plan::{Action, Address, Plan};
+use crate::secret::Secret;
+
+/// Resolved passwords by lower-cased email. `Debug` shows only the emails.
+#[derive(Clone, Default)]
+pub struct Passwords(BTreeMap<String, Secret>);
+
+impl Passwords {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, email: &Email, password: Secret) {
+        self.0.insert(email.key(), password);
+    }
+
+    pub fn get(&self, email: &Email) -> Option<&Secret> {
+        self.0.get(&email.key())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
+/// Resolve the password of every service user create in `plan`.
+pub fn resolve_passwords(plan: &Plan, env: &dyn Fn(&str) -> Option<String>) -> Result<Passwords, ApplyError> {
+    let mut passwords = Passwords::new();
+    let mut missing = Vec::new();
+    for change in &plan.changes {
+        let (Address::ServiceUser(email), Action::Create) = (&change.address, change.action) else {
+            continue;
+        };
+        match &change.password {
+            None => missing.push(format!("`{email}` has no password source in the plan")),
+            Some(source) => match source.resolve(env) {
+                Ok(secret) => passwords.insert(email, secret),
+                // `SecretError` names the variable or file, never a value.
+                Err(e) => missing.push(format!("`{email}`: {e}")),
+            },
+        }
+    }
+    if missing.is_empty() { Ok(passwords) } else { Err(ApplyError::MissingPasswords { missing }) }
+}

@@ -1,0 +1,85 @@
+//! An in-memory sink for tests and `ozform demo`: records by lower-cased email, with an
+//! injectable store failure. No I/O.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::{SinkEntry, SinkError, SinkIndex, TokenRecord, TokenSink};
+
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    records: BTreeMap<String, TokenRecord>,
+    /// Lower-cased emails whose next store fails.
+    fail_next: Vec<String>,
+    stores: usize,
+}
+
+impl MemorySink {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Make the next store of `email`'s token fail (once).
+    pub fn fail_next_store(&self, email: &str) {
+        self.lock().fail_next.push(email.to_lowercase());
+    }
+
+    /// The stored token of `email`.
+    pub fn get(&self, email: &str) -> Option<TokenRecord> {
+        self.lock().records.get(&email.to_lowercase()).cloned()
+    }
+
+    /// Every stored token, by lower-cased email.
+    pub fn records(&self) -> BTreeMap<String, TokenRecord> {
+        self.lock().records.clone()
+    }
+
+    /// How many stores succeeded.
+    pub fn stores(&self) -> usize {
+        self.lock().stores
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind, still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl TokenSink for MemorySink {
+    fn index(&self) -> Result<SinkIndex, SinkError> {
+        Ok(self
+            .lock()
+            .records
+            .iter()
+            .map(|(email, r)| {
+                let entry = SinkEntry {
+                    user_id: r.user_id.clone(),
+                    api_url: r.api_url.clone(),
+                    expire_date: r.expire_date,
+                };
+                (email.clone(), entry)
+            })
+            .collect())
+    }
+
+    fn store(&self, record: &TokenRecord) -> Result<(), SinkError> {
+        let key = record.email.to_lowercase();
+        let mut state = self.lock();
+        if let Some(i) = state.fail_next.iter().position(|e| *e == key) {
+            state.fail_next.remove(i);
+            return Err(SinkError::Io {
+                action: "write",
+                path: format!("memory:{key}"),
+                reason: "injected failure".into(),
+            });
+        }
+        state.records.insert(key, record.clone());
+        state.stores += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,735 @@
+//! The executor against in-memory fakes: order, concurrency, failure isolation, exactly-once
+//! creates, passwords, stale plans, the sink, convergence, and no secret in any output.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::needless_pass_by_value)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ozform::apply::fake::{FakeEffects, Fault, Op};
+use ozform::apply::{
+    ApplyError, ApplyReport, Event, ExecuteOptions, JsonObserver, Observer, Outcome, PlainObserver,
+    RecordingObserver, check_fresh, execute, resolve_passwords,
+};
+use ozform::model::{Email, LivePermissions, ObservedUser, UserKind};
+use ozform::plan::{Action, Address, Change, FORMAT_VERSION, FieldChange, Plan, Summary, fingerprint};
+use ozform::secret::SecretRef;
+use ozform::sink::{MemorySink, TokenSink};
+use serde_json::{Value, json};
+
+const CANARY_PASSWORD: &str = "canary-password-51d2e8";
+const CANARY_TOKEN: &str = "canary-token-9b7c04-";
+const API_URL: &str = "http://127.0.0.1:9";
+
+// --- Plan builders --------------------------------------------------------------------------
+
+fn change(address: Address, action: Action) -> Change {
+    Change {
+        address,
+        action,
+        depends_on: vec![],
+        before: None,
+        after: None,
+        fields: vec![],
+        reason: None,
+        live_id: None,
+        fingerprint: None,
+        password: None,
+    }
+}
+
+fn company(name: &str) -> Address {
+    Address::Company(name.into())
+}
+fn user(email: &str) -> Address {
+    Address::ServiceUser(Email::new(email))
+}
+fn token(email: &str) -> Address {
+    Address::Token(Email::new(email))
+}
+
+fn create_company(name: &str, meta: Value) -> Change {
+    let mut c = change(company(name), Action::Create);
+    c.after = Some(json!({"name": name, "technical_meta_data": meta}));
+    c
+}
+
+fn create_user(email: &str, company_name: &str) -> Change {
+    let mut c = change(user(email), Action::Create);
+    c.depends_on = vec![company(company_name)];
+    c.after = Some(json!({
+        "email": email, "company": company_name, "first_name": "Svc", "last_name": email,
+        "active": true, "permissions": {"documents": false}, "password": "(sensitive)"
+    }));
+    c.password = Some(SecretRef::Env(format!("PW_{email}")));
+    c
+}
+
+fn issue_token(email: &str) -> Change {
+    let mut c = change(token(email), Action::Issue);
+    c.depends_on = vec![user(email)];
+    c.reason = Some("no token in the sink".into());
+    c
+}
+
+/// Company, service user and token for each `(company, email)`.
+fn stack(pairs: &[(&str, &str)]) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (c, e) in pairs {
+        changes.push(create_company(c, json!({"tier": "gold"})));
+        changes.push(create_user(e, c));
+        changes.push(issue_token(e));
+    }
+    changes
+}
+
+fn plan(mut changes: Vec<Change>) -> Plan {
+    changes.sort_by(|a, b| a.address.cmp(&b.address));
+    let count = |a| changes.iter().filter(|c| c.action == a).count();
+    let summary =
+        Summary { create: count(Action::Create), update: count(Action::Update), issue: count(Action::Issue) };
+    Plan {
+        format_version: FORMAT_VERSION,
+        api_url: API_URL.into(),
+        api_version: ozform::model::ApiVersion::V6,
+        changes,
+        summary,
+        conflicts: vec![],
+        unmanaged: vec![],
+        warnings: vec![],
+    }
+}
+
+/// Every `PW_*` variable is set to the canary password.
+fn env(name: &str) -> Option<String> {
+    name.starts_with("PW_").then(|| CANARY_PASSWORD.to_string())
+}
+
+// --- Running --------------------------------------------------------------------------------
+
+struct World {
+    fake: Arc<FakeEffects>,
+    sink: Arc<MemorySink>,
+    recorder: Arc<RecordingObserver>,
+}
+
+impl World {
+    fn new() -> Self {
+        let fake = Arc::new(FakeEffects::new());
+        fake.set_token_prefix(CANARY_TOKEN);
+        Self { fake, sink: Arc::new(MemorySink::new()), recorder: Arc::new(RecordingObserver::new()) }
+    }
+
+    fn options(plan: &Plan, parallelism: usize) -> ExecuteOptions {
+        let mut options = ExecuteOptions::new(resolve_passwords(plan, &env).unwrap());
+        options.parallelism = parallelism;
+        options
+    }
+
+    async fn apply(&self, plan: &Plan, parallelism: usize) -> ApplyReport {
+        let sink: Arc<dyn TokenSink> = self.sink.clone();
+        let observer: Arc<dyn Observer> = self.recorder.clone();
+        execute(plan, Arc::clone(&self.fake), sink, observer, &Self::options(plan, parallelism))
+            .await
+            .unwrap()
+    }
+}
+
+/// A hang guard for tests that wait on the executor: not a timing assert, it only turns a
+/// deadlock (the property under test failing) into a failure instead of a stuck run.
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f).await.expect("the executor deadlocked")
+}
+
+fn addresses<T>(items: &[T], address: impl Fn(&T) -> &Address) -> Vec<String> {
+    items.iter().map(|i| address(i).to_string()).collect()
+}
+
+fn position(log: &[(Op, String)], op: Op, key: &str) -> usize {
+    log.iter()
+        .position(|(o, k)| *o == op && k == key)
+        .unwrap_or_else(|| panic!("no {op:?} of {key} in {log:?}"))
+}
+
+// --- Order and concurrency ------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_company_its_user_and_its_token_are_made_in_dependency_order() {
+    let w = World::new();
+    let plan = plan(stack(&[("Acme", "svc@acme.example")]));
+    let report = w.apply(&plan, 8).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.done.len(), 3);
+
+    let log = w.fake.call_log();
+    assert!(position(&log, Op::CreateCompany, "Acme") < position(&log, Op::CreateUser, "svc@acme.example"));
+    assert!(
+        position(&log, Op::CreateUser, "svc@acme.example")
+            < position(&log, Op::IssueToken, "svc@acme.example")
+    );
+    let events = w.recorder.events();
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::Started { .. })).count(), 3);
+    assert_eq!(events.last(), Some(&Event::AllFinished), "told last that the apply is over");
+    // The company id came from the company step, so no lookup by name was needed.
+    assert_eq!(w.fake.calls(Op::FindCompanies), 0);
+
+    let live = w.fake.user("svc@acme.example").unwrap();
+    assert_eq!(live.company_id, Some(w.fake.companies()[0].id.clone()));
+    assert!(!live.permissions.documents && live.permissions.biometry);
+    assert_eq!(w.fake.password_of("svc@acme.example").unwrap().expose(), CANARY_PASSWORD);
+
+    let stored = w.sink.get("svc@acme.example").unwrap();
+    let issued = &w.fake.tokens()[0];
+    assert_eq!(
+        (stored.user_id.as_str(), stored.token_id.as_str()),
+        (live.id.as_str(), issued.token_id.as_str())
+    );
+    assert_eq!(stored.access_token, issued.access_token);
+    assert_eq!(stored.api_url, API_URL);
+    assert!(humantime::parse_rfc3339(&stored.issued_at).is_ok(), "{}", stored.issued_at);
+}
+
+#[tokio::test]
+async fn a_step_starts_as_soon_as_its_own_dependencies_are_done_not_in_waves() {
+    let w = World::new();
+    let plan = plan(vec![
+        create_company("Slow", json!({})),
+        create_company("Fast", json!({})),
+        create_user("b@fast.example", "Fast"),
+    ]);
+    let hold = w.fake.hold(Op::CreateCompany, "Slow");
+    let fake = Arc::clone(&w.fake);
+    let sink: Arc<dyn TokenSink> = w.sink.clone();
+    let observer: Arc<dyn Observer> = w.recorder.clone();
+    let options = World::options(&plan, 8);
+    let run = tokio::spawn(async move { execute(&plan, fake, sink, observer, &options).await });
+    // `Slow`'s create is still held, yet the user of `Fast` gets created.
+    within(w.fake.wait_for_call(Op::CreateUser, "b@fast.example")).await;
+    assert_eq!(w.fake.companies().iter().filter(|c| c.name == "Slow").count(), 0);
+    hold.release();
+    let report = within(run).await.unwrap().unwrap();
+    assert!(report.is_success(), "{report:?}");
+}
+
+#[tokio::test]
+async fn independent_steps_reach_but_never_exceed_the_parallelism_bound() {
+    let w = World::new();
+    let changes: Vec<Change> = (0..12).map(|i| create_company(&format!("C{i:02}"), json!({}))).collect();
+    let plan = plan(changes);
+    // Every call waits until four are in flight: the run completes only if the bound is reached.
+    w.fake.gate_until_in_flight(4);
+    let report = within(w.apply(&plan, 4)).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(w.fake.max_in_flight(), 4);
+    assert_eq!(w.fake.companies().len(), 12);
+}
+
+#[tokio::test]
+async fn a_parallelism_of_one_runs_one_step_at_a_time() {
+    let w = World::new();
+    let plan = plan(stack(&[("A", "a@a.example"), ("B", "b@b.example"), ("C", "c@c.example")]));
+    let report = w.apply(&plan, 1).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(w.fake.max_in_flight(), 1);
+}
+
+// --- Failures -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_failed_step_skips_its_dependents_and_nothing_else() {
+    let w = World::new();
+    let plan = plan(stack(&[("A", "a@a.example"), ("B", "b@b.example")]));
+    w.fake.inject(Op::CreateCompany, "A", Fault::Fail);
+    let report = w.apply(&plan, 8).await;
+
+    assert_eq!(addresses(&report.failed, |f| &f.address), ["company/A"]);
+    assert!(report.failed[0].error.contains("403"), "{}", report.failed[0].error);
+    assert_eq!(addresses(&report.skipped, |s| &s.address), ["service_user/a@a.example", "token/a@a.example"]);
+    assert!(report.skipped.iter().all(|s| s.dependency == company("A")));
+    assert_eq!(
+        addresses(&report.done, |d| &d.address),
+        ["company/B", "service_user/b@b.example", "token/b@b.example"]
+    );
+    assert_eq!(w.fake.calls(Op::CreateUser), 1, "the user of A was never attempted");
+
+    let skipped_events = w
+        .recorder
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Finished { outcome: Outcome::Skipped { .. }, .. }))
+        .count();
+    assert_eq!(skipped_events, 2);
+
+    assert!(!report.is_success());
+    let err = report.into_result().unwrap_err();
+    assert!(matches!(err, ApplyError::Partial { done: 3, failed: 1, skipped: 2, .. }), "{err:?}");
+    assert!(err.to_string().contains("`company/A`"), "{err}");
+}
+
+#[tokio::test]
+async fn a_create_that_committed_before_the_connection_dropped_is_adopted_once() {
+    let w = World::new();
+    let plan = plan(stack(&[("Acme", "svc@acme.example")]));
+    w.fake.inject(Op::CreateCompany, "Acme", Fault::OutcomeUnknownAfterCommit);
+    w.fake.inject(Op::CreateUser, "svc@acme.example", Fault::OutcomeUnknownAfterCommit);
+    let report = w.apply(&plan, 8).await;
+
+    assert!(report.is_success(), "{report:?}");
+    let adopted: Vec<String> =
+        report.done.iter().filter(|d| d.adopted).map(|d| d.address.to_string()).collect();
+    assert_eq!(adopted, ["company/Acme", "service_user/svc@acme.example"]);
+    assert_eq!((w.fake.calls(Op::CreateCompany), w.fake.calls(Op::CreateUser)), (1, 1), "never re-sent");
+    assert_eq!((w.fake.companies().len(), w.fake.users().len()), (1, 1));
+    // The token went to the adopted user.
+    assert_eq!(w.sink.get("svc@acme.example").unwrap().user_id, w.fake.users()[0].id);
+    assert_eq!(w.fake.calls(Op::UpdateUser), 0, "the adopted user already matched");
+}
+
+#[tokio::test]
+async fn a_create_lost_before_it_reached_the_api_fails_without_being_re_sent() {
+    let w = World::new();
+    let plan = plan(stack(&[("Acme", "svc@acme.example")]));
+    w.fake.inject(Op::CreateCompany, "Acme", Fault::OutcomeUnknownBeforeCommit);
+    let report = w.apply(&plan, 8).await;
+    assert_eq!(addresses(&report.failed, |f| &f.address), ["company/Acme"]);
+    assert!(report.failed[0].error.contains("connection closed"), "{}", report.failed[0].error);
+    assert_eq!(w.fake.calls(Op::CreateCompany), 1);
+    assert_eq!(w.fake.calls(Op::FindCompanies), 1, "read back once");
+    assert_eq!(report.skipped.len(), 2);
+}
+
+#[tokio::test]
+async fn a_duplicate_create_adopts_the_existing_object_and_converges_its_fields() {
+    let w = World::new();
+    // Someone made the company first, with other metadata.
+    w.fake.add_company("Acme", json!({"tier": "bronze"}));
+    let plan = plan(stack(&[("Acme", "svc@acme.example")]));
+    w.fake.inject(Op::CreateUser, "svc@acme.example", Fault::Duplicate);
+    let report = w.apply(&plan, 8).await;
+
+    assert!(report.is_success(), "{report:?}");
+    assert!(report.done.iter().take(2).all(|d| d.adopted), "{report:?}");
+    assert_eq!(w.fake.companies().len(), 1);
+    assert_eq!(
+        w.fake.companies()[0].technical_meta_data,
+        json!({"tier": "gold"}),
+        "the managed field converged"
+    );
+    assert_eq!(w.fake.calls(Op::CreateUser), 1);
+}
+
+#[tokio::test]
+async fn an_existing_user_of_another_company_is_a_conflict_not_an_adoption() {
+    let w = World::new();
+    let other = w.fake.add_company("Other", json!({}));
+    w.fake.add_user(service_user("u-9", "svc@acme.example", &other));
+    let plan = plan(stack(&[("Acme", "svc@acme.example")]));
+    let report = w.apply(&plan, 8).await;
+    assert_eq!(addresses(&report.failed, |f| &f.address), ["service_user/svc@acme.example"]);
+    assert!(report.failed[0].error.contains("another company"), "{}", report.failed[0].error);
+    assert_eq!(addresses(&report.skipped, |s| &s.address), ["token/svc@acme.example"]);
+    assert_eq!(w.fake.user("svc@acme.example").unwrap().company_id, Some(other));
+}
+
+fn service_user(id: &str, email: &str, company_id: &str) -> ObservedUser {
+    ObservedUser {
+        id: id.into(),
+        email: Email::new(email),
+        company_id: Some(company_id.into()),
+        kind: UserKind::Service,
+        first_name: "Svc".into(),
+        last_name: email.into(),
+        middle_name: String::new(),
+        active: true,
+        permissions: LivePermissions::default(),
+    }
+}
+
+// --- Updates and tokens of existing users ---------------------------------------------------
+
+#[tokio::test]
+async fn updates_send_only_the_planned_fields_to_the_live_ids() {
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({"tier": "bronze"}));
+    w.fake.add_user(service_user("u-1", "svc@acme.example", &acme));
+
+    let mut cu = change(company("Acme"), Action::Update);
+    cu.live_id = Some(acme.clone());
+    cu.fields = vec![FieldChange {
+        field: "technical_meta_data".into(),
+        before: json!({"tier": "bronze"}),
+        after: json!({"tier": "gold"}),
+    }];
+    let mut uu = change(user("svc@acme.example"), Action::Update);
+    uu.live_id = Some("u-1".into());
+    uu.depends_on = vec![company("Acme")];
+    uu.fields = vec![
+        FieldChange { field: "active".into(), before: json!(true), after: json!(false) },
+        FieldChange { field: "permissions.quality".into(), before: json!(true), after: json!(false) },
+        FieldChange { field: "middle_name".into(), before: json!(""), after: json!("Q") },
+    ];
+    // A token whose user is live and unchanged: the id comes from the plan.
+    let mut t = change(token("svc@acme.example"), Action::Issue);
+    t.live_id = Some("u-1".into());
+    let report = w.apply(&plan(vec![cu, uu, t]), 8).await;
+
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(w.fake.companies()[0].technical_meta_data, json!({"tier": "gold"}));
+    let u = w.fake.user("svc@acme.example").unwrap();
+    assert_eq!(
+        (u.active, u.permissions.quality, u.middle_name.as_str(), u.first_name.as_str()),
+        (false, false, "Q", "Svc")
+    );
+    assert!(u.permissions.documents, "an unplanned field is left alone");
+    assert_eq!(w.sink.get("svc@acme.example").unwrap().user_id, "u-1");
+    assert_eq!(w.fake.calls(Op::FindUser), 0);
+}
+
+#[tokio::test]
+async fn a_user_of_an_unchanged_company_finds_it_by_name_and_a_token_without_id_finds_its_user() {
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({}));
+    w.fake.add_user(service_user("u-7", "old@acme.example", &acme));
+    let mut cu = create_user("new@acme.example", "Acme");
+    // The company is live and unchanged, so it is not in the plan: no dependency on it.
+    cu.depends_on.clear();
+    let mut cu2 = create_user("new2@acme.example", "Acme");
+    cu2.depends_on.clear();
+    let t = change(token("old@acme.example"), Action::Issue);
+    // One step at a time, so the second user finds the company in the run's cache.
+    let report = w.apply(&plan(vec![cu, cu2, t]), 1).await;
+
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(w.fake.user("new@acme.example").unwrap().company_id, Some(acme.clone()));
+    assert_eq!(w.fake.user("new2@acme.example").unwrap().company_id, Some(acme));
+    assert_eq!(w.fake.calls(Op::FindCompanies), 1, "looked up once per run");
+    assert_eq!(w.sink.get("old@acme.example").unwrap().user_id, "u-7");
+}
+
+#[tokio::test]
+async fn a_token_is_stored_only_after_it_was_issued_and_a_sink_failure_fails_that_step() {
+    let w = World::new();
+    let plan = plan(stack(&[("A", "a@a.example"), ("B", "b@b.example"), ("C", "c@c.example")]));
+    w.sink.fail_next_store("a@a.example");
+    w.fake.inject(Op::IssueToken, "c@c.example", Fault::Fail);
+    let report = w.apply(&plan, 8).await;
+
+    assert_eq!(addresses(&report.failed, |f| &f.address), ["token/a@a.example", "token/c@c.example"]);
+    let sink_error = &report.failed[0].error;
+    assert!(sink_error.contains("memory:a@a.example") && sink_error.contains("not stored"), "{sink_error}");
+    assert!(w.sink.get("c@c.example").is_none(), "nothing stored when the issue failed");
+    assert_eq!(w.sink.records().keys().collect::<Vec<_>>(), ["b@b.example"]);
+    assert_eq!(w.fake.calls(Op::IssueToken), 3);
+}
+
+// --- Before the first request ---------------------------------------------------------------
+
+#[tokio::test]
+async fn missing_passwords_are_reported_together_and_nothing_is_executed() {
+    let w = World::new();
+    let mut changes = stack(&[("A", "a@a.example"), ("B", "b@b.example")]);
+    changes[4].password = Some(SecretRef::Env("UNSET_B".into()));
+    changes[1].password = Some(SecretRef::Env("UNSET_A".into()));
+    let plan = plan(changes);
+
+    let err = resolve_passwords(&plan, &env).unwrap_err();
+    let ApplyError::MissingPasswords { missing } = &err else { panic!("{err:?}") };
+    assert_eq!(missing.len(), 2);
+    let text = err.to_string();
+    assert!(
+        text.contains("`UNSET_A`") && text.contains("`UNSET_B`") && text.contains("a@a.example"),
+        "{text}"
+    );
+
+    // `execute` checks too, before its first request.
+    let sink: Arc<dyn TokenSink> = w.sink.clone();
+    let observer: Arc<dyn Observer> = w.recorder.clone();
+    let err =
+        execute(&plan, Arc::clone(&w.fake), sink, observer, &ExecuteOptions::default()).await.unwrap_err();
+    assert!(matches!(err, ApplyError::MissingPasswords { .. }), "{err:?}");
+    assert!(w.fake.call_log().is_empty());
+    assert!(w.recorder.events().is_empty());
+}
+
+#[tokio::test]
+async fn an_invalid_plan_is_refused_before_the_first_request() {
+    let w = World::new();
+    let mut bad_version = plan(vec![create_company("A", json!({}))]);
+    bad_version.format_version = 99;
+    let mut dangling = create_user("a@a.example", "Nowhere");
+    dangling.password = None;
+    let mut cycle_a = change(company("A"), Action::Update);
+    cycle_a.depends_on = vec![company("B")];
+    let mut cycle_b = change(company("B"), Action::Update);
+    cycle_b.depends_on = vec![company("A")];
+
+    for (p, code) in [
+        (bad_version, "format_version"),
+        (plan(vec![create_company("X", json!({})), cycle_a, cycle_b]), "cycle"),
+        (plan(vec![dangling]), "unknown_dependency"),
+    ] {
+        let sink: Arc<dyn TokenSink> = w.sink.clone();
+        let observer: Arc<dyn Observer> = w.recorder.clone();
+        let err =
+            execute(&p, Arc::clone(&w.fake), sink, observer, &ExecuteOptions::default()).await.unwrap_err();
+        let shown = format!("{:?}", miette::Report::new(err));
+        assert!(shown.contains(&format!("ozform::apply::{code}")), "{shown}");
+    }
+    assert!(w.fake.call_log().is_empty());
+}
+
+#[tokio::test]
+async fn a_stale_plan_is_refused_whole_with_every_moved_address_and_no_mutating_call() {
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({"tier": "gold"}));
+    w.fake.add_user(service_user("u-1", "kept@acme.example", &acme));
+    w.fake.add_user(service_user("u-2", "late@acme.example", &acme));
+    let kept = fingerprint::user(&w.fake.user("kept@acme.example").unwrap());
+
+    // Planned against an Acme with other metadata, and before `late@` existed.
+    let mut was = w.fake.companies()[0].clone();
+    was.technical_meta_data = json!({"tier": "silver"});
+    let mut cu = change(company("Acme"), Action::Update);
+    cu.live_id = Some(acme.clone());
+    cu.fingerprint = Some(fingerprint::company(&was));
+    let mut late = create_user("late@acme.example", "Acme");
+    late.depends_on.clear();
+    let mut t = change(token("kept@acme.example"), Action::Issue);
+    t.live_id = Some("u-1".into());
+    t.fingerprint = Some(kept);
+    let stale = plan(vec![cu.clone(), late, t.clone()]);
+
+    let err = check_fresh(&stale, w.fake.as_ref(), 4).await.unwrap_err();
+    let ApplyError::Stale { moved } = &err else { panic!("{err:?}") };
+    assert_eq!(moved, &["company/Acme".to_string(), "service_user/late@acme.example".to_string()]);
+    assert!(
+        err.to_string().starts_with(
+            "the plan is stale: `company/Acme`, `service_user/late@acme.example` changed since it was made — run `ozform plan` again"
+        ),
+        "{err}"
+    );
+    assert_eq!(w.fake.mutating_calls(), 0);
+
+    // The same plan made against what is live now is fresh.
+    cu.fingerprint = Some(fingerprint::company(&w.fake.companies()[0]));
+    check_fresh(&plan(vec![cu, t]), w.fake.as_ref(), 4).await.unwrap();
+    assert_eq!(w.fake.mutating_calls(), 0);
+}
+
+// --- Convergence and secrets ----------------------------------------------------------------
+
+#[tokio::test]
+async fn running_the_same_plan_again_after_a_partial_failure_converges() {
+    let w = World::new();
+    let plan = plan(stack(&[("A", "a@a.example"), ("B", "b@b.example")]));
+    w.fake.inject(Op::CreateCompany, "A", Fault::Fail);
+    w.fake.inject(Op::CreateUser, "b@b.example", Fault::OutcomeUnknownBeforeCommit);
+    let first = w.apply(&plan, 8).await;
+    assert_eq!(addresses(&first.failed, |f| &f.address), ["company/A", "service_user/b@b.example"]);
+
+    // The faults were one-off. What the first run made is adopted, the rest is made.
+    let second = w.apply(&plan, 8).await;
+    assert!(second.is_success(), "{second:?}");
+    let adopted: Vec<String> =
+        second.done.iter().filter(|d| d.adopted).map(|d| d.address.to_string()).collect();
+    assert_eq!(adopted, ["company/B"]);
+    let mut names: Vec<String> = w.fake.companies().into_iter().map(|c| c.name).collect();
+    names.sort();
+    assert_eq!(names, ["A", "B"]);
+    assert_eq!(w.fake.users().len(), 2);
+    assert_eq!(w.sink.records().keys().collect::<Vec<_>>(), ["a@a.example", "b@b.example"]);
+    for email in ["a@a.example", "b@b.example"] {
+        assert_eq!(w.sink.get(email).unwrap().user_id, w.fake.user(email).unwrap().id);
+    }
+}
+
+/// Several observers at once.
+struct Both(Vec<Arc<dyn Observer>>, Arc<RecordingObserver>);
+impl Observer for Both {
+    fn started(&self, a: &Address, action: Action) {
+        self.0.iter().for_each(|o| o.started(a, action));
+        self.1.started(a, action);
+    }
+    fn finished(&self, a: &Address, action: Action, outcome: &Outcome) {
+        self.0.iter().for_each(|o| o.finished(a, action, outcome));
+        self.1.finished(a, action, outcome);
+    }
+}
+
+#[tokio::test]
+async fn no_password_or_token_appears_in_reports_observer_lines_or_errors() {
+    let w = World::new();
+    let plan = plan(stack(&[
+        ("A", "a@a.example"),
+        ("B", "b@b.example"),
+        ("C", "c@c.example"),
+        ("D", "d@d.example"),
+    ]));
+    w.fake.inject(Op::CreateUser, "a@a.example", Fault::OutcomeUnknownAfterCommit);
+    w.fake.inject(Op::CreateUser, "b@b.example", Fault::Fail);
+    w.sink.fail_next_store("c@c.example");
+
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (text_lines, json_lines) = (Arc::clone(&lines), Arc::clone(&lines));
+    let observers: Vec<Arc<dyn Observer>> = vec![
+        Arc::new(PlainObserver::new(move |l| text_lines.lock().unwrap().push(l.to_string()))),
+        Arc::new(JsonObserver::new(move |l| json_lines.lock().unwrap().push(l.to_string()))),
+    ];
+    let observer: Arc<dyn Observer> = Arc::new(Both(observers, Arc::clone(&w.recorder)));
+    let sink: Arc<dyn TokenSink> = w.sink.clone();
+    let options = World::options(&plan, 8);
+    let report = execute(&plan, Arc::clone(&w.fake), sink, observer, &options).await.unwrap();
+
+    // The canaries did flow: into the API and into the sink.
+    assert_eq!(w.fake.password_of("d@d.example").unwrap().expose(), CANARY_PASSWORD);
+    assert!(w.sink.get("d@d.example").unwrap().access_token.expose().starts_with(CANARY_TOKEN));
+    assert_eq!((report.failed.len(), report.done.len()), (2, 9), "{report:?}");
+
+    let mut seen = vec![
+        format!("{report:?}"),
+        serde_json::to_string(&report).unwrap(),
+        format!("{options:?}"),
+        format!("{:?}", w.recorder.events()),
+        w.recorder.lines().join("\n"),
+        lines.lock().unwrap().join("\n"),
+        format!("{:?}", w.fake.tokens()),
+        format!("{:?}", w.sink.records()),
+    ];
+    let err = report.into_result().unwrap_err();
+    seen.push(format!("{err} {err:?}"));
+    seen.push(format!("{:?}", miette::Report::new(err)));
+    let err = resolve_passwords(&plan, &|_| None).unwrap_err();
+    seen.push(format!("{err} {err:?}"));
+    for text in &seen {
+        assert!(
+            !text.contains(CANARY_PASSWORD) && !text.contains(CANARY_TOKEN),
+            "a secret leaked into: {text}"
+        );
+    }
+    assert!(lines.lock().unwrap().len() >= 24, "plain and JSON lines were written");
+}
+
+#[tokio::test]
+async fn the_stale_check_reads_each_key_once_concurrently_within_the_bound() {
+    let w = World::new();
+    let mut changes = Vec::new();
+    for i in 0..6 {
+        let email = format!("u{i}@x.example");
+        changes.push(create_user(&email, "X"));
+        // The token shares its user's read.
+        changes.push(issue_token(&email));
+    }
+    changes.push(create_company("X", json!({})));
+    let plan = plan(changes);
+    w.fake.gate_until_in_flight(3);
+    within(check_fresh(&plan, w.fake.as_ref(), 3)).await.unwrap();
+    assert_eq!(w.fake.max_in_flight(), 3);
+    assert_eq!((w.fake.calls(Op::FindUser), w.fake.calls(Op::FindCompanies)), (6, 1));
+    assert_eq!(w.fake.mutating_calls(), 0);
+}
+
+#[tokio::test]
+async fn an_existing_account_of_another_kind_is_not_adopted_as_a_service_user() {
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({}));
+    let mut admin = service_user("u-3", "svc@acme.example", &acme);
+    admin.kind = UserKind::CompanyAdmin;
+    w.fake.add_user(admin);
+    let mut cu = create_user("svc@acme.example", "Acme");
+    cu.depends_on.clear();
+    let report = w.apply(&plan(vec![cu]), 8).await;
+    assert_eq!(addresses(&report.failed, |f| &f.address), ["service_user/svc@acme.example"]);
+    assert!(report.failed[0].error.contains("not a service user"), "{}", report.failed[0].error);
+    assert_eq!(w.fake.calls(Op::UpdateUser), 0);
+}
+
+// --- Properties -----------------------------------------------------------------------------
+
+/// A random company: whether its create fails, and its users (create fails, token wanted, token issue fails).
+type Shape = Vec<(bool, Vec<(bool, bool, bool)>)>;
+
+/// What the outcome of each address must be, given which steps fail.
+fn expected(shape: &Shape) -> std::collections::BTreeMap<String, &'static str> {
+    let mut out = std::collections::BTreeMap::new();
+    for (ci, (company_fails, users)) in shape.iter().enumerate() {
+        let c = if *company_fails { "failed" } else { "done" };
+        out.insert(format!("company/C{ci}"), c);
+        for (ui, (user_fails, wants_token, token_fails)) in users.iter().enumerate() {
+            let u = match (c, user_fails) {
+                ("done", false) => "done",
+                ("done", true) => "failed",
+                _ => "skipped",
+            };
+            out.insert(format!("service_user/u{ui}@c{ci}.example"), u);
+            if *wants_token {
+                let t = match (u, token_fails) {
+                    ("done", false) => "done",
+                    ("done", true) => "failed",
+                    _ => "skipped",
+                };
+                out.insert(format!("token/u{ui}@c{ci}.example"), t);
+            }
+        }
+    }
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn every_step_ends_as_its_dependencies_dictate_and_the_bound_holds(
+        shape in proptest::collection::vec(
+            (proptest::bool::weighted(0.2),
+             proptest::collection::vec(
+                 (proptest::bool::weighted(0.2), proptest::bool::ANY, proptest::bool::weighted(0.2)), 0..4)),
+            1..5),
+        parallelism in 1usize..5,
+    ) {
+        let w = World::new();
+        let mut changes = Vec::new();
+        for (ci, (company_fails, users)) in shape.iter().enumerate() {
+            let name = format!("C{ci}");
+            changes.push(create_company(&name, json!({})));
+            if *company_fails {
+                w.fake.inject(Op::CreateCompany, &name, Fault::Fail);
+            }
+            for (ui, (user_fails, wants_token, token_fails)) in users.iter().enumerate() {
+                let email = format!("u{ui}@c{ci}.example");
+                changes.push(create_user(&email, &name));
+                if *user_fails {
+                    w.fake.inject(Op::CreateUser, &email, Fault::Fail);
+                }
+                if *wants_token {
+                    changes.push(issue_token(&email));
+                    if *token_fails {
+                        w.fake.inject(Op::IssueToken, &email, Fault::Fail);
+                    }
+                }
+            }
+        }
+        let plan = plan(changes);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let report = runtime.block_on(w.apply(&plan, parallelism));
+
+        let mut got = std::collections::BTreeMap::new();
+        for d in &report.done { got.insert(d.address.to_string(), "done"); }
+        for f in &report.failed { got.insert(f.address.to_string(), "failed"); }
+        for s in &report.skipped { got.insert(s.address.to_string(), "skipped"); }
+        proptest::prop_assert_eq!(report.done.len() + report.failed.len() + report.skipped.len(), plan.changes.len());
+        proptest::prop_assert_eq!(got, expected(&shape));
+        proptest::prop_assert!(w.fake.max_in_flight() <= parallelism);
+        // Every user create came after its company's create, every issue after its user's.
+        let log = w.fake.call_log();
+        for (i, (op, key)) in log.iter().enumerate() {
+            let before = |o: Op, k: &str| log[..i].iter().any(|(o2, k2)| *o2 == o && k2 == k);
+            match op {
+                Op::CreateUser => {
+                    let company = key.split('@').nth(1).unwrap().trim_end_matches(".example").to_uppercase();
+                    proptest::prop_assert!(before(Op::CreateCompany, &company), "{key} before {company}");
+                }
+                Op::IssueToken => proptest::prop_assert!(before(Op::CreateUser, key)),
+                _ => {}
+            }
+        }
+    }
+}
