@@ -70,6 +70,23 @@ impl Output {
         eprintln!("warning: {text}");
     }
 
+    /// Ask a yes/no question on the terminal (stderr), Terraform-style: only `yes` approves.
+    /// Returns false when stdin is not a terminal: a pipeline must say `--auto-approve`.
+    pub fn confirm(&self, question: &str) -> bool {
+        if !std::io::stdin().is_terminal() {
+            return false;
+        }
+        eprint!("{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes"
+    }
+
+    /// Whether stdin is a terminal (an interactive user can be asked).
+    pub fn stdin_tty(&self) -> bool {
+        std::io::stdin().is_terminal()
+    }
+
     /// Render a diagnostic to stderr (with source snippets when it has them).
     pub fn report(&self, report: &miette::Report) {
         eprintln!("{report:?}");

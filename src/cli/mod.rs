@@ -10,6 +10,7 @@ use crate::error::{Error, Exit};
 use crate::output::{LogFormat, Output};
 
 mod apply;
+mod connection;
 mod demo;
 mod emulator;
 mod export;

@@ -1,9 +1,90 @@
-//! `ozform plan`.
+//! `ozform plan`: load the manifests, read live state through a read-only client, read the
+//! sink, plan, render. The only side effect is `--out FILE`.
+
+use std::path::Path;
 
 use crate::error::{Error, Exit};
+use crate::model::Desired;
 use crate::output::Output;
+use crate::oz::OzClient;
+use crate::plan::{Plan, PlanOptions};
+use crate::secret::{SecretRef, process_env};
+use crate::sink::{FileSink, TokenSink};
+use crate::{manifest, plan, render};
 
-#[allow(clippy::unused_async)]
-pub async fn run(_args: super::PlanArgs, _output: &Output) -> Result<Exit, Error> {
-    Err(super::not_built("plan"))
+use super::{PlanArgs, PlanFormat, TokenArgs, connection};
+
+pub async fn run(args: PlanArgs, output: &Output) -> Result<Exit, Error> {
+    let desired = manifest::load(&args.paths, &process_env)?;
+    let config = connection::client_config(&args.connection, &process_env, true, None)?;
+    let client = OzClient::connect(config).await?;
+    let sink = FileSink::new(&args.tokens.token_dir);
+    let plan = make_plan(&client, &desired, &sink, &args.tokens, &args.companies, &process_env).await?;
+    if let Some(path) = &args.out {
+        write_plan_file(path, &plan)?;
+    }
+    output.print(&match args.format {
+        PlanFormat::Text => render::text(&plan, &render::Style { color: output.color }),
+        PlanFormat::Json => render::json(&plan),
+        PlanFormat::Markdown => render::markdown(&plan),
+    });
+    if let Some(path) = &args.out {
+        output.status(&format!(
+            "saved the plan to `{}`; run `ozform apply --plan {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    finish(&plan, args.detailed_exitcode)
+}
+
+/// Observe, read the sink index and plan. Shared by `plan`, `apply` and `demo`.
+pub async fn make_plan(
+    client: &OzClient,
+    desired: &Desired,
+    sink: &dyn TokenSink,
+    tokens: &TokenArgs,
+    companies: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, Error> {
+    let observed = client.observe(companies).await?;
+    let index = sink.index()?;
+    let options = PlanOptions {
+        now: now_epoch(),
+        rotate_before: tokens.rotate_before,
+        rotate_tokens: tokens.rotate_tokens,
+        companies: companies.to_vec(),
+        missing_secrets: plan::missing_secrets(desired, |r: &SecretRef| r.is_available(env)),
+    };
+    Ok(plan::plan(desired, &observed, &index, &options))
+}
+
+/// Exit status of a finished plan: conflicts are errors; `--detailed-exitcode` says 2 for changes.
+pub fn finish(plan: &Plan, detailed_exitcode: bool) -> Result<Exit, Error> {
+    if !plan.conflicts.is_empty() {
+        return Err(Error::Usage {
+            message: format!(
+                "{} conflict(s) need a manual fix before the manifests can converge",
+                plan.conflicts.len()
+            ),
+            help: "see the conflicts above; each says how to fix it".into(),
+        });
+    }
+    Ok(if detailed_exitcode && plan.has_changes() { Exit::Changes } else { Exit::Success })
+}
+
+pub fn now_epoch() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Write the saved plan atomically (temp file, rename): a half-written plan is never applied.
+fn write_plan_file(path: &Path, plan: &Plan) -> Result<(), Error> {
+    let io = |action: &'static str, e: std::io::Error| Error::Io {
+        action,
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, render::json(plan)).map_err(|e| io("write", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io("rename", e))
 }
