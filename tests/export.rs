@@ -1,0 +1,200 @@
+//! `ozform export` end to end: the binary against the in-process emulator (API 5 and 6),
+//! seeded by applying `examples/basic` with the binary and by a seed state holding what a
+//! manifest cannot declare. Checks the contract: read-only (zero mutating requests), the
+//! output validates, and planned back against the same live state it plans no change.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{Cli, Run, root};
+use ozform::emulator::{self, CompanyRecord, EmulatorConfig, Handle, State, UserRecord};
+use ozform::model::ApiVersion;
+use serde_json::{Value, json};
+
+const PASSWORDS: [&str; 3] = ["ACME_WEB_PASSWORD", "ACME_BATCH_PASSWORD", "GLOBEX_CLAIMS_PASSWORD"];
+
+/// Live state besides `examples/basic`: a company with users that are not service users and a
+/// service user without a last name (a manifest cannot write a blank one), and a company being
+/// deleted. (`examples/basic` creates its own companies: the seed does not hold them.)
+fn seed(version: ApiVersion) -> State {
+    let mut initech = CompanyRecord::new("Initech");
+    initech.technical_meta_data = json!({"tier": "silver", "contacts": ["ops@initech.example"], "seats": 12});
+    let mut old = CompanyRecord::new("Old Corp");
+    old.in_deletion = true;
+    let clerk =
+        UserRecord::new("clerk@initech.example".into(), "CLIENT".into(), Some(initech.company_id.clone()));
+    let mut boss =
+        UserRecord::new("boss@initech.example".into(), "CLIENT".into(), Some(initech.company_id.clone()));
+    let mut legacy = UserRecord::new(
+        "Legacy.Feed@initech.example".into(),
+        "CLIENT".into(),
+        Some(initech.company_id.clone()),
+    );
+    legacy.first_name = "Legacy".into();
+    legacy.is_active = false;
+    legacy.permissions.quality = false;
+    match version {
+        ApiVersion::V5 => {
+            boss.is_admin = true;
+            legacy.is_service = true;
+        }
+        ApiVersion::V6 => {
+            boss.user_type = "CLIENT_ADMIN".into();
+            legacy.user_type = "CLIENT_SERVICE".into();
+        }
+    }
+    let mut gone = UserRecord::new("gone@old.example".into(), "CLIENT".into(), Some(old.company_id.clone()));
+    gone.is_service = true;
+    State { companies: vec![initech, old], users: vec![clerk, boss, legacy, gone], service_tokens: vec![] }
+}
+
+/// Run the binary off the async runtime, so that the emulator keeps serving meanwhile.
+async fn ozform(cli: Cli) -> Run {
+    tokio::task::spawn_blocking(move || cli.run()).await.unwrap()
+}
+
+fn connected(handle: &Handle) -> Cli {
+    Cli::new()
+        .env("OZ_API_URL", handle.url())
+        .env("OZ_ADMIN_EMAIL", handle.admin_email())
+        .env("OZ_ADMIN_PASSWORD", handle.admin_password().expose())
+}
+
+/// An emulator holding `seed` plus `examples/basic`, applied by the binary.
+async fn live(version: ApiVersion, tokens: &Path) -> Handle {
+    let mut config = EmulatorConfig::new(version);
+    config.seed = Some(seed(version));
+    let handle = emulator::start(config).await.unwrap();
+    let mut apply =
+        connected(&handle).args(["apply", "--auto-approve"]).args([root().join("examples/basic")]);
+    apply = apply.env("OZ_TOKEN_DIR", tokens);
+    for name in PASSWORDS {
+        apply = apply.env(name, format!("canary-{name}"));
+    }
+    ozform(apply).await.code(0);
+    handle
+}
+
+/// Plan `manifest` as JSON against `handle` with the given token directory.
+async fn plan_json(handle: &Handle, manifest: &Path, tokens: &Path) -> Value {
+    let run = ozform(
+        connected(handle).args(["plan", "--format", "json"]).args([manifest]).env("OZ_TOKEN_DIR", tokens),
+    )
+    .await
+    .code(0);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+fn addresses(plan: &Value) -> Vec<String> {
+    plan["changes"].as_array().unwrap().iter().map(|c| c["address"].as_str().unwrap().to_string()).collect()
+}
+
+async fn the_export_validates_and_plans_back_to_no_changes(version: ApiVersion) {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let handle = live(version, &tokens).await;
+
+    handle.reset_stats();
+    let run = ozform(connected(&handle).args(["export"])).await.code(0);
+    assert_eq!(handle.stats().mutating_requests, 0, "export must not change anything");
+    assert!(
+        run.stderr.contains("left out 2 user(s) of exported companies that are not service users"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("company `Old Corp` is being deleted"), "{}", run.stderr);
+    for name in PASSWORDS {
+        assert!(!run.stdout.contains(&format!("canary-{name}")) && !run.stderr.contains("canary-"));
+    }
+
+    let manifest = dir.path().join("export.yaml");
+    std::fs::write(&manifest, &run.stdout).unwrap();
+    let validated = ozform(Cli::new().args(["validate"]).args([&manifest])).await.code(0);
+    assert_eq!(validated.stdout, "ok: 3 companies, 4 service users, 0 tokens in 1 file\n");
+
+    let plan = plan_json(&handle, &manifest, &tokens).await;
+    assert_eq!(addresses(&plan), Vec::<String>::new(), "{plan:#}");
+    assert_eq!(plan["conflicts"], json!([]));
+    let unmanaged: Vec<&str> =
+        plan["unmanaged"].as_array().unwrap().iter().map(|u| u["email"].as_str().unwrap()).collect();
+    assert_eq!(unmanaged, ["boss@initech.example", "clerk@initech.example"]);
+
+    let url = handle.url();
+    insta::with_settings!({
+        snapshot_suffix => format!("api{}", version.number()),
+        filters => vec![(url.as_str(), "http://127.0.0.1:[PORT]")],
+    }, {
+        insta::assert_snapshot!("exported_manifest", run.stdout);
+    });
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_6_export_validates_and_plans_back_to_no_changes() {
+    the_export_validates_and_plans_back_to_no_changes(ApiVersion::V6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_5_export_validates_and_plans_back_to_no_changes() {
+    the_export_validates_and_plans_back_to_no_changes(ApiVersion::V5).await;
+}
+
+async fn the_company_filter_and_tokens(version: ApiVersion) {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let handle = live(version, &tokens).await;
+    let manifest = dir.path().join("globex.yaml");
+
+    handle.reset_stats();
+    let run = ozform(
+        connected(&handle)
+            .args(["export", "--company", "Globex Insurance", "--company", "Nowhere", "--tokens", "--out"])
+            .args([&manifest]),
+    )
+    .await
+    .code(0);
+    assert_eq!(handle.stats().mutating_requests, 0);
+    assert_eq!(run.stdout, "", "with --out nothing goes to stdout");
+    assert!(run.stderr.contains("`--company Nowhere` matches no live company"), "{}", run.stderr);
+    assert!(run.stderr.contains("exported 1 companies and 1 service users"), "{}", run.stderr);
+
+    let yaml = std::fs::read_to_string(&manifest).unwrap();
+    assert!(yaml.contains("name: Globex Insurance") && !yaml.contains("Acme"), "{yaml}");
+    assert!(yaml.contains("env: OZ_PW_SVC_CLAIMS_GLOBEX_EXAMPLE"), "{yaml}");
+    ozform(Cli::new().args(["validate"]).args([&manifest])).await.code(0);
+
+    // The token the apply wrote is in the sink: nothing to do. An empty sink: only issues.
+    let plan = plan_json(&handle, &manifest, &tokens).await;
+    assert_eq!(addresses(&plan), Vec::<String>::new(), "{plan:#}");
+    let plan = plan_json(&handle, &manifest, &dir.path().join("empty-sink")).await;
+    assert_eq!(addresses(&plan), ["token/svc-claims@globex.example"], "{plan:#}");
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_6_export_of_one_company_with_tokens_plans_only_missing_tokens() {
+    the_company_filter_and_tokens(ApiVersion::V6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_5_export_of_one_company_with_tokens_plans_only_missing_tokens() {
+    the_company_filter_and_tokens(ApiVersion::V5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_live_state_exports_to_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = live(ApiVersion::V6, &dir.path().join("tokens")).await;
+    let one = ozform(connected(&handle).args(["export"])).await.code(0);
+    let two = ozform(connected(&handle).args(["export"])).await.code(0);
+    assert_eq!(one.stdout, two.stdout);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_without_a_connection_says_what_is_missing() {
+    let run = ozform(Cli::new().args(["export"])).await.code(1);
+    assert!(run.stderr.contains("no Oz API URL given"), "{}", run.stderr);
+}
