@@ -198,3 +198,104 @@ async fn export_without_a_connection_says_what_is_missing() {
     let run = ozform(Cli::new().args(["export"])).await.code(1);
     assert!(run.stderr.contains("no Oz API URL given"), "{}", run.stderr);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The round trip as a property, at the library level: any live state, exported, loads without
+// a problem and plans no change and no conflict against that same live state.
+
+mod round_trip {
+    use ozform::manifest::{self, export};
+    use ozform::model::{Email, LivePermissions, Observed, ObservedCompany, ObservedUser, UserKind};
+    use ozform::plan::{self, PlanOptions};
+    use ozform::sink::SinkIndex;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Names YAML or the loader could misread, twins, a blank one.
+    const COMPANIES: [&str; 7] = ["Acme", "yes", "2024", "${HOME}", "a: b # c", "Acme", " "];
+    const EMAILS: [&str; 7] =
+        ["a@x.test", "A@X.test", "b.c@x.test", "b-c@x.test", "no-at-sign", "d@x.test", "e'\"@x.test"];
+    const NAMES: [&str; 5] = ["", " ", "Ann", "null", "$${x}"];
+
+    fn kind() -> impl Strategy<Value = UserKind> {
+        prop_oneof![
+            4 => Just(UserKind::Service),
+            1 => Just(UserKind::Client),
+            1 => Just(UserKind::CompanyAdmin),
+            1 => Just(UserKind::Other("CLIENT_OPERATOR".into())),
+        ]
+    }
+
+    fn meta() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!({})),
+            Just(Value::Null),
+            Just(json!({"tier": "gold", "list": [1, 2.5, null, "yes"], "deep": {"${X}": "$${y}"}})),
+            Just(json!(["not", "a", "map"])),
+        ]
+    }
+
+    fn observed() -> impl Strategy<Value = Observed> {
+        let company = (0..COMPANIES.len(), proptest::bool::weighted(0.2), meta());
+        let user = (
+            0..EMAILS.len(),
+            proptest::option::weighted(0.9, 0..COMPANIES.len()),
+            kind(),
+            (0..NAMES.len(), 0..NAMES.len(), 0..NAMES.len()),
+            any::<bool>(),
+            any::<[bool; 4]>(),
+        );
+        (proptest::collection::vec(company, 0..6), proptest::collection::vec(user, 0..8)).prop_map(
+            |(companies, users)| Observed {
+                api_url: "http://oz.test".into(),
+                api_version: ApiVersion::V6,
+                companies: companies
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (name, in_deletion, technical_meta_data))| ObservedCompany {
+                        id: format!("c{i}"),
+                        name: COMPANIES[name].into(),
+                        in_deletion,
+                        technical_meta_data,
+                    })
+                    .collect(),
+                users: users
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (email, company, kind, (f, l, m), active, [b, c, d, q]))| ObservedUser {
+                        id: format!("u{i}"),
+                        email: Email::new(EMAILS[email]),
+                        company_id: company.map(|c| format!("c{c}")),
+                        kind,
+                        first_name: NAMES[f].into(),
+                        last_name: NAMES[l].into(),
+                        middle_name: NAMES[m].into(),
+                        active,
+                        permissions: LivePermissions { biometry: b, collection: c, documents: d, quality: q },
+                    })
+                    .collect(),
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        #[test]
+        fn any_live_state_exported_loads_and_plans_back_to_no_changes(observed in observed()) {
+            let export = export::to_document(&observed, &export::ExportOptions::default());
+            let yaml = export.to_yaml();
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("export.yaml");
+            std::fs::write(&file, &yaml).unwrap();
+            let desired = manifest::load(&[file], &|_| None)
+                .map_err(|e| format!("{:?}\n{yaml}", miette::Report::new(e)))
+                .unwrap();
+            prop_assert_eq!(desired.companies.len(), export.document.companies.len());
+            prop_assert_eq!(desired.users.len(), export.document.service_users.len());
+            let plan = plan::plan(&desired, &observed, &SinkIndex::new(), &PlanOptions::default());
+            prop_assert!(plan.changes.is_empty(), "{:#?}\n{}", plan.changes, yaml);
+            prop_assert!(plan.conflicts.is_empty(), "{:#?}\n{}", plan.conflicts, yaml);
+        }
+    }
+}
