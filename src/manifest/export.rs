@@ -49,7 +49,7 @@ pub enum LeftOut {
     BlankCompanyName { id: String },
     /// A user of an exported company that is not a service user.
     NotServiceUser { email: String, company: String, kind: String },
-    /// A service user in no company, or in one not exported.
+    /// A service user that belongs to no company.
     NoCompany { email: String },
     /// Several live users share this email (case-insensitively).
     SharedEmail { email: String, count: usize },
@@ -77,7 +77,7 @@ impl fmt::Display for LeftOut {
                 write!(f, "user `{email}` of `{company}` is {kind}, not a service user")
             }
             LeftOut::NoCompany { email } => {
-                write!(f, "service user `{email}` is in no exported company")
+                write!(f, "service user `{email}` belongs to no company")
             }
             LeftOut::SharedEmail { email, count } => {
                 write!(f, "{count} live users share the email `{email}`; they are left out")
