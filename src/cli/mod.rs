@@ -178,9 +178,13 @@ pub struct ExportArgs {
     /// Export only these companies (repeatable)
     #[arg(long = "company", value_name = "NAME")]
     pub companies: Vec<String>,
-    /// Write to this file instead of stdout
+    /// Write to this file (atomically) instead of stdout
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Write `token: {issue: true}` on every user (off by default: applying the export would
+    /// issue a new token for each user whose token is not in this machine's sink)
+    #[arg(long)]
+    pub tokens: bool,
 }
 
 #[derive(Debug, Args)]
@@ -256,13 +260,5 @@ async fn run(command: Command, output: &Output) -> Result<Exit, Error> {
         Command::Schema => schema::run(output),
         Command::Emulator(args) => emulator::run(args, output).await,
         Command::Demo(args) => demo::run(args, output).await,
-    }
-}
-
-/// The error of a command that is not built yet (removed as each command lands).
-fn not_built(command: &str) -> Error {
-    Error::Usage {
-        message: format!("`ozform {command}` is not built yet"),
-        help: "see the open issues".into(),
     }
 }

@@ -19,6 +19,7 @@ use crate::model::Desired;
 
 mod check;
 mod document;
+pub mod export;
 mod interpolate;
 mod node;
 mod problem;

@@ -422,7 +422,7 @@ fn to_json(node: &Node) -> serde_json::Value {
 }
 
 /// A pragmatic address check: one `@`, a non-empty local part, a dotted domain, no spaces.
-fn is_email(s: &str) -> bool {
+pub(super) fn is_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else { return false };
     !local.is_empty()
         && !domain.contains('@')
