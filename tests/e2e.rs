@@ -250,6 +250,8 @@ under_both_dialects!(
     an_apply_survives_admin_sessions_expiring_mid_run,
     a_saved_plan_applies_exactly_and_is_refused_once_stale,
     a_recreated_user_gets_a_new_token,
+    tokens_are_rotated_on_request_and_before_they_expire,
+    an_existing_company_is_adopted_and_its_users_made_in_it,
     apply_refuses_to_start_without_approval_or_passwords,
     a_conflict_is_printed_with_the_plan_and_exits_1,
     demo_runs_plan_apply_plan_and_ends_converged,
@@ -369,6 +371,14 @@ async fn plan_exit_codes_and_formats_keep_the_contract(api_version: ApiVersion) 
         .code(1);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
     assert!(!run.stderr.is_empty());
+
+    // --company on apply too: only that subtree is made.
+    w.apply(&["--auto-approve", "--company", "Globex Insurance", BASIC]).await.code(0);
+    let state = w.emu.state();
+    let names: Vec<&str> = state.companies.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["Globex Insurance"]);
+    assert_eq!(w.token_files().keys().collect::<Vec<_>>(), ["svc-claims@globex.example.json"]);
+    w.assert_converged(&["--company", "Globex Insurance", BASIC]).await;
 
     // After an apply: 0 with the flag, "No changes.".
     w.apply_basic().await;
@@ -670,6 +680,19 @@ async fn a_saved_plan_applies_exactly_and_is_refused_once_stale(api_version: Api
     let run = w.apply(&["--plan", future.to_str().unwrap()]).await.code(1);
     assert!(run.stderr.contains("99"), "{}", run.stderr);
     assert_eq!(w.emu.stats().mutating_requests, 0);
+
+    // A plan is applied only to the API it was made for.
+    let elsewhere = w.command("apply", &["--plan", &saved_arg]).env("OZ_API_URL", "http://127.0.0.1:9");
+    let run = w.run(elsewhere).await.code(1);
+    assert!(run.stderr.contains(&format!("the plan was made for `{}`", w.emu.url())), "{}", run.stderr);
+
+    // A plan of no changes, saved and applied: nothing to do, nothing sent.
+    w.apply_basic().await;
+    w.plan(&["--out", &saved_arg, BASIC]).await.code(0);
+    w.emu.reset_stats();
+    let run = w.apply(&["--plan", &saved_arg]).await.code(0);
+    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+    assert_eq!(w.emu.stats().mutating_requests, 0);
     w.assert_no_secrets();
 }
 
@@ -732,10 +755,68 @@ async fn a_recreated_user_gets_a_new_token(api_version: ApiVersion) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A company that already exists is adopted, and its users are made in it.
+
+async fn an_existing_company_is_adopted_and_its_users_made_in_it(api_version: ApiVersion) {
+    let mut acme = ozform::emulator::CompanyRecord::new("Acme Bank");
+    acme.technical_meta_data = json!({"tier": "gold", "region": "eu"});
+    let acme_id = acme.company_id.clone();
+    let mut config = EmulatorConfig::new(api_version);
+    config.seed = Some(ozform::emulator::State { companies: vec![acme], ..Default::default() });
+    let w = World::with(config).await;
+
+    let run = w.plan(&["--detailed-exitcode", BASIC]).await.code(2);
+    assert!(run.stdout.contains("Plan: 4 to create, 0 to update, 2 tokens to issue."), "{}", run.stdout);
+    assert!(!run.stdout.contains("company/Acme Bank will be"), "{}", run.stdout);
+    w.apply_basic().await;
+    assert_eq!(w.emu.stats().creates_per_company_name.get("Acme Bank"), None);
+    for email in ["svc-web@acme.example", "svc-batch@acme.example"] {
+        assert_eq!(w.user(email).company_id.as_deref(), Some(acme_id.as_str()), "{email}");
+    }
+    w.assert_converged(&[BASIC]).await;
+    w.assert_no_secrets();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens rotated on request and before they expire.
+
+async fn tokens_are_rotated_on_request_and_before_they_expire(api_version: ApiVersion) {
+    let w = World::start(api_version).await;
+    w.apply_basic().await;
+    let before = w.token_files();
+
+    let run = w.plan(&["--detailed-exitcode", "--rotate-tokens", BASIC]).await.code(2);
+    assert!(run.stdout.contains("Plan: 0 to create, 0 to update, 2 tokens to issue."), "{}", run.stdout);
+    assert!(run.stdout.contains("# reason: `--rotate-tokens` was given"), "{}", run.stdout);
+    w.apply(&["--auto-approve", "--rotate-tokens", BASIC]).await.code(0);
+    let after = w.token_files();
+    for (name, file) in &after {
+        assert_ne!(file["access_token"], before[name]["access_token"], "{name}");
+        assert_eq!(file["user_id"], before[name]["user_id"], "{name}");
+    }
+    w.assert_converged(&[BASIC]).await;
+
+    // Service tokens live 5 years: a 6-year `--rotate-before` always reissues.
+    let run = w.plan(&["--detailed-exitcode", "--rotate-before", "2200d", BASIC]).await.code(2);
+    assert!(run.stdout.contains("within `--rotate-before`"), "{}", run.stdout);
+    w.assert_no_secrets();
+}
+
+// ---------------------------------------------------------------------------------------------
 // 8. No approval, no passwords: stop before the first mutating request.
 
 async fn apply_refuses_to_start_without_approval_or_passwords(api_version: ApiVersion) {
     let w = World::start(api_version).await;
+
+    // `plan` needs no secret (a pull request has none): it warns about each one a create needs.
+    let run =
+        w.run(w.command("plan", &["--detailed-exitcode", BASIC]).env_remove("ACME_BATCH_PASSWORD")).await;
+    let run = run.code(2);
+    assert!(
+        has_line(&run.stdout, &["svc-batch@acme.example", "`ACME_BATCH_PASSWORD` is not set"]),
+        "{}",
+        run.stdout
+    );
 
     // No terminal to ask on and no --auto-approve.
     let run = w.apply(&[BASIC]).await.code(1);
