@@ -799,22 +799,32 @@ async fn the_whole_job_converges_on_a_quirky_api(api_version: ApiVersion) {
     let mut config = EmulatorConfig::new(api_version);
     config.quirks = ozform::emulator::Quirks::tolerable();
     let mut w = World::with(config).await;
-    let (manifest, names, emails) = many_users(&mut w, 2, 4);
+    let (manifest, names, mut emails) = many_users(&mut w, 2, 4);
     let manifest = manifest.to_str().unwrap().to_string();
+    // An email written in capitals: one identity with its lower-cased form, one token file.
+    let upper = w.path("upper.yaml");
+    std::fs::write(
+        &upper,
+        "service_users:\n  - email: Svc-Upper@Globex.Example\n    company: Globex Insurance\n    \
+         first_name: Up\n    last_name: Per\n    password: {env: UPPER_PASSWORD}\n    token: {issue: true}\n",
+    )
+    .unwrap();
+    w.passwords.insert("UPPER_PASSWORD".into(), canary("pw"));
+    let upper = upper.to_str().unwrap().to_string();
+    let all = [BASIC, manifest.as_str(), upper.as_str()];
+    emails.extend(BASIC_USERS.map(String::from));
+    emails.push("svc-upper@globex.example".into());
 
-    w.apply(&["--auto-approve", BASIC, &manifest]).await.code(0);
+    w.apply(&[&["--auto-approve"][..], &all].concat()).await.code(0);
     let stats = w.emu.stats();
-    assert!(
-        emails
-            .iter()
-            .chain(&BASIC_USERS.map(String::from))
-            .all(|e| stats.creates_per_email.get(e) == Some(&1))
-    );
+    let once: BTreeMap<String, u64> = emails.iter().map(|e| (e.clone(), 1)).collect();
+    assert_eq!(stats.creates_per_email, once);
     assert!(names.iter().all(|n| stats.creates_per_company_name.get(n) == Some(&1)));
-    assert_eq!(w.token_files().len(), 2 + 4);
-    w.assert_converged(&[BASIC, &manifest]).await;
+    assert_eq!(w.token_files().len(), 2 + 4 + 1);
+    assert_eq!(w.token_files()["svc-upper@globex.example.json"]["email"], "svc-upper@globex.example");
+    w.assert_converged(&all).await;
     w.emu.reset_stats();
-    w.apply(&["--auto-approve", BASIC, &manifest]).await.code(0);
+    w.apply(&[&["--auto-approve"][..], &all].concat()).await.code(0);
     assert_eq!(w.emu.stats().mutating_requests, 0);
     w.assert_no_secrets();
 }
