@@ -1,9 +1,10 @@
 //! End to end: the real `ozform` binary against the built-in emulator, which each test starts
 //! in-process on `127.0.0.1:0` (the test's multi-thread runtime keeps serving while the child
 //! process runs). Every promise of `plan` (issue #5) and `apply` (issue #6): exit codes, the
-//! plan formats, fresh apply and convergence, drift repair, faults, session expiry, saved plans,
-//! recreated users, approval and missing passwords, and `ozform demo`. Scenarios where the
-//! dialect matters run under API 6 and API 5 (`under_both_dialects!`).
+//! plan formats, `--company`, fresh apply and convergence, drift repair, faults, session expiry,
+//! saved plans, recreated users, token rotation, adopting an existing company, a quirky API,
+//! conflicts, approval and missing passwords, and `ozform demo`. Every scenario runs under API 6
+//! and API 5 (`under_both_dialects!`).
 //!
 //! Every password (the admin's too) is a canary; after each scenario `World::assert_no_secrets`
 //! scans everything the runs printed and every file they wrote for them and for every issued
@@ -840,7 +841,10 @@ async fn tokens_are_rotated_on_request_and_before_they_expire(api_version: ApiVe
     let run = w.plan(&["--detailed-exitcode", "--rotate-tokens", BASIC]).await.code(2);
     assert!(run.stdout.contains("Plan: 0 to create, 0 to update, 2 tokens to issue."), "{}", run.stdout);
     assert!(run.stdout.contains("# reason: `--rotate-tokens` was given"), "{}", run.stdout);
-    w.apply(&["--auto-approve", "--rotate-tokens", BASIC]).await.code(0);
+    // Quiet: the plan and summary on stdout, no progress lines on stderr.
+    let run = w.apply(&["-q", "--auto-approve", "--rotate-tokens", BASIC]).await.code(0);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+    assert!(run.stdout.contains("Apply complete"), "{}", run.stdout);
     let after = w.token_files();
     for (name, file) in &after {
         assert_ne!(file["access_token"], before[name]["access_token"], "{name}");
