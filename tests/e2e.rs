@@ -669,13 +669,35 @@ async fn a_saved_plan_applies_exactly_and_is_refused_once_stale(api_version: Api
     let saved = w.path("p.json");
     let saved_arg = saved.to_str().unwrap().to_string();
 
+    // One password comes from a file next to its manifest (kept outside the scanned dir).
+    let secrets = tempfile::tempdir().unwrap();
+    let file_password = canary("file-pw");
+    std::fs::write(secrets.path().join("pw.txt"), &file_password).unwrap();
+    w.other_secrets.lock().unwrap().push(file_password.clone());
+    let from_file = secrets.path().join("from-file.yaml");
+    std::fs::write(
+        &from_file,
+        "service_users:\n  - email: svc-file@acme.example\n    company: Acme Bank\n    first_name: F\n    \
+         last_name: Ile\n    password: {file: pw.txt}\n",
+    )
+    .unwrap();
+    let from_file = from_file.to_str().unwrap().to_string();
+
     // An unchanged saved plan applies without --auto-approve and without manifests.
-    w.plan(&["--out", &saved_arg, BASIC]).await.code(0);
+    w.plan(&["--out", &saved_arg, BASIC, &from_file]).await.code(0);
     let run = w.apply(&["--plan", &saved_arg]).await.code(0);
     assert!(run.stdout.contains("Apply complete"), "{}", run.stdout);
-    assert_eq!(w.emu.state().users.len(), 1 + BASIC_USERS.len());
+    assert_eq!(w.emu.state().users.len(), 1 + BASIC_USERS.len() + 1);
     assert_eq!(w.token_files().len(), 2);
-    w.assert_converged(&[BASIC]).await;
+    w.assert_converged(&[BASIC, &from_file]).await;
+    let (http, _) = w.admin_session().await;
+    let login = http
+        .post(format!("{}/api/authorize/auth", w.emu.url()))
+        .json(&json!({"credentials": {"email": "svc-file@acme.example", "password": file_password}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200, "the user was made with the password from the file");
 
     // Drift, plan the repair, drift again: the saved plan is stale and refused whole.
     assert!(w.emu.update_user_raw("svc-web@acme.example", |u| u.first_name = "Drifted".into()));
