@@ -44,7 +44,7 @@ struct World {
     admin_password: String,
     /// Environment variable → canary password, passed to every run.
     passwords: BTreeMap<String, String>,
-    /// Other secrets a run was given (a wrong admin password tried).
+    /// Other secrets a run was given (a wrong admin password tried, a password file).
     other_secrets: Mutex<Vec<String>>,
     /// stdout and stderr of every run, for the canary scan.
     printed: Mutex<Vec<(String, String)>>,
@@ -162,7 +162,7 @@ impl World {
             self.passwords.iter().map(|(name, value)| (value.clone(), name.as_str())).collect();
         passwords.push((self.admin_password.clone(), "the admin password"));
         for other in self.other_secrets.lock().unwrap().iter() {
-            passwords.push((other.clone(), "a wrong admin password that was tried"));
+            passwords.push((other.clone(), "another secret a run was given"));
         }
         let tokens: Vec<(String, &str)> =
             self.tokens.lock().unwrap().iter().map(|t| (t.clone(), "an issued access_token")).collect();
