@@ -298,6 +298,54 @@ async fn a_create_lost_before_it_reached_the_api_fails_without_being_re_sent() {
 }
 
 #[tokio::test]
+async fn a_create_answered_500_and_not_found_by_the_read_back_is_sent_again() {
+    let w = World::new();
+    let plan = plan(stack(&[("Acme", "svc@acme.example")]));
+    for _ in 0..2 {
+        w.fake.inject(Op::CreateCompany, "Acme", Fault::ServerError);
+        w.fake.inject(Op::CreateUser, "svc@acme.example", Fault::ServerError);
+    }
+    let report = w.apply(&plan, 8).await;
+
+    assert!(report.is_success(), "{report:?}");
+    assert!(report.done.iter().all(|d| !d.adopted), "{report:?}");
+    assert_eq!((w.fake.calls(Op::CreateCompany), w.fake.calls(Op::CreateUser)), (3, 3));
+    assert_eq!((w.fake.calls(Op::FindCompanies), w.fake.calls(Op::FindUser)), (2, 2), "read back each time");
+    assert_eq!((w.fake.companies().len(), w.fake.users().len()), (1, 1), "made once");
+}
+
+#[tokio::test]
+async fn a_create_that_keeps_answering_500_fails_after_six_sends() {
+    let w = World::new();
+    let plan = plan(stack(&[("Acme", "svc@acme.example")]));
+    for _ in 0..10 {
+        w.fake.inject(Op::CreateCompany, "Acme", Fault::ServerError);
+    }
+    let report = w.apply(&plan, 8).await;
+
+    assert_eq!(addresses(&report.failed, |f| &f.address), ["company/Acme"]);
+    assert!(report.failed[0].error.contains("answered 500"), "{}", report.failed[0].error);
+    assert_eq!(w.fake.calls(Op::CreateCompany), 6);
+    assert!(w.fake.companies().is_empty());
+}
+
+#[tokio::test]
+async fn a_token_issue_whose_outcome_is_unknown_is_sent_again_and_the_last_token_stored() {
+    let w = World::new();
+    let plan = plan(stack(&[("Acme", "svc@acme.example")]));
+    w.fake.inject(Op::IssueToken, "svc@acme.example", Fault::OutcomeUnknownAfterCommit);
+    w.fake.inject(Op::IssueToken, "svc@acme.example", Fault::ServerError);
+    let report = w.apply(&plan, 8).await;
+
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(w.fake.calls(Op::IssueToken), 3);
+    let stored = w.sink.get("svc@acme.example").unwrap();
+    let issued = w.fake.tokens();
+    assert_eq!(issued.len(), 2, "the first issue committed, its answer was lost");
+    assert_eq!(stored.token_id, issued[1].token_id);
+}
+
+#[tokio::test]
 async fn a_duplicate_create_adopts_the_existing_object_and_converges_its_fields() {
     let w = World::new();
     // Someone made the company first, with other metadata.
@@ -389,12 +437,12 @@ async fn a_user_of_an_unchanged_company_finds_it_by_name_and_a_token_without_id_
     let w = World::new();
     let acme = w.fake.add_company("Acme", json!({}));
     w.fake.add_user(service_user("u-7", "old@acme.example", &acme));
-    let mut cu = create_user("new@acme.example", "Acme");
-    // The company is live and unchanged, so it is not in the plan: no dependency on it.
-    cu.depends_on.clear();
-    let mut cu2 = create_user("new2@acme.example", "Acme");
-    cu2.depends_on.clear();
-    let t = change(token("old@acme.example"), Action::Issue);
+    // The company and the token's user are live and unchanged, so not in the plan; the
+    // planner still names them in `depends_on`, as here.
+    let cu = create_user("new@acme.example", "Acme");
+    let cu2 = create_user("new2@acme.example", "Acme");
+    let mut t = change(token("old@acme.example"), Action::Issue);
+    t.depends_on = vec![user("old@acme.example")];
     // One step at a time, so the second user finds the company in the run's cache.
     let report = w.apply(&plan(vec![cu, cu2, t]), 1).await;
 
@@ -455,8 +503,9 @@ async fn an_invalid_plan_is_refused_before_the_first_request() {
     let w = World::new();
     let mut bad_version = plan(vec![create_company("A", json!({}))]);
     bad_version.format_version = 99;
-    let mut dangling = create_user("a@a.example", "Nowhere");
-    dangling.password = None;
+    // A token can only depend on its own user: another user outside the plan is corruption.
+    let mut dangling = change(token("a@a.example"), Action::Issue);
+    dangling.depends_on = vec![user("b@b.example")];
     let mut cycle_a = change(company("A"), Action::Update);
     cycle_a.depends_on = vec![company("B")];
     let mut cycle_b = change(company("B"), Action::Update);

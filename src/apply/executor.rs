@@ -8,7 +8,11 @@
 //! blocking file I/O and go to tokio's blocking pool.
 //!
 //! Exactly-once creates: a create whose outcome is unknown, or that the API calls a duplicate,
-//! is never re-sent: the object is read back by its natural key and adopted if it is there.
+//! is never re-sent blindly: the object is read back by its natural key and adopted if it is
+//! there. Only when the API itself answered 500 or 503 (it finished with the request) and the
+//! read-back finds nothing is the create sent again, a bounded number of times; after a
+//! timeout or a dropped connection the step fails instead. A token issue whose outcome is
+//! unknown is sent again (bounded): a lost token is harmless, and a token cannot be read back.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -320,6 +324,20 @@ fn live_id(change: &Change) -> Result<&str, String> {
     change.live_id.as_deref().ok_or_else(|| decode::invalid(change, "has no `live_id` to update"))
 }
 
+/// How many times one step sends its create (or token issue) at most: enough to ride out a
+/// flaky API (at a 15% fault rate, six failures in a row happen once in 100,000 steps), few
+/// enough to give up quickly on one that keeps failing.
+const SEND_LIMIT: usize = 6;
+
+/// Whether a create that failed with `err`, and that a read-back then did not find, may be sent
+/// again. Only after a 500 or 503 from the API: it finished with the request without making the
+/// object, so the read-back is the whole truth. A timeout, a dropped connection or a gateway's
+/// 502/504 may leave the request still running behind it: re-sending could make the object
+/// twice, so that step fails and the next apply reads back again.
+fn may_send_again(err: &OzError, sent: usize) -> bool {
+    sent < SEND_LIMIT && matches!(err.status(), Some(500 | 503))
+}
+
 /// When a create failed but may have taken effect: the message if the read-back failed too.
 fn read_back_failed(change: &Change, create: &OzError, read: &OzError) -> String {
     format!("{create}; reading `{}` back to see whether it was created failed: {read}", change.address)
@@ -327,14 +345,22 @@ fn read_back_failed(change: &Change, create: &OzError, read: &OzError) -> String
 
 async fn create_company<E: Effects>(ctx: &Ctx<'_, E>, change: &Change) -> Result<Step, String> {
     let new = decode::new_company(change)?;
-    let err = match ctx.effects.create_company(&new).await {
-        Ok(created) => return Ok(Step::done(created.id)),
-        Err(e) if e.outcome_unknown() || e.is_duplicate() => e,
-        Err(e) => return Err(e.to_string()),
+    let mut sent = 0;
+    let (err, found) = loop {
+        sent += 1;
+        let err = match ctx.effects.create_company(&new).await {
+            Ok(created) => return Ok(Step::done(created.id)),
+            Err(e) if e.outcome_unknown() || e.is_duplicate() => e,
+            Err(e) => return Err(e.to_string()),
+        };
+        tracing::info!(address = %change.address, error = %err, "create may have taken effect: reading back");
+        let found =
+            ctx.effects.find_companies(&new.name).await.map_err(|r| read_back_failed(change, &err, &r))?;
+        if !(found.is_empty() && may_send_again(&err, sent)) {
+            break (err, found);
+        }
+        tracing::info!(address = %change.address, "not created: sending the create again");
     };
-    tracing::info!(address = %change.address, error = %err, "create may have taken effect: reading back");
-    let found =
-        ctx.effects.find_companies(&new.name).await.map_err(|r| read_back_failed(change, &err, &r))?;
     match found.as_slice() {
         [] => Err(err.to_string()),
         [live] => {
@@ -412,13 +438,21 @@ async fn create_user<E: Effects>(
     let password =
         ctx.passwords.get(email).ok_or_else(|| format!("no password was resolved for `{email}`"))?;
     let new = decode::new_user(change, &company_id, password.clone())?;
-    let err = match ctx.effects.create_user(&new).await {
-        Ok(created) => return Ok(Step::done(created.id)),
-        Err(e) if e.outcome_unknown() || e.is_duplicate() => e,
-        Err(e) => return Err(e.to_string()),
+    let mut sent = 0;
+    let (err, found) = loop {
+        sent += 1;
+        let err = match ctx.effects.create_user(&new).await {
+            Ok(created) => return Ok(Step::done(created.id)),
+            Err(e) if e.outcome_unknown() || e.is_duplicate() => e,
+            Err(e) => return Err(e.to_string()),
+        };
+        tracing::info!(address = %change.address, error = %err, "create may have taken effect: reading back");
+        let found = ctx.effects.find_user(email).await.map_err(|r| read_back_failed(change, &err, &r))?;
+        if !(found.is_none() && may_send_again(&err, sent)) {
+            break (err, found);
+        }
+        tracing::info!(address = %change.address, "not created: sending the create again");
     };
-    tracing::info!(address = %change.address, error = %err, "create may have taken effect: reading back");
-    let found = ctx.effects.find_user(email).await.map_err(|r| read_back_failed(change, &err, &r))?;
     let Some(live) = found else { return Err(err.to_string()) };
     if live.company_id.as_deref() != Some(company_id.as_str()) {
         return Err(format!(
@@ -485,7 +519,19 @@ async fn issue_token<E: Effects>(
             Err(e) => return Err(format!("cannot find the service user `{email}`: {e}")),
         },
     };
-    let token = ctx.effects.issue_token(&user_id).await.map_err(|e| e.to_string())?;
+    // Issuing again after an unknown outcome costs at most a token nobody stored (what a
+    // later apply would do anyway); there is no natural key to read a token back by.
+    let mut sent = 0;
+    let token = loop {
+        sent += 1;
+        match ctx.effects.issue_token(&user_id).await {
+            Ok(token) => break token,
+            Err(e) if e.outcome_unknown() && sent < SEND_LIMIT => {
+                tracing::info!(address = %change.address, error = %e, "the token may not have been issued: issuing again");
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
     let record = TokenRecord {
         email: email.key(),
         // The API says whose token it is; fall back to what was asked if it leaves that out.

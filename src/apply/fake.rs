@@ -56,6 +56,8 @@ pub enum Fault {
     OutcomeUnknownBeforeCommit,
     /// Someone else made the same object first; the API answers 409.
     Duplicate,
+    /// The API answers 500 without having made anything (it finished with the request).
+    ServerError,
 }
 
 /// The natural key of a call: company name, or lower-cased user email.
@@ -283,6 +285,7 @@ fn fault_error(fault: Fault, method: &str, path: &str) -> OzError {
     match fault {
         Fault::Fail => http(method, path, 403, 9, "forbidden (injected)"),
         Fault::Duplicate => http(method, path, 409, 3, "already exists (injected)"),
+        Fault::ServerError => http(method, path, 500, 0, "internal error (injected)"),
         Fault::OutcomeUnknownAfterCommit | Fault::OutcomeUnknownBeforeCommit => OzError::Transport {
             method: method.into(),
             path: path.into(),
@@ -301,7 +304,9 @@ fn with_fault<T>(
 ) -> Result<T, OzError> {
     match fault {
         None => commit(),
-        Some(f @ (Fault::Fail | Fault::OutcomeUnknownBeforeCommit)) => Err(fault_error(f, method, path)),
+        Some(f @ (Fault::Fail | Fault::OutcomeUnknownBeforeCommit | Fault::ServerError)) => {
+            Err(fault_error(f, method, path))
+        }
         Some(f @ (Fault::OutcomeUnknownAfterCommit | Fault::Duplicate)) => {
             // The commit's own error (e.g. a natural duplicate) is hidden behind the fault's, as
             // a dropped connection would hide it.

@@ -1,8 +1,10 @@
 //! The order of a plan: its changes as a dependency graph (DAG).
 //!
-//! Pure. Invariants of a `Graph` once built: every address occurs once, every dependency names
-//! a change of the same plan, and there is no cycle, so a scheduler that starts a step when its
-//! dependencies are done reaches every step.
+//! Pure. Invariants of a `Graph` once built: every address occurs once, every edge joins two
+//! changes of the same plan, and there is no cycle, so a scheduler that starts a step when its
+//! dependencies are done reaches every step. A `depends_on` naming an object the plan leaves
+//! unchanged (the planner lists a user's company and a token's user either way) is no edge:
+//! that object is live already.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -16,6 +18,16 @@ pub struct Graph {
     pub depends_on: Vec<Vec<usize>>,
     /// For each change, the indices of the changes that depend on it (sorted).
     pub dependents: Vec<Vec<usize>>,
+}
+
+/// Whether `dependency` of `address` is one the planner writes even when it has no change of its
+/// own (a user's company, a token's own user); anything else outside the plan is corruption.
+fn may_be_unchanged(address: &Address, dependency: &Address) -> bool {
+    match (address, dependency) {
+        (Address::ServiceUser(_), Address::Company(_)) => true,
+        (Address::Token(email), Address::ServiceUser(user)) => email.key() == user.key(),
+        _ => false,
+    }
 }
 
 impl Graph {
@@ -32,13 +44,20 @@ impl Graph {
         for (i, change) in changes.iter().enumerate() {
             let mut deps = BTreeSet::new();
             for dep in &change.depends_on {
-                let Some(&j) = index.get(dep) else {
-                    return Err(ApplyError::UnknownDependency {
-                        address: change.address.to_string(),
-                        dependency: dep.to_string(),
-                    });
-                };
-                deps.insert(j);
+                match index.get(dep) {
+                    Some(&j) => {
+                        deps.insert(j);
+                    }
+                    // The planner names a user's company and a token's user whether or not they
+                    // change; one the plan leaves unchanged is live already: nothing to wait for.
+                    None if may_be_unchanged(&change.address, dep) => {}
+                    None => {
+                        return Err(ApplyError::UnknownDependency {
+                            address: change.address.to_string(),
+                            dependency: dep.to_string(),
+                        });
+                    }
+                }
             }
             for &j in &deps {
                 dependents[j].push(i);
@@ -146,10 +165,29 @@ mod tests {
     }
 
     #[test]
-    fn a_dependency_on_an_address_not_in_the_plan_is_rejected() {
-        let changes = vec![change(user("a@x"), Action::Create, vec![company("Nope")])];
-        let err = Graph::new(&changes).expect_err("dangling").to_string();
-        assert!(err.contains("`service_user/a@x`") && err.contains("`company/Nope`"), "{err}");
+    fn a_dependency_the_planner_could_not_have_written_is_rejected() {
+        for (address, dependency) in
+            [(token("a@x"), user("b@x")), (company("A"), company("B")), (user("a@x"), user("b@x"))]
+        {
+            let changes = vec![change(address.clone(), Action::Update, vec![dependency.clone()])];
+            let err = Graph::new(&changes).expect_err("dangling").to_string();
+            assert!(
+                err.contains(&format!("`{address}`")) && err.contains(&format!("`{dependency}`")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unchanged_company_or_user_outside_the_plan_is_no_edge() {
+        // What the planner writes for a user of a live company and a token of a live user.
+        let changes = vec![
+            change(user("a@x"), Action::Create, vec![company("Live")]),
+            change(token("b@x"), Action::Issue, vec![user("b@x")]),
+        ];
+        let graph = Graph::new(&changes).expect("valid");
+        assert_eq!(graph.depends_on, vec![Vec::<usize>::new(), vec![]]);
+        assert_eq!(graph.topological(), vec![0, 1]);
     }
 
     #[test]

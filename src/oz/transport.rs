@@ -32,7 +32,7 @@ pub const TOKEN_HEADER: &str = "X-Forensic-Access-Token";
 /// Which token a request carries.
 #[derive(Debug, Clone)]
 pub enum Auth {
-    /// The current admin session; renewed once on an auth failure.
+    /// The current admin session; renewed on an auth failure (at most `MAX_RENEWALS` times per request).
     Session,
     /// This token, never renewed (refresh).
     Token(Secret),
@@ -188,7 +188,7 @@ impl Transport {
         }
         let mut path = self.learned_form(&call);
         let mut retrier = Retrier::new(self.config.retry);
-        let mut renewed = false;
+        let mut renewals = 0;
         let mut slash_tried = false;
         loop {
             let (token, generation) = match &call.auth {
@@ -212,8 +212,8 @@ impl Transport {
                     let status = answer.status.as_u16();
                     let wire = super::wire::WireError::parse(&answer.body);
                     let auth_failed = status == 401 || matches!(wire.error_code, Some(6..=8));
-                    if let (true, Some(seen), false) = (auth_failed, generation, renewed) {
-                        renewed = true;
+                    if let (true, Some(seen), true) = (auth_failed, generation, renewals < MAX_RENEWALS) {
+                        renewals += 1;
                         tracing::info!(method = %method, path = %path, "the admin session expired: logging in again");
                         // Boxed: renewing logs in, which sends a request (async recursion).
                         Box::pin(self.renew(seen)).await?;
@@ -319,6 +319,12 @@ impl Transport {
         }
     }
 }
+
+/// Session renewals one request may ask for. More than one: a request that met an expired
+/// session often finds another request already renewed it (its renewal is a no-op), and its
+/// retry can still meet the next expiry while a burst of concurrent requests goes through.
+/// Renewals are shared (see `session`), so this bounds a loop, not the cost.
+const MAX_RENEWALS: u8 = 3;
 
 /// The class of a documented path for the trailing-slash memory.
 fn class(path: &str) -> usize {

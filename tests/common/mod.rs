@@ -39,6 +39,11 @@ impl Cli {
         self.cmd.env(k, v);
         self
     }
+    /// Remove a variable the test process (or an earlier `env`) would pass on.
+    pub fn env_remove(mut self, k: &str) -> Self {
+        self.cmd.env_remove(k);
+        self
+    }
     pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.cmd.current_dir(dir);
         self
