@@ -21,6 +21,16 @@ pub struct Style {
     pub color: bool,
 }
 
+/// The line before the footer when conflicts block part of the manifests, so that `No changes.`
+/// is never read as "everything converged" (the plan command exits 1 on conflicts).
+pub fn conflict_note(plan: &crate::plan::Plan) -> Option<String> {
+    match plan.conflicts.len() {
+        0 => None,
+        1 => Some("1 conflict is not planned and needs a manual fix (see Conflicts above).".to_string()),
+        n => Some(format!("{n} conflicts are not planned and need a manual fix (see Conflicts above).")),
+    }
+}
+
 /// The footer line of every plan: `Plan: N to create, N to update, N tokens to issue.` or
 /// `No changes.`
 pub fn footer(plan: &crate::plan::Plan) -> String {

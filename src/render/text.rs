@@ -129,6 +129,9 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         out.push('\n');
     }
 
+    if let Some(note) = super::conflict_note(plan) {
+        let _ = writeln!(out, "{}", p.paint(RED, &note));
+    }
     let _ = writeln!(out, "{}", p.paint(BOLD, &super::footer(plan)));
     out
 }
