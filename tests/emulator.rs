@@ -845,20 +845,24 @@ async fn api_6_users_leaving_the_service_role_stop_being_service_users() {
     assert_eq!(back.ok(200)["is_service"], true);
 }
 
-#[test]
-fn the_emulator_command_says_where_it_listens_and_never_prints_a_given_password() {
+/// Run `ozform emulator` with `OZ_ADMIN_PASSWORD` set to `password` (or unset), read its
+/// stderr up to the Ctrl-C line, stop it, and return all it wrote (stderr, then stdout).
+fn emulator_command_output(password: Option<&str>) -> String {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ozform"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ozform"));
+    command
         .args(["emulator", "--listen", "127.0.0.1:0", "--api-version", "5"])
-        .env("OZ_ADMIN_PASSWORD", "canary-cli-pw")
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .env_remove("OZ_ADMIN_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(password) = password {
+        command.env("OZ_ADMIN_PASSWORD", password);
+    }
+    let mut child = command.spawn().unwrap();
     let mut lines = Vec::new();
     for line in BufReader::new(child.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
@@ -869,11 +873,26 @@ fn the_emulator_command_says_where_it_listens_and_never_prints_a_given_password(
         }
     }
     child.kill().unwrap();
-    child.wait().unwrap();
-    let text = lines.join("\n");
+    let stdout = child.wait_with_output().unwrap().stdout;
+    lines.push(String::from_utf8_lossy(&stdout).into_owned());
+    lines.join("\n")
+}
+
+#[test]
+fn the_emulator_command_says_where_it_listens_and_never_prints_a_given_password() {
+    let text = emulator_command_output(Some("canary-cli-pw"));
     assert!(text.contains("listening on http://127.0.0.1:"), "{text}");
     assert!(text.contains("admin@ozform.local"), "{text}");
     assert!(!text.contains("canary-cli-pw"), "{text}");
+    assert!(!text.contains("default admin password"), "{text}");
+}
+
+#[test]
+fn without_a_password_source_the_emulator_command_names_the_default_but_never_prints_it() {
+    let text = emulator_command_output(None);
+    assert!(text.contains("listening on http://127.0.0.1:"), "{text}");
+    assert!(text.contains("the default admin password is in use, see `ozform emulator --help`"), "{text}");
+    assert!(!text.contains(emulator::DEFAULT_ADMIN_PASSWORD), "{text}");
 }
 
 #[tokio::test]
