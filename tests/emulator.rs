@@ -127,6 +127,15 @@ async fn start(version: ApiVersion) -> Handle {
     emulator::start(EmulatorConfig::new(version)).await.unwrap()
 }
 
+/// An emulator speaking `version`, an admin session on it, and the id of its company `Acme`.
+/// Keep the handle bound (`_handle`, not `_`): dropping it stops the emulator.
+async fn with_acme(version: ApiVersion) -> (Handle, Api, String) {
+    let handle = start(version).await;
+    let (api, _) = Api::admin(&handle).await;
+    let company = api.company("Acme").await;
+    (handle, api, company)
+}
+
 async fn start_with(version: ApiVersion, quirks: Quirks, faults: Faults) -> Handle {
     let mut config = EmulatorConfig::new(version);
     config.quirks = quirks;
@@ -354,9 +363,7 @@ async fn duplicate_company_names_are_allowed_unless_the_quirk_forbids_them() {
 #[tokio::test]
 async fn users_carry_every_field_with_flags_in_the_dialect_spelling() {
     for version in BOTH {
-        let handle = start(version).await;
-        let (api, _) = Api::admin(&handle).await;
-        let company = api.company("Acme").await;
+        let (handle, api, company) = with_acme(version).await;
         let id = api.service_user(version, "Svc@Acme.test", &company).await;
         let user = api.get(&format!("/api/users/{id}")).await.ok(200).clone();
         for key in [
@@ -392,9 +399,7 @@ async fn users_carry_every_field_with_flags_in_the_dialect_spelling() {
 
 #[tokio::test]
 async fn api_5_rejects_client_service() {
-    let handle = start(ApiVersion::V5).await;
-    let (api, _) = Api::admin(&handle).await;
-    let company = api.company("Acme").await;
+    let (_handle, api, company) = with_acme(ApiVersion::V5).await;
     let body = json!({"credentials": {"email": "s@x.test", "password": "p"},
                       "profile": {"company_id": company, "user_type": "CLIENT_SERVICE"}});
     api.post("/api/users/", body).await.error(400, 4);
@@ -403,9 +408,7 @@ async fn api_5_rejects_client_service() {
 #[tokio::test]
 async fn flags_in_the_other_dialects_spelling_are_silently_ignored() {
     for version in BOTH {
-        let handle = start(version).await;
-        let (api, _) = Api::admin(&handle).await;
-        let company = api.company("Acme").await;
+        let (_handle, api, company) = with_acme(version).await;
         let id = api.service_user(version, "s@x.test", &company).await;
         let other = if version == ApiVersion::V5 {
             "can_start_analysis_quality"
@@ -424,9 +427,7 @@ async fn flags_in_the_other_dialects_spelling_are_silently_ignored() {
 
 #[tokio::test]
 async fn duplicate_emails_are_refused_case_insensitively() {
-    let handle = start(ApiVersion::V6).await;
-    let (api, _) = Api::admin(&handle).await;
-    let company = api.company("Acme").await;
+    let (handle, api, company) = with_acme(ApiVersion::V6).await;
     api.service_user(ApiVersion::V6, "dup@x.test", &company).await;
     let again =
         json!({"credentials": {"email": "DUP@x.test", "password": "p"}, "profile": {"company_id": company}});
@@ -438,9 +439,7 @@ async fn duplicate_emails_are_refused_case_insensitively() {
 
 #[tokio::test]
 async fn user_bodies_are_validated() {
-    let handle = start(ApiVersion::V6).await;
-    let (api, _) = Api::admin(&handle).await;
-    let company = api.company("Acme").await;
+    let (_handle, api, company) = with_acme(ApiVersion::V6).await;
     let post = |body: Value| api.post("/api/users/", body);
     post(json!({"profile": {}})).await.error(400, 3);
     post(json!({"credentials": {"email": "a@x.test"}})).await.error(400, 3);
@@ -506,9 +505,7 @@ async fn the_admin_is_listed_among_users_first() {
 #[tokio::test]
 async fn service_tokens_are_issued_to_service_users_and_authenticate_them() {
     for version in BOTH {
-        let handle = start(version).await;
-        let (api, _) = Api::admin(&handle).await;
-        let company = api.company("Acme").await;
+        let (handle, api, company) = with_acme(version).await;
         let id = api.service_user(version, "svc@x.test", &company).await;
         let issued = api.issue_token(version, &id).await.ok(200).clone();
         assert_eq!(issued["user_id"], id.as_str());
@@ -806,9 +803,7 @@ async fn seeds_load_and_dumps_hold_no_password() {
 
 #[tokio::test]
 async fn raw_updates_simulate_drift_without_requests() {
-    let handle = start(ApiVersion::V6).await;
-    let (api, _) = Api::admin(&handle).await;
-    let company = api.company("Acme").await;
+    let (handle, api, company) = with_acme(ApiVersion::V6).await;
     let id = api.service_user(ApiVersion::V6, "d@x.test", &company).await;
     handle.reset_stats();
     assert!(handle.update_user_raw("D@x.test", |u| u.permissions.quality = false));
@@ -833,9 +828,7 @@ async fn start_fails_with_a_located_error_when_the_address_is_taken() {
 
 #[tokio::test]
 async fn api_6_users_leaving_the_service_role_stop_being_service_users() {
-    let handle = start(ApiVersion::V6).await;
-    let (api, _) = Api::admin(&handle).await;
-    let company = api.company("Acme").await;
+    let (_handle, api, company) = with_acme(ApiVersion::V6).await;
     let id = api.service_user(ApiVersion::V6, "s@x.test", &company).await;
     let patched = api.patch(&format!("/api/users/{id}"), json!({"profile": {"user_type": "CLIENT"}})).await;
     assert_eq!(patched.ok(200)["is_service"], false);
@@ -845,20 +838,24 @@ async fn api_6_users_leaving_the_service_role_stop_being_service_users() {
     assert_eq!(back.ok(200)["is_service"], true);
 }
 
-#[test]
-fn the_emulator_command_says_where_it_listens_and_never_prints_a_given_password() {
+/// Run `ozform emulator` with `OZ_ADMIN_PASSWORD` set to `password` (or unset), read its
+/// stderr up to the Ctrl-C line, stop it, and return all it wrote (stderr, then stdout).
+fn emulator_command_output(password: Option<&str>) -> String {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ozform"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ozform"));
+    command
         .args(["emulator", "--listen", "127.0.0.1:0", "--api-version", "5"])
-        .env("OZ_ADMIN_PASSWORD", "canary-cli-pw")
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .env_remove("OZ_ADMIN_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(password) = password {
+        command.env("OZ_ADMIN_PASSWORD", password);
+    }
+    let mut child = command.spawn().unwrap();
     let mut lines = Vec::new();
     for line in BufReader::new(child.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
@@ -869,19 +866,32 @@ fn the_emulator_command_says_where_it_listens_and_never_prints_a_given_password(
         }
     }
     child.kill().unwrap();
-    child.wait().unwrap();
-    let text = lines.join("\n");
+    let stdout = child.wait_with_output().unwrap().stdout;
+    lines.push(String::from_utf8_lossy(&stdout).into_owned());
+    lines.join("\n")
+}
+
+#[test]
+fn the_emulator_command_says_where_it_listens_and_never_prints_a_given_password() {
+    let text = emulator_command_output(Some("canary-cli-pw"));
     assert!(text.contains("listening on http://127.0.0.1:"), "{text}");
     assert!(text.contains("admin@ozform.local"), "{text}");
     assert!(!text.contains("canary-cli-pw"), "{text}");
+    assert!(!text.contains("default admin password"), "{text}");
+}
+
+#[test]
+fn without_a_password_source_the_emulator_command_names_the_default_but_never_prints_it() {
+    let text = emulator_command_output(None);
+    assert!(text.contains("listening on http://127.0.0.1:"), "{text}");
+    assert!(text.contains("the default admin password is in use, see `ozform emulator --help`"), "{text}");
+    assert!(!text.contains(emulator::DEFAULT_ADMIN_PASSWORD), "{text}");
 }
 
 #[tokio::test]
 async fn inactive_users_can_neither_log_in_nor_use_their_tokens() {
     for version in BOTH {
-        let handle = start(version).await;
-        let (api, _) = Api::admin(&handle).await;
-        let company = api.company("Acme").await;
+        let (handle, api, company) = with_acme(version).await;
         let id = api.service_user(version, "off@x.test", &company).await;
         let issued = api.issue_token(version, &id).await.ok(200).clone();
         api.patch(&format!("/api/users/{id}"), json!({"is_active": false})).await.ok(200);
@@ -895,9 +905,7 @@ async fn inactive_users_can_neither_log_in_nor_use_their_tokens() {
 
 #[tokio::test]
 async fn the_http_state_dump_seeds_an_identical_emulator_without_passwords() {
-    let handle = start(ApiVersion::V6).await;
-    let (api, _) = Api::admin(&handle).await;
-    let company = api.company("Acme").await;
+    let (handle, api, company) = with_acme(ApiVersion::V6).await;
     api.service_user(ApiVersion::V6, "svc@x.test", &company).await;
     api.issue_token(ApiVersion::V6, &handle.state().users[1].user_id).await.ok(200);
     let before = handle.stats();

@@ -303,8 +303,20 @@ impl Server {
     fn config(&self) -> ClientConfig {
         config(&self.url)
     }
+    /// A fake with `n` users (`fake_with_users`) and the knobs `knobs` sets.
+    async fn with_users(n: usize, knobs: impl FnOnce(&mut Knobs)) -> Self {
+        let mut fake = fake_with_users(n);
+        knobs(&mut fake.knobs);
+        Self::start(fake).await
+    }
     async fn client(&self) -> OzClient {
         OzClient::connect(self.config()).await.unwrap()
+    }
+    /// A client of the test configuration as `adjust` changes it.
+    async fn client_with(&self, adjust: impl FnOnce(&mut ClientConfig)) -> OzClient {
+        let mut cfg = self.config();
+        adjust(&mut cfg);
+        OzClient::connect(cfg).await.unwrap()
     }
     /// Requests logged so far whose `METHOD path?query` starts with `prefix`.
     fn count(&self, prefix: &str) -> usize {
@@ -349,6 +361,18 @@ fn fake_with_users(n: usize) -> Fake {
         users: (0..n).map(|i| v6_user(i, if i % 2 == 0 { "c1" } else { "c2" })).collect(),
         ..Fake::default()
     }
+}
+
+/// An update that turns off the `quality` permission and nothing else.
+fn quality_off() -> UserPatch {
+    UserPatch {
+        permissions: Permissions { quality: Some(false), ..Permissions::default() },
+        ..UserPatch::default()
+    }
+}
+
+fn new_company(name: &str) -> NewCompany {
+    NewCompany { name: name.into(), technical_meta_data: None }
 }
 
 fn new_user(email: &str) -> NewUser {
@@ -398,12 +422,8 @@ async fn a_refused_login_names_the_account_but_never_the_password() {
 
 #[tokio::test]
 async fn a_session_that_expires_in_the_middle_of_a_listing_is_renewed_once_and_the_listing_completes() {
-    let mut fake = fake_with_users(250);
-    fake.knobs.expire_after_pages = Some(2);
-    let server = Server::start(fake).await;
-    let mut cfg = server.config();
-    cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
-    let client = OzClient::connect(cfg).await.unwrap();
+    let server = Server::with_users(250, |k| k.expire_after_pages = Some(2)).await;
+    let client = server.client_with(|c| c.api_version = VersionSetting::Fixed(ApiVersion::V6)).await;
     let users = client.list_users(&UserFilter::default()).await.unwrap();
     assert_eq!(users.len(), 250);
     server.with(|f| assert_eq!((f.logins, f.refreshes), (1, 1), "one refresh, no new login"));
@@ -434,9 +454,7 @@ async fn concurrent_requests_share_one_renewal_of_an_expired_session() {
 #[tokio::test]
 async fn every_envelope_shape_lists_every_item_in_pages() {
     for envelope in [Envelope::Bare, Envelope::Items, Envelope::ResultsCount, Envelope::DataTotal] {
-        let mut fake = fake_with_users(250);
-        fake.knobs.envelope = envelope;
-        let server = Server::start(fake).await;
+        let server = Server::with_users(250, |k| k.envelope = envelope).await;
         let client = server.client().await;
         let before = server.count("GET /api/users");
         let users = client.list_users(&UserFilter::default()).await.unwrap();
@@ -453,9 +471,7 @@ async fn every_envelope_shape_lists_every_item_in_pages() {
 
 #[tokio::test]
 async fn a_server_that_caps_limit_is_paged_at_its_own_page_size() {
-    let mut fake = fake_with_users(95);
-    fake.knobs.cap = Some(30);
-    let server = Server::start(fake).await;
+    let server = Server::with_users(95, |k| k.cap = Some(30)).await;
     let client = server.client().await;
     let before = server.count("GET /api/users");
     let users = client.list_users(&UserFilter::default()).await.unwrap();
@@ -465,12 +481,8 @@ async fn a_server_that_caps_limit_is_paged_at_its_own_page_size() {
 
 #[tokio::test]
 async fn a_server_that_ignores_offset_is_a_paging_error_naming_the_path() {
-    let mut fake = fake_with_users(150);
-    fake.knobs.ignore_offset = true;
-    let server = Server::start(fake).await;
-    let mut cfg = server.config();
-    cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
-    let client = OzClient::connect(cfg).await.unwrap();
+    let server = Server::with_users(150, |k| k.ignore_offset = true).await;
+    let client = server.client_with(|c| c.api_version = VersionSetting::Fixed(ApiVersion::V6)).await;
     let err = client.list_users(&UserFilter::default()).await.unwrap_err();
     match &err {
         OzError::Paging { path, reason } => {
@@ -484,9 +496,7 @@ async fn a_server_that_ignores_offset_is_a_paging_error_naming_the_path() {
 #[tokio::test]
 async fn page_size_is_configurable() {
     let server = Server::start(fake_with_users(50)).await;
-    let mut cfg = server.config();
-    cfg.page_size = 20;
-    let client = OzClient::connect(cfg).await.unwrap();
+    let client = server.client_with(|c| c.page_size = 20).await;
     let before = server.count("GET /api/users");
     assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 50);
     assert_eq!(server.count("GET /api/users") - before, 3);
@@ -499,9 +509,7 @@ async fn page_size_is_configurable() {
 #[tokio::test]
 async fn filters_are_sent_and_applied_again_when_the_server_ignores_them() {
     for honour in [false, true] {
-        let mut fake = fake_with_users(40);
-        fake.knobs.honour_filters = honour;
-        let server = Server::start(fake).await;
+        let server = Server::with_users(40, |k| k.honour_filters = honour).await;
         let client = server.client().await;
         let found = client.find_user(&Email::new("User7@X.test")).await.unwrap();
         assert_eq!(found.map(|u| u.id), Some("u7".to_string()));
@@ -550,12 +558,9 @@ async fn rate_limited_reads_are_retried_after_retry_after() {
 #[tokio::test]
 async fn a_rate_limited_create_is_retried_because_the_server_did_not_act() {
     let server = Server::start(fake_with_users(0)).await;
-    let mut cfg = server.config();
-    cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
-    let client = OzClient::connect(cfg).await.unwrap();
+    let client = server.client_with(|c| c.api_version = VersionSetting::Fixed(ApiVersion::V6)).await;
     server.with(|f| f.knobs.throttle_next = 1);
-    let c =
-        client.create_company(&NewCompany { name: "Gamma".into(), technical_meta_data: None }).await.unwrap();
+    let c = client.create_company(&new_company("Gamma")).await.unwrap();
     assert_eq!(c.name, "Gamma");
     assert_eq!(server.count("POST /api/companies"), 2);
 }
@@ -602,10 +607,7 @@ async fn a_create_answered_500_after_committing_is_outcome_unknown_and_found_by_
     assert_eq!(adopted.kind, UserKind::Service);
     assert!(!adopted.permissions.documents);
 
-    let err = client
-        .create_company(&NewCompany { name: "Delta".into(), technical_meta_data: None })
-        .await
-        .unwrap_err();
+    let err = client.create_company(&new_company("Delta")).await.unwrap_err();
     assert!(err.outcome_unknown());
     assert_eq!(client.find_companies("Delta").await.unwrap().len(), 1);
 }
@@ -613,9 +615,9 @@ async fn a_create_answered_500_after_committing_is_outcome_unknown_and_found_by_
 // ---------------------------------------------------------------------------------------------
 // Dropped and refused connections (a raw TCP server).
 
-/// Accept connections; drop the first `drop_first` after reading the request, answer the rest
-/// with `reply`. Counts requests.
-async fn raw_server(drop_first: usize, reply: &'static str) -> (String, Arc<Mutex<usize>>) {
+/// Accept connections; read each request whole, then answer it with `reply` when `answers`
+/// says so for its number (1 for the first) and drop the connection otherwise. Counts requests.
+async fn raw_server(answers: fn(usize) -> bool, reply: &'static str) -> (String, Arc<Mutex<usize>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(0usize));
@@ -654,7 +656,7 @@ async fn raw_server(drop_first: usize, reply: &'static str) -> (String, Arc<Mute
                     *c += 1;
                     *c
                 };
-                if n > drop_first {
+                if answers(n) {
                     let response = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
                         reply.len()
@@ -674,13 +676,13 @@ const LOGIN_REPLY: &str =
 #[tokio::test]
 async fn a_dropped_login_is_retried_up_to_the_attempt_bound() {
     // The first connection is dropped, the second answered: a session call is safe to repeat.
-    let (url, seen) = raw_server(1, LOGIN_REPLY).await;
+    let (url, seen) = raw_server(|n| n > 1, LOGIN_REPLY).await;
     let mut cfg = config(&url);
     cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
     OzClient::connect(cfg).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), 2);
 
-    let (url, seen) = raw_server(usize::MAX, LOGIN_REPLY).await;
+    let (url, seen) = raw_server(|_| false, LOGIN_REPLY).await;
     let err = OzClient::connect(config(&url)).await.unwrap_err();
     assert!(matches!(err, OzError::Transport { .. }), "{err:?}");
     assert_eq!(*seen.lock().unwrap(), 4, "max_attempts is 4");
@@ -688,12 +690,11 @@ async fn a_dropped_login_is_retried_up_to_the_attempt_bound() {
 
 #[tokio::test]
 async fn a_create_whose_connection_drops_is_outcome_unknown_and_sent_once() {
-    let (url, seen) = raw_server_login_then_drop().await;
+    let (url, seen) = raw_server(|n| n == 1, LOGIN_REPLY).await;
     let mut cfg = config(&url);
     cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
     let client = OzClient::connect(cfg).await.unwrap();
-    let err =
-        client.create_company(&NewCompany { name: "X".into(), technical_meta_data: None }).await.unwrap_err();
+    let err = client.create_company(&new_company("X")).await.unwrap_err();
     assert!(err.outcome_unknown(), "{err:?}");
     assert!(matches!(err, OzError::Transport { .. }));
     assert_eq!(*seen.lock().unwrap(), 2, "login, then the create once");
@@ -701,47 +702,6 @@ async fn a_create_whose_connection_drops_is_outcome_unknown_and_sent_once() {
     let err = client.list_companies().await.unwrap_err();
     assert!(matches!(err, OzError::Transport { .. }));
     assert_eq!(*seen.lock().unwrap(), 2 + 4);
-}
-
-/// Answers the first request (the login) and drops every later one.
-async fn raw_server_login_then_drop() -> (String, Arc<Mutex<usize>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(0usize));
-    let counter = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                loop {
-                    let n = socket.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    if String::from_utf8_lossy(&got).contains("\r\n\r\n") {
-                        break;
-                    }
-                }
-                let n = {
-                    let mut c = counter.lock().unwrap();
-                    *c += 1;
-                    *c
-                };
-                if n == 1 {
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{LOGIN_REPLY}",
-                        LOGIN_REPLY.len()
-                    );
-                    socket.write_all(response.as_bytes()).await.unwrap();
-                }
-            });
-        }
-    });
-    (url, seen)
 }
 
 #[tokio::test]
@@ -765,16 +725,13 @@ async fn a_refused_connection_is_a_transport_error_with_a_known_outcome() {
 
 #[tokio::test]
 async fn a_collection_that_404s_with_a_trailing_slash_is_tried_once_without_it_and_remembered() {
-    let mut fake = fake_with_users(5);
-    fake.knobs.bare_collections_only = true;
-    let server = Server::start(fake).await;
+    let server = Server::with_users(5, |k| k.bare_collections_only = true).await;
     let client = server.client().await;
     assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 5);
     let slashed = server.count("GET /api/users/");
     assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 5);
     assert_eq!(server.count("GET /api/users/"), slashed, "the working form is remembered");
-    let c =
-        client.create_company(&NewCompany { name: "Slash".into(), technical_meta_data: None }).await.unwrap();
+    let c = client.create_company(&new_company("Slash")).await.unwrap();
     assert_eq!(c.name, "Slash");
     assert_eq!(server.count("POST /api/companies"), 1, "collections are sent in the form that worked");
     assert_eq!(server.count("POST /api/companies/"), 0);
@@ -787,12 +744,10 @@ async fn a_collection_that_404s_with_a_trailing_slash_is_tried_once_without_it_a
 #[tokio::test]
 async fn a_read_only_client_refuses_every_mutation_before_sending_it() {
     let server = Server::start(fake_with_users(2)).await;
-    let mut cfg = server.config();
-    cfg.read_only = true;
-    let client = OzClient::connect(cfg).await.unwrap();
+    let client = server.client_with(|c| c.read_only = true).await;
     let before = server.with(|f| f.log.len());
     let results = [
-        client.create_company(&NewCompany { name: "No".into(), technical_meta_data: None }).await.map(|_| ()),
+        client.create_company(&new_company("No")).await.map(|_| ()),
         client
             .update_company("c1", &CompanyPatch { name: Some("No".into()), ..CompanyPatch::default() })
             .await
@@ -814,9 +769,7 @@ async fn a_read_only_client_refuses_every_mutation_before_sending_it() {
 #[tokio::test]
 async fn requests_in_flight_never_exceed_max_in_flight() {
     let server = Server::start(fake_with_users(10)).await;
-    let mut cfg = server.config();
-    cfg.max_in_flight = 2;
-    let client = OzClient::connect(cfg).await.unwrap();
+    let client = server.client_with(|c| c.max_in_flight = 2).await;
     server.with(|f| f.knobs.hold = Duration::from_millis(5));
     let finds = (0..10).map(|i| {
         let client = client.clone();
@@ -838,16 +791,7 @@ async fn api_6_writes_client_service_and_analysis_spelling_and_the_token_path() 
     let client = server.client().await;
     let u = client.create_user(&new_user("six@x.test")).await.unwrap();
     assert_eq!(u.kind, UserKind::Service);
-    let patched = client
-        .update_user(
-            &u.id,
-            &UserPatch {
-                permissions: Permissions { quality: Some(false), ..Permissions::default() },
-                ..UserPatch::default()
-            },
-        )
-        .await
-        .unwrap();
+    let patched = client.update_user(&u.id, &quality_off()).await.unwrap();
     assert!(!patched.permissions.quality);
     let token = client.issue_token(&u.id).await.unwrap();
     assert_eq!(token.user_id, u.id);
@@ -871,16 +815,7 @@ async fn api_5_writes_client_with_is_service_and_analyse_spelling_and_the_token_
     let u = client.create_user(&new_user("five@x.test")).await.unwrap();
     assert_eq!(u.kind, UserKind::Service);
     assert!(!u.permissions.documents);
-    client
-        .update_user(
-            &u.id,
-            &UserPatch {
-                permissions: Permissions { quality: Some(false), ..Permissions::default() },
-                ..UserPatch::default()
-            },
-        )
-        .await
-        .unwrap();
+    client.update_user(&u.id, &quality_off()).await.unwrap();
     let token = client.issue_token(&u.id).await.unwrap();
     assert_eq!(token.user_id, u.id);
     server.with(|f| {
@@ -1024,6 +959,13 @@ fn emulator_config(handle: &Handle) -> ClientConfig {
     c
 }
 
+/// A client of the emulator's admin account, its configuration as `adjust` changes it.
+async fn emulator_client(handle: &Handle, adjust: impl FnOnce(&mut ClientConfig)) -> OzClient {
+    let mut cfg = emulator_config(handle);
+    adjust(&mut cfg);
+    OzClient::connect(cfg).await.unwrap()
+}
+
 /// One company and `n` service users in it, spelled as `version` stores them.
 fn seed(version: ApiVersion, n: usize) -> emulator::State {
     let company = emulator::CompanyRecord::new("Seeded");
@@ -1050,7 +992,7 @@ fn emulated_user(email: &str, company_id: &str) -> NewUser {
 async fn the_client_detects_and_speaks_both_dialects_of_the_emulator() {
     for version in [ApiVersion::V5, ApiVersion::V6] {
         let handle = emulator(version, None).await;
-        let client = OzClient::connect(emulator_config(&handle)).await.unwrap();
+        let client = emulator_client(&handle, |_| {}).await;
         assert_eq!(client.api_version(), version);
         let company = client
             .create_company(&NewCompany {
@@ -1091,9 +1033,7 @@ async fn the_client_detects_and_speaks_both_dialects_of_the_emulator() {
 #[tokio::test]
 async fn an_emulator_session_expiring_in_the_middle_of_a_listing_is_renewed_and_the_listing_completes() {
     let handle = emulator(ApiVersion::V6, Some(seed(ApiVersion::V6, 250))).await;
-    let mut cfg = emulator_config(&handle);
-    cfg.page_size = 10;
-    let client = OzClient::connect(cfg).await.unwrap();
+    let client = emulator_client(&handle, |c| c.page_size = 10).await;
     // Every 5th request finds every session expired: a listing of 26 pages meets it 5 times.
     handle.set_faults(Faults { expire_sessions_every: 5, ..Faults::default() });
     let users = client.list_users(&UserFilter::default()).await.unwrap();
@@ -1105,7 +1045,7 @@ async fn an_emulator_session_expiring_in_the_middle_of_a_listing_is_renewed_and_
 #[tokio::test]
 async fn concurrent_calls_share_one_renewal_when_the_emulator_expires_every_session() {
     let handle = emulator(ApiVersion::V5, Some(seed(ApiVersion::V5, 20))).await;
-    let client = OzClient::connect(emulator_config(&handle)).await.unwrap();
+    let client = emulator_client(&handle, |_| {}).await;
     handle.expire_all_sessions();
     handle.reset_stats();
     let finds = (0..10).map(|i| {
@@ -1126,14 +1066,14 @@ async fn concurrent_calls_share_one_renewal_when_the_emulator_expires_every_sess
 #[tokio::test]
 async fn emulator_429s_with_retry_after_are_retried_until_every_call_succeeds() {
     let handle = emulator(ApiVersion::V6, Some(seed(ApiVersion::V6, 30))).await;
-    let mut cfg = emulator_config(&handle);
-    cfg.page_size = 5;
-    cfg.retry.max_attempts = 10;
-    let client = OzClient::connect(cfg).await.unwrap();
+    let client = emulator_client(&handle, |c| {
+        c.page_size = 5;
+        c.retry.max_attempts = 10;
+    })
+    .await;
     handle.set_faults(Faults { too_many_requests: 0.3, retry_after_secs: 0, seed: 11, ..Faults::default() });
     assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 31);
-    let company =
-        client.create_company(&NewCompany { name: "Busy".into(), technical_meta_data: None }).await.unwrap();
+    let company = client.create_company(&new_company("Busy")).await.unwrap();
     client.create_user(&emulated_user("busy@x.test", &company.id)).await.unwrap();
     let stats = handle.stats();
     assert_eq!(stats.creates_per_email.get("busy@x.test"), Some(&1));
@@ -1144,12 +1084,9 @@ async fn emulator_429s_with_retry_after_are_retried_until_every_call_succeeds() 
 async fn a_create_the_emulator_commits_then_fails_is_adopted_by_find_and_never_sent_twice() {
     for version in [ApiVersion::V5, ApiVersion::V6] {
         let handle = emulator(version, None).await;
-        let client = OzClient::connect(emulator_config(&handle)).await.unwrap();
+        let client = emulator_client(&handle, |_| {}).await;
         handle.set_faults(Faults { commit_then_error: 1.0, ..Faults::default() });
-        let err = client
-            .create_company(&NewCompany { name: "Half".into(), technical_meta_data: None })
-            .await
-            .unwrap_err();
+        let err = client.create_company(&new_company("Half")).await.unwrap_err();
         assert!(err.outcome_unknown(), "{err:?}");
         handle.set_faults(Faults { commit_then_drop: 1.0, ..Faults::default() });
         let found = client.find_companies("Half").await.unwrap();
@@ -1170,15 +1107,10 @@ async fn a_create_the_emulator_commits_then_fails_is_adopted_by_find_and_never_s
 #[tokio::test]
 async fn a_read_only_client_sends_no_mutating_request_to_the_emulator() {
     let handle = emulator(ApiVersion::V6, Some(seed(ApiVersion::V6, 3))).await;
-    let mut cfg = emulator_config(&handle);
-    cfg.read_only = true;
-    let client = OzClient::connect(cfg).await.unwrap();
+    let client = emulator_client(&handle, |c| c.read_only = true).await;
     let observed = client.observe(&[]).await.unwrap();
     let company_id = observed.companies[0].id.clone();
-    let err = client
-        .create_company(&NewCompany { name: "No".into(), technical_meta_data: None })
-        .await
-        .unwrap_err();
+    let err = client.create_company(&new_company("No")).await.unwrap_err();
     assert!(matches!(err, OzError::ReadOnly { .. }));
     let err = client.create_user(&emulated_user("no@x.test", &company_id)).await.unwrap_err();
     assert!(matches!(err, OzError::ReadOnly { .. }));
@@ -1216,7 +1148,7 @@ async fn the_emulator_quirks_are_tolerated_capped_limit_envelopes_ignored_filter
         trailing_slash: emulator::TrailingSlash::Opposite,
         ..Quirks::default()
     });
-    let client = OzClient::connect(emulator_config(&handle)).await.unwrap();
+    let client = emulator_client(&handle, |_| {}).await;
     assert_eq!(client.api_version(), ApiVersion::V5);
     assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 46);
     let found = client.find_user(&Email::new("svc44@seed.test")).await.unwrap().unwrap();
@@ -1234,10 +1166,11 @@ async fn the_emulator_quirks_are_tolerated_capped_limit_envelopes_ignored_filter
 #[tokio::test]
 async fn reads_survive_a_mix_of_429_500_503_and_dropped_connections() {
     let handle = emulator(ApiVersion::V5, Some(seed(ApiVersion::V5, 60))).await;
-    let mut cfg = emulator_config(&handle);
-    cfg.page_size = 10;
-    cfg.retry.max_attempts = 12;
-    let client = OzClient::connect(cfg).await.unwrap();
+    let client = emulator_client(&handle, |c| {
+        c.page_size = 10;
+        c.retry.max_attempts = 12;
+    })
+    .await;
     handle.set_faults(Faults {
         too_many_requests: 0.1,
         internal_error: 0.1,
@@ -1274,14 +1207,9 @@ async fn every_tolerable_quirk_and_flaky_faults_still_give_exactly_one_create_pe
     for version in [ApiVersion::V5, ApiVersion::V6] {
         let handle = emulator(version, None).await;
         handle.set_quirks(Quirks::tolerable());
-        let mut cfg = emulator_config(&handle);
-        cfg.retry.max_attempts = 12;
-        let client = OzClient::connect(cfg).await.unwrap();
+        let client = emulator_client(&handle, |c| c.retry.max_attempts = 12).await;
         assert_eq!(client.api_version(), version, "detected through sparse objects and extra fields");
-        let company = client
-            .create_company(&NewCompany { name: "Quirky".into(), technical_meta_data: None })
-            .await
-            .unwrap();
+        let company = client.create_company(&new_company("Quirky")).await.unwrap();
         handle.set_faults(Faults::flaky(0.3, 17));
         let mut adopted = 0;
         for i in 0..12 {
@@ -1307,15 +1235,10 @@ async fn every_tolerable_quirk_and_flaky_faults_still_give_exactly_one_create_pe
 
 #[tokio::test]
 async fn a_redirected_collection_is_tried_once_in_the_other_form_and_a_post_never_becomes_a_get() {
-    let mut fake = fake_with_users(4);
-    fake.knobs.redirect_slashed = true;
-    let server = Server::start(fake).await;
+    let server = Server::with_users(4, |k| k.redirect_slashed = true).await;
     // A fixed version: no detection listing teaches the client the bare form before the create.
-    let mut cfg = server.config();
-    cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
-    let client = OzClient::connect(cfg).await.unwrap();
-    let c =
-        client.create_company(&NewCompany { name: "Moved".into(), technical_meta_data: None }).await.unwrap();
+    let client = server.client_with(|c| c.api_version = VersionSetting::Fixed(ApiVersion::V6)).await;
+    let c = client.create_company(&new_company("Moved")).await.unwrap();
     assert_eq!(c.name, "Moved");
     assert_eq!((server.count("POST /api/companies/"), server.count("POST /api/companies")), (1, 2));
     assert_eq!(server.count("GET /api/companies"), 0, "the redirect was not followed as a GET");
@@ -1324,9 +1247,7 @@ async fn a_redirected_collection_is_tried_once_in_the_other_form_and_a_post_neve
 
 #[tokio::test]
 async fn an_auth_error_code_renews_the_session_whatever_the_status() {
-    let mut fake = fake_with_users(4);
-    fake.knobs.expired_status = Some(403);
-    let server = Server::start(fake).await;
+    let server = Server::with_users(4, |k| k.expired_status = Some(403)).await;
     let client = server.client().await;
     server.with(|f| f.sessions.clear());
     assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 4);
@@ -1335,14 +1256,9 @@ async fn an_auth_error_code_renews_the_session_whatever_the_status() {
 
 #[tokio::test]
 async fn a_create_answered_with_an_unreadable_body_is_outcome_unknown() {
-    let mut fake = fake_with_users(1);
-    fake.knobs.garbled_create = true;
-    let server = Server::start(fake).await;
+    let server = Server::with_users(1, |k| k.garbled_create = true).await;
     let client = server.client().await;
-    let err = client
-        .create_company(&NewCompany { name: "Garbled".into(), technical_meta_data: None })
-        .await
-        .unwrap_err();
+    let err = client.create_company(&new_company("Garbled")).await.unwrap_err();
     assert!(matches!(err, OzError::Decode { .. }), "{err:?}");
     assert!(err.outcome_unknown(), "the company exists but its id is unknown: read back");
     assert!(!err.to_string().contains("<html>"), "no body in errors: {err}");

@@ -1,6 +1,7 @@
 //! Apply: run a `Plan` as a dependency graph against `Effects`, writing tokens to a `TokenSink`.
 //!
-//! The ordering (`order`) and the decoding of changes into requests are pure; the executor does
+//! The ordering (`order`) and the decoding of changes into requests (the plan format's own
+//! decoders, `Change::new_company` and kin in `plan`) are pure; the executor does
 //! I/O only through the `Effects`, `TokenSink` and `Observer` seams, so it is tested against
 //! in-memory fakes (`fake::FakeEffects`, `sink::MemorySink`) as well as the emulator.
 //!
@@ -22,7 +23,6 @@
 //! `permissions.quality`. A user create reads `after.{first_name,last_name,middle_name,active,
 //! permissions}` and its company from its `company/…` dependency (else `after.company`).
 
-mod decode;
 mod effects;
 mod executor;
 pub mod fake;

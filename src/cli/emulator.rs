@@ -2,9 +2,11 @@
 //!
 //! Turns the raw flags into an `EmulatorConfig` (address, dialect, admin account, seed,
 //! faults), starts the emulator and says where it listens. The admin password comes from
-//! `--admin-password-file`, else `OZ_ADMIN_PASSWORD`; only when neither is given is one
-//! generated, and that one is shown once (it exists nowhere else). Request lines are logged
-//! through `tracing` at info (`-v` shows them).
+//! `--admin-password-file`, else `OZ_ADMIN_PASSWORD`, else it is `EmulatorConfig::new`'s
+//! documented default (`emulator-admin`, named in `ozform emulator --help`). No password is
+//! ever printed: without a source, a warning says that the default is in use and where it is
+//! documented, not what it is. Request lines are logged through `tracing` at info (`-v` shows
+//! them).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -16,7 +18,7 @@ use crate::output::Output;
 use crate::secret::{Secret, SecretRef, process_env};
 
 pub async fn run(args: super::EmulatorArgs, output: &Output) -> Result<Exit, Error> {
-    let (config, generated) = build_config(&args, &process_env)?;
+    let (config, default_password) = build_config(&args, &process_env)?;
     let handle = emulator::start(config).await?;
     output.status(&format!(
         "ozform emulator (API {}) listening on {url}\nadmin: {}\nstate dump (usable as `--seed`): {url}/_emulator/state",
@@ -24,11 +26,10 @@ pub async fn run(args: super::EmulatorArgs, output: &Output) -> Result<Exit, Err
         handle.admin_email(),
         url = handle.url(),
     ));
-    if generated {
-        output.warn(&format!(
-            "no admin password given (`--admin-password-file` or `OZ_ADMIN_PASSWORD`); generated for this run: {}",
-            handle.admin_password().expose()
-        ));
+    if default_password {
+        output.warn(
+            "no admin password given (`--admin-password-file` or `OZ_ADMIN_PASSWORD`): the default admin password is in use, see `ozform emulator --help`",
+        );
     }
     output.status("press Ctrl-C to stop");
     let stopped = tokio::signal::ctrl_c().await;
@@ -37,7 +38,8 @@ pub async fn run(args: super::EmulatorArgs, output: &Output) -> Result<Exit, Err
     Ok(Exit::Success)
 }
 
-/// The emulator's configuration from the flags; true when the admin password was generated.
+/// The emulator's configuration from the flags; true when no password source was given and
+/// the admin password is the documented default.
 fn build_config(
     args: &super::EmulatorArgs,
     env: &dyn Fn(&str) -> Option<String>,
@@ -53,21 +55,21 @@ fn build_config(
             help: "give a number from 0 to 1, e.g. `0.1` for one request in ten".into(),
         });
     }
-    let (admin_password, generated) = match &args.admin_password_file {
-        Some(path) => (SecretRef::File(path.clone()).resolve(env)?, false),
-        None => match env("OZ_ADMIN_PASSWORD").filter(|v| !v.is_empty()) {
-            Some(value) => (Secret::new(value), false),
-            None => (Secret::new(uuid::Uuid::new_v4().simple().to_string()), true),
-        },
+    let given = match &args.admin_password_file {
+        Some(path) => Some(SecretRef::File(path.clone()).resolve(env)?),
+        None => env("OZ_ADMIN_PASSWORD").filter(|v| !v.is_empty()).map(Secret::new),
     };
+    let default_password = given.is_none();
     let mut config = EmulatorConfig::new(api_version);
     config.listen = listen;
     config.admin_email.clone_from(&args.admin_email);
-    config.admin_password = admin_password;
+    if let Some(password) = given {
+        config.admin_password = password;
+    }
     config.faults = Faults::mixed(args.fault_rate, args.latency_ms);
     config.seed = args.seed.as_deref().map(read_seed).transpose()?;
     config.log_requests = true;
-    Ok((config, generated))
+    Ok((config, default_password))
 }
 
 /// `127.0.0.1:8080`, `[::1]:8080` or `localhost:8080` (the first address the name resolves to).
@@ -106,17 +108,31 @@ mod tests {
     }
 
     #[test]
-    fn the_admin_password_comes_from_the_environment_before_being_generated() {
-        let (config, generated) =
+    fn the_admin_password_comes_from_the_environment_before_the_documented_default() {
+        let (config, default_password) =
             build_config(&args(), &|n| (n == "OZ_ADMIN_PASSWORD").then(|| "canary-env".to_string()))
                 .expect("config");
-        assert!(!generated);
+        assert!(!default_password);
         assert_eq!(config.admin_password.expose(), "canary-env");
         assert_eq!(config.api_version, ApiVersion::V5);
         assert_eq!(config.faults.latency_ms, 3);
         assert!((config.faults.internal_error - 0.05).abs() < 1e-9);
-        let (_, generated) = build_config(&args(), &|_| None).expect("config");
-        assert!(generated);
+        let (config, default_password) = build_config(&args(), &|_| None).expect("config");
+        assert!(default_password);
+        assert_eq!(config.admin_password.expose(), emulator::DEFAULT_ADMIN_PASSWORD);
+    }
+
+    #[test]
+    fn the_help_of_the_password_file_flag_documents_the_default_password() {
+        use clap::CommandFactory as _;
+        let command = crate::cli::Cli::command();
+        let help = command
+            .find_subcommand("emulator")
+            .and_then(|c| c.get_arguments().find(|a| a.get_id() == "admin_password_file"))
+            .and_then(clap::Arg::get_help)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(help.contains(&format!("`{}`", emulator::DEFAULT_ADMIN_PASSWORD)), "{help}");
     }
 
     #[test]

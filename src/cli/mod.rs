@@ -198,7 +198,7 @@ pub struct EmulatorArgs {
     /// Email of the built-in ADMIN account
     #[arg(long, default_value = "admin@ozform.local")]
     pub admin_email: String,
-    /// File holding the admin password (otherwise `OZ_ADMIN_PASSWORD`, else a generated one printed on stderr)
+    /// File holding the admin password (otherwise `OZ_ADMIN_PASSWORD`, else the default `emulator-admin`, for local use only)
     #[arg(long)]
     pub admin_password_file: Option<PathBuf>,
     /// Start from this state (JSON, as written by the emulator's state dump)

@@ -120,25 +120,35 @@ pub struct PageRequest {
 /// The `limit` of a list when the client gives none.
 pub const DEFAULT_LIMIT: usize = 100;
 
-/// One page of `items` (already filtered), shaped by the quirks. `omit_total` is the client's
-/// `total_omit` parameter.
-pub fn page(items: Vec<Value>, request: PageRequest, quirks: &Quirks, omit_total: bool) -> Value {
-    let total = items.len();
+/// One page of the items a list's filters keep, shaped by the quirks. `omit_total` is the
+/// client's `total_omit` parameter.
+///
+/// `matching` yields the kept items lazily, in list order. Only the items of the page are
+/// rendered (`render`), and the matches are counted (a second walk, without rendering) only
+/// when the body carries a total, so a request costs its page plus a walk over the records
+/// before it, not a JSON object for every record of the list.
+pub fn page<T>(
+    matching: impl Iterator<Item = T> + Clone,
+    render: impl FnMut(T) -> Value,
+    request: PageRequest,
+    quirks: &Quirks,
+    omit_total: bool,
+) -> Value {
     let offset = if quirks.ignore_offset { 0 } else { request.offset };
     let limit = quirks.max_limit.map_or(request.limit, |cap| request.limit.min(cap));
-    let items: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+    let items = Value::Array(matching.clone().skip(offset).take(limit).map(render).collect());
     let Some(key) = quirks.envelope.key() else {
-        return Value::Array(items);
+        return items;
     };
     let mut body = Map::new();
-    body.insert(key.to_string(), Value::Array(items));
+    body.insert(key.to_string(), items);
     let total_key = match quirks.total_field {
         TotalField::Total => Some("total"),
         TotalField::Count => Some("count"),
         TotalField::Omitted => None,
     };
     if let (Some(total_key), false) = (total_key, omit_total) {
-        body.insert(total_key.to_string(), Value::from(total));
+        body.insert(total_key.to_string(), Value::from(matching.count()));
     }
     Value::Object(body)
 }
@@ -225,37 +235,57 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn numbers(n: usize) -> Vec<Value> {
-        (0..n).map(Value::from).collect()
+    fn numbers(n: usize) -> std::ops::Range<usize> {
+        0..n
     }
 
     #[test]
     fn bare_envelope_is_a_plain_array_page() {
-        let body = page(numbers(5), PageRequest { offset: 1, limit: 2 }, &Quirks::default(), false);
+        let body =
+            page(numbers(5), Value::from, PageRequest { offset: 1, limit: 2 }, &Quirks::default(), false);
         assert_eq!(body, json!([1, 2]));
     }
 
     #[test]
     fn object_envelopes_carry_the_total_before_paging() {
         let quirks = Quirks { envelope: Envelope::Results, ..Quirks::default() };
-        let body = page(numbers(5), PageRequest { offset: 4, limit: 2 }, &quirks, false);
+        let body = page(numbers(5), Value::from, PageRequest { offset: 4, limit: 2 }, &quirks, false);
         assert_eq!(body, json!({"results": [4], "total": 5}));
         let counted =
             Quirks { envelope: Envelope::Data, total_field: TotalField::Count, ..Quirks::default() };
         assert_eq!(
-            page(numbers(1), PageRequest { offset: 0, limit: 9 }, &counted, false),
+            page(numbers(1), Value::from, PageRequest { offset: 0, limit: 9 }, &counted, false),
             json!({"data": [0], "count": 1})
         );
         assert_eq!(
-            page(numbers(1), PageRequest { offset: 0, limit: 9 }, &counted, true),
+            page(numbers(1), Value::from, PageRequest { offset: 0, limit: 9 }, &counted, true),
             json!({"data": [0]})
         );
     }
 
     #[test]
+    fn only_the_items_of_the_page_are_rendered_and_the_total_still_counts_every_match() {
+        let quirks = Quirks { envelope: Envelope::Items, ..Quirks::default() };
+        let mut rendered = Vec::new();
+        let evens = (0..1000).filter(|n| n % 2 == 0);
+        let body = page(
+            evens,
+            |n| {
+                rendered.push(n);
+                Value::from(n)
+            },
+            PageRequest { offset: 10, limit: 3 },
+            &quirks,
+            false,
+        );
+        assert_eq!(body, json!({"items": [20, 22, 24], "total": 500}));
+        assert_eq!(rendered, [20, 22, 24]);
+    }
+
+    #[test]
     fn the_cap_wins_over_a_larger_limit_and_ignored_offset_repeats_the_first_page() {
         let quirks = Quirks { max_limit: Some(2), ignore_offset: true, ..Quirks::default() };
-        let body = page(numbers(5), PageRequest { offset: 2, limit: 50 }, &quirks, false);
+        let body = page(numbers(5), Value::from, PageRequest { offset: 2, limit: 50 }, &quirks, false);
         assert_eq!(body, json!([0, 1]));
     }
 
@@ -294,7 +324,7 @@ mod tests {
     #[test]
     fn tolerable_quirks_still_page_forward() {
         let quirks = Quirks::tolerable();
-        let second = page(numbers(5), PageRequest { offset: 3, limit: 100 }, &quirks, false);
+        let second = page(numbers(5), Value::from, PageRequest { offset: 3, limit: 100 }, &quirks, false);
         assert_eq!(second, json!({"results": [3, 4], "count": 5}));
     }
 

@@ -313,23 +313,48 @@ fn duplicate(quirks: &Quirks, message: String) -> ApiError {
 }
 
 /// `offset`, `limit` and `total_omit` of a list request.
-fn paging(query: &HashMap<String, String>) -> Result<(PageRequest, bool), ApiError> {
-    let number = |key: &str, default: usize| -> Result<usize, ApiError> {
-        match query.get(key) {
-            None => Ok(default),
-            Some(raw) => {
-                raw.trim().parse::<usize>().map_err(|_| ApiError::type_of(key, "a non-negative integer"))
-            }
-        }
-    };
-    let omit = query.get("total_omit").is_some_and(|v| matches!(v.as_str(), "true" | "1" | "True"));
-    Ok((PageRequest { offset: number("offset", 0)?, limit: number("limit", DEFAULT_LIMIT)? }, omit))
+/// What a list request asks, read the one way for every collection: its filters (the query)
+/// and the page.
+struct ListRequest {
+    query: HashMap<String, String>,
+    page: PageRequest,
+    /// The client's `total_omit` parameter.
+    omit_total: bool,
 }
 
-fn query_map(
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<HashMap<String, String>, ApiError> {
-    query.map(|Query(q)| q).map_err(|_| ApiError::structure("the query string is not valid"))
+type ListQuery = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+impl ListRequest {
+    fn read(query: ListQuery) -> Result<Self, ApiError> {
+        let query =
+            query.map(|Query(q)| q).map_err(|_| ApiError::structure("the query string is not valid"))?;
+        let number = |key: &str, default: usize| -> Result<usize, ApiError> {
+            match query.get(key) {
+                None => Ok(default),
+                Some(raw) => {
+                    raw.trim().parse::<usize>().map_err(|_| ApiError::type_of(key, "a non-negative integer"))
+                }
+            }
+        };
+        let page = PageRequest { offset: number("offset", 0)?, limit: number("limit", DEFAULT_LIMIT)? };
+        let omit_total = query.get("total_omit").is_some_and(|v| matches!(v.as_str(), "true" | "1" | "True"));
+        Ok(Self { query, page, omit_total })
+    }
+
+    /// The filter `key`, unless the server ignores filters.
+    fn filter(&self, key: &str, quirks: &Quirks) -> Option<&String> {
+        self.query.get(key).filter(|_| !quirks.ignore_filters)
+    }
+
+    /// The page of `matching` (lazy, filtered, in list order), rendered by `render`.
+    fn page<T>(
+        &self,
+        matching: impl Iterator<Item = T> + Clone,
+        render: impl FnMut(T) -> Value,
+        quirks: &Quirks,
+    ) -> Value {
+        quirks::page(matching, render, self.page, quirks, self.omit_total)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -432,24 +457,16 @@ fn meta_data(body: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
     Ok(opt_object(body, "technical_meta_data")?.map(|m| Value::Object(m.clone())))
 }
 
-async fn list_companies(
-    State(shared): App,
-    headers: HeaderMap,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Reply {
-    let query = query_map(query)?;
-    let (request, omit_total) = paging(&query)?;
+async fn list_companies(State(shared): App, headers: HeaderMap, query: ListQuery) -> Reply {
+    let list = ListRequest::read(query)?;
     let quirks = shared.quirks().clone();
     let mut store = shared.store();
     require_admin(&mut store, &headers)?;
-    let name = query.get("name").filter(|_| !quirks.ignore_filters);
-    let items: Vec<Value> = store
-        .companies()
-        .filter(|c| name.is_none_or(|n| &c.name == n))
-        .map(|c| company_out(&quirks, c))
-        .collect();
+    let name = list.filter("name", &quirks);
+    let matching = store.companies().filter(|c| name.is_none_or(|n| &c.name == n));
+    let body = list.page(matching, |c| company_out(&quirks, c), &quirks);
     drop(store);
-    reply(StatusCode::OK, quirks::page(items, request, &quirks, omit_total))
+    reply(StatusCode::OK, body)
 }
 
 async fn create_company(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {
@@ -583,27 +600,20 @@ fn check_email(email: &str) -> Result<String, ApiError> {
     Ok(email.to_string())
 }
 
-async fn list_users(
-    State(shared): App,
-    headers: HeaderMap,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Reply {
-    let query = query_map(query)?;
-    let (request, omit_total) = paging(&query)?;
+async fn list_users(State(shared): App, headers: HeaderMap, query: ListQuery) -> Reply {
+    let list = ListRequest::read(query)?;
     let quirks = shared.quirks().clone();
     let mut store = shared.store();
     require_admin(&mut store, &headers)?;
-    let filters = !quirks.ignore_filters;
-    let email = query.get("email").filter(|_| filters).map(|e| e.to_lowercase());
-    let company = query.get("company_id").filter(|_| filters);
-    let items: Vec<Value> = store
+    let email = list.filter("email", &quirks).map(|e| e.to_lowercase());
+    let company = list.filter("company_id", &quirks);
+    let matching = store
         .users()
         .filter(|u| email.as_ref().is_none_or(|e| &u.email.to_lowercase() == e))
-        .filter(|u| company.is_none_or(|c| u.company_id.as_ref() == Some(c)))
-        .map(|u| user_out(shared.dialect, &quirks, u))
-        .collect();
+        .filter(|u| company.is_none_or(|c| u.company_id.as_ref() == Some(c)));
+    let body = list.page(matching, |u| user_out(shared.dialect, &quirks, u), &quirks);
     drop(store);
-    reply(StatusCode::OK, quirks::page(items, request, &quirks, omit_total))
+    reply(StatusCode::OK, body)
 }
 
 async fn create_user(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {

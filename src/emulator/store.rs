@@ -366,7 +366,7 @@ impl Store {
 
     // ----- companies ---------------------------------------------------------------------
 
-    pub(crate) fn companies(&self) -> impl Iterator<Item = &CompanyRecord> {
+    pub(crate) fn companies(&self) -> impl Iterator<Item = &CompanyRecord> + Clone {
         self.companies.values()
     }
 
@@ -415,7 +415,7 @@ impl Store {
 
     // ----- users -------------------------------------------------------------------------
 
-    pub(crate) fn users(&self) -> impl Iterator<Item = &UserRecord> {
+    pub(crate) fn users(&self) -> impl Iterator<Item = &UserRecord> + Clone {
         self.users.values()
     }
 
