@@ -225,6 +225,20 @@ pub enum UserKind {
     Other(String),
 }
 
+impl UserKind {
+    /// The kind in words, for conflict messages and export comments: `a service user`, …
+    pub fn describe(&self) -> String {
+        match self {
+            UserKind::Service => "a service user".into(),
+            UserKind::Client => "a plain client user".into(),
+            UserKind::CompanyAdmin => "a company admin".into(),
+            UserKind::Admin => "an ADMIN".into(),
+            UserKind::Operator => "an OPERATOR".into(),
+            UserKind::Other(t) => format!("a user of type `{t}`"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObservedUser {
     pub id: String,

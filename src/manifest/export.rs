@@ -202,7 +202,7 @@ pub fn to_document(observed: &Observed, options: &ExportOptions) -> Export {
             left_out.push(LeftOut::NotServiceUser {
                 email: user.email.to_string(),
                 company: company.to_string(),
-                kind: kind_name(&user.kind),
+                kind: user.kind.describe(),
             });
             continue;
         }
@@ -282,16 +282,6 @@ fn assign_password_variables(users: &mut [UserDoc]) {
     }
 }
 
-fn kind_name(kind: &UserKind) -> String {
-    match kind {
-        UserKind::Service => "a service user".into(),
-        UserKind::Client => "a plain client user".into(),
-        UserKind::CompanyAdmin => "a company admin".into(),
-        UserKind::Admin => "an ADMIN".into(),
-        UserKind::Operator => "an OPERATOR".into(),
-        UserKind::Other(t) => format!("a user of type `{t}`"),
-    }
-}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

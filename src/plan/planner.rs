@@ -245,7 +245,7 @@ impl<'o> Planner<'o> {
                 format!(
                     "`{}` exists live as {} (id `{}`), not as a service user",
                     want.email,
-                    kind_name(&live.kind),
+                    live.kind.describe(),
                     live.id
                 ),
                 "ozform manages only service users: turn the live user into a service user or remove it \
@@ -535,13 +535,3 @@ fn normalize_url(url: &str) -> &str {
     url.trim_end_matches('/')
 }
 
-fn kind_name(kind: &UserKind) -> String {
-    match kind {
-        UserKind::Service => "a service user".into(),
-        UserKind::Client => "a plain client user".into(),
-        UserKind::CompanyAdmin => "a company admin".into(),
-        UserKind::Admin => "an ADMIN".into(),
-        UserKind::Operator => "an OPERATOR".into(),
-        UserKind::Other(t) => format!("a user of type `{t}`"),
-    }
-}
