@@ -218,6 +218,8 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
     let mut client_config =
         ClientConfig::new(handle.url(), handle.admin_email(), handle.admin_password().clone());
     client_config.api_version = VersionSetting::Fixed(version);
+    // As `ozform apply` without `--max-in-flight`: the client bound is at least the parallelism.
+    client_config.max_in_flight = client_config.max_in_flight.max(bench.parallelism);
     let started = Instant::now();
     let client = OzClient::connect(client_config).await.expect("connect");
     let connect = started.elapsed();
@@ -286,10 +288,12 @@ async fn main() {
         parallelism: env_or("BENCH_PARALLELISM", 16).max(1),
     };
     println!(
-        "bench_apply: latency {} ms, parallelism {}, client max_in_flight {} (default); load average {}",
+        "bench_apply: latency {} ms, parallelism {}, client max_in_flight {}; load average {}",
         bench.latency.as_millis(),
         bench.parallelism,
-        ClientConfig::new("http://x", "x", ozform::secret::Secret::new("x")).max_in_flight,
+        ClientConfig::new("http://x", "x", ozform::secret::Secret::new("x"))
+            .max_in_flight
+            .max(bench.parallelism),
         load_average()
     );
     for version in [ApiVersion::V6, ApiVersion::V5] {
