@@ -2,8 +2,9 @@
 //! the in-process emulator with 10 ms latency per request at parallelism 16, through the same
 //! library path `ozform apply` takes (`manifest::load` → `OzClient::connect` → `observe` →
 //! `plan::plan` → `apply::execute` with a `FileSink`). Then a second plan (no changes: as many
-//! requests as there are list pages) and a second apply (zero mutating requests). The whole
-//! sequence runs under API 6, then API 5.
+//! requests as there are list pages), a second apply (zero mutating requests), and a third apply
+//! adding 10% more users to the existing companies. The whole sequence runs under API 6, then
+//! API 5.
 //!
 //! Each row prints the requests by route (from the emulator's own counters), the wall time, the
 //! bound `requests × latency / parallelism` (what a perfectly packed run would take) and the
@@ -108,14 +109,20 @@ fn now_epoch() -> f64 {
 }
 
 /// What `ozform apply` does with an approved plan (`cli::apply::execute`), without the terminal.
-async fn execute(plan: &Plan, client: &OzClient, sink: &Arc<dyn TokenSink>, parallelism: usize) {
-    let passwords = apply::resolve_passwords(plan, &bench_env).expect("passwords");
+/// `Err` when the executor refuses the plan before its first request.
+async fn execute(
+    plan: &Plan,
+    client: &OzClient,
+    sink: &Arc<dyn TokenSink>,
+    parallelism: usize,
+) -> Result<(), apply::ApplyError> {
+    let passwords = apply::resolve_passwords(plan, &bench_env)?;
     let mut options = ExecuteOptions::new(passwords);
     options.parallelism = parallelism;
-    let report = apply::execute(plan, Arc::new(client.clone()), Arc::clone(sink), Arc::new(Quiet), &options)
-        .await
-        .expect("execute");
+    let report =
+        apply::execute(plan, Arc::new(client.clone()), Arc::clone(sink), Arc::new(Quiet), &options).await?;
     assert!(report.is_success(), "apply failed: {}", report.summary_line());
+    Ok(())
 }
 
 struct Bench {
@@ -251,7 +258,7 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
 
     handle.reset_stats();
     let clock = Clock::start();
-    execute(&first, &client, &sink, bench.parallelism).await;
+    execute(&first, &client, &sink, bench.parallelism).await.expect("execute");
     let (wall, cpu) = clock.stop();
     bench.row("apply 1 (execute)", &handle.stats(), wall, &cpu);
 
@@ -271,11 +278,32 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
     let clock = Clock::start();
     let (again, _) = make_plan(&client, &desired, sink.as_ref()).await;
     if again.has_changes() {
-        execute(&again, &client, &sink, bench.parallelism).await;
+        execute(&again, &client, &sink, bench.parallelism).await.expect("execute");
     }
     let (wall, cpu) = clock.stop();
     let stats = handle.stats();
     bench.row("apply 2 (plan+execute)", &stats, wall, &(bench.page_chain(&stats) + &cpu));
+
+    // New users in companies that exist and are unchanged: their creates need the company ids,
+    // which the executor looks up by name (`GET /api/companies/?name=…`).
+    let extra = users / 10;
+    let manifest = write_manifest(dir.path(), companies, users + extra);
+    let desired = ozform::manifest::load(&[manifest], &bench_env).expect("manifest");
+    handle.reset_stats();
+    let clock = Clock::start();
+    let (third, _) = make_plan(&client, &desired, sink.as_ref()).await;
+    let outcome = execute(&third, &client, &sink, bench.parallelism).await;
+    let (wall, cpu) = clock.stop();
+    let label = format!("apply 3 (+{extra} users)");
+    bench.row(&label, &handle.stats(), wall, &cpu);
+    if let Err(e) = outcome {
+        // Executors before main's 203675a refuse dependencies on unchanged objects.
+        println!("      refused by the executor: {e}");
+    }
+    println!(
+        "      plan: {} create, {} update, {} issue",
+        third.summary.create, third.summary.update, third.summary.issue
+    );
     handle.shutdown().await;
 }
 
