@@ -7,14 +7,16 @@
 //! API 5.
 //!
 //! Each row prints the requests by route (from the emulator's own counters), the wall time, the
-//! bound `requests × latency / parallelism` (what a perfectly packed run would take) and the
-//! ratio of the two; the issue's target is a ratio under 1.3 for the apply. A read phase pages
-//! through lists, and a page can only be asked for once the one before it has answered when the
-//! server gives no total, so reads also show the critical path of their page chains.
+//! bound `requests × latency / parallelism` (what a perfectly packed run would take; the client's
+//! `max_in_flight` instead when that is lower) and the ratio of the two; the issue's target is a
+//! ratio under 1.3 for the apply. A read phase pages through lists, and a page can only be asked
+//! for once the one before it has answered when the server gives no total, so reads also show the
+//! critical path of their page chains.
 //!
 //! Run: `cargo run --release --example bench_apply` (env: `BENCH_USERS`, default 2000;
 //! `BENCH_COMPANIES`, default 20; `BENCH_PARALLELISM`, default 16; `BENCH_LATENCY_MS`, default
-//! 10; `BENCH_TOKEN_DIR`, the directory the temp dir of tokens goes in, e.g. `/dev/shm` to leave
+//! 10; `BENCH_MAX_IN_FLIGHT`, default 16 or the parallelism if higher, as `ozform apply`;
+//! `BENCH_TOKEN_DIR`, the directory the temp dir of tokens goes in, e.g. `/dev/shm` to leave
 //! the disk out; `BENCH_SINK=memory` for a `MemorySink`). Each row also shows the CPU time of this
 //! process (client, emulator and the sink's file system calls together). Figures depend on the
 //! machine and its load, printed alongside: a measurement, never a test.
@@ -128,13 +130,17 @@ async fn execute(
 struct Bench {
     latency: Duration,
     parallelism: usize,
+    /// The client's bound of requests in flight (`--max-in-flight`).
+    max_in_flight: usize,
 }
 
 impl Bench {
     /// Print one phase: requests by route, wall time, bound, ratio.
     fn row(&self, label: &str, stats: &Stats, wall: Duration, extra: &str) {
         let requests = stats.total_requests;
-        let bound = self.latency.mul_f64(requests as f64 / self.parallelism as f64);
+        // Requests at once: the executor's parallelism, unless the client allows fewer.
+        let at_once = self.parallelism.min(self.max_in_flight);
+        let bound = self.latency.mul_f64(requests as f64 / at_once as f64);
         let ratio = if bound.is_zero() { f64::NAN } else { wall.as_secs_f64() / bound.as_secs_f64() };
         println!(
             "  {label:<22} {requests:>6} requests ({} mutating, max {} in flight)  wall {:>8.1} ms  \
@@ -225,8 +231,7 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
     let mut client_config =
         ClientConfig::new(handle.url(), handle.admin_email(), handle.admin_password().clone());
     client_config.api_version = VersionSetting::Fixed(version);
-    // As `ozform apply` without `--max-in-flight`: the client bound is at least the parallelism.
-    client_config.max_in_flight = client_config.max_in_flight.max(bench.parallelism);
+    client_config.max_in_flight = bench.max_in_flight;
     let started = Instant::now();
     let client = OzClient::connect(client_config).await.expect("connect");
     let connect = started.elapsed();
@@ -311,17 +316,20 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
 async fn main() {
     let companies = env_or("BENCH_COMPANIES", 20).max(1);
     let users = env_or("BENCH_USERS", 2000);
+    let parallelism = env_or("BENCH_PARALLELISM", 16).max(1);
+    // As `ozform apply` without `--max-in-flight`: the client bound is at least the parallelism.
+    let default_in_flight =
+        ClientConfig::new("http://x", "x", ozform::secret::Secret::new("x")).max_in_flight;
     let bench = Bench {
         latency: Duration::from_millis(env_or("BENCH_LATENCY_MS", 10) as u64),
-        parallelism: env_or("BENCH_PARALLELISM", 16).max(1),
+        parallelism,
+        max_in_flight: env_or("BENCH_MAX_IN_FLIGHT", default_in_flight.max(parallelism)).max(1),
     };
     println!(
         "bench_apply: latency {} ms, parallelism {}, client max_in_flight {}; load average {}",
         bench.latency.as_millis(),
         bench.parallelism,
-        ClientConfig::new("http://x", "x", ozform::secret::Secret::new("x"))
-            .max_in_flight
-            .max(bench.parallelism),
+        bench.max_in_flight,
         load_average()
     );
     for version in [ApiVersion::V6, ApiVersion::V5] {
