@@ -13,7 +13,7 @@ use crate::apply::{self, ApplyError, ApplyReport, ExecuteOptions};
 use crate::error::{Error, Exit};
 use crate::manifest;
 use crate::output::Output;
-use crate::oz::{OzClient, VersionSetting};
+use crate::oz::{ClientConfig, OzClient, VersionSetting};
 use crate::plan::Plan;
 use crate::render;
 use crate::secret::process_env;
@@ -28,6 +28,7 @@ pub async fn run(args: ApplyArgs, output: &Output) -> Result<Exit, Error> {
         let plan = read_plan(path)?;
         let mut config =
             connection::client_config(&args.connection, &process_env, false, Some(&plan.api_url))?;
+        fit_parallelism(&mut config, &args, output);
         config.api_version = VersionSetting::Fixed(plan.api_version);
         if config.api_url.trim_end_matches('/') != plan.api_url.trim_end_matches('/') {
             return Err(Error::Usage {
@@ -45,7 +46,8 @@ pub async fn run(args: ApplyArgs, output: &Output) -> Result<Exit, Error> {
     }
 
     let desired = manifest::load(&args.paths, &process_env)?;
-    let config = connection::client_config(&args.connection, &process_env, false, None)?;
+    let mut config = connection::client_config(&args.connection, &process_env, false, None)?;
+    fit_parallelism(&mut config, &args, output);
     let client = OzClient::connect(config).await?;
     let plan =
         plan_cmd::make_plan(&client, &desired, sink.as_ref(), &args.tokens, &args.companies, &process_env)
@@ -59,6 +61,13 @@ pub async fn run(args: ApplyArgs, output: &Output) -> Result<Exit, Error> {
     approve(args.auto_approve, output)?;
     let report = execute(&plan, client, sink, passwords, args.parallelism, output).await?;
     finish(&plan, &report, output)
+}
+
+/// The client must let `--parallelism` steps run at once (or say why it does not).
+fn fit_parallelism(config: &mut ClientConfig, args: &ApplyArgs, output: &Output) {
+    if let Some(warning) = connection::fit_parallelism(config, &args.connection, args.parallelism.max(1)) {
+        output.warn(&warning);
+    }
 }
 
 /// Run the plan through the executor with progress on the terminal (or JSON lines).

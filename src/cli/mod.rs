@@ -97,9 +97,9 @@ pub struct ConnectionArgs {
     /// At most this many requests per second (default: unlimited)
     #[arg(long)]
     pub max_rps: Option<f64>,
-    /// At most this many requests in flight
-    #[arg(long, default_value_t = 16)]
-    pub max_in_flight: usize,
+    /// At most this many requests in flight (default: 16, or `apply --parallelism` if higher)
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
     /// Per-request timeout, e.g. 30s
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,

@@ -1,11 +1,13 @@
 //! `OzClient`: connect (log in, settle the dialect) and typed list calls.
 //!
 //! Cheap to clone: an `Arc` around the transport, plus the dialect (a `Copy` value decided
-//! once at connect time). List calls page through `paging::Pager`, send the filters the API may
-//! honour and filter again locally, because the API may ignore them.
+//! once at connect time). List calls page through `paging::Pager` (the remaining pages at once
+//! when the server gives a total), send the filters the API may honour and filter again
+//! locally, because the API may ignore them.
 
 use std::sync::Arc;
 
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde_json::Value;
 
 use super::OzError;
@@ -13,7 +15,7 @@ use super::config::{ClientConfig, VersionSetting};
 use super::dialect::{Dialect, Evidence};
 use super::paging::{Next, Pager};
 use super::transport::{Call, Transport};
-use super::wire::{WireCompany, WireUser, parse_page};
+use super::wire::{Page, WireCompany, WireUser, parse_page};
 use crate::model::{ApiVersion, Email, ObservedCompany, ObservedUser};
 
 pub(super) const COMPANIES: &str = "/api/companies/";
@@ -72,7 +74,7 @@ impl OzClient {
     pub(super) async fn companies_named(&self, name: Option<&str>) -> Result<Vec<ObservedCompany>, OzError> {
         let filters: Vec<(&'static str, String)> =
             name.map(|n| ("name", n.to_string())).into_iter().collect();
-        let raw = list(&self.transport, COMPANIES, "company_id", &filters, |_| false).await?;
+        let raw = list(&self.transport, COMPANIES, "company_id", &filters).await?;
         let mut companies = Vec::with_capacity(raw.len());
         for item in raw {
             let wire: WireCompany = serde_json::from_value(item).map_err(|e| OzError::Decode {
@@ -97,7 +99,7 @@ impl OzClient {
         if let Some(company) = &filter.company_id {
             filters.push(("company_id", company.clone()));
         }
-        let raw = list(&self.transport, USERS, "user_id", &filters, |_| false).await?;
+        let raw = list(&self.transport, USERS, "user_id", &filters).await?;
         let mut users = Vec::with_capacity(raw.len());
         for item in raw {
             let user = self.decode_user("GET", USERS, item)?;
@@ -123,36 +125,97 @@ impl OzClient {
     }
 }
 
-/// Page through a list endpoint. `stop` may end the listing early after any page.
+/// Every item of a list endpoint. Pages follow one another while the server gives no total;
+/// once a page says how many items there are, the offsets of the remaining pages are known and
+/// they are asked for at once, at most `max_in_flight` at a time, and taken in offset order.
 pub(super) async fn list(
     transport: &Transport,
     path: &str,
     id_key: &'static str,
     filters: &[(&'static str, String)],
+) -> Result<Vec<Value>, OzError> {
+    list_pages(transport, path, id_key, filters, true, |_| false).await
+}
+
+/// Page through a list endpoint, one page after another, until `stop` says after a page that
+/// the items so far are enough (or the list ends).
+async fn list_until(
+    transport: &Transport,
+    path: &str,
+    id_key: &'static str,
+    filters: &[(&'static str, String)],
+    stop: impl FnMut(&[Value]) -> bool,
+) -> Result<Vec<Value>, OzError> {
+    list_pages(transport, path, id_key, filters, false, stop).await
+}
+
+async fn list_pages(
+    transport: &Transport,
+    path: &str,
+    id_key: &'static str,
+    filters: &[(&'static str, String)],
+    ahead: bool,
     mut stop: impl FnMut(&[Value]) -> bool,
 ) -> Result<Vec<Value>, OzError> {
-    let limit = transport.config.page_size.max(1);
     let mut pager = Pager::new(id_key);
     let mut all = Vec::new();
     loop {
-        let mut call = Call::get(path).query("offset", pager.offset().to_string());
-        call = call.query("limit", limit.to_string());
-        for (k, v) in filters {
-            call = call.query(k, v.clone());
-        }
-        let body = transport.send(call).await?;
-        let page = parse_page(body).map_err(|reason| OzError::Decode {
-            method: "GET".into(),
-            path: transport.where_(path),
-            reason,
-        })?;
-        let (fresh, next) =
-            pager.accept(page).map_err(|reason| OzError::Paging { path: transport.where_(path), reason })?;
+        let offset = pager.offset();
+        let page = fetch_page(transport, path, filters, offset).await?;
+        let (page_len, total) = (page.items.len(), page.total);
+        let (fresh, mut next) = accept(transport, path, &mut pager, offset, page)?;
         all.extend(fresh);
         if next == Next::Done || stop(&all) {
             return Ok(all);
         }
+        let Some(total) = total.and_then(|t| usize::try_from(t).ok()).filter(|_| ahead) else { continue };
+        // The server's own page length is the step: it may cap `limit` below what was asked.
+        let offsets: Vec<usize> = (pager.offset()..total).step_by(page_len.max(1)).collect();
+        let mut queued = futures::stream::iter(offsets)
+            .map(|offset| async move {
+                Ok::<_, OzError>((offset, fetch_page(transport, path, filters, offset).await?))
+            })
+            .buffered(transport.config.max_in_flight.max(1));
+        while let Some((offset, page)) = queued.try_next().await? {
+            let fresh;
+            (fresh, next) = accept(transport, path, &mut pager, offset, page)?;
+            all.extend(fresh);
+            if next == Next::Done {
+                // Dropping the stream cancels any page still in flight: a GET, safe to abandon.
+                return Ok(all);
+            }
+        }
+        // The list grew while it was read: go on from where the last page ended.
     }
+}
+
+async fn fetch_page(
+    transport: &Transport,
+    path: &str,
+    filters: &[(&'static str, String)],
+    offset: usize,
+) -> Result<Page, OzError> {
+    let limit = transport.config.page_size.max(1);
+    let mut call = Call::get(path).query("offset", offset.to_string()).query("limit", limit.to_string());
+    for (k, v) in filters {
+        call = call.query(k, v.clone());
+    }
+    let body = transport.send(call).await?;
+    parse_page(body).map_err(|reason| OzError::Decode {
+        method: "GET".into(),
+        path: transport.where_(path),
+        reason,
+    })
+}
+
+fn accept(
+    transport: &Transport,
+    path: &str,
+    pager: &mut Pager,
+    offset: usize,
+    page: Page,
+) -> Result<(Vec<Value>, Next), OzError> {
+    pager.accept_at(offset, page).map_err(|reason| OzError::Paging { path: transport.where_(path), reason })
 }
 
 /// Decide the dialect from the login answer's user and the users list (paged only until the
@@ -164,7 +227,7 @@ async fn detect(transport: &Transport, login_user: Option<&Value>) -> Result<Dia
     }
     if evidence.decide().is_none() {
         let mut counted = 0;
-        list(transport, USERS, "user_id", &[], |users| {
+        list_until(transport, USERS, "user_id", &[], |users| {
             for user in &users[counted..] {
                 evidence.add(user);
             }

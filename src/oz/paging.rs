@@ -39,6 +39,13 @@ impl Pager {
         self.offset
     }
 
+    /// Take the page asked for at `offset` (pages asked for ahead, in offset order): as
+    /// `accept`, with the next offset counted from the end of this page.
+    pub fn accept_at(&mut self, offset: usize, page: Page) -> Result<(Vec<Value>, Next), String> {
+        self.offset = offset;
+        self.accept(page)
+    }
+
     /// Take one page: the items not seen before, and what to do next. `Err` says why the
     /// server's paging cannot be trusted.
     pub fn accept(&mut self, page: Page) -> Result<(Vec<Value>, Next), String> {
@@ -114,6 +121,15 @@ mod tests {
         assert_eq!(p.accept(page(0..5, None)).expect("page").1, Next::Fetch(5));
         let err = p.accept(page(0..5, None)).expect_err("repeated page");
         assert!(err.contains("ignores `offset`"), "{err}");
+    }
+
+    #[test]
+    fn pages_asked_for_ahead_count_on_from_their_own_offset() {
+        let mut p = Pager::new("user_id");
+        assert_eq!(p.accept(page(0..5, Some(14))).expect("page").1, Next::Fetch(5));
+        // One item went away while listing: the page at 5 is short, the one at 10 is on time.
+        assert_eq!(p.accept_at(5, page(5..9, Some(13))).expect("page").1, Next::Fetch(9));
+        assert_eq!(p.accept_at(10, page(10..13, Some(13))).expect("page").1, Next::Done);
     }
 
     #[test]
