@@ -454,6 +454,26 @@ async fn a_user_of_an_unchanged_company_finds_it_by_name_and_a_token_without_id_
 }
 
 #[tokio::test]
+async fn users_of_a_live_company_whose_id_is_in_the_plan_make_no_lookup_at_all() {
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({}));
+    // What the planner writes when the company is live: its id in `after.company_id`.
+    let with_id = |email: &str| {
+        let mut c = create_user(email, "Acme");
+        if let Some(after) = c.after.as_mut().and_then(|a| a.as_object_mut()) {
+            after.insert("company_id".into(), json!(acme));
+        }
+        c
+    };
+    let report = w.apply(&plan(vec![with_id("a@acme.example"), with_id("b@acme.example")]), 8).await;
+
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(w.fake.user("a@acme.example").unwrap().company_id, Some(acme.clone()));
+    assert_eq!(w.fake.user("b@acme.example").unwrap().company_id, Some(acme));
+    assert_eq!(w.fake.calls(Op::FindCompanies), 0, "the plan already names the company id");
+}
+
+#[tokio::test]
 async fn a_token_is_stored_only_after_it_was_issued_and_a_sink_failure_fails_that_step() {
     let w = World::new();
     let plan = plan(stack(&[("A", "a@a.example"), ("B", "b@b.example"), ("C", "c@c.example")]));

@@ -444,7 +444,9 @@ async fn create_user<E: Effects>(
     company_id: Option<String>,
 ) -> Result<Step, String> {
     let company = change.user_company().map_err(undecodable)?;
-    let company_id = match company_id {
+    // The company made in this run, else the live company the plan was made against (its id
+    // is in the plan: no request), else a lookup by name (a plan written without the id).
+    let company_id = match company_id.or_else(|| change.planned_company_id().map(str::to_string)) {
         Some(id) => id,
         None => company_id_by_name(ctx, change, company).await?,
     };

@@ -282,7 +282,6 @@ fn assign_password_variables(users: &mut [UserDoc]) {
     }
 }
 
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

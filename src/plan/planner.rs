@@ -534,4 +534,3 @@ fn sort_key(address: &Address) -> (u8, String) {
 fn normalize_url(url: &str) -> &str {
     url.trim_end_matches('/')
 }
-
