@@ -256,6 +256,7 @@ under_both_dialects!(
     the_whole_job_converges_on_a_quirky_api,
     apply_refuses_to_start_without_approval_or_passwords,
     a_conflict_is_printed_with_the_plan_and_exits_1,
+    a_wrong_fixed_api_version_is_named,
     demo_runs_plan_apply_plan_and_ends_converged,
 );
 
@@ -942,6 +943,24 @@ async fn a_conflict_is_printed_with_the_plan_and_exits_1(api_version: ApiVersion
     let run = w.apply(&["--auto-approve", BASIC]).await.code(1);
     assert!(run.stdout.contains("! service_user/svc-web@acme.example"), "{}", run.stdout);
     assert_eq!(w.emu.stats().mutating_requests, 0);
+    w.assert_no_secrets();
+}
+
+// A fixed `--api-version` that the API does not speak: every service user would be a conflict,
+// so the run says which version the API looks like.
+
+async fn a_wrong_fixed_api_version_is_named(api_version: ApiVersion) {
+    let w = World::start(api_version).await;
+    w.apply_basic().await;
+    let right = api_version.number().to_string();
+    let wrong = if api_version == ApiVersion::V6 { "5" } else { "6" };
+
+    let run = w.plan(&["--api-version", wrong, BASIC]).await;
+    assert!(run.stderr.contains(&format!("look like API {right}")), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("pass `--api-version {right}`")), "{}", run.stderr);
+
+    let run = w.plan(&["--api-version", &right, BASIC]).await.code(0);
+    assert!(!run.stderr.contains("look like API"), "{}", run.stderr);
     w.assert_no_secrets();
 }
 

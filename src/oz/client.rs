@@ -40,6 +40,11 @@ impl UserFilter {
 pub struct OzClient {
     pub(super) transport: Arc<Transport>,
     pub(super) dialect: Dialect,
+    /// The dialect was given (`--api-version 5|6`), not detected: what the API returns is
+    /// checked against it, since a wrong one turns every service user into a conflict.
+    fixed: bool,
+    /// The mismatch warning is given once per client.
+    mismatch_warned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl OzClient {
@@ -53,7 +58,8 @@ impl OzClient {
             VersionSetting::Fixed(version) => Dialect::of(version),
             VersionSetting::Auto => detect(&transport, login_user.as_ref()).await?,
         };
-        Ok(OzClient { transport, dialect })
+        let fixed = matches!(setting, VersionSetting::Fixed(_));
+        Ok(OzClient { transport, dialect, fixed, mismatch_warned: Arc::default() })
     }
 
     pub fn api_version(&self) -> ApiVersion {
@@ -100,6 +106,7 @@ impl OzClient {
             filters.push(("company_id", company.clone()));
         }
         let raw = list(&self.transport, USERS, "user_id", &filters).await?;
+        self.check_dialect(&raw);
         let mut users = Vec::with_capacity(raw.len());
         for item in raw {
             let user = self.decode_user("GET", USERS, item)?;
@@ -108,6 +115,29 @@ impl OzClient {
             }
         }
         Ok(users)
+    }
+
+    /// With a configured dialect, warn (once) when the users the API returns speak the other
+    /// one: the plan would otherwise show every service user as a conflict with no hint why.
+    fn check_dialect(&self, raw: &[Value]) {
+        if !self.fixed || self.mismatch_warned.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let mut evidence = Evidence::default();
+        for user in raw {
+            evidence.add(user);
+        }
+        if let Some(seen) = evidence.decide().filter(|d| *d != self.dialect)
+            && !self.mismatch_warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "`--api-version {}` was given, but the users this API returns look like API {}: \
+                 pass `--api-version {}` or `auto`",
+                self.dialect.version(),
+                seen.version(),
+                seen.version()
+            );
+        }
     }
 
     pub(super) fn decode_user(
