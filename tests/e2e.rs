@@ -364,6 +364,8 @@ async fn plan_exit_codes_and_formats_keep_the_contract(api_version: ApiVersion) 
         w.run(w.command("plan", &["--detailed-exitcode", BASIC]).env("OZ_API_URL", &dead_url)).await.code(1);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
     assert!(run.stderr.contains("127.0.0.1"), "{}", run.stderr);
+    // The retries are said as they happen, not a silent wait.
+    assert!(run.stderr.contains("trying again in"), "{}", run.stderr);
 
     // A wrong admin password: 1, and the password tried is not shown either.
     let wrong = canary("wrong-admin-pw");

@@ -245,7 +245,19 @@ impl Transport {
                 Err(e) => {
                     let failure = if e.is_connect() { Failure::Connect } else { Failure::Transport };
                     match retrier.next_delay(call.repeat, failure) {
-                        Some(delay) => delay,
+                        Some(delay) => {
+                            // Said at the default level: an unreachable API otherwise looks
+                            // like a hang for as long as the retry budget lasts.
+                            if failure == Failure::Connect {
+                                tracing::warn!(
+                                    "{}: {}; trying again in {} ms",
+                                    self.where_(&path),
+                                    transport_reason(&e, self.config.request_timeout),
+                                    delay.as_millis()
+                                );
+                            }
+                            delay
+                        }
                         None => {
                             return Err(OzError::Transport {
                                 method,
