@@ -941,6 +941,86 @@ async fn bad_connection_settings_are_config_errors_before_any_request() {
     assert!(matches!(err, OzError::Config { .. }), "{err:?}");
 }
 
+/// An HTTPS server with a certificate from the test CA in `tests/fixtures/tls`, answering every
+/// request with an admin login (enough for `connect` with a fixed dialect).
+async fn tls_login_server() -> String {
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that does not trust the CA aborts the handshake: nothing to answer.
+                let Ok(mut stream) = acceptor.accept(tcp).await else { return };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read the head and the (small) body the Content-Length announces.
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text
+                            .lines()
+                            .find_map(|l| {
+                                l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0usize);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let body = json!({"access_token": "tls-session", "expire_token": "tls-refresh",
+                                  "expire_date": 4_102_444_800.0_f64,
+                                  "user": {"user_id": "admin", "user_type": "ADMIN"}})
+                .to_string();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_private_ca_given_with_ca_cert_is_trusted_and_without_it_the_server_is_refused() {
+    let url = tls_login_server().await;
+    let mut cfg = config(&url);
+    cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
+    cfg.retry = RetryPolicy::none();
+
+    // Without the CA: the certificate is not trusted, and the error says it is a TLS matter.
+    let err = OzClient::connect(cfg.clone()).await.unwrap_err();
+    assert!(matches!(err, OzError::Transport { .. }), "{err:?}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+
+    cfg.ca_cert = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem"));
+    let client = OzClient::connect(cfg).await.expect("the private CA is trusted");
+    assert_eq!(client.api_version(), ApiVersion::V6);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Against the built-in emulator.
 
