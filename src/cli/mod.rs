@@ -14,6 +14,7 @@ mod connection;
 mod demo;
 mod emulator;
 mod export;
+mod files;
 mod plan;
 mod schema;
 mod validate;

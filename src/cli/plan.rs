@@ -1,8 +1,6 @@
 //! `ozform plan`: load the manifests, read live state through a read-only client, read the
 //! sink, plan, render. The only side effect is `--out FILE`.
 
-use std::path::Path;
-
 use crate::error::{Error, Exit};
 use crate::model::Desired;
 use crate::output::Output;
@@ -12,7 +10,7 @@ use crate::secret::{SecretRef, process_env};
 use crate::sink::{FileSink, TokenSink};
 use crate::{manifest, plan, render};
 
-use super::{PlanArgs, PlanFormat, TokenArgs, connection};
+use super::{PlanArgs, PlanFormat, TokenArgs, connection, files};
 
 pub async fn run(args: PlanArgs, output: &Output) -> Result<Exit, Error> {
     let desired = manifest::load(&args.paths, &process_env)?;
@@ -21,7 +19,7 @@ pub async fn run(args: PlanArgs, output: &Output) -> Result<Exit, Error> {
     let sink = FileSink::new(&args.tokens.token_dir);
     let plan = make_plan(&client, &desired, &sink, &args.tokens, &args.companies, &process_env).await?;
     if let Some(path) = &args.out {
-        write_plan_file(path, &plan)?;
+        files::write_atomically(path, render::json(&plan).as_bytes())?;
     }
     output.print(&match args.format {
         PlanFormat::Text => render::text(&plan, &render::Style { color: output.color }),
@@ -75,16 +73,4 @@ pub fn finish(plan: &Plan, detailed_exitcode: bool) -> Result<Exit, Error> {
 
 pub fn now_epoch() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Write the saved plan atomically (temp file, rename): a half-written plan is never applied.
-fn write_plan_file(path: &Path, plan: &Plan) -> Result<(), Error> {
-    let io = |action: &'static str, e: std::io::Error| Error::Io {
-        action,
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, render::json(plan)).map_err(|e| io("write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("rename", e))
 }
