@@ -28,8 +28,13 @@ const URL: &str = "https://oz.bench";
 fn build(companies: usize) -> (Desired, Observed, SinkIndex) {
     let location = Location { file: Arc::new(PathBuf::from("bench.yaml")), line: 1, column: 1 };
     let mut desired = Desired::default();
-    let mut observed =
-        Observed { api_url: URL.into(), api_version: ApiVersion::V6, companies: vec![], users: vec![] };
+    let mut observed = Observed {
+        api_url: URL.into(),
+        api_version: ApiVersion::V6,
+        api_version_detected: false,
+        companies: vec![],
+        users: vec![],
+    };
     let mut sink = SinkIndex::new();
     for c in 0..companies {
         let name = format!("Company {c:06}");

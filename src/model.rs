@@ -257,6 +257,9 @@ pub struct ObservedUser {
 pub struct Observed {
     pub api_url: String,
     pub api_version: ApiVersion,
+    /// The version was detected from what the API returned (`--api-version auto`), not given.
+    #[serde(default)]
+    pub api_version_detected: bool,
     pub companies: Vec<ObservedCompany>,
     pub users: Vec<ObservedUser>,
 }

@@ -91,6 +91,7 @@ fn plan(mut changes: Vec<Change>) -> Plan {
         format_version: FORMAT_VERSION,
         api_url: API_URL.into(),
         api_version: ozform::model::ApiVersion::V6,
+        api_version_detected: false,
         changes,
         summary,
         conflicts: vec![],

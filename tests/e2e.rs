@@ -283,7 +283,7 @@ async fn plan_exit_codes_and_formats_keep_the_contract(api_version: ApiVersion) 
     // Changes: 0 without the flag, 2 with it; nothing changed live.
     let run = w.plan(&[BASIC]).await.code(0);
     assert!(run.stdout.contains("Plan: 5 to create, 0 to update, 2 tokens to issue."), "{}", run.stdout);
-    assert!(run.stdout.contains(&format!("(Oz API {})", api_version.number())), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("(Oz API {}, detected)", api_version.number())), "{}", run.stdout);
     w.plan(&["--detailed-exitcode", BASIC]).await.code(2);
     assert_eq!(w.emu.stats().mutating_requests, 0);
 
@@ -400,7 +400,7 @@ async fn a_fresh_apply_creates_everything_writes_tokens_and_converges(api_versio
     let run = w.plan(&["-vv", BASIC]).await.code(0);
     let detected = format!("detected API {}", api_version.number());
     assert!(run.stderr.lines().any(|l| l.contains("INFO") && l.contains(&detected)), "{}", run.stderr);
-    assert!(run.stdout.contains(&format!("(Oz API {})", api_version.number())), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("(Oz API {}, detected)", api_version.number())), "{}", run.stdout);
     let run = w.plan(&["-v", "--log-format", "json", BASIC]).await.code(0);
     let logs: Vec<Value> = run.stderr.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(
@@ -963,6 +963,10 @@ async fn a_wrong_fixed_api_version_is_named(api_version: ApiVersion) {
 
     let run = w.plan(&["--api-version", &right, BASIC]).await.code(0);
     assert!(!run.stderr.contains("look like API"), "{}", run.stderr);
+    assert!(run.stdout.contains(&format!("(Oz API {right})")), "{}", run.stdout);
+    // Left to `auto`, the header says the version was detected.
+    let run = w.plan(&["--api-version", "auto", BASIC]).await.code(0);
+    assert!(run.stdout.contains(&format!("(Oz API {right}, detected)")), "{}", run.stdout);
     w.assert_no_secrets();
 }
 
@@ -979,7 +983,7 @@ async fn demo_runs_plan_apply_plan_and_ends_converged(api_version: ApiVersion) {
     let (_, last) = run.stdout.split_once("== 3.").unwrap();
     assert!(last.contains("No changes."), "{}", run.stdout);
     assert!(last.contains("(0 mutating)"), "{}", run.stdout);
-    assert!(run.stdout.contains(&format!("(Oz API {})", api_version.number())), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("(Oz API {}, detected)", api_version.number())), "{}", run.stdout);
 
     // The canary scan, with what the demo keeps to itself: its passwords (`demo-<run id>-…`),
     // the emulator's admin password, and the tokens it wrote (the directory it names).

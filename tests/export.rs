@@ -290,6 +290,7 @@ mod round_trip {
             |(companies, users)| Observed {
                 api_url: "http://oz.test".into(),
                 api_version: ApiVersion::V6,
+                api_version_detected: false,
                 companies: companies
                     .into_iter()
                     .enumerate()

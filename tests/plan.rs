@@ -81,7 +81,13 @@ fn live_user(id: &str, email: &str, company_id: &str) -> ObservedUser {
 }
 
 fn observed(companies: Vec<ObservedCompany>, users: Vec<ObservedUser>) -> Observed {
-    Observed { api_url: URL.into(), api_version: ApiVersion::V6, companies, users }
+    Observed {
+        api_url: URL.into(),
+        api_version: ApiVersion::V6,
+        api_version_detected: false,
+        companies,
+        users,
+    }
 }
 
 /// A token stored for `user_id`, valid for a year.

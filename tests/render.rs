@@ -91,6 +91,8 @@ fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, 
     let observed = Observed {
         api_url: URL.into(),
         api_version: ApiVersion::V6,
+        // Detected (`--api-version auto`): the header says so.
+        api_version_detected: true,
         companies: vec![
             ObservedCompany {
                 id: "c-beta".into(),
@@ -175,8 +177,13 @@ fn the_json_plan_is_the_versioned_contract() {
 
 #[test]
 fn an_empty_plan_says_no_changes() {
-    let observed =
-        Observed { api_url: URL.into(), api_version: ApiVersion::V5, companies: vec![], users: vec![] };
+    let observed = Observed {
+        api_url: URL.into(),
+        api_version: ApiVersion::V5,
+        api_version_detected: false,
+        companies: vec![],
+        users: vec![],
+    };
     let p = plan(&Desired::default(), &observed, &SinkIndex::new(), &PlanOptions::default());
     insta::assert_snapshot!(text(&p, &Style::default()), @r"
     Plan for https://oz.example (Oz API 5)

@@ -314,7 +314,13 @@ mod tests {
     }
 
     fn observed(companies: Vec<ObservedCompany>, users: Vec<ObservedUser>) -> Observed {
-        Observed { api_url: "http://oz".into(), api_version: ApiVersion::V6, companies, users }
+        Observed {
+            api_url: "http://oz".into(),
+            api_version: ApiVersion::V6,
+            api_version_detected: false,
+            companies,
+            users,
+        }
     }
 
     #[test]

@@ -66,6 +66,11 @@ impl OzClient {
         self.dialect.version()
     }
 
+    /// Whether the dialect was detected (`auto`) rather than configured.
+    pub fn api_version_detected(&self) -> bool {
+        !self.fixed
+    }
+
     /// The API base URL, without a trailing `/`.
     pub fn api_url(&self) -> &str {
         &self.transport.api_url

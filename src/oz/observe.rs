@@ -27,6 +27,7 @@ impl OzClient {
         Ok(Observed {
             api_url: self.api_url().to_string(),
             api_version: self.api_version(),
+            api_version_detected: self.api_version_detected(),
             companies,
             users,
         })

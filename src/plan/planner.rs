@@ -492,6 +492,7 @@ impl<'o> Planner<'o> {
             format_version: FORMAT_VERSION,
             api_url: self.observed.api_url.clone(),
             api_version: self.observed.api_version,
+            api_version_detected: self.observed.api_version_detected,
             changes: self.changes,
             summary,
             conflicts: self.conflicts,

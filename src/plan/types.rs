@@ -160,6 +160,10 @@ pub struct Plan {
     pub format_version: u32,
     pub api_url: String,
     pub api_version: ApiVersion,
+    /// The version was detected from the live API (`--api-version auto`); shown in the header.
+    /// Written only when true (an optional field of format version 1).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub api_version_detected: bool,
     pub changes: Vec<Change>,
     pub summary: Summary,
     #[serde(default)]

@@ -12,7 +12,7 @@ pub fn markdown(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "### ozform plan");
     out.push('\n');
-    let _ = writeln!(out, "{} · Oz API {}", code(&plan.api_url), plan.api_version);
+    let _ = writeln!(out, "{} · Oz API {}{}", code(&plan.api_url), plan.api_version, super::detected(plan));
     out.push('\n');
     let s = plan.summary;
     let _ = writeln!(out, "| | count |");

@@ -21,6 +21,11 @@ pub struct Style {
     pub color: bool,
 }
 
+/// `, detected` in the header when the API version was detected rather than given.
+pub(crate) fn detected(plan: &crate::plan::Plan) -> &'static str {
+    if plan.api_version_detected { ", detected" } else { "" }
+}
+
 /// The line before the footer when conflicts block part of the manifests, so that `No changes.`
 /// is never read as "everything converged" (the plan command exits 1 on conflicts).
 pub fn conflict_note(plan: &crate::plan::Plan) -> Option<String> {

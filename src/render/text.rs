@@ -28,7 +28,13 @@ impl Paint {
 pub fn text(plan: &Plan, style: &Style) -> String {
     let p = Paint(style.color);
     let mut out = String::new();
-    let _ = writeln!(out, "Plan for {} (Oz API {})", clean(&plan.api_url), plan.api_version);
+    let _ = writeln!(
+        out,
+        "Plan for {} (Oz API {}{})",
+        clean(&plan.api_url),
+        plan.api_version,
+        super::detected(plan)
+    );
     out.push('\n');
 
     if plan.has_changes() {
