@@ -53,7 +53,8 @@ pub async fn run(args: DemoArgs, output: &Output) -> Result<Exit, Error> {
     let sink: Arc<dyn TokenSink> = Arc::new(FileSink::new(&token_dir));
     let tokens = TokenArgs {
         token_dir: token_dir.clone(),
-        rotate_before: std::time::Duration::from_secs(30 * 24 * 3600),
+        // The contract's default, owned by the planner's options.
+        rotate_before: crate::plan::PlanOptions::default().rotate_before,
         rotate_tokens: false,
     };
     let style = render::Style { color: output.color };
