@@ -490,6 +490,119 @@ async fn a_token_is_stored_only_after_it_was_issued_and_a_sink_failure_fails_tha
     assert_eq!(w.fake.calls(Op::IssueToken), 3);
 }
 
+/// A sink whose stores block (on the blocking pool, as a file sink's fsync does) until the
+/// test opens it, counting how many are inside `store` at once.
+#[derive(Default)]
+struct GatedSink {
+    inner: MemorySink,
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+    inside: std::sync::atomic::AtomicUsize,
+    max_inside: std::sync::atomic::AtomicUsize,
+    /// Open by itself once this many stores are inside at once (0: only `open`).
+    open_at: usize,
+}
+
+impl GatedSink {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+impl TokenSink for GatedSink {
+    fn index(&self) -> Result<ozform::sink::SinkIndex, ozform::sink::SinkError> {
+        self.inner.index()
+    }
+    fn store(&self, record: &ozform::sink::TokenRecord) -> Result<(), ozform::sink::SinkError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.inside.fetch_add(1, SeqCst) + 1;
+        self.max_inside.fetch_max(now, SeqCst);
+        if self.open_at > 0 && now >= self.open_at {
+            self.open();
+        }
+        // A hang guard like `within`: a gate never opened fails the store instead of blocking
+        // the runtime's shutdown (it waits for blocking tasks) and with it the test.
+        let (open, timeout) = self
+            .opened
+            .wait_timeout_while(self.open.lock().unwrap(), Duration::from_secs(60), |o| !*o)
+            .unwrap();
+        drop(open);
+        self.inside.fetch_sub(1, SeqCst);
+        if timeout.timed_out() {
+            return Err(ozform::sink::SinkError::Io {
+                action: "store",
+                path: record.email.clone(),
+                reason: "the test never opened the gate".into(),
+            });
+        }
+        self.inner.store(record)
+    }
+}
+
+/// Token steps for `n` live service users `t0@acme.example`…, ids `u-0`….
+fn live_tokens(w: &World, n: usize) -> Plan {
+    let acme = w.fake.add_company("Acme", json!({}));
+    let changes = (0..n)
+        .map(|i| {
+            let email = format!("t{i}@acme.example");
+            w.fake.add_user(service_user(&format!("u-{i}"), &email, &acme));
+            let mut t = change(token(&email), Action::Issue);
+            t.live_id = Some(format!("u-{i}"));
+            t
+        })
+        .collect();
+    plan(changes)
+}
+
+#[tokio::test]
+async fn a_token_being_stored_does_not_hold_an_api_slot_and_its_step_is_done_only_once_stored() {
+    let w = World::new();
+    let plan = live_tokens(&w, 3);
+    let sink = Arc::new(GatedSink::default());
+    let dyn_sink: Arc<dyn TokenSink> = sink.clone();
+    let observer: Arc<dyn Observer> = w.recorder.clone();
+    let options = World::options(&plan, 1);
+    let run = execute(&plan, Arc::clone(&w.fake), dyn_sink, observer, &options);
+    let issued_all_while_the_first_store_waits = async {
+        // With one API slot, the second and third tokens can only be issued if the first
+        // token's store (blocked here) gave its slot back.
+        for i in 0..3 {
+            w.fake.wait_for_call(Op::IssueToken, &format!("t{i}@acme.example")).await;
+        }
+        let finished_before_stored =
+            w.recorder.events().iter().filter(|e| matches!(e, Event::Finished { .. })).count();
+        sink.open();
+        finished_before_stored
+    };
+    let (report, finished_before_stored) =
+        within(async { tokio::join!(run, issued_all_while_the_first_store_waits) }).await;
+    let report = report.unwrap();
+
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(finished_before_stored, 0, "a token step is not done before its token is stored");
+    assert_eq!(sink.max_inside.load(std::sync::atomic::Ordering::SeqCst), 1, "stores at once <= parallelism");
+    assert_eq!(sink.inner.records().len(), 3);
+    assert_eq!(w.fake.max_in_flight(), 1);
+}
+
+#[tokio::test]
+async fn token_stores_reach_but_never_exceed_the_parallelism_bound() {
+    let w = World::new();
+    let plan = live_tokens(&w, 12);
+    // Stores wait until four are inside at once: the run completes only if the bound is reached.
+    let sink = Arc::new(GatedSink { open_at: 4, ..GatedSink::default() });
+    let dyn_sink: Arc<dyn TokenSink> = sink.clone();
+    let observer: Arc<dyn Observer> = w.recorder.clone();
+    let report = within(execute(&plan, Arc::clone(&w.fake), dyn_sink, observer, &World::options(&plan, 4)))
+        .await
+        .unwrap();
+
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(sink.max_inside.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(sink.inner.records().len(), 12);
+}
+
 // --- Before the first request ---------------------------------------------------------------
 
 #[tokio::test]

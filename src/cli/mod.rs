@@ -160,7 +160,8 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation
     #[arg(long)]
     pub auto_approve: bool,
-    /// At most this many independent steps at once
+    /// At most this many independent steps talking to the API at once (token files being written
+    /// are bounded separately, by the same number)
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
     #[command(flatten)]
