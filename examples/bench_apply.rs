@@ -212,7 +212,12 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg").map_or_else(|_| "unknown".into(), |s| s.trim().to_string())
 }
 
-async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize) {
+/// Runs the whole sequence under `version`. Returns the temp dir of the manifests and tokens,
+/// for `main` to remove once every figure is taken: removing thousands of files just before
+/// the next apply would slow that apply's file creates on some file systems (ext4 without a
+/// journal, as on the VM these figures were first taken on, skips inodes freed in the last
+/// minute or more when allocating, and pays for that in kernel CPU).
+async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize) -> tempfile::TempDir {
     // `BENCH_TOKEN_DIR` picks the file system the tokens go to (e.g. `/dev/shm` to leave the
     // disk out of the figures); `BENCH_SINK=memory` leaves files out altogether.
     let dir = match std::env::var_os("BENCH_TOKEN_DIR") {
@@ -310,6 +315,7 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
         third.summary.create, third.summary.update, third.summary.issue
     );
     handle.shutdown().await;
+    dir
 }
 
 #[tokio::main]
@@ -332,7 +338,9 @@ async fn main() {
         bench.max_in_flight,
         load_average()
     );
+    let mut dirs = Vec::new();
     for version in [ApiVersion::V6, ApiVersion::V5] {
-        run(version, &bench, companies, users).await;
+        dirs.push(run(version, &bench, companies, users).await);
     }
+    drop(dirs);
 }
