@@ -61,6 +61,10 @@ struct Knobs {
     garbled_create: bool,
     /// Hold each request this long, so that concurrent ones overlap.
     hold: Duration,
+    /// Hold each users page at this offset or later until as many such pages as the barrier
+    /// counts are in flight together (10 s at most, so that a client asking for them one at a
+    /// time fails the test instead of hanging it).
+    gate_pages_from: Option<(usize, Arc<tokio::sync::Barrier>)>,
 }
 
 #[derive(Debug, Default)]
@@ -118,14 +122,21 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let hold = {
+    let (hold, gate) = {
         let mut f = shared.lock().unwrap();
         f.in_flight += 1;
         f.max_in_flight = f.max_in_flight.max(f.in_flight);
-        f.knobs.hold
+        (f.knobs.hold, f.knobs.gate_pages_from.clone())
     };
     if !hold.is_zero() {
         tokio::time::sleep(hold).await;
+    }
+    let offset = uri.query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("offset="));
+    if let (Some((from, barrier)), Some(offset)) = (gate, offset)
+        && uri.path().starts_with("/api/users")
+        && offset.parse::<usize>().unwrap() >= from
+    {
+        let _ = tokio::time::timeout(Duration::from_secs(10), barrier.wait()).await;
     }
     let response = respond(&shared, &method, &uri, &headers, &body);
     shared.lock().unwrap().in_flight -= 1;
@@ -473,10 +484,15 @@ async fn every_envelope_shape_lists_every_item_in_pages() {
 async fn a_server_that_caps_limit_is_paged_at_its_own_page_size() {
     let server = Server::with_users(95, |k| k.cap = Some(30)).await;
     let client = server.client().await;
-    let before = server.count("GET /api/users");
+    let before = server.with(|f| f.log.len());
     let users = client.list_users(&UserFilter::default()).await.unwrap();
     assert_eq!(users.len(), 95);
-    assert_eq!(server.count("GET /api/users") - before, 4, "30 + 30 + 30 + 5");
+    assert_eq!(users.iter().map(|u| u.id.as_str()).collect::<HashSet<_>>().len(), 95);
+    // 30 + 30 + 30 + 5 at offsets stepped by the server's 30, never the 100 asked for: the
+    // first page alone, then 2, then 4 at once (no total, so windows double while pages are
+    // full); the 5 at offset 90 end the list, the 2 pages after it were asked for with it.
+    let offsets = server.with(|f| users_page_offsets(&f.log[before..]));
+    assert_eq!(offsets, [0, 30, 60, 90, 120, 150, 180]);
 }
 
 #[tokio::test]
@@ -490,6 +506,60 @@ async fn a_server_that_ignores_offset_is_a_paging_error_naming_the_path() {
             assert!(reason.contains("offset"), "{reason}");
         }
         other => panic!("expected a paging error, got {other:?}"),
+    }
+}
+
+/// The `offset` of each users page request in `log`, in arrival order.
+fn users_page_offsets(log: &[String]) -> Vec<usize> {
+    log.iter()
+        .filter(|l| l.starts_with("GET /api/users"))
+        .map(|l| {
+            let offset = l.split(['?', '&']).find_map(|kv| kv.strip_prefix("offset="));
+            offset.unwrap_or_else(|| panic!("no offset in `{l}`")).parse().unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn without_a_total_the_next_pages_are_asked_for_together_in_doubling_windows() {
+    // 650 users in pages of 100 and no total: the page at 0 alone, then 100 and 200 together,
+    // then 300 to 600 together; the short page at 600 ends the list. The gate holds the four
+    // pages from 300 on until all four are in flight: a client asking for them one at a time
+    // would stall on it (10 s) and see at most one in flight.
+    let barrier = Arc::new(tokio::sync::Barrier::new(4));
+    let server = Server::with_users(650, |k| k.gate_pages_from = Some((300, barrier))).await;
+    let client = server.client_with(|c| c.api_version = VersionSetting::Fixed(ApiVersion::V6)).await;
+    server.with(|f| {
+        f.log.clear();
+        f.max_in_flight = 0;
+    });
+    let users = client.list_users(&UserFilter::default()).await.unwrap();
+    assert_eq!(users.len(), 650);
+    assert_eq!(users.iter().map(|u| u.id.as_str()).collect::<HashSet<_>>().len(), 650);
+    let mut offsets = server.with(|f| users_page_offsets(&f.log));
+    // Arrival order within one window is the network's; the windows follow one another.
+    offsets[1..3].sort_unstable();
+    offsets[3..].sort_unstable();
+    assert_eq!(offsets, [0, 100, 200, 300, 400, 500, 600]);
+    assert_eq!(server.with(|f| f.max_in_flight), 4, "the window of four was in flight at once");
+}
+
+#[tokio::test]
+async fn a_window_is_never_wider_than_max_in_flight_and_one_means_one_page_at_a_time() {
+    for (max_in_flight, expected) in [
+        (1, vec![0, 100, 200, 300, 400, 500, 600]),
+        // Windows of 1, 2, 2, 2: 0 | 100 200 | 300 400 | 500 600.
+        (2, vec![0, 100, 200, 300, 400, 500, 600]),
+    ] {
+        let server = Server::with_users(650, |_| {}).await;
+        let client = server.client_with(|c| c.max_in_flight = max_in_flight).await;
+        server.with(|f| {
+            f.log.clear();
+            f.max_in_flight = 0;
+        });
+        assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 650);
+        assert_eq!(server.with(|f| users_page_offsets(&f.log)), expected, "max_in_flight {max_in_flight}");
+        assert!(server.with(|f| f.max_in_flight) <= max_in_flight, "max_in_flight {max_in_flight}");
     }
 }
 
@@ -1113,13 +1183,30 @@ async fn the_client_detects_and_speaks_both_dialects_of_the_emulator() {
 #[tokio::test]
 async fn an_emulator_session_expiring_in_the_middle_of_a_listing_is_renewed_and_the_listing_completes() {
     let handle = emulator(ApiVersion::V6, Some(seed(ApiVersion::V6, 250))).await;
-    let client = emulator_client(&handle, |c| c.page_size = 10).await;
-    // Every 5th request finds every session expired: a listing of 26 pages meets it 5 times.
+    // Pages one at a time: every 5th request finds every session expired, so a listing of 26
+    // pages meets it 5 times, each time with one request.
+    let client = emulator_client(&handle, |c| {
+        c.page_size = 10;
+        c.max_in_flight = 1;
+    })
+    .await;
     handle.set_faults(Faults { expire_sessions_every: 5, ..Faults::default() });
     let users = client.list_users(&UserFilter::default()).await.unwrap();
     assert_eq!(users.len(), 251, "250 seeded and the admin");
-    let refreshes = handle.stats().requests_by_route.get("POST /api/authorize/refresh").copied().unwrap_or(0);
-    assert!(refreshes >= 4, "{refreshes}");
+    let refreshes = |h: &Handle| h.stats().requests_by_route.get("POST /api/authorize/refresh").copied();
+    assert!(refreshes(&handle) >= Some(4), "{:?}", refreshes(&handle));
+
+    // Pages in windows of up to 16: every 25th request finds every session expired, so the
+    // 26 pages (and the 5 asked for past the end) meet it with a window in flight, which one
+    // shared renewal serves. (An expiry every few requests, shorter than a window, is not a
+    // case a 15-minute sliding session produces: see the e2e test of apply.)
+    let client = emulator_client(&handle, |c| c.page_size = 10).await;
+    handle.set_faults(Faults::default());
+    handle.reset_stats();
+    handle.set_faults(Faults { expire_sessions_every: 25, ..Faults::default() });
+    let users = client.list_users(&UserFilter::default()).await.unwrap();
+    assert_eq!(users.len(), 251, "250 seeded and the admin");
+    assert!(refreshes(&handle) >= Some(1), "{:?}", refreshes(&handle));
 }
 
 #[tokio::test]
@@ -1200,7 +1287,8 @@ async fn a_read_only_client_sends_no_mutating_request_to_the_emulator() {
 }
 
 #[tokio::test]
-async fn listing_ten_thousand_users_takes_about_one_request_per_page() {
+async fn listing_ten_thousand_users_takes_a_request_per_page_with_a_total_and_at_most_a_window_more_without()
+{
     let handle = emulator(ApiVersion::V6, Some(seed(ApiVersion::V6, 10_000))).await;
     for (page_size, envelope) in [(500, emulator::Envelope::Bare), (1000, emulator::Envelope::Items)] {
         let mut cfg = emulator_config(&handle);
@@ -1212,8 +1300,14 @@ async fn listing_ten_thousand_users_takes_about_one_request_per_page() {
         let users = client.list_users(&UserFilter::default()).await.unwrap();
         assert_eq!(users.len(), 10_001, "the seeded users and the admin");
         let pages = handle.stats().requests_by_route.get("GET /api/users/").copied().unwrap_or(0);
-        // 10,001 users: full pages, then one short page that ends the listing.
-        assert_eq!(pages, 10_001_u64.div_ceil(page_size as u64), "page size {page_size}");
+        let expected = match envelope {
+            // No total: 21 pages (20 full, one short) asked for in windows of 1, 2, 4, 8 and
+            // 16, the last one reaching 10 pages past the end.
+            emulator::Envelope::Bare => 31,
+            // A total: one page, then the 10 others at once; exactly one request per page.
+            _ => 10_001_u64.div_ceil(page_size as u64),
+        };
+        assert_eq!(pages, expected, "page size {page_size}");
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Cheap to clone: an `Arc` around the transport, plus the dialect (a `Copy` value decided
 //! once at connect time). List calls page through `paging::Pager` (the remaining pages at once
-//! when the server gives a total), send the filters the API may honour and filter again
+//! when the server gives a total, in doubling windows when it does not), send the filters the API may honour and filter again
 //! locally, because the API may ignore them.
 
 use std::sync::Arc;
@@ -160,9 +160,13 @@ impl OzClient {
     }
 }
 
-/// Every item of a list endpoint. Pages follow one another while the server gives no total;
-/// once a page says how many items there are, the offsets of the remaining pages are known and
-/// they are asked for at once, at most `max_in_flight` at a time, and taken in offset order.
+/// Every item of a list endpoint. Once a page says how many items there are, the offsets of
+/// the remaining pages are known and they are asked for at once, at most `max_in_flight` at a
+/// time, and taken in offset order. While the server gives no total, the next pages are asked
+/// for in windows that double while every page comes back full (1, 2, 4, … up to
+/// `max_in_flight` at once): a list of `p` pages takes about `log2 p` round trips before the
+/// window is full instead of `p`, at the cost of at most `max_in_flight - 1` requests past
+/// its end.
 pub(super) async fn list(
     transport: &Transport,
     path: &str,
@@ -190,37 +194,66 @@ async fn list_pages(
     id_key: &'static str,
     filters: &[(&'static str, String)],
     ahead: bool,
-    mut stop: impl FnMut(&[Value]) -> bool,
+    mut enough: impl FnMut(&[Value]) -> bool,
 ) -> Result<Vec<Value>, OzError> {
+    let most = transport.config.max_in_flight.max(1);
     let mut pager = Pager::new(id_key);
     let mut all = Vec::new();
+    // The pages of this round trip, and how many to ask for at once in the next one when the
+    // server gives no total.
+    let mut offsets = vec![0];
+    let mut window = 1;
     loop {
-        let offset = pager.offset();
-        let page = fetch_page(transport, path, filters, offset).await?;
-        let (page_len, total) = (page.items.len(), page.total);
-        let (fresh, mut next) = accept(transport, path, &mut pager, offset, page)?;
-        all.extend(fresh);
-        if next == Next::Done || stop(&all) {
-            return Ok(all);
-        }
-        let Some(total) = total.and_then(|t| usize::try_from(t).ok()).filter(|_| ahead) else { continue };
-        // The server's own page length is the step: it may cap `limit` below what was asked.
-        let offsets: Vec<usize> = (pager.offset()..total).step_by(page_len.max(1)).collect();
-        let mut queued = futures::stream::iter(offsets)
-            .map(|offset| async move {
-                Ok::<_, OzError>((offset, fetch_page(transport, path, filters, offset).await?))
-            })
-            .buffered(transport.config.max_in_flight.max(1));
-        while let Some((offset, page)) = queued.try_next().await? {
-            let fresh;
-            (fresh, next) = accept(transport, path, &mut pager, offset, page)?;
+        // Every page of the window is awaited, even those after the one that ends the list:
+        // they were sent together, so this costs no time, and the number of requests does not
+        // depend on which answer came first. An error past the end of the list is no error.
+        let answers = futures::future::join_all(
+            offsets
+                .iter()
+                .map(|&offset| async move { (offset, fetch_page(transport, path, filters, offset).await) }),
+        )
+        .await;
+        let mut last = None;
+        for (offset, page) in answers {
+            let page = page?;
+            let (page_len, total) = (page.items.len(), page.total);
+            let (fresh, next) = accept(transport, path, &mut pager, offset, page)?;
             all.extend(fresh);
-            if next == Next::Done {
-                // Dropping the stream cancels any page still in flight: a GET, safe to abandon.
+            if next == Next::Done || enough(&all) {
                 return Ok(all);
             }
+            last = Some((page_len, total));
         }
-        // The list grew while it was read: go on from where the last page ended.
+        // Every page was full (a short or empty one returned above), and there was one.
+        let Some((page_len, total)) = last else { return Ok(all) };
+        // The server's own page length is the step: it may cap `limit` below what was asked.
+        let step = page_len.max(1);
+        let from = pager.offset();
+        offsets = match total.and_then(|t| usize::try_from(t).ok()).filter(|_| ahead) {
+            Some(total) => {
+                let mut queued = futures::stream::iter((from..total).step_by(step))
+                    .map(|offset| async move {
+                        Ok::<_, OzError>((offset, fetch_page(transport, path, filters, offset).await?))
+                    })
+                    .buffered(most);
+                while let Some((offset, page)) = queued.try_next().await? {
+                    let (fresh, next) = accept(transport, path, &mut pager, offset, page)?;
+                    all.extend(fresh);
+                    if next == Next::Done {
+                        // Dropping the stream cancels any page still in flight: a GET, safe to
+                        // abandon.
+                        return Ok(all);
+                    }
+                }
+                // The list grew while it was read: go on from where the last page ended.
+                vec![pager.offset()]
+            }
+            None if ahead => {
+                window = (window * 2).min(most);
+                (0..window).map(|k| from + k * step).collect()
+            }
+            None => vec![from],
+        };
     }
 }
 
