@@ -941,6 +941,17 @@ async fn a_conflict_is_printed_with_the_plan_and_exits_1(api_version: ApiVersion
     let plan: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(plan["conflicts"][0]["address"], "service_user/svc-web@acme.example");
 
+    // Limited to Acme Bank, whose users no longer include svc-web, the plan still finds it in
+    // Globex, as the unfiltered plan does, instead of planning a create the API refuses.
+    let run = w.plan(&["--detailed-exitcode", "--company", "Acme Bank", BASIC]).await.code(1);
+    assert!(run.stdout.contains("! service_user/svc-web@acme.example"), "{}", run.stdout);
+    assert!(run.stdout.contains("in company `Globex Insurance`"), "{}", run.stdout);
+    assert!(!run.stdout.contains("+ service_user/svc-web@acme.example"), "{}", run.stdout);
+    w.emu.reset_stats();
+    let run = w.apply(&["--auto-approve", "--company", "Acme Bank", BASIC]).await.code(1);
+    assert!(run.stdout.contains("! service_user/svc-web@acme.example"), "{}", run.stdout);
+    assert_eq!(w.emu.stats().mutating_requests, 0);
+
     w.emu.reset_stats();
     let run = w.apply(&["--auto-approve", BASIC]).await.code(1);
     assert!(run.stdout.contains("! service_user/svc-web@acme.example"), "{}", run.stdout);

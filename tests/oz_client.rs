@@ -601,6 +601,36 @@ async fn filters_are_sent_and_applied_again_when_the_server_ignores_them() {
 }
 
 #[tokio::test]
+async fn observe_for_some_companies_finds_a_declared_email_living_in_another_company() {
+    // Users alternate between Acme (c1, even) and Beta (c2, odd); the server honours filters.
+    let server = Server::with_users(40, |k| k.honour_filters = true).await;
+    let client = server.client().await;
+    let acme = ["Acme".to_string()];
+    let keys = |emails: &[&str]| emails.iter().map(|e| Email::new(*e).key()).collect::<HashSet<String>>();
+    let unfiltered = |s: &Server| {
+        s.count("GET /api/users/?offset=0&limit=100")
+            - s.count("GET /api/users/?offset=0&limit=100&company_id")
+    };
+
+    // Every declared user is among Acme's: no listing beyond Acme's users.
+    let before = unfiltered(&server);
+    let observed = client.observe_for(&acme, &keys(&["user0@x.test", "USER2@x.test"])).await.unwrap();
+    assert_eq!(unfiltered(&server), before, "{:?}", server.with(|f| f.log.clone()));
+    assert_eq!(observed.users.len(), 20);
+    assert_eq!(observed.companies.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["Acme"]);
+
+    // user7 lives in Beta and user99 nowhere: every user is listed once more, user7 and Beta
+    // (to name it) are added, nothing else of Beta's.
+    let observed =
+        client.observe_for(&acme, &keys(&["user0@x.test", "user7@x.test", "user99@x.test"])).await.unwrap();
+    assert_eq!(unfiltered(&server), before + 1);
+    assert_eq!(observed.users.len(), 21);
+    let user7 = observed.users.iter().find(|u| u.email == Email::new("user7@x.test")).unwrap();
+    assert_eq!(user7.company_id.as_deref(), Some("c2"));
+    assert_eq!(observed.companies.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["Acme", "Beta"]);
+}
+
+#[tokio::test]
 async fn observe_without_companies_reads_everything_in_neutral_form() {
     let server = Server::start(fake_with_users(5)).await;
     let client = server.client().await;

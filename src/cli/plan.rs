@@ -1,6 +1,8 @@
 //! `ozform plan`: load the manifests, read live state through a read-only client, read the
 //! sink, plan, render. The only side effect is `--out FILE`.
 
+use std::collections::HashSet;
+
 use crate::error::{Error, Exit};
 use crate::model::Desired;
 use crate::output::Output;
@@ -45,7 +47,14 @@ pub async fn make_plan(
     companies: &[String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Plan, Error> {
-    let observed = client.observe(companies).await?;
+    // With `--company`, the emails those companies' users are declared with: one that lives
+    // in another company must show as a conflict, as it does without the filter.
+    let declared: HashSet<String> = if companies.is_empty() {
+        HashSet::new()
+    } else {
+        desired.users.iter().filter(|u| companies.contains(&u.company)).map(|u| u.email.key()).collect()
+    };
+    let observed = client.observe_for(companies, &declared).await?;
     let index = sink.index()?;
     let options = PlanOptions {
         now: now_epoch(),
