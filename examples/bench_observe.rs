@@ -1,8 +1,9 @@
 //! The read side at scale: `OzClient::observe` (what every plan starts with) on 10,000 service
 //! users in 1,000 companies, served by the in-process emulator with 10 ms latency per request.
-//! Printed for each list shape the client must handle: a bare array (no total: each page can only
-//! be asked for after the one before it answered) and an `items` envelope with a `total` (the
-//! client may ask for the remaining pages at once, within its bound of requests in flight).
+//! Printed for each list shape the client must handle: a bare array (no total: the client asks
+//! for pages in windows of 1, 2, 4, … up to its bound of requests in flight while they come back
+//! full, and a window past the end is spent) and an `items` envelope with a `total` (the client
+//! asks for the remaining pages at once, within that bound).
 //!
 //! Run: `cargo run --release --example bench_observe` (env: `BENCH_USERS`, default 10000;
 //! `BENCH_COMPANIES`, default 1000; `BENCH_LATENCY_MS`, default 10). A measurement, never a test.
