@@ -283,7 +283,6 @@ fn assign_password_variables(users: &mut [UserDoc]) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use serde_json::json;
 

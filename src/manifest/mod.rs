@@ -184,7 +184,6 @@ fn blank(text: &str, spans: &[node::Pos]) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::model::{Permissions, TokenSpec};

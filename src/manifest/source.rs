@@ -79,7 +79,6 @@ fn reason(e: &std::io::Error) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
