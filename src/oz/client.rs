@@ -7,13 +7,12 @@
 
 use std::sync::Arc;
 
-use futures::{StreamExt as _, TryStreamExt as _};
 use serde_json::Value;
 
 use super::OzError;
 use super::config::{ClientConfig, VersionSetting};
 use super::dialect::{Dialect, Evidence};
-use super::paging::{Next, Pager};
+use super::paging::{Next, Pager, Rounds};
 use super::transport::{Call, Transport};
 use super::wire::{Page, WireCompany, WireUser, parse_page};
 use crate::model::{ApiVersion, Email, ObservedCompany, ObservedUser};
@@ -196,17 +195,15 @@ async fn list_pages(
     ahead: bool,
     mut enough: impl FnMut(&[Value]) -> bool,
 ) -> Result<Vec<Value>, OzError> {
-    let most = transport.config.max_in_flight.max(1);
     let mut pager = Pager::new(id_key);
+    let mut rounds = Rounds::new(transport.config.max_in_flight, ahead);
     let mut all = Vec::new();
-    // The pages of this round trip, and how many to ask for at once in the next one when the
-    // server gives no total.
-    let mut offsets = vec![0];
-    let mut window = 1;
+    let mut offsets = Rounds::first();
     loop {
-        // Every page of the window is awaited, even those after the one that ends the list:
-        // they were sent together, so this costs no time, and the number of requests does not
-        // depend on which answer came first. An error past the end of the list is no error.
+        // The pages of one round are sent together (the transport bounds how many are in
+        // flight) and taken in offset order. Every one is awaited, even those after the page
+        // that ends the list: this costs no time, and the number of requests does not depend
+        // on which answer came first. An error past the end of the list is no error.
         let answers = futures::future::join_all(
             offsets
                 .iter()
@@ -224,36 +221,9 @@ async fn list_pages(
             }
             last = Some((page_len, total));
         }
-        // Every page was full (a short or empty one returned above), and there was one.
+        // A round has at least one page, and one that ends the list returned above.
         let Some((page_len, total)) = last else { return Ok(all) };
-        // The server's own page length is the step: it may cap `limit` below what was asked.
-        let step = page_len.max(1);
-        let from = pager.offset();
-        offsets = match total.and_then(|t| usize::try_from(t).ok()).filter(|_| ahead) {
-            Some(total) => {
-                let mut queued = futures::stream::iter((from..total).step_by(step))
-                    .map(|offset| async move {
-                        Ok::<_, OzError>((offset, fetch_page(transport, path, filters, offset).await?))
-                    })
-                    .buffered(most);
-                while let Some((offset, page)) = queued.try_next().await? {
-                    let (fresh, next) = accept(transport, path, &mut pager, offset, page)?;
-                    all.extend(fresh);
-                    if next == Next::Done {
-                        // Dropping the stream cancels any page still in flight: a GET, safe to
-                        // abandon.
-                        return Ok(all);
-                    }
-                }
-                // The list grew while it was read: go on from where the last page ended.
-                vec![pager.offset()]
-            }
-            None if ahead => {
-                window = (window * 2).min(most);
-                (0..window).map(|k| from + k * step).collect()
-            }
-            None => vec![from],
-        };
+        offsets = rounds.next(pager.offset(), page_len, total);
     }
 }
 

@@ -53,9 +53,11 @@ impl OzClient {
                     .collect();
                 let theirs: HashSet<&str> =
                     elsewhere.iter().filter_map(|u| u.company_id.as_deref()).collect();
-                let known: HashSet<String> = chosen.iter().map(|c| c.id.clone()).collect();
+                // Not a chosen company: its users would have been listed with it.
                 chosen.extend(
-                    all.iter().filter(|c| theirs.contains(c.id.as_str()) && !known.contains(&c.id)).cloned(),
+                    all.iter()
+                        .filter(|c| theirs.contains(c.id.as_str()) && !companies.contains(&c.name))
+                        .cloned(),
                 );
                 users.extend(elsewhere);
             }

@@ -1,6 +1,7 @@
 //! Paging of list endpoints with `offset` / `limit`, as a pure state machine.
 //!
-//! The transport fetches; `Pager` decides whether another page is needed. It stops on an empty
+//! The transport fetches; `Pager` decides whether another page is needed, `Rounds` which pages
+//! to ask for together. It stops on an empty
 //! page, on reaching `total` when the envelope gives one, and otherwise on a page shorter than
 //! the first one (a server that caps `limit` below what was asked keeps paging at its own page
 //! size). A page made only of ids already seen means the server ignores `offset`: that is an
@@ -76,6 +77,45 @@ impl Pager {
     }
 }
 
+/// Which pages to ask for in each round trip: the page at 0 first; after a round whose pages
+/// all came back full, all the remaining pages when the server said how many items there are
+/// (and that is more than were read), else a window that doubles from round to round (2, 4, … up to `most`). Without `ahead`, one
+/// page at a time.
+#[derive(Debug)]
+pub struct Rounds {
+    most: usize,
+    ahead: bool,
+    window: usize,
+}
+
+impl Rounds {
+    /// `most`: the client's bound of requests in flight (0 is taken as 1).
+    pub fn new(most: usize, ahead: bool) -> Self {
+        Self { most: most.max(1), ahead, window: 1 }
+    }
+
+    /// The offsets of the first round.
+    pub fn first() -> Vec<usize> {
+        vec![0]
+    }
+
+    /// The offsets of the next round, from `from` (where the last page ended) in steps of the
+    /// server's own page length `step` (it may cap `limit` below what was asked), with the
+    /// `total` the last page gave, if any.
+    pub fn next(&mut self, from: usize, step: usize, total: Option<u64>) -> Vec<usize> {
+        let step = step.max(1);
+        // A total not beyond `from` (the list grew while it was read) says nothing of the rest.
+        match total.and_then(|t| usize::try_from(t).ok()).filter(|t| self.ahead && *t > from) {
+            Some(total) => (from..total).step_by(step).collect(),
+            None if self.ahead => {
+                self.window = (self.window * 2).min(self.most);
+                (0..self.window).map(|k| from + k * step).collect()
+            }
+            None => vec![from],
+        }
+    }
+}
+
 fn id_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -130,6 +170,32 @@ mod tests {
         // One item went away while listing: the page at 5 is short, the one at 10 is on time.
         assert_eq!(p.accept_at(5, page(5..9, Some(13))).expect("page").1, Next::Fetch(9));
         assert_eq!(p.accept_at(10, page(10..13, Some(13))).expect("page").1, Next::Done);
+    }
+
+    #[test]
+    fn without_a_total_windows_double_up_to_the_bound() {
+        let mut r = Rounds::new(4, true);
+        assert_eq!(Rounds::first(), [0]);
+        assert_eq!(r.next(10, 10, None), [10, 20]);
+        assert_eq!(r.next(30, 10, None), [30, 40, 50, 60]);
+        assert_eq!(r.next(70, 10, None), [70, 80, 90, 100], "never wider than the bound");
+        // The server's page length is the step.
+        assert_eq!(r.next(110, 5, None), [110, 115, 120, 125]);
+    }
+
+    #[test]
+    fn a_total_asks_for_every_remaining_page_and_a_window_if_the_list_grew_past_it() {
+        let mut r = Rounds::new(4, true);
+        assert_eq!(r.next(10, 10, Some(65)), [10, 20, 30, 40, 50, 60]);
+        assert_eq!(r.next(70, 10, Some(65)), [70, 80]);
+    }
+
+    #[test]
+    fn not_ahead_is_one_page_at_a_time() {
+        let mut r = Rounds::new(16, false);
+        assert_eq!(r.next(10, 10, None), [10]);
+        assert_eq!(r.next(20, 10, Some(100)), [20]);
+        assert_eq!(Rounds::new(0, true).next(10, 10, None), [10], "a bound of 0 is taken as 1");
     }
 
     #[test]
