@@ -1,6 +1,11 @@
 //! The executor against in-memory fakes: order, concurrency, failure isolation, exactly-once
 //! creates, passwords, stale plans, the sink, convergence, and no secret in any output.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc, clippy::needless_pass_by_value)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::missing_panics_doc,
+    clippy::needless_pass_by_value
+)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
