@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use ozform::apply::Effects;
 use ozform::model::{ApiVersion, CompanyPatch, Email, NewCompany, NewUser, Permissions, UserKind, UserPatch};
 use ozform::oz::{ClientConfig, OzClient, OzError, RetryPolicy, UserFilter, VersionSetting};
 use ozform::secret::Secret;

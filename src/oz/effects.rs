@@ -1,4 +1,5 @@
-//! `apply::Effects` for `OzClient`: what apply may do to the live API.
+//! The writes `OzClient` can make (and the lookups by natural key that go with them), as
+//! inherent methods with the client's own `OzError`; `apply::Effects` for `OzClient` wraps them.
 //!
 //! Creates are `Call::create` (never blindly re-sent: an error with `outcome_unknown()` tells
 //! apply to read back with `find_*`). Updates are `PATCH` requests of the changed fields only; an answer
@@ -30,13 +31,14 @@ impl OzClient {
     }
 }
 
-impl Effects for OzClient {
-    async fn find_companies(&self, name: &str) -> Result<Vec<ObservedCompany>, OzError> {
+impl OzClient {
+    /// Live companies with exactly this name that are not `in_deletion`.
+    pub async fn find_companies(&self, name: &str) -> Result<Vec<ObservedCompany>, OzError> {
         let found = self.companies_named(Some(name)).await?;
         Ok(found.into_iter().filter(|c| !c.in_deletion).collect())
     }
 
-    async fn find_user(&self, email: &Email) -> Result<Option<ObservedUser>, OzError> {
+    pub async fn find_user(&self, email: &Email) -> Result<Option<ObservedUser>, OzError> {
         let by = |e: Email| UserFilter { email: Some(e), ..UserFilter::default() };
         let mut found = self.list_users(&by(email.clone())).await?;
         // A server may match the filter case-sensitively: try the usual lower-case spelling too.
@@ -53,13 +55,13 @@ impl Effects for OzClient {
         }
     }
 
-    async fn create_company(&self, company: &NewCompany) -> Result<ObservedCompany, OzError> {
+    pub async fn create_company(&self, company: &NewCompany) -> Result<ObservedCompany, OzError> {
         let body = new_company_body(company);
         let answer = self.transport.send(Call::create(COMPANIES, &body)).await?;
         self.decode_company("POST", COMPANIES, answer)
     }
 
-    async fn update_company(&self, id: &str, patch: &CompanyPatch) -> Result<ObservedCompany, OzError> {
+    pub async fn update_company(&self, id: &str, patch: &CompanyPatch) -> Result<ObservedCompany, OzError> {
         let object = format!("{COMPANIES}{id}");
         let body = company_patch_body(patch);
         let mut answer = self.transport.send(Call::patch(object.clone(), &body)).await?;
@@ -69,13 +71,13 @@ impl Effects for OzClient {
         self.decode_company("PATCH", &object, answer)
     }
 
-    async fn create_user(&self, user: &NewUser) -> Result<ObservedUser, OzError> {
+    pub async fn create_user(&self, user: &NewUser) -> Result<ObservedUser, OzError> {
         let body = self.dialect.new_user_body(user);
         let answer = self.transport.send(Call::create(USERS, &body)).await?;
         self.decode_user("POST", USERS, answer)
     }
 
-    async fn update_user(&self, id: &str, patch: &UserPatch) -> Result<ObservedUser, OzError> {
+    pub async fn update_user(&self, id: &str, patch: &UserPatch) -> Result<ObservedUser, OzError> {
         let object = format!("{USERS}{id}");
         let body = self.dialect.user_patch_body(patch);
         let mut answer = self.transport.send(Call::patch(object.clone(), &body)).await?;
@@ -85,7 +87,7 @@ impl Effects for OzClient {
         self.decode_user("PATCH", &object, answer)
     }
 
-    async fn issue_token(&self, user_id: &str) -> Result<IssuedToken, OzError> {
+    pub async fn issue_token(&self, user_id: &str) -> Result<IssuedToken, OzError> {
         let request = self.dialect.token_request(user_id);
         let answer = self.transport.send(Call::create(request.path.clone(), &request.body)).await?;
         let wire: WireServiceToken = serde_json::from_value(answer).map_err(|e| OzError::Decode {
@@ -103,6 +105,30 @@ impl Effects for OzClient {
             access_token: Secret::new(wire.access_token),
             expire_date,
         })
+    }
+}
+
+impl Effects for OzClient {
+    async fn find_companies(&self, name: &str) -> Result<Vec<ObservedCompany>, OzError> {
+        OzClient::find_companies(self, name).await
+    }
+    async fn find_user(&self, email: &Email) -> Result<Option<ObservedUser>, OzError> {
+        OzClient::find_user(self, email).await
+    }
+    async fn create_company(&self, company: &NewCompany) -> Result<ObservedCompany, OzError> {
+        OzClient::create_company(self, company).await
+    }
+    async fn update_company(&self, id: &str, patch: &CompanyPatch) -> Result<ObservedCompany, OzError> {
+        OzClient::update_company(self, id, patch).await
+    }
+    async fn create_user(&self, user: &NewUser) -> Result<ObservedUser, OzError> {
+        OzClient::create_user(self, user).await
+    }
+    async fn update_user(&self, id: &str, patch: &UserPatch) -> Result<ObservedUser, OzError> {
+        OzClient::update_user(self, id, patch).await
+    }
+    async fn issue_token(&self, user_id: &str) -> Result<IssuedToken, OzError> {
+        OzClient::issue_token(self, user_id).await
     }
 }
 
