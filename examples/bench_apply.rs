@@ -1,7 +1,7 @@
 //! The apply benchmark of issue #6: 2,000 service users with tokens in 20 companies, applied to
 //! the in-process emulator with 10 ms latency per request at parallelism 16, through the same
 //! library path `ozform apply` takes (`manifest::load` → `OzClient::connect` → `observe` →
-//! `plan::plan` → `apply::execute` with a `FileSink`). Then a second plan (no changes: as many
+//! `plan::compute` → `apply::execute` with a `DirStore`). Then a second plan (no changes: as many
 //! requests as there are list pages), a second apply (zero mutating requests), and a third apply
 //! adding 10% more users to the existing companies. The whole sequence runs under API 6, then
 //! API 5.
@@ -18,8 +18,8 @@
 //! `BENCH_COMPANIES`, default 20; `BENCH_PARALLELISM`, default 16; `BENCH_LATENCY_MS`, default
 //! 10; `BENCH_MAX_IN_FLIGHT`, default 16 or the parallelism if higher, as `ozform apply`;
 //! `BENCH_TOKEN_DIR`, the directory the temp dir of tokens goes in, e.g. `/dev/shm` to leave
-//! the disk out; `BENCH_SINK=memory` for a `MemorySink`). Each row also shows the CPU time of this
-//! process (client, emulator and the sink's file system calls together). Figures depend on the
+//! the disk out; `BENCH_SINK=memory` for the tests' `MemoryStore`). Each row also shows the CPU time of this
+//! process (client, emulator and the token store's file system calls together). Figures depend on the
 //! machine and its load, printed alongside: a measurement, never a test.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
 
@@ -28,13 +28,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ozform::apply::{self, ExecuteOptions, Observer, Outcome};
+// The tests' in-memory token store; the benchmark uses only its `TokenStore` side.
+#[path = "../tests/common/memory_store.rs"]
+#[allow(dead_code)]
+mod memory_store;
+
+use memory_store::MemoryStore;
+use ozform::apply::{self, ExecuteOptions, Silent};
 use ozform::emulator::{self, EmulatorConfig, Faults, Handle, Stats};
 use ozform::model::{ApiVersion, Desired};
 use ozform::oz::{ClientConfig, OzClient, VersionSetting};
-use ozform::plan::{self, Action, Address, Plan, PlanOptions};
+use ozform::plan::{self, Plan, PlanOptions};
 use ozform::secret::SecretRef;
-use ozform::sink::{FileSink, MemorySink, TokenSink};
+use ozform::token_store::{DirStore, TokenStore};
 
 const PASSWORD_VAR: &str = "BENCH_SERVICE_PASSWORD";
 
@@ -45,13 +51,6 @@ fn env_or(name: &str, default: usize) -> usize {
 /// The passwords of the generated users: one made-up value for all, known only to this process.
 fn bench_env(name: &str) -> Option<String> {
     (name == PASSWORD_VAR).then(|| "bench-only-password-0000".to_string())
-}
-
-/// Progress is not what is measured: drop it.
-struct Quiet;
-impl Observer for Quiet {
-    fn started(&self, _: &Address, _: Action) {}
-    fn finished(&self, _: &Address, _: Action, _: &Outcome) {}
 }
 
 /// One manifest file with `companies` companies and `users` service users spread evenly over them.
@@ -79,13 +78,13 @@ fn write_manifest(dir: &std::path::Path, companies: usize, users: usize) -> Path
 }
 
 /// What `ozform plan` does after connecting (`cli::plan::make_plan`, which is crate-private),
-/// with the time of each part: observe (HTTP), the sink index (disk), `plan::plan` (CPU).
-async fn make_plan(client: &OzClient, desired: &Desired, sink: &dyn TokenSink) -> (Plan, String) {
+/// with the time of each part: observe (HTTP), the token store's list (disk), `plan::compute` (CPU).
+async fn make_plan(client: &OzClient, desired: &Desired, sink: &dyn TokenStore) -> (Plan, String) {
     let started = Instant::now();
     let observed = client.observe(&[]).await.expect("observe");
     let observe = started.elapsed();
     let started = Instant::now();
-    let index = sink.index().expect("sink index");
+    let index = sink.list().expect("token store list");
     let indexed = started.elapsed();
     let options = PlanOptions {
         now: now_epoch(),
@@ -95,10 +94,10 @@ async fn make_plan(client: &OzClient, desired: &Desired, sink: &dyn TokenSink) -
         missing_secrets: plan::missing_secrets(desired, |r: &SecretRef| r.is_available(&bench_env)),
     };
     let started = Instant::now();
-    let plan = plan::plan(desired, &observed, &index, &options);
+    let plan = plan::compute(desired, &observed, &index, &options);
     let planned = started.elapsed();
     let parts = format!(
-        "observe {:.1} ms, sink index {:.1} ms ({} tokens), plan() {:.1} ms",
+        "observe {:.1} ms, token store list {:.1} ms ({} tokens), plan {:.1} ms",
         ms(observe),
         ms(indexed),
         index.len(),
@@ -116,14 +115,14 @@ fn now_epoch() -> f64 {
 async fn execute(
     plan: &Plan,
     client: &OzClient,
-    sink: &Arc<dyn TokenSink>,
+    sink: &Arc<dyn TokenStore>,
     parallelism: usize,
 ) -> Result<(), apply::ApplyError> {
     let passwords = apply::resolve_passwords(plan, &bench_env)?;
     let mut options = ExecuteOptions::new(passwords);
     options.parallelism = parallelism;
     let report =
-        apply::execute(plan, Arc::new(client.clone()), Arc::clone(sink), Arc::new(Quiet), &options).await?;
+        apply::execute(plan, Arc::new(client.clone()), Arc::clone(sink), Arc::new(Silent), &options).await?;
     assert!(report.is_success(), "apply failed: {}", report.summary_line());
     Ok(())
 }
@@ -249,10 +248,10 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
     let started = Instant::now();
     let client = OzClient::connect(client_config).await.expect("connect");
     let connect = started.elapsed();
-    let sink: Arc<dyn TokenSink> = if std::env::var("BENCH_SINK").as_deref() == Ok("memory") {
-        Arc::new(MemorySink::new())
+    let sink: Arc<dyn TokenStore> = if std::env::var("BENCH_SINK").as_deref() == Ok("memory") {
+        Arc::new(MemoryStore::new())
     } else {
-        Arc::new(FileSink::new(dir.path().join("tokens")))
+        Arc::new(DirStore::new(dir.path().join("tokens")))
     };
 
     println!(
@@ -272,7 +271,9 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
     bench.row("plan 1", &stats, wall, &(bench.page_chain(&stats) + &cpu));
     println!(
         "      {parts}; {} create, {} update, {} issue",
-        first.summary.create, first.summary.update, first.summary.issue
+        first.summary().create,
+        first.summary().update,
+        first.summary().issue
     );
 
     handle.reset_stats();
@@ -289,7 +290,9 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
     bench.row("plan 2", &stats, wall, &(bench.page_chain(&stats) + &cpu));
     println!(
         "      {parts}; {} create, {} update, {} issue",
-        second.summary.create, second.summary.update, second.summary.issue
+        second.summary().create,
+        second.summary().update,
+        second.summary().issue
     );
 
     // A second `ozform apply`: plan, and execute only if there is anything to do.
@@ -321,7 +324,9 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
     }
     println!(
         "      plan: {} create, {} update, {} issue",
-        third.summary.create, third.summary.update, third.summary.issue
+        third.summary().create,
+        third.summary().update,
+        third.summary().issue
     );
     handle.shutdown().await;
     dir

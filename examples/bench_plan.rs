@@ -1,4 +1,4 @@
-//! Times `plan::plan()` on a large in-memory state and prints the figures: 100,000 desired
+//! Times `plan::compute()` on a large in-memory state and prints the figures: 100,000 desired
 //! service users in 10,000 companies (1x), then twice that (2x), with matching observed state
 //! and some drift (metadata changes, renamed and missing users, missing and expiring tokens).
 //! Linear growth shows as the 2x time and memory being about twice the 1x ones.
@@ -14,18 +14,17 @@ use std::time::Instant;
 
 use ozform::model::{
     ApiVersion, Desired, DesiredCompany, DesiredUser, Email, LivePermissions, Location, Observed,
-    ObservedCompany, ObservedUser, Permissions, TokenSpec, UserKind,
+    ObservedCompany, ObservedUser, Permissions, StoredToken, StoredTokens, TokenSpec, UserKind,
 };
-use ozform::plan::{PlanOptions, plan};
+use ozform::plan::{PlanOptions, compute};
 use ozform::secret::SecretRef;
-use ozform::sink::{SinkEntry, SinkIndex};
 use serde_json::json;
 
 const USERS_PER_COMPANY: usize = 10;
 const NOW: f64 = 1_800_000_000.0;
 const URL: &str = "https://oz.bench";
 
-fn build(companies: usize) -> (Desired, Observed, SinkIndex) {
+fn build(companies: usize) -> (Desired, Observed, StoredTokens) {
     let location = Location { file: Arc::new(PathBuf::from("bench.yaml")), line: 1, column: 1 };
     let mut desired = Desired::default();
     let mut observed = Observed {
@@ -35,7 +34,7 @@ fn build(companies: usize) -> (Desired, Observed, SinkIndex) {
         companies: vec![],
         users: vec![],
     };
-    let mut sink = SinkIndex::new();
+    let mut sink = StoredTokens::new();
     for c in 0..companies {
         let name = format!("Company {c:06}");
         let id = format!("c-{c:06}");
@@ -88,7 +87,7 @@ fn build(companies: usize) -> (Desired, Observed, SinkIndex) {
                 let days = if n % 100 == 4 { 7.0 } else { 400.0 };
                 sink.insert(
                     email.to_lowercase(),
-                    SinkEntry { user_id, api_url: URL.into(), expire_date: NOW + days * 86_400.0 },
+                    StoredToken { user_id, api_url: URL.into(), expire_date: NOW + days * 86_400.0 },
                 );
             }
         }
@@ -127,7 +126,7 @@ fn main() {
         let mut last = None;
         for _ in 0..3 {
             let start = Instant::now();
-            let p = plan(&desired, &observed, &sink, &options);
+            let p = compute(&desired, &observed, &sink, &options);
             best = best.min(start.elapsed().as_secs_f64());
             last = Some(p);
         }
@@ -144,7 +143,9 @@ fn main() {
         );
         println!(
             "      summary: {} create, {} update, {} issue",
-            p.summary.create, p.summary.update, p.summary.issue
+            p.summary().create,
+            p.summary().update,
+            p.summary().issue
         );
     }
 }

@@ -1,6 +1,6 @@
 //! The top-level error: every layer's error converges here, with its exit code.
 
-use crate::{apply, emulator, manifest, oz, plan, secret, sink};
+use crate::{apply, emulator, manifest, oz, plan, secret, token_store};
 
 /// Process exit codes of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub enum Error {
     Apply(#[from] apply::ApplyError),
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Sink(#[from] sink::SinkError),
+    TokenStore(#[from] token_store::TokenStoreError),
     #[error(transparent)]
     #[diagnostic(transparent)]
     Secret(#[from] secret::SecretError),

@@ -1,22 +1,25 @@
 //! ozform: a declarative reconciler for the Oz Forensics API.
 //!
 //! The flow is octoDNS's: `manifest` loads YAML into a `model::Desired`; `oz` reads the live
-//! API into a `model::Observed`; `plan` computes a `plan::Plan` as a pure value; `render`
-//! shows it; `apply` executes it in dependency order through the `apply::Effects` seam (the Oz
-//! client) and writes issued tokens to a `sink::TokenSink`. `emulator` is an in-process Oz API
-//! for tests, benchmarks and `ozform demo`. `output` is the only writer to the terminal;
-//! `secret` keeps passwords and tokens out of every printout.
+//! API into a `model::Observed`; `plan` computes a `plan::Plan` as a pure value (and is the
+//! only reader and writer of the saved plan); `render` shows it; `apply` executes it in
+//! dependency order through its `Effects` seam (the Oz client implements it) and keeps issued
+//! tokens in a `token_store::TokenStore`. `cli` turns flags into settings and calls one
+//! operation of `ops`, which connects the pieces. `emulator` is an in-process Oz API for
+//! tests, benchmarks and `ozform demo`. `output` is the only writer to the terminal; `secret`
+//! keeps passwords and tokens out of every printout. `docs/architecture.md` draws the flow.
 //!
 //! Modules:
-//! - `cli`: arguments, one file per command, exit codes
+//! - `cli`: clap arguments → validated settings, one file per command; the exit code
+//! - `ops`: the operations (`plan`, `apply`, `export`, `demo`) over settings
 //! - `manifest`: files → `Desired`, with located diagnostics
 //! - `model`: domain types shared by all layers (no I/O)
 //! - `secret`: `Secret` (redacting) and `SecretRef` (`{env}` / `{file}`)
 //! - `oz`: the Oz client (dialects, sessions, paging, retries)
-//! - `plan`: the planner and the plan format
-//! - `render`: text, Markdown and JSON renderers
+//! - `plan`: the planner and the saved plan format
+//! - `render`: text and Markdown renderers
 //! - `apply`: ordering and the concurrent executor
-//! - `sink`: token sinks
+//! - `token_store`: where tokens are kept
 //! - `emulator`: the built-in Oz API
 //! - `error`, `output`: the top-level error and the terminal
 
@@ -26,9 +29,10 @@ pub mod emulator;
 pub mod error;
 pub mod manifest;
 pub mod model;
+pub mod ops;
 pub mod output;
 pub mod oz;
 pub mod plan;
 pub mod render;
 pub mod secret;
-pub mod sink;
+pub mod token_store;

@@ -265,6 +265,22 @@ pub struct Observed {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Stored tokens: what the planner may know of the token store (never a token).
+
+/// A token the token store holds, without the token itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredToken {
+    pub user_id: String,
+    /// The API that issued it.
+    pub api_url: String,
+    /// Unix epoch seconds.
+    pub expire_date: f64,
+}
+
+/// Stored tokens by lower-cased email (`Email::key`).
+pub type StoredTokens = std::collections::BTreeMap<String, StoredToken>;
+
+// ---------------------------------------------------------------------------------------------
 // Requests apply makes through `apply::Effects` (dialect-neutral; the Oz client encodes them).
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,6 +5,10 @@
 
 use std::io::{IsTerminal, Write};
 
+mod progress;
+
+pub use progress::{Bar, JsonLines, LineWriter, PlainLines, plain_line};
+
 /// Log line format for `tracing` (stderr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

@@ -1,5 +1,5 @@
 //! The executor against in-memory fakes: order, concurrency, failure isolation, exactly-once
-//! creates, passwords, stale plans, the sink, convergence, and no secret in any output.
+//! creates, passwords, stale plans, the token store, convergence, and no secret in any output.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,18 +7,25 @@
     clippy::needless_pass_by_value
 )]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ozform::apply::fake::{FakeEffects, Fault, Op};
+use common::fake_effects::{FakeEffects, Fault, Op};
+use common::memory_store::MemoryStore;
+use common::recording::{Event, Recording};
 use ozform::apply::{
-    ApplyError, ApplyReport, Event, ExecuteOptions, JsonObserver, Observer, Outcome, PlainObserver,
-    RecordingObserver, check_fresh, execute, resolve_passwords,
+    ApplyError, ApplyReport, ExecuteOptions, Outcome, Progress, check_fresh, execute, resolve_passwords,
 };
-use ozform::model::{Email, LivePermissions, ObservedUser, UserKind};
-use ozform::plan::{Action, Address, Change, FORMAT_VERSION, FieldChange, Plan, Summary, fingerprint};
+use ozform::model::{ApiVersion, Email, LivePermissions, ObservedUser, Permissions, StoredTokens, UserKind};
+use ozform::output::{JsonLines, PlainLines};
+use ozform::plan::{
+    Action, Address, Change, CompanyFields, Payload, Plan, TokenIssue, TokenReason, Update, UserCreate,
+    UserFields, fingerprint,
+};
 use ozform::secret::SecretRef;
-use ozform::sink::{MemorySink, TokenSink};
+use ozform::token_store::{TokenRecord, TokenStore, TokenStoreError};
 use serde_json::{Value, json};
 
 const CANARY_PASSWORD: &str = "canary-password-51d2e8";
@@ -27,19 +34,8 @@ const API_URL: &str = "http://127.0.0.1:9";
 
 // --- Plan builders --------------------------------------------------------------------------
 
-fn change(address: Address, action: Action) -> Change {
-    Change {
-        address,
-        action,
-        depends_on: vec![],
-        before: None,
-        after: None,
-        fields: vec![],
-        reason: None,
-        live_id: None,
-        fingerprint: None,
-        password: None,
-    }
+fn change(address: Address, depends_on: Vec<Address>, payload: Payload) -> Change {
+    Change { address, depends_on, live_id: None, fingerprint: None, payload }
 }
 
 fn company(name: &str) -> Address {
@@ -53,27 +49,59 @@ fn token(email: &str) -> Address {
 }
 
 fn create_company(name: &str, meta: Value) -> Change {
-    let mut c = change(company(name), Action::Create);
-    c.after = Some(json!({"name": name, "technical_meta_data": meta}));
+    let fields = CompanyFields { name: name.into(), technical_meta_data: Some(meta) };
+    change(company(name), vec![], Payload::CreateCompany(fields))
+}
+
+fn update_company(name: &str, before: Value, after: Value) -> Change {
+    let side = |meta| CompanyFields { name: name.into(), technical_meta_data: Some(meta) };
+    let mut c = change(
+        company(name),
+        vec![],
+        Payload::UpdateCompany(Update { before: side(before), after: side(after) }),
+    );
+    c.live_id = Some(format!("id-of-{name}"));
     c
 }
 
+/// The fields the planner would want for a user `Svc <email>` of `company_name` whose
+/// `documents` permission is off.
+fn user_fields(email: &str, company_name: &str) -> UserFields {
+    UserFields {
+        email: Email::new(email),
+        company: company_name.into(),
+        first_name: Some("Svc".into()),
+        last_name: Some(email.into()),
+        middle_name: None,
+        active: true,
+        permissions: Some(Permissions { documents: Some(false), ..Permissions::default() }),
+    }
+}
+
 fn create_user(email: &str, company_name: &str) -> Change {
-    let mut c = change(user(email), Action::Create);
-    c.depends_on = vec![company(company_name)];
-    c.after = Some(json!({
-        "email": email, "company": company_name, "first_name": "Svc", "last_name": email,
-        "active": true, "permissions": {"documents": false}, "password": "(sensitive)"
-    }));
-    c.password = Some(SecretRef::Env(format!("PW_{email}")));
+    let create = UserCreate {
+        fields: user_fields(email, company_name),
+        company_id: None,
+        password: SecretRef::Env(format!("PW_{email}")),
+    };
+    change(user(email), vec![company(company_name)], Payload::CreateUser(create))
+}
+
+/// A token of a user that `user_id` names (`None`: the user is made by this plan).
+fn token_issue(email: &str, user_id: Option<&str>) -> Change {
+    let issue = TokenIssue {
+        user_id: user_id.map(str::to_string),
+        api_url: API_URL.into(),
+        stored: None,
+        reason: if user_id.is_some() { TokenReason::NoToken } else { TokenReason::UserBeingCreated },
+    };
+    let mut c = change(token(email), vec![user(email)], Payload::IssueToken(issue));
+    c.live_id = user_id.map(str::to_string);
     c
 }
 
 fn issue_token(email: &str) -> Change {
-    let mut c = change(token(email), Action::Issue);
-    c.depends_on = vec![user(email)];
-    c.reason = Some("no token in the sink".into());
-    c
+    token_issue(email, None)
 }
 
 /// Company, service user and token for each `(company, email)`.
@@ -89,16 +117,11 @@ fn stack(pairs: &[(&str, &str)]) -> Vec<Change> {
 
 fn plan(mut changes: Vec<Change>) -> Plan {
     changes.sort_by(|a, b| a.address.cmp(&b.address));
-    let count = |a| changes.iter().filter(|c| c.action == a).count();
-    let summary =
-        Summary { create: count(Action::Create), update: count(Action::Update), issue: count(Action::Issue) };
     Plan {
-        format_version: FORMAT_VERSION,
         api_url: API_URL.into(),
-        api_version: ozform::model::ApiVersion::V6,
+        api_version: ApiVersion::V6,
         api_version_detected: false,
         changes,
-        summary,
         conflicts: vec![],
         unmanaged: vec![],
         warnings: vec![],
@@ -114,15 +137,15 @@ fn env(name: &str) -> Option<String> {
 
 struct World {
     fake: Arc<FakeEffects>,
-    sink: Arc<MemorySink>,
-    recorder: Arc<RecordingObserver>,
+    store: Arc<MemoryStore>,
+    recorder: Arc<Recording>,
 }
 
 impl World {
     fn new() -> Self {
         let fake = Arc::new(FakeEffects::new());
         fake.set_token_prefix(CANARY_TOKEN);
-        Self { fake, sink: Arc::new(MemorySink::new()), recorder: Arc::new(RecordingObserver::new()) }
+        Self { fake, store: Arc::new(MemoryStore::new()), recorder: Arc::new(Recording::new()) }
     }
 
     fn options(plan: &Plan, parallelism: usize) -> ExecuteOptions {
@@ -132,11 +155,23 @@ impl World {
     }
 
     async fn apply(&self, plan: &Plan, parallelism: usize) -> ApplyReport {
-        let sink: Arc<dyn TokenSink> = self.sink.clone();
-        let observer: Arc<dyn Observer> = self.recorder.clone();
-        execute(plan, Arc::clone(&self.fake), sink, observer, &Self::options(plan, parallelism))
-            .await
-            .unwrap()
+        execute(
+            plan,
+            Arc::clone(&self.fake),
+            self.store(),
+            self.progress(),
+            &Self::options(plan, parallelism),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn store(&self) -> Arc<dyn TokenStore> {
+        self.store.clone()
+    }
+
+    fn progress(&self) -> Arc<dyn Progress> {
+        self.recorder.clone()
     }
 }
 
@@ -183,7 +218,7 @@ async fn a_company_its_user_and_its_token_are_made_in_dependency_order() {
     assert!(!live.permissions.documents && live.permissions.biometry);
     assert_eq!(w.fake.password_of("svc@acme.example").unwrap().expose(), CANARY_PASSWORD);
 
-    let stored = w.sink.get("svc@acme.example").unwrap();
+    let stored = w.store.get("svc@acme.example").unwrap();
     let issued = &w.fake.tokens()[0];
     assert_eq!(
         (stored.user_id.as_str(), stored.token_id.as_str()),
@@ -203,11 +238,9 @@ async fn a_step_starts_as_soon_as_its_own_dependencies_are_done_not_in_waves() {
         create_user("b@fast.example", "Fast"),
     ]);
     let hold = w.fake.hold(Op::CreateCompany, "Slow");
-    let fake = Arc::clone(&w.fake);
-    let sink: Arc<dyn TokenSink> = w.sink.clone();
-    let observer: Arc<dyn Observer> = w.recorder.clone();
+    let (fake, store, progress) = (Arc::clone(&w.fake), w.store(), w.progress());
     let options = World::options(&plan, 8);
-    let run = tokio::spawn(async move { execute(&plan, fake, sink, observer, &options).await });
+    let run = tokio::spawn(async move { execute(&plan, fake, store, progress, &options).await });
     // `Slow`'s create is still held, yet the user of `Fast` gets created.
     within(w.fake.wait_for_call(Op::CreateUser, "b@fast.example")).await;
     assert_eq!(w.fake.companies().iter().filter(|c| c.name == "Slow").count(), 0);
@@ -286,7 +319,7 @@ async fn a_create_that_committed_before_the_connection_dropped_is_adopted_once()
     assert_eq!((w.fake.calls(Op::CreateCompany), w.fake.calls(Op::CreateUser)), (1, 1), "never re-sent");
     assert_eq!((w.fake.companies().len(), w.fake.users().len()), (1, 1));
     // The token went to the adopted user.
-    assert_eq!(w.sink.get("svc@acme.example").unwrap().user_id, w.fake.users()[0].id);
+    assert_eq!(w.store.get("svc@acme.example").unwrap().user_id, w.fake.users()[0].id);
     assert_eq!(w.fake.calls(Op::UpdateUser), 0, "the adopted user already matched");
 }
 
@@ -345,7 +378,7 @@ async fn a_token_issue_whose_outcome_is_unknown_is_sent_again_and_the_last_token
 
     assert!(report.is_success(), "{report:?}");
     assert_eq!(w.fake.calls(Op::IssueToken), 3);
-    let stored = w.sink.get("svc@acme.example").unwrap();
+    let stored = w.store.get("svc@acme.example").unwrap();
     let issued = w.fake.tokens();
     assert_eq!(issued.len(), 2, "the first issue committed, its answer was lost");
     assert_eq!(stored.token_id, issued[1].token_id);
@@ -406,24 +439,26 @@ async fn updates_send_only_the_planned_fields_to_the_live_ids() {
     let acme = w.fake.add_company("Acme", json!({"tier": "bronze"}));
     w.fake.add_user(service_user("u-1", "svc@acme.example", &acme));
 
-    let mut cu = change(company("Acme"), Action::Update);
+    let mut cu = update_company("Acme", json!({"tier": "bronze"}), json!({"tier": "gold"}));
     cu.live_id = Some(acme.clone());
-    cu.fields = vec![FieldChange {
-        field: "technical_meta_data".into(),
-        before: json!({"tier": "bronze"}),
-        after: json!({"tier": "gold"}),
-    }];
-    let mut uu = change(user("svc@acme.example"), Action::Update);
+    let managed = UserFields {
+        first_name: None,
+        last_name: None,
+        middle_name: Some(String::new()),
+        permissions: Some(Permissions { quality: Some(true), ..Permissions::default() }),
+        ..user_fields("svc@acme.example", "Acme")
+    };
+    let wanted = UserFields {
+        middle_name: Some("Q".into()),
+        active: false,
+        permissions: Some(Permissions { quality: Some(false), ..Permissions::default() }),
+        ..managed.clone()
+    };
+    let update = Update { before: managed, after: wanted };
+    let mut uu = change(user("svc@acme.example"), vec![company("Acme")], Payload::UpdateUser(update));
     uu.live_id = Some("u-1".into());
-    uu.depends_on = vec![company("Acme")];
-    uu.fields = vec![
-        FieldChange { field: "active".into(), before: json!(true), after: json!(false) },
-        FieldChange { field: "permissions.quality".into(), before: json!(true), after: json!(false) },
-        FieldChange { field: "middle_name".into(), before: json!(""), after: json!("Q") },
-    ];
     // A token whose user is live and unchanged: the id comes from the plan.
-    let mut t = change(token("svc@acme.example"), Action::Issue);
-    t.live_id = Some("u-1".into());
+    let t = token_issue("svc@acme.example", Some("u-1"));
     let report = w.apply(&plan(vec![cu, uu, t]), 8).await;
 
     assert!(report.is_success(), "{report:?}");
@@ -434,7 +469,7 @@ async fn updates_send_only_the_planned_fields_to_the_live_ids() {
         (false, false, "Q", "Svc")
     );
     assert!(u.permissions.documents, "an unplanned field is left alone");
-    assert_eq!(w.sink.get("svc@acme.example").unwrap().user_id, "u-1");
+    assert_eq!(w.store.get("svc@acme.example").unwrap().user_id, "u-1");
     assert_eq!(w.fake.calls(Op::FindUser), 0);
 }
 
@@ -447,7 +482,8 @@ async fn a_user_of_an_unchanged_company_finds_it_by_name_and_a_token_without_id_
     // planner still names them in `depends_on`, as here.
     let cu = create_user("new@acme.example", "Acme");
     let cu2 = create_user("new2@acme.example", "Acme");
-    let mut t = change(token("old@acme.example"), Action::Issue);
+    // A token whose user's id the plan does not name (an edited plan): found by email.
+    let mut t = token_issue("old@acme.example", None);
     t.depends_on = vec![user("old@acme.example")];
     // One step at a time, so the second user finds the company in the run's cache.
     let report = w.apply(&plan(vec![cu, cu2, t]), 1).await;
@@ -456,7 +492,7 @@ async fn a_user_of_an_unchanged_company_finds_it_by_name_and_a_token_without_id_
     assert_eq!(w.fake.user("new@acme.example").unwrap().company_id, Some(acme.clone()));
     assert_eq!(w.fake.user("new2@acme.example").unwrap().company_id, Some(acme));
     assert_eq!(w.fake.calls(Op::FindCompanies), 1, "looked up once per run");
-    assert_eq!(w.sink.get("old@acme.example").unwrap().user_id, "u-7");
+    assert_eq!(w.store.get("old@acme.example").unwrap().user_id, "u-7");
 }
 
 #[tokio::test]
@@ -466,8 +502,8 @@ async fn users_of_a_live_company_whose_id_is_in_the_plan_make_no_lookup_at_all()
     // What the planner writes when the company is live: its id in `after.company_id`.
     let with_id = |email: &str| {
         let mut c = create_user(email, "Acme");
-        if let Some(after) = c.after.as_mut().and_then(|a| a.as_object_mut()) {
-            after.insert("company_id".into(), json!(acme));
+        if let Payload::CreateUser(create) = &mut c.payload {
+            create.company_id = Some(acme.clone());
         }
         c
     };
@@ -483,23 +519,23 @@ async fn users_of_a_live_company_whose_id_is_in_the_plan_make_no_lookup_at_all()
 async fn a_token_is_stored_only_after_it_was_issued_and_a_sink_failure_fails_that_step() {
     let w = World::new();
     let plan = plan(stack(&[("A", "a@a.example"), ("B", "b@b.example"), ("C", "c@c.example")]));
-    w.sink.fail_next_store("a@a.example");
+    w.store.fail_next_store("a@a.example");
     w.fake.inject(Op::IssueToken, "c@c.example", Fault::Fail);
     let report = w.apply(&plan, 8).await;
 
     assert_eq!(addresses(&report.failed, |f| &f.address), ["token/a@a.example", "token/c@c.example"]);
     let sink_error = &report.failed[0].error;
     assert!(sink_error.contains("memory:a@a.example") && sink_error.contains("not stored"), "{sink_error}");
-    assert!(w.sink.get("c@c.example").is_none(), "nothing stored when the issue failed");
-    assert_eq!(w.sink.records().keys().collect::<Vec<_>>(), ["b@b.example"]);
+    assert!(w.store.get("c@c.example").is_none(), "nothing stored when the issue failed");
+    assert_eq!(w.store.records().keys().collect::<Vec<_>>(), ["b@b.example"]);
     assert_eq!(w.fake.calls(Op::IssueToken), 3);
 }
 
-/// A sink whose stores block (on the blocking pool, as a file sink's fsync does) until the
-/// test opens it, counting how many are inside `store` at once.
+/// A token store whose stores block (on the blocking pool, as a directory store's fsync does)
+/// until the test opens it, counting how many are inside `store` at once.
 #[derive(Default)]
-struct GatedSink {
-    inner: MemorySink,
+struct GatedStore {
+    inner: MemoryStore,
     open: Mutex<bool>,
     opened: std::sync::Condvar,
     inside: std::sync::atomic::AtomicUsize,
@@ -508,18 +544,18 @@ struct GatedSink {
     open_at: usize,
 }
 
-impl GatedSink {
+impl GatedStore {
     fn open(&self) {
         *self.open.lock().unwrap() = true;
         self.opened.notify_all();
     }
 }
 
-impl TokenSink for GatedSink {
-    fn index(&self) -> Result<ozform::sink::SinkIndex, ozform::sink::SinkError> {
-        self.inner.index()
+impl TokenStore for GatedStore {
+    fn list(&self) -> Result<StoredTokens, TokenStoreError> {
+        self.inner.list()
     }
-    fn store(&self, record: &ozform::sink::TokenRecord) -> Result<(), ozform::sink::SinkError> {
+    fn store(&self, record: &TokenRecord) -> Result<(), TokenStoreError> {
         use std::sync::atomic::Ordering::SeqCst;
         let now = self.inside.fetch_add(1, SeqCst) + 1;
         self.max_inside.fetch_max(now, SeqCst);
@@ -535,7 +571,7 @@ impl TokenSink for GatedSink {
         drop(open);
         self.inside.fetch_sub(1, SeqCst);
         if timeout.timed_out() {
-            return Err(ozform::sink::SinkError::Io {
+            return Err(TokenStoreError::Io {
                 action: "store",
                 path: record.email.clone(),
                 reason: "the test never opened the gate".into(),
@@ -552,9 +588,7 @@ fn live_tokens(w: &World, n: usize) -> Plan {
         .map(|i| {
             let email = format!("t{i}@acme.example");
             w.fake.add_user(service_user(&format!("u-{i}"), &email, &acme));
-            let mut t = change(token(&email), Action::Issue);
-            t.live_id = Some(format!("u-{i}"));
-            t
+            token_issue(&email, Some(&format!("u-{i}")))
         })
         .collect();
     plan(changes)
@@ -564,11 +598,9 @@ fn live_tokens(w: &World, n: usize) -> Plan {
 async fn a_token_being_stored_does_not_hold_an_api_slot_and_its_step_is_done_only_once_stored() {
     let w = World::new();
     let plan = live_tokens(&w, 3);
-    let sink = Arc::new(GatedSink::default());
-    let dyn_sink: Arc<dyn TokenSink> = sink.clone();
-    let observer: Arc<dyn Observer> = w.recorder.clone();
+    let sink = Arc::new(GatedStore::default());
     let options = World::options(&plan, 1);
-    let run = execute(&plan, Arc::clone(&w.fake), dyn_sink, observer, &options);
+    let run = execute(&plan, Arc::clone(&w.fake), sink.clone(), w.progress(), &options);
     let issued_all_while_the_first_store_waits = async {
         // With one API slot, the second and third tokens can only be issued if the first
         // token's store (blocked here) gave its slot back.
@@ -596,12 +628,11 @@ async fn token_stores_reach_but_never_exceed_the_parallelism_bound() {
     let w = World::new();
     let plan = live_tokens(&w, 12);
     // Stores wait until four are inside at once: the run completes only if the bound is reached.
-    let sink = Arc::new(GatedSink { open_at: 4, ..GatedSink::default() });
-    let dyn_sink: Arc<dyn TokenSink> = sink.clone();
-    let observer: Arc<dyn Observer> = w.recorder.clone();
-    let report = within(execute(&plan, Arc::clone(&w.fake), dyn_sink, observer, &World::options(&plan, 4)))
-        .await
-        .unwrap();
+    let sink = Arc::new(GatedStore { open_at: 4, ..GatedStore::default() });
+    let report =
+        within(execute(&plan, Arc::clone(&w.fake), sink.clone(), w.progress(), &World::options(&plan, 4)))
+            .await
+            .unwrap();
 
     assert!(report.is_success(), "{report:?}");
     assert_eq!(sink.max_inside.load(std::sync::atomic::Ordering::SeqCst), 4);
@@ -614,8 +645,11 @@ async fn token_stores_reach_but_never_exceed_the_parallelism_bound() {
 async fn missing_passwords_are_reported_together_and_nothing_is_executed() {
     let w = World::new();
     let mut changes = stack(&[("A", "a@a.example"), ("B", "b@b.example")]);
-    changes[4].password = Some(SecretRef::Env("UNSET_B".into()));
-    changes[1].password = Some(SecretRef::Env("UNSET_A".into()));
+    for (i, unset) in [(4, "UNSET_B"), (1, "UNSET_A")] {
+        if let Payload::CreateUser(create) = &mut changes[i].payload {
+            create.password = SecretRef::Env(unset.into());
+        }
+    }
     let plan = plan(changes);
 
     let err = resolve_passwords(&plan, &env).unwrap_err();
@@ -628,10 +662,9 @@ async fn missing_passwords_are_reported_together_and_nothing_is_executed() {
     );
 
     // `execute` checks too, before its first request.
-    let sink: Arc<dyn TokenSink> = w.sink.clone();
-    let observer: Arc<dyn Observer> = w.recorder.clone();
-    let err =
-        execute(&plan, Arc::clone(&w.fake), sink, observer, &ExecuteOptions::default()).await.unwrap_err();
+    let err = execute(&plan, Arc::clone(&w.fake), w.store(), w.progress(), &ExecuteOptions::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, ApplyError::MissingPasswords { .. }), "{err:?}");
     assert!(w.fake.call_log().is_empty());
     assert!(w.recorder.events().is_empty());
@@ -640,25 +673,23 @@ async fn missing_passwords_are_reported_together_and_nothing_is_executed() {
 #[tokio::test]
 async fn an_invalid_plan_is_refused_before_the_first_request() {
     let w = World::new();
-    let mut bad_version = plan(vec![create_company("A", json!({}))]);
-    bad_version.format_version = 99;
     // A token can only depend on its own user: another user outside the plan is corruption.
-    let mut dangling = change(token("a@a.example"), Action::Issue);
+    let mut dangling = issue_token("a@a.example");
     dangling.depends_on = vec![user("b@b.example")];
-    let mut cycle_a = change(company("A"), Action::Update);
+    let mut cycle_a = update_company("A", json!({}), json!({"a": 1}));
     cycle_a.depends_on = vec![company("B")];
-    let mut cycle_b = change(company("B"), Action::Update);
+    let mut cycle_b = update_company("B", json!({}), json!({"b": 1}));
     cycle_b.depends_on = vec![company("A")];
+    let twice = vec![create_company("A", json!({})), update_company("A", json!({}), json!({"a": 1}))];
 
     for (p, code) in [
-        (bad_version, "format_version"),
         (plan(vec![create_company("X", json!({})), cycle_a, cycle_b]), "cycle"),
         (plan(vec![dangling]), "unknown_dependency"),
+        (plan(twice), "duplicate_change"),
     ] {
-        let sink: Arc<dyn TokenSink> = w.sink.clone();
-        let observer: Arc<dyn Observer> = w.recorder.clone();
-        let err =
-            execute(&p, Arc::clone(&w.fake), sink, observer, &ExecuteOptions::default()).await.unwrap_err();
+        let err = execute(&p, Arc::clone(&w.fake), w.store(), w.progress(), &ExecuteOptions::default())
+            .await
+            .unwrap_err();
         let shown = format!("{:?}", miette::Report::new(err));
         assert!(shown.contains(&format!("ozform::apply::{code}")), "{shown}");
     }
@@ -676,13 +707,12 @@ async fn a_stale_plan_is_refused_whole_with_every_moved_address_and_no_mutating_
     // Planned against an Acme with other metadata, and before `late@` existed.
     let mut was = w.fake.companies()[0].clone();
     was.technical_meta_data = json!({"tier": "silver"});
-    let mut cu = change(company("Acme"), Action::Update);
+    let mut cu = update_company("Acme", json!({"tier": "silver"}), json!({"tier": "platinum"}));
     cu.live_id = Some(acme.clone());
     cu.fingerprint = Some(fingerprint::company(&was));
     let mut late = create_user("late@acme.example", "Acme");
     late.depends_on.clear();
-    let mut t = change(token("kept@acme.example"), Action::Issue);
-    t.live_id = Some("u-1".into());
+    let mut t = token_issue("kept@acme.example", Some("u-1"));
     t.fingerprint = Some(kept);
     let stale = plan(vec![cu.clone(), late, t.clone()]);
 
@@ -724,15 +754,15 @@ async fn running_the_same_plan_again_after_a_partial_failure_converges() {
     names.sort();
     assert_eq!(names, ["A", "B"]);
     assert_eq!(w.fake.users().len(), 2);
-    assert_eq!(w.sink.records().keys().collect::<Vec<_>>(), ["a@a.example", "b@b.example"]);
+    assert_eq!(w.store.records().keys().collect::<Vec<_>>(), ["a@a.example", "b@b.example"]);
     for email in ["a@a.example", "b@b.example"] {
-        assert_eq!(w.sink.get(email).unwrap().user_id, w.fake.user(email).unwrap().id);
+        assert_eq!(w.store.get(email).unwrap().user_id, w.fake.user(email).unwrap().id);
     }
 }
 
-/// Several observers at once.
-struct Both(Vec<Arc<dyn Observer>>, Arc<RecordingObserver>);
-impl Observer for Both {
+/// Several progress renderings at once.
+struct Both(Vec<Arc<dyn Progress>>, Arc<Recording>);
+impl Progress for Both {
     fn started(&self, a: &Address, action: Action) {
         self.0.iter().for_each(|o| o.started(a, action));
         self.1.started(a, action);
@@ -744,7 +774,7 @@ impl Observer for Both {
 }
 
 #[tokio::test]
-async fn no_password_or_token_appears_in_reports_observer_lines_or_errors() {
+async fn no_password_or_token_appears_in_reports_progress_lines_or_errors() {
     let w = World::new();
     let plan = plan(stack(&[
         ("A", "a@a.example"),
@@ -754,22 +784,21 @@ async fn no_password_or_token_appears_in_reports_observer_lines_or_errors() {
     ]));
     w.fake.inject(Op::CreateUser, "a@a.example", Fault::OutcomeUnknownAfterCommit);
     w.fake.inject(Op::CreateUser, "b@b.example", Fault::Fail);
-    w.sink.fail_next_store("c@c.example");
+    w.store.fail_next_store("c@c.example");
 
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let (text_lines, json_lines) = (Arc::clone(&lines), Arc::clone(&lines));
-    let observers: Vec<Arc<dyn Observer>> = vec![
-        Arc::new(PlainObserver::new(move |l| text_lines.lock().unwrap().push(l.to_string()))),
-        Arc::new(JsonObserver::new(move |l| json_lines.lock().unwrap().push(l.to_string()))),
+    let renderings: Vec<Arc<dyn Progress>> = vec![
+        Arc::new(PlainLines::new(move |l| text_lines.lock().unwrap().push(l.to_string()))),
+        Arc::new(JsonLines::new(move |l| json_lines.lock().unwrap().push(l.to_string()))),
     ];
-    let observer: Arc<dyn Observer> = Arc::new(Both(observers, Arc::clone(&w.recorder)));
-    let sink: Arc<dyn TokenSink> = w.sink.clone();
+    let progress: Arc<dyn Progress> = Arc::new(Both(renderings, Arc::clone(&w.recorder)));
     let options = World::options(&plan, 8);
-    let report = execute(&plan, Arc::clone(&w.fake), sink, observer, &options).await.unwrap();
+    let report = execute(&plan, Arc::clone(&w.fake), w.store(), progress, &options).await.unwrap();
 
-    // The canaries did flow: into the API and into the sink.
+    // The canaries did flow: into the API and into the token store.
     assert_eq!(w.fake.password_of("d@d.example").unwrap().expose(), CANARY_PASSWORD);
-    assert!(w.sink.get("d@d.example").unwrap().access_token.expose().starts_with(CANARY_TOKEN));
+    assert!(w.store.get("d@d.example").unwrap().access_token.expose().starts_with(CANARY_TOKEN));
     assert_eq!((report.failed.len(), report.done.len()), (2, 9), "{report:?}");
 
     let mut seen = vec![
@@ -780,7 +809,7 @@ async fn no_password_or_token_appears_in_reports_observer_lines_or_errors() {
         w.recorder.lines().join("\n"),
         lines.lock().unwrap().join("\n"),
         format!("{:?}", w.fake.tokens()),
-        format!("{:?}", w.sink.records()),
+        format!("{:?}", w.store.records()),
     ];
     let err = report.into_result().unwrap_err();
     seen.push(format!("{err} {err:?}"));

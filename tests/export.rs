@@ -245,9 +245,9 @@ async fn export_without_a_connection_says_what_is_missing() {
 
 mod round_trip {
     use ozform::manifest::{self, export};
+    use ozform::model::StoredTokens;
     use ozform::model::{Email, LivePermissions, Observed, ObservedCompany, ObservedUser, UserKind};
     use ozform::plan::{self, PlanOptions};
-    use ozform::sink::SinkIndex;
     use proptest::prelude::*;
 
     use super::*;
@@ -334,7 +334,7 @@ mod round_trip {
                 .unwrap();
             prop_assert_eq!(desired.companies.len(), export.document.companies.len());
             prop_assert_eq!(desired.users.len(), export.document.service_users.len());
-            let plan = plan::plan(&desired, &observed, &SinkIndex::new(), &PlanOptions::default());
+            let plan = plan::compute(&desired, &observed, &StoredTokens::new(), &PlanOptions::default());
             prop_assert!(plan.changes.is_empty(), "{:#?}\n{}", plan.changes, yaml);
             prop_assert!(plan.conflicts.is_empty(), "{:#?}\n{}", plan.conflicts, yaml);
         }

@@ -1,21 +1,31 @@
 //! The planner as a table of cases (desired built with small constructors, observed as
 //! fixtures, expected changes as one line each), the exact shape of each kind of change, and
-//! two properties: determinism and convergence (apply the plan with a pure simulator, plan
-//! again: no changes).
+//! three properties: determinism, the saved plan reading back equal, and convergence (apply
+//! the plan through the executor to an in-memory world, plan again: no changes).
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::sync::Arc;
+mod common;
 
-use ozform::model::{
-    ApiVersion, Desired, DesiredCompany, DesiredUser, Email, LivePermissions, Location, Observed,
-    ObservedCompany, ObservedUser, Permissions, TokenSpec, UserKind,
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::builders::{
+    self, company, company_meta, desired, live_company, live_user, loc, user, with_token,
 };
-use ozform::plan::{Action, Address, Plan, PlanOptions, TokenReason, fingerprint, missing_secrets, plan};
-use ozform::secret::{Secret, SecretRef};
-use ozform::sink::{SinkEntry, SinkIndex};
+use common::fake_effects::FakeEffects;
+use common::memory_store::MemoryStore;
+use ozform::apply::{ExecuteOptions, Silent, execute, resolve_passwords};
+use ozform::model::{
+    Desired, DesiredCompany, DesiredUser, Email, LivePermissions, Observed, ObservedCompany, ObservedUser,
+    Permissions, StoredToken, StoredTokens, TokenSpec, UserKind,
+};
+use ozform::plan::{
+    Action, Address, Plan, PlanOptions, TokenReason, compute, fingerprint, format, missing_secrets,
+};
+use ozform::secret::SecretRef;
+use ozform::token_store::TokenStore as _;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -26,76 +36,13 @@ const DAY: f64 = 86_400.0;
 // ---------------------------------------------------------------------------------------------
 // Builders.
 
-fn loc() -> Location {
-    Location { file: Arc::new(PathBuf::from("m.yaml")), line: 1, column: 1 }
-}
-
-fn company(name: &str) -> DesiredCompany {
-    DesiredCompany { name: name.into(), technical_meta_data: None, location: loc() }
-}
-
-fn company_meta(name: &str, meta: Value) -> DesiredCompany {
-    DesiredCompany { technical_meta_data: Some(meta), ..company(name) }
-}
-
-fn user(email: &str, company: &str) -> DesiredUser {
-    DesiredUser {
-        email: Email::new(email),
-        company: company.into(),
-        first_name: None,
-        last_name: None,
-        middle_name: None,
-        password: Some(SecretRef::Env("PW".into())),
-        active: true,
-        permissions: None,
-        token: TokenSpec { issue: false },
-        location: loc(),
-    }
-}
-
-fn with_token(mut u: DesiredUser) -> DesiredUser {
-    u.token.issue = true;
-    u
-}
-
-fn desired(companies: Vec<DesiredCompany>, users: Vec<DesiredUser>) -> Desired {
-    Desired { companies, users, files: vec![] }
-}
-
-fn live_company(id: &str, name: &str) -> ObservedCompany {
-    ObservedCompany { id: id.into(), name: name.into(), in_deletion: false, technical_meta_data: json!({}) }
-}
-
-fn live_user(id: &str, email: &str, company_id: &str) -> ObservedUser {
-    ObservedUser {
-        id: id.into(),
-        email: Email::new(email),
-        company_id: Some(company_id.into()),
-        kind: UserKind::Service,
-        first_name: String::new(),
-        last_name: String::new(),
-        middle_name: String::new(),
-        active: true,
-        permissions: LivePermissions::default(),
-    }
-}
-
 fn observed(companies: Vec<ObservedCompany>, users: Vec<ObservedUser>) -> Observed {
-    Observed {
-        api_url: URL.into(),
-        api_version: ApiVersion::V6,
-        api_version_detected: false,
-        companies,
-        users,
-    }
+    builders::observed(URL, companies, users)
 }
 
 /// A token stored for `user_id`, valid for a year.
-fn stored(email: &str, user_id: &str) -> (String, SinkEntry) {
-    (
-        email.to_lowercase(),
-        SinkEntry { user_id: user_id.into(), api_url: URL.into(), expire_date: NOW + 365.0 * DAY },
-    )
+fn stored(email: &str, user_id: &str) -> (String, StoredToken) {
+    builders::stored(email, user_id, URL, NOW + 365.0 * DAY)
 }
 
 fn options() -> PlanOptions {
@@ -106,12 +53,13 @@ fn options() -> PlanOptions {
 fn describe(plan: &Plan) -> Vec<String> {
     let mut lines = Vec::new();
     for c in &plan.changes {
-        let mut line = format!("{} {}", c.action.symbol(), c.address);
-        if !c.fields.is_empty() {
-            let fields: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+        let mut line = format!("{} {}", c.action().symbol(), c.address);
+        let changed = c.fields();
+        if !changed.is_empty() {
+            let fields: Vec<&str> = changed.iter().map(|f| f.field.as_str()).collect();
             let _ = write!(line, " [{}]", fields.join(", "));
         }
-        if let Some(r) = &c.reason {
+        if let Some(r) = c.reason() {
             let _ = write!(line, ": {r}");
         }
         lines.push(line);
@@ -126,7 +74,7 @@ struct Case {
     name: &'static str,
     desired: Desired,
     observed: Observed,
-    sink: SinkIndex,
+    sink: StoredTokens,
     options: PlanOptions,
     expect: Vec<String>,
 }
@@ -136,7 +84,7 @@ fn case(name: &'static str, desired: Desired, observed: Observed, expect: &[&str
         name,
         desired,
         observed,
-        sink: SinkIndex::new(),
+        sink: StoredTokens::new(),
         options: options(),
         expect: expect.iter().map(|s| (*s).to_string()).collect(),
     }
@@ -327,10 +275,10 @@ fn cases() -> Vec<Case> {
             &["! service_user/a@x.test: `a@x.test` names company `Ghost`, which no manifest declares"],
         ),
         case(
-            "a token is issued when the sink has none",
+            "a token is issued when the token store has none",
             desired(vec![company("Acme")], vec![with_token(user("a@x.test", "Acme"))]),
             observed(acme(), vec![live_user("u1", "a@x.test", "c1")]),
-            &["* token/a@x.test: no token for this user in the sink"],
+            &["* token/a@x.test: no token for this user in the token store"],
         ),
         case(
             "the token of a user being created is issued after it",
@@ -393,11 +341,11 @@ fn cases() -> Vec<Case> {
         ),
     ];
     // Cases that need a sink or options.
-    let token_case = |name, entry: SinkEntry, opts: PlanOptions, expect: &str| Case {
+    let token_case = |name, entry: StoredToken, opts: PlanOptions, expect: &str| Case {
         name,
         desired: desired(vec![company("Acme")], vec![with_token(user("a@x.test", "Acme"))]),
         observed: observed(vec![live_company("c1", "Acme")], vec![live_user("u1", "a@x.test", "c1")]),
-        sink: SinkIndex::from([("a@x.test".to_string(), entry)]),
+        sink: StoredTokens::from([("a@x.test".to_string(), entry)]),
         options: opts,
         expect: if expect.is_empty() { vec![] } else { vec![expect.to_string()] },
     };
@@ -405,19 +353,19 @@ fn cases() -> Vec<Case> {
     v.push(token_case("a valid stored token is kept", valid.clone(), options(), ""));
     v.push(token_case(
         "a token stored for another user id is issued again",
-        SinkEntry { user_id: "u0".into(), ..valid.clone() },
+        StoredToken { user_id: "u0".into(), ..valid.clone() },
         options(),
         "* token/a@x.test: the stored token is for user id `u0`, the live user is `u1` (the user was recreated)",
     ));
     v.push(token_case(
         "a token stored for another api url is issued again",
-        SinkEntry { api_url: "https://old.test".into(), ..valid.clone() },
+        StoredToken { api_url: "https://old.test".into(), ..valid.clone() },
         options(),
         "* token/a@x.test: the stored token was issued by `https://old.test`, not `https://oz.test` (a new installation)",
     ));
     v.push(token_case(
         "a token expiring within rotate-before is issued again",
-        SinkEntry { expire_date: NOW + 3.0 * DAY, ..valid.clone() },
+        StoredToken { expire_date: NOW + 3.0 * DAY, ..valid.clone() },
         options(),
         "* token/a@x.test: the stored token expires at 2027-01-18T08:00:00Z, in 3 days, within `--rotate-before` 30 days",
     ));
@@ -429,7 +377,7 @@ fn cases() -> Vec<Case> {
     ));
     v.push(token_case(
         "a trailing slash does not make another api url",
-        SinkEntry { api_url: format!("{URL}/"), ..valid },
+        StoredToken { api_url: format!("{URL}/"), ..valid },
         options(),
         "",
     ));
@@ -452,7 +400,7 @@ fn cases() -> Vec<Case> {
 fn every_case_of_the_table_plans_what_it_expects() {
     let mut failures = Vec::new();
     for c in cases() {
-        let got = describe(&plan(&c.desired, &c.observed, &c.sink, &c.options));
+        let got = describe(&compute(&c.desired, &c.observed, &c.sink, &c.options));
         if got != c.expect {
             failures.push(format!("case `{}`\n  expected: {:#?}\n  got:      {:#?}", c.name, c.expect, got));
         }
@@ -468,46 +416,46 @@ fn a_user_create_records_its_company_password_source_and_hides_the_password() {
     let mut u = with_token(user("A@x.test", "Acme"));
     u.first_name = Some("Ann".into());
     u.permissions = Some(Permissions { documents: Some(false), ..Permissions::default() });
-    let p = plan(
+    let p = compute(
         &desired(vec![company("Acme")], vec![u]),
         &observed(vec![live_company("c1", "Acme")], vec![]),
-        &SinkIndex::new(),
+        &StoredTokens::new(),
         &options(),
     );
     let create = &p.changes[0];
-    assert_eq!(create.action, Action::Create);
+    assert_eq!(create.action(), Action::Create);
     assert_eq!(create.depends_on, vec![Address::Company("Acme".into())]);
-    assert_eq!(create.before, None);
+    assert_eq!(create.before_json(), None);
     assert_eq!(
-        create.after,
+        create.after_json(),
         Some(json!({"email": "A@x.test", "company": "Acme", "company_id": "c1", "first_name": "Ann",
                     "active": true, "permissions": {"documents": false}, "password": "(sensitive)"}))
     );
-    assert_eq!(create.password, Some(SecretRef::Env("PW".into())));
+    assert_eq!(create.password(), Some(&SecretRef::Env("PW".into())));
     assert_eq!((create.live_id.as_ref(), create.fingerprint.as_ref()), (None, None));
     let token = &p.changes[1];
     assert_eq!(token.address, Address::Token(Email::new("a@x.test")));
     assert_eq!(token.depends_on, vec![Address::ServiceUser(Email::new("a@x.test"))]);
-    assert_eq!(token.reason, Some(TokenReason::UserBeingCreated.to_string()));
+    assert_eq!(token.reason(), Some(&TokenReason::UserBeingCreated));
     assert_eq!(token.live_id, None);
     assert_eq!(
-        token.after,
+        token.after_json(),
         Some(json!({"email": "A@x.test", "user_id": null, "api_url": URL, "access_token": "(sensitive)"}))
     );
-    assert_eq!(p.summary.create + p.summary.issue, 2);
+    assert_eq!(p.summary().create + p.summary().issue, 2);
 }
 
 #[test]
 fn a_user_create_in_a_company_being_created_has_no_company_id_and_depends_on_it() {
-    let p = plan(
+    let p = compute(
         &desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
         &observed(vec![], vec![]),
-        &SinkIndex::new(),
+        &StoredTokens::new(),
         &options(),
     );
     let create = &p.changes[1];
     assert_eq!(create.depends_on, vec![p.changes[0].address.clone()]);
-    assert!(create.after.as_ref().unwrap().get("company_id").is_none());
+    assert!(create.after_json().unwrap().get("company_id").is_none());
 }
 
 #[test]
@@ -516,31 +464,32 @@ fn an_update_holds_old_and_new_managed_fields_the_live_id_and_the_fingerprint() 
     u.last_name = Some("New".into());
     u.permissions = Some(Permissions { biometry: Some(false), ..Permissions::default() });
     let live = ObservedUser { last_name: "Old".into(), ..live_user("u1", "a@x.test", "c1") };
-    let p = plan(
+    let p = compute(
         &desired(vec![company("Acme")], vec![u]),
         &observed(vec![live_company("c1", "Acme")], vec![live.clone()]),
-        &SinkIndex::new(),
+        &StoredTokens::new(),
         &options(),
     );
     let update = &p.changes[0];
-    assert_eq!(update.action, Action::Update);
+    assert_eq!(update.action(), Action::Update);
     assert_eq!(update.live_id.as_deref(), Some("u1"));
     assert_eq!(update.fingerprint, Some(fingerprint::user(&live)));
     assert_eq!(update.depends_on, vec![Address::Company("Acme".into())]);
     assert_eq!(
-        update.before,
+        update.before_json(),
         Some(
             json!({"email": "a@x.test", "company": "Acme", "last_name": "Old", "active": true, "permissions": {"biometry": true}})
         )
     );
     assert_eq!(
-        update.after,
+        update.after_json(),
         Some(
             json!({"email": "a@x.test", "company": "Acme", "last_name": "New", "active": true, "permissions": {"biometry": false}})
         )
     );
+    let changed = update.fields();
     let fields: Vec<(&str, &Value, &Value)> =
-        update.fields.iter().map(|f| (f.field.as_str(), &f.before, &f.after)).collect();
+        changed.iter().map(|f| (f.field.as_str(), &f.before, &f.after)).collect();
     assert_eq!(
         fields,
         vec![
@@ -553,37 +502,37 @@ fn an_update_holds_old_and_new_managed_fields_the_live_id_and_the_fingerprint() 
 #[test]
 fn a_company_update_names_the_live_company_and_its_fingerprint() {
     let live = ObservedCompany { technical_meta_data: json!({"t": 1}), ..live_company("c1", "Acme") };
-    let p = plan(
+    let p = compute(
         &desired(vec![company_meta("Acme", json!({"t": 2}))], vec![]),
         &observed(vec![live.clone()], vec![]),
-        &SinkIndex::new(),
+        &StoredTokens::new(),
         &options(),
     );
     let update = &p.changes[0];
     assert_eq!(update.live_id.as_deref(), Some("c1"));
     assert_eq!(update.fingerprint, Some(fingerprint::company(&live)));
-    assert_eq!(update.before, Some(json!({"name": "Acme", "technical_meta_data": {"t": 1}})));
-    assert_eq!(update.after, Some(json!({"name": "Acme", "technical_meta_data": {"t": 2}})));
+    assert_eq!(update.before_json(), Some(json!({"name": "Acme", "technical_meta_data": {"t": 1}})));
+    assert_eq!(update.after_json(), Some(json!({"name": "Acme", "technical_meta_data": {"t": 2}})));
 }
 
 #[test]
 fn a_token_of_a_live_user_names_the_user_and_shows_the_stored_token_without_secrets() {
     let live = live_user("u1", "a@x.test", "c1");
-    let sink = SinkIndex::from([(
+    let sink = StoredTokens::from([(
         "a@x.test".to_string(),
-        SinkEntry { user_id: "u0".into(), api_url: URL.into(), expire_date: NOW },
+        StoredToken { user_id: "u0".into(), api_url: URL.into(), expire_date: NOW },
     )]);
-    let p = plan(
+    let p = compute(
         &desired(vec![company("Acme")], vec![with_token(user("a@x.test", "Acme"))]),
         &observed(vec![live_company("c1", "Acme")], vec![live.clone()]),
         &sink,
         &options(),
     );
     let token = &p.changes[0];
-    assert_eq!(token.action, Action::Issue);
+    assert_eq!(token.action(), Action::Issue);
     assert_eq!(token.live_id.as_deref(), Some("u1"));
     assert_eq!(token.fingerprint, Some(fingerprint::user(&live)));
-    assert_eq!(token.before, Some(json!({"user_id": "u0", "api_url": URL, "expire_date": NOW})));
+    assert_eq!(token.before_json(), Some(json!({"user_id": "u0", "api_url": URL, "expire_date": NOW})));
 }
 
 #[test]
@@ -665,7 +614,7 @@ fn desired_strategy() -> impl Strategy<Value = Desired> {
         })
 }
 
-fn observed_strategy() -> impl Strategy<Value = (Observed, SinkIndex)> {
+fn observed_strategy() -> impl Strategy<Value = (Observed, StoredTokens)> {
     let company = (0..NAMES.len(), proptest::bool::weighted(0.2), metas());
     let user = (
         0..EMAILS.len(),
@@ -712,7 +661,7 @@ fn observed_strategy() -> impl Strategy<Value = (Observed, SinkIndex)> {
             let sink = tokens
                 .into_iter()
                 .map(|(e, u, same_url, days)| {
-                    let entry = SinkEntry {
+                    let entry = StoredToken {
                         user_id: format!("u{u}"),
                         api_url: if same_url { URL.to_string() } else { "https://old.test".to_string() },
                         expire_date: NOW + days * DAY,
@@ -724,91 +673,32 @@ fn observed_strategy() -> impl Strategy<Value = (Observed, SinkIndex)> {
         })
 }
 
-/// Apply `plan` to `observed` and `sink` the way the executor would, reading the plan only
-/// through the decoders the executor uses (`new_company`, `company_patch`, `new_user`,
-/// `user_patch`, `planned_company_id`) and `live_id`: creates add objects with fresh ids,
-/// updates set fields, issues write sink entries.
-fn simulate(plan: &Plan, observed: &mut Observed, sink: &mut SinkIndex) {
-    let mut created_companies: HashMap<String, String> = HashMap::new();
-    let mut created_users: HashMap<String, String> = HashMap::new();
-    for change in &plan.changes {
-        match (&change.address, change.action) {
-            (Address::Company(name), Action::Create) => {
-                let new = change.new_company().unwrap();
-                let id = format!("new-c{}", observed.companies.len());
-                observed.companies.push(ObservedCompany {
-                    id: id.clone(),
-                    name: new.name,
-                    in_deletion: false,
-                    technical_meta_data: new.technical_meta_data.unwrap_or(json!({})),
-                });
-                created_companies.insert(name.clone(), id);
-            }
-            (Address::Company(_), Action::Update) => {
-                let patch = change.company_patch().unwrap();
-                let id = change.live_id.as_deref().unwrap();
-                let c = observed.companies.iter_mut().find(|c| c.id == id).unwrap();
-                if let Some(meta) = patch.technical_meta_data {
-                    c.technical_meta_data = meta;
-                }
-            }
-            (Address::ServiceUser(email), Action::Create) => {
-                let company_id = match change.planned_company_id() {
-                    Some(id) => id.to_string(),
-                    None => match &change.depends_on[..] {
-                        [Address::Company(name)] => created_companies[name].clone(),
-                        other => panic!("a user create depends on {other:?}"),
-                    },
-                };
-                let new = change.new_user(&company_id, Secret::new("pw")).unwrap();
-                let id = format!("new-u{}", observed.users.len());
-                let p = new.permissions;
-                observed.users.push(ObservedUser {
-                    id: id.clone(),
-                    email: new.email,
-                    company_id: Some(new.company_id),
-                    kind: UserKind::Service,
-                    first_name: new.first_name,
-                    last_name: new.last_name,
-                    middle_name: new.middle_name,
-                    active: new.active,
-                    permissions: LivePermissions {
-                        biometry: p.biometry.unwrap_or(true),
-                        collection: p.collection.unwrap_or(true),
-                        documents: p.documents.unwrap_or(true),
-                        quality: p.quality.unwrap_or(true),
-                    },
-                });
-                created_users.insert(email.key(), id);
-            }
-            (Address::ServiceUser(_), Action::Update) => {
-                let patch = change.user_patch().unwrap();
-                let id = change.live_id.as_deref().unwrap();
-                let u = observed.users.iter_mut().find(|u| u.id == id).unwrap();
-                let p = patch.permissions;
-                u.first_name = patch.first_name.unwrap_or(u.first_name.clone());
-                u.last_name = patch.last_name.unwrap_or(u.last_name.clone());
-                u.middle_name = patch.middle_name.unwrap_or(u.middle_name.clone());
-                u.active = patch.active.unwrap_or(u.active);
-                u.permissions.biometry = p.biometry.unwrap_or(u.permissions.biometry);
-                u.permissions.collection = p.collection.unwrap_or(u.permissions.collection);
-                u.permissions.documents = p.documents.unwrap_or(u.permissions.documents);
-                u.permissions.quality = p.quality.unwrap_or(u.permissions.quality);
-            }
-            (Address::Token(email), Action::Issue) => {
-                let user_id = change.live_id.clone().unwrap_or_else(|| created_users[&email.key()].clone());
-                sink.insert(
-                    email.key(),
-                    SinkEntry {
-                        user_id,
-                        api_url: observed.api_url.clone(),
-                        expire_date: NOW + 5.0 * 365.0 * DAY,
-                    },
-                );
-            }
-            (address, action) => panic!("the planner made an impossible change: {action} {address}"),
-        }
+/// Apply `plan` through the executor to an in-memory world (`FakeEffects`) seeded with
+/// `observed` and a token store seeded with `stored`: the live state and stored tokens after.
+fn apply_through_the_executor(
+    plan: &Plan,
+    observed: &Observed,
+    stored: &StoredTokens,
+) -> (Observed, StoredTokens) {
+    let fake = Arc::new(FakeEffects::new());
+    fake.seed(observed);
+    let store = Arc::new(MemoryStore::new());
+    for (email, token) in stored {
+        store.seed(email, token);
     }
+    let passwords = resolve_passwords(plan, &|_| Some("pw".to_string())).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let report = runtime
+        .block_on(execute(
+            plan,
+            Arc::clone(&fake),
+            store.clone(),
+            Arc::new(Silent),
+            &ExecuteOptions::new(passwords),
+        ))
+        .unwrap();
+    assert!(report.is_success(), "{report:?}");
+    (fake.observed(&observed.api_url, observed.api_version), store.list().unwrap())
 }
 
 proptest! {
@@ -821,24 +711,45 @@ proptest! {
         rotate in any::<bool>(),
     ) {
         let opts = PlanOptions { rotate_tokens: rotate, ..options() };
-        let first = ozform::render::json(&plan(&desired, &observed, &sink, &opts));
-        prop_assert_eq!(&first, &ozform::render::json(&plan(&desired, &observed, &sink, &opts)));
+        let first = format::to_json(&compute(&desired, &observed, &sink, &opts));
+        prop_assert_eq!(&first, &format::to_json(&compute(&desired, &observed, &sink, &opts)));
         let mut reversed = observed.clone();
         reversed.companies.reverse();
         reversed.users.reverse();
-        prop_assert_eq!(&first, &ozform::render::json(&plan(&desired, &reversed, &sink, &opts)));
+        prop_assert_eq!(&first, &format::to_json(&compute(&desired, &reversed, &sink, &opts)));
+    }
+
+    #[test]
+    fn any_plan_the_planner_makes_is_saved_and_read_back_equal(
+        desired in desired_strategy(),
+        (observed, sink) in observed_strategy(),
+        rotate in any::<bool>(),
+        rotate_days in 0..60u64,
+    ) {
+        let opts = PlanOptions {
+            rotate_tokens: rotate,
+            rotate_before: Duration::from_secs(rotate_days * 86_400),
+            missing_secrets: missing_secrets(&desired, |r| matches!(r, SecretRef::File(_))),
+            ..options()
+        };
+        let plan = compute(&desired, &observed, &sink, &opts);
+        let text = format::to_json(&plan);
+        let read = format::from_json(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+        prop_assert_eq!(&read, &plan);
+        prop_assert_eq!(format::to_json(&read), text);
     }
 
     #[test]
     fn applying_a_plan_and_planning_again_gives_no_changes(
         desired in desired_strategy(),
-        (mut observed, mut sink) in observed_strategy(),
+        (observed, sink) in observed_strategy(),
         rotate in any::<bool>(),
     ) {
-        let first = plan(&desired, &observed, &sink, &PlanOptions { rotate_tokens: rotate, ..options() });
-        prop_assert_eq!(first.summary.create + first.summary.update + first.summary.issue, first.changes.len());
-        simulate(&first, &mut observed, &mut sink);
-        let second = plan(&desired, &observed, &sink, &options());
+        let first = compute(&desired, &observed, &sink, &PlanOptions { rotate_tokens: rotate, ..options() });
+        let summary = first.summary();
+        prop_assert_eq!(summary.create + summary.update + summary.issue, first.changes.len());
+        let (observed, sink) = apply_through_the_executor(&first, &observed, &sink);
+        let second = compute(&desired, &observed, &sink, &options());
         prop_assert!(second.changes.is_empty(), "still planned after apply: {:#?}", describe(&second));
         let addresses = |p: &Plan| p.conflicts.iter().map(|c| c.address.to_string()).collect::<Vec<_>>();
         prop_assert_eq!(addresses(&first), addresses(&second));
@@ -846,10 +757,10 @@ proptest! {
 }
 
 #[test]
-fn sink_keys_are_lower_cased_emails() {
+fn stored_tokens_are_keyed_by_lower_cased_emails() {
     // A user written in capitals finds the token stored under its lower-cased email.
-    let sink: SinkIndex = BTreeMap::from([stored("a@x.test", "u1")]);
-    let p = plan(
+    let sink: StoredTokens = BTreeMap::from([stored("a@x.test", "u1")]);
+    let p = compute(
         &desired(vec![company("Acme")], vec![with_token(user("A@X.TEST", "Acme"))]),
         &observed(vec![live_company("c1", "Acme")], vec![live_user("u1", "a@x.test", "c1")]),
         &sink,

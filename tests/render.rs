@@ -3,25 +3,21 @@
 //! versions; no rendering ever holds a secret value (canary passwords).
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
-use std::path::PathBuf;
-use std::sync::Arc;
+mod common;
 
+use common::builders::loc;
 use ozform::model::{
-    ApiVersion, Desired, DesiredCompany, DesiredUser, Email, LivePermissions, Location, Observed,
-    ObservedCompany, ObservedUser, Permissions, TokenSpec, UserKind,
+    ApiVersion, Desired, DesiredCompany, DesiredUser, Email, LivePermissions, Observed, ObservedCompany,
+    ObservedUser, Permissions, StoredToken, StoredTokens, TokenSpec, UserKind,
 };
-use ozform::plan::{Plan, PlanError, PlanOptions, missing_secrets, plan};
-use ozform::render::{Style, json, markdown, parse_plan, text};
+use ozform::plan::format::{from_json as parse_plan, to_json as json};
+use ozform::plan::{Plan, PlanError, PlanOptions, compute, missing_secrets};
+use ozform::render::{Style, markdown, text};
 use ozform::secret::SecretRef;
-use ozform::sink::{SinkEntry, SinkIndex};
 use serde_json::json;
 
 const NOW: f64 = 1_800_000_000.0;
 const URL: &str = "https://oz.example";
-
-fn loc() -> Location {
-    Location { file: Arc::new(PathBuf::from("m.yaml")), line: 1, column: 1 }
-}
 
 fn user(email: &str, company: &str, password: SecretRef) -> DesiredUser {
     DesiredUser {
@@ -56,7 +52,7 @@ fn live_user(id: &str, email: &str, company_id: &str) -> ObservedUser {
 /// metadata, diffed), a user create (in the new company) and a user update, tokens for a user
 /// being created, with none in the sink and expiring; a user in another company (conflict);
 /// unmanaged live users; a password source that is not available (warning).
-fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, SinkIndex) {
+fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, StoredTokens) {
     let desired = Desired {
         companies: vec![
             DesiredCompany {
@@ -119,14 +115,14 @@ fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, 
             live_user("u-legacy", "legacy@beta.example", "c-beta"),
         ],
     };
-    let sink = SinkIndex::from([
+    let sink = StoredTokens::from([
         (
             "svc-api@beta.example".to_string(),
-            SinkEntry { user_id: "u-api".into(), api_url: URL.into(), expire_date: NOW + 5.0 * 86_400.0 },
+            StoredToken { user_id: "u-api".into(), api_url: URL.into(), expire_date: NOW + 5.0 * 86_400.0 },
         ),
         (
             "svc-ok@beta.example".to_string(),
-            SinkEntry { user_id: "u-ok".into(), api_url: URL.into(), expire_date: NOW + 900.0 * 86_400.0 },
+            StoredToken { user_id: "u-ok".into(), api_url: URL.into(), expire_date: NOW + 900.0 * 86_400.0 },
         ),
     ]);
     (desired, observed, sink)
@@ -140,7 +136,7 @@ fn every_kind_plan() -> Plan {
         missing_secrets: missing_secrets(&desired, |r| matches!(r, SecretRef::File(_))),
         ..PlanOptions::default()
     };
-    plan(&desired, &observed, &sink, &options)
+    compute(&desired, &observed, &sink, &options)
 }
 
 #[test]
@@ -184,7 +180,7 @@ fn an_empty_plan_says_no_changes() {
         companies: vec![],
         users: vec![],
     };
-    let p = plan(&Desired::default(), &observed, &SinkIndex::new(), &PlanOptions::default());
+    let p = compute(&Desired::default(), &observed, &StoredTokens::new(), &PlanOptions::default());
     insta::assert_snapshot!(text(&p, &Style::default()), @r"
     Plan for https://oz.example (Oz API 5)
 
@@ -237,19 +233,20 @@ fn no_rendering_holds_a_secret_value() {
         missing_secrets: missing_secrets(&desired, |r| r.is_available(&env)),
         ..PlanOptions::default()
     };
-    let plan = plan(&desired, &observed, &sink, &options);
+    let plan = compute(&desired, &observed, &sink, &options);
     // The secrets are available (no warnings) and creates are planned that will need them.
     assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
-    assert!(plan.changes.iter().any(|c| c.password.is_some()));
+    assert!(plan.changes.iter().any(|c| c.password().is_some()));
     let outputs = [
         text(&plan, &Style { color: false }),
         text(&plan, &Style { color: true }),
         markdown(&plan),
         json(&plan),
-        format!("{plan:?}"),
     ];
-    for out in &outputs {
-        assert!(out.contains("(sensitive)"));
+    // Every rendering shows the password fields, as `(sensitive)`; the `Debug` of the plan
+    // holds only where passwords come from.
+    assert!(outputs.iter().all(|out| out.contains("(sensitive)")));
+    for out in outputs.iter().chain([&format!("{plan:?}")]) {
         for canary in [CANARY_ENV, CANARY_FILE] {
             assert!(!out.contains(canary), "secret leaked into:\n{out}");
         }

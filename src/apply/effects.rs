@@ -1,35 +1,74 @@
-//! `Effects`: everything apply may do to the world. Implemented by `oz::OzClient` and by an
-//! in-memory fake for executor tests.
+//! `Effects`: everything apply may do to the world, with its own error kinds. The Oz client
+//! implements it (`oz/effects.rs` converts its errors at that edge); executor tests use an
+//! in-memory fake (`tests/common`).
 
+use std::fmt;
 use std::future::Future;
 
 use crate::model::{
     CompanyPatch, Email, IssuedToken, NewCompany, NewUser, ObservedCompany, ObservedUser, UserPatch,
 };
-use crate::oz::OzError;
 
 pub trait Effects: Send + Sync + 'static {
     /// Live companies with exactly this name that are not `in_deletion` (more than one is ambiguous).
     fn find_companies(
         &self,
         name: &str,
-    ) -> impl Future<Output = Result<Vec<ObservedCompany>, OzError>> + Send;
+    ) -> impl Future<Output = Result<Vec<ObservedCompany>, EffectError>> + Send;
     /// The live user with this email (case-insensitive), if any.
-    fn find_user(&self, email: &Email) -> impl Future<Output = Result<Option<ObservedUser>, OzError>> + Send;
+    fn find_user(
+        &self,
+        email: &Email,
+    ) -> impl Future<Output = Result<Option<ObservedUser>, EffectError>> + Send;
     fn create_company(
         &self,
         company: &NewCompany,
-    ) -> impl Future<Output = Result<ObservedCompany, OzError>> + Send;
+    ) -> impl Future<Output = Result<ObservedCompany, EffectError>> + Send;
     fn update_company(
         &self,
         id: &str,
         patch: &CompanyPatch,
-    ) -> impl Future<Output = Result<ObservedCompany, OzError>> + Send;
-    fn create_user(&self, user: &NewUser) -> impl Future<Output = Result<ObservedUser, OzError>> + Send;
+    ) -> impl Future<Output = Result<ObservedCompany, EffectError>> + Send;
+    fn create_user(&self, user: &NewUser) -> impl Future<Output = Result<ObservedUser, EffectError>> + Send;
     fn update_user(
         &self,
         id: &str,
         patch: &UserPatch,
-    ) -> impl Future<Output = Result<ObservedUser, OzError>> + Send;
-    fn issue_token(&self, user_id: &str) -> impl Future<Output = Result<IssuedToken, OzError>> + Send;
+    ) -> impl Future<Output = Result<ObservedUser, EffectError>> + Send;
+    fn issue_token(&self, user_id: &str) -> impl Future<Output = Result<IssuedToken, EffectError>> + Send;
+}
+
+/// What a failed effect means for what apply does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EffectErrorKind {
+    /// The API refused the request: nothing happened.
+    Refused,
+    /// A create found its object there already (someone, or an earlier attempt, made it).
+    AlreadyExists,
+    /// The request may have taken effect. `answered`: the API itself answered that it failed
+    /// (500, 503), so it is done with the request and a read-back is the whole truth; otherwise
+    /// (no answer, a gateway's 502/504, an unreadable answer) it may still be running.
+    OutcomeUnknown { answered: bool },
+    /// The request could not be made (nothing was sent, or it is not known to be safe to ask).
+    Failed,
+}
+
+/// A failed effect: its kind, and a message that names the request (method, path, status,
+/// the API's `error_code` and message) and never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct EffectError {
+    pub kind: EffectErrorKind,
+    pub message: String,
+}
+
+impl EffectError {
+    pub fn new(kind: EffectErrorKind, message: impl fmt::Display) -> Self {
+        Self { kind, message: message.to_string() }
+    }
+
+    /// The request may have taken effect: read back before doing anything else.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self.kind, EffectErrorKind::OutcomeUnknown { .. })
+    }
 }

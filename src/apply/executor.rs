@@ -1,13 +1,13 @@
 //! The executor: runs a plan's changes as a dependency graph, concurrently.
 //!
-//! I/O only through `Effects`, `TokenSink` and `Observer`. Scheduling: a step starts as soon as
+//! I/O only through `Effects`, `TokenStore` and `Progress`. Scheduling: a step starts as soon as
 //! all its dependencies are done (not in waves), at most `parallelism` talking to the API at a
 //! time, lowest plan index first among the ready ones. A failed step skips everything
 //! downstream of it and nothing else. All steps run as futures on the caller's task
 //! (`FuturesUnordered`): the work is waiting on HTTP, and one task keeps the scheduler state
 //! free of locks.
 //!
-//! A token step has two phases: the API issues the token, then the sink stores it. The step is
+//! A token step has two phases: the API issues the token, then the token store keeps it. The step is
 //! done only when both are, but its API slot is handed on as soon as the token is issued: the
 //! store is blocking file I/O (create, fsync, rename, fsync the directory) that goes to
 //! tokio's blocking pool, at most `parallelism` stores at a time, while the next steps already
@@ -20,6 +20,12 @@
 //! read-back finds nothing is the create sent again, a bounded number of times; after a
 //! timeout or a dropped connection the step fails instead. A token issue whose outcome is
 //! unknown is sent again (bounded): a lost token is harmless, and a token cannot be read back.
+//! An adopted object is brought to the create's fields with the planner's own field diff
+//! (`plan::user_update`, `plan::company_update`).
+//!
+//! Words: a *step* is the execution of one change; it *finishes* `Made` (the live id it leaves
+//! for its dependents, and whether it adopted), failed, or skipped. A token step's API phase
+//! ends `Issued` and its store phase ends the step.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,21 +34,24 @@ use std::time::SystemTime;
 use futures::future::Either;
 use futures::stream::{FuturesUnordered, StreamExt as _};
 use serde::Serialize;
-
-use super::observer::{Observer, Outcome};
-use super::order::Graph;
-use super::{ApplyError, Effects, Passwords};
-use crate::model::{CompanyPatch, Email, NewUser, ObservedUser, UserKind, UserPatch};
-use crate::oz::OzError;
-use crate::plan::{Action, Address, Change, FORMAT_VERSION, Plan, PlanError};
-use crate::sink::{TokenRecord, TokenSink};
 use tokio::sync::Semaphore;
+
+use super::effects::{EffectError, EffectErrorKind};
+use super::order::Graph;
+use super::progress::{Outcome, Progress};
+use super::{ApplyError, Effects, Passwords};
+use crate::model::{Email, UserKind};
+use crate::plan::{
+    Action, Address, Change, CompanyFields, Payload, Plan, TokenIssue, Update, UserCreate, company_update,
+    user_update,
+};
+use crate::token_store::{TokenRecord, TokenStore};
 
 /// How to execute.
 #[derive(Debug, Clone)]
 pub struct ExecuteOptions {
-    /// At most this many steps talking to the API at once, and at most this many token stores
-    /// at once (0 is taken as 1).
+    /// At most this many steps talking to the API at once, and at most this many tokens being
+    /// stored at once (0 is taken as 1).
     pub parallelism: usize,
     /// The passwords of the plan's user creates (`resolve_passwords`).
     pub passwords: Passwords,
@@ -71,7 +80,7 @@ pub struct DoneStep {
     pub adopted: bool,
 }
 
-/// A step that failed. `error` names the request or the sink path; it holds no secret.
+/// A step that failed. `error` names the request or the token store; it holds no secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FailedStep {
     pub address: Address,
@@ -128,22 +137,24 @@ impl ApplyReport {
     }
 }
 
-/// Execute `plan`. Errors only when the plan cannot be run at all (format version, cycle,
-/// dangling dependency, repeated address, a user create without a resolved password), and
-/// then before the first request; step failures are in the report.
+/// Execute `plan`. Errors only when the plan cannot be run at all (cycle, dangling
+/// dependency, repeated address, a user create without a resolved password), and then before
+/// the first request; step failures are in the report.
 pub async fn execute<E: Effects>(
     plan: &Plan,
     effects: Arc<E>,
-    sink: Arc<dyn TokenSink>,
-    observer: Arc<dyn Observer>,
+    store: Arc<dyn TokenStore>,
+    progress: Arc<dyn Progress>,
     options: &ExecuteOptions,
 ) -> Result<ApplyReport, ApplyError> {
-    let graph = check_plan(plan)?;
+    let graph = Graph::new(&plan.changes)?;
     let missing: Vec<String> = plan
         .changes
         .iter()
-        .filter_map(|c| match (&c.address, c.action) {
-            (Address::ServiceUser(email), Action::Create) if options.passwords.get(email).is_none() => {
+        .filter_map(|c| match (&c.address, &c.payload) {
+            (Address::ServiceUser(email), Payload::CreateUser(_))
+                if options.passwords.get(email).is_none() =>
+            {
                 Some(format!("`{email}` has no resolved password"))
             }
             _ => None,
@@ -155,7 +166,6 @@ pub async fn execute<E: Effects>(
 
     let ctx = Ctx {
         effects: effects.as_ref(),
-        sink: &sink,
         passwords: &options.passwords,
         api_url: &plan.api_url,
         now: options.now,
@@ -179,58 +189,56 @@ pub async fn execute<E: Effects>(
         while calling < limit {
             let Some(i) = ready.pop_first() else { break };
             let change = &plan.changes[i];
-            observer.started(&change.address, change.action);
-            tracing::debug!(address = %change.address, action = %change.action, "step started");
+            progress.started(&change.address, change.action());
+            tracing::debug!(address = %change.address, action = %change.action(), "step started");
             // Dependencies are done, so their results are known now.
-            let inputs = match &change.address {
-                Address::Company(_) => Inputs::default(),
-                Address::ServiceUser(_) => Inputs {
-                    company_id: change.user_company().ok().and_then(|n| company_ids.get(n).cloned()),
-                    user_id: None,
+            let known = match &change.payload {
+                Payload::CreateUser(create) => company_ids.get(&create.fields.company).cloned(),
+                Payload::IssueToken(_) => match &change.address {
+                    Address::Token(email) => user_ids.get(&email.key()).cloned(),
+                    _ => None,
                 },
-                Address::Token(email) => {
-                    Inputs { company_id: None, user_id: user_ids.get(&email.key()).cloned() }
-                }
+                _ => None,
             };
-            running.push(Either::Left(run_step(&ctx, i, change, inputs)));
+            running.push(Either::Left(api_phase(&ctx, i, change, known)));
             calling += 1;
         }
-        let Some((i, phase)) = running.next().await else { break };
-        let result = match phase {
-            Phase::Called(result) => {
+        let Some((i, end)) = running.next().await else { break };
+        let result = match end {
+            PhaseEnd::Api(result) => {
                 calling -= 1;
                 match result {
-                    Ok(Called::Done(step)) => Ok(step),
-                    Ok(Called::Issued(record)) => {
-                        running.push(Either::Right(store_token(ctx.sink, &stores, i, record)));
+                    Ok(AfterApi::Made(made)) => Ok(made),
+                    Ok(AfterApi::Issued(record)) => {
+                        running.push(Either::Right(store_phase(&store, &stores, i, record)));
                         continue;
                     }
                     Err(error) => Err(error),
                 }
             }
-            Phase::Stored(result) => result,
+            PhaseEnd::Store(result) => result,
         };
         let change = &plan.changes[i];
         match result {
-            Ok(step) => {
+            Ok(made) => {
                 match &change.address {
                     Address::Company(name) => {
-                        company_ids.insert(name.clone(), step.id);
+                        company_ids.insert(name.clone(), made.id);
                     }
                     Address::ServiceUser(email) => {
-                        user_ids.insert(email.key(), step.id);
+                        user_ids.insert(email.key(), made.id);
                     }
                     Address::Token(_) => {}
                 }
-                let outcome = if step.adopted { Outcome::Adopted } else { Outcome::Done };
+                let outcome = if made.adopted { Outcome::Adopted } else { Outcome::Done };
                 tracing::debug!(address = %change.address, outcome = outcome.kind(), "step finished");
-                observer.finished(&change.address, change.action, &outcome);
+                progress.finished(&change.address, change.action(), &outcome);
                 done.push((
                     i,
                     DoneStep {
                         address: change.address.clone(),
-                        action: change.action,
-                        adopted: step.adopted,
+                        action: change.action(),
+                        adopted: made.adopted,
                     },
                 ));
                 for &d in &graph.dependents[i] {
@@ -242,9 +250,15 @@ pub async fn execute<E: Effects>(
             }
             Err(error) => {
                 tracing::debug!(address = %change.address, %error, "step failed");
-                observer.finished(&change.address, change.action, &Outcome::Failed { error: error.clone() });
-                failed
-                    .push((i, FailedStep { address: change.address.clone(), action: change.action, error }));
+                progress.finished(
+                    &change.address,
+                    change.action(),
+                    &Outcome::Failed { error: error.clone() },
+                );
+                failed.push((
+                    i,
+                    FailedStep { address: change.address.clone(), action: change.action(), error },
+                ));
                 // Nothing downstream can have started: each waits for this step.
                 for d in graph.downstream(i) {
                     if std::mem::replace(&mut skipped[d], true) {
@@ -252,16 +266,16 @@ pub async fn execute<E: Effects>(
                     }
                     let skipped_change = &plan.changes[d];
                     let dependency = change.address.clone();
-                    observer.finished(
+                    progress.finished(
                         &skipped_change.address,
-                        skipped_change.action,
+                        skipped_change.action(),
                         &Outcome::Skipped { dependency: dependency.clone() },
                     );
                     skips.push((
                         d,
                         SkippedStep {
                             address: skipped_change.address.clone(),
-                            action: skipped_change.action,
+                            action: skipped_change.action(),
                             dependency,
                         },
                     ));
@@ -270,7 +284,7 @@ pub async fn execute<E: Effects>(
         }
     }
 
-    observer.all_finished();
+    progress.all_finished();
     Ok(ApplyReport {
         done: in_plan_order(done),
         failed: in_plan_order(failed),
@@ -283,17 +297,8 @@ fn in_plan_order<T>(mut v: Vec<(usize, T)>) -> Vec<T> {
     v.into_iter().map(|(_, t)| t).collect()
 }
 
-/// The checks every run makes before its first request: format version and graph.
-pub fn check_plan(plan: &Plan) -> Result<Graph, ApplyError> {
-    if plan.format_version != FORMAT_VERSION {
-        return Err(ApplyError::FormatVersion { found: plan.format_version, expected: FORMAT_VERSION });
-    }
-    Graph::new(&plan.changes)
-}
-
 struct Ctx<'a, E> {
     effects: &'a E,
-    sink: &'a Arc<dyn TokenSink>,
     passwords: &'a Passwords,
     api_url: &'a str,
     now: fn() -> SystemTime,
@@ -302,24 +307,16 @@ struct Ctx<'a, E> {
     companies_found: Mutex<HashMap<String, String>>,
 }
 
-/// Results of dependencies done in this run.
-#[derive(Default)]
-struct Inputs {
-    /// The id of a user create's company, when the company's change ran in this run.
-    company_id: Option<String>,
-    /// The id of a token's user, when the user's change ran in this run.
-    user_id: Option<String>,
-}
-
-/// What a done step leaves for its dependents.
-struct Step {
+/// What a finished step leaves for its dependents.
+struct Made {
     /// The live id of the company or user (empty for tokens).
     id: String,
+    /// A create that found its object already there and adopted it.
     adopted: bool,
 }
 
-impl Step {
-    fn done(id: String) -> Self {
+impl Made {
+    fn new(id: String) -> Self {
         Self { id, adopted: false }
     }
     fn adopted(id: String) -> Self {
@@ -327,62 +324,61 @@ impl Step {
     }
 }
 
-/// What one phase of a step came to.
-enum Phase {
+/// The end of one phase of a step.
+enum PhaseEnd {
     /// The API phase (every step has one).
-    Called(Result<Called, String>),
-    /// The store phase of a token step.
-    Stored(Result<Step, String>),
+    Api(Result<AfterApi, String>),
+    /// The store phase of a token step: the end of the step.
+    Store(Result<Made, String>),
 }
 
-/// A finished API phase.
-enum Called {
-    /// The step is done.
-    Done(Step),
-    /// A token was issued; the step is done once the sink has stored it.
+/// What a successful API phase leaves.
+enum AfterApi {
+    /// The step is finished.
+    Made(Made),
+    /// A token was issued; the step finishes once the token store has kept it.
     Issued(TokenRecord),
 }
 
-async fn run_step<E: Effects>(ctx: &Ctx<'_, E>, i: usize, change: &Change, inputs: Inputs) -> (usize, Phase) {
-    let result = match (&change.address, change.action) {
-        (Address::Company(_), Action::Create) => create_company(ctx, change).await.map(Called::Done),
-        (Address::Company(_), Action::Update) => update_company(ctx, change).await.map(Called::Done),
-        (Address::ServiceUser(email), Action::Create) => {
-            create_user(ctx, change, email, inputs.company_id).await.map(Called::Done)
-        }
-        (Address::ServiceUser(_), Action::Update) => update_user(ctx, change).await.map(Called::Done),
-        (Address::Token(email), Action::Issue) => {
-            issue_token(ctx, change, email, inputs.user_id).await.map(Called::Issued)
-        }
-        (_, action) => Err(format!(
-            "the change of `{}` cannot be carried out: `{action}` is not an action of it",
-            change.address
-        )),
+/// The API phase of step `i`. `known`: the id of a user create's company, or of a token's
+/// user, when that dependency was made in this run.
+async fn api_phase<E: Effects>(
+    ctx: &Ctx<'_, E>,
+    i: usize,
+    change: &Change,
+    known: Option<String>,
+) -> (usize, PhaseEnd) {
+    let result = match &change.payload {
+        Payload::CreateCompany(fields) => create_company(ctx, change, fields).await.map(AfterApi::Made),
+        Payload::UpdateCompany(update) => update_company(ctx, change, update).await.map(AfterApi::Made),
+        Payload::CreateUser(create) => create_user(ctx, change, create, known).await.map(AfterApi::Made),
+        Payload::UpdateUser(update) => update_user(ctx, change, update).await.map(AfterApi::Made),
+        Payload::IssueToken(issue) => issue_token(ctx, change, issue, known).await.map(AfterApi::Issued),
     };
-    (i, Phase::Called(result))
+    (i, PhaseEnd::Api(result))
 }
 
 /// The store phase of token step `i`: at most as many at once as `stores` has permits, each
-/// on tokio's blocking pool (the file sink fsyncs).
-fn store_token<'s>(
-    sink: &Arc<dyn TokenSink>,
+/// on tokio's blocking pool (the directory store fsyncs).
+fn store_phase<'s>(
+    store: &Arc<dyn TokenStore>,
     stores: &'s Semaphore,
     i: usize,
     record: TokenRecord,
-) -> impl Future<Output = (usize, Phase)> + 's {
-    let sink = Arc::clone(sink);
+) -> impl Future<Output = (usize, PhaseEnd)> + 's {
+    let store = Arc::clone(store);
     async move {
         // The semaphore lives as long as the run and is never closed.
         let _permit = stores.acquire().await;
-        let outcome = tokio::task::spawn_blocking(move || sink.store(&record)).await;
+        let outcome = tokio::task::spawn_blocking(move || store.store(&record)).await;
         let result = match outcome {
-            Ok(Ok(())) => Ok(Step::done(String::new())),
+            Ok(Ok(())) => Ok(Made::new(String::new())),
             Ok(Err(e)) => Err(format!(
                 "the token was issued but not stored (run `ozform apply` again to issue another): {e}"
             )),
             Err(join) => Err(format!("the token was issued but storing it did not finish: {join}")),
         };
-        (i, Phase::Stored(result))
+        (i, PhaseEnd::Store(result))
     }
 }
 
@@ -391,16 +387,6 @@ fn live_id(change: &Change) -> Result<&str, String> {
         .live_id
         .as_deref()
         .ok_or_else(|| format!("the change of `{}` has no `live_id` to update", change.address))
-}
-
-/// The step error of a change the plan format's decoders refuse. Their reason names the
-/// address and the field; the "saved plan" framing of `PlanError` does not fit a plan made in
-/// this run, so only the reason is kept.
-fn undecodable(error: PlanError) -> String {
-    match error {
-        PlanError::Invalid { reason } => reason,
-        other => other.to_string(),
-    }
 }
 
 /// How many times one step sends its create (or token issue) at most: enough to ride out a
@@ -413,23 +399,32 @@ const SEND_LIMIT: usize = 6;
 /// object, so the read-back is the whole truth. A timeout, a dropped connection or a gateway's
 /// 502/504 may leave the request still running behind it: re-sending could make the object
 /// twice, so that step fails and the next apply reads back again.
-fn may_send_again(err: &OzError, sent: usize) -> bool {
-    sent < SEND_LIMIT && matches!(err.status(), Some(500 | 503))
+fn may_send_again(err: &EffectError, sent: usize) -> bool {
+    sent < SEND_LIMIT && err.kind == EffectErrorKind::OutcomeUnknown { answered: true }
+}
+
+/// A create whose error says it may have taken effect (or that the object exists): read back.
+fn read_back(err: &EffectError) -> bool {
+    err.outcome_unknown() || err.kind == EffectErrorKind::AlreadyExists
 }
 
 /// When a create failed but may have taken effect: the message if the read-back failed too.
-fn read_back_failed(change: &Change, create: &OzError, read: &OzError) -> String {
+fn read_back_failed(change: &Change, create: &EffectError, read: &EffectError) -> String {
     format!("{create}; reading `{}` back to see whether it was created failed: {read}", change.address)
 }
 
-async fn create_company<E: Effects>(ctx: &Ctx<'_, E>, change: &Change) -> Result<Step, String> {
-    let new = change.new_company().map_err(undecodable)?;
+async fn create_company<E: Effects>(
+    ctx: &Ctx<'_, E>,
+    change: &Change,
+    fields: &CompanyFields,
+) -> Result<Made, String> {
+    let new = fields.new_company();
     let mut sent = 0;
     let (err, found) = loop {
         sent += 1;
         let err = match ctx.effects.create_company(&new).await {
-            Ok(created) => return Ok(Step::done(created.id)),
-            Err(e) if e.outcome_unknown() || e.is_duplicate() => e,
+            Ok(created) => return Ok(Made::new(created.id)),
+            Err(e) if read_back(&e) => e,
             Err(e) => return Err(e.to_string()),
         };
         tracing::info!(address = %change.address, error = %err, "create may have taken effect: reading back");
@@ -443,14 +438,13 @@ async fn create_company<E: Effects>(ctx: &Ctx<'_, E>, change: &Change) -> Result
     match found.as_slice() {
         [] => Err(err.to_string()),
         [live] => {
-            // Adopt, and converge the one managed field if the existing company differs.
-            if let Some(meta) = new.technical_meta_data.filter(|m| *m != live.technical_meta_data) {
-                let patch = CompanyPatch { name: None, technical_meta_data: Some(meta) };
-                ctx.effects.update_company(&live.id, &patch).await.map_err(|e| {
+            // Adopt, and converge the managed fields the existing company differs in.
+            if let Some(update) = company_update(fields, live) {
+                ctx.effects.update_company(&live.id, &update.patch()).await.map_err(|e| {
                     format!("adopted the existing `{}` but could not update it: {e}", change.address)
                 })?;
             }
-            Ok(Step::adopted(live.id.clone()))
+            Ok(Made::adopted(live.id.clone()))
         }
         many => Err(format!(
             "{err}; reading back found {} live companies named `{}`: ambiguous, rename or delete all but one",
@@ -460,11 +454,14 @@ async fn create_company<E: Effects>(ctx: &Ctx<'_, E>, change: &Change) -> Result
     }
 }
 
-async fn update_company<E: Effects>(ctx: &Ctx<'_, E>, change: &Change) -> Result<Step, String> {
-    let patch = change.company_patch().map_err(undecodable)?;
+async fn update_company<E: Effects>(
+    ctx: &Ctx<'_, E>,
+    change: &Change,
+    update: &Update<CompanyFields>,
+) -> Result<Made, String> {
     let id = live_id(change)?;
-    ctx.effects.update_company(id, &patch).await.map_err(|e| e.to_string())?;
-    Ok(Step::done(id.to_string()))
+    ctx.effects.update_company(id, &update.patch()).await.map_err(|e| e.to_string())?;
+    Ok(Made::new(id.to_string()))
 }
 
 /// The id of the live company named `name`: exactly one must exist.
@@ -505,26 +502,27 @@ async fn find_company_id<E: Effects>(
 async fn create_user<E: Effects>(
     ctx: &Ctx<'_, E>,
     change: &Change,
-    email: &Email,
+    create: &UserCreate,
     company_id: Option<String>,
-) -> Result<Step, String> {
-    let company = change.user_company().map_err(undecodable)?;
+) -> Result<Made, String> {
+    let email = &create.fields.email;
+    let company = create.fields.company.as_str();
     // The company made in this run, else the live company the plan was made against (its id
     // is in the plan: no request), else a lookup by name (a plan written without the id).
-    let company_id = match company_id.or_else(|| change.planned_company_id().map(str::to_string)) {
+    let company_id = match company_id.or_else(|| create.company_id.clone()) {
         Some(id) => id,
         None => company_id_by_name(ctx, change, company).await?,
     };
     // Checked before the first request of the run; this only guards a direct caller.
     let password =
         ctx.passwords.get(email).ok_or_else(|| format!("no password was resolved for `{email}`"))?;
-    let new = change.new_user(&company_id, password.clone()).map_err(undecodable)?;
+    let new = create.new_user(&company_id, password.clone());
     let mut sent = 0;
     let (err, found) = loop {
         sent += 1;
         let err = match ctx.effects.create_user(&new).await {
-            Ok(created) => return Ok(Step::done(created.id)),
-            Err(e) if e.outcome_unknown() || e.is_duplicate() => e,
+            Ok(created) => return Ok(Made::new(created.id)),
+            Err(e) if read_back(&e) => e,
             Err(e) => return Err(e.to_string()),
         };
         tracing::info!(address = %change.address, error = %err, "create may have taken effect: reading back");
@@ -544,61 +542,43 @@ async fn create_user<E: Effects>(
     }
     if live.kind != UserKind::Service {
         return Err(format!(
-            "`{}` already exists in `{company}` but is not a service user ({:?}): change or delete it by hand",
-            change.address, live.kind
+            "`{}` already exists in `{company}` but is not a service user ({}): change or delete it by hand",
+            change.address,
+            live.kind.describe()
         ));
     }
     // Adopt, and converge the managed fields the existing user differs in.
-    let patch = converge_user(&new, &live);
-    if patch != UserPatch::default() {
+    if let Some(update) = user_update(&create.fields, &live) {
         ctx.effects
-            .update_user(&live.id, &patch)
+            .update_user(&live.id, &update.patch())
             .await
             .map_err(|e| format!("adopted the existing `{}` but could not update it: {e}", change.address))?;
     }
-    Ok(Step::adopted(live.id))
+    Ok(Made::adopted(live.id))
 }
 
-/// The fields of `live` that differ from what the create asked for.
-fn converge_user(new: &NewUser, live: &ObservedUser) -> UserPatch {
-    let text = |want: &String, have: &String| (want != have).then(|| want.clone());
-    let flag = |want: Option<bool>, have: bool| want.filter(|w| *w != have);
-    let mut patch = UserPatch {
-        first_name: text(&new.first_name, &live.first_name),
-        last_name: text(&new.last_name, &live.last_name),
-        middle_name: text(&new.middle_name, &live.middle_name),
-        active: (new.active != live.active).then_some(new.active),
-        ..UserPatch::default()
-    };
-    patch.permissions.biometry = flag(new.permissions.biometry, live.permissions.biometry);
-    patch.permissions.collection = flag(new.permissions.collection, live.permissions.collection);
-    patch.permissions.documents = flag(new.permissions.documents, live.permissions.documents);
-    patch.permissions.quality = flag(new.permissions.quality, live.permissions.quality);
-    patch
-}
-
-async fn update_user<E: Effects>(ctx: &Ctx<'_, E>, change: &Change) -> Result<Step, String> {
-    let patch = change.user_patch().map_err(undecodable)?;
+async fn update_user<E: Effects>(
+    ctx: &Ctx<'_, E>,
+    change: &Change,
+    update: &Update<crate::plan::UserFields>,
+) -> Result<Made, String> {
     let id = live_id(change)?;
-    ctx.effects.update_user(id, &patch).await.map_err(|e| e.to_string())?;
-    Ok(Step::done(id.to_string()))
+    ctx.effects.update_user(id, &update.patch()).await.map_err(|e| e.to_string())?;
+    Ok(Made::new(id.to_string()))
 }
 
 async fn issue_token<E: Effects>(
     ctx: &Ctx<'_, E>,
     change: &Change,
-    email: &Email,
+    issue: &TokenIssue,
     user_id: Option<String>,
 ) -> Result<TokenRecord, String> {
-    let user_id = match user_id.or_else(|| change.live_id.clone()) {
+    let Address::Token(email) = &change.address else {
+        return Err(format!("the change of `{}` issues a token but is not a token", change.address));
+    };
+    let user_id = match user_id.or_else(|| issue.user_id.clone()) {
         Some(id) => id,
-        None => match ctx.effects.find_user(email).await {
-            Ok(Some(user)) => user.id,
-            Ok(None) => {
-                return Err(format!("the service user `{email}` of `{}` does not exist", change.address));
-            }
-            Err(e) => return Err(format!("cannot find the service user `{email}`: {e}")),
-        },
+        None => find_user_id(ctx, change, email).await?,
     };
     // Issuing again after an unknown outcome costs at most a token nobody stored (what a
     // later apply would do anyway); there is no natural key to read a token back by.
@@ -623,4 +603,16 @@ async fn issue_token<E: Effects>(
         api_url: ctx.api_url.to_string(),
         issued_at: humantime::format_rfc3339_seconds((ctx.now)()).to_string(),
     })
+}
+
+async fn find_user_id<E: Effects>(
+    ctx: &Ctx<'_, E>,
+    change: &Change,
+    email: &Email,
+) -> Result<String, String> {
+    match ctx.effects.find_user(email).await {
+        Ok(Some(user)) => Ok(user.id),
+        Ok(None) => Err(format!("the service user `{email}` of `{}` does not exist", change.address)),
+        Err(e) => Err(format!("cannot find the service user `{email}`: {e}")),
+    }
 }

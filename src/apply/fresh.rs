@@ -10,9 +10,8 @@ use std::collections::BTreeMap;
 
 use futures::stream::{self, StreamExt as _};
 
-use super::{ApplyError, Effects};
+use super::{ApplyError, EffectError, Effects};
 use crate::model::Email;
-use crate::oz::OzError;
 use crate::plan::{Address, Plan, fingerprint};
 
 /// The natural key read for a change: companies by name, users (and tokens) by email.
@@ -22,9 +21,9 @@ enum Key {
     User(Email),
 }
 
-/// What a read found: absent, one object's fingerprint, or several objects (ambiguous).
+/// What a read found now: absent, one object's fingerprint, or several objects (ambiguous).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Found {
+enum Now {
     Absent,
     One(String),
     Ambiguous,
@@ -42,17 +41,17 @@ pub async fn check_fresh<E: Effects>(plan: &Plan, effects: &E, parallelism: usiz
 
     let reads = stream::iter(keys)
         .map(|key| async move {
-            let found = read(effects, &key).await;
-            (key, found)
+            let now = read(effects, &key).await;
+            (key, now)
         })
         .buffer_unordered(parallelism.max(1))
         .collect::<Vec<_>>()
         .await;
-    let mut live: BTreeMap<Key, Found> = BTreeMap::new();
-    for (key, found) in reads {
-        match found {
-            Ok(f) => {
-                live.insert(key, f);
+    let mut live: BTreeMap<Key, Now> = BTreeMap::new();
+    for (key, now) in reads {
+        match now {
+            Ok(now) => {
+                live.insert(key, now);
             }
             Err(source) => {
                 let address = match key {
@@ -66,10 +65,10 @@ pub async fn check_fresh<E: Effects>(plan: &Plan, effects: &E, parallelism: usiz
 
     let mut moved = Vec::new();
     for change in &plan.changes {
-        let now = live.get(&key_of(&change.address)).unwrap_or(&Found::Ambiguous);
+        let now = live.get(&key_of(&change.address)).unwrap_or(&Now::Ambiguous);
         let same = match (&change.fingerprint, now) {
-            (None, Found::Absent) => true,
-            (Some(planned), Found::One(fp)) => planned == fp,
+            (None, Now::Absent) => true,
+            (Some(planned), Now::One(fp)) => planned == fp,
             _ => false,
         };
         if !same {
@@ -79,19 +78,19 @@ pub async fn check_fresh<E: Effects>(plan: &Plan, effects: &E, parallelism: usiz
     if moved.is_empty() { Ok(()) } else { Err(ApplyError::Stale { moved }) }
 }
 
-async fn read<E: Effects>(effects: &E, key: &Key) -> Result<Found, OzError> {
+async fn read<E: Effects>(effects: &E, key: &Key) -> Result<Now, EffectError> {
     Ok(match key {
         Key::Company(name) => {
             let found = effects.find_companies(name).await?;
             match found.as_slice() {
-                [] => Found::Absent,
-                [one] => Found::One(fingerprint::company(one)),
-                _ => Found::Ambiguous,
+                [] => Now::Absent,
+                [one] => Now::One(fingerprint::company(one)),
+                _ => Now::Ambiguous,
             }
         }
         Key::User(email) => match effects.find_user(email).await? {
-            None => Found::Absent,
-            Some(u) => Found::One(fingerprint::user(&u)),
+            None => Now::Absent,
+            Some(u) => Now::One(fingerprint::user(&u)),
         },
     })
 }

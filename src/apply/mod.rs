@@ -1,9 +1,11 @@
-//! Apply: run a `Plan` as a dependency graph against `Effects`, writing tokens to a `TokenSink`.
+//! Apply: run a `Plan` as a dependency graph against `Effects`, keeping tokens in a
+//! `TokenStore`, telling `Progress` about each step.
 //!
-//! The ordering (`order`) and the decoding of changes into requests (the plan format's own
-//! decoders, `Change::new_company` and kin in `plan`) are pure; the executor does
-//! I/O only through the `Effects`, `TokenSink` and `Observer` seams, so it is tested against
-//! in-memory fakes (`fake::FakeEffects`, `sink::MemorySink`) as well as the emulator.
+//! The ordering (`order`) is pure; the executor reads each change's typed payload (the plan's
+//! own types) and does I/O only through the `Effects`, `TokenStore` and `Progress` seams, so
+//! it is tested against in-memory fakes as well as the emulator. This module owns its seams'
+//! vocabulary: `Effects` fails with an `EffectError` of its own kinds (the Oz client converts
+//! at its edge), so nothing here knows the client.
 //!
 //! The phases of `ozform apply`, in the caller's order:
 //! 1. `resolve_passwords`: every password a user create needs, before any request; all
@@ -13,32 +15,23 @@
 //! 3. `execute`: steps start as soon as their dependencies are done, at most `parallelism` at a
 //!    time; a failed step skips its dependents only. The result is an `ApplyReport`.
 //!
-//! Invariants: a create is never re-sent; when its outcome is unknown (or the API says the
-//! object exists) the object is read back by its natural key and adopted. No secret (password,
-//! token) is in an error, a report, or an observer line: they hold `Secret`s or nothing.
-//!
-//! Fields of updates, as the planner writes them in `Change::fields[].field`: company
-//! `technical_meta_data`; service user `first_name`, `last_name`, `middle_name`, `active`,
-//! `permissions.biometry`, `permissions.collection`, `permissions.documents`,
-//! `permissions.quality`. A user create reads `after.{first_name,last_name,middle_name,active,
-//! permissions}` and its company from its `company/…` dependency (else `after.company`).
+//! Invariants: a create is never re-sent blindly; when its outcome is unknown (or the API says
+//! the object exists) the object is read back by its natural key and adopted. No secret
+//! (password, token) is in an error, a report, or a progress event: they hold `Secret`s or
+//! nothing.
 
 mod effects;
 mod executor;
-pub mod fake;
 mod fresh;
-mod observer;
 pub mod order;
 mod passwords;
+mod progress;
 
-pub use effects::Effects;
-pub use executor::{ApplyReport, DoneStep, ExecuteOptions, FailedStep, SkippedStep, check_plan, execute};
+pub use effects::{EffectError, EffectErrorKind, Effects};
+pub use executor::{ApplyReport, DoneStep, ExecuteOptions, FailedStep, SkippedStep, execute};
 pub use fresh::check_fresh;
-pub use observer::{
-    Event, JsonObserver, LineWriter, Observer, Outcome, PlainObserver, ProgressObserver, RecordingObserver,
-    for_output as observer_for_output,
-};
 pub use passwords::{Passwords, resolve_passwords};
+pub use progress::{Outcome, Progress, Silent};
 
 /// Why an apply failed as a whole, or was refused before it started.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -74,15 +67,8 @@ pub enum ApplyError {
     FreshRead {
         address: String,
         #[source]
-        source: crate::oz::OzError,
+        source: EffectError,
     },
-
-    #[error("the plan has format version {found}, this ozform reads version {expected}")]
-    #[diagnostic(
-        code(ozform::apply::format_version),
-        help("make the plan again with this ozform (`ozform plan --out FILE`)")
-    )]
-    FormatVersion { found: u32, expected: u32 },
 
     #[error("the plan's changes depend on each other in a cycle: {}", addresses.join(", "))]
     #[diagnostic(

@@ -122,15 +122,39 @@ impl Graph {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
+    use crate::plan::{CompanyFields, Payload, TokenIssue, TokenReason, Update, UserFields};
 
-    /// A change read the way a saved plan is read (addresses in their `kind/identity` form),
-    /// so these tests need no builder of their own.
-    fn change(address: &str, action: &str, depends_on: &[&str]) -> Change {
-        serde_json::from_value(json!({"address": address, "action": action, "depends_on": depends_on}))
-            .expect("a change of the plan format")
+    /// A change of `address` (in its `kind/identity` form) with these dependencies. The order
+    /// reads only addresses and dependencies, so the payload is the plainest of its kind.
+    fn change(address: &str, _action: &str, depends_on: &[&str]) -> Change {
+        let address: Address = address.parse().expect("an address");
+        let payload = match &address {
+            Address::Company(name) => {
+                let fields = CompanyFields { name: name.clone(), technical_meta_data: None };
+                Payload::UpdateCompany(Update { before: fields.clone(), after: fields })
+            }
+            Address::ServiceUser(email) => {
+                let fields = UserFields {
+                    email: email.clone(),
+                    company: String::new(),
+                    first_name: None,
+                    last_name: None,
+                    middle_name: None,
+                    active: true,
+                    permissions: None,
+                };
+                Payload::UpdateUser(Update { before: fields.clone(), after: fields })
+            }
+            Address::Token(_) => Payload::IssueToken(TokenIssue {
+                user_id: None,
+                api_url: String::new(),
+                stored: None,
+                reason: TokenReason::NoToken,
+            }),
+        };
+        let depends_on = depends_on.iter().map(|d| d.parse().expect("an address")).collect();
+        Change { address, depends_on, live_id: None, fingerprint: None, payload }
     }
 
     #[test]

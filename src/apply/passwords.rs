@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::ApplyError;
 use crate::model::Email;
-use crate::plan::{Action, Address, Plan};
+use crate::plan::{Address, Payload, Plan};
 use crate::secret::Secret;
 
 /// Resolved passwords by lower-cased email. `Debug` shows only the emails.
@@ -48,16 +48,14 @@ pub fn resolve_passwords(plan: &Plan, env: &dyn Fn(&str) -> Option<String>) -> R
     let mut passwords = Passwords::new();
     let mut missing = Vec::new();
     for change in &plan.changes {
-        let (Address::ServiceUser(email), Action::Create) = (&change.address, change.action) else {
+        let (Address::ServiceUser(email), Payload::CreateUser(create)) = (&change.address, &change.payload)
+        else {
             continue;
         };
-        match &change.password {
-            None => missing.push(format!("`{email}` has no password source in the plan")),
-            Some(source) => match source.resolve(env) {
-                Ok(secret) => passwords.insert(email, secret),
-                // `SecretError` names the variable or file, never a value.
-                Err(e) => missing.push(format!("`{email}`: {e}")),
-            },
+        match create.password.resolve(env) {
+            Ok(secret) => passwords.insert(email, secret),
+            // `SecretError` names the variable or file, never a value.
+            Err(e) => missing.push(format!("`{email}`: {e}")),
         }
     }
     if missing.is_empty() { Ok(passwords) } else { Err(ApplyError::MissingPasswords { missing }) }

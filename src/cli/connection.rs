@@ -1,77 +1,47 @@
-//! Connection settings shared by `plan`, `apply` and `export`: raw flags and environment →
-//! a validated `oz::ClientConfig`. The admin password comes from a file or `OZ_ADMIN_PASSWORD`,
-//! never from a flag (flags end up in shell history and process lists).
-
-use std::time::Duration;
+//! Settings shared by `plan`, `apply` and `export`: the raw connection and token flags (and
+//! their environment variables) turned into `ops::settings::{Connection, Tokens}`. Every check
+//! between flags is made here, before any I/O. The admin password comes from a file or
+//! `OZ_ADMIN_PASSWORD`, never from a flag (flags end up in shell history and process lists);
+//! only where it comes from is decided here, it is read when connecting.
 
 use crate::error::Error;
-use crate::oz::{ClientConfig, VersionSetting};
-use crate::secret::{Secret, SecretRef};
+use crate::model::ApiVersion;
+use crate::ops::settings::{Connection, StoreSpec, Tokens};
+use crate::oz::VersionSetting;
+use crate::secret::SecretRef;
 
-use super::{ApiVersionArg, ConnectionArgs};
+use super::{ApiVersionArg, ConnectionArgs, TokenArgs};
 
-/// Build the client configuration, or say which setting is missing and how to give it.
-pub fn client_config(
+/// The client's default bound on requests in flight, raised to `parallelism` when that is
+/// higher: each step is one request at a time, so a lower bound would cap the parallelism.
+const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+
+/// Whether a command needs `--api-url`: `apply --plan` takes the plan's when it is not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Url {
+    Required,
+    FromPlan,
+}
+
+/// Build the connection settings for a run of `parallelism` steps (1 for read-only commands),
+/// or say which setting is missing and how to give it. The second value is a warning to show.
+pub fn connection(
     args: &ConnectionArgs,
     env: &dyn Fn(&str) -> Option<String>,
-    read_only: bool,
-    fallback_url: Option<&str>,
-) -> Result<ClientConfig, Error> {
-    let api_url =
-        args.api_url.clone().or_else(|| fallback_url.map(str::to_string)).ok_or_else(|| Error::Usage {
+    url: Url,
+    parallelism: usize,
+) -> Result<(Connection, Option<String>), Error> {
+    if url == Url::Required && args.api_url.is_none() {
+        return Err(Error::Usage {
             message: "no Oz API URL given".into(),
             help: "pass `--api-url https://…` or set `OZ_API_URL`".into(),
-        })?;
-    let api_url = api_url.trim_end_matches('/').to_string();
-    if !(api_url.starts_with("http://") || api_url.starts_with("https://")) {
-        return Err(Error::Usage {
-            message: format!("`{api_url}` is not an http(s) URL"),
-            help: "write the API URL with its scheme, e.g. `https://oz.example.com`".into(),
         });
     }
     let admin_email = args.admin_email.clone().ok_or_else(|| Error::Usage {
         message: "no admin email given".into(),
         help: "pass `--admin-email` or set `OZ_ADMIN_EMAIL`".into(),
     })?;
-    let admin_password = admin_password(args, env)?;
-    let mut config = ClientConfig::new(api_url, admin_email, admin_password);
-    config.api_version = match args.api_version {
-        ApiVersionArg::V5 => VersionSetting::Fixed(crate::model::ApiVersion::V5),
-        ApiVersionArg::V6 => VersionSetting::Fixed(crate::model::ApiVersion::V6),
-        ApiVersionArg::Auto => VersionSetting::Auto,
-    };
-    config.max_in_flight = args.max_in_flight.unwrap_or(config.max_in_flight).max(1);
-    config.max_rps = args.max_rps;
-    config.request_timeout = args.request_timeout;
-    config.connect_timeout = Duration::from_secs(10).min(args.request_timeout);
-    config.ca_cert.clone_from(&args.ca_cert);
-    config.read_only = read_only;
-    Ok(config)
-}
-
-/// Let `parallelism` steps run at once: without `--max-in-flight`, the client bound is raised to
-/// at least `parallelism` (each step is one request at a time, so a lower bound would silently
-/// cap the parallelism asked for). An explicit `--max-in-flight` below it is kept, since it is
-/// there to protect the server, and the returned warning says the parallelism is capped.
-pub fn fit_parallelism(
-    config: &mut ClientConfig,
-    args: &ConnectionArgs,
-    parallelism: usize,
-) -> Option<String> {
-    match args.max_in_flight {
-        None => {
-            config.max_in_flight = config.max_in_flight.max(parallelism);
-            None
-        }
-        Some(bound) if bound < parallelism => Some(format!(
-            "`--parallelism {parallelism}` is more than `--max-in-flight {bound}`: at most {bound} requests run at once"
-        )),
-        Some(_) => None,
-    }
-}
-
-fn admin_password(args: &ConnectionArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, Error> {
-    let source = match &args.admin_password_file {
+    let admin_password = match &args.admin_password_file {
         Some(path) => SecretRef::File(path.clone()),
         None if env("OZ_ADMIN_PASSWORD").is_some() => SecretRef::Env("OZ_ADMIN_PASSWORD".into()),
         None => {
@@ -81,7 +51,47 @@ fn admin_password(args: &ConnectionArgs, env: &dyn Fn(&str) -> Option<String>) -
             });
         }
     };
-    Ok(source.resolve(env)?)
+    let (max_in_flight, warning) = fit_parallelism(args.max_in_flight, parallelism.max(1));
+    let connection = Connection {
+        api_url: args.api_url.as_deref().map(|u| u.trim_end_matches('/').to_string()),
+        admin_email,
+        admin_password,
+        api_version: match args.api_version {
+            ApiVersionArg::V5 => VersionSetting::Fixed(ApiVersion::V5),
+            ApiVersionArg::V6 => VersionSetting::Fixed(ApiVersion::V6),
+            ApiVersionArg::Auto => VersionSetting::Auto,
+        },
+        ca_cert: args.ca_cert.clone(),
+        max_rps: args.max_rps,
+        max_in_flight,
+        request_timeout: args.request_timeout,
+    };
+    Ok((connection, warning))
+}
+
+/// The bound on requests in flight for `parallelism` steps: without `--max-in-flight`, the
+/// default raised to at least `parallelism`. An explicit `--max-in-flight` below it is kept,
+/// since it is there to protect the server, and the warning says the parallelism is capped.
+fn fit_parallelism(explicit: Option<usize>, parallelism: usize) -> (usize, Option<String>) {
+    match explicit {
+        None => (DEFAULT_MAX_IN_FLIGHT.max(parallelism), None),
+        Some(bound) if bound.max(1) < parallelism => (
+            bound.max(1),
+            Some(format!(
+                "`--parallelism {parallelism}` is more than `--max-in-flight {bound}`: at most {bound} requests run at once"
+            )),
+        ),
+        Some(bound) => (bound.max(1), None),
+    }
+}
+
+/// The token store and rotation settings.
+pub fn tokens(args: &TokenArgs) -> Tokens {
+    Tokens {
+        store: StoreSpec::Dir(args.token_dir.clone()),
+        rotate_before: args.rotate_before,
+        rotate_tokens: args.rotate_tokens,
+    }
 }
 
 #[cfg(test)]
@@ -89,9 +99,9 @@ mod tests {
     use super::*;
     use clap::Parser as _;
 
-    fn connection(flags: &[&str]) -> ConnectionArgs {
+    fn connection_args(flags: &[&str]) -> ConnectionArgs {
         let mut argv =
-            vec!["ozform", "apply", "m.yaml", "--api-url", "http://127.0.0.1:1", "--admin-email", "a@b.c"];
+            vec!["ozform", "apply", "m.yaml", "--api-url", "http://127.0.0.1:1/", "--admin-email", "a@b.c"];
         argv.extend_from_slice(flags);
         match super::super::Cli::try_parse_from(argv).expect("arguments").command {
             super::super::Command::Apply(apply) => apply.connection,
@@ -99,29 +109,33 @@ mod tests {
         }
     }
 
-    fn config(args: &ConnectionArgs) -> ClientConfig {
+    fn settings(flags: &[&str], parallelism: usize) -> (Connection, Option<String>) {
         let env = |name: &str| (name == "OZ_ADMIN_PASSWORD").then(|| "pw".to_string());
-        client_config(args, &env, false, None).expect("config")
+        connection(&connection_args(flags), &env, Url::Required, parallelism).expect("settings")
     }
 
     #[test]
     fn the_default_bound_rises_to_the_parallelism_asked_for() {
-        let args = connection(&[]);
-        let mut cfg = config(&args);
-        assert_eq!(cfg.max_in_flight, 16);
-        assert_eq!(fit_parallelism(&mut cfg, &args, 32), None);
-        assert_eq!(cfg.max_in_flight, 32);
-        assert_eq!(fit_parallelism(&mut cfg, &args, 8), None);
-        assert_eq!(cfg.max_in_flight, 32);
+        assert_eq!(settings(&[], 1).0.max_in_flight, 16);
+        let (c, warning) = settings(&[], 32);
+        assert_eq!((c.max_in_flight, warning), (32, None));
+        assert_eq!(c.api_url.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(c.admin_password, SecretRef::Env("OZ_ADMIN_PASSWORD".into()));
     }
 
     #[test]
     fn an_explicit_bound_below_the_parallelism_is_kept_with_a_warning() {
-        let args = connection(&["--max-in-flight", "4"]);
-        let mut cfg = config(&args);
-        let warning = fit_parallelism(&mut cfg, &args, 32).expect("a warning");
-        assert_eq!(cfg.max_in_flight, 4);
-        assert!(warning.contains("`--max-in-flight 4`"), "{warning}");
-        assert_eq!(fit_parallelism(&mut cfg, &args, 4), None);
+        let (c, warning) = settings(&["--max-in-flight", "4"], 32);
+        assert_eq!(c.max_in_flight, 4);
+        assert!(warning.expect("a warning").contains("`--max-in-flight 4`"));
+        assert_eq!(settings(&["--max-in-flight", "4"], 4).1, None);
+    }
+
+    #[test]
+    fn no_password_source_is_a_usage_error_naming_both_ways_to_give_one() {
+        let err = connection(&connection_args(&[]), &|_| None, Url::Required, 1)
+            .expect_err("no password")
+            .to_string();
+        assert_eq!(err, "no admin password given");
     }
 }

@@ -1,117 +1,13 @@
-//! `ozform demo`: the whole job on the built-in emulator, in seconds, on any machine.
-//!
-//! Starts the emulator in-process on an ephemeral loopback port, writes the `examples/basic`
-//! manifests (compiled into the binary, so the demo runs from any directory) to a fresh
-//! directory, then runs plan, apply and plan again. The demo supplies the example's passwords
-//! itself (random per run, never printed); tokens go to the file sink in that directory.
+//! `ozform demo`: flags → `ops::settings::DemoSettings`, then `ops::demo`.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use crate::apply;
-use crate::emulator::{self, EmulatorConfig};
 use crate::error::{Error, Exit};
-use crate::manifest;
 use crate::model::ApiVersion;
+use crate::ops::settings::DemoSettings;
 use crate::output::Output;
-use crate::oz::{ClientConfig, OzClient, VersionSetting};
-use crate::render;
-use crate::sink::{FileSink, TokenSink};
 
-use super::{DemoArgs, TokenArgs, apply as apply_cmd, plan as plan_cmd};
-
-/// The example manifests, as shipped in `examples/basic`.
-const MANIFESTS: [(&str, &str); 2] = [
-    ("companies.yaml", include_str!("../../examples/basic/companies.yaml")),
-    ("service-users.yaml", include_str!("../../examples/basic/service-users.yaml")),
-];
+use super::DemoArgs;
 
 pub async fn run(args: DemoArgs, output: &Output) -> Result<Exit, Error> {
     let api_version = if args.api_version == "5" { ApiVersion::V5 } else { ApiVersion::V6 };
-    let dir = demo_dir()?;
-    let manifests = dir.join("manifests");
-    write_manifests(&manifests)?;
-    let token_dir = dir.join("tokens");
-
-    let handle = emulator::start(EmulatorConfig::new(api_version)).await?;
-    output.status(&format!("emulator: Oz API {api_version} at {}", handle.url()));
-    output.status(&format!("manifests: {}", manifests.display()));
-
-    // Passwords of the example's users: made up per run, known only to this process.
-    let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let env = move |name: &str| -> Option<String> {
-        if name.ends_with("_PASSWORD") {
-            Some(format!("demo-{run_id}-{name}"))
-        } else {
-            std::env::var(name).ok()
-        }
-    };
-
-    let mut config = ClientConfig::new(handle.url(), handle.admin_email(), handle.admin_password().clone());
-    config.api_version = VersionSetting::Auto;
-    let client = OzClient::connect(config).await?;
-    let sink: Arc<dyn TokenSink> = Arc::new(FileSink::new(&token_dir));
-    let tokens = TokenArgs {
-        token_dir: token_dir.clone(),
-        // The contract's default, owned by the planner's options.
-        rotate_before: crate::plan::PlanOptions::default().rotate_before,
-        rotate_tokens: false,
-    };
-    let style = render::Style { color: output.color };
-    let desired = manifest::load(std::slice::from_ref(&manifests), &env)?;
-
-    output.print("\n== 1. ozform plan\n\n");
-    let first = plan_cmd::make_plan(&client, &desired, sink.as_ref(), &tokens, &[], &env).await?;
-    output.print(&render::text(&first, &style));
-
-    output.print("\n== 2. ozform apply --auto-approve\n\n");
-    let passwords = apply::resolve_passwords(&first, &env)?;
-    let report = apply_cmd::execute(&first, client.clone(), Arc::clone(&sink), passwords, 8, output).await?;
-    output.print(&format!("{}\n", report.summary_line()));
-    report.into_result()?;
-
-    handle.reset_stats();
-    output.print("\n== 3. ozform plan (again: nothing left to do)\n\n");
-    let second = plan_cmd::make_plan(&client, &desired, sink.as_ref(), &tokens, &[], &env).await?;
-    output.print(&render::text(&second, &style));
-    let stats = handle.stats();
-
-    output.print(&format!("\nTokens were written to {} (mode 0600):\n", token_dir.display()));
-    for name in token_files(&token_dir)? {
-        output.print(&format!("  {name}\n"));
-    }
-    output.print(&format!(
-        "The second plan read live state in {} requests and changed nothing ({} mutating).\n",
-        stats.total_requests, stats.mutating_requests
-    ));
-    handle.shutdown().await;
-    plan_cmd::finish(&second, false)
-}
-
-/// A fresh directory for this run's manifests and tokens, kept so the tokens can be looked at.
-fn demo_dir() -> Result<PathBuf, Error> {
-    let dir = std::env::temp_dir().join(format!("ozform-demo-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, &e))?;
-    Ok(dir)
-}
-
-fn write_manifests(dir: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, &e))?;
-    for (name, text) in MANIFESTS {
-        let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| io_error("write", &path, &e))?;
-    }
-    Ok(())
-}
-
-fn token_files(dir: &Path) -> Result<Vec<String>, Error> {
-    let entries = std::fs::read_dir(dir).map_err(|e| io_error("read", dir, &e))?;
-    let mut names: Vec<String> =
-        entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    names.sort();
-    Ok(names)
-}
-
-fn io_error(action: &'static str, path: &Path, e: &std::io::Error) -> Error {
-    Error::Io { action, path: path.display().to_string(), reason: e.to_string() }
+    crate::ops::demo::run(DemoSettings { api_version }, output).await
 }

@@ -1,5 +1,7 @@
 //! The command line: raw clap arguments, turned into validated settings by each command's
-//! module (one file per command), then run. Only `run` decides the exit code.
+//! module (one file per command), which then calls one operation of `ops`. No command module
+//! calls another; what they share is `connection` (connection and token flags → settings).
+//! Only `main` turns the result into the exit code.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +16,6 @@ mod connection;
 mod demo;
 mod emulator;
 mod export;
-mod files;
 mod plan;
 mod schema;
 mod validate;
@@ -108,7 +109,7 @@ pub struct ConnectionArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
-    /// Directory of the file token sink
+    /// Directory of the token store (one file per token)
     #[arg(long, env = "OZ_TOKEN_DIR", default_value = "./ozform-tokens")]
     pub token_dir: PathBuf,
     /// Issue a new token when the stored one expires within this long, e.g. 30d

@@ -44,6 +44,8 @@ pub struct OzClient {
     fixed: bool,
     /// The mismatch warning is given once per client.
     mismatch_warned: Arc<std::sync::atomic::AtomicBool>,
+    /// This view refuses every mutating request (`read_only()`), whatever the connection allows.
+    read_only: bool,
 }
 
 impl OzClient {
@@ -58,7 +60,31 @@ impl OzClient {
             VersionSetting::Auto => detect(&transport, login_user.as_ref()).await?,
         };
         let fixed = matches!(setting, VersionSetting::Fixed(_));
-        Ok(OzClient { transport, dialect, fixed, mismatch_warned: Arc::default() })
+        let read_only = transport.config.read_only;
+        Ok(OzClient { transport, dialect, fixed, mismatch_warned: Arc::default(), read_only })
+    }
+
+    /// A view of this client (same connection and session) that refuses every mutating
+    /// request before sending it: what planning runs through, also inside `apply`.
+    #[must_use]
+    pub fn read_only(&self) -> OzClient {
+        OzClient { read_only: true, ..self.clone() }
+    }
+
+    /// Whether this client refuses mutating requests.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Send through the transport, refusing a mutation on a read-only view.
+    pub(super) async fn send(&self, call: Call<'_>) -> Result<Value, OzError> {
+        if self.read_only && call.method != reqwest::Method::GET {
+            return Err(OzError::ReadOnly {
+                method: call.method.to_string(),
+                path: self.transport.where_(&call.path),
+            });
+        }
+        self.transport.send(call).await
     }
 
     pub fn api_version(&self) -> ApiVersion {

@@ -1,5 +1,6 @@
 //! The writes `OzClient` can make (and the lookups by natural key that go with them), as
-//! inherent methods with the client's own `OzError`; `apply::Effects` for `OzClient` wraps them.
+//! inherent methods with the client's own `OzError`; `apply::Effects` for `OzClient` wraps them,
+//! converting each error to the seam's own kinds.
 //!
 //! Creates are `Call::create` (never blindly re-sent: an error with `outcome_unknown()` tells
 //! apply to read back with `find_*`). Updates are `PATCH` requests of the changed fields only; an answer
@@ -11,7 +12,7 @@ use super::OzError;
 use super::client::{COMPANIES, OzClient, USERS, UserFilter};
 use super::transport::Call;
 use super::wire::{WireCompany, WireServiceToken, company_patch_body, new_company_body};
-use crate::apply::Effects;
+use crate::apply::{EffectError, EffectErrorKind, Effects};
 use crate::model::{
     CompanyPatch, Email, IssuedToken, NewCompany, NewUser, ObservedCompany, ObservedUser, UserPatch,
 };
@@ -57,39 +58,39 @@ impl OzClient {
 
     pub async fn create_company(&self, company: &NewCompany) -> Result<ObservedCompany, OzError> {
         let body = new_company_body(company);
-        let answer = self.transport.send(Call::create(COMPANIES, &body)).await?;
+        let answer = self.send(Call::create(COMPANIES, &body)).await?;
         self.decode_company("POST", COMPANIES, answer)
     }
 
     pub async fn update_company(&self, id: &str, patch: &CompanyPatch) -> Result<ObservedCompany, OzError> {
         let object = format!("{COMPANIES}{id}");
         let body = company_patch_body(patch);
-        let mut answer = self.transport.send(Call::patch(object.clone(), &body)).await?;
+        let mut answer = self.send(Call::patch(object.clone(), &body)).await?;
         if answer.is_null() {
-            answer = self.transport.send(Call::get(object.clone())).await?;
+            answer = self.send(Call::get(object.clone())).await?;
         }
         self.decode_company("PATCH", &object, answer)
     }
 
     pub async fn create_user(&self, user: &NewUser) -> Result<ObservedUser, OzError> {
         let body = self.dialect.new_user_body(user);
-        let answer = self.transport.send(Call::create(USERS, &body)).await?;
+        let answer = self.send(Call::create(USERS, &body)).await?;
         self.decode_user("POST", USERS, answer)
     }
 
     pub async fn update_user(&self, id: &str, patch: &UserPatch) -> Result<ObservedUser, OzError> {
         let object = format!("{USERS}{id}");
         let body = self.dialect.user_patch_body(patch);
-        let mut answer = self.transport.send(Call::patch(object.clone(), &body)).await?;
+        let mut answer = self.send(Call::patch(object.clone(), &body)).await?;
         if answer.is_null() {
-            answer = self.transport.send(Call::get(object.clone())).await?;
+            answer = self.send(Call::get(object.clone())).await?;
         }
         self.decode_user("PATCH", &object, answer)
     }
 
     pub async fn issue_token(&self, user_id: &str) -> Result<IssuedToken, OzError> {
         let request = self.dialect.token_request(user_id);
-        let answer = self.transport.send(Call::create(request.path.clone(), &request.body)).await?;
+        let answer = self.send(Call::create(request.path.clone(), &request.body)).await?;
         let wire: WireServiceToken = serde_json::from_value(answer).map_err(|e| OzError::Decode {
             method: "POST".into(),
             path: self.transport.where_(&request.path),
@@ -108,27 +109,41 @@ impl OzClient {
     }
 }
 
+/// `apply::Effects` for the client: its calls, with each `OzError` converted to the seam's own
+/// kinds at this edge. `creating` says whether the request was a create (only a create can
+/// find its object there already).
+fn effect_error(e: OzError, creating: bool) -> EffectError {
+    let kind = match &e {
+        _ if creating && e.is_duplicate() => EffectErrorKind::AlreadyExists,
+        OzError::Http { status: 500 | 503, .. } => EffectErrorKind::OutcomeUnknown { answered: true },
+        _ if e.outcome_unknown() => EffectErrorKind::OutcomeUnknown { answered: false },
+        OzError::Http { status, .. } if (400..500).contains(status) => EffectErrorKind::Refused,
+        _ => EffectErrorKind::Failed,
+    };
+    EffectError::new(kind, e)
+}
+
 impl Effects for OzClient {
-    async fn find_companies(&self, name: &str) -> Result<Vec<ObservedCompany>, OzError> {
-        OzClient::find_companies(self, name).await
+    async fn find_companies(&self, name: &str) -> Result<Vec<ObservedCompany>, EffectError> {
+        OzClient::find_companies(self, name).await.map_err(|e| effect_error(e, false))
     }
-    async fn find_user(&self, email: &Email) -> Result<Option<ObservedUser>, OzError> {
-        OzClient::find_user(self, email).await
+    async fn find_user(&self, email: &Email) -> Result<Option<ObservedUser>, EffectError> {
+        OzClient::find_user(self, email).await.map_err(|e| effect_error(e, false))
     }
-    async fn create_company(&self, company: &NewCompany) -> Result<ObservedCompany, OzError> {
-        OzClient::create_company(self, company).await
+    async fn create_company(&self, company: &NewCompany) -> Result<ObservedCompany, EffectError> {
+        OzClient::create_company(self, company).await.map_err(|e| effect_error(e, true))
     }
-    async fn update_company(&self, id: &str, patch: &CompanyPatch) -> Result<ObservedCompany, OzError> {
-        OzClient::update_company(self, id, patch).await
+    async fn update_company(&self, id: &str, patch: &CompanyPatch) -> Result<ObservedCompany, EffectError> {
+        OzClient::update_company(self, id, patch).await.map_err(|e| effect_error(e, false))
     }
-    async fn create_user(&self, user: &NewUser) -> Result<ObservedUser, OzError> {
-        OzClient::create_user(self, user).await
+    async fn create_user(&self, user: &NewUser) -> Result<ObservedUser, EffectError> {
+        OzClient::create_user(self, user).await.map_err(|e| effect_error(e, true))
     }
-    async fn update_user(&self, id: &str, patch: &UserPatch) -> Result<ObservedUser, OzError> {
-        OzClient::update_user(self, id, patch).await
+    async fn update_user(&self, id: &str, patch: &UserPatch) -> Result<ObservedUser, EffectError> {
+        OzClient::update_user(self, id, patch).await.map_err(|e| effect_error(e, false))
     }
-    async fn issue_token(&self, user_id: &str) -> Result<IssuedToken, OzError> {
-        OzClient::issue_token(self, user_id).await
+    async fn issue_token(&self, user_id: &str) -> Result<IssuedToken, EffectError> {
+        OzClient::issue_token(self, user_id).await.map_err(|e| effect_error(e, false))
     }
 }
 

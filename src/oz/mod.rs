@@ -12,7 +12,7 @@
 //! - `retry`: which failures are retried and how long to wait
 //! - `throttle`: `max_rps`
 //! - `observe`: live state as `model::Observed`
-//! - `effects`: `apply::Effects` for `OzClient`
+//! - `effects`: the writes and lookups by natural key, and `apply::Effects` for `OzClient`
 //!
 //! Invariants: no secret (password, session or service token) is logged or put in an error;
 //! a read-only client sends no POST, PATCH or DELETE except login and refresh; a create that

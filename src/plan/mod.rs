@@ -1,32 +1,39 @@
-//! The planner: a pure function from (desired, observed, sink index, options) to a `Plan`.
+//! Plans: the planner, a pure function from (desired, observed, stored tokens, options) to a
+//! `Plan`, and the saved plan format.
 //!
-//! Pure; no I/O. The clock, the secrets' availability and the sink contents are passed in
-//! through `PlanOptions` and `SinkIndex`, so the same input always gives the same plan (same
-//! bytes once rendered). The types here (`Plan`, `Change`, `Action`, `Address`) are the contract
-//! of the saved plan format (`format_version` 1) and are read by the renderers and the executor.
+//! Pure; no I/O. The clock, the secrets' availability and the token store's contents are
+//! passed in through `PlanOptions` and `StoredTokens`, so the same input always gives the same
+//! plan (same bytes once written).
 //!
-//! Invariants of a `Plan` made by `plan()`: at most one change per address; changes sorted by
-//! address (companies, then service users, then tokens; then identity); every `depends_on`
+//! One concept per file: `change` (the plan as a value: `Plan`, `Change`, its typed `Payload`),
+//! `planner` (`compute`), `diff` (the one field diff, shared with the executor's adoption),
+//! `reason` (`TokenReason`), `fingerprint` (stale-plan checks), `format` (the only reader and
+//! writer of the saved plan, `format_version` 1).
+//!
+//! Invariants of a `Plan` made by `compute()`: at most one change per address; changes sorted
+//! by address (companies, then service users, then tokens; then identity); every `depends_on`
 //! names a company or user address of the desired state (present in `changes` only when that
-//! object itself changes); `summary` counts `changes`; no field ever holds a secret value.
+//! object itself changes); no field ever holds a secret value.
 
-mod decode;
+mod change;
+mod diff;
 pub mod fingerprint;
+pub mod format;
 mod planner;
 mod reason;
-mod types;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-pub use planner::{missing_secrets, plan};
+pub use change::*;
+pub use diff::{company_update, user_update};
+pub use planner::{compute, missing_secrets};
 pub use reason::TokenReason;
-pub use types::*;
 
 use crate::secret::SecretRef;
 
-/// Everything besides desired, observed and sink that a plan depends on. Plain values, so
-/// planning stays pure: the CLI reads the clock and checks the secrets before calling `plan`.
+/// Everything besides desired, observed and the stored tokens that a plan depends on. Plain
+/// values, so planning stays pure: the caller reads the clock and checks the secrets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanOptions {
     /// The time the plan is made, Unix epoch seconds (token expiry is judged against it).

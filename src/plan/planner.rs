@@ -1,29 +1,26 @@
-//! `plan()`: match desired objects to live ones by natural key and compute the changes.
+//! `compute()`: match desired objects to live ones by natural key and compute the changes.
 //!
 //! Pure and linear: observed state is indexed once in hash maps (companies by name and id,
 //! users by lower-cased email); every desired object is then looked up in O(1). The only
 //! super-linear step is the final sort of the changes by address.
 //!
 //! Only fields written in the manifest are managed: a `None` desired field is never compared,
-//! shown or changed. Conflicts (live objects an update cannot reconcile) block only their own
-//! subtree: an ambiguous company blocks its users and their tokens, a conflicting user blocks
-//! its token, and nothing else.
+//! shown or changed (`diff`). Conflicts (live objects an update cannot reconcile) block only
+//! their own subtree: an ambiguous company blocks its users and their tokens, a conflicting
+//! user blocks its token, and nothing else.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use serde_json::{Map, Value, json};
-
 use super::reason::TokenReason;
 use super::{
-    Action, Address, Change, Conflict, FORMAT_VERSION, FieldChange, Plan, PlanOptions, Summary, Unmanaged,
-    fingerprint,
+    Address, Change, CompanyFields, Conflict, Payload, Plan, PlanOptions, TokenIssue, Unmanaged, UserCreate,
+    UserFields, diff, fingerprint,
 };
-use crate::model::{Desired, DesiredCompany, DesiredUser, Observed, ObservedCompany, ObservedUser, UserKind};
+use crate::model::{
+    Desired, DesiredCompany, DesiredUser, Observed, ObservedCompany, ObservedUser, StoredToken, StoredTokens,
+    UserKind,
+};
 use crate::secret::SecretRef;
-use crate::sink::SinkIndex;
-
-/// What a `password`, `access_token` or other secret field shows in a plan.
-pub(crate) const SENSITIVE: &str = "(sensitive)";
 
 /// The secret sources of `desired` that `available` says cannot be resolved now; each source
 /// is checked once. Pass the result as `PlanOptions::missing_secrets`.
@@ -32,9 +29,10 @@ pub fn missing_secrets(desired: &Desired, available: impl Fn(&SecretRef) -> bool
     refs.into_iter().filter(|r| !available(r)).cloned().collect()
 }
 
-/// Compute the plan that brings `observed` to `desired`. See the module docs of `plan`.
-pub fn plan(desired: &Desired, observed: &Observed, sink: &SinkIndex, options: &PlanOptions) -> Plan {
-    let mut planner = Planner::new(observed, sink, options);
+/// Compute the plan that brings `observed` to `desired`, given the tokens the token store
+/// holds. See the module docs of `plan`.
+pub fn compute(desired: &Desired, observed: &Observed, stored: &StoredTokens, options: &PlanOptions) -> Plan {
+    let mut planner = Planner::new(observed, stored, options);
     let filter: HashSet<&str> = options.companies.iter().map(String::as_str).collect();
     let in_scope = |name: &str| filter.is_empty() || filter.contains(name);
 
@@ -52,7 +50,8 @@ pub fn plan(desired: &Desired, observed: &Observed, sink: &SinkIndex, options: &
     }
 
     for user in desired.users.iter().filter(|u| in_scope(&u.company)) {
-        // The lower-cased email is computed once per user: it keys both the live users and the sink.
+        // The lower-cased email is computed once per user: it keys both the live users and the
+        // stored tokens.
         let key = user.email.key();
         let state = planner.user(user, &key, companies.get(user.company.as_str()));
         if user.token.issue {
@@ -100,7 +99,7 @@ enum UserState<'o> {
 
 struct Planner<'o> {
     observed: &'o Observed,
-    sink: &'o SinkIndex,
+    stored: &'o StoredTokens,
     options: &'o PlanOptions,
     /// Live companies not `in_deletion`, by exact name.
     companies_by_name: HashMap<&'o str, Vec<&'o ObservedCompany>>,
@@ -115,7 +114,7 @@ struct Planner<'o> {
 }
 
 impl<'o> Planner<'o> {
-    fn new(observed: &'o Observed, sink: &'o SinkIndex, options: &'o PlanOptions) -> Self {
+    fn new(observed: &'o Observed, stored: &'o StoredTokens, options: &'o PlanOptions) -> Self {
         let mut companies_by_name: HashMap<&str, Vec<&ObservedCompany>> = HashMap::new();
         let mut companies_by_id = HashMap::with_capacity(observed.companies.len());
         for c in &observed.companies {
@@ -131,7 +130,7 @@ impl<'o> Planner<'o> {
         }
         Self {
             observed,
-            sink,
+            stored,
             options,
             companies_by_name,
             companies_by_id,
@@ -147,35 +146,16 @@ impl<'o> Planner<'o> {
         let address = Address::Company(want.name.clone());
         let matches: &[&'o ObservedCompany] =
             self.companies_by_name.get(want.name.as_str()).map_or(&[], Vec::as_slice);
+        let fields =
+            CompanyFields { name: want.name.clone(), technical_meta_data: want.technical_meta_data.clone() };
         match matches {
             [] => {
-                let mut after = Map::new();
-                after.insert("name".into(), json!(want.name));
-                if let Some(meta) = &want.technical_meta_data {
-                    after.insert("technical_meta_data".into(), meta.clone());
-                }
-                self.changes.push(new_change(
-                    address,
-                    Action::Create,
-                    Vec::new(),
-                    None,
-                    Some(Value::Object(after)),
-                ));
+                self.changes.push(new_change(address, Vec::new(), Payload::CreateCompany(fields)));
                 CompanyState::Creating
             }
             [live] => {
-                if let Some(meta) = &want.technical_meta_data
-                    && *meta != live.technical_meta_data
-                {
-                    let before = json!({"name": live.name, "technical_meta_data": live.technical_meta_data});
-                    let after = json!({"name": want.name, "technical_meta_data": meta});
-                    let mut change =
-                        new_change(address, Action::Update, Vec::new(), Some(before), Some(after));
-                    change.fields.push(FieldChange {
-                        field: "technical_meta_data".into(),
-                        before: live.technical_meta_data.clone(),
-                        after: meta.clone(),
-                    });
+                if let Some(update) = diff::company_update(&fields, live) {
+                    let mut change = new_change(address, Vec::new(), Payload::UpdateCompany(update));
                     change.live_id = Some(live.id.clone());
                     change.fingerprint = Some(fingerprint::company(live));
                     self.changes.push(change);
@@ -307,94 +287,21 @@ impl<'o> Planner<'o> {
             );
             return UserState::Blocked;
         };
-        let mut after = Map::new();
-        after.insert("email".into(), json!(want.email.as_str()));
-        after.insert("company".into(), json!(want.company));
-        if let CompanyState::Live(c) = company {
-            after.insert("company_id".into(), json!(c.id));
-        }
-        for (field, value) in [
-            ("first_name", &want.first_name),
-            ("last_name", &want.last_name),
-            ("middle_name", &want.middle_name),
-        ] {
-            if let Some(v) = value {
-                after.insert(field.into(), json!(v));
-            }
-        }
-        after.insert("active".into(), json!(want.active));
-        if let Some(p) = &want.permissions {
-            after.insert("permissions".into(), json!(p));
-        }
-        after.insert("password".into(), json!(SENSITIVE));
-        let mut change =
-            new_change(address, Action::Create, vec![company_address], None, Some(Value::Object(after)));
-        change.password = Some(password.clone());
-        self.changes.push(change);
+        let create = UserCreate {
+            fields: user_fields(want),
+            company_id: match company {
+                CompanyState::Live(c) => Some(c.id.clone()),
+                _ => None,
+            },
+            password: password.clone(),
+        };
+        self.changes.push(new_change(address, vec![company_address], Payload::CreateUser(create)));
         UserState::Creating
     }
 
     fn update_user(&mut self, want: &DesiredUser, live: &ObservedUser, address: Address, company: Address) {
-        let mut before = Map::new();
-        let mut after = Map::new();
-        let mut fields = Vec::new();
-        before.insert("email".into(), json!(live.email.as_str()));
-        after.insert("email".into(), json!(want.email.as_str()));
-        before.insert("company".into(), json!(want.company));
-        after.insert("company".into(), json!(want.company));
-        let mut managed = |name: &str, old: Value, new: Option<Value>| {
-            if let Some(new) = new {
-                if old != new {
-                    fields.push(FieldChange {
-                        field: name.to_string(),
-                        before: old.clone(),
-                        after: new.clone(),
-                    });
-                }
-                before.insert(name.to_string(), old);
-                after.insert(name.to_string(), new);
-            }
-        };
-        managed("first_name", json!(live.first_name), want.first_name.as_ref().map(|v| json!(v)));
-        managed("last_name", json!(live.last_name), want.last_name.as_ref().map(|v| json!(v)));
-        managed("middle_name", json!(live.middle_name), want.middle_name.as_ref().map(|v| json!(v)));
-        managed("active", json!(live.active), Some(json!(want.active)));
-        if let Some(p) = &want.permissions {
-            let lp = &live.permissions;
-            let mut old_flags = Map::new();
-            let mut new_flags = Map::new();
-            for (flag, wanted, current) in [
-                ("biometry", p.biometry, lp.biometry),
-                ("collection", p.collection, lp.collection),
-                ("documents", p.documents, lp.documents),
-                ("quality", p.quality, lp.quality),
-            ] {
-                if let Some(wanted) = wanted {
-                    if wanted != current {
-                        fields.push(FieldChange {
-                            field: format!("permissions.{flag}"),
-                            before: json!(current),
-                            after: json!(wanted),
-                        });
-                    }
-                    old_flags.insert(flag.into(), json!(current));
-                    new_flags.insert(flag.into(), json!(wanted));
-                }
-            }
-            before.insert("permissions".into(), Value::Object(old_flags));
-            after.insert("permissions".into(), Value::Object(new_flags));
-        }
-        if fields.is_empty() {
-            return;
-        }
-        let mut change = new_change(
-            address,
-            Action::Update,
-            vec![company],
-            Some(Value::Object(before)),
-            Some(Value::Object(after)),
-        );
-        change.fields = fields;
+        let Some(update) = diff::user_update(&user_fields(want), live) else { return };
+        let mut change = new_change(address, vec![company], Payload::UpdateUser(update));
         change.live_id = Some(live.id.clone());
         change.fingerprint = Some(fingerprint::user(live));
         self.changes.push(change);
@@ -403,33 +310,26 @@ impl<'o> Planner<'o> {
     fn token(&mut self, want: &DesiredUser, key: &str, user: &UserState<'o>) {
         let address = Address::Token(want.email.clone());
         let user_address = Address::ServiceUser(want.email.clone());
-        let stored = self.sink.get(key);
+        let stored = self.stored.get(key);
         let live = match user {
             UserState::Blocked => return,
             UserState::Creating => None,
             UserState::Live(u) => Some(*u),
         };
         let Some(reason) = self.token_reason(live, stored) else { return };
-        let before =
-            stored.map(|s| json!({"user_id": s.user_id, "api_url": s.api_url, "expire_date": s.expire_date}));
-        let after = json!({
-            "email": want.email.as_str(),
-            "user_id": live.map(|u| u.id.as_str()),
-            "api_url": self.observed.api_url,
-            "access_token": SENSITIVE,
-        });
-        let mut change = new_change(address, Action::Issue, vec![user_address], before, Some(after));
-        change.reason = Some(reason.to_string());
+        let issue = TokenIssue {
+            user_id: live.map(|u| u.id.clone()),
+            api_url: self.observed.api_url.clone(),
+            stored: stored.cloned(),
+            reason,
+        };
+        let mut change = new_change(address, vec![user_address], Payload::IssueToken(issue));
         change.live_id = live.map(|u| u.id.clone());
         change.fingerprint = live.map(fingerprint::user);
         self.changes.push(change);
     }
 
-    fn token_reason(
-        &self,
-        live: Option<&ObservedUser>,
-        stored: Option<&crate::sink::SinkEntry>,
-    ) -> Option<TokenReason> {
+    fn token_reason(&self, live: Option<&ObservedUser>, stored: Option<&StoredToken>) -> Option<TokenReason> {
         let Some(live) = live else { return Some(TokenReason::UserBeingCreated) };
         let Some(stored) = stored else { return Some(TokenReason::NoToken) };
         if normalize_url(&stored.api_url) != normalize_url(&self.observed.api_url) {
@@ -465,8 +365,7 @@ impl<'o> Planner<'o> {
         self.conflicts.sort_by_cached_key(|c| (sort_key(&c.address), c.message.clone()));
         self.unmanaged.sort_by_cached_key(|u| (u.email.key(), u.company.clone()));
         for change in &self.changes {
-            if change.action == Action::Create
-                && let Some(source) = &change.password
+            if let Some(source) = change.password()
                 && self.options.missing_secrets.contains(source)
             {
                 let what = match source {
@@ -480,21 +379,11 @@ impl<'o> Planner<'o> {
                 ));
             }
         }
-        let mut summary = Summary::default();
-        for change in &self.changes {
-            match change.action {
-                Action::Create => summary.create += 1,
-                Action::Update => summary.update += 1,
-                Action::Issue => summary.issue += 1,
-            }
-        }
         Plan {
-            format_version: FORMAT_VERSION,
             api_url: self.observed.api_url.clone(),
             api_version: self.observed.api_version,
             api_version_detected: self.observed.api_version_detected,
             changes: self.changes,
-            summary,
             conflicts: self.conflicts,
             unmanaged: self.unmanaged,
             warnings: self.warnings,
@@ -502,24 +391,20 @@ impl<'o> Planner<'o> {
     }
 }
 
-fn new_change(
-    address: Address,
-    action: Action,
-    depends_on: Vec<Address>,
-    before: Option<Value>,
-    after: Option<Value>,
-) -> Change {
-    Change {
-        address,
-        action,
-        depends_on,
-        before,
-        after,
-        fields: Vec::new(),
-        reason: None,
-        live_id: None,
-        fingerprint: None,
-        password: None,
+fn new_change(address: Address, depends_on: Vec<Address>, payload: Payload) -> Change {
+    Change { address, depends_on, live_id: None, fingerprint: None, payload }
+}
+
+/// The managed fields of a desired user, as a create sets them or an update wants them.
+fn user_fields(want: &DesiredUser) -> UserFields {
+    UserFields {
+        email: want.email.clone(),
+        company: want.company.clone(),
+        first_name: want.first_name.clone(),
+        last_name: want.last_name.clone(),
+        middle_name: want.middle_name.clone(),
+        active: want.active,
+        permissions: want.permissions,
     }
 }
 

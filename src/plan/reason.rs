@@ -1,31 +1,59 @@
 //! Why a token is planned: a closed set of reasons, each rendered to one sentence for the
-//! `reason` of a `token/<email>` change. Pure.
+//! `reason` of a `token/<email>` change, and saved as `token_reason` (its `kind` and data) so
+//! that a saved plan reads back the same reason. Pure.
 
 use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
+
 /// Why the planner issues a token. Checked in this order; the first that holds is the reason.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TokenReason {
     /// The user does not exist live yet; its token follows its creation.
     UserBeingCreated,
-    /// The sink holds no token for the lower-cased email.
+    /// The token store holds no token for the lower-cased email.
     NoToken,
     /// The stored token was issued by another installation.
     OtherApiUrl { stored: String, live: String },
     /// The stored token belongs to another user id: the user was recreated.
     OtherUser { stored: String, live: String },
     /// The stored token expires (or expired) within `--rotate-before`.
-    Expiring { expire_date: f64, now: f64, rotate_before: Duration },
+    Expiring {
+        expire_date: f64,
+        now: f64,
+        #[serde(rename = "rotate_before_secs", with = "secs")]
+        rotate_before: Duration,
+    },
     /// `--rotate-tokens` was given.
     Rotation,
+    /// The sentence of a plan saved before `token_reason` was written (format 1 from an earlier
+    /// ozform): shown as it was saved. Never written as a `token_reason`.
+    #[serde(skip)]
+    Stated(String),
+}
+
+/// A `Duration` as whole seconds.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
 }
 
 impl fmt::Display for TokenReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TokenReason::UserBeingCreated => f.write_str("the user is being created"),
-            TokenReason::NoToken => f.write_str("no token for this user in the sink"),
+            TokenReason::NoToken => f.write_str("no token for this user in the token store"),
             TokenReason::OtherApiUrl { stored, live } => {
                 write!(f, "the stored token was issued by `{stored}`, not `{live}` (a new installation)")
             }
@@ -47,6 +75,7 @@ impl fmt::Display for TokenReason {
                 }
             }
             TokenReason::Rotation => f.write_str("`--rotate-tokens` was given"),
+            TokenReason::Stated(sentence) => f.write_str(sentence),
         }
     }
 }

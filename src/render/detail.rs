@@ -7,14 +7,12 @@ use std::collections::HashSet;
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
+use crate::plan::format::SENSITIVE;
 use crate::plan::{Action, Address, Change, Plan};
 
 /// Values longer than this (as compact JSON) are shown pretty-printed over several lines and,
 /// in updates, diffed line by line.
 const LONG: usize = 60;
-
-/// What a secret field shows.
-const SENSITIVE: &str = "(sensitive)";
 
 /// One line (or block) of a change's details.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,18 +41,18 @@ pub(crate) fn details(change: &Change, planned: &HashSet<&Address>) -> Vec<Detai
         out.push(Detail::Note(format!("depends on: {}", deps.join(", "))));
     }
     if let Some(id) = &change.live_id {
-        let what = if change.action == Action::Issue { "user id" } else { "live id" };
+        let what = if change.action() == Action::Issue { "user id" } else { "live id" };
         out.push(Detail::Note(format!("{what}: {id}")));
     }
-    if let Some(reason) = &change.reason {
+    if let Some(reason) = change.reason().map(ToString::to_string).filter(|r| !r.is_empty()) {
         out.push(Detail::Note(format!("reason: {reason}")));
     }
-    match change.action {
+    match change.action() {
         Action::Create => {
-            if let Some(Value::Object(after)) = &change.after {
-                for (field, value) in after {
+            if let Some(Value::Object(after)) = change.after_json() {
+                for (field, value) in &after {
                     let lines = if field == "password" {
-                        vec![match &change.password {
+                        vec![match change.password() {
                             Some(source) => format!("{SENSITIVE} from {source}"),
                             None => SENSITIVE.to_string(),
                         }]
@@ -66,7 +64,7 @@ pub(crate) fn details(change: &Change, planned: &HashSet<&Address>) -> Vec<Detai
             }
         }
         Action::Update => {
-            for field in &change.fields {
+            for field in &change.fields() {
                 let (before, after) = (value_lines(&field.before), value_lines(&field.after));
                 if before.len() == 1 && after.len() == 1 {
                     out.push(Detail::Change {

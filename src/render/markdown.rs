@@ -14,7 +14,7 @@ pub fn markdown(plan: &Plan) -> String {
     out.push('\n');
     let _ = writeln!(out, "{} · Oz API {}{}", code(&plan.api_url), plan.api_version, super::detected(plan));
     out.push('\n');
-    let s = plan.summary;
+    let s = plan.summary();
     let _ = writeln!(out, "| | count |");
     let _ = writeln!(out, "|---|---:|");
     let _ = writeln!(out, "| `+` to create | {} |", s.create);
@@ -51,7 +51,7 @@ pub fn markdown(plan: &Plan) -> String {
     }
     let planned = planned(plan);
     for change in &plan.changes {
-        let verb = match change.action {
+        let verb = match change.action() {
             Action::Create => "create",
             Action::Update => "update",
             Action::Issue => "issue",
@@ -59,7 +59,7 @@ pub fn markdown(plan: &Plan) -> String {
         let _ = writeln!(
             out,
             "<details><summary><code>{}</code> {verb} <code>{}</code></summary>",
-            change.action.symbol(),
+            change.action().symbol(),
             html(&change.address.to_string())
         );
         out.push('\n');
@@ -91,7 +91,7 @@ pub fn markdown(plan: &Plan) -> String {
             }
         }
         if block.is_empty() {
-            let _ = writeln!(block, "{} {}", change.action.symbol(), change.address);
+            let _ = writeln!(block, "{} {}", change.action().symbol(), change.address);
         }
         let fence = fence(&block);
         let _ = write!(out, "{fence}diff\n{block}{fence}\n");

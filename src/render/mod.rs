@@ -1,16 +1,15 @@
-//! Renderers: a `Plan` as text (Terraform-like, for terminals), Markdown (pull-request
-//! comments) and JSON (the saved plan format), and `parse_plan` to read the JSON back.
+//! Renderers: a `Plan` as text (Terraform-like, for terminals) and Markdown (pull-request
+//! comments). The JSON of a plan is the saved plan format, written and read by
+//! `plan::format` alone.
 //!
 //! Pure; no I/O: every function returns a `String` and `output` decides where it goes. A plan
 //! holds no secret value, and the renderers show a secret field only as `(sensitive)` (with
 //! the source of a password: `{env: NAME}` or `{file: PATH}`, never its value).
 
 mod detail;
-mod json;
 mod markdown;
 mod text;
 
-pub use json::{json, parse_plan};
 pub use markdown::markdown;
 pub use text::text;
 
@@ -40,7 +39,7 @@ pub fn conflict_note(plan: &crate::plan::Plan) -> Option<String> {
 /// `No changes.`
 pub fn footer(plan: &crate::plan::Plan) -> String {
     if plan.has_changes() {
-        let s = plan.summary;
+        let s = plan.summary();
         format!("Plan: {} to create, {} to update, {} tokens to issue.", s.create, s.update, s.issue)
     } else {
         "No changes.".to_string()

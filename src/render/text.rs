@@ -49,18 +49,18 @@ pub fn text(plan: &Plan, style: &Style) -> String {
     }
     let planned = planned(plan);
     for change in &plan.changes {
-        let colour = match change.action {
+        let colour = match change.action() {
             Action::Create => GREEN,
             Action::Update => YELLOW,
             Action::Issue => CYAN,
         };
-        let symbol = change.action.symbol().to_string();
+        let symbol = change.action().symbol().to_string();
         let _ = writeln!(
             out,
             "  {} {} {}",
             p.paint(colour, &symbol),
             p.paint(BOLD, &clean(&change.address.to_string())),
-            verb(change.action)
+            verb(change.action())
         );
         let details = details(change, &planned);
         let width = field_width(&details);

@@ -1,14 +1,17 @@
-//! The file sink: permissions, atomic replace, round trip, corrupt files, and no token in any
-//! error or `Debug` output.
+//! The directory token store: permissions, atomic replace, round trip, corrupt files, and no
+//! token in any error or `Debug` output; and the in-memory store the executor tests use.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod common;
 
 use std::fs;
 #[cfg(unix)]
 use std::os::unix::fs::PermissionsExt as _;
 
-use ozform::model::Email;
+use common::memory_store::MemoryStore;
+use ozform::model::{Email, StoredToken};
 use ozform::secret::Secret;
-use ozform::sink::{FileSink, MemorySink, SinkEntry, SinkError, TokenRecord, TokenSink};
+use ozform::token_store::{DirStore, TokenRecord, TokenStore, TokenStoreError};
 
 const CANARY: &str = "canary-token-7f3a9c";
 
@@ -34,8 +37,8 @@ fn mode(path: &std::path::Path) -> u32 {
 fn a_token_file_is_0600_in_a_0700_directory_it_creates() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tokens");
-    let sink = FileSink::new(&dir);
-    sink.store(&record("Svc@Acme.example", "u-1", CANARY)).unwrap();
+    let store = DirStore::new(&dir);
+    store.store(&record("Svc@Acme.example", "u-1", CANARY)).unwrap();
     assert_eq!(mode(&dir), 0o700);
     let file = dir.join("svc@acme.example.json");
     assert_eq!(mode(&file), 0o600);
@@ -44,8 +47,8 @@ fn a_token_file_is_0600_in_a_0700_directory_it_creates() {
 #[test]
 fn a_stored_token_reads_back_and_shows_in_the_index_without_its_value() {
     let tmp = tempfile::tempdir().unwrap();
-    let sink = FileSink::new(tmp.path());
-    sink.store(&record("a@x.example", "u-1", CANARY)).unwrap();
+    let store = DirStore::new(tmp.path());
+    store.store(&record("a@x.example", "u-1", CANARY)).unwrap();
 
     let json: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(tmp.path().join("a@x.example.json")).unwrap()).unwrap();
@@ -54,14 +57,14 @@ fn a_stored_token_reads_back_and_shows_in_the_index_without_its_value() {
     assert_eq!(keys, ["access_token", "api_url", "email", "expire_date", "issued_at", "token_id", "user_id"]);
     assert_eq!(json["access_token"], CANARY);
 
-    let back = sink.read(&Email::new("A@X.example")).unwrap().unwrap();
+    let back = store.read(&Email::new("A@X.example")).unwrap().unwrap();
     assert_eq!(back.access_token.expose(), CANARY);
     assert_eq!((back.user_id.as_str(), back.issued_at.as_str()), ("u-1", "2026-11-29T02:00:00Z"));
 
-    let index = sink.index().unwrap();
+    let index = store.list().unwrap();
     assert_eq!(
         index.get("a@x.example"),
-        Some(&SinkEntry {
+        Some(&StoredToken {
             user_id: "u-1".into(),
             api_url: "http://127.0.0.1:1".into(),
             expire_date: 1_904_659_888.282_587
@@ -73,32 +76,32 @@ fn a_stored_token_reads_back_and_shows_in_the_index_without_its_value() {
 #[test]
 fn storing_again_replaces_the_file_whole_and_leaves_no_temp_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let sink = FileSink::new(tmp.path());
-    sink.store(&record("a@x.example", "u-1", "first-token")).unwrap();
-    sink.store(&record("a@x.example", "u-2", CANARY)).unwrap();
+    let store = DirStore::new(tmp.path());
+    store.store(&record("a@x.example", "u-1", "first-token")).unwrap();
+    store.store(&record("a@x.example", "u-2", CANARY)).unwrap();
     let names: Vec<String> = fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["a@x.example.json"]);
-    let back = sink.read(&Email::new("a@x.example")).unwrap().unwrap();
+    let back = store.read(&Email::new("a@x.example")).unwrap().unwrap();
     assert_eq!((back.user_id.as_str(), back.access_token.expose()), ("u-2", CANARY));
 }
 
 #[test]
 fn the_index_of_a_missing_directory_is_empty_and_temp_files_are_ignored() {
     let tmp = tempfile::tempdir().unwrap();
-    assert!(FileSink::new(tmp.path().join("nope")).index().unwrap().is_empty());
+    assert!(DirStore::new(tmp.path().join("nope")).list().unwrap().is_empty());
     // What an interrupted store leaves behind: a hidden temp file, possibly half written.
     fs::write(tmp.path().join(".a@x.example.json.tmp-0123"), "{\"email\": \"a@x").unwrap();
     fs::write(tmp.path().join("notes.txt"), "not a token").unwrap();
-    assert!(FileSink::new(tmp.path()).index().unwrap().is_empty());
+    assert!(DirStore::new(tmp.path()).list().unwrap().is_empty());
 }
 
 #[test]
 fn a_corrupt_token_file_is_an_error_naming_the_path_and_never_the_content() {
     let tmp = tempfile::tempdir().unwrap();
-    let sink = FileSink::new(tmp.path());
+    let store = DirStore::new(tmp.path());
     // Wrong type for `expire_date`, right next to the token: serde would quote the value.
     let path = tmp.path().join("b@x.example.json");
     fs::write(
@@ -106,15 +109,15 @@ fn a_corrupt_token_file_is_an_error_naming_the_path_and_never_the_content() {
         format!("{{\"email\":\"b@x.example\",\"user_id\":\"{CANARY}\",\"expire_date\":\"{CANARY}\"}}"),
     )
     .unwrap();
-    let err = sink.index().unwrap_err();
-    assert!(matches!(err, SinkError::Corrupt { .. }), "{err:?}");
+    let err = store.list().unwrap_err();
+    assert!(matches!(err, TokenStoreError::Corrupt { .. }), "{err:?}");
     let shown = format!("{err} {err:?}");
     let text = format!("{shown} {:?}", miette::Report::new(err));
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert!(!text.contains(CANARY), "{text}");
 
     fs::write(&path, format!("{{\"access_token\": \"{CANARY}\", oops")).unwrap();
-    let err = sink.read(&Email::new("b@x.example")).unwrap_err();
+    let err = store.read(&Email::new("b@x.example")).unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(text.contains("not valid JSON") && !text.contains(CANARY), "{text}");
 }
@@ -126,8 +129,8 @@ fn a_store_that_cannot_write_names_the_path_and_not_the_token() {
     // A regular file where the directory should be: creating the directory fails.
     let blocked = tmp.path().join("tokens");
     fs::write(&blocked, "").unwrap();
-    let sink = FileSink::new(&blocked);
-    let err = sink.store(&record("a@x.example", "u-1", CANARY)).unwrap_err();
+    let store = DirStore::new(&blocked);
+    let err = store.store(&record("a@x.example", "u-1", CANARY)).unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(text.contains(&blocked.display().to_string()), "{text}");
     assert!(!text.contains(CANARY), "{text}");
@@ -140,24 +143,24 @@ fn a_token_record_never_debug_prints_its_token() {
 }
 
 #[test]
-fn the_memory_sink_indexes_by_lower_cased_email_and_fails_on_request_once() {
-    let sink = MemorySink::new();
-    sink.fail_next_store("A@x.example");
-    let err = sink.store(&record("a@x.example", "u-1", CANARY)).unwrap_err();
+fn the_memory_store_lists_by_lower_cased_email_and_fails_on_request_once() {
+    let store = MemoryStore::new();
+    store.fail_next_store("A@x.example");
+    let err = store.store(&record("a@x.example", "u-1", CANARY)).unwrap_err();
     assert!(!format!("{err} {err:?}").contains(CANARY));
-    sink.store(&record("a@x.example", "u-1", CANARY)).unwrap();
-    assert_eq!(sink.index().unwrap().keys().collect::<Vec<_>>(), ["a@x.example"]);
-    assert_eq!(sink.get("A@X.example").unwrap().access_token.expose(), CANARY);
-    assert_eq!(sink.stores(), 1);
+    store.store(&record("a@x.example", "u-1", CANARY)).unwrap();
+    assert_eq!(store.list().unwrap().keys().collect::<Vec<_>>(), ["a@x.example"]);
+    assert_eq!(store.get("A@X.example").unwrap().access_token.expose(), CANARY);
+    assert_eq!(store.stores(), 1);
 }
 
 #[test]
 fn an_email_that_would_escape_the_token_directory_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tokens");
-    let sink = FileSink::new(&dir);
+    let store = DirStore::new(&dir);
     for email in ["../escape@x.example", ".hidden@x.example", "a/b@x.example", ""] {
-        let err = sink.store(&record(email, "u-1", CANARY)).unwrap_err();
+        let err = store.store(&record(email, "u-1", CANARY)).unwrap_err();
         assert!(!format!("{err} {err:?}").contains(CANARY));
     }
     assert!(!dir.exists() && !tmp.path().join("escape@x.example.json").exists());

@@ -1,6 +1,5 @@
-//! Test support: `FakeEffects`, an in-memory `Effects` for executor tests.
-//!
-//! Not used by the product. A `Mutex`'d store of companies and users with the API's
+//! `FakeEffects`, an in-memory `apply::Effects` for executor tests (not compiled into the
+//! product). A `Mutex`'d store of companies and users with the API's
 //! behaviours that matter to apply (duplicate creates refused, `in_deletion` companies not
 //! found, emails compared case-insensitively), plus what tests need to provoke and observe:
 //! - one-shot faults per operation and natural key (`inject`): a plain failure, an outcome
@@ -18,13 +17,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
 
-use super::Effects;
-use crate::model::{
-    CompanyPatch, Email, IssuedToken, LivePermissions, NewCompany, NewUser, ObservedCompany, ObservedUser,
-    UserKind, UserPatch,
+use ozform::apply::{EffectError, EffectErrorKind, Effects};
+use ozform::model::{
+    ApiVersion, CompanyPatch, Email, IssuedToken, LivePermissions, NewCompany, NewUser, Observed,
+    ObservedCompany, ObservedUser, UserKind, UserPatch,
 };
-use crate::oz::OzError;
-use crate::secret::Secret;
+use ozform::secret::Secret;
 
 /// An `Effects` operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -96,7 +94,10 @@ impl Default for FakeEffects {
 pub struct Release(watch::Sender<bool>);
 
 impl Release {
-    pub fn release(self) {}
+    /// Let the held calls go on now.
+    pub fn release(self) {
+        self.0.send_replace(true);
+    }
 }
 
 impl Drop for Release {
@@ -147,6 +148,25 @@ impl FakeEffects {
     /// Add a live user as given (any kind, any company).
     pub fn add_user(&self, user: ObservedUser) {
         self.lock().users.push(user);
+    }
+
+    /// Start from this live state: its companies (those `in_deletion` too) and users, ids kept.
+    pub fn seed(&self, observed: &Observed) {
+        let mut s = self.lock();
+        s.companies.extend(observed.companies.iter().cloned());
+        s.users.extend(observed.users.iter().cloned());
+    }
+
+    /// The live state now, as `oz::observe` would read it from an API at `api_url`.
+    pub fn observed(&self, api_url: &str, api_version: ApiVersion) -> Observed {
+        let s = self.lock();
+        Observed {
+            api_url: api_url.into(),
+            api_version,
+            api_version_detected: false,
+            companies: s.companies.clone(),
+            users: s.users.clone(),
+        }
     }
 
     /// Access tokens will be `<prefix><n>` (e.g. a canary).
@@ -270,28 +290,28 @@ fn normalise(op: Op, key: &str) -> Key {
     }
 }
 
-fn http(method: &str, path: &str, status: u16, code: i64, message: &str) -> OzError {
-    OzError::Http {
-        method: method.into(),
-        path: path.into(),
-        status,
-        error_code: Some(code),
-        error_message: Some(message.into()),
-    }
+/// An answer of the API with an error body, as the Oz client would report it.
+fn http(method: &str, path: &str, status: u16, code: i64, message: &str) -> EffectError {
+    let kind = match (status, code) {
+        (409, _) | (400, 3 | 4) if method == "POST" && !message.contains("not found") => {
+            EffectErrorKind::AlreadyExists
+        }
+        (500 | 503, _) => EffectErrorKind::OutcomeUnknown { answered: true },
+        _ => EffectErrorKind::Refused,
+    };
+    EffectError::new(kind, format!("{method} {path} answered {status} (error_code {code}: {message})"))
 }
 
 /// The error a fault stands for.
-fn fault_error(fault: Fault, method: &str, path: &str) -> OzError {
+fn fault_error(fault: Fault, method: &str, path: &str) -> EffectError {
     match fault {
         Fault::Fail => http(method, path, 403, 9, "forbidden (injected)"),
         Fault::Duplicate => http(method, path, 409, 3, "already exists (injected)"),
         Fault::ServerError => http(method, path, 500, 0, "internal error (injected)"),
-        Fault::OutcomeUnknownAfterCommit | Fault::OutcomeUnknownBeforeCommit => OzError::Transport {
-            method: method.into(),
-            path: path.into(),
-            reason: "connection closed before the answer (injected)".into(),
-            outcome_unknown: true,
-        },
+        Fault::OutcomeUnknownAfterCommit | Fault::OutcomeUnknownBeforeCommit => EffectError::new(
+            EffectErrorKind::OutcomeUnknown { answered: false },
+            format!("{method} {path} failed: connection closed before the answer (injected)"),
+        ),
     }
 }
 
@@ -300,8 +320,8 @@ fn with_fault<T>(
     fault: Option<Fault>,
     method: &str,
     path: &str,
-    commit: impl FnOnce() -> Result<T, OzError>,
-) -> Result<T, OzError> {
+    commit: impl FnOnce() -> Result<T, EffectError>,
+) -> Result<T, EffectError> {
     match fault {
         None => commit(),
         Some(f @ (Fault::Fail | Fault::OutcomeUnknownBeforeCommit | Fault::ServerError)) => {
@@ -345,7 +365,7 @@ fn apply_user_patch(user: &mut ObservedUser, patch: &UserPatch) {
 }
 
 impl Effects for FakeEffects {
-    async fn find_companies(&self, name: &str) -> Result<Vec<ObservedCompany>, OzError> {
+    async fn find_companies(&self, name: &str) -> Result<Vec<ObservedCompany>, EffectError> {
         let (_guard, fault) = self.enter(Op::FindCompanies, name).await;
         if let Some(f) = fault {
             return Err(fault_error(f, "GET", "/api/companies/"));
@@ -353,7 +373,7 @@ impl Effects for FakeEffects {
         Ok(self.lock().companies.iter().filter(|c| c.name == name && !c.in_deletion).cloned().collect())
     }
 
-    async fn find_user(&self, email: &Email) -> Result<Option<ObservedUser>, OzError> {
+    async fn find_user(&self, email: &Email) -> Result<Option<ObservedUser>, EffectError> {
         let (_guard, fault) = self.enter(Op::FindUser, email.as_str()).await;
         if let Some(f) = fault {
             return Err(fault_error(f, "GET", "/api/users/"));
@@ -361,7 +381,7 @@ impl Effects for FakeEffects {
         Ok(self.lock().users.iter().find(|u| u.email == *email).cloned())
     }
 
-    async fn create_company(&self, company: &NewCompany) -> Result<ObservedCompany, OzError> {
+    async fn create_company(&self, company: &NewCompany) -> Result<ObservedCompany, EffectError> {
         let (_guard, fault) = self.enter(Op::CreateCompany, &company.name).await;
         with_fault(fault, "POST", "/api/companies/", || {
             let mut s = self.lock();
@@ -381,7 +401,7 @@ impl Effects for FakeEffects {
         })
     }
 
-    async fn update_company(&self, id: &str, patch: &CompanyPatch) -> Result<ObservedCompany, OzError> {
+    async fn update_company(&self, id: &str, patch: &CompanyPatch) -> Result<ObservedCompany, EffectError> {
         let key = self
             .lock()
             .companies
@@ -405,7 +425,7 @@ impl Effects for FakeEffects {
         })
     }
 
-    async fn create_user(&self, user: &NewUser) -> Result<ObservedUser, OzError> {
+    async fn create_user(&self, user: &NewUser) -> Result<ObservedUser, EffectError> {
         let (_guard, fault) = self.enter(Op::CreateUser, user.email.as_str()).await;
         with_fault(fault, "POST", "/api/users/", || {
             let mut s = self.lock();
@@ -440,7 +460,7 @@ impl Effects for FakeEffects {
         })
     }
 
-    async fn update_user(&self, id: &str, patch: &UserPatch) -> Result<ObservedUser, OzError> {
+    async fn update_user(&self, id: &str, patch: &UserPatch) -> Result<ObservedUser, EffectError> {
         let key =
             self.lock().users.iter().find(|u| u.id == id).map_or_else(|| id.to_string(), |u| u.email.key());
         let (_guard, fault) = self.enter(Op::UpdateUser, &key).await;
@@ -455,7 +475,7 @@ impl Effects for FakeEffects {
         })
     }
 
-    async fn issue_token(&self, user_id: &str) -> Result<IssuedToken, OzError> {
+    async fn issue_token(&self, user_id: &str) -> Result<IssuedToken, EffectError> {
         let key = self
             .lock()
             .users

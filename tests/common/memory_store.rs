@@ -1,13 +1,14 @@
-//! An in-memory sink for tests and `ozform demo`: records by lower-cased email, with an
+//! An in-memory token store for tests and benchmarks: records by lower-cased email, with an
 //! injectable store failure. No I/O.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{SinkEntry, SinkError, SinkIndex, TokenRecord, TokenSink};
+use ozform::model::{StoredToken, StoredTokens};
+use ozform::token_store::{TokenRecord, TokenStore, TokenStoreError};
 
 #[derive(Debug, Default)]
-pub struct MemorySink {
+pub struct MemoryStore {
     state: Mutex<State>,
 }
 
@@ -19,9 +20,23 @@ struct State {
     stores: usize,
 }
 
-impl MemorySink {
+impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Start with this stored token of `email` (its token a placeholder).
+    pub fn seed(&self, email: &str, token: &StoredToken) {
+        let record = TokenRecord {
+            email: email.to_lowercase(),
+            user_id: token.user_id.clone(),
+            token_id: format!("seeded-{email}"),
+            access_token: ozform::secret::Secret::new(format!("seeded-token-{email}")),
+            expire_date: token.expire_date,
+            api_url: token.api_url.clone(),
+            issued_at: "2026-01-01T00:00:00Z".into(),
+        };
+        self.lock().records.insert(email.to_lowercase(), record);
     }
 
     /// Make the next store of `email`'s token fail (once).
@@ -50,14 +65,14 @@ impl MemorySink {
     }
 }
 
-impl TokenSink for MemorySink {
-    fn index(&self) -> Result<SinkIndex, SinkError> {
+impl TokenStore for MemoryStore {
+    fn list(&self) -> Result<StoredTokens, TokenStoreError> {
         Ok(self
             .lock()
             .records
             .iter()
             .map(|(email, r)| {
-                let entry = SinkEntry {
+                let entry = StoredToken {
                     user_id: r.user_id.clone(),
                     api_url: r.api_url.clone(),
                     expire_date: r.expire_date,
@@ -67,12 +82,12 @@ impl TokenSink for MemorySink {
             .collect())
     }
 
-    fn store(&self, record: &TokenRecord) -> Result<(), SinkError> {
+    fn store(&self, record: &TokenRecord) -> Result<(), TokenStoreError> {
         let key = record.email.to_lowercase();
         let mut state = self.lock();
         if let Some(i) = state.fail_next.iter().position(|e| *e == key) {
             state.fail_next.remove(i);
-            return Err(SinkError::Io {
+            return Err(TokenStoreError::Io {
                 action: "write",
                 path: format!("memory:{key}"),
                 reason: "injected failure".into(),

@@ -1,4 +1,5 @@
-//! The file sink: one JSON file per token, `<token-dir>/<lower-cased email>.json`.
+//! The directory store (`dir:PATH`, `--token-dir`): one JSON file per token,
+//! `<dir>/<lower-cased email>.json`.
 //!
 //! Does file I/O only. Invariants: a token file is never seen half-written (it is written to a
 //! temp file in the same directory, created with mode 0600, fsynced, renamed over the target,
@@ -12,17 +13,17 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{SinkEntry, SinkError, SinkIndex, TokenRecord, TokenSink};
-use crate::model::Email;
+use super::{TokenRecord, TokenStore, TokenStoreError};
+use crate::model::{Email, StoredToken, StoredTokens};
 use crate::secret::Secret;
 
 /// Token files in one directory.
 #[derive(Debug, Clone)]
-pub struct FileSink {
+pub struct DirStore {
     dir: PathBuf,
 }
 
-/// The on-disk shape (the sink contract). Private: the token is exposed only here.
+/// The on-disk shape (the token file contract). Private: the token is exposed only here.
 #[derive(Serialize, Deserialize)]
 struct Stored {
     email: String,
@@ -34,7 +35,7 @@ struct Stored {
     issued_at: String,
 }
 
-/// What the index needs: no token, so a file is never held in memory with it for planning.
+/// What `list` needs: no token, so a file is never held in memory with it for planning.
 #[derive(Deserialize)]
 struct Indexed {
     email: String,
@@ -43,7 +44,7 @@ struct Indexed {
     expire_date: f64,
 }
 
-impl FileSink {
+impl DirStore {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
     }
@@ -59,13 +60,13 @@ impl FileSink {
 
     /// `path_for`, refusing an email that would name a file outside the directory or a
     /// hidden one (the manifest loader validates emails; a saved plan may have been edited).
-    fn checked_path(&self, email: &str) -> Result<PathBuf, SinkError> {
+    fn checked_path(&self, email: &str) -> Result<PathBuf, TokenStoreError> {
         let unsafe_name = email.is_empty()
             || email.starts_with('.')
             || email.contains(['/', '\\', '\0'])
             || email.chars().any(char::is_control);
         if unsafe_name {
-            return Err(SinkError::Io {
+            return Err(TokenStoreError::Io {
                 action: "name a token file after",
                 path: format!("{}/{email:?}", self.dir.display()),
                 reason: "the email cannot be a file name (empty, hidden, or holds a path separator)".into(),
@@ -75,7 +76,7 @@ impl FileSink {
     }
 
     /// The stored token of `email`, if there is one.
-    pub fn read(&self, email: &Email) -> Result<Option<TokenRecord>, SinkError> {
+    pub fn read(&self, email: &Email) -> Result<Option<TokenRecord>, TokenStoreError> {
         let path = self.checked_path(email.as_str())?;
         let bytes = match fs::read(&path) {
             Ok(b) => b,
@@ -94,7 +95,7 @@ impl FileSink {
         }))
     }
 
-    fn ensure_dir(&self) -> Result<(), SinkError> {
+    fn ensure_dir(&self) -> Result<(), TokenStoreError> {
         let mut builder = fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]
@@ -106,9 +107,9 @@ impl FileSink {
     }
 }
 
-impl TokenSink for FileSink {
-    fn index(&self) -> Result<SinkIndex, SinkError> {
-        let mut index = SinkIndex::new();
+impl TokenStore for DirStore {
+    fn list(&self) -> Result<StoredTokens, TokenStoreError> {
+        let mut index = StoredTokens::new();
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             // No directory yet: no tokens yet (it is created on the first store).
@@ -130,13 +131,13 @@ impl TokenSink for FileSink {
             let i: Indexed = serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, &e))?;
             index.insert(
                 i.email.to_lowercase(),
-                SinkEntry { user_id: i.user_id, api_url: i.api_url, expire_date: i.expire_date },
+                StoredToken { user_id: i.user_id, api_url: i.api_url, expire_date: i.expire_date },
             );
         }
         Ok(index)
     }
 
-    fn store(&self, record: &TokenRecord) -> Result<(), SinkError> {
+    fn store(&self, record: &TokenRecord) -> Result<(), TokenStoreError> {
         let target = self.checked_path(&record.email)?;
         self.ensure_dir()?;
         let stored = Stored {
@@ -148,7 +149,7 @@ impl TokenSink for FileSink {
             api_url: record.api_url.clone(),
             issued_at: record.issued_at.clone(),
         };
-        let mut json = serde_json::to_vec_pretty(&stored).map_err(|_| SinkError::Io {
+        let mut json = serde_json::to_vec_pretty(&stored).map_err(|_| TokenStoreError::Io {
             action: "encode",
             path: display(&target),
             reason: "not JSON".into(),
@@ -160,7 +161,7 @@ impl TokenSink for FileSink {
             fs::rename(&temp, &target).map_err(|e| io_error("rename into place", &target, &e))
         });
         if written.is_err() {
-            // Best effort: the temp file is hidden from `index` anyway.
+            // Best effort: the temp file is hidden from `list` anyway.
             let _ = fs::remove_file(&temp);
         }
         written?;
@@ -169,7 +170,7 @@ impl TokenSink for FileSink {
 }
 
 /// Create `path` (which must not exist) with mode 0600, write `bytes` and fsync.
-fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), TokenStoreError> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -183,7 +184,7 @@ fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
 }
 
 /// Make the rename durable. Directories cannot be opened for sync everywhere; on Unix they can.
-fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+fn sync_dir(dir: &Path) -> Result<(), TokenStoreError> {
     #[cfg(unix)]
     {
         File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("fsync", dir, &e))
@@ -199,12 +200,12 @@ fn display(path: &Path) -> String {
     path.display().to_string()
 }
 
-fn io_error(action: &'static str, path: &Path, e: &io::Error) -> SinkError {
+fn io_error(action: &'static str, path: &Path, e: &io::Error) -> TokenStoreError {
     // `io::Error`'s Display is the OS message ("Permission denied (os error 13)"): no content.
-    SinkError::Io { action, path: display(path), reason: e.to_string() }
+    TokenStoreError::Io { action, path: display(path), reason: e.to_string() }
 }
 
-fn corrupt(path: &Path, e: &serde_json::Error) -> SinkError {
+fn corrupt(path: &Path, e: &serde_json::Error) -> TokenStoreError {
     // Never `e.to_string()`: serde quotes the offending value, which may be the token.
     let what = match e.classify() {
         serde_json::error::Category::Io => "unreadable",
@@ -212,7 +213,7 @@ fn corrupt(path: &Path, e: &serde_json::Error) -> SinkError {
         serde_json::error::Category::Data => "not a token record (a field is missing or of the wrong type)",
         serde_json::error::Category::Eof => "truncated JSON",
     };
-    SinkError::Corrupt {
+    TokenStoreError::Corrupt {
         path: display(path),
         reason: format!("{what} at line {} column {}", e.line(), e.column()),
     }

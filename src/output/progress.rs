@@ -1,72 +1,38 @@
-//! Progress of an apply: the `Observer` seam and its implementations.
+//! Progress of an apply on the terminal: the `apply::Progress` seam as plain lines, JSON lines
+//! or a progress bar.
 //!
-//! Observers never write to the terminal themselves (only `output` does): they hand finished
-//! lines to a `LineWriter` callback the caller builds from its `Output`. The one exception is
-//! `ProgressObserver`, whose indicatif bar draws itself on stderr. Events carry addresses,
-//! actions and error messages, never a secret: the executor holds passwords and tokens only as
-//! `Secret`s and puts none into an `Outcome`.
+//! These never write to the terminal themselves: they hand finished lines to a `LineWriter`
+//! callback built from `Output`. The one exception is `Bar`, whose indicatif bar draws itself
+//! on stderr. Events carry addresses, actions and error messages, never a secret.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::output::{LogFormat, Output};
+use super::{LogFormat, Output};
+use crate::apply::{Outcome, Progress};
 use crate::plan::{Action, Address};
 
-/// How a step ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The request succeeded (and, for a token, the sink write too).
-    Done,
-    /// A create whose object turned out to exist already (an earlier attempt or a concurrent
-    /// writer made it); the existing object was read back and adopted.
-    Adopted,
-    /// The step failed; the message names the request or the sink path, never a secret.
-    Failed { error: String },
-    /// Not attempted because `dependency` (a change it depends on, directly or not) failed.
-    Skipped { dependency: Address },
-}
-
-impl Outcome {
-    /// A short word for logs: `done`, `adopted`, `failed`, `skipped`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Outcome::Done => "done",
-            Outcome::Adopted => "adopted",
-            Outcome::Failed { .. } => "failed",
-            Outcome::Skipped { .. } => "skipped",
+impl Output {
+    /// The progress an apply of `total` steps shows: JSON lines with `--log-format json`, a
+    /// bar when stderr is a terminal, else plain lines; all on stderr, none when quiet.
+    pub fn progress(&self, total: usize) -> Arc<dyn Progress> {
+        let status = |output: &Output| {
+            let output = output.clone();
+            move |line: &str| output.status(line)
+        };
+        match self.log_format {
+            LogFormat::Json => Arc::new(JsonLines::new(status(self))),
+            LogFormat::Text if self.stderr_tty && self.verbosity >= 0 => {
+                Arc::new(Bar::new(u64::try_from(total).unwrap_or(u64::MAX), status(self)))
+            }
+            LogFormat::Text => Arc::new(PlainLines::new(status(self))),
         }
     }
 }
 
-/// Told about each step as it starts and as it ends. Called from the executor's task; must
-/// not block for long. A skipped step is `finished` (with `Outcome::Skipped`) without having
-/// `started`; every other step gets `started` then `finished`, once each.
-pub trait Observer: Send + Sync {
-    fn started(&self, address: &Address, action: Action);
-    fn finished(&self, address: &Address, action: Action, outcome: &Outcome);
-    /// Every step has finished (the executor calls this once, last).
-    fn all_finished(&self) {}
-}
-
-/// The observer `ozform apply` uses for `output`: JSON lines with `--log-format json`, a
-/// progress bar when stderr is a terminal, else plain lines; all on stderr, none when quiet.
-pub fn for_output(output: &Output, total: usize) -> Arc<dyn Observer> {
-    let status = |output: &Output| {
-        let output = output.clone();
-        move |line: &str| output.status(line)
-    };
-    match output.log_format {
-        LogFormat::Json => Arc::new(JsonObserver::new(status(output))),
-        LogFormat::Text if output.stderr_tty && output.verbosity >= 0 => {
-            Arc::new(ProgressObserver::new(u64::try_from(total).unwrap_or(u64::MAX), status(output)))
-        }
-        LogFormat::Text => Arc::new(PlainObserver::new(status(output))),
-    }
-}
-
-/// Where an observer's lines go (e.g. `move |l| output.status(l)`). Lines have no newline.
+/// Where a progress's lines go (e.g. `move |l| output.status(l)`). Lines have no newline.
 pub type LineWriter = Box<dyn Fn(&str) + Send + Sync>;
 
 fn past_tense(action: Action) -> &'static str {
@@ -91,17 +57,17 @@ pub fn plain_line(address: &Address, action: Action, outcome: &Outcome) -> Strin
 }
 
 /// One text line per finished step.
-pub struct PlainObserver {
+pub struct PlainLines {
     write: LineWriter,
 }
 
-impl PlainObserver {
+impl PlainLines {
     pub fn new(write: impl Fn(&str) + Send + Sync + 'static) -> Self {
         Self { write: Box::new(write) }
     }
 }
 
-impl Observer for PlainObserver {
+impl Progress for PlainLines {
     fn started(&self, _: &Address, _: Action) {}
     fn finished(&self, address: &Address, action: Action, outcome: &Outcome) {
         (self.write)(&plain_line(address, action, outcome));
@@ -111,17 +77,17 @@ impl Observer for PlainObserver {
 /// One JSON object per line for every event (`--log-format json`):
 /// `{"event":"started","address":…,"action":…}` and
 /// `{"event":"finished","address":…,"action":…,"outcome":"done|adopted|failed|skipped"[,"error":…][,"dependency":…]}`.
-pub struct JsonObserver {
+pub struct JsonLines {
     write: LineWriter,
 }
 
-impl JsonObserver {
+impl JsonLines {
     pub fn new(write: impl Fn(&str) + Send + Sync + 'static) -> Self {
         Self { write: Box::new(write) }
     }
 }
 
-impl Observer for JsonObserver {
+impl Progress for JsonLines {
     fn started(&self, address: &Address, action: Action) {
         let line = json!({"event": "started", "address": address, "action": action});
         (self.write)(&line.to_string());
@@ -139,12 +105,12 @@ impl Observer for JsonObserver {
 }
 
 /// A progress bar on a terminal; failures and skips are also written as lines above the bar.
-pub struct ProgressObserver {
+pub struct Bar {
     bar: ProgressBar,
     write: LineWriter,
 }
 
-impl ProgressObserver {
+impl Bar {
     /// A bar of `total` steps drawn on stderr.
     pub fn new(total: u64, write: impl Fn(&str) + Send + Sync + 'static) -> Self {
         Self::with_bar(ProgressBar::new(total), write)
@@ -171,7 +137,7 @@ impl ProgressObserver {
     }
 }
 
-impl Observer for ProgressObserver {
+impl Progress for Bar {
     fn started(&self, address: &Address, action: Action) {
         self.bar.set_message(format!("{} {address}", action.symbol()));
     }
@@ -187,60 +153,9 @@ impl Observer for ProgressObserver {
     }
 }
 
-/// An observed event, as `RecordingObserver` keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Started { address: Address, action: Action },
-    Finished { address: Address, action: Action, outcome: Outcome },
-    AllFinished,
-}
-
-/// Keeps every event, in order (tests).
-#[derive(Debug, Default)]
-pub struct RecordingObserver {
-    events: Mutex<Vec<Event>>,
-}
-
-impl RecordingObserver {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// The plain text line of every finished step, in order.
-    pub fn lines(&self) -> Vec<String> {
-        self.events()
-            .iter()
-            .filter_map(|e| match e {
-                Event::Finished { address, action, outcome } => Some(plain_line(address, *action, outcome)),
-                Event::Started { .. } | Event::AllFinished => None,
-            })
-            .collect()
-    }
-
-    fn push(&self, event: Event) {
-        self.events.lock().unwrap_or_else(PoisonError::into_inner).push(event);
-    }
-}
-
-impl Observer for RecordingObserver {
-    fn started(&self, address: &Address, action: Action) {
-        self.push(Event::Started { address: address.clone(), action });
-    }
-    fn finished(&self, address: &Address, action: Action, outcome: &Outcome) {
-        self.push(Event::Finished { address: address.clone(), action, outcome: outcome.clone() });
-    }
-    fn all_finished(&self) {
-        self.push(Event::AllFinished);
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::sync::Mutex;
 
     use super::*;
     use crate::model::Email;
@@ -252,9 +167,9 @@ mod tests {
     }
 
     #[test]
-    fn plain_observer_writes_one_line_per_finished_step() {
+    fn plain_lines_are_one_line_per_finished_step() {
         let (lines, write) = collector();
-        let o = PlainObserver::new(write);
+        let o = PlainLines::new(write);
         let a = Address::Company("Acme".into());
         o.started(&a, Action::Create);
         o.finished(&a, Action::Create, &Outcome::Done);
@@ -270,9 +185,9 @@ mod tests {
     }
 
     #[test]
-    fn json_observer_writes_one_object_per_event() {
+    fn json_lines_are_one_object_per_event() {
         let (lines, write) = collector();
-        let o = JsonObserver::new(write);
+        let o = JsonLines::new(write);
         let a = Address::ServiceUser(Email::new("a@x"));
         o.started(&a, Action::Update);
         o.finished(&a, Action::Update, &Outcome::Failed { error: "PATCH /api/users/1 answered 403".into() });
@@ -285,9 +200,9 @@ mod tests {
     }
 
     #[test]
-    fn progress_observer_counts_steps_and_writes_only_problems() {
+    fn the_bar_counts_steps_and_writes_only_problems() {
         let (lines, write) = collector();
-        let o = ProgressObserver::with_bar(ProgressBar::hidden(), write);
+        let o = Bar::with_bar(ProgressBar::hidden(), write);
         let a = Address::Company("Acme".into());
         o.finished(&a, Action::Create, &Outcome::Done);
         o.finished(&a, Action::Update, &Outcome::Failed { error: "boom".into() });

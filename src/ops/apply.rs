@@ -1,0 +1,93 @@
+//! `apply`: plan (or read a saved plan), show, approve, then execute in dependency order,
+//! keeping issued tokens in the token store.
+//!
+//! Order of phases, each before the next can change anything: load and plan (through a
+//! read-only view of the client), or read the saved plan and check it is fresh; resolve every
+//! password a create needs; ask (or require `--auto-approve`); execute. A missing password or
+//! a stale plan stops before the first mutating request.
+
+use std::path::Path;
+
+use crate::apply::{ApplyError, check_fresh, resolve_passwords};
+use crate::error::{Error, Exit};
+use crate::manifest;
+use crate::output::Output;
+use crate::oz::VersionSetting;
+use crate::plan::{Plan, PlanError, format};
+use crate::render;
+use crate::secret::process_env;
+
+use super::settings::{ApplySettings, ApplySource};
+use super::{apply_exit, connect, execute, make_plan, open_store, plan_exit, plan_options, required_url};
+
+pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error> {
+    let store = open_store(&settings.tokens.store);
+    let style = render::Style { color: output.color };
+    let parallelism = settings.parallelism.max(1);
+    match &settings.source {
+        ApplySource::SavedPlan(path) => {
+            let plan = read_plan(path)?;
+            let mut connection = settings.connection.clone();
+            if let Some(url) = &connection.api_url
+                && url.trim_end_matches('/') != plan.api_url.trim_end_matches('/')
+            {
+                return Err(Error::Usage {
+                    message: format!("the plan was made for `{}`, not `{url}`", plan.api_url),
+                    help:
+                        "apply a saved plan to the API it was made for (drop `--api-url`), or make a new plan"
+                            .into(),
+                });
+            }
+            connection.api_version = VersionSetting::Fixed(plan.api_version);
+            let passwords = resolve_passwords(&plan, &process_env)?;
+            let client = connect(&connection, &plan.api_url, false, &process_env).await?;
+            check_fresh(&plan, &client.read_only(), parallelism).await?;
+            output.print(&render::text(&plan, &style));
+            let report = execute(&plan, client, store, passwords, parallelism, output).await?;
+            apply_exit(&plan, &report, output)
+        }
+        ApplySource::Manifests { paths, companies } => {
+            let desired = manifest::load(paths, &process_env)?;
+            let url = required_url(&settings.connection)?;
+            let client = connect(&settings.connection, url, false, &process_env).await?;
+            let options = plan_options(&desired, &settings.tokens, companies, &process_env);
+            let plan = make_plan(&client, &desired, store.as_ref(), &options).await?;
+            output.print(&render::text(&plan, &style));
+            if !plan.has_changes() {
+                return plan_exit(&plan, false);
+            }
+            // Before asking: a missing password would stop the apply anyway, so say it now.
+            let passwords = resolve_passwords(&plan, &process_env)?;
+            approve(settings.auto_approve, output)?;
+            let report = execute(&plan, client, store, passwords, parallelism, output).await?;
+            apply_exit(&plan, &report, output)
+        }
+    }
+}
+
+fn approve(auto_approve: bool, output: &Output) -> Result<(), Error> {
+    if auto_approve {
+        return Ok(());
+    }
+    if !output.stdin_tty() {
+        return Err(Error::Usage {
+            message: "apply needs approval, and there is no terminal to ask on".into(),
+            help:
+                "review the plan above and pass `--auto-approve`, or apply a reviewed plan with `--plan FILE`"
+                    .into(),
+        });
+    }
+    if output.confirm("Do you want to perform these actions?") {
+        Ok(())
+    } else {
+        Err(ApplyError::NotApproved.into())
+    }
+}
+
+fn read_plan(path: &Path) -> Result<Plan, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| PlanError::Unreadable {
+        path: path.display().to_string(),
+        reason: e.kind().to_string(),
+    })?;
+    Ok(format::from_json(&text)?)
+}

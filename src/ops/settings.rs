@@ -1,0 +1,126 @@
+//! Validated settings of each operation: plain values, made by the command line from its
+//! flags and environment (every cross-flag check done there, before any I/O), read by the
+//! operations. Nothing here knows clap.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model::ApiVersion;
+use crate::oz::{ClientConfig, VersionSetting};
+use crate::plan::PlanOptions;
+use crate::secret::{Secret, SecretRef};
+
+/// How to reach and log in to the Oz API.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Base URL without a trailing `/`; `None` only for `apply --plan`, which takes the plan's.
+    pub api_url: Option<String>,
+    pub admin_email: String,
+    /// Where the admin password comes from; read when connecting.
+    pub admin_password: SecretRef,
+    pub api_version: VersionSetting,
+    pub ca_cert: Option<PathBuf>,
+    pub max_rps: Option<f64>,
+    /// Requests in flight at once (already raised to the parallelism when not given).
+    pub max_in_flight: usize,
+    pub request_timeout: Duration,
+}
+
+impl Connection {
+    /// The client configuration for `api_url`, with the admin password resolved through `env`.
+    pub fn client_config(
+        &self,
+        api_url: &str,
+        read_only: bool,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ClientConfig, crate::secret::SecretError> {
+        let password: Secret = self.admin_password.resolve(env)?;
+        let mut config = ClientConfig::new(api_url.trim_end_matches('/'), &self.admin_email, password);
+        config.api_version = self.api_version;
+        config.max_in_flight = self.max_in_flight.max(1);
+        config.max_rps = self.max_rps;
+        config.request_timeout = self.request_timeout;
+        config.connect_timeout = Duration::from_secs(10).min(self.request_timeout);
+        config.ca_cert.clone_from(&self.ca_cert);
+        config.read_only = read_only;
+        Ok(config)
+    }
+}
+
+/// Where tokens are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// `dir:PATH` (`--token-dir`): one file per token.
+    Dir(PathBuf),
+}
+
+/// The token store and when to issue tokens.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub store: StoreSpec,
+    /// Issue a new token when the stored one expires within this long.
+    pub rotate_before: Duration,
+    /// Issue a new token for every user with `token.issue: true`.
+    pub rotate_tokens: bool,
+}
+
+impl Tokens {
+    /// The contract's defaults (`--rotate-before 30d`, no forced rotation) with this store.
+    pub fn new(store: StoreSpec) -> Self {
+        Self { store, rotate_before: PlanOptions::default().rotate_before, rotate_tokens: false }
+    }
+}
+
+/// How `plan` prints the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanSettings {
+    pub paths: Vec<PathBuf>,
+    pub connection: Connection,
+    pub tokens: Tokens,
+    pub format: PlanFormat,
+    /// Also save the plan as JSON here.
+    pub out: Option<PathBuf>,
+    pub detailed_exitcode: bool,
+    /// Plan only these companies (empty: all).
+    pub companies: Vec<String>,
+}
+
+/// What `apply` executes.
+#[derive(Debug, Clone)]
+pub enum ApplySource {
+    /// Plan the manifests now (only these companies when given).
+    Manifests { paths: Vec<PathBuf>, companies: Vec<String> },
+    /// Execute this saved plan exactly.
+    SavedPlan(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct ApplySettings {
+    pub source: ApplySource,
+    pub connection: Connection,
+    pub tokens: Tokens,
+    pub auto_approve: bool,
+    /// Steps talking to the API at once (at least 1).
+    pub parallelism: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportSettings {
+    pub connection: Connection,
+    pub companies: Vec<String>,
+    pub out: Option<PathBuf>,
+    /// Write `token: {issue: true}` on every user.
+    pub tokens: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DemoSettings {
+    pub api_version: ApiVersion,
+}
