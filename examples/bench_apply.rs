@@ -18,7 +18,7 @@
 //! `BENCH_COMPANIES`, default 20; `BENCH_PARALLELISM`, default 16; `BENCH_LATENCY_MS`, default
 //! 10; `BENCH_MAX_IN_FLIGHT`, default 16 or the parallelism if higher, as `ozform apply`;
 //! `BENCH_TOKEN_DIR`, the directory the temp dir of tokens goes in, e.g. `/dev/shm` to leave
-//! the disk out; `BENCH_SINK=memory` for the tests' `MemoryStore`). Each row also shows the CPU time of this
+//! the disk out; `BENCH_STORE=memory` for the tests' `MemoryStore`). Each row also shows the CPU time of this
 //! process (client, emulator and the token store's file system calls together). Figures depend on the
 //! machine and its load, printed alongside: a measurement, never a test.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
@@ -79,12 +79,12 @@ fn write_manifest(dir: &std::path::Path, companies: usize, users: usize) -> Path
 
 /// What `ozform plan` does after connecting (`cli::plan::make_plan`, which is crate-private),
 /// with the time of each part: observe (HTTP), the token store's list (disk), `plan::compute` (CPU).
-async fn make_plan(client: &OzClient, desired: &Desired, sink: &dyn TokenStore) -> (Plan, String) {
+async fn make_plan(client: &OzClient, desired: &Desired, store: &dyn TokenStore) -> (Plan, String) {
     let started = Instant::now();
     let observed = client.observe(&[]).await.expect("observe");
     let observe = started.elapsed();
     let started = Instant::now();
-    let index = sink.list().expect("token store list");
+    let index = store.list().expect("token store list");
     let indexed = started.elapsed();
     let options = PlanOptions {
         now: now_epoch(),
@@ -115,14 +115,14 @@ fn now_epoch() -> f64 {
 async fn execute(
     plan: &Plan,
     client: &OzClient,
-    sink: &Arc<dyn TokenStore>,
+    store: &Arc<dyn TokenStore>,
     parallelism: usize,
 ) -> Result<(), apply::ApplyError> {
     let passwords = apply::resolve_passwords(plan, &bench_env)?;
     let mut options = ExecuteOptions::new(passwords);
     options.parallelism = parallelism;
     let report =
-        apply::execute(plan, Arc::new(client.clone()), Arc::clone(sink), Arc::new(Silent), &options).await?;
+        apply::execute(plan, Arc::new(client.clone()), Arc::clone(store), Arc::new(Silent), &options).await?;
     assert!(report.is_success(), "apply failed: {}", report.summary_line());
     Ok(())
 }
@@ -227,7 +227,7 @@ fn load_average() -> String {
 /// minute or more when allocating, and pays for that in kernel CPU).
 async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize) -> tempfile::TempDir {
     // `BENCH_TOKEN_DIR` picks the file system the tokens go to (e.g. `/dev/shm` to leave the
-    // disk out of the figures); `BENCH_SINK=memory` leaves files out altogether.
+    // disk out of the figures); `BENCH_STORE=memory` leaves files out altogether.
     let dir = match std::env::var_os("BENCH_TOKEN_DIR") {
         Some(parent) => tempfile::tempdir_in(parent).unwrap(),
         None => tempfile::tempdir().unwrap(),
@@ -248,7 +248,7 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
     let started = Instant::now();
     let client = OzClient::connect(client_config).await.expect("connect");
     let connect = started.elapsed();
-    let sink: Arc<dyn TokenStore> = if std::env::var("BENCH_SINK").as_deref() == Ok("memory") {
+    let store: Arc<dyn TokenStore> = if std::env::var("BENCH_STORE").as_deref() == Ok("memory") {
         Arc::new(MemoryStore::new())
     } else {
         Arc::new(DirStore::new(dir.path().join("tokens")))
@@ -265,7 +265,7 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
 
     handle.reset_stats();
     let clock = Clock::start();
-    let (first, parts) = make_plan(&client, &desired, sink.as_ref()).await;
+    let (first, parts) = make_plan(&client, &desired, store.as_ref()).await;
     let (wall, cpu) = clock.stop();
     let stats = handle.stats();
     bench.row("plan 1", &stats, wall, &(bench.page_chain(&stats) + &cpu));
@@ -278,13 +278,13 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
 
     handle.reset_stats();
     let clock = Clock::start();
-    execute(&first, &client, &sink, bench.parallelism).await.expect("execute");
+    execute(&first, &client, &store, bench.parallelism).await.expect("execute");
     let (wall, cpu) = clock.stop();
     bench.row("apply 1 (execute)", &handle.stats(), wall, &cpu);
 
     handle.reset_stats();
     let clock = Clock::start();
-    let (second, parts) = make_plan(&client, &desired, sink.as_ref()).await;
+    let (second, parts) = make_plan(&client, &desired, store.as_ref()).await;
     let (wall, cpu) = clock.stop();
     let stats = handle.stats();
     bench.row("plan 2", &stats, wall, &(bench.page_chain(&stats) + &cpu));
@@ -298,9 +298,9 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
     // A second `ozform apply`: plan, and execute only if there is anything to do.
     handle.reset_stats();
     let clock = Clock::start();
-    let (again, _) = make_plan(&client, &desired, sink.as_ref()).await;
+    let (again, _) = make_plan(&client, &desired, store.as_ref()).await;
     if again.has_changes() {
-        execute(&again, &client, &sink, bench.parallelism).await.expect("execute");
+        execute(&again, &client, &store, bench.parallelism).await.expect("execute");
     }
     let (wall, cpu) = clock.stop();
     let stats = handle.stats();
@@ -313,8 +313,8 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
     let desired = ozform::manifest::load(&[manifest], &bench_env).expect("manifest");
     handle.reset_stats();
     let clock = Clock::start();
-    let (third, _) = make_plan(&client, &desired, sink.as_ref()).await;
-    let outcome = execute(&third, &client, &sink, bench.parallelism).await;
+    let (third, _) = make_plan(&client, &desired, store.as_ref()).await;
+    let outcome = execute(&third, &client, &store, bench.parallelism).await;
     let (wall, cpu) = clock.stop();
     let label = format!("apply 3 (+{extra} users)");
     bench.row(&label, &handle.stats(), wall, &cpu);

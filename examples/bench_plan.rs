@@ -34,7 +34,7 @@ fn build(companies: usize) -> (Desired, Observed, StoredTokens) {
         companies: vec![],
         users: vec![],
     };
-    let mut sink = StoredTokens::new();
+    let mut store = StoredTokens::new();
     for c in 0..companies {
         let name = format!("Company {c:06}");
         let id = format!("c-{c:06}");
@@ -85,7 +85,7 @@ fn build(companies: usize) -> (Desired, Observed, StoredTokens) {
             // 1% without a token, 1% expiring in a week.
             if n % 100 != 3 {
                 let days = if n % 100 == 4 { 7.0 } else { 400.0 };
-                sink.insert(
+                store.insert(
                     email.to_lowercase(),
                     StoredToken { user_id, api_url: URL.into(), expire_date: NOW + days * 86_400.0 },
                 );
@@ -106,7 +106,7 @@ fn build(companies: usize) -> (Desired, Observed, StoredTokens) {
             permissions: LivePermissions::default(),
         });
     }
-    (desired, observed, sink)
+    (desired, observed, store)
 }
 
 /// Peak resident memory of this process so far, in MiB (`VmHWM`), if the OS tells.
@@ -121,12 +121,12 @@ fn main() {
     let options = PlanOptions { now: NOW, ..PlanOptions::default() };
     println!("size  companies  users    changes  conflicts  unmanaged  plan() best of 3  peak RSS (VmHWM)");
     for scale in [1, 2] {
-        let (desired, observed, sink) = build(10_000 * scale);
+        let (desired, observed, store) = build(10_000 * scale);
         let mut best = f64::INFINITY;
         let mut last = None;
         for _ in 0..3 {
             let start = Instant::now();
-            let p = compute(&desired, &observed, &sink, &options);
+            let p = compute(&desired, &observed, &store, &options);
             best = best.min(start.elapsed().as_secs_f64());
             last = Some(p);
         }

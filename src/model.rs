@@ -165,7 +165,7 @@ pub struct DesiredCompany {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSpec {
-    /// Keep a valid service token for this user in the sink.
+    /// Keep a valid service token for this user in the token store.
     #[serde(default)]
     pub issue: bool,
 }

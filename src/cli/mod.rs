@@ -185,7 +185,7 @@ pub struct ExportArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Write `token: {issue: true}` on every user (off by default: applying the export would
-    /// issue a new token for each user whose token is not in this machine's sink)
+    /// issue a new token for each user whose token is not in the token store)
     #[arg(long)]
     pub tokens: bool,
 }
