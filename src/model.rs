@@ -252,6 +252,24 @@ pub struct ObservedUser {
     pub permissions: LivePermissions,
 }
 
+#[cfg(test)]
+impl ObservedUser {
+    /// A live service user of company `c1` with these names and every permission on (unit tests).
+    pub(crate) fn sample(id: &str, email: &str, first_name: &str, last_name: &str) -> Self {
+        ObservedUser {
+            id: id.into(),
+            email: Email::new(email),
+            company_id: Some("c1".into()),
+            kind: UserKind::Service,
+            first_name: first_name.into(),
+            last_name: last_name.into(),
+            middle_name: String::new(),
+            active: true,
+            permissions: LivePermissions::default(),
+        }
+    }
+}
+
 /// Live state read by `oz::observe`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Observed {

@@ -12,13 +12,14 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::builders::live_user;
 use common::fake_effects::{FakeEffects, Fault, Op};
 use common::memory_store::MemoryStore;
 use common::recording::{Event, Recording};
 use ozform::apply::{
     ApplyError, ApplyReport, ExecuteOptions, Outcome, Progress, check_fresh, execute, resolve_passwords,
 };
-use ozform::model::{ApiVersion, Email, LivePermissions, ObservedUser, Permissions, StoredTokens, UserKind};
+use ozform::model::{ApiVersion, Email, ObservedUser, Permissions, StoredTokens, UserKind};
 use ozform::output::{JsonLines, PlainLines};
 use ozform::plan::{
     Action, Address, Change, CompanyFields, Payload, Plan, TokenIssue, TokenReason, Update, UserCreate,
@@ -417,18 +418,9 @@ async fn an_existing_user_of_another_company_is_a_conflict_not_an_adoption() {
     assert_eq!(w.fake.user("svc@acme.example").unwrap().company_id, Some(other));
 }
 
+/// A live service user `Svc <email>` with every permission on.
 fn service_user(id: &str, email: &str, company_id: &str) -> ObservedUser {
-    ObservedUser {
-        id: id.into(),
-        email: Email::new(email),
-        company_id: Some(company_id.into()),
-        kind: UserKind::Service,
-        first_name: "Svc".into(),
-        last_name: email.into(),
-        middle_name: String::new(),
-        active: true,
-        permissions: LivePermissions::default(),
-    }
+    ObservedUser { first_name: "Svc".into(), last_name: email.into(), ..live_user(id, email, company_id) }
 }
 
 // --- Updates and tokens of existing users ---------------------------------------------------

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::builders::loc;
+use common::builders::{self, loc};
 use ozform::model::{
     ApiVersion, Desired, DesiredCompany, DesiredUser, Email, LivePermissions, Observed, ObservedCompany,
     ObservedUser, Permissions, StoredToken, StoredTokens, TokenSpec, UserKind,
@@ -34,17 +34,13 @@ fn user(email: &str, company: &str, password: SecretRef) -> DesiredUser {
     }
 }
 
+/// A live service user `Svc Web` whose `documents` permission is off, as the manifest wants.
 fn live_user(id: &str, email: &str, company_id: &str) -> ObservedUser {
     ObservedUser {
-        id: id.into(),
-        email: Email::new(email),
-        company_id: Some(company_id.into()),
-        kind: UserKind::Service,
         first_name: "Svc".into(),
         last_name: "Web".into(),
-        middle_name: String::new(),
-        active: true,
         permissions: LivePermissions { documents: false, ..LivePermissions::default() },
+        ..builders::live_user(id, email, company_id)
     }
 }
 

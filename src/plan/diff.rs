@@ -176,20 +176,10 @@ impl UserCreate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Email, UserKind};
+    use crate::model::Email;
 
     fn live() -> ObservedUser {
-        ObservedUser {
-            id: "u1".into(),
-            email: Email::new("a@x"),
-            company_id: Some("c1".into()),
-            kind: UserKind::Service,
-            first_name: "Ann".into(),
-            last_name: "Lee".into(),
-            middle_name: String::new(),
-            active: true,
-            permissions: LivePermissions::default(),
-        }
+        ObservedUser::sample("u1", "a@x", "Ann", "Lee")
     }
 
     fn want() -> UserFields {

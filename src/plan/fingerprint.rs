@@ -30,20 +30,9 @@ fn digest(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Email, LivePermissions, UserKind};
 
     fn user_fixture() -> ObservedUser {
-        ObservedUser {
-            id: "u1".into(),
-            email: Email::new("a@b.c"),
-            company_id: Some("c1".into()),
-            kind: UserKind::Service,
-            first_name: "A".into(),
-            last_name: "B".into(),
-            middle_name: String::new(),
-            active: true,
-            permissions: LivePermissions::default(),
-        }
+        ObservedUser::sample("u1", "a@b.c", "A", "B")
     }
 
     #[test]
