@@ -301,7 +301,7 @@ async fn companies_are_created_read_listed_patched_and_deleted() {
             )
             .await;
         assert_eq!(patched.ok(200)["technical_meta_data"], json!({"tier": 2}));
-        assert_eq!(handle.state().companies[0].name, "Acme");
+        assert_eq!(handle.snapshot().companies[0].name, "Acme");
 
         assert_eq!(api.delete(&format!("/api/companies/{id}")).await.status, StatusCode::NO_CONTENT);
         api.get(&format!("/api/companies/{id}")).await.error(404, 10);
@@ -514,7 +514,7 @@ async fn service_tokens_are_issued_to_service_users_and_authenticate_them() {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
         let expire = issued["expire_date"].as_f64().unwrap();
         assert!(expire > now + 4.0 * 365.0 * 86400.0, "a service token lives years");
-        assert_eq!(handle.state().service_tokens.len(), 1);
+        assert_eq!(handle.snapshot().service_tokens.len(), 1);
 
         let mut service = Api::new(&handle);
         service.token = issued["access_token"].as_str().map(str::to_string);
@@ -683,7 +683,7 @@ async fn injected_5xx_answer_error_bodies_and_change_nothing() {
     api.post("/api/companies/", json!({"name": "A"})).await.error(500, 0);
     handle.set_faults(Faults { unavailable: 1.0, ..Faults::default() });
     api.post("/api/companies/", json!({"name": "A"})).await.error(503, 0);
-    assert!(handle.state().companies.is_empty());
+    assert!(handle.snapshot().companies.is_empty());
     assert_eq!(handle.stats().mutating_requests, 2);
 }
 
@@ -693,7 +693,7 @@ async fn creates_can_commit_and_then_answer_500() {
     let (api, _) = Api::admin(&handle).await;
     handle.set_faults(Faults { commit_then_error: 1.0, ..Faults::default() });
     api.post("/api/companies/", json!({"name": "Ghost"})).await.error(500, 0);
-    assert_eq!(handle.state().companies.len(), 1, "the create committed");
+    assert_eq!(handle.snapshot().companies.len(), 1, "the create committed");
     assert_eq!(handle.stats().creates_per_company_name.get("Ghost"), Some(&1));
     // Reads are not creates: they answer normally.
     api.get("/api/companies/").await.ok(200);
@@ -709,7 +709,7 @@ async fn dropped_connections_close_without_an_answer() {
     handle.set_faults(Faults { commit_then_drop: 1.0, ..Faults::default() });
     let company = api.send(Method::POST, "/api/companies/", Some(json!({"name": "Lost"}))).await;
     assert!(company.is_err(), "{company:?}");
-    assert_eq!(handle.state().companies.len(), 1, "the create committed before the drop");
+    assert_eq!(handle.snapshot().companies.len(), 1, "the create committed before the drop");
     handle.set_faults(Faults::default());
     api.get("/api/users/").await.ok(200);
 }
@@ -783,7 +783,7 @@ async fn stats_count_routes_mutations_and_concurrency() {
 
 #[tokio::test]
 async fn seeds_load_and_dumps_hold_no_password() {
-    let seed: emulator::State = serde_json::from_value(json!({
+    let seed: emulator::Snapshot = serde_json::from_value(json!({
         "companies": [{"company_id": "8d1f4c1e-0000-4000-8000-000000000001", "name": "Seeded"}],
         "users": [{"email": "seed@x.test", "user_type": "CLIENT", "is_service": true, "password": "canary-seed-pw",
                    "company_id": "8d1f4c1e-0000-4000-8000-000000000001"}]
@@ -795,7 +795,7 @@ async fn seeds_load_and_dumps_hold_no_password() {
     let mut api = Api::new(&handle);
     let session = api.login("seed@x.test", "canary-seed-pw").await;
     assert_eq!(session["user"]["is_service"], true);
-    let dump = serde_json::to_string(&handle.state()).unwrap();
+    let dump = serde_json::to_string(&handle.snapshot()).unwrap();
     assert!(!dump.contains("canary"), "{dump}");
     assert!(!dump.contains("emulator-admin"), "{dump}");
     assert!(dump.contains("Seeded"));
@@ -907,7 +907,7 @@ async fn inactive_users_can_neither_log_in_nor_use_their_tokens() {
 async fn the_http_state_dump_seeds_an_identical_emulator_without_passwords() {
     let (handle, api, company) = with_acme(ApiVersion::V6).await;
     api.service_user(ApiVersion::V6, "svc@x.test", &company).await;
-    api.issue_token(ApiVersion::V6, &handle.state().users[1].user_id).await.ok(200);
+    api.issue_token(ApiVersion::V6, &handle.snapshot().users[1].user_id).await.ok(200);
     let before = handle.stats();
     let dump = Api::new(&handle).get("/_emulator/state").await.ok(200).clone();
     let stats = Api::new(&handle).get("/_emulator/stats").await.ok(200).clone();
@@ -922,7 +922,7 @@ async fn the_http_state_dump_seeds_an_identical_emulator_without_passwords() {
     let mut config = EmulatorConfig::new(ApiVersion::V6);
     config.seed = Some(serde_json::from_value(dump).unwrap());
     let copy = emulator::start(config).await.unwrap();
-    let (copied, original) = (copy.state(), handle.state());
+    let (copied, original) = (copy.snapshot(), handle.snapshot());
     assert_eq!(copied.companies, original.companies);
     assert_eq!(copied.users, original.users);
     // serde_json reads floats to within one ulp, so token expiries are compared loosely.

@@ -1125,7 +1125,7 @@ async fn a_private_ca_given_with_ca_cert_is_trusted_and_without_it_the_server_is
 
 use ozform::emulator::{self, EmulatorConfig, Faults, Handle, Quirks};
 
-async fn emulator(version: ApiVersion, seed: Option<emulator::State>) -> Handle {
+async fn emulator(version: ApiVersion, seed: Option<emulator::Snapshot>) -> Handle {
     let mut cfg = EmulatorConfig::new(version);
     cfg.seed = seed;
     emulator::start(cfg).await.unwrap()
@@ -1146,7 +1146,7 @@ async fn emulator_client(handle: &Handle, adjust: impl FnOnce(&mut ClientConfig)
 }
 
 /// One company and `n` service users in it, spelled as `version` stores them.
-fn seed(version: ApiVersion, n: usize) -> emulator::State {
+fn seed(version: ApiVersion, n: usize) -> emulator::Snapshot {
     let company = emulator::CompanyRecord::new("Seeded");
     let users = (0..n)
         .map(|i| {
@@ -1160,7 +1160,7 @@ fn seed(version: ApiVersion, n: usize) -> emulator::State {
             u
         })
         .collect();
-    emulator::State { companies: vec![company], users, ..emulator::State::default() }
+    emulator::Snapshot { companies: vec![company], users, ..emulator::Snapshot::default() }
 }
 
 fn emulated_user(email: &str, company_id: &str) -> NewUser {

@@ -11,7 +11,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
-use crate::emulator::{self, EmulatorConfig, EmulatorError, Faults, State};
+use crate::emulator::{self, EmulatorConfig, EmulatorError, Faults, Snapshot};
 use crate::error::{Error, Exit};
 use crate::model::ApiVersion;
 use crate::output::Output;
@@ -84,7 +84,7 @@ fn listen_addr(raw: &str) -> Result<SocketAddr, Error> {
     raw.to_socket_addrs().map_err(|_| unusable())?.next().ok_or_else(unusable)
 }
 
-fn read_seed(path: &Path) -> Result<State, EmulatorError> {
+fn read_seed(path: &Path) -> Result<Snapshot, EmulatorError> {
     let seed_error = |reason: String| EmulatorError::Seed { path: path.display().to_string(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| seed_error(e.kind().to_string()))?;
     serde_json::from_str(&text).map_err(|e| seed_error(e.to_string()))

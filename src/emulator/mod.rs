@@ -5,7 +5,8 @@
 //! injection (latency, 429, 500, 503, dropped connections, creates that commit then fail,
 //! expiring sessions). Tests, benchmarks and `ozform demo` run on it.
 //!
-//! Files, one concept each: `config` (what a run is), `store` (the data and sessions),
+//! Files, one concept each: `config` (what a run is), `db` (the data and sessions, and their
+//! public `Snapshot`),
 //! `dialect` (API 5 vs 6), `routes` (the HTTP surface), `quirks`, `faults`, `stats`,
 //! `api_error` (Oz error bodies), `server` (the accept loop).
 //!
@@ -13,7 +14,7 @@
 //! returns a password, and tokens only in the auth, refresh and service-token answers; it only
 //! ever listens where it is told (tests use `127.0.0.1:0`).
 //!
-//! Besides the Oz routes, `GET /_emulator/state` (the `State` JSON, which `--seed` reads back)
+//! Besides the Oz routes, `GET /_emulator/state` (the `Snapshot` JSON, which `--seed` reads back)
 //! and `GET /_emulator/stats` serve people running `ozform emulator`; they are not counted.
 //!
 //! Test helpers on `Handle` beyond the brief: `advance_clock` (move the emulator clock so
@@ -23,13 +24,13 @@
 
 mod api_error;
 mod config;
+mod db;
 mod dialect;
 mod faults;
 mod quirks;
 mod routes;
 mod server;
 mod stats;
-mod store;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,16 +44,15 @@ use crate::model::ApiVersion;
 use crate::secret::Secret;
 
 pub use config::{DEFAULT_ADMIN_EMAIL, DEFAULT_ADMIN_PASSWORD, DEFAULT_SESSION_TTL, EmulatorConfig};
+pub use db::{CompanyRecord, SERVICE_TOKEN_TTL, ServiceTokenRecord, Snapshot, UserRecord};
 pub use faults::Faults;
 pub use quirks::{DEFAULT_LIMIT, Envelope, Quirks, TotalField, TrailingSlash};
 pub use routes::TOKEN_HEADER;
 pub use stats::Stats;
-pub use store::{CompanyRecord, SERVICE_TOKEN_TTL, ServiceTokenRecord, State, UserRecord};
 
-use dialect::Dialect;
+use db::Db;
 use faults::Injector;
 use stats::Recorder;
-use store::Store;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum EmulatorError {
@@ -69,10 +69,10 @@ pub enum EmulatorError {
 
 /// State shared by the handlers, the middleware and the `Handle`.
 pub(crate) struct Shared {
-    dialect: Dialect,
+    api_version: ApiVersion,
     session_ttl: Duration,
     log_requests: bool,
-    store: Mutex<Store>,
+    db: Mutex<Db>,
     quirks: RwLock<Quirks>,
     injector: Mutex<Injector>,
     /// Copies of the fault settings read on every request without taking the injector lock.
@@ -84,8 +84,8 @@ pub(crate) struct Shared {
 impl Shared {
     // Locks are never held across an await and no code in them panics on purpose; should one
     // be poisoned anyway, the data is still consistent per operation, so keep serving.
-    fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    fn db(&self) -> MutexGuard<'_, Db> {
+        self.db.lock().unwrap_or_else(PoisonError::into_inner)
     }
     fn quirks(&self) -> RwLockReadGuard<'_, Quirks> {
         self.quirks.read().unwrap_or_else(PoisonError::into_inner)
@@ -112,13 +112,12 @@ pub async fn start(config: EmulatorConfig) -> Result<Handle, EmulatorError> {
         |e: std::io::Error| EmulatorError::Listen { addr: config.listen.to_string(), reason: e.to_string() };
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
-    let store =
-        Store::new(config.seed.clone().unwrap_or_default(), &config.admin_email, &config.admin_password);
+    let db = Db::new(config.seed.clone().unwrap_or_default(), &config.admin_email, &config.admin_password);
     let shared = Arc::new(Shared {
-        dialect: Dialect(config.api_version),
+        api_version: config.api_version,
         session_ttl: config.session_ttl,
         log_requests: config.log_requests,
-        store: Mutex::new(store),
+        db: Mutex::new(db),
         quirks: RwLock::new(config.quirks.clone()),
         injector: Mutex::new(Injector::new(Faults::default())),
         faults_active: AtomicBool::new(false),
@@ -180,8 +179,8 @@ impl Handle {
         &self.admin_password
     }
     /// Companies, users (without passwords) and issued token records, in creation order.
-    pub fn state(&self) -> State {
-        self.shared.store().state()
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.db().snapshot()
     }
     pub fn stats(&self) -> Stats {
         self.shared.stats.snapshot()
@@ -205,36 +204,35 @@ impl Handle {
     /// Every login session expires now: the next request with it gets 401 `error_code` 8, and
     /// its `expire_token` still refreshes it. Service tokens are not touched.
     pub fn expire_all_sessions(&self) {
-        self.shared.store().expire_all_sessions();
+        self.shared.db().expire_all_sessions();
     }
     /// Every login session is forgotten: 401 `error_code` 7, and refresh fails too.
     pub fn forget_all_sessions(&self) {
-        self.shared.store().forget_all_sessions();
+        self.shared.db().forget_all_sessions();
     }
     /// Move the emulator clock forward (sessions and token expiry follow it).
     pub fn advance_clock(&self, by: Duration) {
-        self.shared.store().advance_clock(by);
+        self.shared.db().advance_clock(by);
     }
     /// Change the user with this email (case-insensitive) behind the API's back, e.g. to
     /// simulate drift. Returns false when there is no such user. The id cannot be changed.
     pub fn update_user_raw(&self, email: &str, change: impl FnOnce(&mut UserRecord)) -> bool {
-        let mut store = self.shared.store();
-        let Some(id) = store.user_by_email(email).map(|u| u.user_id.clone()) else { return false };
-        store
-            .update_user(&id, |user| {
-                change(user);
-                user.user_id.clone_from(&id);
-            })
-            .is_some()
+        let mut db = self.shared.db();
+        let Some(id) = db.user_by_email(email).map(|u| u.user_id.clone()) else { return false };
+        db.update_user(&id, |user| {
+            change(user);
+            user.user_id.clone_from(&id);
+        })
+        .is_some()
     }
     /// Change the first company with this exact name behind the API's back. Returns false
     /// when there is none. The id cannot be changed.
     pub fn update_company_raw(&self, name: &str, change: impl FnOnce(&mut CompanyRecord)) -> bool {
-        let mut store = self.shared.store();
-        let Some(id) = store.companies().find(|c| c.name == name).map(|c| c.company_id.clone()) else {
+        let mut db = self.shared.db();
+        let Some(id) = db.companies().find(|c| c.name == name).map(|c| c.company_id.clone()) else {
             return false;
         };
-        match store.company_mut(&id) {
+        match db.company_mut(&id) {
             Some(company) => {
                 change(company);
                 company.company_id = id;
