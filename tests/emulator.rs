@@ -488,6 +488,34 @@ async fn users_are_patched_and_deleted() {
 }
 
 #[tokio::test]
+async fn an_id_that_is_not_a_uuid_is_an_invalid_value_and_an_unknown_uuid_does_not_exist() {
+    for version in BOTH {
+        let (_handle, api, _) = with_acme(version).await;
+        for collection in ["users", "companies"] {
+            let bad = format!("/api/{collection}/not-a-uuid");
+            api.get(&bad).await.error(400, 4);
+            api.patch(&bad, json!({"name": "x"})).await.error(400, 4);
+            api.delete(&bad).await.error(400, 4);
+            let unknown = format!("/api/{collection}/{}", uuid::Uuid::new_v4());
+            api.get(&unknown).await.error(404, 10);
+            api.patch(&unknown, json!({"name": "x"})).await.error(404, 10);
+            api.delete(&unknown).await.error(404, 10);
+        }
+        api.issue_token(version, "not-a-uuid").await.error(400, 4);
+    }
+}
+
+#[tokio::test]
+async fn a_seed_with_an_id_that_is_not_a_uuid_is_refused_at_start() {
+    let mut config = EmulatorConfig::new(ApiVersion::V6);
+    let mut company = emulator::CompanyRecord::new("Acme");
+    company.company_id = "c1".into();
+    config.seed = Some(emulator::Snapshot { companies: vec![company], ..emulator::Snapshot::default() });
+    let err = emulator::start(config).await.unwrap_err();
+    assert!(err.to_string().contains("company `Acme` has the id `c1`, which is not a UUID"), "{err}");
+}
+
+#[tokio::test]
 async fn the_admin_is_listed_among_users_first() {
     for version in BOTH {
         let handle = start(version).await;

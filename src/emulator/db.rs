@@ -36,6 +36,33 @@ pub struct Snapshot {
     pub service_tokens: Vec<ServiceTokenRecord>,
 }
 
+impl Snapshot {
+    /// Check that every id is a UUID, as Oz ids are: the API answers a non-UUID id with 400,
+    /// so a seeded object with one could never be read, changed or deleted. Names the first
+    /// id that is not.
+    pub fn check_ids(&self) -> Result<(), String> {
+        let bad = |what: String, id: &str| {
+            uuid::Uuid::try_parse(id)
+                .map(|_| ())
+                .map_err(|_| format!("{what} has the id `{id}`, which is not a UUID"))
+        };
+        for company in &self.companies {
+            bad(format!("company `{}`", company.name), &company.company_id)?;
+        }
+        for user in &self.users {
+            bad(format!("user `{}`", user.email), &user.user_id)?;
+            if let Some(company_id) = &user.company_id {
+                bad(format!("the company of user `{}`", user.email), company_id)?;
+            }
+        }
+        for token in &self.service_tokens {
+            bad("a service token".to_string(), &token.token_id)?;
+            bad(format!("the user of service token `{}`", token.token_id), &token.user_id)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompanyRecord {
     #[serde(default = "new_id")]
@@ -543,6 +570,22 @@ mod tests {
         assert_eq!(db.company(&company_id).map(|c| c.in_deletion), Some(true));
         db.delete_company(&company_id, false);
         assert!(db.company(&company_id).is_none());
+    }
+
+    #[test]
+    fn a_snapshot_with_an_id_that_is_not_a_uuid_is_named() {
+        let mut snapshot = Snapshot { companies: vec![CompanyRecord::new("Acme")], ..Snapshot::default() };
+        assert_eq!(snapshot.check_ids(), Ok(()));
+        let mut user = UserRecord::new("u@x.test".into(), "CLIENT".into(), Some("c1".into()));
+        snapshot.users.push(user.clone());
+        assert_eq!(
+            snapshot.check_ids(),
+            Err("the company of user `u@x.test` has the id `c1`, which is not a UUID".into())
+        );
+        user.company_id = None;
+        user.user_id = "u1".into();
+        snapshot.users = vec![user];
+        assert_eq!(snapshot.check_ids(), Err("user `u@x.test` has the id `u1`, which is not a UUID".into()));
     }
 
     #[test]

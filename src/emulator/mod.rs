@@ -65,6 +65,12 @@ pub enum EmulatorError {
         help("a seed is JSON as the emulator dumps it: `{{\"companies\": [...], \"users\": [...]}}`")
     )]
     Seed { path: String, reason: String },
+    #[error("the seed is not valid: {reason}")]
+    #[diagnostic(
+        code(ozform::emulator::seed_id),
+        help("Oz ids are UUIDs: give each seeded object a UUID, or leave its id out for a fresh one")
+    )]
+    SeedId { reason: String },
 }
 
 /// State shared by the handlers, the middleware and the `Handle`.
@@ -106,10 +112,14 @@ impl Shared {
     }
 }
 
-/// Start an emulator. Returns once the listener is bound: requests can be sent at once.
+/// Start an emulator. Returns once the listener is bound: requests can be sent at once. A
+/// seed with an id that is not a UUID is refused (`EmulatorError::SeedId`).
 pub async fn start(config: EmulatorConfig) -> Result<Handle, EmulatorError> {
     let listen_error =
         |e: std::io::Error| EmulatorError::Listen { addr: config.listen.to_string(), reason: e.to_string() };
+    if let Some(seed) = &config.seed {
+        seed.check_ids().map_err(|reason| EmulatorError::SeedId { reason })?;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
     let db = Db::new(config.seed.clone().unwrap_or_default(), &config.admin_email, &config.admin_password);

@@ -1,7 +1,9 @@
 //! The HTTP surface: the axum router of the Oz endpoints (each with and without its trailing
 //! slash), request parsing into Oz error bodies, and the middleware that counts requests,
 //! applies the trailing-slash quirk and injects faults. Handlers hold the `Db` lock for the
-//! whole of one operation, so every request is atomic.
+//! whole of one operation, so every request is atomic. Ids are UUIDs, as Oz documents: an id
+//! that is not one (in a path, or the `user_id` of an API 5 token request) is an invalid value
+//! (400, `error_code` 4), a UUID that names nothing does not exist (404, `error_code` 10).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -296,6 +298,27 @@ fn token(headers: &HeaderMap) -> Result<&str, ApiError> {
     })
 }
 
+/// The company `id` names: 400 (`error_code` 4, invalid value) when `id` is not a UUID, as the
+/// Oz documentation gives for a malformed id, and 404 (`error_code` 10) when none has it.
+fn find_company<'a>(db: &'a Db, id: &str) -> Result<&'a CompanyRecord, ApiError> {
+    check_id("company", id)?;
+    db.company(id).ok_or_else(|| ApiError::not_exist("company", id))
+}
+
+/// The user `id` names, refused as `find_company` refuses.
+fn find_user<'a>(db: &'a Db, id: &str) -> Result<&'a UserRecord, ApiError> {
+    check_id("user", id)?;
+    db.user(id).ok_or_else(|| ApiError::not_exist("user", id))
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
+    match uuid::Uuid::try_parse(id) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ApiError::value(format!("`{id}` is not a valid {what} id: ids are UUIDs"))
+            .with_details(json!({ "field": format!("{what}_id") }))),
+    }
+}
+
 fn require_admin(db: &mut Db, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let who = db.authenticate(token(headers)?)?;
     if who.admin { Ok(who) } else { Err(ApiError::forbidden("this call needs an ADMIN session")) }
@@ -415,7 +438,7 @@ async fn service_token_v5(State(shared): App, headers: HeaderMap, body: Bytes) -
 fn issue_service_token(shared: &Shared, headers: &HeaderMap, user_id: &str) -> Reply {
     let mut db = shared.db();
     require_admin(&mut db, headers)?;
-    let user = db.user(user_id).ok_or_else(|| ApiError::not_exist("user", user_id))?;
+    let user = find_user(&db, user_id)?;
     if !dialect::is_service(shared.api_version, user) {
         return Err(ApiError::value(format!("user `{user_id}` is not a service user")));
     }
@@ -493,7 +516,7 @@ async fn get_company(State(shared): App, headers: HeaderMap, Path(id): Path<Stri
     let quirks = shared.quirks().clone();
     let mut db = shared.db();
     require_admin(&mut db, &headers)?;
-    let company = db.company(&id).ok_or_else(|| ApiError::not_exist("company", &id))?;
+    let company = find_company(&db, &id)?;
     reply(StatusCode::OK, company_out(&quirks, company))
 }
 
@@ -501,7 +524,7 @@ async fn patch_company(State(shared): App, headers: HeaderMap, Path(id): Path<St
     let quirks = shared.quirks().clone();
     let mut db = shared.db();
     require_admin(&mut db, &headers)?;
-    let company = db.company(&id).ok_or_else(|| ApiError::not_exist("company", &id))?;
+    let company = find_company(&db, &id)?;
     if company.in_deletion {
         return Err(ApiError::value(format!("company `{id}` is being deleted")));
     }
@@ -528,9 +551,8 @@ async fn delete_company(State(shared): App, headers: HeaderMap, Path(id): Path<S
     let linger = shared.quirks().keep_deleted_companies;
     let mut db = shared.db();
     require_admin(&mut db, &headers)?;
-    match db.company(&id) {
-        Some(company) if !company.in_deletion => {}
-        _ => return Err(ApiError::not_exist("company", &id)),
+    if find_company(&db, &id)?.in_deletion {
+        return Err(ApiError::not_exist("company", &id));
     }
     db.delete_company(&id, linger);
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -657,7 +679,7 @@ async fn get_user(State(shared): App, headers: HeaderMap, Path(id): Path<String>
     if !who.admin && who.user_id != id {
         return Err(ApiError::forbidden("this call needs an ADMIN session"));
     }
-    let user = db.user(&id).ok_or_else(|| ApiError::not_exist("user", &id))?;
+    let user = find_user(&db, &id)?;
     reply(StatusCode::OK, user_out(shared.api_version, &quirks, user))
 }
 
@@ -666,7 +688,7 @@ async fn patch_user(State(shared): App, headers: HeaderMap, Path(id): Path<Strin
     let version = shared.api_version;
     let mut db = shared.db();
     require_admin(&mut db, &headers)?;
-    let current = db.user(&id).cloned().ok_or_else(|| ApiError::not_exist("user", &id))?;
+    let current = find_user(&db, &id)?.clone();
     let body = body_object(&body)?;
     // The update may come as `{"profile": {...}}` (as on create) or as flat fields.
     let profile = opt_object(&body, "profile")?.unwrap_or(&body);
@@ -717,9 +739,7 @@ async fn patch_user(State(shared): App, headers: HeaderMap, Path(id): Path<Strin
 async fn delete_user(State(shared): App, headers: HeaderMap, Path(id): Path<String>) -> Reply {
     let mut db = shared.db();
     let who = require_admin(&mut db, &headers)?;
-    if db.user(&id).is_none() {
-        return Err(ApiError::not_exist("user", &id));
-    }
+    find_user(&db, &id)?;
     if who.user_id == id {
         return Err(ApiError::value("a user cannot delete itself"));
     }
