@@ -37,11 +37,14 @@ pub struct EmulatorConfig {
     pub seed: Option<Snapshot>,
     /// Log one `tracing` line at info per request (method, route, status, duration).
     pub log_requests: bool,
+    /// Keep the request log that `Handle::requests` reads (it grows with every request).
+    pub record_requests: bool,
 }
 
 impl EmulatorConfig {
     /// Defaults: `127.0.0.1:0`, `admin@ozform.local` / `emulator-admin`, 15-minute sessions,
-    /// default quirks (bare-array lists), no faults, empty state, no request log.
+    /// default quirks (bare-array lists), no faults, nothing seeded, no request logging or
+    /// recording.
     pub fn new(api_version: ApiVersion) -> Self {
         Self {
             api_version,
@@ -53,6 +56,7 @@ impl EmulatorConfig {
             faults: Faults::default(),
             seed: None,
             log_requests: false,
+            record_requests: false,
         }
     }
 }

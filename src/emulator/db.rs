@@ -154,9 +154,10 @@ fn yes() -> bool {
 fn password<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
     Ok(Option::<String>::deserialize(d)?.map(Secret::new))
 }
-/// An unguessable bearer value.
-fn new_token() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+/// An unguessable bearer value. The prefix (`emu-session-`, `emu-refresh-`, `emu-service-`)
+/// says what it is, so that a test can look for any token of a kind in what a run printed.
+fn new_token(prefix: &str) -> String {
+    format!("{prefix}{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
 /// Who a request is made by.
@@ -320,8 +321,8 @@ impl Db {
 
     fn open_session(&mut self, user_id: &str, ttl: Duration) -> SessionTokens {
         let tokens = SessionTokens {
-            access_token: new_token(),
-            expire_token: new_token(),
+            access_token: new_token("emu-session-"),
+            expire_token: new_token("emu-refresh-"),
             expire_date: self.now() + ttl.as_secs_f64(),
         };
         self.sessions.insert(
@@ -384,7 +385,7 @@ impl Db {
     pub(crate) fn issue_service_token(&mut self, user_id: &str) -> (ServiceTokenRecord, String) {
         let expire_date = self.now() + SERVICE_TOKEN_TTL.as_secs_f64();
         let record = ServiceTokenRecord { token_id: new_id(), user_id: user_id.to_string(), expire_date };
-        let token = new_token();
+        let token = new_token("emu-service-");
         self.sessions.insert(
             token.clone(),
             SessionRecord {

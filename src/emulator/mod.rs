@@ -1,25 +1,32 @@
-//! The built-in Oz API emulator: `LocalStack` for Oz. An in-process HTTP server that speaks the
-//! API 5 or API 6 dialect (shared/oz-api.md) with its error bodies, sessions (sliding TTL,
-//! refresh, expiry), companies, users and service tokens, plus switchable quirks (list
-//! envelopes, capped limits, ignored filters and offset, trailing slashes) and seeded fault
-//! injection (latency, 429, 500, 503, dropped connections, creates that commit then fail,
+//! The built-in Oz API emulator: `LocalStack` for Oz, and the one fake of the Oz API the tests
+//! use. An in-process HTTP server that speaks the API 5 or API 6 dialect (shared/oz-api.md)
+//! with its error bodies, sessions (sliding TTL, refresh, expiry), companies, users and service
+//! tokens, plus switchable quirks (list envelopes, capped limits, ignored filters and offset,
+//! trailing slashes and redirects, sparse objects, expired sessions answered 403, hidden
+//! permission flags) and fault injection, by seeded rates or exact counters (latency, 429, 500,
+//! 503, dropped connections, creates that commit then fail or answer a body that is not JSON,
 //! expiring sessions). Tests, benchmarks and `ozform demo` run on it.
 //!
 //! Files, one concept each: `config` (what a run is), `db` (the data and sessions, and their
-//! public `Snapshot`),
-//! `dialect` (API 5 vs 6), `routes` (the HTTP surface), `quirks`, `faults`, `stats`,
+//! public `Snapshot`), `dialect` (API 5 vs 6), `routes` (the HTTP surface), `quirks`,
+//! `faults`, `gate` (holding requests until enough are in flight), `stats`, `request_log`,
 //! `api_error` (Oz error bodies), `server` (the accept loop).
 //!
 //! Invariants: `start` returns once the listener is bound; the emulator never logs, dumps or
-//! returns a password, and tokens only in the auth, refresh and service-token answers; it only
-//! ever listens where it is told (tests use `127.0.0.1:0`).
+//! returns a password, and tokens only in the auth, refresh and service-token answers (the
+//! request log redacts them from bodies and never records headers); it only ever listens where
+//! it is told (tests use `127.0.0.1:0`). Its tokens start with `emu-session-`, `emu-refresh-` or
+//! `emu-service-`, so that a test can scan output for any of them.
 //!
 //! Besides the Oz routes, `GET /_emulator/state` (the `Snapshot` JSON, which `--seed` reads back)
 //! and `GET /_emulator/stats` serve people running `ozform emulator`; they are not counted.
 //!
-//! Test helpers on `Handle` beyond the brief: `advance_clock` (move the emulator clock so
-//! sessions expire without sleeping), `forget_all_sessions` (refresh fails too),
-//! `update_user_raw` / `update_company_raw` (simulate drift made outside ozform, no request
+//! What tests read and steer on the `Handle`: `snapshot`, `stats` (counts per route, creates
+//! per email and company name, most requests in flight, user agents), `requests` (the request
+//! log, with `EmulatorConfig::record_requests`), `reset_stats` (both), `set_quirks`,
+//! `set_faults` / `faults` (what is left of the counters), `set_gate`, `expire_all_sessions`,
+//! `forget_all_sessions` (refresh fails too), `advance_clock` (sessions expire without
+//! sleeping), `update_user_raw` / `update_company_raw` (drift made outside ozform, no request
 //! counted), `admin_email` / `admin_password`.
 
 mod api_error;
@@ -27,7 +34,9 @@ mod config;
 mod db;
 mod dialect;
 mod faults;
+mod gate;
 mod quirks;
+mod request_log;
 mod routes;
 mod server;
 mod stats;
@@ -46,12 +55,16 @@ use crate::secret::Secret;
 pub use config::{DEFAULT_ADMIN_EMAIL, DEFAULT_ADMIN_PASSWORD, DEFAULT_SESSION_TTL, EmulatorConfig};
 pub use db::{CompanyRecord, SERVICE_TOKEN_TTL, ServiceTokenRecord, Snapshot, UserRecord};
 pub use faults::Faults;
+pub use gate::Gate;
 pub use quirks::{DEFAULT_LIMIT, Envelope, Quirks, TotalField, TrailingSlash};
+pub use request_log::{RequestRecord, SENSITIVE};
 pub use routes::TOKEN_HEADER;
 pub use stats::Stats;
 
 use db::Db;
 use faults::Injector;
+use gate::Gatekeeper;
+use request_log::RequestLog;
 use stats::Recorder;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -85,6 +98,8 @@ pub(crate) struct Shared {
     faults_active: AtomicBool,
     latency_ms: AtomicU64,
     stats: Recorder,
+    requests: RequestLog,
+    gate: Gatekeeper,
 }
 
 impl Shared {
@@ -133,6 +148,8 @@ pub async fn start(config: EmulatorConfig) -> Result<Handle, EmulatorError> {
         faults_active: AtomicBool::new(false),
         latency_ms: AtomicU64::new(0),
         stats: Recorder::default(),
+        requests: RequestLog::new(config.record_requests),
+        gate: Gatekeeper::default(),
     });
     shared.set_faults(config.faults.clone());
     let app = routes::router(Arc::clone(&shared));
@@ -193,11 +210,19 @@ impl Handle {
         self.shared.db().snapshot()
     }
     pub fn stats(&self) -> Stats {
-        self.shared.stats.snapshot()
+        self.shared.stats.current()
     }
+    /// The requests received since start or the last `reset_stats`, in arrival order (empty
+    /// unless `EmulatorConfig::record_requests`). Holds no password or token.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.requests.records()
+    }
+    /// Zero the counters and clear the request log.
     pub fn reset_stats(&self) {
         self.shared.stats.reset();
+        self.shared.requests.clear();
     }
+    /// The faults in force, with what is left of their counters (`too_many_requests_next`, …).
     pub fn faults(&self) -> Faults {
         self.shared.injector().faults().clone()
     }
@@ -210,6 +235,11 @@ impl Handle {
     }
     pub fn set_quirks(&self, quirks: Quirks) {
         *self.shared.quirks.write().unwrap_or_else(PoisonError::into_inner) = quirks;
+    }
+    /// Hold the requests a gate matches until enough are in flight together (`None`: no gate;
+    /// requests held at a gate that is replaced go on at once).
+    pub fn set_gate(&self, gate: Option<Gate>) {
+        self.shared.gate.set(gate);
     }
     /// Every login session expires now: the next request with it gets 401 `error_code` 8, and
     /// its `expire_token` still refreshes it. Service tokens are not touched.

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{MatchedPath, Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,6 +28,7 @@ use super::db::{CompanyRecord, Db, Principal, SessionTokens, UserRecord};
 use super::dialect::{self, CLIENT, CLIENT_SERVICE};
 use super::faults::{After, Before};
 use super::quirks::{self, DEFAULT_LIMIT, PageRequest, Quirks, Shape, SlashVerdict};
+use super::request_log::{self, RequestLog, RequestRecord, Ticket};
 use super::server::ConnDrop;
 
 /// The header that carries an access token.
@@ -66,7 +67,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Middleware: counting, trailing-slash quirk, faults, request log.
+// Middleware: counting, request log, gate, trailing-slash quirk, faults, tracing.
 
 /// What the middleware needs to know about the route a request matched.
 struct RouteInfo {
@@ -120,9 +121,19 @@ async fn around(State(shared): App, request: Request, next: Next) -> Response {
     }
     let route = RouteInfo::of(&method, request.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
     let conn = request.extensions().get::<ConnDrop>().cloned();
-    let _in_flight = shared.stats.request(&route.key, route.mutating);
+    let user_agent = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let _in_flight = shared.stats.request(&route.key, route.mutating, user_agent);
+    let offset = query_offset(request.uri().query());
+    let (request, ticket) = match record(&shared.requests, request).await {
+        Ok(recorded) => recorded,
+        Err(response) => return response,
+    };
+    shared.gate.pass(&route.key, offset).await;
 
     let response = handle_with_faults(&shared, &route, &path, conn, request, next).await;
+    if let Some(ticket) = ticket {
+        shared.requests.answered(ticket, response.status().as_u16());
+    }
 
     if shared.log_requests {
         tracing::info!(
@@ -135,6 +146,45 @@ async fn around(State(shared): App, request: Request, next: Next) -> Response {
         );
     }
     response
+}
+
+/// The `offset` query parameter (0 without one), which the gate looks at.
+fn query_offset(query: Option<&str>) -> usize {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("offset="))
+        .and_then(|offset| offset.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Put the request in the request log when it is kept: its body is read (and put back) to keep
+/// a redacted copy of its JSON.
+async fn record(log: &RequestLog, request: Request) -> Result<(Request, Option<Ticket>), Response> {
+    if !log.enabled() {
+        return Ok((request, None));
+    }
+    let (parts, body) = request.into_parts();
+    let mut entry = RequestRecord {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        body: None,
+        status: None,
+    };
+    // The limit of axum's `Bytes` extractor, which reads the body next.
+    let Ok(bytes) = axum::body::to_bytes(body, 2 * 1024 * 1024).await else {
+        let refused = ApiError::structure("the request body could not be read");
+        entry.status = Some(refused.status.as_u16());
+        log.arrived(entry);
+        return Err(refused.into_response());
+    };
+    entry.body = serde_json::from_slice::<Value>(&bytes).ok().map(|mut body| {
+        request_log::redact(&mut body);
+        body
+    });
+    let ticket = log.arrived(entry);
+    Ok((Request::from_parts(parts, axum::body::Body::from(bytes)), Some(ticket)))
 }
 
 async fn handle_with_faults(
@@ -155,8 +205,7 @@ async fn handle_with_faults(
                     Some(query) => format!("{target}?{query}"),
                     None => target,
                 };
-                return (StatusCode::PERMANENT_REDIRECT, [(axum::http::header::LOCATION, location)])
-                    .into_response();
+                return (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, location)]).into_response();
             }
         }
     }
@@ -179,7 +228,7 @@ async fn handle_with_faults(
                 let mut error = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     Code::Unknown,
-                    "too many requests (injected)",
+                    "too many requests (injected fault)",
                 );
                 error.retry_after_secs = Some(retry_after_secs);
                 return error.into_response();
@@ -196,13 +245,21 @@ async fn handle_with_faults(
             After::Answer => {}
             After::InternalError => return injected(StatusCode::INTERNAL_SERVER_ERROR),
             After::Drop => return drop_connection(conn).await,
+            After::Garbled => return garbled_created(),
         }
     }
     response
 }
 
+/// A 201 whose body is not JSON: the object exists, the client cannot read its id.
+fn garbled_created() -> Response {
+    let page = "<html><body><h1>201 Created</h1></body></html>";
+    (StatusCode::CREATED, [(header::CONTENT_TYPE, "text/html")], page).into_response()
+}
+
 fn injected(status: StatusCode) -> Response {
-    ApiError::new(status, Code::Unknown, format!("injected fault: {}", status.as_u16())).into_response()
+    let what = if status == StatusCode::SERVICE_UNAVAILABLE { "unavailable" } else { "internal error" };
+    ApiError::new(status, Code::Unknown, format!("{what} (injected fault)")).into_response()
 }
 
 /// Close the connection without answering: signal the connection task, then never finish (the
@@ -240,7 +297,7 @@ async fn dump_state(State(shared): App) -> Response {
 }
 
 async fn dump_stats(State(shared): App) -> Response {
-    axum::Json(shared.stats.snapshot()).into_response()
+    axum::Json(shared.stats.current()).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,8 +376,19 @@ fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
     }
 }
 
-fn require_admin(db: &mut Db, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let who = db.authenticate(token(headers)?)?;
+/// Who sends this request. An expired session is 401 (`error_code` 8), or 403 under the
+/// `auth_expired_403` quirk.
+fn authenticate(shared: &Shared, db: &mut Db, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    db.authenticate(token(headers)?).map_err(|mut error| {
+        if error.code == Code::AuthExpired && shared.quirks().auth_expired_403 {
+            error.status = StatusCode::FORBIDDEN;
+        }
+        error
+    })
+}
+
+fn require_admin(shared: &Shared, db: &mut Db, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let who = authenticate(shared, db, headers)?;
     if who.admin { Ok(who) } else { Err(ApiError::forbidden("this call needs an ADMIN session")) }
 }
 
@@ -429,7 +497,7 @@ async fn service_token_v6(State(shared): App, headers: HeaderMap, Path(user_id):
 
 async fn service_token_v5(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {
     // Authenticate before reading the body, as for every admin call.
-    require_admin(&mut shared.db(), &headers)?;
+    require_admin(&shared, &mut shared.db(), &headers)?;
     let body = body_object(&body)?;
     let user_id = required_str(&body, "user_id", "user_id")?;
     issue_service_token(&shared, &headers, user_id)
@@ -437,7 +505,7 @@ async fn service_token_v5(State(shared): App, headers: HeaderMap, body: Bytes) -
 
 fn issue_service_token(shared: &Shared, headers: &HeaderMap, user_id: &str) -> Reply {
     let mut db = shared.db();
-    require_admin(&mut db, headers)?;
+    require_admin(shared, &mut db, headers)?;
     let user = find_user(&db, user_id)?;
     if !dialect::is_service(shared.api_version, user) {
         return Err(ApiError::value(format!("user `{user_id}` is not a service user")));
@@ -484,7 +552,7 @@ async fn list_companies(State(shared): App, headers: HeaderMap, query: ListQuery
     let list = ListRequest::read(query)?;
     let quirks = shared.quirks().clone();
     let mut db = shared.db();
-    require_admin(&mut db, &headers)?;
+    require_admin(&shared, &mut db, &headers)?;
     let name = list.filter("name", &quirks);
     let matching = db.companies().filter(|c| name.is_none_or(|n| &c.name == n));
     let body = list.page(matching, |c| company_out(&quirks, c), &quirks);
@@ -495,7 +563,7 @@ async fn list_companies(State(shared): App, headers: HeaderMap, query: ListQuery
 async fn create_company(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {
     let quirks = shared.quirks().clone();
     let mut db = shared.db();
-    require_admin(&mut db, &headers)?;
+    require_admin(&shared, &mut db, &headers)?;
     let body = body_object(&body)?;
     let name = company_name(&body)?.ok_or_else(|| ApiError::structure("`name` is required"))?;
     if quirks.unique_company_names && db.live_company_named(&name).is_some() {
@@ -515,7 +583,7 @@ async fn create_company(State(shared): App, headers: HeaderMap, body: Bytes) -> 
 async fn get_company(State(shared): App, headers: HeaderMap, Path(id): Path<String>) -> Reply {
     let quirks = shared.quirks().clone();
     let mut db = shared.db();
-    require_admin(&mut db, &headers)?;
+    require_admin(&shared, &mut db, &headers)?;
     let company = find_company(&db, &id)?;
     reply(StatusCode::OK, company_out(&quirks, company))
 }
@@ -523,7 +591,7 @@ async fn get_company(State(shared): App, headers: HeaderMap, Path(id): Path<Stri
 async fn patch_company(State(shared): App, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Reply {
     let quirks = shared.quirks().clone();
     let mut db = shared.db();
-    require_admin(&mut db, &headers)?;
+    require_admin(&shared, &mut db, &headers)?;
     let company = find_company(&db, &id)?;
     if company.in_deletion {
         return Err(ApiError::value(format!("company `{id}` is being deleted")));
@@ -550,7 +618,7 @@ async fn patch_company(State(shared): App, headers: HeaderMap, Path(id): Path<St
 async fn delete_company(State(shared): App, headers: HeaderMap, Path(id): Path<String>) -> Reply {
     let linger = shared.quirks().keep_deleted_companies;
     let mut db = shared.db();
-    require_admin(&mut db, &headers)?;
+    require_admin(&shared, &mut db, &headers)?;
     if find_company(&db, &id)?.in_deletion {
         return Err(ApiError::not_exist("company", &id));
     }
@@ -626,7 +694,7 @@ async fn list_users(State(shared): App, headers: HeaderMap, query: ListQuery) ->
     let list = ListRequest::read(query)?;
     let quirks = shared.quirks().clone();
     let mut db = shared.db();
-    require_admin(&mut db, &headers)?;
+    require_admin(&shared, &mut db, &headers)?;
     let email = list.filter("email", &quirks).map(|e| e.to_lowercase());
     let company = list.filter("company_id", &quirks);
     let matching = db
@@ -642,7 +710,7 @@ async fn create_user(State(shared): App, headers: HeaderMap, body: Bytes) -> Rep
     let quirks = shared.quirks().clone();
     let version = shared.api_version;
     let mut db = shared.db();
-    require_admin(&mut db, &headers)?;
+    require_admin(&shared, &mut db, &headers)?;
     let body = body_object(&body)?;
     let credentials =
         opt_object(&body, "credentials")?.ok_or_else(|| ApiError::structure("`credentials` is required"))?;
@@ -674,7 +742,7 @@ async fn create_user(State(shared): App, headers: HeaderMap, body: Bytes) -> Rep
 async fn get_user(State(shared): App, headers: HeaderMap, Path(id): Path<String>) -> Reply {
     let quirks = shared.quirks().clone();
     let mut db = shared.db();
-    let who = db.authenticate(token(&headers)?)?;
+    let who = authenticate(&shared, &mut db, &headers)?;
     // A non-admin may read itself (this is how a service token proves it works), nothing else.
     if !who.admin && who.user_id != id {
         return Err(ApiError::forbidden("this call needs an ADMIN session"));
@@ -687,7 +755,7 @@ async fn patch_user(State(shared): App, headers: HeaderMap, Path(id): Path<Strin
     let quirks = shared.quirks().clone();
     let version = shared.api_version;
     let mut db = shared.db();
-    require_admin(&mut db, &headers)?;
+    require_admin(&shared, &mut db, &headers)?;
     let current = find_user(&db, &id)?.clone();
     let body = body_object(&body)?;
     // The update may come as `{"profile": {...}}` (as on create) or as flat fields.
@@ -738,7 +806,7 @@ async fn patch_user(State(shared): App, headers: HeaderMap, Path(id): Path<Strin
 
 async fn delete_user(State(shared): App, headers: HeaderMap, Path(id): Path<String>) -> Reply {
     let mut db = shared.db();
-    let who = require_admin(&mut db, &headers)?;
+    let who = require_admin(&shared, &mut db, &headers)?;
     find_user(&db, &id)?;
     if who.user_id == id {
         return Err(ApiError::value("a user cannot delete itself"));

@@ -1,5 +1,8 @@
-//! Shared helpers for integration tests: a CLI test builder in the style of `just`'s `Test`.
+//! Shared helpers for integration tests: a CLI test builder in the style of `just`'s `Test`,
+//! and (in `emulator`) builders of emulators, clients and seeds.
 #![allow(dead_code, clippy::unwrap_used, clippy::missing_panics_doc)]
+
+pub mod emulator;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
