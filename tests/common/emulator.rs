@@ -57,7 +57,7 @@ pub fn client_config(handle: &Handle) -> ClientConfig {
 }
 
 /// A client connected with `client_config` as `adjust` changes it.
-pub async fn client(handle: &Handle, adjust: impl FnOnce(&mut ClientConfig)) -> OzClient {
+pub async fn connect(handle: &Handle, adjust: impl FnOnce(&mut ClientConfig)) -> OzClient {
     let mut config = client_config(handle);
     adjust(&mut config);
     OzClient::connect(config).await.unwrap()
