@@ -1116,37 +1116,42 @@ async fn the_http_state_dump_seeds_an_identical_emulator_without_passwords() {
 }
 
 #[tokio::test]
-async fn the_undocumented_path_form_can_redirect_to_the_documented_one() {
-    let quirks = Quirks { trailing_slash: TrailingSlash::RedirectToDocumented, ..Quirks::default() };
-    let handle = Emulator::new(ApiVersion::V6).quirks(quirks).start().await;
-    let (mut api, session) = Api::admin(&handle).await;
-    // reqwest follows a 308 and re-sends the same method and body.
-    api.post("/api/companies", json!({"name": "Via redirect"})).await.ok(201);
-    assert_eq!(api.get("/api/companies?limit=5").await.ok(200).as_array().unwrap().len(), 1);
-    api.http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let raw = api.http.get(format!("{}/api/users?limit=1", api.base)).send().await.unwrap();
-    assert_eq!(raw.status(), StatusCode::PERMANENT_REDIRECT);
-    assert_eq!(raw.headers()["location"], "/api/users/?limit=1");
-    let id = session["user"]["user_id"].as_str().unwrap();
-    let raw = api.http.get(format!("{}/api/users/{id}/", api.base)).send().await.unwrap();
-    assert_eq!(raw.headers()["location"], format!("/api/users/{id}").as_str());
-}
-
-#[tokio::test]
-async fn the_documented_path_form_can_redirect_to_the_undocumented_one() {
-    let quirks = Quirks { trailing_slash: TrailingSlash::RedirectToUndocumented, ..Quirks::default() };
-    let handle = Emulator::new(ApiVersion::V6).quirks(quirks).start().await;
-    // reqwest follows the login's 308 to `/api/authorize/auth/` with the same method and body.
-    let (mut api, _) = Api::admin(&handle).await;
-    api.post("/api/companies", json!({"name": "Direct"})).await.ok(201);
-    api.http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let raw =
-        api.request(Method::POST, "/api/companies/", Some(json!({"name": "Moved"}))).send().await.unwrap();
-    assert_eq!(raw.status(), StatusCode::PERMANENT_REDIRECT);
-    assert_eq!(raw.headers()["location"], "/api/companies");
-    let raw = api.request(Method::GET, "/api/users/?limit=1", None).send().await.unwrap();
-    assert_eq!(raw.headers()["location"], "/api/users?limit=1");
-    assert_eq!(handle.snapshot().companies.len(), 1, "a redirected create is not acted on");
+async fn either_path_form_can_redirect_to_the_other_and_a_redirected_request_is_not_acted_on() {
+    use TrailingSlash::{RedirectToDocumented, RedirectToUndocumented};
+    // The quirk, the collection paths that redirect under it, and how an object path that
+    // redirects ends.
+    for (trailing_slash, companies, users, object) in [
+        (RedirectToDocumented, "/api/companies", "/api/users", "/"),
+        (RedirectToUndocumented, "/api/companies/", "/api/users/", ""),
+    ] {
+        let handle = Emulator::new(ApiVersion::V6)
+            .quirks(Quirks { trailing_slash, ..Quirks::default() })
+            .start()
+            .await;
+        // reqwest follows a 308 and re-sends the same method and body (under
+        // `RedirectToUndocumented`, the login's too).
+        let (mut api, session) = Api::admin(&handle).await;
+        api.post(companies, json!({"name": "Via redirect"})).await.ok(201);
+        assert_eq!(api.get(&format!("{companies}?limit=5")).await.ok(200).as_array().unwrap().len(), 1);
+        api.http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let other = |path: &str| match path.strip_suffix('/') {
+            Some(bare) => bare.to_string(),
+            None => format!("{path}/"),
+        };
+        let raw = api.request(Method::GET, &format!("{users}?limit=1"), None).send().await.unwrap();
+        assert_eq!(raw.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(raw.headers()["location"], format!("{}?limit=1", other(users)).as_str());
+        let id = session["user"]["user_id"].as_str().unwrap();
+        let raw = api.request(Method::GET, &format!("/api/users/{id}{object}"), None).send().await.unwrap();
+        assert_eq!(raw.headers()["location"], other(&format!("/api/users/{id}{object}")).as_str());
+        let raw = api.request(Method::POST, companies, Some(json!({"name": "Moved"}))).send().await.unwrap();
+        assert_eq!(raw.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(
+            handle.snapshot().companies.len(),
+            1,
+            "{trailing_slash:?}: a redirected create is not acted on"
+        );
+    }
 }
 
 #[tokio::test]
