@@ -241,8 +241,9 @@ impl Handle {
     pub fn set_gate(&self, gate: Option<Gate>) {
         self.shared.gate.set(gate);
     }
-    /// Every login session expires now: the next request with it gets 401 `error_code` 8, and
-    /// its `expire_token` still refreshes it. Service tokens are not touched.
+    /// Every login session expires now: the next request with it gets 401 (403 under the
+    /// `auth_expired_403` quirk) with `error_code` 8, and its `expire_token` still refreshes it.
+    /// Service tokens are not touched.
     pub fn expire_all_sessions(&self) {
         self.shared.db().expire_all_sessions();
     }
