@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use ozform::emulator::{self, CompanyRecord, EmulatorConfig, Envelope, Faults, Quirks, State, UserRecord};
+use ozform::emulator::{self, CompanyRecord, EmulatorConfig, Envelope, Faults, Quirks, Snapshot, UserRecord};
 use ozform::model::ApiVersion;
 use ozform::oz::{ClientConfig, OzClient, VersionSetting};
 
@@ -19,7 +19,7 @@ fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn seed(companies: usize, users: usize) -> State {
+fn seed(companies: usize, users: usize) -> Snapshot {
     let companies: Vec<CompanyRecord> =
         (0..companies).map(|c| CompanyRecord::new(format!("Bench Company {c:05}"))).collect();
     let users = (0..users)
@@ -36,7 +36,7 @@ fn seed(companies: usize, users: usize) -> State {
             user
         })
         .collect();
-    State { companies, users, service_tokens: Vec::new() }
+    Snapshot { companies, users, service_tokens: Vec::new() }
 }
 
 fn load_average() -> String {

@@ -185,7 +185,11 @@ impl World {
             let secrets = if file.starts_with(self.token_dir()) { &passwords_only } else { &everything };
             check(&format!("file {}", file.display()), &text, secrets);
         }
-        check("the emulator's state dump", &serde_json::to_string(&self.emu.state()).unwrap(), &everything);
+        check(
+            "the emulator's state dump",
+            &serde_json::to_string(&self.emu.snapshot()).unwrap(),
+            &everything,
+        );
     }
 
     /// Log in as the admin over HTTP (for changes made behind ozform's back).
@@ -206,11 +210,11 @@ impl World {
     }
 
     fn user(&self, email: &str) -> ozform::emulator::UserRecord {
-        self.emu.state().users.into_iter().find(|u| u.email == email).unwrap()
+        self.emu.snapshot().users.into_iter().find(|u| u.email == email).unwrap()
     }
 
     fn company_id(&self, name: &str) -> String {
-        self.emu.state().companies.into_iter().find(|c| c.name == name).unwrap().company_id
+        self.emu.snapshot().companies.into_iter().find(|c| c.name == name).unwrap().company_id
     }
 }
 
@@ -379,7 +383,7 @@ async fn plan_exit_codes_and_formats_keep_the_contract(api_version: ApiVersion) 
 
     // --company on apply too: only that subtree is made.
     w.apply(&["--auto-approve", "--company", "Globex Insurance", BASIC]).await.code(0);
-    let state = w.emu.state();
+    let state = w.emu.snapshot();
     let names: Vec<&str> = state.companies.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["Globex Insurance"]);
     assert_eq!(w.token_files().keys().collect::<Vec<_>>(), ["svc-claims@globex.example.json"]);
@@ -416,7 +420,7 @@ async fn a_fresh_apply_creates_everything_writes_tokens_and_converges(api_versio
     assert!(!run.stdout.contains(r#""event":"#), "{}", run.stdout);
 
     // Companies and service users as declared, in this dialect.
-    let state = w.emu.state();
+    let state = w.emu.snapshot();
     let acme = state.companies.iter().find(|c| c.name == "Acme Bank").unwrap();
     assert_eq!(acme.technical_meta_data, json!({"tier": "gold", "region": "eu"}));
     let globex = state.companies.iter().find(|c| c.name == "Globex Insurance").unwrap();
@@ -532,7 +536,7 @@ async fn drift_is_shown_as_updates_and_repaired(api_version: ApiVersion) {
     let web = w.user("svc-web@acme.example");
     assert_eq!(web.first_name, "Acme");
     assert!(!web.permissions.documents);
-    let acme = w.emu.state().companies.into_iter().find(|c| c.name == "Acme Bank").unwrap();
+    let acme = w.emu.snapshot().companies.into_iter().find(|c| c.name == "Acme Bank").unwrap();
     assert_eq!(acme.technical_meta_data, json!({"tier": "gold", "region": "eu"}));
     w.assert_converged(&[BASIC]).await;
     w.assert_no_secrets();
@@ -690,7 +694,7 @@ async fn a_saved_plan_applies_exactly_and_is_refused_once_stale(api_version: Api
     w.plan(&["--out", &saved_arg, BASIC, &from_file]).await.code(0);
     let run = w.apply(&["--plan", &saved_arg]).await.code(0);
     assert!(run.stdout.contains("Apply complete"), "{}", run.stdout);
-    assert_eq!(w.emu.state().users.len(), 1 + BASIC_USERS.len() + 1);
+    assert_eq!(w.emu.snapshot().users.len(), 1 + BASIC_USERS.len() + 1);
     assert_eq!(w.token_files().len(), 2);
     w.assert_converged(&[BASIC, &from_file]).await;
     let (http, _) = w.admin_session().await;
@@ -803,7 +807,7 @@ async fn an_existing_company_is_adopted_and_its_users_made_in_it(api_version: Ap
     acme.technical_meta_data = json!({"tier": "gold", "region": "eu"});
     let acme_id = acme.company_id.clone();
     let mut config = EmulatorConfig::new(api_version);
-    config.seed = Some(ozform::emulator::State { companies: vec![acme], ..Default::default() });
+    config.seed = Some(ozform::emulator::Snapshot { companies: vec![acme], ..Default::default() });
     let w = World::with(config).await;
 
     let run = w.plan(&["--detailed-exitcode", BASIC]).await.code(2);
@@ -910,7 +914,7 @@ async fn apply_refuses_to_start_without_approval_or_passwords(api_version: ApiVe
         w.run(w.command("apply", &["--auto-approve", BASIC]).env_remove("ACME_BATCH_PASSWORD")).await.code(1);
     assert!(run.stderr.contains("ACME_BATCH_PASSWORD"), "{}", run.stderr);
     assert_eq!(w.emu.stats().mutating_requests, 0);
-    assert!(w.emu.state().companies.is_empty());
+    assert!(w.emu.snapshot().companies.is_empty());
 
     // The same through a saved plan.
     let saved = w.path("p.json");

@@ -3,9 +3,14 @@
 //! session expiry and refresh, and service-token authentication.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod common;
+
 use std::collections::BTreeSet;
 
-use ozform::emulator::{self, EmulatorConfig, Envelope, Faults, Handle, Quirks, TotalField, TrailingSlash};
+use common::emulator::Emulator;
+use ozform::emulator::{
+    self, EmulatorConfig, Envelope, Faults, Gate, Handle, Quirks, SENSITIVE, TotalField, TrailingSlash,
+};
 use ozform::model::ApiVersion;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -47,7 +52,8 @@ impl Api {
         Self { http: reqwest::Client::new(), base: handle.url(), token: None }
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<Answer, reqwest::Error> {
+    /// A request with the token (if any) and a JSON body (if any), to send as it is.
+    fn request(&self, method: Method, path: &str, body: Option<Value>) -> reqwest::RequestBuilder {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.header("X-Forensic-Access-Token", token);
@@ -55,7 +61,11 @@ impl Api {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await?;
+        request
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<Answer, reqwest::Error> {
+        let response = self.request(method, path, body).send().await?;
         let status = response.status();
         let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
         let bytes = response.bytes().await?;
@@ -123,24 +133,13 @@ impl Api {
     }
 }
 
-async fn start(version: ApiVersion) -> Handle {
-    emulator::start(EmulatorConfig::new(version)).await.unwrap()
-}
-
 /// An emulator speaking `version`, an admin session on it, and the id of its company `Acme`.
 /// Keep the handle bound (`_handle`, not `_`): dropping it stops the emulator.
 async fn with_acme(version: ApiVersion) -> (Handle, Api, String) {
-    let handle = start(version).await;
+    let handle = Emulator::new(version).start().await;
     let (api, _) = Api::admin(&handle).await;
     let company = api.company("Acme").await;
     (handle, api, company)
-}
-
-async fn start_with(version: ApiVersion, quirks: Quirks, faults: Faults) -> Handle {
-    let mut config = EmulatorConfig::new(version);
-    config.quirks = quirks;
-    config.faults = faults;
-    emulator::start(config).await.unwrap()
 }
 
 fn flag(version: ApiVersion, name: &str) -> String {
@@ -160,7 +159,7 @@ fn ids(list: &Value, key: &str) -> Vec<String> {
 #[tokio::test]
 async fn login_answers_tokens_a_float_expiry_and_the_admin_user_in_both_dialects() {
     for version in BOTH {
-        let handle = start(version).await;
+        let handle = Emulator::new(version).start().await;
         assert!(handle.url().starts_with("http://127.0.0.1:"));
         let (_, session) = Api::admin(&handle).await;
         assert!(session["access_token"].is_string());
@@ -175,7 +174,7 @@ async fn login_answers_tokens_a_float_expiry_and_the_admin_user_in_both_dialects
 
 #[tokio::test]
 async fn login_errors_are_oz_error_bodies() {
-    let handle = start(ApiVersion::V6).await;
+    let handle = Emulator::new(ApiVersion::V6).start().await;
     let api = Api::new(&handle);
     let wrong = json!({"credentials": {"email": "ADMIN@ozform.local", "password": "wrong"}});
     api.post("/api/authorize/auth", wrong).await.error(401, 7);
@@ -190,7 +189,7 @@ async fn login_errors_are_oz_error_bodies() {
 
 #[tokio::test]
 async fn login_email_is_case_insensitive() {
-    let handle = start(ApiVersion::V5).await;
+    let handle = Emulator::new(ApiVersion::V5).start().await;
     let mut api = Api::new(&handle);
     let session = api.login("Admin@OZFORM.local", "emulator-admin").await;
     assert_eq!(session["user"]["user_type"], "ADMIN");
@@ -198,7 +197,7 @@ async fn login_email_is_case_insensitive() {
 
 #[tokio::test]
 async fn calls_without_a_token_or_with_a_bad_one_are_refused() {
-    let handle = start(ApiVersion::V6).await;
+    let handle = Emulator::new(ApiVersion::V6).start().await;
     let mut api = Api::new(&handle);
     api.get("/api/users/").await.error(401, 6);
     api.token = Some("not-a-token".into());
@@ -208,7 +207,7 @@ async fn calls_without_a_token_or_with_a_bad_one_are_refused() {
 #[tokio::test]
 async fn expired_sessions_answer_auth_expired_and_refresh_gives_a_new_token() {
     for version in BOTH {
-        let handle = start(version).await;
+        let handle = Emulator::new(version).start().await;
         let (mut api, session) = Api::admin(&handle).await;
         handle.expire_all_sessions();
         api.get("/api/companies/").await.error(401, 8);
@@ -228,7 +227,7 @@ async fn expired_sessions_answer_auth_expired_and_refresh_gives_a_new_token() {
 
 #[tokio::test]
 async fn sessions_slide_with_use_and_expire_after_the_ttl_on_the_emulator_clock() {
-    let handle = start(ApiVersion::V6).await;
+    let handle = Emulator::new(ApiVersion::V6).start().await;
     let (api, _) = Api::admin(&handle).await;
     let ttl = emulator::DEFAULT_SESSION_TTL;
     handle.advance_clock(ttl / 2 + ttl / 4);
@@ -241,7 +240,7 @@ async fn sessions_slide_with_use_and_expire_after_the_ttl_on_the_emulator_clock(
 
 #[tokio::test]
 async fn refresh_errors_follow_the_documentation() {
-    let handle = start(ApiVersion::V6).await;
+    let handle = Emulator::new(ApiVersion::V6).start().await;
     let (api, session) = Api::admin(&handle).await;
     api.post("/api/authorize/refresh", json!({})).await.error(400, 3);
     let unknown = api.post("/api/authorize/refresh", json!({"expire_token": "nope"})).await;
@@ -281,7 +280,7 @@ async fn refresh_errors_follow_the_documentation() {
 #[tokio::test]
 async fn companies_are_created_read_listed_patched_and_deleted() {
     for version in BOTH {
-        let handle = start(version).await;
+        let handle = Emulator::new(version).start().await;
         let (api, _) = Api::admin(&handle).await;
         let created = api.post("/api/companies/", json!({"name": "Acme Bank"})).await;
         let company = created.ok(201).clone();
@@ -301,7 +300,7 @@ async fn companies_are_created_read_listed_patched_and_deleted() {
             )
             .await;
         assert_eq!(patched.ok(200)["technical_meta_data"], json!({"tier": 2}));
-        assert_eq!(handle.state().companies[0].name, "Acme");
+        assert_eq!(handle.snapshot().companies[0].name, "Acme");
 
         assert_eq!(api.delete(&format!("/api/companies/{id}")).await.status, StatusCode::NO_CONTENT);
         api.get(&format!("/api/companies/{id}")).await.error(404, 10);
@@ -313,7 +312,7 @@ async fn companies_are_created_read_listed_patched_and_deleted() {
 
 #[tokio::test]
 async fn company_bodies_are_validated() {
-    let handle = start(ApiVersion::V6).await;
+    let handle = Emulator::new(ApiVersion::V6).start().await;
     let (api, _) = Api::admin(&handle).await;
     api.post("/api/companies/", json!({})).await.error(400, 3);
     api.post("/api/companies/", json!({"name": 5})).await.error(400, 5);
@@ -325,7 +324,7 @@ async fn company_bodies_are_validated() {
 #[tokio::test]
 async fn a_deleted_company_can_linger_in_deletion_with_its_users_gone() {
     let quirks = Quirks { keep_deleted_companies: true, ..Quirks::default() };
-    let handle = start_with(ApiVersion::V6, quirks, Faults::default()).await;
+    let handle = Emulator::new(ApiVersion::V6).quirks(quirks).start().await;
     let (api, _) = Api::admin(&handle).await;
     let id = api.company("Old").await;
     api.service_user(ApiVersion::V6, "svc@old.test", &id).await;
@@ -342,7 +341,7 @@ async fn a_deleted_company_can_linger_in_deletion_with_its_users_gone() {
 
 #[tokio::test]
 async fn duplicate_company_names_are_allowed_unless_the_quirk_forbids_them() {
-    let handle = start(ApiVersion::V6).await;
+    let handle = Emulator::new(ApiVersion::V6).start().await;
     let (api, _) = Api::admin(&handle).await;
     api.company("Twin").await;
     api.company("Twin").await;
@@ -464,7 +463,7 @@ async fn user_bodies_are_validated() {
 #[tokio::test]
 async fn users_are_patched_and_deleted() {
     for version in BOTH {
-        let handle = start(version).await;
+        let handle = Emulator::new(version).start().await;
         let (api, session) = Api::admin(&handle).await;
         let company = api.company("Acme").await;
         let id = api.service_user(version, "s@x.test", &company).await;
@@ -488,9 +487,37 @@ async fn users_are_patched_and_deleted() {
 }
 
 #[tokio::test]
+async fn an_id_that_is_not_a_uuid_is_an_invalid_value_and_an_unknown_uuid_does_not_exist() {
+    for version in BOTH {
+        let (_handle, api, _) = with_acme(version).await;
+        for collection in ["users", "companies"] {
+            let bad = format!("/api/{collection}/not-a-uuid");
+            api.get(&bad).await.error(400, 4);
+            api.patch(&bad, json!({"name": "x"})).await.error(400, 4);
+            api.delete(&bad).await.error(400, 4);
+            let unknown = format!("/api/{collection}/{}", uuid::Uuid::new_v4());
+            api.get(&unknown).await.error(404, 10);
+            api.patch(&unknown, json!({"name": "x"})).await.error(404, 10);
+            api.delete(&unknown).await.error(404, 10);
+        }
+        api.issue_token(version, "not-a-uuid").await.error(400, 4);
+    }
+}
+
+#[tokio::test]
+async fn a_seed_with_an_id_that_is_not_a_uuid_is_refused_at_start() {
+    let mut config = EmulatorConfig::new(ApiVersion::V6);
+    let mut company = emulator::CompanyRecord::new("Acme");
+    company.company_id = "c1".into();
+    config.seed = Some(emulator::Snapshot { companies: vec![company], ..emulator::Snapshot::default() });
+    let err = emulator::start(config).await.unwrap_err();
+    assert!(err.to_string().contains("company `Acme` has the id `c1`, which is not a UUID"), "{err}");
+}
+
+#[tokio::test]
 async fn the_admin_is_listed_among_users_first() {
     for version in BOTH {
-        let handle = start(version).await;
+        let handle = Emulator::new(version).start().await;
         let (api, _) = Api::admin(&handle).await;
         let users = api.get("/api/users/").await.ok(200).clone();
         assert_eq!(users[0]["email"], "admin@ozform.local");
@@ -514,7 +541,7 @@ async fn service_tokens_are_issued_to_service_users_and_authenticate_them() {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
         let expire = issued["expire_date"].as_f64().unwrap();
         assert!(expire > now + 4.0 * 365.0 * 86400.0, "a service token lives years");
-        assert_eq!(handle.state().service_tokens.len(), 1);
+        assert_eq!(handle.snapshot().service_tokens.len(), 1);
 
         let mut service = Api::new(&handle);
         service.token = issued["access_token"].as_str().map(str::to_string);
@@ -531,7 +558,7 @@ async fn service_tokens_are_issued_to_service_users_and_authenticate_them() {
 #[tokio::test]
 async fn service_tokens_are_refused_for_missing_and_non_service_users() {
     for version in BOTH {
-        let handle = start(version).await;
+        let handle = Emulator::new(version).start().await;
         let (api, session) = Api::admin(&handle).await;
         let missing = uuid::Uuid::new_v4().to_string();
         api.issue_token(version, &missing).await.error(404, 10);
@@ -542,10 +569,10 @@ async fn service_tokens_are_refused_for_missing_and_non_service_users() {
 
 #[tokio::test]
 async fn each_dialect_serves_only_its_own_service_token_route() {
-    let v6 = start(ApiVersion::V6).await;
+    let v6 = Emulator::new(ApiVersion::V6).start().await;
     let (api6, _) = Api::admin(&v6).await;
     api6.post("/api/authorize/service_token", json!({"user_id": "x"})).await.error(404, 10);
-    let v5 = start(ApiVersion::V5).await;
+    let v5 = Emulator::new(ApiVersion::V5).start().await;
     let (api5, _) = Api::admin(&v5).await;
     api5.post("/api/authorize/service_token/x", json!({})).await.error(404, 10);
     api5.post("/api/authorize/service_token", json!({})).await.error(400, 3);
@@ -555,7 +582,7 @@ async fn each_dialect_serves_only_its_own_service_token_route() {
 // Lists, paging and quirks
 
 async fn seeded_users(version: ApiVersion, quirks: Quirks, n: usize) -> (Handle, Api, String) {
-    let handle = start_with(version, quirks, Faults::default()).await;
+    let handle = Emulator::new(version).quirks(quirks).start().await;
     let (api, _) = Api::admin(&handle).await;
     let company = api.company("Acme").await;
     for i in 0..n {
@@ -649,7 +676,7 @@ async fn an_ignored_offset_always_answers_the_first_page() {
 
 #[tokio::test]
 async fn paths_work_with_and_without_the_trailing_slash_unless_a_quirk_says_otherwise() {
-    let handle = start(ApiVersion::V6).await;
+    let handle = Emulator::new(ApiVersion::V6).start().await;
     let (api, _) = Api::admin(&handle).await;
     api.get("/api/users").await.ok(200);
     api.get("/api/users/").await.ok(200);
@@ -668,7 +695,7 @@ async fn paths_work_with_and_without_the_trailing_slash_unless_a_quirk_says_othe
 #[tokio::test]
 async fn injected_429s_carry_retry_after() {
     let faults = Faults { too_many_requests: 1.0, retry_after_secs: 0, ..Faults::default() };
-    let handle = start_with(ApiVersion::V6, Quirks::default(), faults).await;
+    let handle = Emulator::new(ApiVersion::V6).faults(faults).start().await;
     let (api, _) = Api::admin(&handle).await; // the login route is spared
     let answer = api.get("/api/users/").await;
     answer.error(429, 0);
@@ -677,23 +704,23 @@ async fn injected_429s_carry_retry_after() {
 
 #[tokio::test]
 async fn injected_5xx_answer_error_bodies_and_change_nothing() {
-    let handle = start(ApiVersion::V6).await;
+    let handle = Emulator::new(ApiVersion::V6).start().await;
     let (api, _) = Api::admin(&handle).await;
     handle.set_faults(Faults { internal_error: 1.0, ..Faults::default() });
     api.post("/api/companies/", json!({"name": "A"})).await.error(500, 0);
     handle.set_faults(Faults { unavailable: 1.0, ..Faults::default() });
     api.post("/api/companies/", json!({"name": "A"})).await.error(503, 0);
-    assert!(handle.state().companies.is_empty());
+    assert!(handle.snapshot().companies.is_empty());
     assert_eq!(handle.stats().mutating_requests, 2);
 }
 
 #[tokio::test]
 async fn creates_can_commit_and_then_answer_500() {
-    let handle = start(ApiVersion::V5).await;
+    let handle = Emulator::new(ApiVersion::V5).start().await;
     let (api, _) = Api::admin(&handle).await;
     handle.set_faults(Faults { commit_then_error: 1.0, ..Faults::default() });
     api.post("/api/companies/", json!({"name": "Ghost"})).await.error(500, 0);
-    assert_eq!(handle.state().companies.len(), 1, "the create committed");
+    assert_eq!(handle.snapshot().companies.len(), 1, "the create committed");
     assert_eq!(handle.stats().creates_per_company_name.get("Ghost"), Some(&1));
     // Reads are not creates: they answer normally.
     api.get("/api/companies/").await.ok(200);
@@ -701,7 +728,7 @@ async fn creates_can_commit_and_then_answer_500() {
 
 #[tokio::test]
 async fn dropped_connections_close_without_an_answer() {
-    let handle = start(ApiVersion::V6).await;
+    let handle = Emulator::new(ApiVersion::V6).start().await;
     let (api, _) = Api::admin(&handle).await;
     handle.set_faults(Faults { drop_connection: 1.0, ..Faults::default() });
     let err = api.send(Method::GET, "/api/users/", None).await.unwrap_err();
@@ -709,15 +736,75 @@ async fn dropped_connections_close_without_an_answer() {
     handle.set_faults(Faults { commit_then_drop: 1.0, ..Faults::default() });
     let company = api.send(Method::POST, "/api/companies/", Some(json!({"name": "Lost"}))).await;
     assert!(company.is_err(), "{company:?}");
-    assert_eq!(handle.state().companies.len(), 1, "the create committed before the drop");
+    assert_eq!(handle.snapshot().companies.len(), 1, "the create committed before the drop");
     handle.set_faults(Faults::default());
     api.get("/api/users/").await.ok(200);
 }
 
 #[tokio::test]
+async fn counted_faults_answer_exactly_the_next_requests_and_say_what_is_left() {
+    let faults = Faults { too_many_requests_next: 2, unavailable_next: 1, drop_next: 1, ..Faults::default() };
+    let handle = Emulator::new(ApiVersion::V6).faults(faults).start().await;
+    let (api, _) = Api::admin(&handle).await; // the login route is spared
+    let answer = api.get("/api/users/").await;
+    answer.error(429, 0);
+    assert_eq!(answer.retry_after.as_deref(), Some("0"));
+    assert_eq!(handle.faults().too_many_requests_next, 1);
+    api.get("/api/users/").await.error(429, 0);
+    let unavailable = api.get("/api/users/").await;
+    unavailable.error(503, 0);
+    assert_eq!(unavailable.body["error_message"], "unavailable (injected fault)");
+    assert!(api.send(Method::GET, "/api/users/", None).await.is_err(), "the connection was dropped");
+    api.get("/api/users/").await.ok(200);
+    let left = handle.faults();
+    assert_eq!((left.too_many_requests_next, left.unavailable_next, left.drop_next), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_counted_drop_can_take_the_login() {
+    let faults = Faults { drop_next: 1, include_auth: true, ..Faults::default() };
+    let handle = Emulator::new(ApiVersion::V5).faults(faults).start().await;
+    let credentials =
+        json!({"credentials": {"email": handle.admin_email(), "password": handle.admin_password().expose()}});
+    let api = Api::new(&handle);
+    assert!(api.send(Method::POST, "/api/authorize/auth", Some(credentials.clone())).await.is_err());
+    api.post("/api/authorize/auth", credentials).await.ok(200);
+}
+
+#[tokio::test]
+async fn sessions_can_expire_once_at_a_given_request() {
+    let handle = Emulator::new(ApiVersion::V6).start().await;
+    let (mut api, session) = Api::admin(&handle).await;
+    handle.set_faults(Faults { expire_sessions_at: 2, ..Faults::default() });
+    api.get("/api/users/").await.ok(200);
+    api.get("/api/users/").await.error(401, 8);
+    let refreshed =
+        api.post("/api/authorize/refresh", json!({"expire_token": session["expire_token"]})).await;
+    api.token = refreshed.ok(200)["access_token"].as_str().map(str::to_string);
+    for _ in 0..3 {
+        api.get("/api/users/").await.ok(200);
+    }
+}
+
+#[tokio::test]
+async fn creates_can_commit_and_answer_a_body_that_is_not_json() {
+    let faults = Faults { commit_then_garble: 1.0, ..Faults::default() };
+    let handle = Emulator::new(ApiVersion::V5).faults(faults).start().await;
+    let (api, _) = Api::admin(&handle).await;
+    let raw =
+        api.request(Method::POST, "/api/companies/", Some(json!({"name": "Garbled"}))).send().await.unwrap();
+    assert_eq!(raw.status(), StatusCode::CREATED);
+    let text = raw.text().await.unwrap();
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+    assert_eq!(handle.snapshot().companies.len(), 1, "the create committed");
+    // Reads are not creates: they answer normally.
+    api.get("/api/companies/").await.ok(200);
+}
+
+#[tokio::test]
 async fn sessions_can_expire_every_nth_request() {
     let faults = Faults { expire_sessions_every: 2, ..Faults::default() };
-    let handle = start_with(ApiVersion::V6, Quirks::default(), faults).await;
+    let handle = Emulator::new(ApiVersion::V6).faults(faults).start().await;
     let (api, _) = Api::admin(&handle).await; // request 1
     api.get("/api/users/").await.error(401, 8); // request 2 expires the session first
 }
@@ -725,7 +812,7 @@ async fn sessions_can_expire_every_nth_request() {
 #[tokio::test]
 async fn the_login_route_is_faulted_only_when_asked() {
     let faults = Faults { internal_error: 1.0, ..Faults::default() };
-    let handle = start_with(ApiVersion::V6, Quirks::default(), faults.clone()).await;
+    let handle = Emulator::new(ApiVersion::V6).faults(faults.clone()).start().await;
     Api::admin(&handle).await;
     handle.set_faults(Faults { include_auth: true, ..faults });
     let api = Api::new(&handle);
@@ -738,7 +825,7 @@ async fn faults_from_the_same_seed_repeat_and_latency_still_answers() {
     async fn statuses(seed: u64) -> Vec<u16> {
         let faults =
             Faults { internal_error: 0.3, unavailable: 0.3, latency_ms: 1, seed, ..Faults::default() };
-        let handle = start_with(ApiVersion::V6, Quirks::default(), faults).await;
+        let handle = Emulator::new(ApiVersion::V6).faults(faults).start().await;
         let (api, _) = Api::admin(&handle).await;
         let mut out = Vec::new();
         for _ in 0..30 {
@@ -757,7 +844,7 @@ async fn faults_from_the_same_seed_repeat_and_latency_still_answers() {
 
 #[tokio::test]
 async fn stats_count_routes_mutations_and_concurrency() {
-    let handle = start(ApiVersion::V6).await;
+    let handle = Emulator::new(ApiVersion::V6).start().await;
     let (api, _) = Api::admin(&handle).await;
     let id = api.company("Acme").await;
     api.get(&format!("/api/companies/{id}/")).await.ok(200);
@@ -782,20 +869,113 @@ async fn stats_count_routes_mutations_and_concurrency() {
 }
 
 #[tokio::test]
+async fn the_request_log_holds_each_request_in_order_with_its_status_and_no_secret() {
+    let handle = Emulator::new(ApiVersion::V6).start().await;
+    let (api, session) = Api::admin(&handle).await;
+    let company = api.company("Acme").await;
+    let id = api.service_user(ApiVersion::V6, "svc@x.test", &company).await;
+    let issued = api.issue_token(ApiVersion::V6, &id).await.ok(200).clone();
+    let listed =
+        api.request(Method::GET, "/api/users/?offset=0&limit=2", None).header("user-agent", "contract/1");
+    assert_eq!(listed.send().await.unwrap().status(), StatusCode::OK);
+    handle.set_faults(Faults { drop_next: 1, ..Faults::default() });
+    assert!(api.send(Method::GET, "/api/companies/", None).await.is_err());
+    let refreshed =
+        api.post("/api/authorize/refresh", json!({"expire_token": session["expire_token"]})).await;
+    let refreshed = refreshed.ok(200).clone();
+
+    let log = handle.requests();
+    let lines: Vec<String> = log.iter().map(ToString::to_string).collect();
+    let token_path = format!("POST /api/authorize/service_token/{id}");
+    let expected = [
+        "POST /api/authorize/auth",
+        "POST /api/companies/",
+        "POST /api/users/",
+        &token_path,
+        "GET /api/users/?offset=0&limit=2",
+        "GET /api/companies/",
+        "POST /api/authorize/refresh",
+    ];
+    assert_eq!(lines, expected);
+    let statuses: Vec<Option<u16>> = log.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [Some(200), Some(201), Some(201), Some(200), Some(200), None, Some(200)]);
+    let login = json!({"credentials": {"email": "admin@ozform.local", "password": SENSITIVE}});
+    assert_eq!(log[0].body, Some(login));
+    assert_eq!(log[1].body, Some(json!({"name": "Acme"})));
+    assert_eq!(log[2].body.as_ref().unwrap()["credentials"]["password"], SENSITIVE);
+    assert_eq!(log[6].body, Some(json!({"expire_token": SENSITIVE})));
+    assert_eq!(handle.stats().user_agents, BTreeSet::from(["contract/1".to_string()]));
+
+    // Tokens say what they are, and none of them (nor a password) is in the log.
+    let tokens = [
+        (&session["access_token"], "emu-session-"),
+        (&session["expire_token"], "emu-refresh-"),
+        (&refreshed["access_token"], "emu-session-"),
+        (&refreshed["expire_token"], "emu-refresh-"),
+        (&issued["access_token"], "emu-service-"),
+    ];
+    let shown = format!("{log:?}");
+    for (token, prefix) in tokens {
+        let token = token.as_str().unwrap();
+        assert!(token.starts_with(prefix), "{token}");
+        assert!(!shown.contains(token), "{shown}");
+    }
+    for password in [handle.admin_password().expose(), "pw-1"] {
+        assert!(!shown.contains(password), "{shown}");
+    }
+    assert!(!shown.contains("emu-"), "{shown}");
+
+    handle.reset_stats();
+    assert!(handle.requests().is_empty());
+}
+
+#[tokio::test]
+async fn the_request_log_is_kept_only_when_asked() {
+    let handle = emulator::start(EmulatorConfig::new(ApiVersion::V6)).await.unwrap();
+    let (api, _) = Api::admin(&handle).await;
+    api.get("/api/users/").await.ok(200);
+    assert!(handle.requests().is_empty());
+    assert_eq!(handle.stats().total_requests, 2);
+}
+
+#[tokio::test]
+async fn a_gate_holds_matching_requests_until_enough_are_in_flight_together() {
+    let handle = Emulator::new(ApiVersion::V6).start().await;
+    let (api, _) = Api::admin(&handle).await;
+    let gate =
+        |together, max_wait| Gate { route: "GET /api/users/".into(), min_offset: 2, together, max_wait };
+    handle.set_gate(Some(gate(3, std::time::Duration::from_secs(10))));
+    handle.reset_stats();
+    // Not held: below the gate's offset, or another route.
+    api.get("/api/users/?offset=1").await.ok(200);
+    api.get("/api/companies/?offset=5").await.ok(200);
+    let paths = [2, 3, 4].map(|offset| format!("/api/users/?offset={offset}"));
+    let held = paths.iter().map(|path| api.get(path));
+    for answer in futures::future::join_all(held).await {
+        answer.ok(200);
+    }
+    assert_eq!(handle.stats().max_in_flight, 3);
+    api.get("/api/users/?offset=9").await.ok(200);
+
+    // A request alone goes on after the longest wait, without opening the gate.
+    handle.set_gate(Some(gate(2, std::time::Duration::from_millis(1))));
+    api.get("/api/users/?offset=2").await.ok(200);
+    api.get("/api/users/?offset=3").await.ok(200);
+}
+
+#[tokio::test]
 async fn seeds_load_and_dumps_hold_no_password() {
-    let seed: emulator::State = serde_json::from_value(json!({
+    let seed: emulator::Snapshot = serde_json::from_value(json!({
         "companies": [{"company_id": "8d1f4c1e-0000-4000-8000-000000000001", "name": "Seeded"}],
         "users": [{"email": "seed@x.test", "user_type": "CLIENT", "is_service": true, "password": "canary-seed-pw",
                    "company_id": "8d1f4c1e-0000-4000-8000-000000000001"}]
     }))
     .unwrap();
-    let mut config = EmulatorConfig::new(ApiVersion::V5);
-    config.seed = Some(seed);
-    let handle = emulator::start(config).await.unwrap();
+    let handle = Emulator::new(ApiVersion::V5).seed(seed).start().await;
     let mut api = Api::new(&handle);
     let session = api.login("seed@x.test", "canary-seed-pw").await;
     assert_eq!(session["user"]["is_service"], true);
-    let dump = serde_json::to_string(&handle.state()).unwrap();
+    let dump = serde_json::to_string(&handle.snapshot()).unwrap();
     assert!(!dump.contains("canary"), "{dump}");
     assert!(!dump.contains("emulator-admin"), "{dump}");
     assert!(dump.contains("Seeded"));
@@ -819,7 +999,7 @@ async fn raw_updates_simulate_drift_without_requests() {
 
 #[tokio::test]
 async fn start_fails_with_a_located_error_when_the_address_is_taken() {
-    let handle = start(ApiVersion::V6).await;
+    let handle = Emulator::new(ApiVersion::V6).start().await;
     let mut config = EmulatorConfig::new(ApiVersion::V6);
     config.listen = handle.addr();
     let err = emulator::start(config).await.unwrap_err();
@@ -907,7 +1087,7 @@ async fn inactive_users_can_neither_log_in_nor_use_their_tokens() {
 async fn the_http_state_dump_seeds_an_identical_emulator_without_passwords() {
     let (handle, api, company) = with_acme(ApiVersion::V6).await;
     api.service_user(ApiVersion::V6, "svc@x.test", &company).await;
-    api.issue_token(ApiVersion::V6, &handle.state().users[1].user_id).await.ok(200);
+    api.issue_token(ApiVersion::V6, &handle.snapshot().users[1].user_id).await.ok(200);
     let before = handle.stats();
     let dump = Api::new(&handle).get("/_emulator/state").await.ok(200).clone();
     let stats = Api::new(&handle).get("/_emulator/stats").await.ok(200).clone();
@@ -919,10 +1099,8 @@ async fn the_http_state_dump_seeds_an_identical_emulator_without_passwords() {
         "{text}"
     );
 
-    let mut config = EmulatorConfig::new(ApiVersion::V6);
-    config.seed = Some(serde_json::from_value(dump).unwrap());
-    let copy = emulator::start(config).await.unwrap();
-    let (copied, original) = (copy.state(), handle.state());
+    let copy = Emulator::new(ApiVersion::V6).seed(serde_json::from_value(dump).unwrap()).start().await;
+    let (copied, original) = (copy.snapshot(), handle.snapshot());
     assert_eq!(copied.companies, original.companies);
     assert_eq!(copied.users, original.users);
     // serde_json reads floats to within one ulp, so token expiries are compared loosely.
@@ -938,20 +1116,74 @@ async fn the_http_state_dump_seeds_an_identical_emulator_without_passwords() {
 }
 
 #[tokio::test]
-async fn the_undocumented_path_form_can_redirect_to_the_documented_one() {
-    let quirks = Quirks { trailing_slash: TrailingSlash::RedirectToDocumented, ..Quirks::default() };
-    let handle = start_with(ApiVersion::V6, quirks, Faults::default()).await;
+async fn either_path_form_can_redirect_to_the_other_and_a_redirected_request_is_not_acted_on() {
+    use TrailingSlash::{RedirectToDocumented, RedirectToUndocumented};
+    // The quirk, the collection paths that redirect under it, and how an object path that
+    // redirects ends.
+    for (trailing_slash, companies, users, object) in [
+        (RedirectToDocumented, "/api/companies", "/api/users", "/"),
+        (RedirectToUndocumented, "/api/companies/", "/api/users/", ""),
+    ] {
+        let handle = Emulator::new(ApiVersion::V6)
+            .quirks(Quirks { trailing_slash, ..Quirks::default() })
+            .start()
+            .await;
+        // reqwest follows a 308 and re-sends the same method and body (under
+        // `RedirectToUndocumented`, the login's too).
+        let (mut api, session) = Api::admin(&handle).await;
+        api.post(companies, json!({"name": "Via redirect"})).await.ok(201);
+        assert_eq!(api.get(&format!("{companies}?limit=5")).await.ok(200).as_array().unwrap().len(), 1);
+        api.http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let other = |path: &str| match path.strip_suffix('/') {
+            Some(bare) => bare.to_string(),
+            None => format!("{path}/"),
+        };
+        let raw = api.request(Method::GET, &format!("{users}?limit=1"), None).send().await.unwrap();
+        assert_eq!(raw.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(raw.headers()["location"], format!("{}?limit=1", other(users)).as_str());
+        let id = session["user"]["user_id"].as_str().unwrap();
+        let raw = api.request(Method::GET, &format!("/api/users/{id}{object}"), None).send().await.unwrap();
+        assert_eq!(raw.headers()["location"], other(&format!("/api/users/{id}{object}")).as_str());
+        let raw = api.request(Method::POST, companies, Some(json!({"name": "Moved"}))).send().await.unwrap();
+        assert_eq!(raw.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(
+            handle.snapshot().companies.len(),
+            1,
+            "{trailing_slash:?}: a redirected create is not acted on"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_session_can_be_answered_403_still_with_the_auth_expired_code() {
+    let quirks = Quirks { auth_expired_403: true, ..Quirks::default() };
+    let handle = Emulator::new(ApiVersion::V6).quirks(quirks).start().await;
     let (mut api, session) = Api::admin(&handle).await;
-    // reqwest follows a 308 and re-sends the same method and body.
-    api.post("/api/companies", json!({"name": "Via redirect"})).await.ok(201);
-    assert_eq!(api.get("/api/companies?limit=5").await.ok(200).as_array().unwrap().len(), 1);
-    api.http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let raw = api.http.get(format!("{}/api/users?limit=1", api.base)).send().await.unwrap();
-    assert_eq!(raw.status(), StatusCode::PERMANENT_REDIRECT);
-    assert_eq!(raw.headers()["location"], "/api/users/?limit=1");
-    let id = session["user"]["user_id"].as_str().unwrap();
-    let raw = api.http.get(format!("{}/api/users/{id}/", api.base)).send().await.unwrap();
-    assert_eq!(raw.headers()["location"], format!("/api/users/{id}").as_str());
+    handle.expire_all_sessions();
+    api.get("/api/users/").await.error(403, 8);
+    let refreshed =
+        api.post("/api/authorize/refresh", json!({"expire_token": session["expire_token"]})).await;
+    let fresh = refreshed.ok(200)["access_token"].as_str().map(str::to_string);
+    // Only expiry is answered 403: the replaced session is still 401.
+    api.get("/api/users/").await.error(401, 7);
+    api.token = fresh;
+    api.get("/api/users/").await.ok(200);
+}
+
+#[tokio::test]
+async fn permission_flags_can_be_hidden_in_both_dialects() {
+    for version in BOTH {
+        let quirks = Quirks { hide_permissions: true, ..Quirks::default() };
+        let handle = Emulator::new(version).quirks(quirks).start().await;
+        let (api, session) = Api::admin(&handle).await;
+        let users = api.get("/api/users/").await.ok(200).clone();
+        for user in [&session["user"], &users[0]] {
+            assert_eq!(user["user_type"], "ADMIN");
+            for name in ["biometry", "collection", "documents", "quality"] {
+                assert!(user.get(flag(version, name)).is_none(), "{user}");
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -963,7 +1195,7 @@ async fn objects_can_be_sparse_carry_unknown_fields_and_expire_dates_can_be_inte
             integer_expire_dates: true,
             ..Quirks::default()
         };
-        let handle = start_with(version, quirks, Faults::default()).await;
+        let handle = Emulator::new(version).quirks(quirks).start().await;
         let (api, session) = Api::admin(&handle).await;
         assert!(session["expire_date"].is_i64(), "{session}");
         assert_eq!(session["user"]["meta_data"], json!({}));
@@ -984,7 +1216,7 @@ async fn objects_can_be_sparse_carry_unknown_fields_and_expire_dates_can_be_inte
 
 #[tokio::test]
 async fn shutdown_closes_the_listener_and_open_connections() {
-    let handle = start(ApiVersion::V6).await;
+    let handle = Emulator::new(ApiVersion::V6).start().await;
     let (api, _) = Api::admin(&handle).await; // holds a keep-alive connection
     handle.shutdown().await;
     assert!(api.send(Method::GET, "/api/users/", None).await.is_err());
@@ -993,7 +1225,8 @@ async fn shutdown_closes_the_listener_and_open_connections() {
 #[tokio::test]
 async fn a_persistent_client_gets_through_flaky_faults_and_tolerable_quirks() {
     for version in BOTH {
-        let handle = start_with(version, Quirks::tolerable(), Faults::flaky(0.3, 11)).await;
+        let handle =
+            Emulator::new(version).quirks(Quirks::tolerable()).faults(Faults::flaky(0.3, 11)).start().await;
         let (api, _) = Api::admin(&handle).await;
         // Retry each read until it answers; every kind of fault must have shown up on the way.
         let mut statuses = BTreeSet::new();

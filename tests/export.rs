@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 
 use common::{Cli, Run, root};
-use ozform::emulator::{self, CompanyRecord, EmulatorConfig, Handle, State, UserRecord};
+use ozform::emulator::{self, CompanyRecord, EmulatorConfig, Handle, Snapshot, UserRecord};
 use ozform::model::ApiVersion;
 use serde_json::{Value, json};
 
@@ -18,7 +18,7 @@ const PASSWORDS: [&str; 3] = ["ACME_WEB_PASSWORD", "ACME_BATCH_PASSWORD", "GLOBE
 /// Live state besides `examples/basic`: a company with users that are not service users and a
 /// service user without a last name (a manifest cannot write a blank one), and a company being
 /// deleted. (`examples/basic` creates its own companies: the seed does not hold them.)
-fn seed(version: ApiVersion) -> State {
+fn seed(version: ApiVersion) -> Snapshot {
     let mut initech = CompanyRecord::new("Initech");
     initech.technical_meta_data = json!({"tier": "silver", "contacts": ["ops@initech.example"], "seats": 12});
     let mut old = CompanyRecord::new("Old Corp");
@@ -47,7 +47,7 @@ fn seed(version: ApiVersion) -> State {
     }
     let mut gone = UserRecord::new("gone@old.example".into(), "CLIENT".into(), Some(old.company_id.clone()));
     gone.is_service = true;
-    State { companies: vec![initech, old], users: vec![clerk, boss, legacy, gone], service_tokens: vec![] }
+    Snapshot { companies: vec![initech, old], users: vec![clerk, boss, legacy, gone], service_tokens: vec![] }
 }
 
 /// Run the binary off the async runtime, so that the emulator keeps serving meanwhile.
@@ -217,7 +217,7 @@ async fn an_api_5_export_applied_to_a_fresh_api_6_installation_recreates_every_s
     let plan = plan_json(&fresh, &manifest, &new_tokens).await;
     assert_eq!(addresses(&plan), Vec::<String>::new(), "{plan:#}");
     let mut emails: Vec<String> =
-        fresh.state().users.iter().filter(|u| u.user_type != "ADMIN").map(|u| u.email.clone()).collect();
+        fresh.snapshot().users.iter().filter(|u| u.user_type != "ADMIN").map(|u| u.email.clone()).collect();
     emails.sort();
     assert_eq!(
         emails,

@@ -11,7 +11,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
-use crate::emulator::{self, EmulatorConfig, EmulatorError, Faults, State};
+use crate::emulator::{self, EmulatorConfig, EmulatorError, Faults, Snapshot};
 use crate::error::{Error, Exit};
 use crate::model::ApiVersion;
 use crate::output::Output;
@@ -84,10 +84,12 @@ fn listen_addr(raw: &str) -> Result<SocketAddr, Error> {
     raw.to_socket_addrs().map_err(|_| unusable())?.next().ok_or_else(unusable)
 }
 
-fn read_seed(path: &Path) -> Result<State, EmulatorError> {
+fn read_seed(path: &Path) -> Result<Snapshot, EmulatorError> {
     let seed_error = |reason: String| EmulatorError::Seed { path: path.display().to_string(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| seed_error(e.kind().to_string()))?;
-    serde_json::from_str(&text).map_err(|e| seed_error(e.to_string()))
+    let seed: Snapshot = serde_json::from_str(&text).map_err(|e| seed_error(e.to_string()))?;
+    seed.check_ids().map_err(seed_error)?;
+    Ok(seed)
 }
 
 #[cfg(test)]
@@ -146,7 +148,7 @@ mod tests {
     }
 
     #[test]
-    fn a_seed_that_is_not_a_state_is_a_seed_error() {
+    fn a_seed_that_is_not_a_snapshot_or_holds_an_id_that_is_not_a_uuid_is_a_seed_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("seed.json");
         std::fs::write(&path, r#"{"companies": 3}"#).expect("write");
@@ -154,5 +156,9 @@ mod tests {
         assert!(err.to_string().contains("seed.json"), "{err}");
         std::fs::write(&path, r#"{"companies": [{"name": "A"}]}"#).expect("write");
         assert_eq!(read_seed(&path).expect("seed").companies[0].name, "A");
+        std::fs::write(&path, r#"{"companies": [{"company_id": "c1", "name": "A"}]}"#).expect("write");
+        let err = read_seed(&path).expect_err("non-UUID id");
+        let shown = err.to_string();
+        assert!(shown.contains("seed.json") && shown.contains("`c1`, which is not a UUID"), "{shown}");
     }
 }

@@ -1,5 +1,5 @@
 //! How an emulator run is set up: dialect, address, the built-in ADMIN account, session TTL,
-//! quirks, faults and the seed state. Plain data; `start` reads it once (quirks and faults can
+//! quirks, faults and the seed snapshot. Plain data; `start` reads it once (quirks and faults can
 //! be changed later on the running `Handle`).
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -8,9 +8,9 @@ use std::time::Duration;
 use crate::model::ApiVersion;
 use crate::secret::Secret;
 
+use super::db::Snapshot;
 use super::faults::Faults;
 use super::quirks::Quirks;
-use super::store::State;
 
 /// Email of the built-in ADMIN account unless configured otherwise.
 pub const DEFAULT_ADMIN_EMAIL: &str = "admin@ozform.local";
@@ -34,14 +34,17 @@ pub struct EmulatorConfig {
     pub quirks: Quirks,
     pub faults: Faults,
     /// Companies, users (a seed user may carry a `password`) and token records to start from.
-    pub seed: Option<State>,
+    pub seed: Option<Snapshot>,
     /// Log one `tracing` line at info per request (method, route, status, duration).
     pub log_requests: bool,
+    /// Keep the request log that `Handle::requests` reads (it grows with every request).
+    pub record_requests: bool,
 }
 
 impl EmulatorConfig {
     /// Defaults: `127.0.0.1:0`, `admin@ozform.local` / `emulator-admin`, 15-minute sessions,
-    /// default quirks (bare-array lists), no faults, empty state, no request log.
+    /// default quirks (bare-array lists), no faults, nothing seeded, no request logging or
+    /// recording.
     pub fn new(api_version: ApiVersion) -> Self {
         Self {
             api_version,
@@ -53,6 +56,7 @@ impl EmulatorConfig {
             faults: Faults::default(),
             seed: None,
             log_requests: false,
+            record_requests: false,
         }
     }
 }

@@ -1,8 +1,15 @@
 //! Fault injection: latency, 429 with `Retry-After`, 500, 503, dropped connections, creates that
-//! commit and then fail, and expiring every session at once. Decisions come from a seeded
-//! `fastrand::Rng`, so a run with the same seed and the same request order injects the same
-//! faults. The login route (`authorize/auth`) and `authorize/refresh` get no fault but latency
-//! unless `include_auth` is set. No I/O here: the routes module acts on the decisions.
+//! commit and then fail (500, a dropped connection, or a 201 whose body is not JSON), and
+//! expiring every session at once.
+//!
+//! Two kinds of knob. Rates (`too_many_requests`, `commit_then_error`, …) are fractions of
+//! requests drawn from a seeded `fastrand::Rng`, so a run with the same seed and the same
+//! request order injects the same faults. Counters (`too_many_requests_next`,
+//! `unavailable_next`, `drop_next`, `expire_sessions_at`) are exact: "the next N requests",
+//! for tests that assert request counts; they are used up first, and `Handle::faults` shows
+//! what is left of them. The login route (`authorize/auth`) and `authorize/refresh` get no
+//! fault but latency unless `include_auth` is set (session expiry counts every request). No
+//! I/O here: the routes module acts on the decisions.
 
 /// Faults for a run; every rate is a fraction of requests in `0.0..=1.0`. `Default`: none.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -23,8 +30,21 @@ pub struct Faults {
     pub commit_then_error: f64,
     /// Fraction of successful creates that commit and then close the connection without answering.
     pub commit_then_drop: f64,
+    /// Fraction of successful creates that commit and then answer 201 with a body that is not
+    /// JSON (an HTML page): the object exists, but the client cannot learn its id.
+    pub commit_then_garble: f64,
+    /// Answer the next N requests 429 with `Retry-After: retry_after_secs`, without handling them.
+    pub too_many_requests_next: u64,
+    /// Answer the next N requests 503 without handling them (after the 429s above).
+    pub unavailable_next: u64,
+    /// Close the connection of the next N requests without any HTTP answer, before handling
+    /// them (after the 503s above). With `include_auth`, a dropped login.
+    pub drop_next: u64,
     /// Expire every login session just before each N-th request (0: never).
     pub expire_sessions_every: u64,
+    /// Expire every login session once, just before the N-th request counted from when these
+    /// faults were set (1: the next request; 0: never).
+    pub expire_sessions_at: u64,
     /// Inject faults on `authorize/auth` and `authorize/refresh` too.
     pub include_auth: bool,
     /// Seed of the fault RNG (reset whenever faults are set).
@@ -73,7 +93,12 @@ impl Faults {
             || self.drop_connection > 0.0
             || self.commit_then_error > 0.0
             || self.commit_then_drop > 0.0
+            || self.commit_then_garble > 0.0
+            || self.too_many_requests_next > 0
+            || self.unavailable_next > 0
+            || self.drop_next > 0
             || self.expire_sessions_every > 0
+            || self.expire_sessions_at > 0
     }
 }
 
@@ -93,9 +118,11 @@ pub(crate) enum After {
     Answer,
     InternalError,
     Drop,
+    /// 201 with a body that is not JSON.
+    Garbled,
 }
 
-/// The faults in force and their RNG.
+/// The faults in force (their counters used up as requests come) and their RNG.
 #[derive(Debug)]
 pub(crate) struct Injector {
     faults: Faults,
@@ -117,15 +144,24 @@ impl Injector {
     pub(crate) fn expire_sessions_now(&mut self) -> bool {
         self.requests += 1;
         let every = self.faults.expire_sessions_every;
-        every > 0 && self.requests % every == 0
+        (every > 0 && self.requests % every == 0) || self.faults.expire_sessions_at == self.requests
     }
 
-    /// One draw decides the fault (if any) of a request.
+    /// The fault (if any) of a request: a counter that is not used up yet, else one draw.
     pub(crate) fn before(&mut self, auth_route: bool) -> Before {
         if auth_route && !self.faults.include_auth {
             return Before::Handle;
         }
-        let f = &self.faults;
+        let f = &mut self.faults;
+        if take_one(&mut f.too_many_requests_next) {
+            return Before::TooManyRequests { retry_after_secs: f.retry_after_secs };
+        }
+        if take_one(&mut f.unavailable_next) {
+            return Before::Unavailable;
+        }
+        if take_one(&mut f.drop_next) {
+            return Before::Drop;
+        }
         let roll = self.rng.f64();
         let mut edge = f.too_many_requests;
         if roll < edge {
@@ -149,7 +185,7 @@ impl Injector {
     /// One draw decides what happens to a create that committed.
     pub(crate) fn after_commit(&mut self) -> After {
         let f = &self.faults;
-        if f.commit_then_error <= 0.0 && f.commit_then_drop <= 0.0 {
+        if f.commit_then_error <= 0.0 && f.commit_then_drop <= 0.0 && f.commit_then_garble <= 0.0 {
             return After::Answer;
         }
         let roll = self.rng.f64();
@@ -157,10 +193,21 @@ impl Injector {
             After::InternalError
         } else if roll < f.commit_then_error + f.commit_then_drop {
             After::Drop
+        } else if roll < f.commit_then_error + f.commit_then_drop + f.commit_then_garble {
+            After::Garbled
         } else {
             After::Answer
         }
     }
+}
+
+/// Use up one of `counter`; false when it is already 0.
+fn take_one(counter: &mut u64) -> bool {
+    if *counter == 0 {
+        return false;
+    }
+    *counter -= 1;
+    true
 }
 
 #[cfg(test)]
@@ -194,6 +241,30 @@ mod tests {
         let mut injector = Injector::new(Faults { expire_sessions_every: 3, ..Faults::default() });
         let hits: Vec<bool> = (0..6).map(|_| injector.expire_sessions_now()).collect();
         assert_eq!(hits, [false, false, true, false, false, true]);
+    }
+
+    #[test]
+    fn counters_inject_exactly_the_next_n_faults_in_order_and_spare_auth_routes() {
+        let faults = Faults {
+            too_many_requests_next: 2,
+            unavailable_next: 1,
+            drop_next: 1,
+            retry_after_secs: 0,
+            ..Faults::default()
+        };
+        let mut injector = Injector::new(faults);
+        assert_eq!(injector.before(true), Before::Handle);
+        let seen: Vec<Before> = (0..5).map(|_| injector.before(false)).collect();
+        let too_many = Before::TooManyRequests { retry_after_secs: 0 };
+        assert_eq!(seen, [too_many, too_many, Before::Unavailable, Before::Drop, Before::Handle]);
+        assert_eq!(injector.faults().too_many_requests_next + injector.faults().drop_next, 0);
+    }
+
+    #[test]
+    fn sessions_expire_once_at_the_nth_request() {
+        let mut injector = Injector::new(Faults { expire_sessions_at: 2, ..Faults::default() });
+        let hits: Vec<bool> = (0..4).map(|_| injector.expire_sessions_now()).collect();
+        assert_eq!(hits, [false, true, false, false]);
     }
 
     #[test]

@@ -52,12 +52,16 @@ pub enum TrailingSlash {
     Opposite,
     /// The undocumented form answers `308 Permanent Redirect` to the documented one.
     RedirectToDocumented,
+    /// The documented form answers `308 Permanent Redirect` to the undocumented one (a server
+    /// whose canonical paths are the other form; a client must not follow a redirected POST
+    /// as a GET).
+    RedirectToUndocumented,
 }
 
 /// Switchable behaviours where the API is not documented. `Default` is the plain behaviour:
 /// bare-array lists, no cap, filters and offset honoured, duplicate emails answered 400
 /// (`error_code` 4), duplicate company names allowed, deleted companies removed at once,
-/// both path forms routed.
+/// both path forms routed, expired sessions answered 401, permission flags shown.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Quirks {
     pub envelope: Envelope,
@@ -84,14 +88,22 @@ pub struct Quirks {
     pub sparse_objects: bool,
     /// `expire_date` is sent as an integer number of seconds instead of a float.
     pub integer_expire_dates: bool,
+    /// An expired session is answered 403 instead of 401 (still `error_code` 8, auth expired),
+    /// as some servers do: a client must renew on the error code whatever the status.
+    pub auth_expired_403: bool,
+    /// User objects carry no permission flags. Nothing on the wire then tells API 5 from API
+    /// 6 but `CLIENT_SERVICE` users or `CLIENT` users flagged `is_service` / `is_admin`, and an
+    /// installation holding only its admin leaves detection undecided.
+    pub hide_permissions: bool,
 }
 
 impl Quirks {
     /// Every quirk a correct client must survive and still converge under (oz-api.md section
     /// 7): `results` envelope with a `count`, a cap of 3 per page, ignored filters, duplicates
     /// answered 409 (company names unique), sparse objects with unknown extra fields, integer
-    /// expiry dates, and only the documented path forms routed. Not `ignore_offset`, which a
-    /// client must refuse rather than survive.
+    /// expiry dates, expired sessions answered 403, and only the documented path forms
+    /// routed. Not `ignore_offset`, which a client must refuse rather than survive, nor
+    /// `hide_permissions`, under which permissions cannot converge.
     pub fn tolerable() -> Self {
         Self {
             envelope: Envelope::Results,
@@ -106,6 +118,8 @@ impl Quirks {
             extra_fields: true,
             sparse_objects: true,
             integer_expire_dates: true,
+            auth_expired_403: true,
+            hide_permissions: false,
         }
     }
 }
@@ -175,11 +189,17 @@ pub fn slash_verdict(quirk: TrailingSlash, path: &str, collection: bool) -> Slas
             SlashVerdict::Route
         }
         TrailingSlash::Documented | TrailingSlash::Opposite => SlashVerdict::NotFound,
-        TrailingSlash::RedirectToDocumented if documented => SlashVerdict::Route,
-        TrailingSlash::RedirectToDocumented if has_slash => {
+        TrailingSlash::RedirectToDocumented | TrailingSlash::RedirectToUndocumented
+            if documented == (quirk == TrailingSlash::RedirectToDocumented) =>
+        {
+            SlashVerdict::Route
+        }
+        TrailingSlash::RedirectToDocumented | TrailingSlash::RedirectToUndocumented if has_slash => {
             SlashVerdict::Redirect(path.trim_end_matches('/').to_string())
         }
-        TrailingSlash::RedirectToDocumented => SlashVerdict::Redirect(format!("{path}/")),
+        TrailingSlash::RedirectToDocumented | TrailingSlash::RedirectToUndocumented => {
+            SlashVerdict::Redirect(format!("{path}/"))
+        }
     }
 }
 
@@ -190,9 +210,14 @@ pub enum Shape {
     Company,
 }
 
-/// Apply the object quirks (`extra_fields`, `sparse_objects`) to an object about to be sent.
+/// Apply the object quirks (`extra_fields`, `sparse_objects`, `hide_permissions`) to an object
+/// about to be sent.
 pub fn shape(quirks: &Quirks, kind: Shape, mut value: Value) -> Value {
     let Value::Object(object) = &mut value else { return value };
+    if quirks.hide_permissions && kind == Shape::User {
+        // Both spellings: `can_start_analyse_*` (API 5) and `can_start_analysis_*` (API 6).
+        object.retain(|key, _| !key.starts_with("can_start_analys"));
+    }
     if quirks.sparse_objects {
         let optional: &[&str] = match kind {
             Shape::User => {
@@ -302,6 +327,13 @@ mod tests {
         assert_eq!(slash_verdict(redirect, "/api/users", true), Redirect("/api/users/".into()));
         assert_eq!(slash_verdict(redirect, "/api/users/x/", false), Redirect("/api/users/x".into()));
         assert_eq!(slash_verdict(redirect, "/api/users/x", false), Route);
+        let back = TrailingSlash::RedirectToUndocumented;
+        assert_eq!(slash_verdict(back, "/api/users/", true), Redirect("/api/users".into()));
+        assert_eq!(
+            slash_verdict(back, "/api/authorize/auth", false),
+            Redirect("/api/authorize/auth/".into())
+        );
+        assert_eq!(slash_verdict(back, "/api/users", true), Route);
     }
 
     #[test]
@@ -319,6 +351,14 @@ mod tests {
             json!({"name": "C", "in_deletion": false, "technical_meta_data": {}}),
         );
         assert_eq!(company.as_object().map(|o| o.contains_key("in_deletion")), Some(false));
+    }
+
+    #[test]
+    fn hidden_permissions_leave_users_without_flags_in_either_spelling() {
+        let quirks = Quirks { hide_permissions: true, ..Quirks::default() };
+        let user =
+            json!({"user_id": "u", "can_start_analyse_quality": true, "can_start_analysis_documents": false});
+        assert_eq!(shape(&quirks, Shape::User, user), json!({"user_id": "u"}));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The HTTP surface: the axum router of the Oz endpoints (each with and without its trailing
 //! slash), request parsing into Oz error bodies, and the middleware that counts requests,
-//! applies the trailing-slash quirk and injects faults. Handlers hold the store lock for the
-//! whole of one operation, so every request is atomic.
+//! applies the trailing-slash quirk and injects faults. Handlers hold the `Db` lock for the
+//! whole of one operation, so every request is atomic. Ids are UUIDs, as Oz documents: an id
+//! that is not one (in a path, or the `user_id` of an API 5 token request) is an invalid value
+//! (400, `error_code` 4), a UUID that names nothing does not exist (404, `error_code` 10).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{MatchedPath, Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,11 +24,12 @@ use crate::secret::Secret;
 
 use super::Shared;
 use super::api_error::{ApiError, Code};
-use super::dialect::{CLIENT, CLIENT_SERVICE, Dialect};
+use super::db::{CompanyRecord, Db, Principal, SessionTokens, UserRecord};
+use super::dialect::{self, CLIENT, CLIENT_SERVICE};
 use super::faults::{After, Before};
 use super::quirks::{self, DEFAULT_LIMIT, PageRequest, Quirks, Shape, SlashVerdict};
+use super::request_log::{self, RequestLog, RequestRecord, Ticket};
 use super::server::ConnDrop;
-use super::store::{CompanyRecord, Principal, Store, Tokens, UserRecord};
 
 /// The header that carries an access token.
 pub const TOKEN_HEADER: &str = "x-forensic-access-token";
@@ -45,7 +48,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     };
     both("/api/authorize/auth", post(login));
     both("/api/authorize/refresh", post(refresh));
-    match shared.dialect.0 {
+    match shared.api_version {
         ApiVersion::V6 => both("/api/authorize/service_token/{user_id}", post(service_token_v6)),
         ApiVersion::V5 => both("/api/authorize/service_token", post(service_token_v5)),
     }
@@ -64,7 +67,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Middleware: counting, trailing-slash quirk, faults, request log.
+// Middleware: counting, request log, gate, trailing-slash quirk, faults, tracing.
 
 /// What the middleware needs to know about the route a request matched.
 struct RouteInfo {
@@ -118,9 +121,19 @@ async fn around(State(shared): App, request: Request, next: Next) -> Response {
     }
     let route = RouteInfo::of(&method, request.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
     let conn = request.extensions().get::<ConnDrop>().cloned();
-    let _in_flight = shared.stats.request(&route.key, route.mutating);
+    let user_agent = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let _in_flight = shared.stats.request(&route.key, route.mutating, user_agent);
+    let offset = query_offset(request.uri().query());
+    let (request, ticket) = match record(&shared.requests, request).await {
+        Ok(recorded) => recorded,
+        Err(response) => return response,
+    };
+    shared.gate.pass(&route.key, offset).await;
 
     let response = handle_with_faults(&shared, &route, &path, conn, request, next).await;
+    if let Some(ticket) = ticket {
+        shared.requests.answered(ticket, response.status().as_u16());
+    }
 
     if shared.log_requests {
         tracing::info!(
@@ -133,6 +146,45 @@ async fn around(State(shared): App, request: Request, next: Next) -> Response {
         );
     }
     response
+}
+
+/// The `offset` query parameter (0 without one), which the gate looks at.
+fn query_offset(query: Option<&str>) -> usize {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("offset="))
+        .and_then(|offset| offset.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Put the request in the request log when it is kept: its body is read (and put back) to keep
+/// a redacted copy of its JSON.
+async fn record(log: &RequestLog, request: Request) -> Result<(Request, Option<Ticket>), Response> {
+    if !log.enabled() {
+        return Ok((request, None));
+    }
+    let (parts, body) = request.into_parts();
+    let mut entry = RequestRecord {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        body: None,
+        status: None,
+    };
+    // The limit of axum's `Bytes` extractor, which reads the body next.
+    let Ok(bytes) = axum::body::to_bytes(body, 2 * 1024 * 1024).await else {
+        let refused = ApiError::structure("the request body could not be read");
+        entry.status = Some(refused.status.as_u16());
+        log.arrived(entry);
+        return Err(refused.into_response());
+    };
+    entry.body = serde_json::from_slice::<Value>(&bytes).ok().map(|mut body| {
+        request_log::redact(&mut body);
+        body
+    });
+    let ticket = log.arrived(entry);
+    Ok((Request::from_parts(parts, axum::body::Body::from(bytes)), Some(ticket)))
 }
 
 async fn handle_with_faults(
@@ -153,8 +205,7 @@ async fn handle_with_faults(
                     Some(query) => format!("{target}?{query}"),
                     None => target,
                 };
-                return (StatusCode::PERMANENT_REDIRECT, [(axum::http::header::LOCATION, location)])
-                    .into_response();
+                return (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, location)]).into_response();
             }
         }
     }
@@ -169,7 +220,7 @@ async fn handle_with_faults(
             (injector.expire_sessions_now(), injector.before(route.auth))
         };
         if expire {
-            shared.store().expire_all_sessions();
+            shared.db().expire_all_sessions();
         }
         match before {
             Before::Handle => {}
@@ -177,7 +228,7 @@ async fn handle_with_faults(
                 let mut error = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     Code::Unknown,
-                    "too many requests (injected)",
+                    "too many requests (injected fault)",
                 );
                 error.retry_after_secs = Some(retry_after_secs);
                 return error.into_response();
@@ -194,13 +245,21 @@ async fn handle_with_faults(
             After::Answer => {}
             After::InternalError => return injected(StatusCode::INTERNAL_SERVER_ERROR),
             After::Drop => return drop_connection(conn).await,
+            After::Garbled => return garbled_created(),
         }
     }
     response
 }
 
+/// A 201 whose body is not JSON: the object exists, the client cannot read its id.
+fn garbled_created() -> Response {
+    let page = "<html><body><h1>201 Created</h1></body></html>";
+    (StatusCode::CREATED, [(header::CONTENT_TYPE, "text/html")], page).into_response()
+}
+
 fn injected(status: StatusCode) -> Response {
-    ApiError::new(status, Code::Unknown, format!("injected fault: {}", status.as_u16())).into_response()
+    let what = if status == StatusCode::SERVICE_UNAVAILABLE { "unavailable" } else { "internal error" };
+    ApiError::new(status, Code::Unknown, format!("{what} (injected fault)")).into_response()
 }
 
 /// Close the connection without answering: signal the connection task, then never finish (the
@@ -233,12 +292,12 @@ async fn method_not_allowed(method: Method, request: Request) -> ApiError {
 }
 
 async fn dump_state(State(shared): App) -> Response {
-    let state = shared.store().state();
-    axum::Json(state).into_response()
+    let snapshot = shared.db().snapshot();
+    axum::Json(snapshot).into_response()
 }
 
 async fn dump_stats(State(shared): App) -> Response {
-    axum::Json(shared.stats.snapshot()).into_response()
+    axum::Json(shared.stats.current()).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,8 +355,40 @@ fn token(headers: &HeaderMap) -> Result<&str, ApiError> {
     })
 }
 
-fn require_admin(store: &mut Store, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let who = store.authenticate(token(headers)?)?;
+/// The company `id` names: 400 (`error_code` 4, invalid value) when `id` is not a UUID, as the
+/// Oz documentation gives for a malformed id, and 404 (`error_code` 10) when none has it.
+fn find_company<'a>(db: &'a Db, id: &str) -> Result<&'a CompanyRecord, ApiError> {
+    check_id("company", id)?;
+    db.company(id).ok_or_else(|| ApiError::not_exist("company", id))
+}
+
+/// The user `id` names, refused as `find_company` refuses.
+fn find_user<'a>(db: &'a Db, id: &str) -> Result<&'a UserRecord, ApiError> {
+    check_id("user", id)?;
+    db.user(id).ok_or_else(|| ApiError::not_exist("user", id))
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
+    match uuid::Uuid::try_parse(id) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ApiError::value(format!("`{id}` is not a valid {what} id: ids are UUIDs"))
+            .with_details(json!({ "field": format!("{what}_id") }))),
+    }
+}
+
+/// Who sends this request. An expired session is 401 (`error_code` 8), or 403 under the
+/// `auth_expired_403` quirk.
+fn authenticate(shared: &Shared, db: &mut Db, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    db.authenticate(token(headers)?).map_err(|mut error| {
+        if error.code == Code::AuthExpired && shared.quirks().auth_expired_403 {
+            error.status = StatusCode::FORBIDDEN;
+        }
+        error
+    })
+}
+
+fn require_admin(shared: &Shared, db: &mut Db, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let who = authenticate(shared, db, headers)?;
     if who.admin { Ok(who) } else { Err(ApiError::forbidden("this call needs an ADMIN session")) }
 }
 
@@ -360,19 +451,19 @@ impl ListRequest {
 // ---------------------------------------------------------------------------------------------
 // authorize/*
 
-fn session_body(shared: &Shared, tokens: &Tokens, user: &UserRecord) -> Value {
+fn session_body(shared: &Shared, tokens: &SessionTokens, user: &UserRecord) -> Value {
     let quirks = shared.quirks().clone();
     json!({
         "access_token": tokens.access_token,
         "expire_token": tokens.expire_token,
         "expire_date": quirks::expire_date(&quirks, tokens.expire_date),
-        "user": user_out(shared.dialect, &quirks, user),
+        "user": user_out(shared.api_version, &quirks, user),
     })
 }
 
 /// A user as sent: the dialect's fields, shaped by the object quirks.
-fn user_out(dialect: Dialect, quirks: &Quirks, user: &UserRecord) -> Value {
-    quirks::shape(quirks, Shape::User, dialect.user_json(user))
+fn user_out(version: ApiVersion, quirks: &Quirks, user: &UserRecord) -> Value {
+    quirks::shape(quirks, Shape::User, dialect::user_json(version, user))
 }
 
 /// A company as sent, shaped by the object quirks.
@@ -386,7 +477,7 @@ async fn login(State(shared): App, body: Bytes) -> Reply {
         opt_object(&body, "credentials")?.ok_or_else(|| ApiError::structure("`credentials` is required"))?;
     let email = required_str(credentials, "email", "credentials.email")?;
     let password = required_str(credentials, "password", "credentials.password")?;
-    let (tokens, user) = shared.store().login(email, password, shared.session_ttl)?;
+    let (tokens, user) = shared.db().login(email, password, shared.session_ttl)?;
     reply(StatusCode::OK, session_body(&shared, &tokens, &user))
 }
 
@@ -396,7 +487,7 @@ async fn refresh(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::structure("`expire_token` is required"))?;
     let caller = token(&headers)?;
-    let (tokens, user) = shared.store().refresh(caller, expire_token, shared.session_ttl)?;
+    let (tokens, user) = shared.db().refresh(caller, expire_token, shared.session_ttl)?;
     reply(StatusCode::OK, session_body(&shared, &tokens, &user))
 }
 
@@ -406,21 +497,21 @@ async fn service_token_v6(State(shared): App, headers: HeaderMap, Path(user_id):
 
 async fn service_token_v5(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {
     // Authenticate before reading the body, as for every admin call.
-    require_admin(&mut shared.store(), &headers)?;
+    require_admin(&shared, &mut shared.db(), &headers)?;
     let body = body_object(&body)?;
     let user_id = required_str(&body, "user_id", "user_id")?;
     issue_service_token(&shared, &headers, user_id)
 }
 
 fn issue_service_token(shared: &Shared, headers: &HeaderMap, user_id: &str) -> Reply {
-    let mut store = shared.store();
-    require_admin(&mut store, headers)?;
-    let user = store.user(user_id).ok_or_else(|| ApiError::not_exist("user", user_id))?;
-    if !shared.dialect.is_service(user) {
+    let mut db = shared.db();
+    require_admin(shared, &mut db, headers)?;
+    let user = find_user(&db, user_id)?;
+    if !dialect::is_service(shared.api_version, user) {
         return Err(ApiError::value(format!("user `{user_id}` is not a service user")));
     }
-    let (record, access_token) = store.issue_service_token(user_id);
-    drop(store);
+    let (record, access_token) = db.issue_service_token(user_id);
+    drop(db);
     let expire_date = quirks::expire_date(&shared.quirks(), record.expire_date);
     reply(
         StatusCode::OK,
@@ -460,22 +551,22 @@ fn meta_data(body: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
 async fn list_companies(State(shared): App, headers: HeaderMap, query: ListQuery) -> Reply {
     let list = ListRequest::read(query)?;
     let quirks = shared.quirks().clone();
-    let mut store = shared.store();
-    require_admin(&mut store, &headers)?;
+    let mut db = shared.db();
+    require_admin(&shared, &mut db, &headers)?;
     let name = list.filter("name", &quirks);
-    let matching = store.companies().filter(|c| name.is_none_or(|n| &c.name == n));
+    let matching = db.companies().filter(|c| name.is_none_or(|n| &c.name == n));
     let body = list.page(matching, |c| company_out(&quirks, c), &quirks);
-    drop(store);
+    drop(db);
     reply(StatusCode::OK, body)
 }
 
 async fn create_company(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {
     let quirks = shared.quirks().clone();
-    let mut store = shared.store();
-    require_admin(&mut store, &headers)?;
+    let mut db = shared.db();
+    require_admin(&shared, &mut db, &headers)?;
     let body = body_object(&body)?;
     let name = company_name(&body)?.ok_or_else(|| ApiError::structure("`name` is required"))?;
-    if quirks.unique_company_names && store.live_company_named(&name).is_some() {
+    if quirks.unique_company_names && db.live_company_named(&name).is_some() {
         return Err(duplicate(&quirks, format!("a company named `{name}` already exists")));
     }
     let mut company = CompanyRecord::new(name.clone());
@@ -483,25 +574,25 @@ async fn create_company(State(shared): App, headers: HeaderMap, body: Bytes) -> 
         company.technical_meta_data = meta;
     }
     let answer = company_out(&quirks, &company);
-    store.insert_company(company);
-    drop(store);
+    db.insert_company(company);
+    drop(db);
     shared.stats.company_created(&name);
     reply(StatusCode::CREATED, answer)
 }
 
 async fn get_company(State(shared): App, headers: HeaderMap, Path(id): Path<String>) -> Reply {
     let quirks = shared.quirks().clone();
-    let mut store = shared.store();
-    require_admin(&mut store, &headers)?;
-    let company = store.company(&id).ok_or_else(|| ApiError::not_exist("company", &id))?;
+    let mut db = shared.db();
+    require_admin(&shared, &mut db, &headers)?;
+    let company = find_company(&db, &id)?;
     reply(StatusCode::OK, company_out(&quirks, company))
 }
 
 async fn patch_company(State(shared): App, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Reply {
     let quirks = shared.quirks().clone();
-    let mut store = shared.store();
-    require_admin(&mut store, &headers)?;
-    let company = store.company(&id).ok_or_else(|| ApiError::not_exist("company", &id))?;
+    let mut db = shared.db();
+    require_admin(&shared, &mut db, &headers)?;
+    let company = find_company(&db, &id)?;
     if company.in_deletion {
         return Err(ApiError::value(format!("company `{id}` is being deleted")));
     }
@@ -509,12 +600,12 @@ async fn patch_company(State(shared): App, headers: HeaderMap, Path(id): Path<St
     let name = company_name(&body)?;
     let meta = meta_data(&body)?;
     if let Some(name) = &name {
-        let taken = store.live_company_named(name).is_some_and(|c| c.company_id != id);
+        let taken = db.live_company_named(name).is_some_and(|c| c.company_id != id);
         if quirks.unique_company_names && taken {
             return Err(duplicate(&quirks, format!("a company named `{name}` already exists")));
         }
     }
-    let company = store.company_mut(&id).ok_or_else(|| ApiError::not_exist("company", &id))?;
+    let company = db.company_mut(&id).ok_or_else(|| ApiError::not_exist("company", &id))?;
     if let Some(name) = name {
         company.name = name;
     }
@@ -526,13 +617,12 @@ async fn patch_company(State(shared): App, headers: HeaderMap, Path(id): Path<St
 
 async fn delete_company(State(shared): App, headers: HeaderMap, Path(id): Path<String>) -> Reply {
     let linger = shared.quirks().keep_deleted_companies;
-    let mut store = shared.store();
-    require_admin(&mut store, &headers)?;
-    match store.company(&id) {
-        Some(company) if !company.in_deletion => {}
-        _ => return Err(ApiError::not_exist("company", &id)),
+    let mut db = shared.db();
+    require_admin(&shared, &mut db, &headers)?;
+    if find_company(&db, &id)?.in_deletion {
+        return Err(ApiError::not_exist("company", &id));
     }
-    store.delete_company(&id, linger);
+    db.delete_company(&id, linger);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -541,10 +631,10 @@ async fn delete_company(State(shared): App, headers: HeaderMap, Path(id): Path<S
 
 /// Check where a user of `user_type` may belong: `CLIENT*` users in a live company, platform
 /// users (ADMIN, OPERATOR) in none.
-fn check_company(store: &Store, user_type: &str, company_id: Option<&str>) -> Result<(), ApiError> {
-    match (Dialect::needs_company(user_type), company_id) {
+fn check_company(db: &Db, user_type: &str, company_id: Option<&str>) -> Result<(), ApiError> {
+    match (dialect::needs_company(user_type), company_id) {
         (true, None) => Err(ApiError::value(format!("`company_id` is required for `{user_type}` users"))),
-        (true, Some(id)) => match store.company(id) {
+        (true, Some(id)) => match db.company(id) {
             Some(c) if !c.in_deletion => Ok(()),
             _ => Err(ApiError::value(format!("company `{id}` does not exist"))
                 .with_details(json!({ "field": "company_id" }))),
@@ -556,11 +646,11 @@ fn check_company(store: &Store, user_type: &str, company_id: Option<&str>) -> Re
 
 /// Names, activity, roles and permission flags from a profile (create or update).
 fn apply_profile(
-    dialect: Dialect,
+    version: ApiVersion,
     user: &mut UserRecord,
     profile: &Map<String, Value>,
 ) -> Result<(), ApiError> {
-    let permissions = dialect.read_permissions(profile, user.permissions)?;
+    let permissions = dialect::read_permissions(version, profile, user.permissions)?;
     let first = opt_str(profile, "first_name")?;
     let last = opt_str(profile, "last_name")?;
     let middle = opt_str(profile, "middle_name")?;
@@ -603,24 +693,24 @@ fn check_email(email: &str) -> Result<String, ApiError> {
 async fn list_users(State(shared): App, headers: HeaderMap, query: ListQuery) -> Reply {
     let list = ListRequest::read(query)?;
     let quirks = shared.quirks().clone();
-    let mut store = shared.store();
-    require_admin(&mut store, &headers)?;
+    let mut db = shared.db();
+    require_admin(&shared, &mut db, &headers)?;
     let email = list.filter("email", &quirks).map(|e| e.to_lowercase());
     let company = list.filter("company_id", &quirks);
-    let matching = store
+    let matching = db
         .users()
         .filter(|u| email.as_ref().is_none_or(|e| &u.email.to_lowercase() == e))
         .filter(|u| company.is_none_or(|c| u.company_id.as_ref() == Some(c)));
-    let body = list.page(matching, |u| user_out(shared.dialect, &quirks, u), &quirks);
-    drop(store);
+    let body = list.page(matching, |u| user_out(shared.api_version, &quirks, u), &quirks);
+    drop(db);
     reply(StatusCode::OK, body)
 }
 
 async fn create_user(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {
     let quirks = shared.quirks().clone();
-    let dialect = shared.dialect;
-    let mut store = shared.store();
-    require_admin(&mut store, &headers)?;
+    let version = shared.api_version;
+    let mut db = shared.db();
+    require_admin(&shared, &mut db, &headers)?;
     let body = body_object(&body)?;
     let credentials =
         opt_object(&body, "credentials")?.ok_or_else(|| ApiError::structure("`credentials` is required"))?;
@@ -632,48 +722,48 @@ async fn create_user(State(shared): App, headers: HeaderMap, body: Bytes) -> Rep
     let empty = Map::new();
     let profile = opt_object(&body, "profile")?.unwrap_or(&empty);
     let user_type = opt_str(profile, "user_type")?.unwrap_or(CLIENT);
-    dialect.check_user_type(user_type)?;
+    dialect::check_user_type(version, user_type)?;
     let company_id = opt_str(profile, "company_id")?;
-    check_company(&store, user_type, company_id)?;
-    if store.user_by_email(&email).is_some() {
+    check_company(&db, user_type, company_id)?;
+    if db.user_by_email(&email).is_some() {
         return Err(duplicate(&quirks, format!("a user with email `{email}` already exists")));
     }
     let mut user = UserRecord::new(email, user_type.to_string(), company_id.map(str::to_string));
-    apply_profile(dialect, &mut user, profile)?;
+    apply_profile(version, &mut user, profile)?;
     user.password = Some(Secret::new(password));
-    let answer = user_out(dialect, &quirks, &user);
+    let answer = user_out(version, &quirks, &user);
     let email = user.email.clone();
-    store.insert_user(user);
-    drop(store);
+    db.insert_user(user);
+    drop(db);
     shared.stats.user_created(&email);
     reply(StatusCode::CREATED, answer)
 }
 
 async fn get_user(State(shared): App, headers: HeaderMap, Path(id): Path<String>) -> Reply {
     let quirks = shared.quirks().clone();
-    let mut store = shared.store();
-    let who = store.authenticate(token(&headers)?)?;
+    let mut db = shared.db();
+    let who = authenticate(&shared, &mut db, &headers)?;
     // A non-admin may read itself (this is how a service token proves it works), nothing else.
     if !who.admin && who.user_id != id {
         return Err(ApiError::forbidden("this call needs an ADMIN session"));
     }
-    let user = store.user(&id).ok_or_else(|| ApiError::not_exist("user", &id))?;
-    reply(StatusCode::OK, user_out(shared.dialect, &quirks, user))
+    let user = find_user(&db, &id)?;
+    reply(StatusCode::OK, user_out(shared.api_version, &quirks, user))
 }
 
 async fn patch_user(State(shared): App, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Reply {
     let quirks = shared.quirks().clone();
-    let dialect = shared.dialect;
-    let mut store = shared.store();
-    require_admin(&mut store, &headers)?;
-    let current = store.user(&id).cloned().ok_or_else(|| ApiError::not_exist("user", &id))?;
+    let version = shared.api_version;
+    let mut db = shared.db();
+    require_admin(&shared, &mut db, &headers)?;
+    let current = find_user(&db, &id)?.clone();
     let body = body_object(&body)?;
     // The update may come as `{"profile": {...}}` (as on create) or as flat fields.
     let profile = opt_object(&body, "profile")?.unwrap_or(&body);
     let credentials = opt_object(&body, "credentials")?;
     let mut user = current.clone();
     if let Some(user_type) = opt_str(profile, "user_type")? {
-        dialect.check_user_type(user_type)?;
+        dialect::check_user_type(version, user_type)?;
         if current.user_type == CLIENT_SERVICE && user_type != CLIENT_SERVICE {
             // Leaving the API 6 service role leaves the service flag it implied (unless re-sent).
             user.is_service = false;
@@ -683,7 +773,7 @@ async fn patch_user(State(shared): App, headers: HeaderMap, Path(id): Path<Strin
     if let Some(company_id) = opt_str(profile, "company_id")? {
         user.company_id = Some(company_id.to_string());
     }
-    if !Dialect::needs_company(&user.user_type)
+    if !dialect::needs_company(&user.user_type)
         && current.company_id.is_some()
         && user.company_id == current.company_id
     {
@@ -691,12 +781,12 @@ async fn patch_user(State(shared): App, headers: HeaderMap, Path(id): Path<Strin
         user.company_id = None;
     }
     if user.company_id != current.company_id || user.user_type != current.user_type {
-        check_company(&store, &user.user_type, user.company_id.as_deref())?;
+        check_company(&db, &user.user_type, user.company_id.as_deref())?;
     }
     if let Some(credentials) = credentials {
         if let Some(email) = opt_str(credentials, "email")? {
             let email = check_email(email)?;
-            if store.user_by_email(&email).is_some_and(|u| u.user_id != id) {
+            if db.user_by_email(&email).is_some_and(|u| u.user_id != id) {
                 return Err(duplicate(&quirks, format!("a user with email `{email}` already exists")));
             }
             user.email = email;
@@ -708,21 +798,19 @@ async fn patch_user(State(shared): App, headers: HeaderMap, Path(id): Path<Strin
             user.password = Some(Secret::new(password));
         }
     }
-    apply_profile(dialect, &mut user, profile)?;
-    let answer = user_out(dialect, &quirks, &user);
-    store.update_user(&id, |stored| *stored = user);
+    apply_profile(version, &mut user, profile)?;
+    let answer = user_out(version, &quirks, &user);
+    db.update_user(&id, |stored| *stored = user);
     reply(StatusCode::OK, answer)
 }
 
 async fn delete_user(State(shared): App, headers: HeaderMap, Path(id): Path<String>) -> Reply {
-    let mut store = shared.store();
-    let who = require_admin(&mut store, &headers)?;
-    if store.user(&id).is_none() {
-        return Err(ApiError::not_exist("user", &id));
-    }
+    let mut db = shared.db();
+    let who = require_admin(&shared, &mut db, &headers)?;
+    find_user(&db, &id)?;
     if who.user_id == id {
         return Err(ApiError::value("a user cannot delete itself"));
     }
-    store.delete_user(&id);
+    db.delete_user(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

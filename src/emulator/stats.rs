@@ -1,7 +1,7 @@
 //! Request statistics: what tests assert on (no duplicate creates, zero mutating requests on a
-//! converged plan, bounded concurrency). Counting only; no I/O.
+//! converged plan, bounded concurrency, the user agents seen). Counting only; no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,6 +23,8 @@ pub struct Stats {
     pub creates_per_company_name: BTreeMap<String, u64>,
     /// The most requests being handled at once.
     pub max_in_flight: u64,
+    /// Every `User-Agent` header value seen.
+    pub user_agents: BTreeSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -48,7 +50,7 @@ impl Recorder {
         self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn request(&self, route: &str, mutating: bool) -> InFlight<'_> {
+    pub(crate) fn request(&self, route: &str, mutating: bool, user_agent: Option<&str>) -> InFlight<'_> {
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.max_in_flight.fetch_max(now, Ordering::Relaxed);
         let mut counts = self.counts();
@@ -61,6 +63,11 @@ impl Recorder {
         } else {
             counts.requests_by_route.insert(route.to_string(), 1);
         }
+        if let Some(agent) = user_agent
+            && !counts.user_agents.contains(agent)
+        {
+            counts.user_agents.insert(agent.to_string());
+        }
         InFlight(self)
     }
 
@@ -72,7 +79,7 @@ impl Recorder {
         *self.counts().creates_per_company_name.entry(name.to_string()).or_default() += 1;
     }
 
-    pub(crate) fn snapshot(&self) -> Stats {
+    pub(crate) fn current(&self) -> Stats {
         let mut stats = self.counts().clone();
         stats.max_in_flight = self.max_in_flight.load(Ordering::Relaxed);
         stats

@@ -1,10 +1,12 @@
 //! Shared helpers for integration tests: a CLI test builder in the style of `just`'s `Test`,
 //! and the test doubles of the seams: `fake_effects` (an in-memory `Effects`), `memory_store`
 //! (an in-memory `TokenStore`), `recording` (a `Progress` that keeps every event), and
-//! `builders` (desired and observed objects for planner and renderer tests).
+//! `builders` (desired and observed objects for planner and renderer tests); and (in
+//! `emulator`) builders of emulators, clients and seeds.
 #![allow(dead_code, clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod builders;
+pub mod emulator;
 pub mod fake_effects;
 pub mod memory_store;
 pub mod recording;

@@ -1,9 +1,9 @@
 //! The emulator's data: companies, users, issued service tokens and sessions, with the indexes
-//! that keep every request O(log n), and the emulator clock. The store enforces its own
+//! that keep every request O(log n), and the emulator clock. `Db` enforces its own
 //! invariants (ids and lower-cased emails are unique, lists keep creation order) and knows
 //! nothing of HTTP beyond returning Oz error bodies. The routes module holds the lock.
 //!
-//! `State` is the public, serializable picture of the store (dumps, seeds, test assertions).
+//! `Snapshot` is the public, serializable picture of the `Db` (dumps, seeds, test assertions).
 //! It never carries a password or a token: a seed user may bring a `password`, which is read
 //! but never written back.
 
@@ -26,7 +26,7 @@ pub const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(5 * 365 * 24 * 60 * 
 /// Companies, users and token records, each in creation order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct State {
+pub struct Snapshot {
     #[serde(default)]
     pub companies: Vec<CompanyRecord>,
     #[serde(default)]
@@ -34,6 +34,33 @@ pub struct State {
     /// Tokens issued (ids and expiry only: the token itself is never kept in a dump).
     #[serde(default)]
     pub service_tokens: Vec<ServiceTokenRecord>,
+}
+
+impl Snapshot {
+    /// Check that every id is a UUID, as Oz ids are: the API answers a non-UUID id with 400,
+    /// so a seeded object with one could never be read, changed or deleted. Names the first
+    /// id that is not.
+    pub fn check_ids(&self) -> Result<(), String> {
+        let bad = |what: String, id: &str| {
+            uuid::Uuid::try_parse(id)
+                .map(|_| ())
+                .map_err(|_| format!("{what} has the id `{id}`, which is not a UUID"))
+        };
+        for company in &self.companies {
+            bad(format!("company `{}`", company.name), &company.company_id)?;
+        }
+        for user in &self.users {
+            bad(format!("user `{}`", user.email), &user.user_id)?;
+            if let Some(company_id) = &user.company_id {
+                bad(format!("the company of user `{}`", user.email), company_id)?;
+            }
+        }
+        for token in &self.service_tokens {
+            bad("a service token".to_string(), &token.token_id)?;
+            bad(format!("the user of service token `{}`", token.token_id), &token.user_id)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,9 +154,10 @@ fn yes() -> bool {
 fn password<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
     Ok(Option::<String>::deserialize(d)?.map(Secret::new))
 }
-/// An unguessable bearer value.
-fn new_token() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+/// An unguessable bearer value. The prefix (`emu-session-`, `emu-refresh-`, `emu-service-`)
+/// says what it is, so that a test can look for any token of a kind in what a run printed.
+fn new_token(prefix: &str) -> String {
+    format!("{prefix}{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
 /// Who a request is made by.
@@ -141,14 +169,14 @@ pub(crate) struct Principal {
 
 /// Tokens handed out by a login or a refresh.
 #[derive(Debug, Clone)]
-pub(crate) struct Tokens {
+pub(crate) struct SessionTokens {
     pub access_token: String,
     pub expire_token: String,
     pub expire_date: f64,
 }
 
 #[derive(Debug, Clone)]
-struct Session {
+struct SessionRecord {
     user_id: String,
     /// `None` for service tokens, which cannot be refreshed.
     expire_token: Option<String>,
@@ -158,7 +186,7 @@ struct Session {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Store {
+pub(crate) struct Db {
     next: u64,
     companies: BTreeMap<u64, CompanyRecord>,
     company_ix: HashMap<String, u64>,
@@ -167,19 +195,19 @@ pub(crate) struct Store {
     email_ix: HashMap<String, u64>,
     tokens: Vec<ServiceTokenRecord>,
     /// Keyed by access token.
-    sessions: HashMap<String, Session>,
+    sessions: HashMap<String, SessionRecord>,
     /// Expire token → access token.
     refresh_ix: HashMap<String, String>,
     clock_offset: Duration,
 }
 
-impl Store {
-    /// A store holding `seed` and the built-in ADMIN account. A seed user with the admin's
+impl Db {
+    /// A `Db` holding `seed` and the built-in ADMIN account. A seed user with the admin's
     /// email keeps its record but gets the configured password and the ADMIN type.
-    pub(crate) fn new(seed: State, admin_email: &str, admin_password: &Secret) -> Self {
-        let mut store = Store::default();
+    pub(crate) fn new(seed: Snapshot, admin_email: &str, admin_password: &Secret) -> Self {
+        let mut db = Db::default();
         for company in seed.companies {
-            store.insert_company(company);
+            db.insert_company(company);
         }
         let admin_key = admin_email.to_lowercase();
         let mut admin_seen = false;
@@ -190,9 +218,9 @@ impl Store {
                 user.company_id = None;
                 user.password = Some(admin_password.clone());
             }
-            // A seed with a repeated email keeps the first: the store's invariant wins.
-            if !store.email_ix.contains_key(&user.email.to_lowercase()) {
-                store.insert_user(user);
+            // A seed with a repeated email keeps the first: the `Db`'s invariant wins.
+            if !db.email_ix.contains_key(&user.email.to_lowercase()) {
+                db.insert_user(user);
             }
         }
         if !admin_seen {
@@ -200,10 +228,10 @@ impl Store {
             admin.password = Some(admin_password.clone());
             admin.first_name = "Emulator".into();
             admin.last_name = "Admin".into();
-            store.insert_user(admin);
+            db.insert_user(admin);
         }
-        store.tokens = seed.service_tokens;
-        store
+        db.tokens = seed.service_tokens;
+        db
     }
 
     // ----- clock -------------------------------------------------------------------------
@@ -223,10 +251,10 @@ impl Store {
         self.clock_offset += by;
     }
 
-    // ----- state -------------------------------------------------------------------------
+    // ----- snapshot ----------------------------------------------------------------------
 
-    pub(crate) fn state(&self) -> State {
-        State {
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
             companies: self.companies.values().cloned().collect(),
             // A dump never holds a password, not even in memory.
             users: self.users.values().map(|u| UserRecord { password: None, ..u.clone() }).collect(),
@@ -276,7 +304,7 @@ impl Store {
         email: &str,
         password: &str,
         ttl: Duration,
-    ) -> Result<(Tokens, UserRecord), ApiError> {
+    ) -> Result<(SessionTokens, UserRecord), ApiError> {
         let invalid =
             || ApiError::new(StatusCode::UNAUTHORIZED, Code::AuthInvalid, "invalid email or password");
         let user = self.user_by_email(email).ok_or_else(invalid)?;
@@ -291,15 +319,15 @@ impl Store {
         Ok((tokens, user))
     }
 
-    fn open_session(&mut self, user_id: &str, ttl: Duration) -> Tokens {
-        let tokens = Tokens {
-            access_token: new_token(),
-            expire_token: new_token(),
+    fn open_session(&mut self, user_id: &str, ttl: Duration) -> SessionTokens {
+        let tokens = SessionTokens {
+            access_token: new_token("emu-session-"),
+            expire_token: new_token("emu-refresh-"),
             expire_date: self.now() + ttl.as_secs_f64(),
         };
         self.sessions.insert(
             tokens.access_token.clone(),
-            Session {
+            SessionRecord {
                 user_id: user_id.to_string(),
                 expire_token: Some(tokens.expire_token.clone()),
                 expires_at: tokens.expire_date,
@@ -311,7 +339,9 @@ impl Store {
     }
 
     fn close_session(&mut self, access_token: &str) {
-        if let Some(Session { expire_token: Some(expire_token), .. }) = self.sessions.remove(access_token) {
+        if let Some(SessionRecord { expire_token: Some(expire_token), .. }) =
+            self.sessions.remove(access_token)
+        {
             self.refresh_ix.remove(&expire_token);
         }
     }
@@ -323,7 +353,7 @@ impl Store {
         caller: &str,
         expire_token: &str,
         ttl: Duration,
-    ) -> Result<(Tokens, UserRecord), ApiError> {
+    ) -> Result<(SessionTokens, UserRecord), ApiError> {
         let not_found = || ApiError::new(StatusCode::UNAUTHORIZED, Code::AuthInvalid, "Session not found");
         let old_access = self.refresh_ix.get(expire_token).cloned().ok_or_else(not_found)?;
         let owner = self.sessions.get(&old_access).map(|s| s.user_id.clone()).ok_or_else(not_found)?;
@@ -355,10 +385,15 @@ impl Store {
     pub(crate) fn issue_service_token(&mut self, user_id: &str) -> (ServiceTokenRecord, String) {
         let expire_date = self.now() + SERVICE_TOKEN_TTL.as_secs_f64();
         let record = ServiceTokenRecord { token_id: new_id(), user_id: user_id.to_string(), expire_date };
-        let token = new_token();
+        let token = new_token("emu-service-");
         self.sessions.insert(
             token.clone(),
-            Session { user_id: user_id.to_string(), expire_token: None, expires_at: expire_date, ttl: None },
+            SessionRecord {
+                user_id: user_id.to_string(),
+                expire_token: None,
+                expires_at: expire_date,
+                ttl: None,
+            },
         );
         self.tokens.push(record.clone());
         (record, token)
@@ -480,74 +515,90 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn store() -> Store {
-        Store::new(State::default(), "Admin@Test.Local", &Secret::new("pw"))
+    fn db() -> Db {
+        Db::new(Snapshot::default(), "Admin@Test.Local", &Secret::new("pw"))
     }
 
     #[test]
     fn the_admin_exists_from_the_start_and_logs_in_case_insensitively() {
-        let mut store = store();
-        assert_eq!(store.users().count(), 1);
-        let (tokens, user) = store.login("admin@test.local", "pw", Duration::from_secs(60)).expect("login");
+        let mut db = db();
+        assert_eq!(db.users().count(), 1);
+        let (tokens, user) = db.login("admin@test.local", "pw", Duration::from_secs(60)).expect("login");
         assert_eq!(user.user_type, ADMIN);
-        assert!(store.authenticate(&tokens.access_token).expect("auth").admin);
-        assert!(store.login("admin@test.local", "nope", Duration::from_secs(60)).is_err());
+        assert!(db.authenticate(&tokens.access_token).expect("auth").admin);
+        assert!(db.login("admin@test.local", "nope", Duration::from_secs(60)).is_err());
     }
 
     #[test]
     fn sessions_slide_and_expire_on_the_emulator_clock() {
-        let mut store = store();
-        let (tokens, _) = store.login("admin@test.local", "pw", Duration::from_secs(60)).expect("login");
-        store.advance_clock(Duration::from_secs(50));
-        assert!(store.authenticate(&tokens.access_token).is_ok());
-        store.advance_clock(Duration::from_secs(50));
-        assert!(store.authenticate(&tokens.access_token).is_ok(), "the previous request slid the expiry");
-        store.advance_clock(Duration::from_secs(61));
-        let err = store.authenticate(&tokens.access_token).expect_err("expired");
+        let mut db = db();
+        let (tokens, _) = db.login("admin@test.local", "pw", Duration::from_secs(60)).expect("login");
+        db.advance_clock(Duration::from_secs(50));
+        assert!(db.authenticate(&tokens.access_token).is_ok());
+        db.advance_clock(Duration::from_secs(50));
+        assert!(db.authenticate(&tokens.access_token).is_ok(), "the previous request slid the expiry");
+        db.advance_clock(Duration::from_secs(61));
+        let err = db.authenticate(&tokens.access_token).expect_err("expired");
         assert_eq!(err.code, Code::AuthExpired);
     }
 
     #[test]
     fn a_refresh_replaces_the_session_and_the_old_token_stops_working() {
-        let mut store = store();
-        let (old, _) = store.login("admin@test.local", "pw", Duration::from_secs(60)).expect("login");
-        store.expire_all_sessions();
+        let mut db = db();
+        let (old, _) = db.login("admin@test.local", "pw", Duration::from_secs(60)).expect("login");
+        db.expire_all_sessions();
         let (new, _) =
-            store.refresh(&old.access_token, &old.expire_token, Duration::from_secs(60)).expect("refresh");
-        assert!(store.authenticate(&new.access_token).is_ok());
-        assert_eq!(store.authenticate(&old.access_token).map_err(|e| e.code).err(), Some(Code::AuthInvalid));
-        assert!(store.refresh(&new.access_token, &old.expire_token, Duration::from_secs(60)).is_err());
+            db.refresh(&old.access_token, &old.expire_token, Duration::from_secs(60)).expect("refresh");
+        assert!(db.authenticate(&new.access_token).is_ok());
+        assert_eq!(db.authenticate(&old.access_token).map_err(|e| e.code).err(), Some(Code::AuthInvalid));
+        assert!(db.refresh(&new.access_token, &old.expire_token, Duration::from_secs(60)).is_err());
     }
 
     #[test]
     fn email_changes_move_the_index_and_deleting_a_company_removes_its_users() {
-        let mut store = store();
+        let mut db = db();
         let company = CompanyRecord::new("Acme");
         let company_id = company.company_id.clone();
-        store.insert_company(company);
+        db.insert_company(company);
         let user = UserRecord::new("a@x.test".into(), "CLIENT".into(), Some(company_id.clone()));
         let user_id = user.user_id.clone();
-        store.insert_user(user);
-        store.update_user(&user_id, |u| u.email = "B@x.test".into());
-        assert!(store.user_by_email("a@x.test").is_none());
-        assert_eq!(store.user_by_email("b@X.test").map(|u| u.user_id.clone()), Some(user_id.clone()));
-        store.delete_company(&company_id, true);
-        assert!(store.user(&user_id).is_none());
-        assert_eq!(store.company(&company_id).map(|c| c.in_deletion), Some(true));
-        store.delete_company(&company_id, false);
-        assert!(store.company(&company_id).is_none());
+        db.insert_user(user);
+        db.update_user(&user_id, |u| u.email = "B@x.test".into());
+        assert!(db.user_by_email("a@x.test").is_none());
+        assert_eq!(db.user_by_email("b@X.test").map(|u| u.user_id.clone()), Some(user_id.clone()));
+        db.delete_company(&company_id, true);
+        assert!(db.user(&user_id).is_none());
+        assert_eq!(db.company(&company_id).map(|c| c.in_deletion), Some(true));
+        db.delete_company(&company_id, false);
+        assert!(db.company(&company_id).is_none());
+    }
+
+    #[test]
+    fn a_snapshot_with_an_id_that_is_not_a_uuid_is_named() {
+        let mut snapshot = Snapshot { companies: vec![CompanyRecord::new("Acme")], ..Snapshot::default() };
+        assert_eq!(snapshot.check_ids(), Ok(()));
+        let mut user = UserRecord::new("u@x.test".into(), "CLIENT".into(), Some("c1".into()));
+        snapshot.users.push(user.clone());
+        assert_eq!(
+            snapshot.check_ids(),
+            Err("the company of user `u@x.test` has the id `c1`, which is not a UUID".into())
+        );
+        user.company_id = None;
+        user.user_id = "u1".into();
+        snapshot.users = vec![user];
+        assert_eq!(snapshot.check_ids(), Err("user `u@x.test` has the id `u1`, which is not a UUID".into()));
     }
 
     #[test]
     fn dumps_never_carry_a_password() {
-        let seed: State = serde_json::from_str(
+        let seed: Snapshot = serde_json::from_str(
             r#"{"users":[{"email":"s@x.test","user_type":"CLIENT","password":"canary-pw-1"}]}"#,
         )
         .expect("seed");
-        let store = Store::new(seed, "admin@test.local", &Secret::new("canary-pw-2"));
-        let dump = serde_json::to_string(&store.state()).expect("dump");
+        let db = Db::new(seed, "admin@test.local", &Secret::new("canary-pw-2"));
+        let dump = serde_json::to_string(&db.snapshot()).expect("dump");
         assert!(!dump.contains("canary"), "{dump}");
-        assert!(store.state().users.iter().all(|u| u.password.is_none()));
-        assert!(store.user_by_email("s@x.test").and_then(|u| u.password.as_ref()).is_some());
+        assert!(db.snapshot().users.iter().all(|u| u.password.is_none()));
+        assert!(db.user_by_email("s@x.test").and_then(|u| u.password.as_ref()).is_some());
     }
 }
