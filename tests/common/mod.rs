@@ -2,7 +2,8 @@
 //! and the test doubles of the seams: `fake_effects` (an in-memory `Effects`), `memory_store`
 //! (an in-memory `TokenStore`), `recording` (a `Progress` that keeps every event), and
 //! `builders` (desired and observed objects for planner and renderer tests); and (in
-//! `emulator`) builders of emulators, clients and seeds.
+//! `emulator`) builders of emulators, clients and seeds; `world` runs the binary against an
+//! emulator with canary secrets and scans everything it printed.
 #![allow(dead_code, clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod builders;
@@ -10,6 +11,7 @@ pub mod emulator;
 pub mod fake_effects;
 pub mod memory_store;
 pub mod recording;
+pub mod world;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
