@@ -547,6 +547,12 @@ impl TokenStore for GatedStore {
     fn list(&self) -> Result<StoredTokens, TokenStoreError> {
         self.inner.list()
     }
+    fn check(&self) -> Result<(), TokenStoreError> {
+        self.inner.check()
+    }
+    fn delete(&self, email: &str) -> Result<(), TokenStoreError> {
+        self.inner.delete(email)
+    }
     fn store(&self, record: &TokenRecord) -> Result<(), TokenStoreError> {
         use std::sync::atomic::Ordering::SeqCst;
         let now = self.inside.fetch_add(1, SeqCst) + 1;

@@ -165,3 +165,28 @@ fn an_email_that_would_escape_the_token_directory_is_refused() {
     }
     assert!(!dir.exists() && !tmp.path().join("escape@x.example.json").exists());
 }
+
+#[test]
+fn check_proves_a_store_would_work_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tokens");
+    let store = DirStore::new(&dir);
+    store.check().unwrap();
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "the probe is removed");
+    // A directory that cannot be made (its parent is a file: unwritable even for root).
+    let blocked = tmp.path().join("a-file");
+    fs::write(&blocked, "").unwrap();
+    let err = DirStore::new(blocked.join("tokens")).check().unwrap_err().to_string();
+    assert!(err.starts_with("cannot create directory"), "{err}");
+}
+
+#[test]
+fn delete_removes_the_token_file_and_a_missing_one_is_no_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = DirStore::new(tmp.path());
+    store.store(&record("a@x.example", "u-1", CANARY)).unwrap();
+    store.delete("A@X.example").unwrap();
+    assert!(store.list().unwrap().is_empty());
+    store.delete("a@x.example").unwrap();
+    assert!(store.delete("../evil").is_err(), "a name outside the directory is refused");
+}

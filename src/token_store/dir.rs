@@ -137,6 +137,27 @@ impl TokenStore for DirStore {
         Ok(index)
     }
 
+    /// Create and remove a probe file with the final mode in the final directory (creating
+    /// the directory as `store` would): what a store needs, proven before any token exists.
+    fn check(&self) -> Result<(), TokenStoreError> {
+        self.ensure_dir()?;
+        let probe = self.dir.join(format!(".ozform-probe-{:016x}", fastrand::u64(..)));
+        let written = write_new_private(&probe, b"{}\n");
+        // Best effort: a probe that cannot be removed is hidden from `list` (a dot file).
+        let _ = fs::remove_file(&probe);
+        written?;
+        sync_dir(&self.dir)
+    }
+
+    fn delete(&self, email: &str) -> Result<(), TokenStoreError> {
+        let target = self.checked_path(email)?;
+        match fs::remove_file(&target) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("remove", &target, &e)),
+        }
+    }
+
     fn store(&self, record: &TokenRecord) -> Result<(), TokenStoreError> {
         let target = self.checked_path(&record.email)?;
         self.ensure_dir()?;

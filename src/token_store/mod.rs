@@ -1,9 +1,11 @@
 //! Token stores: where issued service tokens go, and what the planner may know of them.
 //!
-//! The `TokenStore` port: `list` says which tokens are stored (never the tokens: the planner
-//! sees only `model::StoredTokens`), `store` keeps one durably. Implementations: `DirStore`
-//! (`dir:PATH`, `--token-dir`), which writes `<dir>/<lower-cased email>.json` atomically (temp
-//! file, fsync, rename) with mode 0600.
+//! The `TokenStore` port, with the verbs of the helper protocol (`docs/token-stores.md`):
+//! `list` says which tokens are stored (never the tokens: the planner sees only
+//! `model::StoredTokens`), `check` proves a store would succeed now (run before the first
+//! token is issued: no token without a place to keep it), `store` keeps one durably, `delete`
+//! drops one. Implementations: `DirStore` (`dir:PATH`, `--token-dir`), which writes
+//! `<dir>/<lower-cased email>.json` atomically (temp file, fsync, rename) with mode 0600.
 
 use crate::model::StoredTokens;
 use crate::secret::Secret;
@@ -27,12 +29,17 @@ pub struct TokenRecord {
     pub issued_at: String,
 }
 
-/// Where tokens are kept. Blocking calls (the executor runs `store` on tokio's blocking pool).
+/// Where tokens are kept. Blocking calls (the executor runs them on tokio's blocking pool).
 pub trait TokenStore: Send + Sync {
     /// Every stored token by lower-cased email, without the tokens.
     fn list(&self) -> Result<StoredTokens, TokenStoreError>;
+    /// `Ok` when a `store` would succeed now (permissions, credentials, reachability). Leaves
+    /// nothing behind that `list` would show.
+    fn check(&self) -> Result<(), TokenStoreError>;
     /// Keep `record`, replacing what is stored for its email; `Ok` only once it is durable.
     fn store(&self, record: &TokenRecord) -> Result<(), TokenStoreError>;
+    /// Drop the token stored for `email` (lower-cased); none stored is not an error.
+    fn delete(&self, email: &str) -> Result<(), TokenStoreError>;
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]

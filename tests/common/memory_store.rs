@@ -82,6 +82,15 @@ impl TokenStore for MemoryStore {
             .collect())
     }
 
+    fn check(&self) -> Result<(), TokenStoreError> {
+        Ok(())
+    }
+
+    fn delete(&self, email: &str) -> Result<(), TokenStoreError> {
+        self.lock().records.remove(&email.to_lowercase());
+        Ok(())
+    }
+
     fn store(&self, record: &TokenRecord) -> Result<(), TokenStoreError> {
         let key = record.email.to_lowercase();
         let mut state = self.lock();
