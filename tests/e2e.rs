@@ -37,6 +37,7 @@ under_both_dialects!(
     apply_refuses_to_start_without_approval_or_passwords,
     a_conflict_is_printed_with_the_plan_and_exits_1,
     a_wrong_fixed_api_version_is_named,
+    a_company_filter_typo_and_plain_http_off_this_machine_are_refused,
     demo_runs_plan_apply_plan_and_ends_converged,
 );
 
@@ -748,16 +749,51 @@ async fn a_wrong_fixed_api_version_is_named(api_version: ApiVersion) {
     let right = api_version.number().to_string();
     let wrong = if api_version == ApiVersion::V6 { "5" } else { "6" };
 
-    let run = w.plan(&["--api-version", wrong, BASIC]).await;
-    assert!(run.stderr.contains(&format!("look like API {right}")), "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("pass `--api-version {right}`")), "{}", run.stderr);
+    // An error before planning that names the evidence, not a plan of conflicts with the advice
+    // to remove every service user by hand.
+    let run = w.plan(&["--api-version", wrong, BASIC]).await.code(1);
+    // The report wraps long lines at the terminal width, behind a `|` margin.
+    let said = run.stderr.split_whitespace().filter(|w| *w != "|").collect::<Vec<_>>().join(" ");
+    assert!(said.contains(&format!("`--api-version {wrong}` was given, but")), "{said}");
+    assert!(said.contains(&format!("speaks API {right}: permissions spelt")), "{said}");
+    assert!(said.contains(&format!("pass `--api-version {right}`")), "{said}");
+    assert!(run.stdout.is_empty() && !run.stderr.contains("by hand"), "{}\n{}", run.stdout, run.stderr);
+    let run = w.apply(&["--auto-approve", "--api-version", wrong, BASIC]).await.code(1);
+    assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
 
     let run = w.plan(&["--api-version", &right, BASIC]).await.code(0);
-    assert!(!run.stderr.contains("look like API"), "{}", run.stderr);
+    assert!(!run.stderr.contains("was given, but"), "{}", run.stderr);
     assert!(run.stdout.contains(&format!("(Oz API {right})")), "{}", run.stdout);
     // Left to `auto`, the header says the version was detected.
     let run = w.plan(&["--api-version", "auto", BASIC]).await.code(0);
     assert!(run.stdout.contains(&format!("(Oz API {right}, detected)")), "{}", run.stdout);
+    w.assert_no_secrets();
+}
+
+/// `--company` with a name no manifest declares, and `http://` to a host that is not this
+/// machine, stop before anything is read or changed (issue #14).
+async fn a_company_filter_typo_and_plain_http_off_this_machine_are_refused(api_version: ApiVersion) {
+    let w = World::start(api_version).await;
+    w.emu.reset_stats();
+    for run in [
+        w.plan(&["--company", "Acme Bnk", BASIC]).await,
+        w.apply(&["--auto-approve", "--company", "Acme Bnk", BASIC]).await,
+    ] {
+        let run = run.code(1);
+        assert!(
+            run.stderr.contains("`--company Acme Bnk` matches no company declared in the manifests"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("did you mean `Acme Bank`?"), "{}", run.stderr);
+    }
+    assert_eq!(w.emu.stats().total_requests, 0, "refused before connecting");
+
+    // No DNS look-up, no connection: refused from the URL alone (the name is never resolved).
+    let insecure = "http://oz.invalid:8080";
+    let run = w.run(w.command("plan", &["--api-url", insecure, BASIC])).await.code(1);
+    assert!(run.stderr.contains("is plain HTTP to a host that is not this machine"), "{}", run.stderr);
+    assert!(run.stderr.contains("--allow-insecure-http"), "{}", run.stderr);
     w.assert_no_secrets();
 }
 

@@ -65,6 +65,7 @@ pub fn connection(
         max_rps: args.max_rps,
         max_in_flight,
         request_timeout: args.request_timeout,
+        allow_insecure_http: args.allow_insecure_http,
     };
     Ok((connection, warning))
 }

@@ -105,6 +105,10 @@ pub struct ConnectionArgs {
     /// Per-request timeout, e.g. 30s
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Allow plain `http://` to a host that is not this machine (passwords and tokens would
+    /// cross the network in clear)
+    #[arg(long)]
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Clone, Args)]

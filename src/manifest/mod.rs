@@ -25,7 +25,7 @@ mod node;
 mod problem;
 mod read;
 mod source;
-mod suggest;
+pub mod suggest;
 
 pub use document::{CompanyDoc, Document, SCHEMA_COMMENT, UserDoc, schema, to_yaml};
 

@@ -18,7 +18,10 @@ use crate::render;
 use crate::secret::process_env;
 
 use super::settings::{ApplySettings, ApplySource};
-use super::{apply_exit, connect, execute, make_plan, open_store, plan_exit, plan_options, required_url};
+use super::{
+    apply_exit, check_company_filter, connect, execute, make_plan, open_store, plan_exit, plan_options,
+    required_url,
+};
 
 pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error> {
     let store = open_store(&settings.tokens.store);
@@ -48,6 +51,7 @@ pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error
         }
         ApplySource::Manifests { paths, companies } => {
             let desired = manifest::load(paths, &process_env)?;
+            check_company_filter(&desired, companies)?;
             let url = required_url(&settings.connection)?;
             let client = connect(&settings.connection, url, false, &process_env).await?;
             let options = plan_options(&desired, &settings.tokens, companies, &process_env);

@@ -35,8 +35,31 @@ async fn connect(
     read_only: bool,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<OzClient, Error> {
+    check_insecure_http(api_url, connection.allow_insecure_http)?;
     let config = connection.client_config(api_url, read_only, env)?;
     Ok(OzClient::connect(config).await?)
+}
+
+/// Plain `http://` only to a loopback host (`localhost`, 127.0.0.0/8, `::1`), unless allowed:
+/// the admin password, the session and every issued token would cross the network in clear.
+/// Checked before any connection is made.
+fn check_insecure_http(api_url: &str, allowed: bool) -> Result<(), Error> {
+    let Ok(url) = reqwest::Url::parse(api_url) else { return Ok(()) }; // the client names a bad URL
+    if url.scheme() != "http" || allowed {
+        return Ok(());
+    }
+    let host = url.host_str().unwrap_or_default();
+    let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+    let loopback = host.eq_ignore_ascii_case("localhost") || ip.is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return Ok(());
+    }
+    Err(Error::Usage {
+        message: format!(
+            "`{api_url}` is plain HTTP to a host that is not this machine: the admin password, the session and every issued token would cross the network unencrypted"
+        ),
+        help: "use `https://`, or pass `--allow-insecure-http` if the network in between is trusted".into(),
+    })
 }
 
 /// The API URL of settings that must name one.
@@ -52,6 +75,24 @@ fn open_store(spec: &StoreSpec) -> Arc<dyn TokenStore> {
     match spec {
         StoreSpec::Dir(dir) => Arc::new(DirStore::new(dir)),
     }
+}
+
+/// Every `--company` name must name a company the manifests declare: a typo in a pipeline
+/// would otherwise plan (and apply) nothing and exit 0.
+fn check_company_filter(desired: &Desired, companies: &[String]) -> Result<(), Error> {
+    let declared: Vec<&str> = desired.companies.iter().map(|c| c.name.as_str()).collect();
+    let unknown: Vec<&String> = companies.iter().filter(|n| !declared.contains(&n.as_str())).collect();
+    let Some(first) = unknown.first() else { return Ok(()) };
+    let names = unknown.iter().map(|n| format!("`--company {n}`")).collect::<Vec<_>>().join(", ");
+    let help = match crate::manifest::suggest::closest(first, declared.iter().copied()) {
+        Some(near) => format!(
+            "did you mean `{near}`? `--company` takes a company name exactly as the manifests declare it"
+        ),
+        None => {
+            "`--company` takes a company name exactly as the manifests declare it (`companies[].name`)".into()
+        }
+    };
+    Err(Error::Usage { message: format!("{names} matches no company declared in the manifests"), help })
 }
 
 /// The planner's options: the clock now, the rotation settings, the company filter, and which
@@ -135,4 +176,29 @@ fn apply_exit(plan: &Plan, report: &ApplyReport, output: &Output) -> Result<Exit
 
 fn now_epoch() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_insecure_http;
+
+    #[test]
+    fn plain_http_is_refused_only_off_this_machine_unless_allowed() {
+        for ok in [
+            "http://localhost:8080",
+            "http://127.0.0.1:1",
+            "http://127.9.9.9",
+            "http://[::1]:80",
+            "https://oz.example",
+        ] {
+            assert!(check_insecure_http(ok, false).is_ok(), "{ok}");
+        }
+        for refused in
+            ["http://oz.example", "http://10.0.0.1:8080", "http://[::2]", "http://localhost.evil.example"]
+        {
+            let err = check_insecure_http(refused, false).expect_err(refused).to_string();
+            assert!(err.contains("plain HTTP"), "{err}");
+            assert!(check_insecure_http(refused, true).is_ok(), "{refused} with --allow-insecure-http");
+        }
+    }
 }

@@ -9,10 +9,13 @@ use crate::render;
 use crate::secret::process_env;
 
 use super::settings::{PlanFormat, PlanSettings};
-use super::{connect, files, make_plan, open_store, plan_exit, plan_options, required_url};
+use super::{
+    check_company_filter, connect, files, make_plan, open_store, plan_exit, plan_options, required_url,
+};
 
 pub async fn run(settings: PlanSettings, output: &Output) -> Result<Exit, Error> {
     let desired = manifest::load(&settings.paths, &process_env)?;
+    check_company_filter(&desired, &settings.companies)?;
     let url = required_url(&settings.connection)?;
     let client = connect(&settings.connection, url, true, &process_env).await?;
     let store = open_store(&settings.tokens.store);

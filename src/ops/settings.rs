@@ -24,6 +24,8 @@ pub struct Connection {
     /// Requests in flight at once (already raised to the parallelism when not given).
     pub max_in_flight: usize,
     pub request_timeout: Duration,
+    /// Allow plain `http://` to a host that is not loopback (`--allow-insecure-http`).
+    pub allow_insecure_http: bool,
 }
 
 impl Connection {

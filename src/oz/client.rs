@@ -42,8 +42,6 @@ pub struct OzClient {
     /// The dialect was given (`--api-version 5|6`), not detected: what the API returns is
     /// checked against it, since a wrong one turns every service user into a conflict.
     fixed: bool,
-    /// The mismatch warning is given once per client.
-    mismatch_warned: Arc<std::sync::atomic::AtomicBool>,
     /// This view refuses every mutating request (`read_only()`), whatever the connection allows.
     read_only: bool,
 }
@@ -61,7 +59,7 @@ impl OzClient {
         };
         let fixed = matches!(setting, VersionSetting::Fixed(_));
         let read_only = transport.config.read_only;
-        Ok(OzClient { transport, dialect, fixed, mismatch_warned: Arc::default(), read_only })
+        Ok(OzClient { transport, dialect, fixed, read_only })
     }
 
     /// A view of this client (same connection and session) that refuses every mutating
@@ -136,7 +134,7 @@ impl OzClient {
             filters.push(("company_id", company.clone()));
         }
         let raw = list(&self.transport, USERS, "user_id", &filters).await?;
-        self.check_dialect(&raw);
+        self.check_dialect(&raw)?;
         let mut users = Vec::with_capacity(raw.len());
         for item in raw {
             let user = self.decode_user("GET", USERS, item)?;
@@ -147,26 +145,32 @@ impl OzClient {
         Ok(users)
     }
 
-    /// With a configured dialect, warn (once) when the users the API returns speak the other
-    /// one: the plan would otherwise show every service user as a conflict with no hint why.
-    fn check_dialect(&self, raw: &[Value]) {
-        if !self.fixed || self.mismatch_warned.load(std::sync::atomic::Ordering::Relaxed) {
-            return;
+    /// With a configured dialect, refuse users that speak the other one: read with the wrong
+    /// dialect every service user would look like a plain client, and the plan would show each
+    /// as a conflict with the advice to remove it by hand. The error names the evidence.
+    fn check_dialect(&self, raw: &[Value]) -> Result<(), OzError> {
+        if !self.fixed {
+            return Ok(());
         }
         let mut evidence = Evidence::default();
         for user in raw {
             evidence.add(user);
         }
-        if let Some(seen) = evidence.decide().filter(|d| *d != self.dialect)
-            && !self.mismatch_warned.swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            tracing::warn!(
-                "`--api-version {}` was given, but the users this API returns look like API {}: \
-                 pass `--api-version {}` or `auto`",
-                self.dialect.version(),
-                seen.version(),
-                seen.version()
-            );
+        match evidence.decide().filter(|d| *d != self.dialect) {
+            None => Ok(()),
+            Some(seen) => Err(OzError::Config {
+                message: format!(
+                    "`--api-version {}` was given, but `{}` speaks API {}: {}",
+                    self.dialect.version(),
+                    self.transport.host(),
+                    seen.version(),
+                    evidence.describe()
+                ),
+                help: Some(format!(
+                    "pass `--api-version {}` or `--api-version auto` (or set `OZ_API_VERSION`); nothing was changed",
+                    seen.version()
+                )),
+            }),
         }
     }
 

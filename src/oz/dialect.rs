@@ -218,6 +218,23 @@ impl Evidence {
         }
     }
 
+    /// The evidence in words, for an error: e.g. "permissions spelt `can_start_analysis_*`
+    /// (API 6) on 3 users; `user_type` `CLIENT_SERVICE` or `CLIENT_ADMIN` (API 6) on 2 users".
+    pub fn describe(&self) -> String {
+        let users = |n: usize| if n == 1 { "1 user".to_string() } else { format!("{n} users") };
+        [
+            (self.v5_spelling, "permissions spelt `can_start_analyse_*` (API 5)"),
+            (self.v6_spelling, "permissions spelt `can_start_analysis_*` (API 6)"),
+            (self.v6_roles, "`user_type` `CLIENT_SERVICE` or `CLIENT_ADMIN` (API 6)"),
+            (self.v5_flags, "`user_type` `CLIENT` with `is_service` or `is_admin` (API 5)"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{what} on {}", users(n)))
+        .collect::<Vec<_>>()
+        .join("; ")
+    }
+
     /// The dialect the evidence points to: the permission spelling when only one is seen,
     /// else the user roles when they agree, else undecided.
     pub fn decide(&self) -> Option<Dialect> {

@@ -40,7 +40,11 @@ pub enum OzError {
     /// Bad client configuration (URL, CA file, credentials source, undecidable version).
     #[error("{message}")]
     #[diagnostic(code(ozform::oz::config))]
-    Config { message: String, help: Option<String> },
+    Config {
+        message: String,
+        #[help]
+        help: Option<String>,
+    },
 }
 
 fn api_detail(code: Option<i64>, message: Option<&str>) -> String {
