@@ -4,14 +4,15 @@
 //! API into a `model::Observed`; `plan` computes a `plan::Plan` as a pure value; `render`
 //! shows it; `apply` executes it in dependency order through the `apply::Effects` seam (the Oz
 //! client) and writes issued tokens to a `sink::TokenSink`. `emulator` is an in-process Oz API
-//! for tests, benchmarks and `ozform demo`. `output` is the only writer to the terminal;
-//! `secret` keeps passwords and tokens out of every printout.
+//! for tests, benchmarks and `ozform demo`. `output` is the only writer to the terminal and
+//! scrubs what it writes; `secret` and `redact` keep passwords and tokens out of every printout.
 //!
 //! Modules:
 //! - `cli`: arguments, one file per command, exit codes
 //! - `manifest`: files → `Desired`, with located diagnostics
 //! - `model`: domain types shared by all layers (no I/O)
 //! - `secret`: `Secret` (redacting) and `SecretRef` (`{env}` / `{file}`)
+//! - `redact`: finds secrets in text in every form they come back in; the registry `output` scrubs against
 //! - `oz`: the Oz client (dialects, sessions, paging, retries)
 //! - `plan`: the planner and the plan format
 //! - `render`: text, Markdown and JSON renderers
@@ -29,6 +30,7 @@ pub mod model;
 pub mod output;
 pub mod oz;
 pub mod plan;
+pub mod redact;
 pub mod render;
 pub mod secret;
 pub mod sink;
