@@ -19,8 +19,10 @@
 //! looked for in each way its own characters can decode: as it is (a fully escaped echo
 //! decodes to it), with only its percent-lookalikes decoded (JSON leaves `%41` raw), with only
 //! its JSON-lookalikes decoded, and with both (a raw echo of `a\"b%41` decodes like the
-//! text around it). Raw, escaped, encoded and the mixes real encoders write all match; nested
-//! encodings (JSON inside a percent-encoded string) are one layer too many.
+//! text around it). Raw, escaped, encoded and the mixes real encoders write all match. A text
+//! with escapes is also read through a second layer of them: a JSON log line of a message that
+//! echoed a JSON-escaped password (`\\\"`), or a percent-encoded JSON string. A third layer
+//! is not read.
 //!
 //! Pieces. A secret of `PIECE` (16) characters or more is indexed by each of its windows of 16
 //! characters, so any 16-character piece of it is found; a shorter one is matched whole. Each
@@ -37,7 +39,7 @@
 //! Pure apart from the registry (a lock around a `Redactor`); no I/O.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::sync::{LazyLock, PoisonError, RwLock};
@@ -120,8 +122,9 @@ impl Hasher for Spread {
 
 type Hashes = HashSet<u64, BuildHasherDefault<Spread>>;
 
-/// How many prefix hashes the scan keeps: enough for the longest window.
-const RING: usize = PIECE + 1;
+/// How many prefix hashes the scan keeps: enough for the longest window (`PIECE + 1`),
+/// rounded up to a power of two so that the ring index is a mask.
+const RING: usize = (PIECE + 1).next_power_of_two();
 
 /// One decoded character and the bytes of the text it was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,61 +134,65 @@ struct Unit {
     end: usize,
 }
 
-/// Reads a text one decoded character at a time (see the module docs for the forms).
-struct Decoder<'t> {
-    text: &'t str,
-    pos: usize,
+/// A text as units, one per character.
+fn units(text: &str) -> impl Iterator<Item = Unit> + '_ {
+    text.char_indices().map(|(start, ch)| Unit { ch, start, end: start + ch.len_utf8() })
+}
+
+/// Reads units one decoded character at a time (see the module docs for the forms). Its
+/// input may be another decoder's output: that reads a second layer of escapes.
+struct Decoder<I> {
+    input: I,
+    /// Units read but not yet decoded (at most one escape's worth: 12).
+    ahead: VecDeque<Unit>,
     /// Decode JSON escapes.
     json: bool,
     /// Decode percent-encoding.
     percent: bool,
 }
 
-impl<'t> Decoder<'t> {
-    /// Decodes every form: how text is read.
-    fn new(text: &'t str) -> Self {
-        Self::only(text, true, true)
+impl<I: Iterator<Item = Unit>> Decoder<I> {
+    fn new(input: I, json: bool, percent: bool) -> Self {
+        Self { input, ahead: VecDeque::with_capacity(12), json, percent }
     }
 
-    fn only(text: &'t str, json: bool, percent: bool) -> Self {
-        Self { text, pos: 0, json, percent }
-    }
-
-    fn byte(&self, at: usize) -> Option<u8> {
-        self.text.as_bytes().get(at).copied()
-    }
-
-    fn hex(&self, at: usize, digits: usize) -> Option<u32> {
-        let s = self.text.get(at..at + digits)?;
-        if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
+    /// The character `at` units ahead, reading on as needed.
+    fn peek(&mut self, at: usize) -> Option<char> {
+        while self.ahead.len() <= at {
+            let unit = self.input.next()?;
+            self.ahead.push_back(unit);
         }
-        u32::from_str_radix(s, 16).ok()
+        self.ahead.get(at).map(|u| u.ch)
     }
 
-    /// `\` at `at`: a JSON escape, as (character, bytes read).
-    fn json_escape(&self, at: usize) -> Option<(char, usize)> {
-        let ch = match self.byte(at + 1)? {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            b'u' => return self.unicode_escape(at),
+    fn hex(&mut self, at: usize, digits: usize) -> Option<u32> {
+        (at..at + digits).try_fold(0, |value, i| Some(value * 16 + self.peek(i)?.to_digit(16)?))
+    }
+
+    /// `\` ahead: a JSON escape, as (character, units read).
+    fn json_escape(&mut self) -> Option<(char, usize)> {
+        let ch = match self.peek(1)? {
+            '"' => '"',
+            '\\' => '\\',
+            '/' => '/',
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'u' => return self.unicode_escape(),
             _ => return None,
         };
         Some((ch, 2))
     }
 
     /// `\uXXXX`, or a surrogate pair `\uD83D\uDE00`; a lone surrogate reads as U+FFFD.
-    fn unicode_escape(&self, at: usize) -> Option<(char, usize)> {
-        let first = self.hex(at + 2, 4)?;
+    fn unicode_escape(&mut self) -> Option<(char, usize)> {
+        let first = self.hex(2, 4)?;
         if (0xd800..0xdc00).contains(&first)
-            && self.text.get(at + 6..at + 8) == Some("\\u")
-            && let Some(second) = self.hex(at + 8, 4).filter(|s| (0xdc00..0xe000).contains(s))
+            && self.peek(6) == Some('\\')
+            && self.peek(7) == Some('u')
+            && let Some(second) = self.hex(8, 4).filter(|s| (0xdc00..0xe000).contains(s))
         {
             let code = 0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00);
             return Some((char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER), 12));
@@ -193,11 +200,10 @@ impl<'t> Decoder<'t> {
         Some((char::from_u32(first).unwrap_or(char::REPLACEMENT_CHARACTER), 6))
     }
 
-    /// `%XX` at `at`: one byte, or the whole UTF-8 sequence it starts; a byte that starts no
+    /// `%XX` ahead: one byte, or the whole UTF-8 sequence it starts; a byte that starts no
     /// valid sequence reads as Latin-1.
-    fn percent(&self, at: usize) -> Option<(char, usize)> {
-        let byte = |i: usize| self.hex(at + 3 * i + 1, 2).filter(|_| self.byte(at + 3 * i) == Some(b'%'));
-        let lead = u8::try_from(byte(0)?).ok()?;
+    fn percent(&mut self) -> Option<(char, usize)> {
+        let lead = u8::try_from(self.hex(1, 2)?).ok()?;
         let width = match lead {
             0xc2..=0xdf => 2,
             0xe0..=0xef => 3,
@@ -206,7 +212,8 @@ impl<'t> Decoder<'t> {
         };
         let mut bytes = [lead, 0, 0, 0];
         for (i, slot) in bytes.iter_mut().enumerate().take(width).skip(1) {
-            match byte(i).and_then(|b| u8::try_from(b).ok()) {
+            let next = if self.peek(3 * i) == Some('%') { self.hex(3 * i + 1, 2) } else { None };
+            match next.and_then(|b| u8::try_from(b).ok()) {
                 Some(b) => *slot = b,
                 None => return Some((char::from(lead), 3)),
             }
@@ -218,26 +225,31 @@ impl<'t> Decoder<'t> {
     }
 }
 
-impl Iterator for Decoder<'_> {
+impl<I: Iterator<Item = Unit>> Iterator for Decoder<I> {
     type Item = Unit;
 
     fn next(&mut self) -> Option<Unit> {
-        let start = self.pos;
-        let escaped = match self.byte(start)? {
-            b'\\' if self.json => self.json_escape(start),
-            b'%' if self.percent => self.percent(start),
+        // `+` is a space in form encoding: one character to the matcher.
+        let canonical = |ch: char| if ch == '+' { ' ' } else { ch };
+        // Most characters start no escape: pass them through without queueing them.
+        if self.ahead.is_empty() {
+            let unit = self.input.next()?;
+            if !((unit.ch == '\\' && self.json) || (unit.ch == '%' && self.percent)) {
+                return Some(Unit { ch: canonical(unit.ch), ..unit });
+            }
+            self.ahead.push_back(unit);
+        }
+        let first = self.peek(0)?;
+        let escaped = match first {
+            '\\' if self.json => self.json_escape(),
+            '%' if self.percent => self.percent(),
             _ => None,
         };
-        let (ch, len) = if let Some(found) = escaped {
-            found
-        } else {
-            let ch = self.text.get(start..)?.chars().next()?;
-            (ch, ch.len_utf8())
-        };
-        self.pos = start + len;
-        // `+` is a space in form encoding: one character to the matcher.
-        let ch = if ch == '+' { ' ' } else { ch };
-        Some(Unit { ch, start, end: start + len })
+        let (ch, len) = escaped.unwrap_or((first, 1));
+        let mut read = self.ahead.drain(..len);
+        let start = read.next()?;
+        let end = read.next_back().unwrap_or(start).end;
+        Some(Unit { ch: canonical(ch), start: start.start, end })
     }
 }
 
@@ -273,7 +285,7 @@ impl Redactor {
     pub fn insert(&mut self, secret: &str) {
         let mut spellings: Vec<Vec<char>> = Vec::with_capacity(4);
         for (json, percent) in [(false, false), (false, true), (true, false), (true, true)] {
-            let chars: Vec<char> = Decoder::only(secret, json, percent).map(|u| u.ch).collect();
+            let chars: Vec<char> = Decoder::new(units(secret), json, percent).map(|u| u.ch).collect();
             if !spellings.contains(&chars) {
                 spellings.push(chars);
             }
@@ -306,15 +318,32 @@ impl Redactor {
     }
 
     /// The byte ranges of `text` that hold a secret (or a piece of one), sorted and merged.
+    /// The text is read through one layer of escapes, and, when it has any, through two (a
+    /// JSON log line of a message that echoed an escaped password).
     pub fn find(&self, text: &str) -> Vec<Range<usize>> {
-        let mut found: Vec<Range<usize>> = Vec::new();
+        let mut found = Vec::new();
         if self.is_empty() {
             return found;
         }
+        self.scan(Decoder::new(units(text), true, true), &mut found);
+        if text.contains(['\\', '%']) {
+            let mut twice = Vec::new();
+            self.scan(Decoder::new(Decoder::new(units(text), true, true), true, true), &mut twice);
+            if !twice.is_empty() {
+                let mut all = std::mem::take(&mut found);
+                all.extend(twice);
+                merge(&mut found, all);
+            }
+        }
+        found
+    }
+
+    /// Add the ranges of the decoded `units` that hold a secret to `found`.
+    fn scan(&self, units: impl Iterator<Item = Unit>, found: &mut Vec<Range<usize>>) {
         // Rings of the last PIECE + 1 prefix hashes and unit starts, indexed by unit count.
         let mut prefix = [0u64; RING];
         let mut starts = [0usize; RING];
-        for (count, unit) in Decoder::new(text).enumerate() {
+        for (count, unit) in units.enumerate() {
             let before = prefix[count % RING];
             starts[count % RING] = unit.start;
             let next = count + 1;
@@ -326,11 +355,10 @@ impl Redactor {
                 }
                 let window = sub_mod(hash, mul_mod(prefix[(next - len) % RING], POWERS[len]));
                 if self.by_len[len].contains(&window) {
-                    push_merged(&mut found, starts[(next - len) % RING]..unit.end);
+                    push_merged(found, starts[(next - len) % RING]..unit.end);
                 }
             }
         }
-        found
     }
 
     /// `text` with every run that holds a secret replaced by `(sensitive)`.
@@ -364,6 +392,14 @@ fn push_merged(ranges: &mut Vec<Range<usize>>, mut range: Range<usize>) {
         ranges.pop();
     }
     ranges.push(range);
+}
+
+/// Merge `ranges` (in any order) into `into`, which must be empty.
+fn merge(into: &mut Vec<Range<usize>>, mut ranges: Vec<Range<usize>>) {
+    ranges.sort_unstable_by_key(|r| (r.start, r.end));
+    for range in ranges {
+        push_merged(into, range);
+    }
 }
 
 /// `text` with each of the sorted, disjoint `ranges` replaced by `(sensitive)`.
@@ -408,16 +444,10 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         scoped.insert(secret);
     }
-    let mut ranges = scoped.find(text);
-    let registered = REGISTRY.read().unwrap_or_else(PoisonError::into_inner).find(text);
-    if !registered.is_empty() {
-        let mut all = std::mem::take(&mut ranges);
-        all.extend(registered);
-        all.sort_unstable_by_key(|r| (r.start, r.end));
-        for range in all {
-            push_merged(&mut ranges, range);
-        }
-    }
+    let mut all = scoped.find(text);
+    all.extend(REGISTRY.read().unwrap_or_else(PoisonError::into_inner).find(text));
+    let mut ranges = Vec::new();
+    merge(&mut ranges, all);
     replace(text, &ranges).into_owned()
 }
 
@@ -484,6 +514,17 @@ mod tests {
         ] {
             assert_eq!(shown(&[secret], &format!("q={echoed}&x")), "q=(sensitive)&x", "{echoed}");
         }
+    }
+
+    #[test]
+    fn two_layers_of_escapes_are_read() {
+        let secret = r#"CANARYuser"pw1\x-ä"#;
+        let once = serde_json::to_string(secret).expect("json");
+        let twice = serde_json::to_string(&format!("echo {once}")).expect("json");
+        assert_eq!(shown(&[secret], &twice), r#""echo \"(sensitive)\"""#);
+        let ascii = r"CANARYuser\\\u0022pw1\\\\x-\\u00e4";
+        assert_eq!(shown(&[secret], ascii), "(sensitive)");
+        assert_eq!(shown(&[secret], "CANARYuser%2522pw1%255Cx-%25C3%25A4"), "(sensitive)");
     }
 
     #[test]
