@@ -6,8 +6,9 @@
 //! dependency order through its `Effects` seam (the Oz client implements it) and keeps issued
 //! tokens in a `token_store::TokenStore`. `cli` turns flags into settings and calls one
 //! operation of `ops`, which connects the pieces. `emulator` is an in-process Oz API for
-//! tests, benchmarks and `ozform demo`. `output` is the only writer to the terminal; `secret`
-//! keeps passwords and tokens out of every printout. `docs/architecture.md` draws the flow.
+//! tests, benchmarks and `ozform demo`. `output` is the only writer to the terminal and scrubs
+//! what it writes; `secret` and `redact` keep passwords and tokens out of every printout.
+//! `docs/architecture.md` draws the flow.
 //!
 //! Modules:
 //! - `cli`: clap arguments → validated settings, one file per command; the exit code
@@ -15,6 +16,7 @@
 //! - `manifest`: files → `Desired`, with located diagnostics
 //! - `model`: domain types shared by all layers (no I/O)
 //! - `secret`: `Secret` (redacting) and `SecretRef` (`{env}` / `{file}`)
+//! - `redact`: finds secrets in text in every form they come back in; the registry `output` scrubs against
 //! - `oz`: the Oz client (dialects, sessions, paging, retries)
 //! - `plan`: the planner and the saved plan format
 //! - `render`: text and Markdown renderers
@@ -33,6 +35,7 @@ pub mod ops;
 pub mod output;
 pub mod oz;
 pub mod plan;
+pub mod redact;
 pub mod render;
 pub mod secret;
 pub mod token_store;

@@ -2,7 +2,8 @@
 //!
 //! `Secret` prints `(sensitive)` through `Debug` and `Display` and does not implement
 //! `Serialize`; the only way to the bytes is `expose()`, which is called where a request body or
-//! the token sink needs them. `SecretRef` is what manifests and saved plans hold: the name of an
+//! the token sink needs them. Creating one registers its value with `redact`, so `output`
+//! blanks it (in any form it may come back in) wherever it would be written. `SecretRef` is what manifests and saved plans hold: the name of an
 //! environment variable or a file path, never the value. Resolution is lazy and reads only the
 //! environment and file system passed in.
 
@@ -17,8 +18,12 @@ use serde::{Deserialize, Serialize};
 pub struct Secret(String);
 
 impl Secret {
+    /// Wrap a value, and register it for output-level scrubbing (`redact::register`): every
+    /// secret is created here, so none can be forgotten.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        let value = value.into();
+        crate::redact::register(&value);
+        Self(value)
     }
     /// The secret value. Call only to build a request body or write the sink.
     pub fn expose(&self) -> &str {
@@ -127,6 +132,13 @@ mod tests {
         assert_eq!(format!("{s}"), "(sensitive)");
         assert_eq!(format!("{s:?}"), "(sensitive)");
         assert_eq!(s.expose(), "canary-1234");
+    }
+
+    #[test]
+    fn a_new_secret_is_blanked_in_output_in_any_form() {
+        let _s = Secret::new("canary-\"registered\"-5e0c1d");
+        assert_eq!(crate::redact::scrub(r#"x canary-\"registered\"-5e0c1d y"#), "x (sensitive) y");
+        assert_eq!(crate::redact::scrub("x canary-%22registered%22-5e0c1d y"), "x (sensitive) y");
     }
 
     #[test]

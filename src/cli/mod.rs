@@ -235,11 +235,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Parse the command line, run the command, and return the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Every diagnostic is printed by `output.report` (scrubbed, never panicking on a closed
+    // stderr), which sets up its own miette handler.
     let output = Output::new(cli.global.verbose, cli.global.quiet, cli.global.log_format);
-    let color = output.stderr_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let _ = miette::set_hook(Box::new(move |_| {
-        Box::new(miette::MietteHandlerOpts::new().color(color).unicode(color).build())
-    }));
     output.init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

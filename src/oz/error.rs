@@ -1,5 +1,9 @@
 //! Errors of the Oz client. They name method, path, status, `error_code` and
-//! `error_message`; never a request or response body (they may hold secrets).
+//! `error_message`; never a request or response body (they may hold secrets). A server may
+//! still echo a secret inside its `error_message`: every text built from an answer
+//! (`error_message`, a session decode reason) is redacted by the transport before it is put
+//! here (`redact::redact`: the request's secrets, the admin password and the session tokens,
+//! in every form, and every registered secret), so `Display` and `Debug` are safe to print.
 
 /// An Oz API request that failed.
 #[derive(Debug, Clone, thiserror::Error, miette::Diagnostic)]

@@ -8,6 +8,7 @@
 use std::sync::RwLock;
 
 use reqwest::Method;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::OzError;
@@ -53,6 +54,14 @@ impl Session {
         }
     }
 
+    /// The current access and expire tokens (for redacting what a server echoes).
+    pub(super) fn secrets(&self) -> Vec<Secret> {
+        match self.tokens.read() {
+            Ok(t) => t.access.iter().chain(&t.expire).cloned().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn refresh_material(&self) -> Option<(Secret, Secret)> {
         let t = self.tokens.read().ok()?;
         Some((t.access.clone()?, t.expire.clone()?))
@@ -74,6 +83,8 @@ impl Transport {
             repeat: Repeat::Safe,
             auth: Auth::Anonymous,
         };
+        // `send` has already redacted the message (the admin password is in this body, and
+        // every message is redacted against it anyway).
         let answer = self.send(call).await.map_err(|e| match e {
             OzError::Http { status: status @ (400 | 401 | 403), error_code, error_message, .. } => {
                 OzError::Login {
@@ -86,7 +97,7 @@ impl Transport {
             }
             other => other,
         })?;
-        let session = self.decode_session(AUTH_PATH, answer)?;
+        let session = self.decode_session(AUTH_PATH, &answer)?;
         self.session.store(&session);
         tracing::debug!(host = self.host(), expire_date = session.expire_date, "logged in");
         Ok(session.user)
@@ -103,16 +114,18 @@ impl Transport {
             auth: Auth::Token(access),
         };
         let answer = self.send(call).await?;
-        let session = self.decode_session(REFRESH_PATH, answer)?;
+        let session = self.decode_session(REFRESH_PATH, &answer)?;
         self.session.store(&session);
         Ok(())
     }
 
-    fn decode_session(&self, path: &str, answer: Value) -> Result<WireSession, OzError> {
-        serde_json::from_value(answer).map_err(|e| OzError::Decode {
+    /// Read a session answer. serde quotes the value it could not read (`invalid type: string
+    /// "…"`), which may be a token of this very answer: the reason is redacted against them.
+    fn decode_session(&self, path: &str, answer: &Value) -> Result<WireSession, OzError> {
+        WireSession::deserialize(answer).map_err(|e| OzError::Decode {
             method: "POST".into(),
             path: self.where_(path),
-            reason: format!("session object: {e}"),
+            reason: self.redact(&format!("session object: {e}"), Some(answer), None),
         })
     }
 

@@ -237,7 +237,7 @@ impl Transport {
                                 error_code: wire.error_code,
                                 error_message: wire
                                     .error_message
-                                    .map(|m| clip(&redact(&m, call.body, token.as_ref()))),
+                                    .map(|m| clip(&self.redact(&m, call.body, token.as_ref()))),
                             });
                         }
                     }
@@ -323,6 +323,37 @@ impl Transport {
         result
     }
 
+    /// A message built from the server's answer to a request, made safe to show. A server may
+    /// echo what it was sent, escaped or encoded: blank, in every form (`redact`), the token
+    /// sent, every `password`, `expire_token` or `access_token` in `body`, the admin password
+    /// and the session tokens, whatever their length, and every registered secret.
+    pub(super) fn redact(&self, message: &str, body: Option<&Value>, token: Option<&Secret>) -> String {
+        fn collect<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+            match v {
+                Value::Object(map) => {
+                    for (k, v) in map {
+                        match (k.as_str(), v) {
+                            ("password" | "expire_token" | "access_token", Value::String(s)) => out.push(s),
+                            _ => collect(v, out),
+                        }
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+                _ => {}
+            }
+        }
+        let session = self.session.secrets();
+        let mut secrets: Vec<&str> = session.iter().map(Secret::expose).collect();
+        secrets.push(self.config.admin_password.expose());
+        if let Some(body) = body {
+            collect(body, &mut secrets);
+        }
+        if let Some(token) = token {
+            secrets.push(token.expose());
+        }
+        crate::redact::redact(message, &secrets)
+    }
+
     fn learned_form(&self, call: &Call<'_>) -> String {
         if self.flipped[class(&call.path)].load(Ordering::Relaxed) {
             other_form(&call.path)
@@ -356,33 +387,6 @@ fn decode_json(body: &[u8]) -> Result<Value, String> {
         return Ok(Value::Null);
     }
     serde_json::from_slice(body).map_err(|e| format!("the body is not JSON ({e})"))
-}
-
-/// A server may echo what it was sent: blank out the secrets of this request (the token sent,
-/// and every `password`, `expire_token` or `access_token` in its body) before a message is shown.
-fn redact(message: &str, body: Option<&Value>, token: Option<&Secret>) -> String {
-    fn collect<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
-        match v {
-            Value::Object(map) => {
-                for (k, v) in map {
-                    match (k.as_str(), v) {
-                        ("password" | "expire_token" | "access_token", Value::String(s)) => out.push(s),
-                        _ => collect(v, out),
-                    }
-                }
-            }
-            Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
-            _ => {}
-        }
-    }
-    let mut secrets = Vec::new();
-    if let Some(body) = body {
-        collect(body, &mut secrets);
-    }
-    if let Some(token) = token {
-        secrets.push(token.expose());
-    }
-    secrets.iter().filter(|s| !s.is_empty()).fold(message.to_string(), |m, s| m.replace(s, "(sensitive)"))
 }
 
 /// Server messages are shown to users; keep them to one readable line.
@@ -420,12 +424,30 @@ mod tests {
         assert_eq!(other_form("/api/users"), "/api/users/");
     }
 
+    fn transport(admin_password: &str) -> Transport {
+        let config = ClientConfig::new("http://127.0.0.1:9", "admin@x.example", Secret::new(admin_password));
+        Transport::new(config).expect("a valid config")
+    }
+
     #[test]
     fn secrets_echoed_by_the_server_are_blanked_out() {
+        let t = transport("admin-pw");
         let body = serde_json::json!({"credentials": {"email": "a@b.c", "password": "hunter2"}});
         let token = Secret::new("tok-9");
-        let shown = redact("bad password hunter2 for tok-9 (a@b.c)", Some(&body), Some(&token));
+        let shown = t.redact("bad password hunter2 for tok-9 (a@b.c)", Some(&body), Some(&token));
         assert_eq!(shown, "bad password (sensitive) for (sensitive) (a@b.c)");
+    }
+
+    #[test]
+    fn escaped_echoes_of_body_secrets_and_the_admin_password_are_blanked_out() {
+        let t = transport("ädmin\\\"pw");
+        let body = serde_json::json!({"credentials": {"password": "CANARYuser\"pw1\\x"}});
+        let shown = t.redact(
+            r#"body {"password":"CANARYuser\"pw1\\x"} admin \u00e4dmin\\\"pw or %C3%A4dmin%5C%22pw"#,
+            Some(&body),
+            None,
+        );
+        assert_eq!(shown, r#"body {"password":"(sensitive)"} admin (sensitive) or (sensitive)"#);
     }
 
     #[test]

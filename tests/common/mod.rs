@@ -105,3 +105,45 @@ impl Run {
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// What `Cli::run_closing` does with one of the child's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// Close it at once, before the child writes (`cmd >&-`-like: every write fails).
+    Closed,
+    /// Read one line, then close it (`cmd | head -1`).
+    OneLine,
+    /// Read it to the end.
+    All,
+}
+
+impl Cli {
+    /// Run with stdout and stderr read as given (`Reader`); what was read is returned. Each
+    /// stream is read on its own thread, so a child blocked on one never stalls the other.
+    pub fn run_closing(mut self, stdout: Reader, stderr: Reader) -> Run {
+        use std::io::{BufRead, BufReader, Read};
+        fn read(stream: impl Read + Send + 'static, how: Reader) -> std::thread::JoinHandle<String> {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let mut reader = BufReader::new(stream);
+                match how {
+                    Reader::Closed => {}
+                    Reader::OneLine => {
+                        let _ = reader.read_line(&mut text);
+                    }
+                    Reader::All => {
+                        let _ = reader.read_to_string(&mut text);
+                    }
+                }
+                text
+            })
+        }
+        self.cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().unwrap();
+        let out = read(child.stdout.take().unwrap(), stdout);
+        let err = read(child.stderr.take().unwrap(), stderr);
+        let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+        let status = child.wait().unwrap();
+        Run { code: status.code().unwrap_or(-1), stdout, stderr }
+    }
+}
