@@ -771,12 +771,17 @@ async fn bad_connection_settings_are_config_errors_before_any_request() {
 /// A TLS-terminating proxy in front of the emulator, with a certificate from the test CA in
 /// `tests/fixtures/tls`: `https://127.0.0.1:PORT` reaches the emulator through it.
 async fn tls_proxy(handle: &Handle) -> String {
+    tls_proxy_with(handle, "server").await
+}
+
+/// The same, presenting `tests/fixtures/tls/<name>.pem` with its key.
+async fn tls_proxy_with(handle: &Handle, name: &str) -> String {
     use tokio_rustls::rustls::pki_types::pem::PemObject as _;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
     let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().map(Result::unwrap).collect();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+        CertificateDer::pem_file_iter(dir.join(format!("{name}.pem"))).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -810,10 +815,19 @@ async fn a_private_ca_given_with_ca_cert_is_trusted_and_without_it_the_server_is
     cfg.api_version = VersionSetting::Fixed(ApiVersion::V6);
     cfg.retry = RetryPolicy::none();
 
-    // Without the CA: the certificate is not trusted, and the error says it is a TLS matter.
+    // Without the CA: the certificate is not trusted, and the error says so and what to do.
     let err = OzClient::connect(cfg.clone()).await.unwrap_err();
-    assert!(matches!(err, OzError::Transport { .. }), "{err:?}");
-    assert!(err.to_string().contains("certificate"), "{err}");
+    assert!(matches!(err, OzError::Unreachable { .. }), "{err:?}");
+    assert!(err.to_string().contains("not signed by a trusted certificate authority"), "{err}");
+    assert!(
+        err.to_string().starts_with(&format!("cannot connect to `{}/api/authorize/auth`", cfg.api_url)),
+        "{err}"
+    );
+    let shown = format!("{:?}", miette::Report::new(err));
+    assert!(
+        shown.split_whitespace().collect::<Vec<_>>().join(" ").contains("with `--ca-cert FILE`"),
+        "{shown}"
+    );
     assert_eq!(handle.stats().total_requests, 0, "nothing reached the emulator");
 
     cfg.ca_cert = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem"));
@@ -821,6 +835,46 @@ async fn a_private_ca_given_with_ca_cert_is_trusted_and_without_it_the_server_is
     assert_eq!(client.api_version(), ApiVersion::V6);
     let users = client.list_users(&UserFilter::default()).await.unwrap();
     assert_eq!(users.len(), 3, "the emulator answers through TLS: 2 seeded users and the admin");
+}
+
+#[tokio::test]
+async fn a_ca_certificate_presented_as_the_servers_own_is_refused_in_words_that_say_what_to_make() {
+    let handle = acme_beta(0).start().await;
+    let mut cfg = client_config(&handle);
+    cfg.api_url = tls_proxy_with(&handle, "ca-as-server").await;
+    cfg.ca_cert =
+        Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca-as-server.pem"));
+    let err = OzClient::connect(cfg).await.unwrap_err();
+    let shown = format!("{:?}", miette::Report::new(err));
+    let said = shown.split_whitespace().filter(|w| *w != "│").collect::<Vec<_>>().join(" ");
+    assert!(said.contains("presents a CA certificate (basicConstraints CA:TRUE) as its own"), "{shown}");
+    assert!(said.contains("signed by that CA"), "{shown}");
+    assert!(!shown.contains("CaUsedAsEndEntity"), "no library jargon: {shown}");
+}
+
+#[tokio::test]
+async fn https_against_a_plain_http_server_is_said_at_once_with_the_scheme_and_never_retried() {
+    // A server that answers every connection with plain HTTP, counting them: the client's TLS
+    // handshake meets an HTTP answer (as `https://` against the emulator would).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let accepted = Arc::new(Mutex::new(0usize));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            *counter.lock().unwrap() += 1;
+            let mut buf = [0u8; 512];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+        }
+    });
+    let cfg = ClientConfig::new(&url, "admin@ozform.local", Secret::new(ADMIN_PASSWORD));
+    let err = OzClient::connect(cfg).await.unwrap_err();
+    let shown = format!("{:?}", miette::Report::new(err));
+    let said = shown.split_whitespace().filter(|w| *w != "│").collect::<Vec<_>>().join(" ");
+    assert!(said.contains(&format!("cannot connect to `{url}/api/authorize/auth`")), "{shown}");
+    assert!(said.contains("the server speaks plain HTTP: use `http://`"), "{shown}");
+    assert_eq!(*accepted.lock().unwrap(), 1, "a lasting failure is not retried");
 }
 
 // ---------------------------------------------------------------------------------------------

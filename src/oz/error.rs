@@ -12,6 +12,17 @@ pub enum OzError {
     #[error("{method} {path} answered {status}{}", api_detail(*error_code, error_message.as_deref()))]
     #[diagnostic(code(ozform::oz::http))]
     Http { method: String, path: String, status: u16, error_code: Option<i64>, error_message: Option<String> },
+    /// The connection cannot be made for a reason that trying again cannot fix: the host name
+    /// does not resolve, the TLS handshake or the certificate is refused, or the server speaks
+    /// plain HTTP on an `https://` URL. Nothing was sent. Names the whole URL, scheme included.
+    #[error("cannot connect to `{url}`: {reason}")]
+    #[diagnostic(code(ozform::oz::unreachable))]
+    Unreachable {
+        url: String,
+        reason: String,
+        #[help]
+        help: Option<String>,
+    },
     /// The request did not get an answer (connect error, timeout, dropped connection).
     /// For a create this means the outcome is unknown: read back before trying again.
     #[error("{method} {path} failed: {reason}")]

@@ -243,6 +243,13 @@ impl Transport {
                     }
                 }
                 Err(e) => {
+                    if let Some(lasting) = lasting_failure(&e) {
+                        return Err(OzError::Unreachable {
+                            url: format!("{}{path}", self.api_url),
+                            reason: lasting.reason,
+                            help: Some(lasting.help),
+                        });
+                    }
                     let failure = if e.is_connect() { Failure::Connect } else { Failure::Transport };
                     match retrier.next_delay(call.repeat, failure) {
                         Some(delay) => {
@@ -405,6 +412,93 @@ fn transport_reason(e: &reqwest::Error, timeout: Duration) -> String {
     }
 }
 
+/// Why a connection cannot be made, when trying again cannot fix it.
+#[derive(Debug, PartialEq, Eq)]
+struct Lasting {
+    reason: String,
+    help: String,
+}
+
+/// Classify a failed attempt by its causes: a refused or reset connection, a timeout or a
+/// dropped answer is transient (`None`: the retry policy decides); a name that does not
+/// resolve, a refused TLS handshake or certificate, and plain HTTP answering a TLS handshake
+/// are lasting, and said at once in words.
+fn lasting_failure(e: &(dyn std::error::Error + 'static)) -> Option<Lasting> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        // An `io::Error` hides the error it wraps from `source()`: look inside.
+        let wrapped = c.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
+        let tls = c.downcast_ref::<rustls::Error>().or_else(|| wrapped.and_then(|w| w.downcast_ref()));
+        if let Some(tls) = tls {
+            return Some(tls_failure(tls));
+        }
+        let text = c.to_string();
+        // The TLS error may sit behind layers that erase its type: read its words too.
+        if let Some(tls) = tls_error_in_words(&text) {
+            return Some(tls_failure(&tls));
+        }
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            return Some(Lasting {
+                reason: format!("the host name does not resolve ({})", root_cause(c)),
+                help: "check the host name in `--api-url` (or `OZ_API_URL`)".into(),
+            });
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// A rustls error recognised by how it displays, when the error chain no longer has its type.
+fn tls_error_in_words(text: &str) -> Option<rustls::Error> {
+    use rustls::{CertificateError, Error};
+    if text.contains("corrupt message") || text.contains("InvalidContentType") {
+        return Some(Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType));
+    }
+    let rest = text.split("invalid peer certificate: ").nth(1)?;
+    Some(Error::InvalidCertificate(match rest {
+        r if r.starts_with("UnknownIssuer") => CertificateError::UnknownIssuer,
+        r if r.starts_with("NotValidForName") => CertificateError::NotValidForName,
+        r if r.starts_with("Expired") => CertificateError::Expired,
+        r if r.starts_with("NotValidYet") => CertificateError::NotValidYet,
+        r => CertificateError::Other(rustls::OtherError(std::sync::Arc::new(std::io::Error::other(
+            r.to_string(),
+        )))),
+    }))
+}
+
+fn tls_failure(e: &rustls::Error) -> Lasting {
+    use rustls::{CertificateError, Error};
+    let text = format!("{e:?}");
+    match e {
+        Error::InvalidMessage(_) => Lasting {
+            reason: "the server does not speak TLS: it answered the TLS handshake with something else".into(),
+            help: "the server speaks plain HTTP: use `http://` in `--api-url` (and `--allow-insecure-http` if it is not this machine)".into(),
+        },
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => Lasting {
+            reason: "the server's TLS certificate is not signed by a trusted certificate authority".into(),
+            help: "pass the PEM certificate of the CA that signed it with `--ca-cert FILE`".into(),
+        },
+        Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => Lasting {
+            reason: "the server's TLS certificate is not issued for this host name".into(),
+            help: "use the host name the certificate names in `--api-url`, or have the server's certificate issued for this one".into(),
+        },
+        Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. } | CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => Lasting {
+            reason: "the server's TLS certificate is expired or not valid yet".into(),
+            help: "renew the server's certificate (or check this machine's clock)".into(),
+        },
+        _ if text.contains("CaUsedAsEndEntity") => Lasting {
+            reason: "the server presents a CA certificate (basicConstraints CA:TRUE) as its own certificate, which TLS clients refuse even when that certificate is given with `--ca-cert`".into(),
+            help: "issue the server a certificate of its own, signed by that CA (basicConstraints \
+                   CA:FALSE, the server's name in subjectAltName), and keep giving the CA with `--ca-cert`"
+                .into(),
+        },
+        other => Lasting {
+            reason: format!("the TLS handshake failed: {other}"),
+            help: "check the server's TLS setup and `--ca-cert`".into(),
+        },
+    }
+}
+
 /// The innermost cause: the useful words ("connection refused"), without reqwest's URL.
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause: &dyn std::error::Error = e;
@@ -417,6 +511,22 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_that_does_not_resolve_and_tls_refusals_are_lasting_and_a_refused_connection_is_not() {
+        let dns = std::io::Error::other(
+            "dns error: failed to lookup address information: Name or service not known",
+        );
+        let lasting = lasting_failure(&dns).expect("lasting");
+        assert!(lasting.reason.starts_with("the host name does not resolve"), "{lasting:?}");
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        assert_eq!(lasting_failure(&refused), None);
+        let plain = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        assert!(tls_failure(&plain).help.contains("use `http://`"));
+        let untrusted = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert!(tls_failure(&untrusted).help.contains("--ca-cert"));
+    }
 
     #[test]
     fn the_other_slash_form_toggles_the_trailing_slash() {
