@@ -21,22 +21,23 @@ pub const AUTH_PATH: &str = "/api/authorize/auth";
 pub const REFRESH_PATH: &str = "/api/authorize/refresh";
 
 #[derive(Debug, Default)]
-struct Tokens {
+/// The secrets of the current admin session and the generation they belong to.
+struct SessionKeys {
     access: Option<Secret>,
     expire: Option<Secret>,
     generation: u64,
 }
 
 #[derive(Debug, Default)]
-pub struct Session {
-    tokens: RwLock<Tokens>,
+pub struct AdminSession {
+    keys: RwLock<SessionKeys>,
     renewing: tokio::sync::Mutex<()>,
 }
 
-impl Session {
+impl AdminSession {
     /// The token to send and the generation it belongs to.
     pub fn current(&self) -> (Option<Secret>, u64) {
-        match self.tokens.read() {
+        match self.keys.read() {
             Ok(t) => (t.access.clone(), t.generation),
             // A poisoned lock means a panic elsewhere while swapping tokens; sending no token
             // leads to an auth failure and a clean re-login.
@@ -45,7 +46,7 @@ impl Session {
     }
 
     fn store(&self, session: &WireSession) {
-        if let Ok(mut t) = self.tokens.write() {
+        if let Ok(mut t) = self.keys.write() {
             t.access = Some(Secret::new(session.access_token.clone()));
             if let Some(expire) = &session.expire_token {
                 t.expire = Some(Secret::new(expire.clone()));
@@ -56,14 +57,14 @@ impl Session {
 
     /// The current access and expire tokens (for redacting what a server echoes).
     pub(super) fn secrets(&self) -> Vec<Secret> {
-        match self.tokens.read() {
+        match self.keys.read() {
             Ok(t) => t.access.iter().chain(&t.expire).cloned().collect(),
             Err(_) => Vec::new(),
         }
     }
 
     fn refresh_material(&self) -> Option<(Secret, Secret)> {
-        let t = self.tokens.read().ok()?;
+        let t = self.keys.read().ok()?;
         Some((t.access.clone()?, t.expire.clone()?))
     }
 }

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::OzError;
 use super::config::ClientConfig;
 use super::retry::{Failure, Repeat, Retrier, parse_retry_after};
-use super::session::{AUTH_PATH, REFRESH_PATH, Session};
+use super::session::{AUTH_PATH, AdminSession, REFRESH_PATH};
 use super::throttle::Throttle;
 use crate::secret::Secret;
 
@@ -91,7 +91,7 @@ pub struct Transport {
     pub(super) config: ClientConfig,
     permits: Semaphore,
     throttle: Option<Throttle>,
-    pub(super) session: Session,
+    pub(super) session: AdminSession,
     /// Per class of path (0: documented with a trailing slash, 1: without), whether the other
     /// form is the one the server routes.
     flipped: [AtomicBool; 2],
@@ -149,7 +149,7 @@ impl Transport {
             host,
             permits: Semaphore::new(config.max_in_flight.max(1)),
             throttle: config.max_rps.and_then(Throttle::new),
-            session: Session::default(),
+            session: AdminSession::default(),
             flipped: [AtomicBool::new(false), AtomicBool::new(false)],
             config,
         })
