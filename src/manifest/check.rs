@@ -4,17 +4,17 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::problem::{Kind, Problem};
-use super::read::Found;
+use super::read::Declared;
 use super::suggest;
 
-/// Report duplicates and dangling company names; drop the later duplicates from `found`.
+/// Report duplicates and dangling company names; drop the later duplicates from `declared`.
 ///
 /// `complete` is false when a file could not be parsed: its companies are unknown, so an
 /// undeclared company could be a false alarm and is not reported. The same holds when a
 /// company entry could not be read.
-pub fn across_documents(found: &mut Found, complete: bool, problems: &mut Vec<Problem>) {
-    let mut first_company = HashMap::with_capacity(found.companies.len());
-    found.companies.retain(|c| match first_company.get(&c.company.name) {
+pub fn across_documents(declared: &mut Declared, complete: bool, problems: &mut Vec<Problem>) {
+    let mut first_company = HashMap::with_capacity(declared.companies.len());
+    declared.companies.retain(|c| match first_company.get(&c.company.name) {
         None => {
             first_company.insert(c.company.name.clone(), (c.name_at, c.company.location.clone()));
             true
@@ -28,8 +28,8 @@ pub fn across_documents(found: &mut Found, complete: bool, problems: &mut Vec<Pr
         }
     });
 
-    let mut first_user = HashMap::with_capacity(found.users.len());
-    found.users.retain(|u| match first_user.get(&u.user.email.key()) {
+    let mut first_user = HashMap::with_capacity(declared.users.len());
+    declared.users.retain(|u| match first_user.get(&u.user.email.key()) {
         None => {
             first_user.insert(u.user.email.key(), (u.email_at, u.user.location.clone()));
             true
@@ -44,12 +44,11 @@ pub fn across_documents(found: &mut Found, complete: bool, problems: &mut Vec<Pr
         }
     });
 
-    if complete && !found.company_unreadable {
-        let declared: BTreeSet<&str> = first_company.keys().map(String::as_str).collect();
-        for u in &found.users {
-            if !declared.contains(u.user.company.as_str()) {
-                let suggestion =
-                    suggest::closest(&u.user.company, declared.iter().copied()).map(str::to_string);
+    if complete && !declared.company_unreadable {
+        let names: BTreeSet<&str> = first_company.keys().map(String::as_str).collect();
+        for u in &declared.users {
+            if !names.contains(u.user.company.as_str()) {
+                let suggestion = suggest::closest(&u.user.company, names.iter().copied()).map(str::to_string);
                 let kind = Kind::UndeclaredCompany { company: u.user.company.clone(), suggestion };
                 problems.push(Problem::at(kind, u.company_at, "not declared under `companies`"));
             }

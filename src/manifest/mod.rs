@@ -50,7 +50,7 @@ pub fn load(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<D
     let mut problems = Vec::new();
     let files = source::discover(paths, &mut problems);
     let mut sources: Vec<(Arc<PathBuf>, Arc<str>, Vec<node::Pos>)> = Vec::with_capacity(files.len());
-    let mut found = read::Found::default();
+    let mut declared = read::Declared::default();
     let mut complete = true;
     let mut texts = Vec::with_capacity(files.len());
     for path in &files {
@@ -88,20 +88,20 @@ pub fn load(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<D
                     redact: &mut redact,
                 };
                 for document in documents {
-                    reader.document(document, &mut found);
+                    reader.document(document, &mut declared);
                 }
             }
         }
         sources.push((path, Arc::from(text), redact));
     }
-    check::across_documents(&mut found, complete, &mut problems);
+    check::across_documents(&mut declared, complete, &mut problems);
 
     if !problems.is_empty() {
         return Err(ManifestError { problems: render(problems, sources) });
     }
-    let mut companies: Vec<_> = found.companies.into_iter().map(|c| c.company).collect();
+    let mut companies: Vec<_> = declared.companies.into_iter().map(|c| c.company).collect();
     companies.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut users: Vec<_> = found.users.into_iter().map(|u| u.user).collect();
+    let mut users: Vec<_> = declared.users.into_iter().map(|u| u.user).collect();
     users.sort_by(|a, b| a.email.cmp(&b.email));
     Ok(Desired { companies, users, files })
 }

@@ -36,14 +36,14 @@ const AMBIGUOUS_BOOLEANS: &[&str] = &["yes", "no", "on", "off", "y", "n"];
 
 /// A company as read, with where its name is.
 #[derive(Debug, Clone)]
-pub struct FoundCompany {
+pub struct DeclaredCompany {
     pub company: DesiredCompany,
     pub name_at: At,
 }
 
 /// A user as read, with where its email and company are.
 #[derive(Debug, Clone)]
-pub struct FoundUser {
+pub struct DeclaredUser {
     pub user: DesiredUser,
     pub email_at: At,
     pub company_at: At,
@@ -51,9 +51,9 @@ pub struct FoundUser {
 
 /// What the documents of all files declared, in reading order.
 #[derive(Debug, Default)]
-pub struct Found {
-    pub companies: Vec<FoundCompany>,
-    pub users: Vec<FoundUser>,
+pub struct Declared {
+    pub companies: Vec<DeclaredCompany>,
+    pub users: Vec<DeclaredUser>,
     /// A company entry could not be read: its name is unknown.
     pub company_unreadable: bool,
 }
@@ -84,8 +84,8 @@ impl Reader<'_> {
         self.problems.push(Problem::at(kind, at, label));
     }
 
-    /// Read one top-level document into `found`.
-    pub fn document(&mut self, mut doc: Node, found: &mut Found) {
+    /// Read one top-level document into `declared`.
+    pub fn document(&mut self, mut doc: Node, declared: &mut Declared) {
         self.interpolate_values(&mut doc);
         if !matches!(doc.value, Value::Map(_)) {
             let found_kind = doc.value.kind();
@@ -98,10 +98,10 @@ impl Reader<'_> {
             for item in items {
                 match name {
                     "companies" => match self.company(item) {
-                        Some(company) => found.companies.push(company),
-                        None => found.company_unreadable = true,
+                        Some(company) => declared.companies.push(company),
+                        None => declared.company_unreadable = true,
                     },
-                    _ => found.users.extend(self.user(item)),
+                    _ => declared.users.extend(self.user(item)),
                 }
             }
         }
@@ -254,7 +254,7 @@ impl Reader<'_> {
         }
     }
 
-    fn company(&mut self, item: &Node) -> Option<FoundCompany> {
+    fn company(&mut self, item: &Node) -> Option<DeclaredCompany> {
         let fields = self.fields(item, "a company", COMPANY_FIELDS)?;
         let get = |name: &str| fields.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
         let name = self.required_name("name", "company", item, get("name"));
@@ -272,13 +272,13 @@ impl Reader<'_> {
             }
         });
         let (name, pos) = name?;
-        Some(FoundCompany {
+        Some(DeclaredCompany {
             company: DesiredCompany { name, technical_meta_data, location: self.location(pos) },
             name_at: self.at(pos),
         })
     }
 
-    fn user(&mut self, item: &Node) -> Option<FoundUser> {
+    fn user(&mut self, item: &Node) -> Option<DeclaredUser> {
         let fields = self.fields(item, "a service user", USER_FIELDS)?;
         let get = |name: &str| fields.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
         let email = self.required_name("email", "service user", item, get("email"));
@@ -306,7 +306,7 @@ impl Reader<'_> {
         let permissions = get("permissions").and_then(|node| self.permissions(node));
         let token = get("token").and_then(|node| self.token(node)).unwrap_or_default();
         let ((email, email_pos), (company, company_pos)) = (email?, company?);
-        Some(FoundUser {
+        Some(DeclaredUser {
             user: DesiredUser {
                 email: Email::new(email),
                 company,
