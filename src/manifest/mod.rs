@@ -3,25 +3,33 @@
 //! The loader's edge is I/O (finding and reading files, in `source`); everything after is
 //! pure over the texts and an environment lookup: `node` parses YAML into located nodes,
 //! `read` turns each document into companies and users (with `interpolate`), `check` looks
-//! across documents, `problem` renders what is wrong. Every problem is collected and
-//! reported together, each with a stable code, a labelled span and a help line. The process
-//! environment is never read here: callers pass a lookup.
+//! across documents, `problem` collects what is wrong and renders it through `excerpt` and
+//! `printable`. Every problem is counted and reported together (the first `MAX_PROBLEMS` in
+//! full), each with a stable code, a labelled span and a help line. The process environment
+//! is never read here: callers pass a lookup.
+//!
+//! Manifests are untrusted input (a pull request writes them, CI loads them with secrets in
+//! its environment): the problems shown are capped, and a diagnostic never prints more than a
+//! window of a source line, nor a control character.
 //!
 //! Invariant: `load` returns a `Desired` only when no problem was found; companies sorted
 //! by name, users by email (case-insensitive), each identity once.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use miette::NamedSource;
+use miette::Diagnostic;
 
 use crate::model::Desired;
 
 mod check;
 mod document;
+mod excerpt;
 pub mod export;
 mod interpolate;
 mod node;
+mod printable;
 mod problem;
 mod read;
 mod source;
@@ -29,16 +37,58 @@ mod suggest;
 
 pub use document::{CompanyDoc, Document, SCHEMA_COMMENT, UserDoc, schema, to_yaml};
 
-/// All problems found in the manifests, reported together.
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-#[error("the manifests have {}", count_problems(problems.len()))]
-#[diagnostic(
-    code(ozform::manifest::invalid),
-    help("fix each problem listed below, then run `ozform validate` again")
-)]
+/// The most problems reported in full; the others are counted ("and N more problems").
+pub const MAX_PROBLEMS: usize = 100;
+
+/// All problems found in the manifests, reported together: the first `MAX_PROBLEMS` by file
+/// and place in full, then how many more there are.
+#[derive(Debug)]
 pub struct ManifestError {
-    #[related]
+    /// The problems shown, in order of file and place.
     pub problems: Vec<miette::Report>,
+    /// How many problems were found, shown or not.
+    pub total: usize,
+    /// "and N more problems", when some are not shown.
+    more: Option<Box<problem::Diag>>,
+}
+
+impl ManifestError {
+    fn new(problems: problem::Problems, files: &[problem::SourceFile]) -> Self {
+        let total = problems.total();
+        let problems = problems.render(files);
+        let omitted = total - problems.len();
+        let more = (omitted > 0).then(|| {
+            Box::new(problem::Diag::note(
+                "ozform::manifest::more_problems",
+                format!("and {omitted} more {}", if omitted == 1 { "problem" } else { "problems" }),
+                format!(
+                    "only the first {MAX_PROBLEMS} problems are shown: fix them, then run `ozform validate` again"
+                ),
+            ))
+        });
+        Self { problems, total, more }
+    }
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the manifests have {}", count_problems(self.total))
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+impl Diagnostic for ManifestError {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new("ozform::manifest::invalid"))
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new("fix each problem listed below, then run `ozform validate` again"))
+    }
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
+        let shown = self.problems.iter().map(|r| &**r as &dyn Diagnostic);
+        Some(Box::new(shown.chain(self.more.iter().map(|d| &**d as &dyn Diagnostic))))
+    }
 }
 
 fn count_problems(n: usize) -> String {
@@ -47,15 +97,13 @@ fn count_problems(n: usize) -> String {
 
 /// Load the manifests under `paths` into the desired state, or report every problem.
 pub fn load(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<Desired, ManifestError> {
-    let mut problems = Vec::new();
+    let mut problems = problem::Problems::default();
     let files = source::discover(paths, &mut problems);
-    let mut sources: Vec<(Arc<PathBuf>, Arc<str>, Vec<node::Pos>)> = Vec::with_capacity(files.len());
-    let mut declared = read::Declared::default();
     let mut complete = true;
     let mut texts = Vec::with_capacity(files.len());
     for path in &files {
         match source::read(path) {
-            Ok(text) => texts.push((path, text)),
+            Ok(text) => texts.push((Arc::new(path.clone()), text)),
             Err(kind) => {
                 problems.push(problem::Problem::unlocated(kind));
                 complete = false;
@@ -63,13 +111,14 @@ pub fn load(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<D
         }
     }
     let parsed = parse_all(&texts);
-    for ((path, text), parsed) in texts.into_iter().zip(parsed) {
-        let file = sources.len();
-        let path = Arc::new(path.clone());
+
+    let mut declared = read::Declared::default();
+    let mut sources = Vec::with_capacity(texts.len());
+    for (index, ((path, text), parsed)) in texts.into_iter().zip(parsed).enumerate() {
         let mut redact = Vec::new();
         match parsed {
             Err(err) => {
-                let at = problem::At { file, pos: err.pos };
+                let at = problem::At { file: index, pos: err.pos };
                 problems.push(problem::Problem::at(
                     problem::Kind::YamlSyntax { message: err.message },
                     at,
@@ -80,7 +129,7 @@ pub fn load(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<D
             Ok(documents) => {
                 let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
                 let mut reader = read::Reader {
-                    file,
+                    file: index,
                     path: Arc::clone(&path),
                     dir: &dir,
                     env,
@@ -92,12 +141,16 @@ pub fn load(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<D
                 }
             }
         }
-        sources.push((path, Arc::from(text), redact));
+        sources.push(problem::SourceFile {
+            name: printable::path(&path),
+            text: Arc::from(text),
+            blanks: excerpt::Blanks::new(redact),
+        });
     }
     check::across_documents(&mut declared, complete, &mut problems);
 
     if !problems.is_empty() {
-        return Err(ManifestError { problems: render(problems, sources) });
+        return Err(ManifestError::new(problems, &sources));
     }
     let mut companies: Vec<_> = declared.companies.into_iter().map(|c| c.company).collect();
     companies.sort_by(|a, b| a.name.cmp(&b.name));
@@ -110,7 +163,7 @@ type Parsed = Result<Vec<node::Node>, node::SyntaxError>;
 
 /// Parse every text, in order. Parsing is most of the loader's time and each file is
 /// independent, so several files are parsed on scoped threads (one per available core).
-fn parse_all(texts: &[(&PathBuf, String)]) -> Vec<Parsed> {
+fn parse_all(texts: &[(Arc<PathBuf>, String)]) -> Vec<Parsed> {
     let threads =
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(texts.len());
     if threads <= 1 {
@@ -150,37 +203,6 @@ fn parse_all(texts: &[(&PathBuf, String)]) -> Vec<Parsed> {
             })
         })
         .collect()
-}
-
-/// Problems as reports, ordered by file and position, with literal passwords blanked out of
-/// every snippet.
-fn render(
-    mut problems: Vec<problem::Problem>,
-    sources: Vec<(Arc<PathBuf>, Arc<str>, Vec<node::Pos>)>,
-) -> Vec<miette::Report> {
-    problems.sort_by_key(|p| p.at);
-    let named: Vec<NamedSource<Arc<str>>> = sources
-        .into_iter()
-        .map(|(path, text, redact)| {
-            let text = if redact.is_empty() { text } else { Arc::from(blank(&text, &redact)) };
-            NamedSource::new(path.display().to_string(), text).with_language("yaml")
-        })
-        .collect();
-    problems.into_iter().map(|p| p.into_report(&named)).collect()
-}
-
-/// `text` with each span's characters replaced by `*` (byte length kept, so every other
-/// span still points at the same bytes).
-fn blank(text: &str, spans: &[node::Pos]) -> String {
-    let mut out = String::with_capacity(text.len());
-    for (i, c) in text.char_indices() {
-        if spans.iter().any(|s| i >= s.offset && i < s.offset + s.len) {
-            out.extend(std::iter::repeat_n('*', c.len_utf8()));
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -329,6 +351,25 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_problems_shows_the_first_by_place_and_counts_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("companies:\n  - name: A\n");
+        for i in 0..5_000 {
+            std::fmt::Write::write_fmt(&mut text, format_args!("    x{i}: 1\n")).unwrap();
+        }
+        write(dir.path(), "b.yaml", &text);
+        write(dir.path(), "a.yaml", "companies: [{name: B, y: 1}]\n");
+        let err = load(&[dir.path().to_path_buf()], &env).unwrap_err();
+        assert_eq!((err.total, err.problems.len()), (5_001, MAX_PROBLEMS));
+        let first = format!("{:?}", err.problems[0]);
+        assert!(first.contains("unknown field `y`"), "{first}");
+        let last = format!("{:?}", err.problems[MAX_PROBLEMS - 1]);
+        assert!(last.contains("unknown field `x98`"), "{last}");
+        let more: Vec<String> = err.related().unwrap().skip(MAX_PROBLEMS).map(ToString::to_string).collect();
+        assert_eq!(more, ["and 4901 more problems"]);
+    }
+
+    #[test]
     fn an_unparsable_file_does_not_cause_false_undeclared_company_errors() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "a.yaml", "companies:\n  - name: [A\n");
@@ -357,11 +398,5 @@ mod tests {
             "companies: [{name: 2024}]\nservice_users: [{email: a@x.example, company: \"2024\"}]\n",
         );
         assert_eq!(problems(load(&[file], &env)), ["ozform::manifest::wrong_type"]);
-    }
-
-    #[test]
-    fn blanking_keeps_byte_offsets() {
-        let spans = [node::Pos { offset: 2, len: 3, line: 1, column: 3 }];
-        assert_eq!(blank("a:é1b\n", &spans), "a:***b\n");
     }
 }

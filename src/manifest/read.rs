@@ -5,12 +5,13 @@
 //! syntax. Checks across documents (duplicate identities, undeclared companies) are in
 //! `check`. Pure: the environment is a lookup passed in; nothing is read from disk.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::interpolate::{InterpolationError, interpolate};
 use super::node::{Node, Pos, Value};
-use super::problem::{At, Kind, Problem};
+use super::problem::{At, Kind, Problem, Problems};
 use super::suggest;
 use crate::model::{DesiredCompany, DesiredUser, Email, Location, Permissions, TokenSpec};
 use crate::secret::SecretRef;
@@ -65,9 +66,9 @@ pub struct Reader<'a> {
     /// The manifest's directory: relative `{file: PATH}` secrets are joined to it.
     pub dir: &'a Path,
     pub env: &'a dyn Fn(&str) -> Option<String>,
-    pub problems: &'a mut Vec<Problem>,
-    /// Spans of literal passwords, to be blanked in every snippet.
-    pub redact: &'a mut Vec<Pos>,
+    pub problems: &'a mut Problems,
+    /// Byte ranges of literal passwords, to be blanked in every snippet.
+    pub redact: &'a mut Vec<Range<usize>>,
 }
 
 impl Reader<'_> {
@@ -328,7 +329,7 @@ impl Reader<'_> {
         match &node.value {
             Value::Null => None,
             Value::Str(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Bool(_) => {
-                self.redact.push(node.pos);
+                self.redact.push(node.pos.offset..node.pos.offset.saturating_add(node.pos.len));
                 self.problem(Kind::LiteralPassword, node.pos, "password written here (not shown)");
                 None
             }

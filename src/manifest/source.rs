@@ -6,10 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::problem::{Kind, Problem};
+use super::problem::{Kind, Problem, Problems};
 
 /// Every manifest file under `paths`, sorted; problems for paths that cannot be read.
-pub fn discover(paths: &[PathBuf], problems: &mut Vec<Problem>) -> Vec<PathBuf> {
+pub fn discover(paths: &[PathBuf], problems: &mut Problems) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for path in paths {
         match std::fs::metadata(path) {
@@ -32,7 +32,7 @@ pub fn discover(paths: &[PathBuf], problems: &mut Vec<Problem>) -> Vec<PathBuf> 
     files
 }
 
-fn walk(dir: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<Problem>) {
+fn walk(dir: &Path, files: &mut Vec<PathBuf>, problems: &mut Problems) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
@@ -89,7 +89,7 @@ mod tests {
         for name in ["b/z.yml", "a.yaml", "notes.txt", "b/a.yaml"] {
             std::fs::write(dir.path().join(name), "").unwrap();
         }
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         let files = discover(&[dir.path().to_path_buf(), dir.path().join("a.yaml")], &mut problems);
         let names: Vec<_> = files.iter().map(|f| f.strip_prefix(dir.path()).unwrap().to_path_buf()).collect();
         assert_eq!(names, [PathBuf::from("a.yaml"), "b/a.yaml".into(), "b/z.yml".into()]);
@@ -98,9 +98,9 @@ mod tests {
 
     #[test]
     fn a_missing_path_is_a_problem_naming_it() {
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         let files = discover(&[PathBuf::from("no/such/dir")], &mut problems);
         assert!(files.is_empty());
-        assert_eq!(problems[0].kind.message(), "cannot read `no/such/dir`: no such file or directory");
+        assert_eq!(problems.kinds()[0].message(), "cannot read `no/such/dir`: no such file or directory");
     }
 }
