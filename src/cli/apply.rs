@@ -45,7 +45,13 @@ pub async fn run(args: ApplyArgs, output: &Output) -> Result<Exit, Error> {
         return finish(&plan, &report, output);
     }
 
-    let desired = manifest::load(&args.paths, &process_env)?;
+    let desired = manifest::load_with(
+        &args.paths,
+        &manifest::LoadOptions {
+            warn: &|w| output.warn(&w.to_string()),
+            ..manifest::LoadOptions::new(&process_env)
+        },
+    )?;
     let mut config = connection::client_config(&args.connection, &process_env, false, None)?;
     fit_parallelism(&mut config, &args, output);
     let client = OzClient::connect(config).await?;

@@ -15,7 +15,13 @@ use crate::{manifest, plan, render};
 use super::{PlanArgs, PlanFormat, TokenArgs, connection, files};
 
 pub async fn run(args: PlanArgs, output: &Output) -> Result<Exit, Error> {
-    let desired = manifest::load(&args.paths, &process_env)?;
+    let desired = manifest::load_with(
+        &args.paths,
+        &manifest::LoadOptions {
+            warn: &|w| output.warn(&w.to_string()),
+            ..manifest::LoadOptions::new(&process_env)
+        },
+    )?;
     let config = connection::client_config(&args.connection, &process_env, true, None)?;
     let client = OzClient::connect(config).await?;
     let sink = FileSink::new(&args.tokens.token_dir);

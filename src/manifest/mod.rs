@@ -4,13 +4,15 @@
 //! pure over the texts and an environment lookup: `node` parses YAML into located nodes,
 //! `read` turns each document into companies and users (with `interpolate`), `check` looks
 //! across documents, `problem` collects what is wrong and renders it through `excerpt` and
-//! `printable`. Every problem is counted and reported together (the first `MAX_PROBLEMS` in
-//! full), each with a stable code, a labelled span and a help line. The process environment
-//! is never read here: callers pass a lookup.
+//! `printable`. Every problem is
+//! counted and reported together (the first `MAX_PROBLEMS` in full), each with a stable code,
+//! a labelled span and a help line. The process environment is never read here: callers pass
+//! a lookup.
 //!
 //! Manifests are untrusted input (a pull request writes them, CI loads them with secrets in
-//! its environment): the problems shown are capped, and a diagnostic never prints more than a
-//! window of a source line, nor a control character.
+//! its environment). The loader reads regular files only, follows a symbolic link only into
+//! the paths given, caps file sizes (`MAX_FILE_BYTES`, `MAX_TOTAL_BYTES`) and the problems it
+//! shows, and never prints more than a window of a source line or a control character.
 //!
 //! Invariant: `load` returns a `Desired` only when no problem was found; companies sorted
 //! by name, users by email (case-insensitive), each identity once.
@@ -36,9 +38,33 @@ mod source;
 mod suggest;
 
 pub use document::{CompanyDoc, Document, SCHEMA_COMMENT, UserDoc, schema, to_yaml};
+pub use source::Warning;
 
+/// The largest manifest file read (16 MiB); a larger one is refused before it is read.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+/// The most bytes read from all manifest files together (64 MiB).
+pub const MAX_TOTAL_BYTES: u64 = 64 << 20;
 /// The most problems reported in full; the others are counted ("and N more problems").
 pub const MAX_PROBLEMS: usize = 100;
+
+/// What loading needs besides the paths.
+#[derive(Clone, Copy)]
+pub struct LoadOptions<'a> {
+    /// Looks an environment variable up (the commands pass the process environment).
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Called with each warning (a special file skipped in a directory); the commands print
+    /// it on stderr as `warning: …`.
+    pub warn: &'a dyn Fn(&Warning),
+}
+
+impl<'a> LoadOptions<'a> {
+    /// Warnings dropped.
+    pub fn new(env: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Self { env, warn: &ignore }
+    }
+}
+
+fn ignore(_: &Warning) {}
 
 /// All problems found in the manifests, reported together: the first `MAX_PROBLEMS` by file
 /// and place in full, then how many more there are.
@@ -95,29 +121,54 @@ fn count_problems(n: usize) -> String {
     if n == 1 { "1 problem".to_string() } else { format!("{n} problems") }
 }
 
-/// Load the manifests under `paths` into the desired state, or report every problem.
+/// Load the manifests under `paths` into the desired state, or report every problem; with
+/// warnings dropped (see `load_with`).
 pub fn load(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<Desired, ManifestError> {
+    load_with(paths, &LoadOptions::new(env))
+}
+
+/// A file read: its path, its text, and whether that text is YAML to parse (a file that is not
+/// UTF-8 is kept only to show where it is not).
+struct Loaded {
+    path: Arc<PathBuf>,
+    text: String,
+    parse: bool,
+}
+
+/// Load the manifests under `paths` into the desired state, or report every problem.
+pub fn load_with(paths: &[PathBuf], options: &LoadOptions<'_>) -> Result<Desired, ManifestError> {
     let mut problems = problem::Problems::default();
-    let files = source::discover(paths, &mut problems);
+    let files = source::discover(paths, &mut problems, options.warn);
     let mut complete = true;
-    let mut texts = Vec::with_capacity(files.len());
-    for path in &files {
-        match source::read(path) {
-            Ok(text) => texts.push((Arc::new(path.clone()), text)),
+    let mut budget = MAX_TOTAL_BYTES;
+    let mut loaded: Vec<Loaded> = Vec::with_capacity(files.len());
+    for file in &files {
+        let path = Arc::new(file.path.clone());
+        match source::read(file, &mut budget) {
+            Ok(source::Text::Utf8(text)) => loaded.push(Loaded { path, text, parse: true }),
+            Ok(source::Text::NotUtf8 { text, offset, byte }) => {
+                let len = text[offset..].chars().next().map_or(0, char::len_utf8);
+                let at =
+                    problem::At { file: loaded.len(), pos: node::Pos { offset, len, line: 0, column: 0 } };
+                problems.push(problem::Problem::at(problem::Kind::NotUtf8 { byte }, at, "not UTF-8"));
+                complete = false;
+                loaded.push(Loaded { path, text, parse: false });
+            }
             Err(kind) => {
                 problems.push(problem::Problem::unlocated(kind));
                 complete = false;
             }
         }
     }
-    let parsed = parse_all(&texts);
+    let parsed = parse_all(&loaded);
 
     let mut declared = read::Declared::default();
-    let mut sources = Vec::with_capacity(texts.len());
-    for (index, ((path, text), parsed)) in texts.into_iter().zip(parsed).enumerate() {
+    let mut sources = Vec::with_capacity(loaded.len());
+    for (index, (file, parsed)) in loaded.into_iter().zip(parsed).enumerate() {
         let mut redact = Vec::new();
         match parsed {
-            Err(err) => {
+            None => {}
+            Some(Err(err)) => {
                 let at = problem::At { file: index, pos: err.pos };
                 problems.push(problem::Problem::at(
                     problem::Kind::YamlSyntax { message: err.message },
@@ -126,13 +177,13 @@ pub fn load(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<D
                 ));
                 complete = false;
             }
-            Ok(documents) => {
-                let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+            Some(Ok(documents)) => {
+                let dir = file.path.parent().unwrap_or(Path::new("")).to_path_buf();
                 let mut reader = read::Reader {
                     file: index,
-                    path: Arc::clone(&path),
+                    path: Arc::clone(&file.path),
                     dir: &dir,
-                    env,
+                    env: options.env,
                     problems: &mut problems,
                     redact: &mut redact,
                 };
@@ -142,8 +193,8 @@ pub fn load(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<D
             }
         }
         sources.push(problem::SourceFile {
-            name: printable::path(&path),
-            text: Arc::from(text),
+            name: printable::path(&file.path),
+            text: Arc::from(file.text),
             blanks: excerpt::Blanks::new(redact),
         });
     }
@@ -156,30 +207,32 @@ pub fn load(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<D
     companies.sort_by(|a, b| a.name.cmp(&b.name));
     let mut users: Vec<_> = declared.users.into_iter().map(|u| u.user).collect();
     users.sort_by(|a, b| a.email.cmp(&b.email));
-    Ok(Desired { companies, users, files })
+    Ok(Desired { companies, users, files: files.into_iter().map(|f| f.path).collect() })
 }
 
 type Parsed = Result<Vec<node::Node>, node::SyntaxError>;
 
-/// Parse every text, in order. Parsing is most of the loader's time and each file is
-/// independent, so several files are parsed on scoped threads (one per available core).
-fn parse_all(texts: &[(Arc<PathBuf>, String)]) -> Vec<Parsed> {
+/// Parse every text that is to be parsed, in order (`None` for the others). Parsing is most
+/// of the loader's time and each file is independent, so several files are parsed on scoped
+/// threads (one per available core).
+fn parse_all(files: &[Loaded]) -> Vec<Option<Parsed>> {
+    let parse = |file: &Loaded| file.parse.then(|| node::parse_documents(&file.text));
     let threads =
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(texts.len());
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(files.len());
     if threads <= 1 {
-        return texts.iter().map(|(_, text)| node::parse_documents(text)).collect();
+        return files.iter().map(parse).collect();
     }
-    let mut parsed: Vec<Option<Parsed>> = std::iter::repeat_with(|| None).take(texts.len()).collect();
+    let mut parsed: Vec<Option<Option<Parsed>>> = std::iter::repeat_with(|| None).take(files.len()).collect();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
-                    texts
+                    files
                         .iter()
                         .enumerate()
                         .skip(t)
                         .step_by(threads)
-                        .map(|(i, (_, text))| (i, node::parse_documents(text)))
+                        .map(|(i, file)| (i, parse(file)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -196,10 +249,10 @@ fn parse_all(texts: &[(Arc<PathBuf>, String)]) -> Vec<Parsed> {
         .into_iter()
         .map(|result| {
             result.unwrap_or_else(|| {
-                Err(node::SyntaxError {
+                Some(Err(node::SyntaxError {
                     message: "the YAML parser failed on this file (a bug: please report it)".into(),
                     pos: node::Pos::default(),
-                })
+                }))
             })
         })
         .collect()

@@ -35,6 +35,28 @@ pub enum Kind {
     NoManifests {
         path: PathBuf,
     },
+    /// A path named on the command line is neither a regular file nor a directory.
+    NotAFile {
+        path: PathBuf,
+        what: &'static str,
+    },
+    /// A symbolic link whose target is outside every path given (the target is never named).
+    LinkOutside {
+        link: PathBuf,
+    },
+    /// A symbolic link that does not resolve (dangling, a loop, or not permitted).
+    BrokenLink {
+        link: PathBuf,
+    },
+    TooLarge {
+        path: PathBuf,
+    },
+    TooLargeInTotal {
+        path: PathBuf,
+    },
+    NotUtf8 {
+        byte: u8,
+    },
     YamlSyntax {
         message: String,
     },
@@ -104,6 +126,12 @@ impl Kind {
         match self {
             Kind::Unreadable { .. } => "ozform::manifest::unreadable",
             Kind::NoManifests { .. } => "ozform::manifest::no_manifests",
+            Kind::NotAFile { .. } => "ozform::manifest::not_a_file",
+            Kind::LinkOutside { .. } => "ozform::manifest::link_outside",
+            Kind::BrokenLink { .. } => "ozform::manifest::broken_link",
+            Kind::TooLarge { .. } => "ozform::manifest::too_large",
+            Kind::TooLargeInTotal { .. } => "ozform::manifest::too_large_in_total",
+            Kind::NotUtf8 { .. } => "ozform::manifest::not_utf8",
             Kind::YamlSyntax { .. } => "ozform::manifest::yaml_syntax",
             Kind::NotAMap { .. } => "ozform::manifest::not_a_map",
             Kind::UnknownField { .. } => "ozform::manifest::unknown_field",
@@ -129,6 +157,26 @@ impl Kind {
             Kind::Unreadable { path, reason } => format!("cannot read `{}`: {reason}", p(path)),
             Kind::NoManifests { path } => {
                 format!("directory `{}` holds no `*.yaml` or `*.yml` file", p(path))
+            }
+            Kind::NotAFile { path, what } => {
+                format!("`{}` is not a regular file or directory: it is {what}", p(path))
+            }
+            Kind::LinkOutside { link } => {
+                format!("`{}` is a symbolic link to a place outside the paths given", p(link))
+            }
+            Kind::BrokenLink { link } => format!("`{}` is a symbolic link that does not resolve", p(link)),
+            Kind::TooLarge { path } => format!(
+                "`{}` is larger than {} MiB, the limit for one manifest file",
+                p(path),
+                super::MAX_FILE_BYTES >> 20
+            ),
+            Kind::TooLargeInTotal { path } => format!(
+                "the manifests up to `{}` are larger than {} MiB, the limit for all manifests together",
+                p(path),
+                super::MAX_TOTAL_BYTES >> 20
+            ),
+            Kind::NotUtf8 { byte } => {
+                format!("the file is not UTF-8 text: byte `0x{byte:02x}` is not valid here")
             }
             Kind::YamlSyntax { message } => format!("invalid YAML: {}", printable::clip(message, 200)),
             Kind::NotAMap { found } => format!("a manifest document must be a map, found {found}"),
@@ -161,6 +209,20 @@ impl Kind {
         match self {
             Kind::Unreadable { .. } => "give existing manifest files or directories".into(),
             Kind::NoManifests { .. } => "put manifests in files named `*.yaml` or `*.yml`, or name the files directly".into(),
+            Kind::NotAFile { .. } => "name manifest files or directories: ozform reads regular files only".into(),
+            Kind::LinkOutside { .. } => "a symbolic link is followed only when its target lies inside a path given on \
+                 the command line (as Git keeps links inside the work tree): replace the link by the file it \
+                 points to, or name the directory holding its target as well"
+                .into(),
+            Kind::BrokenLink { .. } => "remove the link, or make it point to a manifest inside the paths given".into(),
+            Kind::TooLarge { .. } => format!(
+                "split the manifests into files of at most {} MiB each",
+                super::MAX_FILE_BYTES >> 20
+            ),
+            Kind::TooLargeInTotal { .. } => "give fewer or smaller manifests: the limit keeps a pull request \
+                 from exhausting memory"
+                .into(),
+            Kind::NotUtf8 { .. } => "save the file as UTF-8: manifests are UTF-8 YAML".into(),
             Kind::YamlSyntax { .. } => "fix the YAML here: check indentation, quotes and brackets".into(),
             Kind::NotAMap { .. } => "start the document with `companies:` and/or `service_users:`".into(),
             Kind::UnknownField { suggestion: Some(s), .. } => format!("did you mean `{s}`?"),
