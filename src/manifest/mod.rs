@@ -2,9 +2,9 @@
 //!
 //! The loader's edge is I/O (finding and reading files, in `source`); everything after is
 //! pure over the texts and an environment lookup: `node` parses YAML into located nodes,
-//! `read` turns each document into companies and users (with `interpolate`), `check` looks
-//! across documents, `problem` collects what is wrong and renders it through `excerpt` and
-//! `printable`. Every problem is
+//! `secrets` finds the variables no value may interpolate, `read` turns each document into
+//! companies and users (with `interpolate`), `check` looks across documents, `problem`
+//! collects what is wrong and renders it through `excerpt` and `printable`. Every problem is
 //! counted and reported together (the first `MAX_PROBLEMS` in full), each with a stable code,
 //! a labelled span and a help line. The process environment is never read here: callers pass
 //! a lookup.
@@ -12,7 +12,8 @@
 //! Manifests are untrusted input (a pull request writes them, CI loads them with secrets in
 //! its environment). The loader reads regular files only, follows a symbolic link only into
 //! the paths given, caps file sizes (`MAX_FILE_BYTES`, `MAX_TOTAL_BYTES`) and the problems it
-//! shows, and never prints more than a window of a source line or a control character.
+//! shows, never prints more than a window of a source line or a control character, and
+//! refuses a value that interpolates a secret (`LoadOptions::secret_variables`).
 //!
 //! Invariant: `load` returns a `Desired` only when no problem was found; companies sorted
 //! by name, users by email (case-insensitive), each identity once.
@@ -34,6 +35,7 @@ mod node;
 mod printable;
 mod problem;
 mod read;
+mod secrets;
 mod source;
 mod suggest;
 
@@ -46,21 +48,27 @@ pub const MAX_FILE_BYTES: u64 = 16 << 20;
 pub const MAX_TOTAL_BYTES: u64 = 64 << 20;
 /// The most problems reported in full; the others are counted ("and N more problems").
 pub const MAX_PROBLEMS: usize = 100;
+/// The environment variables holding secrets that the commands are given: no manifest value
+/// may interpolate them (nor any variable a `password: {env: NAME}` names).
+pub const SECRET_VARIABLES: &[&str] = &["OZ_ADMIN_PASSWORD"];
 
 /// What loading needs besides the paths.
 #[derive(Clone, Copy)]
 pub struct LoadOptions<'a> {
     /// Looks an environment variable up (the commands pass the process environment).
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Variables that hold secrets given to ozform: a value that interpolates one is refused.
+    /// Those that `password: {env: NAME}` names are added by the loader.
+    pub secret_variables: &'a [&'a str],
     /// Called with each warning (a special file skipped in a directory); the commands print
     /// it on stderr as `warning: …`.
     pub warn: &'a dyn Fn(&Warning),
 }
 
 impl<'a> LoadOptions<'a> {
-    /// Warnings dropped.
+    /// `SECRET_VARIABLES` as the secrets, warnings dropped.
     pub fn new(env: &'a dyn Fn(&str) -> Option<String>) -> Self {
-        Self { env, warn: &ignore }
+        Self { env, secret_variables: SECRET_VARIABLES, warn: &ignore }
     }
 }
 
@@ -122,7 +130,7 @@ fn count_problems(n: usize) -> String {
 }
 
 /// Load the manifests under `paths` into the desired state, or report every problem; with
-/// warnings dropped (see `load_with`).
+/// `SECRET_VARIABLES` as the secrets and warnings dropped (see `load_with`).
 pub fn load(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<Desired, ManifestError> {
     load_with(paths, &LoadOptions::new(env))
 }
@@ -161,6 +169,15 @@ pub fn load_with(paths: &[PathBuf], options: &LoadOptions<'_>) -> Result<Desired
         }
     }
     let parsed = parse_all(&loaded);
+    let documents: Vec<(Arc<PathBuf>, &[node::Node])> = loaded
+        .iter()
+        .zip(&parsed)
+        .filter_map(|(file, parsed)| {
+            Some((Arc::clone(&file.path), parsed.as_ref()?.as_ref().ok()?.as_slice()))
+        })
+        .collect();
+    let secrets = secrets::Secrets::find(options.secret_variables, &documents, options.env);
+    drop(documents);
 
     let mut declared = read::Declared::default();
     let mut sources = Vec::with_capacity(loaded.len());
@@ -184,6 +201,7 @@ pub fn load_with(paths: &[PathBuf], options: &LoadOptions<'_>) -> Result<Desired
                     path: Arc::clone(&file.path),
                     dir: &dir,
                     env: options.env,
+                    secrets: &secrets,
                     problems: &mut problems,
                     redact: &mut redact,
                 };
@@ -420,6 +438,36 @@ mod tests {
         assert!(last.contains("unknown field `x98`"), "{last}");
         let more: Vec<String> = err.related().unwrap().skip(MAX_PROBLEMS).map(ToString::to_string).collect();
         assert_eq!(more, ["and 4901 more problems"]);
+    }
+
+    #[test]
+    fn a_value_that_interpolates_a_secret_is_refused_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "m.yaml",
+            "companies:\n  - name: A\n    technical_meta_data: {note: \"${OZ_ADMIN_PASSWORD}\", pw: \"${WEB_PW:-x}\"}\n\
+             service_users:\n  - {email: \"${OZ_ADMIN_PASSWORD}@x.example\", company: A, password: {env: WEB_PW}}\n",
+        );
+        let looked_up = std::cell::RefCell::new(Vec::new());
+        let env = |name: &str| {
+            looked_up.borrow_mut().push(name.to_string());
+            Some("canary-secret".to_string())
+        };
+        let err = load(&[dir.path().to_path_buf()], &env).unwrap_err();
+        let codes: Vec<_> = err.problems.iter().map(|p| p.code().unwrap().to_string()).collect();
+        assert_eq!(codes, ["ozform::manifest::secret_interpolation"; 3]);
+        let rendered = format!("{:?}", miette::Report::new(err));
+        assert!(!rendered.contains("canary"), "{rendered}");
+        assert!(rendered.contains("`WEB_PW` is a service user's password"), "{rendered}");
+        assert!(looked_up.borrow().is_empty(), "{:?}", looked_up.borrow());
+        // The secrets are data: without them, the same values interpolate.
+        let options = LoadOptions { secret_variables: &[], ..LoadOptions::new(&env) };
+        write(dir.path(), "m.yaml", "companies: [{name: \"${OZ_ADMIN_PASSWORD}\"}]\n");
+        assert_eq!(
+            load_with(&[dir.path().to_path_buf()], &options).unwrap().companies[0].name,
+            "canary-secret"
+        );
     }
 
     #[test]

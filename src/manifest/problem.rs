@@ -114,6 +114,13 @@ pub enum Kind {
     BadInterpolation {
         reason: String,
     },
+    /// A value interpolates a variable that holds a secret.
+    SecretInterpolation {
+        name: String,
+        /// Where the variable is a service user's password source; `None` for a secret ozform
+        /// itself was given (the admin password).
+        password_of: Option<Location>,
+    },
 }
 
 /// A location as a message names it, with its path escaped.
@@ -148,6 +155,7 @@ impl Kind {
             Kind::UndeclaredCompany { .. } => "ozform::manifest::undeclared_company",
             Kind::MissingVariable { .. } => "ozform::manifest::missing_variable",
             Kind::BadInterpolation { .. } => "ozform::manifest::bad_interpolation",
+            Kind::SecretInterpolation { .. } => "ozform::manifest::secret_interpolation",
         }
     }
 
@@ -201,6 +209,9 @@ impl Kind {
             Kind::UndeclaredCompany { company, .. } => format!("company `{}` is not declared", v(company)),
             Kind::MissingVariable { name } => format!("environment variable `{}` is not set", v(name)),
             Kind::BadInterpolation { reason } => format!("invalid interpolation: {reason}"),
+            Kind::SecretInterpolation { name, .. } => {
+                format!("`{}` holds a secret: a manifest value must not interpolate it", v(name))
+            }
         }
     }
 
@@ -268,6 +279,19 @@ impl Kind {
             }
             Kind::BadInterpolation { .. } => {
                 "write `${NAME}` or `${NAME:-default}`, or `$${` for a literal `${`".into()
+            }
+            Kind::SecretInterpolation { name, password_of } => {
+                let name = v(name);
+                let holds = match password_of {
+                    Some(location) => {
+                        format!("`{name}` is a service user's password (`password: {{env: {name}}}` at {})", at(location))
+                    }
+                    None => format!("`{name}` holds a secret ozform is given (the admin password)"),
+                };
+                format!(
+                    "{holds}; manifest values are shown in plans, logs and errors, so no value may interpolate a \
+                     secret: remove `${{{name}}}` from this value"
+                )
             }
         }
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::interpolate::{InterpolationError, interpolate};
 use super::node::{Node, Pos, Value};
 use super::problem::{At, Kind, Problem, Problems};
+use super::secrets::{Holds, Secrets};
 use super::suggest;
 use crate::model::{DesiredCompany, DesiredUser, Email, Location, Permissions, TokenSpec};
 use crate::secret::SecretRef;
@@ -66,6 +67,8 @@ pub struct Reader<'a> {
     /// The manifest's directory: relative `{file: PATH}` secrets are joined to it.
     pub dir: &'a Path,
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Variables no value may interpolate.
+    pub secrets: &'a Secrets<'a>,
     pub problems: &'a mut Problems,
     /// Byte ranges of literal passwords, to be blanked in every snippet.
     pub redact: &'a mut Vec<Range<usize>>,
@@ -108,11 +111,20 @@ impl Reader<'_> {
         }
     }
 
-    /// Interpolate every string value (never keys) in place, reporting each failure.
+    /// Interpolate every string value (never keys) in place, reporting each failure. A value
+    /// that cannot be interpolated is kept as written.
     fn interpolate_values(&mut self, node: &mut Node) {
         match &mut node.value {
-            Value::Str(s) => match interpolate(s, self.env) {
+            Value::Str(s) => match interpolate(s, self.env, &|name| self.secrets.holds(name).is_some()) {
                 Ok(done) => *s = done,
+                Err(InterpolationError::Secret { name }) => {
+                    let password_of = match self.secrets.holds(&name) {
+                        Some(Holds::Password(location)) => Some(location.clone()),
+                        _ => None,
+                    };
+                    let label = format!("`{name}` is interpolated here");
+                    self.problem(Kind::SecretInterpolation { name, password_of }, node.pos, label);
+                }
                 Err(InterpolationError::Missing { name }) => {
                     let label = format!("`{name}` is used here");
                     self.problem(Kind::MissingVariable { name }, node.pos, label);
