@@ -471,6 +471,20 @@ mod tests {
     }
 
     #[test]
+    fn a_password_source_without_a_value_is_refused_not_taken_as_no_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies: [{name: A}]\nservice_users:\n  - {email: a@x.example, company: A, password: {env: ~}}\n\
+             \x20 - {email: b@x.example, company: A, password: {file: }}\n\
+             \x20 - {email: c@x.example, company: A, password: {env: \"\"}}\n\
+             \x20 - {email: d@x.example, company: A, password: {file: \"\"}}\n",
+        );
+        assert_eq!(problems(load(&[file], &env)), ["ozform::manifest::bad_secret"; 4]);
+    }
+
+    #[test]
     fn an_unparsable_file_does_not_cause_false_undeclared_company_errors() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "a.yaml", "companies:\n  - name: [A\n");

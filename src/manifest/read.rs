@@ -357,6 +357,12 @@ impl Reader<'_> {
                     );
                     return None;
                 };
+                if value.value == Value::Null {
+                    // `{env: ~}` would otherwise read as no password at all, silently.
+                    let reason = format!("`{key}` has no value");
+                    self.problem(Kind::BadSecret { reason }, value.pos, "no value");
+                    return None;
+                }
                 let text = self.string(key, value)?;
                 if text.trim().is_empty() {
                     let reason = format!("`{key}` is empty");
