@@ -459,7 +459,7 @@ mod tests {
         assert_eq!(codes, ["ozform::manifest::secret_interpolation"; 3]);
         let rendered = format!("{:?}", miette::Report::new(err));
         assert!(!rendered.contains("canary"), "{rendered}");
-        assert!(rendered.contains("`WEB_PW` is a service user's password"), "{rendered}");
+        assert!(rendered.contains("`WEB_PW` is a service user's password (`{env: WEB_PW}` at"), "{rendered}");
         assert!(looked_up.borrow().is_empty(), "{:?}", looked_up.borrow());
         // The secrets are data: without them, the same values interpolate.
         let options = LoadOptions { secret_variables: &[], ..LoadOptions::new(&env) };

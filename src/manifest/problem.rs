@@ -284,14 +284,11 @@ impl Kind {
                 let name = v(name);
                 let holds = match password_of {
                     Some(location) => {
-                        format!("`{name}` is a service user's password (`password: {{env: {name}}}` at {})", at(location))
+                        format!("`{name}` is a service user's password (`{{env: {name}}}` at {})", at(location))
                     }
-                    None => format!("`{name}` holds a secret ozform is given (the admin password)"),
+                    None => format!("`{name}` holds a secret given to ozform"),
                 };
-                format!(
-                    "{holds}; manifest values are shown in plans, logs and errors, so no value may interpolate a \
-                     secret: remove `${{{name}}}` from this value"
-                )
+                format!("{holds}; values are shown in plans, logs and errors: remove `${{{name}}}` from this value")
             }
         }
     }
