@@ -230,37 +230,43 @@ pub fn load_with(paths: &[PathBuf], options: &LoadOptions<'_>) -> Result<Desired
 
 type Parsed = Result<Vec<node::Node>, node::SyntaxError>;
 
-/// Parse every text that is to be parsed, in order (`None` for the others). Parsing is most
-/// of the loader's time and each file is independent, so several files are parsed on scoped
-/// threads (one per available core).
+/// The stack of a parser thread. serde-saphyr recurses for each level of nesting, up to its
+/// depth budget (64), and a debug build needs more than the 2 MiB a thread gets by default to
+/// reach it (a fuzzed manifest overflowed a test thread); a release build needs far less. Only
+/// what a parse touches is ever committed.
+const PARSER_STACK: usize = 64 << 20;
+
+/// Parse every text that is to be parsed, in order (`None` for the others), on threads of our
+/// own, so that the caller's stack size does not matter. Parsing is most of the loader's time
+/// and each file is independent, so there is one thread per available core.
 fn parse_all(files: &[Loaded]) -> Vec<Option<Parsed>> {
-    let parse = |file: &Loaded| file.parse.then(|| node::parse_documents(&file.text));
     let threads =
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(files.len());
-    if threads <= 1 {
-        return files.iter().map(parse).collect();
-    }
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(files.len()).max(1);
+    let share = move |t: usize| {
+        files
+            .iter()
+            .enumerate()
+            .skip(t)
+            .step_by(threads)
+            .map(|(i, file)| (i, file.parse.then(|| node::parse_documents(&file.text))))
+            .collect::<Vec<_>>()
+    };
     let mut parsed: Vec<Option<Option<Parsed>>> = std::iter::repeat_with(|| None).take(files.len()).collect();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    files
-                        .iter()
-                        .enumerate()
-                        .skip(t)
-                        .step_by(threads)
-                        .map(|(i, file)| (i, parse(file)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for handle in handles {
-            // A parser thread that panicked (a parser bug; the property tests look for them)
-            // leaves its files as `None`: reported below as a problem, not as a crash.
-            for (i, result) in handle.join().into_iter().flatten() {
-                parsed[i] = Some(result);
+        let mut results = Vec::with_capacity(files.len());
+        let mut handles = Vec::with_capacity(threads);
+        for t in 0..threads {
+            match std::thread::Builder::new().stack_size(PARSER_STACK).spawn_scoped(scope, move || share(t)) {
+                Ok(handle) => handles.push(handle),
+                // No thread to be had: parse here, on the caller's stack.
+                Err(_) => results.extend(share(t)),
             }
+        }
+        // A parser thread that panicked (a parser bug; the property tests look for them)
+        // leaves its files as `None`: reported below as a problem, not as a crash.
+        results.extend(handles.into_iter().filter_map(|h| h.join().ok()).flatten());
+        for (i, result) in results {
+            parsed[i] = Some(result);
         }
     });
     parsed
@@ -482,6 +488,21 @@ mod tests {
              \x20 - {email: d@x.example, company: A, password: {file: \"\"}}\n",
         );
         assert_eq!(problems(load(&[file], &env)), ["ozform::manifest::bad_secret"; 4]);
+    }
+
+    #[test]
+    fn nesting_to_the_parsers_depth_limit_is_an_error_on_any_calling_thread() {
+        // A mutated example found by the fuzzer: it overflowed a test thread's 2 MiB stack.
+        let mut text = String::from("companies:\n");
+        for depth in 0..100 {
+            text.push_str(&"  ".repeat(depth));
+            text.push_str("- a:\n");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "deep.yaml", &text);
+        let small = std::thread::Builder::new().stack_size(256 << 10);
+        let codes = small.spawn(move || problems(load(&[file], &env))).unwrap().join().unwrap();
+        assert_eq!(codes, ["ozform::manifest::yaml_syntax"]);
     }
 
     #[test]
