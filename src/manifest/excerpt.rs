@@ -323,6 +323,7 @@ impl Excerpt {
             .iter()
             .zip(&located)
             .map(|(mark, spot)| {
+                // Every mark's line is in `lines`, so it was shown above.
                 let (at, shown) = &shown_lines[&spot.line];
                 let offset = boundary(text, mark.offset);
                 let start = at + shown.place(offset);
