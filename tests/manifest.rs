@@ -87,12 +87,137 @@ invalid_fixture!(a_password_naming_two_sources_is_refused, "bad_secret.yaml", ["
 invalid_fixture!(an_unclosed_interpolation_is_located, "bad_interpolation.yaml", ["bad_interpolation"]);
 invalid_fixture!(a_missing_required_field_is_located, "missing_field.yaml", ["missing_field"]);
 
+// Hostile input (issue #14): each new diagnostic, and what no diagnostic may print.
+invalid_fixture!(a_file_that_is_not_utf8_is_located_at_its_first_bad_byte, "not_utf8.yaml", ["not_utf8"]);
+invalid_fixture!(a_byte_order_mark_does_not_shift_columns, "byte_order_mark.yaml", ["unknown_field"]);
+invalid_fixture!(
+    a_password_source_without_a_value_is_refused,
+    "password_without_source_value.yaml",
+    ["bad_secret"]
+);
+invalid_fixture!(
+    a_value_that_interpolates_a_secret_is_refused,
+    "secret_interpolation.yaml",
+    ["secret_interpolation"]
+);
+invalid_fixture!(
+    terminal_escapes_in_values_are_printed_escaped,
+    "terminal_escape.yaml",
+    ["duplicate_company", "unknown_field"]
+);
+invalid_fixture!(
+    raw_control_characters_in_the_source_are_printed_escaped,
+    "raw_control_character.yaml",
+    ["yaml_syntax"]
+);
+
+/// Whether `text` holds a character a terminal could act on (all but newline).
+fn has_control(text: &str) -> bool {
+    text.chars().any(|c| {
+        c != '\n' && (c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    })
+}
+
+#[test]
+fn no_fixture_diagnostic_holds_a_control_character() {
+    for name in ["terminal_escape.yaml", "raw_control_character.yaml", "not_utf8.yaml"] {
+        let rendered = render(&load_fixture(name).unwrap_err());
+        assert!(!has_control(&rendered), "{name}:\n{rendered}");
+    }
+}
+
+#[test]
+fn a_secret_is_refused_whatever_the_environment_holds_and_never_printed() {
+    let env = |name: &str| Some(format!("canary-{name}"));
+    let path = PathBuf::from("tests/fixtures/invalid/secret_interpolation.yaml");
+    let rendered = render(&manifest::load(&[path], &env).unwrap_err());
+    assert!(rendered.contains("ozform::manifest::secret_interpolation"), "{rendered}");
+    assert!(!rendered.contains("canary"), "{rendered}");
+}
+
+/// A diagnostic about files made at run time, without wrapping (so that the temporary
+/// directory's length cannot move a line break) and with that directory as `[TMP]`.
+fn render_in(dir: &Path, err: &manifest::ManifestError) -> String {
+    let mut out = String::new();
+    GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
+        .with_width(1_000)
+        .render_report(&mut out, err)
+        .unwrap();
+    out.replace(&dir.display().to_string(), "[TMP]")
+}
+
+#[cfg(unix)]
+#[test]
+fn links_outside_the_paths_given_or_nowhere_are_refused_naming_the_link() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    std::fs::write(m.join("a.yaml"), "companies: [{name: A}]\n").unwrap();
+    symlink("/proc/self/environ", m.join("environ.yaml")).unwrap();
+    symlink(m.join("nowhere.yaml"), m.join("dangling.yaml")).unwrap();
+    symlink("a.yaml", m.join("inside.yaml")).unwrap();
+    let err = manifest::load(&[m], &no_env).unwrap_err();
+    insta::assert_snapshot!(render_in(dir.path(), &err));
+}
+
+#[cfg(unix)]
+#[test]
+fn special_files_and_files_over_the_caps_are_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.yaml");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let big = dir.path().join("big.yaml");
+    std::fs::File::create(&big).unwrap().set_len(manifest::MAX_FILE_BYTES + 1).unwrap();
+    // Four files at the cap reach the total: the fifth is refused (sparse, so nothing is
+    // written; each reads as NUL bytes, a YAML error at its first character).
+    let full: Vec<PathBuf> = (1..=5).map(|i| dir.path().join(format!("full-{i}.yaml"))).collect();
+    for path in &full {
+        std::fs::File::create(path).unwrap().set_len(manifest::MAX_FILE_BYTES).unwrap();
+    }
+    let mut paths = vec![PathBuf::from("/dev/zero"), fifo, big];
+    paths.extend(full);
+    let err = manifest::load(&paths, &no_env).unwrap_err();
+    insta::assert_snapshot!(render_in(dir.path(), &err));
+}
+
+#[test]
+fn a_flood_of_problems_shows_the_first_hundred_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("companies:\n  - name: A\n");
+    for i in 0..10_000 {
+        std::fmt::Write::write_fmt(&mut text, format_args!("    x{i}: 1\n")).unwrap();
+    }
+    std::fs::write(dir.path().join("flood.yaml"), text).unwrap();
+    let err = manifest::load(&[dir.path().to_path_buf()], &no_env).unwrap_err();
+    assert_eq!((err.total, err.problems.len()), (10_000, manifest::MAX_PROBLEMS));
+    let rendered = render_in(dir.path(), &err);
+    assert_eq!(rendered.matches("ozform::manifest::unknown_field").count(), manifest::MAX_PROBLEMS);
+    let tail: Vec<&str> = rendered.lines().rev().take(22).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    insta::assert_snapshot!(tail.join("\n"));
+}
+
+#[test]
+fn a_problem_far_along_a_long_line_shows_a_window_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs: Vec<String> = (0..12_000).map(|i| format!("k{i}: {i}")).collect();
+    let text =
+        format!("companies:\n  - {{name: A, technical_meta_data: {{{}}}, tier: gold}}\n", pairs.join(", "));
+    assert!(text.len() > 150_000);
+    std::fs::write(dir.path().join("long.yaml"), text).unwrap();
+    let err = manifest::load(&[dir.path().to_path_buf()], &no_env).unwrap_err();
+    let rendered = render_in(dir.path(), &err);
+    assert!(rendered.lines().all(|l| l.chars().count() < 300), "{rendered}");
+    insta::assert_snapshot!(rendered);
+}
+
 #[test]
 fn every_invalid_fixture_fails_to_load() {
     let dir = root().join("tests/fixtures/invalid");
     let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     names.sort();
-    assert!(names.len() >= 15, "{names:?}");
+    assert!(names.len() >= 21, "{names:?}");
     for name in names {
         assert!(manifest::load(&[dir.join(&name)], &no_env).is_err(), "{name:?} loaded without error");
     }
@@ -409,6 +534,196 @@ proptest::proptest! {
         let dir = tempfile::tempdir().unwrap();
         load_text(dir.path(), text.as_bytes());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input (issue #14): what no file may make the loader do, over arbitrary bytes and
+// mutations of the examples, and regression cases generated here.
+
+/// The admin password of the CI job that loads the manifests.
+const CANARY: &str = "canary-admin-7f3e9b";
+
+/// A CI job's environment: the admin password, a service user's password, and `OZ_ENV`. (The
+/// service user's password is secret only where a manifest loaded with it names it in a
+/// `password`, which a mutation may undo, so only the admin password is a canary.)
+fn ci_env(name: &str) -> Option<String> {
+    match name {
+        "OZ_ADMIN_PASSWORD" => Some(CANARY.to_string()),
+        "ACME_WEB_PASSWORD" => Some("web-password".to_string()),
+        "OZ_ENV" => Some("prod".to_string()),
+        _ => None,
+    }
+}
+
+/// The lines of a manifest as YAML counts them (after a byte order mark, bad UTF-8 replaced).
+fn yaml_lines(bytes: &[u8]) -> Vec<String> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text = String::from_utf8_lossy(bytes).replace("\r\n", "\n").replace('\r', "\n");
+    text.split('\n').map(str::to_string).collect()
+}
+
+/// Every `file:line:column` a rendering names for `name`.
+fn places(rendered: &str, name: &str) -> Vec<(usize, usize)> {
+    let prefix = format!("[{name}:");
+    rendered
+        .lines()
+        .filter_map(|line| {
+            let place = &line[line.find(&prefix)? + prefix.len()..];
+            let (line, column) = place.strip_suffix(']')?.split_once(':')?;
+            Some((line.parse().ok()?, column.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Load `bytes` as a manifest in a CI job's environment and check that nothing a hostile file
+/// may try gets through: a panic (proptest reports it), a canary secret or a control character
+/// in what is printed, unbounded output, a problem without a place, or a place outside the file.
+fn check_hostile(bytes: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::prop_assert;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.yaml");
+    std::fs::write(&file, bytes).unwrap();
+    let err = match manifest::load(std::slice::from_ref(&file), &ci_env) {
+        Ok(desired) => {
+            let desired = format!("{desired:?}");
+            prop_assert!(!desired.contains(CANARY), "{}", desired);
+            return Ok(());
+        }
+        Err(err) => err,
+    };
+    let rendered = {
+        let mut out = String::new();
+        GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
+            .with_width(80)
+            .render_report(&mut out, &err)
+            .unwrap();
+        out.replace(&dir.path().display().to_string(), "[TMP]")
+    };
+    prop_assert!(!rendered.contains(CANARY), "{}", rendered);
+    prop_assert!(!has_control(&rendered), "{}", rendered);
+    prop_assert!(rendered.len() < 1_000_000, "{} bytes", rendered.len());
+    prop_assert!(err.problems.len() <= manifest::MAX_PROBLEMS);
+    for problem in &err.problems {
+        prop_assert!(problem.labels().is_some() && problem.source_code().is_some(), "{:?}", problem);
+    }
+    let lines = yaml_lines(bytes);
+    let found = places(&rendered, "[TMP]/m.yaml");
+    prop_assert!(found.len() >= err.problems.len(), "{}", rendered);
+    for (line, column) in found {
+        prop_assert!((1..=lines.len()).contains(&line), "line {} of {}:\n{}", line, lines.len(), rendered);
+        let length = lines[line - 1].chars().count();
+        prop_assert!((1..=length + 1).contains(&column), "column {} of {}:\n{}", column, length, rendered);
+    }
+    Ok(())
+}
+
+/// One change to a manifest's bytes, at a place chosen as a fraction of its length.
+#[derive(Debug, Clone)]
+enum Mutation {
+    Insert(proptest::sample::Index, Vec<u8>),
+    Delete(proptest::sample::Index, usize),
+    Replace(proptest::sample::Index, u8),
+}
+
+fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+    use proptest::prelude::*;
+    let chunk = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 1..8),
+        Just(b"\x1b]0;owned\x07\x1b[2J".to_vec()),
+        Just("\"\\e]0;owned\\a\\e[2J\u{202e}\"".as_bytes().to_vec()),
+        Just(b"\xef\xbb\xbf".to_vec()),
+        Just(b"\xff\xfe\xc3".to_vec()),
+        Just(b"\x00\x7f\t\r".to_vec()),
+        Just(b"\"${OZ_ADMIN_PASSWORD}\"".to_vec()),
+        Just(b"${OZ_ADMIN_PASSWORD:-x}".to_vec()),
+        Just(b"${ACME_WEB_PASSWORD}".to_vec()),
+        Just(b"{env: ~}".to_vec()),
+        Just(b"\n  - ".to_vec()),
+        Just(b"\n---\n".to_vec()),
+        // A line past column 65,535 with a problem at its end.
+        (60_000usize..70_000).prop_map(|n| format!("{{k: {}, tier: gold}}", "v".repeat(n)).into_bytes()),
+        (1usize..300).prop_map(|n| "[{".repeat(n).into_bytes()),
+        // Block nesting past the parser's depth budget.
+        (1usize..100).prop_map(|n| (0..n)
+            .flat_map(|i| ["  ".repeat(i), "- a:\n".into()])
+            .collect::<String>()
+            .into_bytes()),
+        (1usize..2_000).prop_map(|n| "- \n".repeat(n).into_bytes()),
+    ];
+    prop_oneof![
+        (any::<proptest::sample::Index>(), chunk).prop_map(|(at, bytes)| Mutation::Insert(at, bytes)),
+        (any::<proptest::sample::Index>(), 1usize..64).prop_map(|(at, n)| Mutation::Delete(at, n)),
+        (any::<proptest::sample::Index>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Replace(at, byte)),
+    ]
+}
+
+fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+    for mutation in mutations {
+        match mutation {
+            Mutation::Insert(at, chunk) => {
+                let at = at.index(bytes.len() + 1);
+                bytes.splice(at..at, chunk.iter().copied());
+            }
+            Mutation::Delete(at, n) if !bytes.is_empty() => {
+                let at = at.index(bytes.len());
+                bytes.drain(at..(at + n).min(bytes.len()));
+            }
+            Mutation::Replace(at, byte) if !bytes.is_empty() => {
+                let at = at.index(bytes.len());
+                bytes[at] = *byte;
+            }
+            Mutation::Delete(..) | Mutation::Replace(..) => {}
+        }
+    }
+    bytes
+}
+
+fn basic_examples() -> Vec<Vec<u8>> {
+    example_files("basic").iter().map(|f| std::fs::read(f).unwrap()).collect()
+}
+
+proptest::proptest! {
+    // A few hundred cases: a few seconds in a debug build.
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn arbitrary_bytes_get_through_to_nothing(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2_000)) {
+        check_hostile(&bytes)?;
+    }
+
+    #[test]
+    fn mutated_examples_get_through_to_nothing(
+        example in proptest::sample::select(basic_examples()),
+        mutations in proptest::collection::vec(mutation(), 1..6),
+    ) {
+        check_hostile(&mutate(example, &mutations))?;
+    }
+}
+
+#[test]
+fn the_hostile_fixtures_get_through_to_nothing() {
+    for name in
+        ["terminal_escape.yaml", "raw_control_character.yaml", "not_utf8.yaml", "byte_order_mark.yaml"]
+    {
+        let bytes = std::fs::read(root().join("tests/fixtures/invalid").join(name)).unwrap();
+        check_hostile(&bytes).unwrap();
+    }
+    let secret = std::fs::read(root().join("tests/fixtures/invalid/secret_interpolation.yaml")).unwrap();
+    check_hostile(&secret).unwrap();
+}
+
+#[test]
+fn a_megabyte_of_empty_items_is_a_flood_counted_in_full_and_shown_capped() {
+    // The fuzzer's find was 10 MB of `- ` lines: 3.5 million problems and 4.9 GB. One
+    // megabyte keeps a debug build quick; `examples/bench_validate.rs` times the full size.
+    let mut text = String::from("companies:\n");
+    text.push_str(&"- \n".repeat(350_000));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("flood.yaml"), &text).unwrap();
+    let err = manifest::load(&[dir.path().to_path_buf()], &no_env).unwrap_err();
+    assert_eq!((err.total, err.problems.len()), (350_000, manifest::MAX_PROBLEMS));
+    let rendered = render_in(dir.path(), &err);
+    assert!(rendered.ends_with("and 349900 more problems\n  help: only the first 100 problems are shown: fix them, then run `ozform validate` again\n"), "{}", &rendered[rendered.len() - 300..]);
 }
 
 #[test]

@@ -8,7 +8,13 @@ use crate::secret::process_env;
 
 pub fn run(args: super::ValidateArgs, output: &Output) -> Result<Exit, Error> {
     let super::ValidateArgs { paths } = args;
-    let desired = manifest::load(&paths, &process_env)?;
+    let desired = manifest::load_with(
+        &paths,
+        &manifest::LoadOptions {
+            warn: &|w| output.warn(&w.to_string()),
+            ..manifest::LoadOptions::new(&process_env)
+        },
+    )?;
     output.print(&format!("{}\n", summary(&desired)));
     Ok(Exit::Success)
 }

@@ -69,7 +69,7 @@ pub struct UserDoc {
     /// Analysis permissions; a flag left out is not managed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permissions: Option<Permissions>,
-    /// Keep a valid service token for this user in the token sink.
+    /// Keep a valid service token for this user in the token store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenSpec>,
 }

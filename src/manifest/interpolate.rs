@@ -1,7 +1,9 @@
 //! `${VAR}` and `${VAR:-default}` in string values; `$${` writes a literal `${`.
 //!
 //! Pure: the environment is a lookup passed in, never read here. A default applies when the
-//! variable is unset or empty, as in POSIX shells.
+//! variable is unset or empty, as in POSIX shells. A variable that holds a secret (`secret`
+//! says which) is never looked up: a value that names it is an error, with or without a
+//! default, and that error wins over a missing variable in the same value.
 
 /// Why a string could not be interpolated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,14 +12,21 @@ pub enum InterpolationError {
     Missing { name: String },
     /// `${` without a closing `}`, or a name that is not `[A-Za-z_][A-Za-z0-9_]*`.
     Malformed { reason: String },
+    /// `${NAME}` or `${NAME:-default}` where `NAME` holds a secret.
+    Secret { name: String },
 }
 
 /// Replace every `${…}` in `input`. Text without `$` is returned as is.
-pub fn interpolate(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, InterpolationError> {
+pub fn interpolate(
+    input: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    secret: &dyn Fn(&str) -> bool,
+) -> Result<String, InterpolationError> {
     if !input.contains('$') {
         return Ok(input.to_string());
     }
     let mut out = String::with_capacity(input.len());
+    let mut missing = None;
     let mut rest = input;
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
@@ -41,10 +50,15 @@ pub fn interpolate(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<
                     ),
                 });
             }
+            if secret(name) {
+                return Err(InterpolationError::Secret { name: name.to_string() });
+            }
             match (env(name).filter(|v| default.is_none() || !v.is_empty()), default) {
                 (Some(value), _) => out.push_str(&value),
                 (None, Some(default)) => out.push_str(default),
-                (None, None) => return Err(InterpolationError::Missing { name: name.to_string() }),
+                (None, None) => {
+                    missing.get_or_insert_with(|| name.to_string());
+                }
             }
             rest = &tail[close + 1..];
         } else {
@@ -53,7 +67,10 @@ pub fn interpolate(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<
         }
     }
     out.push_str(rest);
-    Ok(out)
+    match missing {
+        Some(name) => Err(InterpolationError::Missing { name }),
+        None => Ok(out),
+    }
 }
 
 fn is_variable_name(name: &str) -> bool {
@@ -70,8 +87,14 @@ mod tests {
         match name {
             "OZ_ENV" => Some("prod".into()),
             "EMPTY" => Some(String::new()),
+            "OZ_ADMIN_PASSWORD" => Some("canary-admin".into()),
             _ => None,
         }
+    }
+
+    /// With `OZ_ADMIN_PASSWORD` as the secret.
+    fn interpolate(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, InterpolationError> {
+        super::interpolate(input, env, &|name| name == "OZ_ADMIN_PASSWORD")
     }
 
     #[test]
@@ -116,6 +139,22 @@ mod tests {
         assert!(matches!(interpolate("${OZ_ENV", &env), Err(InterpolationError::Malformed { .. })));
         assert!(matches!(interpolate("${1X}", &env), Err(InterpolationError::Malformed { .. })));
         assert!(matches!(interpolate("${}", &env), Err(InterpolationError::Malformed { .. })));
+    }
+
+    #[test]
+    fn a_secret_variable_is_refused_with_or_without_a_default_and_never_looked_up() {
+        let secret = Err(InterpolationError::Secret { name: "OZ_ADMIN_PASSWORD".into() });
+        assert_eq!(interpolate("${OZ_ADMIN_PASSWORD}", &env), secret);
+        assert_eq!(interpolate("x ${OZ_ADMIN_PASSWORD:-none} y", &env), secret);
+        assert_eq!(interpolate("${NOPE} then ${OZ_ADMIN_PASSWORD}", &env), secret);
+        assert_eq!(interpolate("$${OZ_ADMIN_PASSWORD}", &env), Ok("${OZ_ADMIN_PASSWORD}".into()));
+        let looked_up = std::cell::Cell::new(false);
+        let spy = |_: &str| {
+            looked_up.set(true);
+            None
+        };
+        let _ = super::interpolate("${S:-x}", &spy, &|name| name == "S");
+        assert!(!looked_up.get());
     }
 
     #[test]

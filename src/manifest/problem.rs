@@ -3,18 +3,29 @@
 //!
 //! Problems are collected first and rendered last, so that every diagnostic of a file can be
 //! shown with the same (redacted) source text: a literal password is replaced by `*` in every
-//! snippet, never printed.
+//! snippet, never printed. Collecting keeps the first `MAX_PROBLEMS` by place and only counts
+//! the rest, so a flood of problems costs time and memory in proportion to its size; rendering
+//! shows each through a bounded, escaped `Excerpt`, and every value a message quotes is
+//! escaped and clipped (`printable`). Pure; no I/O.
 
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use miette::{Diagnostic, LabeledSpan, NamedSource, Severity, SourceCode};
+use miette::{Diagnostic, LabeledSpan, Severity, SourceCode};
 
+use super::MAX_PROBLEMS;
+use super::excerpt::{Blanks, Excerpt, Mark, Spots};
 use super::node::Pos;
+use super::printable;
 use crate::model::Location;
 
 /// What is wrong. Each kind has a stable code `ozform::manifest::<kind>`, a message and a help.
+///
+/// Values taken from a manifest (names, keys, paths) are escaped and clipped where a message
+/// or help quotes them, never before: the checks see them as written.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
     Unreadable {
@@ -23,6 +34,28 @@ pub enum Kind {
     },
     NoManifests {
         path: PathBuf,
+    },
+    /// A path named on the command line is neither a regular file nor a directory.
+    NotAFile {
+        path: PathBuf,
+        what: &'static str,
+    },
+    /// A symbolic link whose target is outside every path given (the target is never named).
+    LinkOutside {
+        link: PathBuf,
+    },
+    /// A symbolic link that does not resolve (dangling, a loop, or not permitted).
+    BrokenLink {
+        link: PathBuf,
+    },
+    TooLarge {
+        path: PathBuf,
+    },
+    TooLargeInTotal {
+        path: PathBuf,
+    },
+    NotUtf8 {
+        byte: u8,
     },
     YamlSyntax {
         message: String,
@@ -72,7 +105,8 @@ pub enum Kind {
     },
     UndeclaredCompany {
         company: String,
-        suggestion: Option<String>,
+        /// Every declared company, for the did-you-mean (computed only for problems shown).
+        declared: Arc<[String]>,
     },
     MissingVariable {
         name: String,
@@ -80,6 +114,18 @@ pub enum Kind {
     BadInterpolation {
         reason: String,
     },
+    /// A value interpolates a variable that holds a secret.
+    SecretInterpolation {
+        name: String,
+        /// Where the variable is a service user's password source; `None` for a secret ozform
+        /// itself was given (the admin password).
+        password_of: Option<Location>,
+    },
+}
+
+/// A location as a message names it, with its path escaped.
+fn at(location: &Location) -> String {
+    format!("{}:{}:{}", printable::path(&location.file), location.line, location.column)
 }
 
 impl Kind {
@@ -87,6 +133,12 @@ impl Kind {
         match self {
             Kind::Unreadable { .. } => "ozform::manifest::unreadable",
             Kind::NoManifests { .. } => "ozform::manifest::no_manifests",
+            Kind::NotAFile { .. } => "ozform::manifest::not_a_file",
+            Kind::LinkOutside { .. } => "ozform::manifest::link_outside",
+            Kind::BrokenLink { .. } => "ozform::manifest::broken_link",
+            Kind::TooLarge { .. } => "ozform::manifest::too_large",
+            Kind::TooLargeInTotal { .. } => "ozform::manifest::too_large_in_total",
+            Kind::NotUtf8 { .. } => "ozform::manifest::not_utf8",
             Kind::YamlSyntax { .. } => "ozform::manifest::yaml_syntax",
             Kind::NotAMap { .. } => "ozform::manifest::not_a_map",
             Kind::UnknownField { .. } => "ozform::manifest::unknown_field",
@@ -103,55 +155,103 @@ impl Kind {
             Kind::UndeclaredCompany { .. } => "ozform::manifest::undeclared_company",
             Kind::MissingVariable { .. } => "ozform::manifest::missing_variable",
             Kind::BadInterpolation { .. } => "ozform::manifest::bad_interpolation",
+            Kind::SecretInterpolation { .. } => "ozform::manifest::secret_interpolation",
         }
     }
 
     pub fn message(&self) -> String {
+        use printable::{path as p, value as v};
         match self {
-            Kind::Unreadable { path, reason } => format!("cannot read `{}`: {reason}", path.display()),
+            Kind::Unreadable { path, reason } => format!("cannot read `{}`: {reason}", p(path)),
             Kind::NoManifests { path } => {
-                format!("directory `{}` holds no `*.yaml` or `*.yml` file", path.display())
+                format!("directory `{}` holds no `*.yaml` or `*.yml` file", p(path))
             }
-            Kind::YamlSyntax { message } => format!("invalid YAML: {message}"),
+            Kind::NotAFile { path, what } => {
+                format!("`{}` is not a regular file or directory: it is {what}", p(path))
+            }
+            Kind::LinkOutside { link } => {
+                format!("`{}` is a symbolic link to a place outside the paths given", p(link))
+            }
+            Kind::BrokenLink { link } => format!("`{}` is a symbolic link that does not resolve", p(link)),
+            Kind::TooLarge { path } => format!(
+                "`{}` is larger than {} MiB, the limit for one manifest file",
+                p(path),
+                super::MAX_FILE_BYTES >> 20
+            ),
+            Kind::TooLargeInTotal { path } => format!(
+                "the manifests up to `{}` are larger than {} MiB, the limit for all manifests together",
+                p(path),
+                super::MAX_TOTAL_BYTES >> 20
+            ),
+            Kind::NotUtf8 { byte } => {
+                format!("the file is not UTF-8 text: byte `0x{byte:02x}` is not valid here")
+            }
+            Kind::YamlSyntax { message } => format!("invalid YAML: {}", printable::clip(message, 200)),
             Kind::NotAMap { found } => format!("a manifest document must be a map, found {found}"),
-            Kind::UnknownField { field, within, .. } => format!("unknown field `{field}` in {within}"),
-            Kind::DuplicateKey { key } => format!("`{key}` is written twice in the same map"),
+            Kind::UnknownField { field, within, .. } => format!("unknown field `{}` in {within}", v(field)),
+            Kind::DuplicateKey { key } => format!("`{}` is written twice in the same map", v(key)),
             Kind::MissingField { field, within } => format!("{within} has no `{field}`"),
             Kind::WrongType { field, expected, found } => {
-                format!("`{field}` must be {expected}, found {found}")
+                format!("`{}` must be {expected}, found {found}", v(field))
             }
-            Kind::AmbiguousBoolean { field, value } => format!("`{value}` is not a boolean (in `{field}`)"),
+            Kind::AmbiguousBoolean { field, value } => {
+                format!("`{}` is not a boolean (in `{}`)", v(value), v(field))
+            }
             Kind::LiteralPassword => "a password is written literally in the manifest".to_string(),
             Kind::BadSecret { reason } => format!("invalid `password`: {reason}"),
             Kind::EmptyName { field } => format!("`{field}` is empty"),
-            Kind::MalformedEmail { email } => format!("`{email}` is not an email address"),
-            Kind::DuplicateCompany { name, .. } => format!("company `{name}` is declared twice"),
-            Kind::DuplicateEmail { email, .. } => {
-                format!("service user `{email}` is declared twice (emails are compared case-insensitively)")
-            }
-            Kind::UndeclaredCompany { company, .. } => format!("company `{company}` is not declared"),
-            Kind::MissingVariable { name } => format!("environment variable `{name}` is not set"),
+            Kind::MalformedEmail { email } => format!("`{}` is not an email address", v(email)),
+            Kind::DuplicateCompany { name, .. } => format!("company `{}` is declared twice", v(name)),
+            Kind::DuplicateEmail { email, .. } => format!(
+                "service user `{}` is declared twice (emails are compared case-insensitively)",
+                v(email)
+            ),
+            Kind::UndeclaredCompany { company, .. } => format!("company `{}` is not declared", v(company)),
+            Kind::MissingVariable { name } => format!("environment variable `{}` is not set", v(name)),
             Kind::BadInterpolation { reason } => format!("invalid interpolation: {reason}"),
+            Kind::SecretInterpolation { name, .. } => {
+                format!("`{}` holds a secret: a manifest value must not interpolate it", v(name))
+            }
         }
     }
 
     pub fn help(&self) -> String {
+        use printable::value as v;
         match self {
             Kind::Unreadable { .. } => "give existing manifest files or directories".into(),
             Kind::NoManifests { .. } => "put manifests in files named `*.yaml` or `*.yml`, or name the files directly".into(),
+            Kind::NotAFile { .. } => "name manifest files or directories: ozform reads regular files only".into(),
+            Kind::LinkOutside { .. } => "a symbolic link is followed only when its target lies inside a path given on \
+                 the command line (as Git keeps links inside the work tree): replace the link by the file it \
+                 points to, or name the directory holding its target as well"
+                .into(),
+            Kind::BrokenLink { .. } => "remove the link, or make it point to a manifest inside the paths given".into(),
+            Kind::TooLarge { .. } => format!(
+                "split the manifests into files of at most {} MiB each",
+                super::MAX_FILE_BYTES >> 20
+            ),
+            Kind::TooLargeInTotal { .. } => "give fewer or smaller manifests: the limit keeps a pull request \
+                 from exhausting memory"
+                .into(),
+            Kind::NotUtf8 { .. } => "save the file as UTF-8: manifests are UTF-8 YAML".into(),
             Kind::YamlSyntax { .. } => "fix the YAML here: check indentation, quotes and brackets".into(),
             Kind::NotAMap { .. } => "start the document with `companies:` and/or `service_users:`".into(),
             Kind::UnknownField { suggestion: Some(s), .. } => format!("did you mean `{s}`?"),
             Kind::UnknownField { expected, .. } => format!("expected one of {}", backticked(expected)),
-            Kind::DuplicateKey { key } => format!("keep one `{key}`: YAML keys must be unique within a map"),
+            Kind::DuplicateKey { key } => {
+                format!("keep one `{}`: YAML keys must be unique within a map", v(key))
+            }
             Kind::MissingField { field, .. } => format!("add `{field}: …`"),
             Kind::WrongType { field, expected, .. } if *expected == "a string" => {
-                format!("write a string; quote values that look like numbers or booleans: `{field}: \"…\"`")
+                format!("write a string; quote values that look like numbers or booleans: `{}: \"…\"`", v(field))
             }
-            Kind::WrongType { field, expected, .. } => format!("write `{field}` as {expected}"),
-            Kind::AmbiguousBoolean { field, .. } => format!(
-                "write `{field}: true` or `{field}: false` (YAML 1.1 reads yes/no/on/off as booleans, YAML 1.2 as strings)"
-            ),
+            Kind::WrongType { field, expected, .. } => format!("write `{}` as {expected}", v(field)),
+            Kind::AmbiguousBoolean { field, .. } => {
+                let field = v(field);
+                format!(
+                    "write `{field}: true` or `{field}: false` (YAML 1.1 reads yes/no/on/off as booleans, YAML 1.2 as strings)"
+                )
+            }
             Kind::LiteralPassword => "manifests live in Git, where a password is readable by everyone with access, \
                  forever: write `password: {env: NAME}` or `password: {file: PATH}` and provide the secret when applying"
                 .into(),
@@ -159,20 +259,36 @@ impl Kind {
             Kind::EmptyName { field } => format!("write a name, or leave `{field}` out to leave it as it is"),
             Kind::MalformedEmail { .. } => "write an address like `svc-web@acme.example`".into(),
             Kind::DuplicateCompany { first, .. } => {
-                format!("declare each company once; the first declaration is at {first}")
+                format!("declare each company once; the first declaration is at {}", at(first))
             }
             Kind::DuplicateEmail { first, .. } => {
-                format!("declare each service user once; the first declaration is at {first}")
+                format!("declare each service user once; the first declaration is at {}", at(first))
             }
-            Kind::UndeclaredCompany { suggestion: Some(s), .. } => format!("did you mean `{s}`?"),
-            Kind::UndeclaredCompany { company, .. } => format!(
-                "declare it under `companies:` (`- name: {company}`); declaring a company that exists adopts it"
-            ),
+            Kind::UndeclaredCompany { company, declared } => {
+                match super::suggest::closest(company, declared.iter().map(String::as_str)) {
+                    Some(s) => format!("did you mean `{}`?", v(s)),
+                    None => format!(
+                        "declare it under `companies:` (`- name: {}`); declaring a company that exists adopts it",
+                        v(company)
+                    ),
+                }
+            }
             Kind::MissingVariable { name } => {
+                let name = v(name);
                 format!("export `{name}`, or give a default: `${{{name}:-value}}` (write `$${{` for a literal `${{`)")
             }
             Kind::BadInterpolation { .. } => {
                 "write `${NAME}` or `${NAME:-default}`, or `$${` for a literal `${`".into()
+            }
+            Kind::SecretInterpolation { name, password_of } => {
+                let name = v(name);
+                let holds = match password_of {
+                    Some(location) => {
+                        format!("`{name}` is a service user's password (`{{env: {name}}}` at {})", at(location))
+                    }
+                    None => format!("`{name}` holds a secret given to ozform"),
+                };
+                format!("{holds}; values are shown in plans, logs and errors: remove `${{{name}}}` from this value")
             }
         }
     }
@@ -211,8 +327,9 @@ impl Problem {
         self
     }
 
-    /// Render with the (already redacted) sources, indexed as in `At::file`.
-    pub fn into_report(self, sources: &[NamedSource<Arc<str>>]) -> miette::Report {
+    /// Render with the files' texts, indexed as in `At::file`, and the spots of every place
+    /// in them that a problem points at.
+    fn into_report(self, files: &[SourceFile], spots: &[Spots]) -> miette::Report {
         let code = self.kind.code();
         let mut diag = Diag {
             code,
@@ -224,58 +341,175 @@ impl Problem {
             related: Vec::new(),
         };
         if let Some(at) = self.at {
-            diag.source = sources.get(at.file).cloned();
-            diag.labels.push(label(&self.label, at.pos, diag.source.as_ref(), true));
-            if let Some((other, text)) = self.other {
-                if other.file == at.file {
-                    diag.labels.push(label(&text, other.pos, diag.source.as_ref(), false));
-                } else {
-                    let source = sources.get(other.file).cloned();
-                    let labels = vec![label(&text, other.pos, source.as_ref(), true)];
-                    diag.related.push(Diag {
-                        code,
-                        message: text,
-                        help: None,
-                        severity: Severity::Advice,
-                        source,
-                        labels,
-                        related: Vec::new(),
-                    });
-                }
+            let mut marks = vec![mark(&self.label, at.pos, true)];
+            let mut elsewhere = None;
+            match self.other {
+                Some((other, text)) if other.file == at.file => marks.push(mark(&text, other.pos, false)),
+                other => elsewhere = other,
+            }
+            (diag.source, diag.labels) = excerpt(files, spots, at.file, &marks);
+            if let Some((other, text)) = elsewhere {
+                let (source, labels) = excerpt(files, spots, other.file, &[mark(&text, other.pos, true)]);
+                diag.related.push(Diag {
+                    code,
+                    message: text,
+                    help: None,
+                    severity: Severity::Advice,
+                    source,
+                    labels,
+                    related: Vec::new(),
+                });
             }
         }
         miette::Report::new(diag)
     }
 }
 
-/// A label on `pos`, clamped to the source so a position at the very end still renders.
-fn label(text: &str, pos: Pos, source: Option<&NamedSource<Arc<str>>>, primary: bool) -> LabeledSpan {
-    let len_of_source = source.map_or(usize::MAX, |s| s.inner().len());
-    let offset = pos.offset.min(len_of_source);
-    let len = pos.len.min(len_of_source - offset);
-    let text = (!text.is_empty()).then(|| text.to_string());
-    if primary {
-        LabeledSpan::new_primary_with_span(text, (offset, len))
-    } else {
-        LabeledSpan::new_with_span(text, (offset, len))
+fn mark(text: &str, pos: Pos, primary: bool) -> Mark {
+    let text = (!text.is_empty()).then(|| printable::clip(text, MAX_LINE));
+    Mark { offset: pos.offset, len: pos.len, text, primary }
+}
+
+fn excerpt(
+    files: &[SourceFile],
+    spots: &[Spots],
+    file: usize,
+    marks: &[Mark],
+) -> (Option<Excerpt>, Vec<LabeledSpan>) {
+    match (files.get(file), spots.get(file)) {
+        (Some(source), Some(spots)) => {
+            let (excerpt, labels) =
+                Excerpt::new(source.name.clone(), &source.text, &source.blanks, spots, marks);
+            (Some(excerpt), labels)
+        }
+        _ => (None, Vec::new()),
+    }
+}
+
+/// The most characters of a message, label or help line: a last guard (values in them are
+/// already clipped).
+const MAX_LINE: usize = 1_000;
+
+/// A loaded file as problems show it.
+#[derive(Debug)]
+pub struct SourceFile {
+    /// The path as diagnostics name it (escaped).
+    pub name: String,
+    pub text: Arc<str>,
+    /// Literal passwords, never shown.
+    pub blanks: Blanks,
+}
+
+/// Problems as they are found. The first `MAX_PROBLEMS` by place are kept; the others are
+/// only counted, so that a flood of problems costs memory for `MAX_PROBLEMS` and time in
+/// proportion to its size.
+#[derive(Debug, Default)]
+pub struct Problems {
+    kept: BinaryHeap<Ranked>,
+    total: usize,
+}
+
+/// A problem ranked by place, then by the order it was found in.
+#[derive(Debug)]
+struct Ranked {
+    key: (Option<At>, usize),
+    problem: Problem,
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+impl Problems {
+    pub fn push(&mut self, problem: Problem) {
+        let key = (problem.at, self.total);
+        self.total += 1;
+        if self.kept.len() < MAX_PROBLEMS {
+            self.kept.push(Ranked { key, problem });
+        } else if self.kept.peek().is_some_and(|last| key < last.key) {
+            self.kept.pop();
+            self.kept.push(Ranked { key, problem });
+        }
+    }
+
+    /// How many problems were found, kept or not.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The kept problems in order of place (then of finding), as reports.
+    pub fn render(self, files: &[SourceFile]) -> Vec<miette::Report> {
+        let problems: Vec<Problem> = self.kept.into_sorted_vec().into_iter().map(|r| r.problem).collect();
+        let mut offsets: Vec<Vec<usize>> = vec![Vec::new(); files.len()];
+        for problem in &problems {
+            let places = problem.at.iter().chain(problem.other.as_ref().map(|(at, _)| at));
+            for at in places {
+                if let Some(offsets) = offsets.get_mut(at.file) {
+                    offsets.push(at.pos.offset);
+                }
+            }
+        }
+        let spots: Vec<Spots> =
+            files.iter().zip(offsets).map(|(file, offsets)| Spots::locate(&file.text, offsets)).collect();
+        problems.into_iter().map(|p| p.into_report(files, &spots)).collect()
+    }
+
+    /// The kinds kept, in order (for tests).
+    #[cfg(test)]
+    pub fn kinds(&self) -> Vec<Kind> {
+        let mut kept: Vec<&Ranked> = self.kept.iter().collect();
+        kept.sort();
+        kept.into_iter().map(|r| r.problem.kind.clone()).collect()
     }
 }
 
 /// A rendered problem: what miette prints.
 #[derive(Debug)]
-struct Diag {
+pub struct Diag {
     code: &'static str,
     message: String,
     help: Option<String>,
     severity: Severity,
-    source: Option<NamedSource<Arc<str>>>,
+    source: Option<Excerpt>,
     labels: Vec<LabeledSpan>,
     related: Vec<Diag>,
 }
 
+impl Diag {
+    /// A diagnostic without a place: a note about the manifests as a whole.
+    pub fn note(code: &'static str, message: String, help: String) -> Self {
+        Diag {
+            code,
+            message,
+            help: Some(help),
+            severity: Severity::Advice,
+            source: None,
+            labels: Vec::new(),
+            related: Vec::new(),
+        }
+    }
+}
+
 impl fmt::Display for Diag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&printable::clip(&self.message, MAX_LINE))
     }
 }
 
@@ -289,7 +523,7 @@ impl Diagnostic for Diag {
         Some(self.severity)
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help.as_ref().map(|h| Box::new(printable::clip(h, MAX_LINE)) as Box<dyn fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn SourceCode> {
         self.source.as_ref().map(|s| s as &dyn SourceCode)

@@ -5,12 +5,14 @@
 //! syntax. Checks across documents (duplicate identities, undeclared companies) are in
 //! `check`. Pure: the environment is a lookup passed in; nothing is read from disk.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::interpolate::{InterpolationError, interpolate};
 use super::node::{Node, Pos, Value};
-use super::problem::{At, Kind, Problem};
+use super::problem::{At, Kind, Problem, Problems};
+use super::secrets::{Holds, Secrets};
 use super::suggest;
 use crate::model::{DesiredCompany, DesiredUser, Email, Location, Permissions, TokenSpec};
 use crate::secret::SecretRef;
@@ -36,14 +38,14 @@ const AMBIGUOUS_BOOLEANS: &[&str] = &["yes", "no", "on", "off", "y", "n"];
 
 /// A company as read, with where its name is.
 #[derive(Debug, Clone)]
-pub struct FoundCompany {
+pub struct DeclaredCompany {
     pub company: DesiredCompany,
     pub name_at: At,
 }
 
 /// A user as read, with where its email and company are.
 #[derive(Debug, Clone)]
-pub struct FoundUser {
+pub struct DeclaredUser {
     pub user: DesiredUser,
     pub email_at: At,
     pub company_at: At,
@@ -51,9 +53,9 @@ pub struct FoundUser {
 
 /// What the documents of all files declared, in reading order.
 #[derive(Debug, Default)]
-pub struct Found {
-    pub companies: Vec<FoundCompany>,
-    pub users: Vec<FoundUser>,
+pub struct Declared {
+    pub companies: Vec<DeclaredCompany>,
+    pub users: Vec<DeclaredUser>,
     /// A company entry could not be read: its name is unknown.
     pub company_unreadable: bool,
 }
@@ -65,9 +67,11 @@ pub struct Reader<'a> {
     /// The manifest's directory: relative `{file: PATH}` secrets are joined to it.
     pub dir: &'a Path,
     pub env: &'a dyn Fn(&str) -> Option<String>,
-    pub problems: &'a mut Vec<Problem>,
-    /// Spans of literal passwords, to be blanked in every snippet.
-    pub redact: &'a mut Vec<Pos>,
+    /// Variables no value may interpolate.
+    pub secrets: &'a Secrets<'a>,
+    pub problems: &'a mut Problems,
+    /// Byte ranges of literal passwords, to be blanked in every snippet.
+    pub redact: &'a mut Vec<Range<usize>>,
 }
 
 impl Reader<'_> {
@@ -84,8 +88,8 @@ impl Reader<'_> {
         self.problems.push(Problem::at(kind, at, label));
     }
 
-    /// Read one top-level document into `found`.
-    pub fn document(&mut self, mut doc: Node, found: &mut Found) {
+    /// Read one top-level document into `declared`.
+    pub fn document(&mut self, mut doc: Node, declared: &mut Declared) {
         self.interpolate_values(&mut doc);
         if !matches!(doc.value, Value::Map(_)) {
             let found_kind = doc.value.kind();
@@ -98,20 +102,29 @@ impl Reader<'_> {
             for item in items {
                 match name {
                     "companies" => match self.company(item) {
-                        Some(company) => found.companies.push(company),
-                        None => found.company_unreadable = true,
+                        Some(company) => declared.companies.push(company),
+                        None => declared.company_unreadable = true,
                     },
-                    _ => found.users.extend(self.user(item)),
+                    _ => declared.users.extend(self.user(item)),
                 }
             }
         }
     }
 
-    /// Interpolate every string value (never keys) in place, reporting each failure.
+    /// Interpolate every string value (never keys) in place, reporting each failure. A value
+    /// that cannot be interpolated is kept as written.
     fn interpolate_values(&mut self, node: &mut Node) {
         match &mut node.value {
-            Value::Str(s) => match interpolate(s, self.env) {
+            Value::Str(s) => match interpolate(s, self.env, &|name| self.secrets.holds(name).is_some()) {
                 Ok(done) => *s = done,
+                Err(InterpolationError::Secret { name }) => {
+                    let password_of = match self.secrets.holds(&name) {
+                        Some(Holds::Password(location)) => Some(location.clone()),
+                        _ => None,
+                    };
+                    let label = format!("`{name}` is interpolated here");
+                    self.problem(Kind::SecretInterpolation { name, password_of }, node.pos, label);
+                }
                 Err(InterpolationError::Missing { name }) => {
                     let label = format!("`{name}` is used here");
                     self.problem(Kind::MissingVariable { name }, node.pos, label);
@@ -254,7 +267,7 @@ impl Reader<'_> {
         }
     }
 
-    fn company(&mut self, item: &Node) -> Option<FoundCompany> {
+    fn company(&mut self, item: &Node) -> Option<DeclaredCompany> {
         let fields = self.fields(item, "a company", COMPANY_FIELDS)?;
         let get = |name: &str| fields.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
         let name = self.required_name("name", "company", item, get("name"));
@@ -272,13 +285,13 @@ impl Reader<'_> {
             }
         });
         let (name, pos) = name?;
-        Some(FoundCompany {
+        Some(DeclaredCompany {
             company: DesiredCompany { name, technical_meta_data, location: self.location(pos) },
             name_at: self.at(pos),
         })
     }
 
-    fn user(&mut self, item: &Node) -> Option<FoundUser> {
+    fn user(&mut self, item: &Node) -> Option<DeclaredUser> {
         let fields = self.fields(item, "a service user", USER_FIELDS)?;
         let get = |name: &str| fields.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
         let email = self.required_name("email", "service user", item, get("email"));
@@ -306,7 +319,7 @@ impl Reader<'_> {
         let permissions = get("permissions").and_then(|node| self.permissions(node));
         let token = get("token").and_then(|node| self.token(node)).unwrap_or_default();
         let ((email, email_pos), (company, company_pos)) = (email?, company?);
-        Some(FoundUser {
+        Some(DeclaredUser {
             user: DesiredUser {
                 email: Email::new(email),
                 company,
@@ -328,7 +341,7 @@ impl Reader<'_> {
         match &node.value {
             Value::Null => None,
             Value::Str(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Bool(_) => {
-                self.redact.push(node.pos);
+                self.redact.push(node.pos.offset..node.pos.offset.saturating_add(node.pos.len));
                 self.problem(Kind::LiteralPassword, node.pos, "password written here (not shown)");
                 None
             }
@@ -344,6 +357,12 @@ impl Reader<'_> {
                     );
                     return None;
                 };
+                if value.value == Value::Null {
+                    // `{env: ~}` would otherwise read as no password at all, silently.
+                    let reason = format!("`{key}` has no value");
+                    self.problem(Kind::BadSecret { reason }, value.pos, "no value");
+                    return None;
+                }
                 let text = self.string(key, value)?;
                 if text.trim().is_empty() {
                     let reason = format!("`{key}` is empty");

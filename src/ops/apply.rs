@@ -10,7 +10,6 @@ use std::path::Path;
 
 use crate::apply::{ApplyError, check_fresh, resolve_passwords};
 use crate::error::{Error, Exit};
-use crate::manifest;
 use crate::output::Output;
 use crate::oz::VersionSetting;
 use crate::plan::{Plan, PlanError, format};
@@ -19,8 +18,8 @@ use crate::secret::process_env;
 
 use super::settings::{ApplySettings, ApplySource};
 use super::{
-    apply_exit, check_company_filter, connect, execute, make_plan, open_store, plan_exit, plan_options,
-    required_url,
+    apply_exit, check_company_filter, connect, execute, load_manifests, make_plan, open_store, plan_exit,
+    plan_options, required_url,
 };
 
 pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error> {
@@ -50,7 +49,7 @@ pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error
             apply_exit(&plan, &report, output)
         }
         ApplySource::Manifests { paths, companies } => {
-            let desired = manifest::load(paths, &process_env)?;
+            let desired = load_manifests(paths, output)?;
             check_company_filter(&desired, companies)?;
             let url = required_url(&settings.connection)?;
             let client = connect(&settings.connection, url, false, &process_env).await?;

@@ -77,6 +77,15 @@ fn open_store(spec: &StoreSpec) -> Arc<dyn TokenStore> {
     }
 }
 
+/// Load the manifests, each warning (a special file skipped in a directory) on stderr.
+fn load_manifests(paths: &[std::path::PathBuf], output: &Output) -> Result<Desired, Error> {
+    let options = crate::manifest::LoadOptions {
+        warn: &|w| output.warn(&w.to_string()),
+        ..crate::manifest::LoadOptions::new(&crate::secret::process_env)
+    };
+    Ok(crate::manifest::load_with(paths, &options)?)
+}
+
 /// Every `--company` name must name a company the manifests declare: a typo in a pipeline
 /// would otherwise plan (and apply) nothing and exit 0.
 fn check_company_filter(desired: &Desired, companies: &[String]) -> Result<(), Error> {

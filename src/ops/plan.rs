@@ -2,7 +2,6 @@
 //! tokens, plan, render. The only side effect is `--out FILE`.
 
 use crate::error::{Error, Exit};
-use crate::manifest;
 use crate::output::Output;
 use crate::plan::format;
 use crate::render;
@@ -10,11 +9,12 @@ use crate::secret::process_env;
 
 use super::settings::{PlanFormat, PlanSettings};
 use super::{
-    check_company_filter, connect, files, make_plan, open_store, plan_exit, plan_options, required_url,
+    check_company_filter, connect, files, load_manifests, make_plan, open_store, plan_exit, plan_options,
+    required_url,
 };
 
 pub async fn run(settings: PlanSettings, output: &Output) -> Result<Exit, Error> {
-    let desired = manifest::load(&settings.paths, &process_env)?;
+    let desired = load_manifests(&settings.paths, output)?;
     check_company_filter(&desired, &settings.companies)?;
     let url = required_url(&settings.connection)?;
     let client = connect(&settings.connection, url, true, &process_env).await?;
