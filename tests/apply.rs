@@ -126,6 +126,7 @@ fn plan(mut changes: Vec<Change>) -> Plan {
         conflicts: vec![],
         unmanaged: vec![],
         warnings: vec![],
+        prune: vec![],
     }
 }
 

@@ -300,7 +300,11 @@ fn to_yaml_quotes_strings_that_yaml_would_read_as_something_else() {
     let doc = Document {
         companies: tricky
             .iter()
-            .map(|name| manifest::CompanyDoc { name: (*name).to_string(), technical_meta_data: None })
+            .map(|name| manifest::CompanyDoc {
+                name: (*name).to_string(),
+                technical_meta_data: None,
+                prune: None,
+            })
             .filter(|c| !c.name.is_empty())
             .collect(),
         service_users: vec![],

@@ -566,6 +566,7 @@ fn desired_strategy() -> impl Strategy<Value = Desired> {
                 .map(|(n, m)| DesiredCompany {
                     name: (*n).to_string(),
                     technical_meta_data: m,
+                    prune: None,
                     location: loc(),
                 })
                 .collect();

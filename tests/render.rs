@@ -54,6 +54,7 @@ fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, 
             DesiredCompany {
                 name: "Acme Bank".into(),
                 technical_meta_data: Some(json!({"tier": "gold"})),
+                prune: None,
                 location: loc(),
             },
             DesiredCompany {
@@ -61,6 +62,7 @@ fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, 
                 technical_meta_data: Some(
                     json!({"tier": "gold", "region": "eu-west", "contacts": ["ops@beta.example", "sec@beta.example"]}),
                 ),
+                prune: None,
                 location: loc(),
             },
         ],

@@ -20,6 +20,11 @@ pub fn markdown(plan: &Plan) -> String {
     let _ = writeln!(out, "| `+` to create | {} |", s.create);
     let _ = writeln!(out, "| `~` to update | {} |", s.update);
     let _ = writeln!(out, "| `*` tokens to issue | {} |", s.issue);
+    // Removal rows only when there are removals, so that additive plans read as they always did.
+    if s.removals() > 0 {
+        let _ = writeln!(out, "| `!` to deactivate | {} |", s.deactivate);
+        let _ = writeln!(out, "| `-` to delete | {} |", s.delete);
+    }
     let _ = writeln!(out, "| conflicts | {} |", plan.conflicts.len());
     let _ = writeln!(out, "| warnings | {} |", plan.warnings.len());
     out.push('\n');
@@ -55,6 +60,8 @@ pub fn markdown(plan: &Plan) -> String {
             Action::Create => "create",
             Action::Update => "update",
             Action::Issue => "issue",
+            Action::Deactivate => "deactivate",
+            Action::Delete => "delete",
         };
         let _ = writeln!(
             out,
@@ -75,6 +82,15 @@ pub fn markdown(plan: &Plan) -> String {
                             let _ = writeln!(block, "+ {field} = {line}");
                         } else {
                             let _ = writeln!(block, "+   {line}");
+                        }
+                    }
+                }
+                Detail::Gone { field, lines } => {
+                    for (i, line) in lines.iter().enumerate() {
+                        if i == 0 {
+                            let _ = writeln!(block, "- {field} = {line}");
+                        } else {
+                            let _ = writeln!(block, "-   {line}");
                         }
                     }
                 }
