@@ -192,7 +192,10 @@ impl<'o> Planner<'o> {
         mentioned: &HashSet<String>,
         pruned: &mut HashSet<&'o str>,
     ) {
-        for &user in members {
+        // By email, so that warnings come in the same order whatever the order the API listed.
+        let mut members = members.to_vec();
+        members.sort_by_cached_key(|u| (u.email.key(), u.id.clone()));
+        for user in members {
             let key = user.email.key();
             if mentioned.contains(&key) {
                 continue;
@@ -200,9 +203,16 @@ impl<'o> Planner<'o> {
             let same_email = self.users_by_email.get(&key).map_or(0, Vec::len);
             if same_email > 1 {
                 // Two changes on one address cannot be planned; a person must pick.
+                // Said once per email, in its smallest spelling: not in the order the API listed.
+                let spelling = self
+                    .users_by_email
+                    .get(&key)
+                    .and_then(|twins| twins.iter().map(|u| u.email.as_str()).min())
+                    .unwrap_or(user.email.as_str());
                 let warning = format!(
-                    "`{}` is not removed although company `{}` prunes: {same_email} live users have this                      email; delete or rename all but one in Oz",
-                    user.email, scope.company
+                    "`{spelling}` is not removed although company `{}` prunes: {same_email} live users have \
+                     this email; delete or rename all but one in Oz",
+                    scope.company
                 );
                 if !self.warnings.contains(&warning) {
                     self.warnings.push(warning);
