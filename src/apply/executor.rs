@@ -23,6 +23,10 @@
 //! An adopted object is brought to the create's fields with the planner's own field diff
 //! (`plan::user_update`, `plan::company_update`).
 //!
+//! Removals (`deactivate`, `delete`) are one request each, then the removed user's stored token
+//! is dropped (`TokenStore::delete`, on the blocking pool), only once the API confirmed the
+//! removal.
+//!
 //! Words: a *step* is the execution of one change; it *finishes* `Made` (the live id it leaves
 //! for its dependents, and whether it adopted), failed, or skipped. A token step's API phase
 //! ends `Issued` and its store phase ends the step.

@@ -8,6 +8,12 @@
 //! shown or changed (`diff`). Conflicts (live objects an update cannot reconcile) block only
 //! their own subtree: an ambiguous company blocks its users and their tokens, a conflicting
 //! user blocks its token, and nothing else.
+//!
+//! Removals are opt-in per company (`prune:`): in a declared, live, in-scope company that
+//! prunes, a live *service* user whose email no manifest mentions (in any company, in scope or
+//! not) is planned for `deactivate` (unless already inactive) or `delete`. Nothing else is
+//! ever removed: not other kinds of users, not users of other companies, not companies. Each
+//! pruning company's figures (`PruneScope`) go into the plan for the blast-radius guard.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
