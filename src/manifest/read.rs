@@ -372,10 +372,13 @@ impl Reader<'_> {
             Value::Str(s) if s == "deactivate" => Some(Prune::Deactivate),
             Value::Str(s) if s == "delete" => Some(Prune::Delete),
             other => {
-                let found = if matches!(other, Value::Str(_)) { "another word" } else { other.kind() };
+                let (found, label) = match other {
+                    Value::Str(s) => ("another word", format!("`{s}` is not a prune mode")),
+                    _ => (other.kind(), "expected `deactivate` or `delete` here".to_string()),
+                };
                 let kind =
                     Kind::WrongType { field: "prune".into(), expected: "`deactivate` or `delete`", found };
-                self.problem(kind, node.pos, "write `deactivate` or `delete`, or leave `prune` out to keep");
+                self.problem(kind, node.pos, label);
                 None
             }
         }

@@ -40,8 +40,8 @@ fn past_tense(action: Action) -> &'static str {
         Action::Create => "created",
         Action::Update => "updated",
         Action::Issue => "issued and stored",
-        Action::Deactivate => "deactivated, its stored token dropped",
-        Action::Delete => "deleted, its stored token dropped",
+        Action::Deactivate => "deactivated",
+        Action::Delete => "deleted",
     }
 }
 
