@@ -30,6 +30,18 @@ pub fn markdown(plan: &Plan) -> String {
     out.push('\n');
     let _ = writeln!(out, "**{}**", super::footer(plan));
     out.push('\n');
+    if s.removals() > 0 {
+        // Said before anything else is read: a reviewer must not approve a removal unawares.
+        let users = if s.removals() == 1 { "service user" } else { "service users" };
+        let _ = writeln!(
+            out,
+            "> [!WARNING]\n> This plan removes {} {users}: {} to deactivate, {} to delete (see below).",
+            s.removals(),
+            s.deactivate,
+            s.delete
+        );
+        out.push('\n');
+    }
 
     if !plan.conflicts.is_empty() {
         let _ = writeln!(out, "#### Conflicts (not planned; fix them by hand)");
