@@ -782,6 +782,8 @@ fn missing_secrets_lists_each_unavailable_source_once() {
 
 const NAMES: [&str; 4] = ["Acme", "Beta", "Gamma", "Delta"];
 const EMAILS: [&str; 6] = ["a@x.test", "B@x.test", "c@x.test", "d@X.test", "e@x.test", "f@x.test"];
+/// Live users no manifest ever declares: what a company that prunes removes.
+const UNDECLARED: [&str; 3] = ["old1@x.test", "old2@x.test", "old3@x.test"];
 
 fn metas() -> impl Strategy<Value = Value> {
     prop_oneof![Just(json!({})), Just(json!({"tier": "gold"})), Just(json!({"tier": "silver", "n": [1, 2]}))]
@@ -856,8 +858,8 @@ fn desired_strategy() -> impl Strategy<Value = Desired> {
 fn observed_strategy() -> impl Strategy<Value = (Observed, StoredTokens)> {
     let company = (0..NAMES.len(), proptest::bool::weighted(0.2), metas());
     let user = (
-        0..EMAILS.len(),
-        proptest::option::of(0..6usize),
+        0..EMAILS.len() + UNDECLARED.len(),
+        proptest::option::weighted(0.9, 0..4usize),
         proptest::bool::weighted(0.85),
         prop_oneof![Just(""), Just("Ann")],
         any::<bool>(),
@@ -866,7 +868,7 @@ fn observed_strategy() -> impl Strategy<Value = (Observed, StoredTokens)> {
     let token = (0..EMAILS.len(), 0..8usize, any::<bool>(), -40.0..400.0f64);
     (
         proptest::collection::vec(company, 0..6),
-        proptest::collection::vec(user, 0..8),
+        proptest::collection::vec(user, 0..12),
         proptest::collection::vec(token, 0..6),
     )
         .prop_map(|(companies, users, tokens)| {
@@ -887,7 +889,9 @@ fn observed_strategy() -> impl Strategy<Value = (Observed, StoredTokens)> {
                 .filter(|(_, (e, ..))| seen.insert(*e))
                 .map(|(i, (e, c, service, first, active, bio))| ObservedUser {
                     id: format!("u{i}"),
-                    email: Email::new(EMAILS[e].to_uppercase()),
+                    email: Email::new(
+                        EMAILS.get(e).unwrap_or_else(|| &UNDECLARED[e - EMAILS.len()]).to_uppercase(),
+                    ),
                     company_id: c.map(|c| format!("c{c}")),
                     kind: if service { UserKind::Service } else { UserKind::Client },
                     first_name: first.to_string(),
