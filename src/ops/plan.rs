@@ -27,8 +27,6 @@ pub async fn run(settings: PlanSettings, output: &Output) -> Result<Exit, Error>
     check_removals(&plan, &settings.removals)?;
     if let Some(path) = &settings.out {
         files::write_atomically(path, format::to_json(&plan).as_bytes())?;
-    }
-    if let Some(path) = &settings.out {
         output.status(&format!(
             "saved the plan to `{}`; run `ozform apply --plan {}`",
             path.display(),
