@@ -41,6 +41,7 @@ fn build(companies: usize) -> (Desired, Observed, StoredTokens) {
         desired.companies.push(DesiredCompany {
             name: name.clone(),
             technical_meta_data: Some(json!({"tier": "gold", "index": c})),
+            prune: None,
             location: location.clone(),
         });
         // Every 50th company has drifted metadata: an update.

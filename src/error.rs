@@ -9,8 +9,10 @@ pub enum Exit {
     Success = 0,
     /// Bad input, API failure, partial apply, stale plan.
     Failure = 1,
-    /// `plan --detailed-exitcode` succeeded and there are changes.
+    /// `plan --detailed-exitcode` succeeded and there are changes, none of them a removal.
     Changes = 2,
+    /// `plan --detailed-exitcode` succeeded and at least one change is a removal.
+    Removals = 3,
 }
 
 impl From<Exit> for std::process::ExitCode {

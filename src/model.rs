@@ -152,12 +152,41 @@ impl Default for LivePermissions {
 // ---------------------------------------------------------------------------------------------
 // Desired state: what the manifests say.
 
+/// What a company that opts in does with a live service user no manifest declares
+/// (`prune:`). Without it, such users are left alone (listed as unmanaged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Prune {
+    /// Set it inactive (reversible: declaring it again, or `active: true`, brings it back).
+    Deactivate,
+    /// Delete it.
+    Delete,
+}
+
+impl Prune {
+    /// The word written in manifests and plans: `deactivate` or `delete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prune::Deactivate => "deactivate",
+            Prune::Delete => "delete",
+        }
+    }
+}
+
+impl fmt::Display for Prune {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A company declared in a manifest. Identity: exact `name`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredCompany {
     pub name: String,
     /// Compared as JSON when given; unmanaged when `None`.
     pub technical_meta_data: Option<serde_json::Value>,
+    /// Remove undeclared live service users of this company; `None` leaves them alone.
+    pub prune: Option<Prune>,
     pub location: Location,
 }
 

@@ -126,6 +126,7 @@ fn plan(mut changes: Vec<Change>) -> Plan {
         conflicts: vec![],
         unmanaged: vec![],
         warnings: vec![],
+        prune: vec![],
     }
 }
 
@@ -947,4 +948,82 @@ proptest::proptest! {
             }
         }
     }
+}
+
+// --- Removals -------------------------------------------------------------------------------
+
+/// A removal of the live user `u-<email>` of company `Acme`: deactivate or delete.
+fn removal(email: &str, delete: bool) -> Change {
+    let fields =
+        UserFields { email: Email::new(email), company: "Acme".into(), ..user_fields(email, "Acme") };
+    let payload = if delete { Payload::DeleteUser(fields) } else { Payload::DeactivateUser(fields) };
+    let mut c = change(user(email), vec![company("Acme")], payload);
+    c.live_id = Some(format!("u-{email}"));
+    c
+}
+
+/// A world holding the live service users `emails` (ids `u-<email>`), each with a stored token.
+fn world_with_tokens(emails: &[&str]) -> World {
+    let w = World::new();
+    let company_id = w.fake.add_company("Acme", json!({}));
+    for email in emails {
+        w.fake.add_user(live_user(&format!("u-{email}"), email, &company_id));
+        let stored = ozform::model::StoredToken {
+            user_id: format!("u-{email}"),
+            api_url: API_URL.into(),
+            expire_date: 2_000_000_000.0,
+        };
+        w.store.seed(email, &stored);
+    }
+    w
+}
+
+#[tokio::test]
+async fn a_removal_deactivates_or_deletes_the_user_then_drops_its_stored_token() {
+    let w = world_with_tokens(&["off@x.test", "gone@x.test", "kept@x.test"]);
+    let plan = plan(vec![removal("off@x.test", false), removal("gone@x.test", true)]);
+    let report = w.apply(&plan, 2).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(
+        report.done.iter().map(|d| (d.address.to_string(), d.action)).collect::<Vec<_>>(),
+        [
+            ("service_user/gone@x.test".to_string(), Action::Delete),
+            ("service_user/off@x.test".to_string(), Action::Deactivate)
+        ]
+    );
+    assert!(w.fake.user("gone@x.test").is_none(), "deleted");
+    assert!(w.fake.user("off@x.test").is_some_and(|u| !u.active), "deactivated, not deleted");
+    assert_eq!((w.fake.calls(Op::DeleteUser), w.fake.calls(Op::UpdateUser)), (1, 1));
+    assert_eq!(
+        w.store.records().keys().collect::<Vec<_>>(),
+        ["kept@x.test"],
+        "only the removed users' tokens go"
+    );
+}
+
+#[tokio::test]
+async fn a_removal_that_fails_keeps_the_user_and_its_stored_token() {
+    let w = world_with_tokens(&["gone@x.test", "off@x.test"]);
+    w.fake.inject(Op::DeleteUser, "gone@x.test", Fault::Fail);
+    w.fake.inject(Op::UpdateUser, "off@x.test", Fault::OutcomeUnknownBeforeCommit);
+    let report = w.apply(&plan(vec![removal("gone@x.test", true), removal("off@x.test", false)]), 2).await;
+    assert_eq!(report.failed.len(), 2, "{report:?}");
+    assert!(report.failed[0].error.contains("DELETE /api/users/u-gone@x.test"), "{report:?}");
+    assert!(w.fake.user("gone@x.test").is_some() && w.fake.user("off@x.test").is_some_and(|u| u.active));
+    assert_eq!(w.store.records().len(), 2, "a token is dropped only after its user is removed");
+}
+
+#[tokio::test]
+async fn a_saved_removal_is_stale_once_its_user_changed() {
+    let w = world_with_tokens(&["gone@x.test"]);
+    let live = w.fake.user("gone@x.test").unwrap();
+    let mut change = removal("gone@x.test", true);
+    change.fingerprint = Some(fingerprint::user(&live));
+    let plan = plan(vec![change]);
+    check_fresh(&plan, w.fake.as_ref(), 4).await.unwrap();
+    // Renamed behind ozform's back.
+    let patch = ozform::model::UserPatch { first_name: Some("Changed".into()), ..Default::default() };
+    ozform::apply::Effects::update_user(w.fake.as_ref(), &live.id, &patch).await.unwrap();
+    let err = check_fresh(&plan, w.fake.as_ref(), 4).await.unwrap_err();
+    assert!(matches!(&err, ApplyError::Stale { moved } if moved == &["service_user/gone@x.test"]), "{err:?}");
 }

@@ -566,7 +566,7 @@ async fn a_recreated_user_gets_a_new_token(api_version: ApiVersion) {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("Plan: 0 to create, 0 to update, 1 tokens to issue."), "{}", run.stdout);
+    assert!(run.stdout.contains("Plan: 0 to create, 0 to update, 1 token to issue."), "{}", run.stdout);
 
     w.apply_basic().await;
     let file = &w.token_files()[&format!("{email}.json")];

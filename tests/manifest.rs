@@ -86,6 +86,11 @@ invalid_fixture!(values_of_the_wrong_type_are_located, "wrong_type.yaml", ["wron
 invalid_fixture!(a_password_naming_two_sources_is_refused, "bad_secret.yaml", ["bad_secret"]);
 invalid_fixture!(an_unclosed_interpolation_is_located, "bad_interpolation.yaml", ["bad_interpolation"]);
 invalid_fixture!(a_missing_required_field_is_located, "missing_field.yaml", ["missing_field"]);
+invalid_fixture!(
+    a_prune_other_than_deactivate_or_delete_is_located,
+    "unknown_prune.yaml",
+    ["wrong_type", "wrong_type"]
+);
 
 // Hostile input (issue #14): each new diagnostic, and what no diagnostic may print.
 invalid_fixture!(a_file_that_is_not_utf8_is_located_at_its_first_bad_byte, "not_utf8.yaml", ["not_utf8"]);
@@ -425,7 +430,11 @@ fn to_yaml_quotes_strings_that_yaml_would_read_as_something_else() {
     let doc = Document {
         companies: tricky
             .iter()
-            .map(|name| manifest::CompanyDoc { name: (*name).to_string(), technical_meta_data: None })
+            .map(|name| manifest::CompanyDoc {
+                name: (*name).to_string(),
+                technical_meta_data: None,
+                prune: None,
+            })
             .filter(|c| !c.name.is_empty())
             .collect(),
         service_users: vec![],
@@ -730,4 +739,26 @@ fn a_megabyte_of_empty_items_is_a_flood_counted_in_full_and_shown_capped() {
 fn to_yaml_writes_the_basic_example_like_this() {
     let desired = manifest::load(&[root().join("examples/basic")], &no_env).unwrap();
     insta::assert_snapshot!("to_yaml_of_the_basic_example", manifest::to_yaml(&Document::from(&desired)));
+}
+
+#[test]
+fn prune_is_read_per_company_and_absent_means_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.yaml");
+    std::fs::write(
+        &path,
+        "companies:\n  - name: A\n    prune: deactivate\n  - name: B\n    prune: delete\n  - name: C\n  - name: D\n    prune: null\n",
+    )
+    .unwrap();
+    let desired = manifest::load(&[path], &no_env).unwrap();
+    let prunes: Vec<_> = desired.companies.iter().map(|c| (c.name.as_str(), c.prune)).collect();
+    assert_eq!(
+        prunes,
+        [
+            ("A", Some(ozform::model::Prune::Deactivate)),
+            ("B", Some(ozform::model::Prune::Delete)),
+            ("C", None),
+            ("D", None)
+        ]
+    );
 }

@@ -544,6 +544,24 @@ async fn a_redirected_collection_is_tried_once_in_the_other_form_and_a_post_neve
     assert_eq!(client.list_users(&UserFilter::default()).await.unwrap().len(), 5, "4 seeded and the admin");
 }
 
+#[tokio::test]
+async fn delete_user_sends_delete_in_both_dialects_and_counts_a_user_already_gone_as_deleted() {
+    for version in BOTH {
+        let handle = Emulator::new(version).seed(seed(version, &["Acme"], 2)).start().await;
+        let client = connect(&handle, |_| {}).await;
+        let id = user_id(&handle, &email(0));
+        client.delete_user(&id).await.unwrap();
+        assert!(handle.snapshot().users.iter().all(|u| u.user_id != id), "{version:?}: deleted");
+        assert_eq!(count_ok(&handle, &format!("DELETE /api/users/{id}")), 1, "{version:?}: answered 2xx");
+        let status =
+            handle.requests().iter().find(|r| r.to_string().starts_with("DELETE")).and_then(|r| r.status);
+        assert_eq!(status, Some(204), "{version:?}: the documented status");
+        // Sent again (an answer lost on the way): the API says 404, and the user is gone.
+        client.delete_user(&id).await.unwrap();
+        assert!(client.find_user(&Email::new(email(1))).await.unwrap().is_some(), "{version:?}: others stay");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Read-only, concurrency.
 
@@ -567,6 +585,7 @@ async fn a_read_only_client_refuses_every_mutation_before_sending_it() {
             .await
             .map(|_| ()),
         client.issue_token(&user0).await.map(|_| ()),
+        client.delete_user(&user0).await,
     ];
     for r in results {
         assert!(matches!(r, Err(OzError::ReadOnly { .. })), "{r:?}");

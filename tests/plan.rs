@@ -19,10 +19,11 @@ use common::memory_store::MemoryStore;
 use ozform::apply::{ExecuteOptions, Silent, execute, resolve_passwords};
 use ozform::model::{
     Desired, DesiredCompany, DesiredUser, Email, LivePermissions, Observed, ObservedCompany, ObservedUser,
-    Permissions, StoredToken, StoredTokens, TokenSpec, UserKind,
+    Permissions, Prune, StoredToken, StoredTokens, TokenSpec, UserKind,
 };
 use ozform::plan::{
-    Action, Address, Plan, PlanOptions, TokenReason, compute, fingerprint, format, missing_secrets,
+    Action, Address, Payload, Plan, PlanError, PlanOptions, PruneScope, RemovalLimits, TokenReason,
+    check_removals, compute, fingerprint, format, missing_secrets,
 };
 use ozform::secret::SecretRef;
 use ozform::token_store::TokenStore as _;
@@ -59,7 +60,7 @@ fn describe(plan: &Plan) -> Vec<String> {
             let fields: Vec<&str> = changed.iter().map(|f| f.field.as_str()).collect();
             let _ = write!(line, " [{}]", fields.join(", "));
         }
-        if let Some(r) = c.reason() {
+        if let Some(r) = c.reason_text() {
             let _ = write!(line, ": {r}");
         }
         lines.push(line);
@@ -381,6 +382,7 @@ fn cases() -> Vec<Case> {
         options(),
         "",
     ));
+    v.extend(removal_cases());
     // The filter and the missing secret.
     for c in &mut v {
         if c.name.starts_with("the company filter plans") {
@@ -389,11 +391,127 @@ fn cases() -> Vec<Case> {
         if c.name.starts_with("the company filter lists") {
             c.options.companies = vec!["Beta".into()];
         }
+        if c.name.starts_with("a pruning company filtered out") {
+            c.options.companies = vec!["Beta".into()];
+        }
         if c.name.starts_with("a create needing a secret") {
             c.options.missing_secrets = missing_secrets(&c.desired, |_| false);
         }
     }
     v
+}
+
+/// A company that prunes with `mode`.
+fn pruning(name: &str, mode: Prune) -> DesiredCompany {
+    DesiredCompany { prune: Some(mode), ..company(name) }
+}
+
+/// A live user of `c1` that is not a service user.
+fn live_client(id: &str, email: &str) -> ObservedUser {
+    ObservedUser { kind: UserKind::Client, ..live_user(id, email, "c1") }
+}
+
+fn removal_cases() -> Vec<Case> {
+    let acme = || vec![live_company("c1", "Acme")];
+    let keep = || user("keep@x.test", "Acme");
+    let live_keep = || live_user("u0", "keep@x.test", "c1");
+    vec![
+        case(
+            "prune delete deletes an undeclared live service user",
+            desired(vec![pruning("Acme", Prune::Delete)], vec![keep()]),
+            observed(acme(), vec![live_keep(), live_user("u1", "gone@x.test", "c1")]),
+            &["- service_user/gone@x.test: not in any manifest; company `Acme` prunes with `delete`"],
+        ),
+        case(
+            "prune delete deletes an undeclared service user that is inactive too",
+            desired(vec![pruning("Acme", Prune::Delete)], vec![keep()]),
+            observed(
+                acme(),
+                vec![live_keep(), ObservedUser { active: false, ..live_user("u1", "gone@x.test", "c1") }],
+            ),
+            &["- service_user/gone@x.test: not in any manifest; company `Acme` prunes with `delete`"],
+        ),
+        case(
+            "prune deactivate deactivates an undeclared active service user",
+            desired(vec![pruning("Acme", Prune::Deactivate)], vec![keep()]),
+            observed(acme(), vec![live_keep(), live_user("u1", "gone@x.test", "c1")]),
+            &[
+                "! service_user/gone@x.test [active]: not in any manifest; company `Acme` prunes with `deactivate`",
+            ],
+        ),
+        case(
+            "prune deactivate leaves an undeclared user that is already inactive: no change, not unmanaged",
+            desired(vec![pruning("Acme", Prune::Deactivate)], vec![keep()]),
+            observed(
+                acme(),
+                vec![live_keep(), ObservedUser { active: false, ..live_user("u1", "gone@x.test", "c1") }],
+            ),
+            &[],
+        ),
+        case(
+            "a declared user of a pruning company that was deactivated is activated again",
+            desired(vec![pruning("Acme", Prune::Deactivate)], vec![keep()]),
+            observed(acme(), vec![ObservedUser { active: false, ..live_keep() }]),
+            &["~ service_user/keep@x.test [active]"],
+        ),
+        case(
+            "a non-service user of a pruning company is never removed, only listed as unmanaged",
+            desired(vec![pruning("Acme", Prune::Delete)], vec![keep()]),
+            observed(acme(), vec![live_keep(), live_client("u1", "human@x.test")]),
+            &["? human@x.test in Acme"],
+        ),
+        case(
+            "a user of a company that does not prune is listed as unmanaged, not removed",
+            desired(vec![company("Acme"), pruning("Beta", Prune::Delete)], vec![keep()]),
+            observed(
+                vec![live_company("c1", "Acme"), live_company("c2", "Beta")],
+                vec![live_keep(), live_user("u1", "other@x.test", "c1")],
+            ),
+            &["? other@x.test in Acme"],
+        ),
+        case(
+            "a user of a pruning company declared in another company is a conflict, not a removal",
+            desired(
+                vec![pruning("Acme", Prune::Delete), company("Beta")],
+                vec![user("moved@x.test", "Beta")],
+            ),
+            observed(
+                vec![live_company("c1", "Acme"), live_company("c2", "Beta")],
+                vec![live_user("u1", "moved@x.test", "c1")],
+            ),
+            &[
+                "! service_user/moved@x.test: `moved@x.test` (user id `u1`) exists live in company `Acme` (id `c1`), but the manifest puts it in `Beta` (id `c2`)",
+            ],
+        ),
+        case(
+            "a pruning company filtered out by --company removes nothing",
+            desired(vec![pruning("Acme", Prune::Delete), company("Beta")], vec![keep()]),
+            observed(
+                vec![live_company("c1", "Acme"), live_company("c2", "Beta")],
+                vec![live_keep(), live_user("u1", "gone@x.test", "c1")],
+            ),
+            &[],
+        ),
+        case(
+            "two live users sharing an undeclared email are not removed but warned about",
+            desired(vec![pruning("Acme", Prune::Delete)], vec![keep()]),
+            observed(
+                acme(),
+                vec![live_keep(), live_user("u1", "twin@x.test", "c1"), live_user("u2", "TWIN@x.test", "c1")],
+            ),
+            &[
+                "? twin@x.test in Acme",
+                "? TWIN@x.test in Acme",
+                "warning: `TWIN@x.test` is not removed although company `Acme` prunes: 2 live users have this email; delete or rename all but one in Oz",
+            ],
+        ),
+        case(
+            "a pruning company that does not exist yet is created and removes nothing",
+            desired(vec![pruning("Acme", Prune::Delete)], vec![]),
+            observed(vec![], vec![]),
+            &["+ company/Acme"],
+        ),
+    ]
 }
 
 #[test]
@@ -500,6 +618,121 @@ fn an_update_holds_old_and_new_managed_fields_the_live_id_and_the_fingerprint() 
 }
 
 #[test]
+fn a_removal_holds_the_live_user_its_id_fingerprint_and_company_and_the_plan_the_guard_figures() {
+    let gone = ObservedUser { first_name: "Gone".into(), ..live_user("u1", "Gone@x.test", "c1") };
+    let human = ObservedUser { kind: UserKind::Client, ..live_user("u2", "human@x.test", "c1") };
+    let desired_state = desired(vec![pruning("Acme", Prune::Deactivate)], vec![user("keep@x.test", "Acme")]);
+    let p = compute(
+        &desired_state,
+        &observed(
+            vec![live_company("c1", "Acme")],
+            vec![live_user("u0", "keep@x.test", "c1"), gone.clone(), human],
+        ),
+        &StoredTokens::new(),
+        &options(),
+    );
+    assert_eq!(p.changes.len(), 1, "{:#?}", describe(&p));
+    let removal = &p.changes[0];
+    assert_eq!(removal.action(), Action::Deactivate);
+    assert_eq!(removal.address, Address::ServiceUser(Email::new("Gone@x.test")));
+    assert_eq!(removal.live_id.as_deref(), Some("u1"));
+    assert_eq!(removal.fingerprint, Some(fingerprint::user(&gone)));
+    assert_eq!(removal.depends_on, vec![Address::Company("Acme".into())]);
+    let all = json!({"biometry": true, "collection": true, "documents": true, "quality": true});
+    let before = json!({"email": "Gone@x.test", "company": "Acme", "first_name": "Gone", "last_name": "",
+                        "middle_name": "", "active": true, "permissions": all});
+    assert_eq!(removal.before_json(), Some(before.clone()));
+    let mut after = before;
+    after["active"] = json!(false);
+    assert_eq!(removal.after_json(), Some(after));
+    let Payload::DeactivateUser(fields) = &removal.payload else { panic!("{removal:?}") };
+    assert_eq!(fields.company, "Acme");
+    // The base counts every live service user of the company, declared or not; not the client.
+    assert_eq!(
+        p.prune,
+        vec![PruneScope {
+            company: "Acme".into(),
+            mode: Prune::Deactivate,
+            live_service_users: 2,
+            declared_service_users: 1
+        }]
+    );
+    let json: Value = serde_json::from_str(&format::to_json(&p)).unwrap();
+    assert_eq!(json["summary"], json!({"create": 0, "update": 0, "issue": 0, "deactivate": 1, "delete": 0}));
+    assert_eq!(json["changes"][0]["reason"], "not in any manifest; company `Acme` prunes with `deactivate`");
+    assert_eq!(json["prune"][0]["live_service_users"], 2);
+
+    // A delete's `after` is null.
+    let mut deleting = desired_state;
+    deleting.companies[0].prune = Some(Prune::Delete);
+    let p = compute(
+        &deleting,
+        &observed(vec![live_company("c1", "Acme")], vec![gone]),
+        &StoredTokens::new(),
+        &options(),
+    );
+    assert_eq!((p.changes[0].action(), p.changes[0].after_json()), (Action::Delete, None));
+}
+
+/// A plan of Acme (pruning with `delete`) with `live` live service users, `declared` of them
+/// declared: `live - declared` removals.
+fn removal_plan(live: usize, declared: usize) -> Plan {
+    let users: Vec<ObservedUser> =
+        (0..live).map(|i| live_user(&format!("u{i}"), &format!("u{i}@x.test"), "c1")).collect();
+    let declared_users = (0..declared).map(|i| user(&format!("u{i}@x.test"), "Acme")).collect();
+    compute(
+        &desired(vec![pruning("Acme", Prune::Delete)], declared_users),
+        &observed(vec![live_company("c1", "Acme")], users),
+        &StoredTokens::new(),
+        &options(),
+    )
+}
+
+#[test]
+fn the_guard_refuses_more_than_30_percent_of_at_least_10_live_users_unless_allowed() {
+    let limits = RemovalLimits::default();
+    let allowed = RemovalLimits { allow_mass_removal: true, ..limits };
+    // 31 of 100 trips; 30 of 100 does not.
+    let err = check_removals(&removal_plan(100, 69), &limits).unwrap_err();
+    assert!(matches!(err, PlanError::MassRemoval { removals: 31, base: 100, .. }), "{err:?}");
+    assert!(err.to_string().contains("31 removals are 31% of the 100 live service users"), "{err}");
+    check_removals(&removal_plan(100, 70), &limits).unwrap();
+    check_removals(&removal_plan(100, 69), &allowed).unwrap();
+    // Below 10 live users the percentage does not apply: 5 of 9 pass.
+    check_removals(&removal_plan(9, 4), &limits).unwrap();
+    // …but 4 of 10 (40%) do not.
+    check_removals(&removal_plan(10, 6), &limits).unwrap_err();
+    // The absolute cap applies whatever the base.
+    let capped = RemovalLimits { max_removals: Some(2), ..limits };
+    let err = check_removals(&removal_plan(9, 6), &capped).unwrap_err();
+    assert!(err.to_string().contains("3 removals are more than `--max-removals` 2"), "{err}");
+    check_removals(&removal_plan(9, 7), &capped).unwrap();
+    // A pruning company with no declared user is refused whatever the figures, unless allowed.
+    let err = check_removals(&removal_plan(1, 0), &limits).unwrap_err();
+    assert!(
+        err.to_string().contains("the manifests declare none of its service users, so all 1 would go"),
+        "{err}"
+    );
+    check_removals(&removal_plan(1, 0), &allowed).unwrap();
+    // No removal, no refusal: a pruning company with nothing live is fine with no user declared.
+    check_removals(&removal_plan(0, 0), &limits).unwrap();
+}
+
+#[test]
+fn a_saved_removal_outside_the_plans_prune_section_is_refused() {
+    let plan = removal_plan(2, 1);
+    let mut value: Value = serde_json::from_str(&format::to_json(&plan)).unwrap();
+    value["prune"][0]["mode"] = json!("deactivate");
+    let err = format::from_json(&value.to_string()).unwrap_err().to_string();
+    assert!(
+        err.contains("removes a user of company `Acme`, which its `prune` does not list with `delete`"),
+        "{err}"
+    );
+    value.as_object_mut().unwrap().remove("prune");
+    format::from_json(&value.to_string()).unwrap_err();
+}
+
+#[test]
 fn a_company_update_names_the_live_company_and_its_fingerprint() {
     let live = ObservedCompany { technical_meta_data: json!({"t": 1}), ..live_company("c1", "Acme") };
     let p = compute(
@@ -549,6 +782,8 @@ fn missing_secrets_lists_each_unavailable_source_once() {
 
 const NAMES: [&str; 4] = ["Acme", "Beta", "Gamma", "Delta"];
 const EMAILS: [&str; 6] = ["a@x.test", "B@x.test", "c@x.test", "d@X.test", "e@x.test", "f@x.test"];
+/// Live users no manifest ever declares: what a company that prunes removes.
+const UNDECLARED: [&str; 3] = ["old1@x.test", "old2@x.test", "old3@x.test"];
 
 fn metas() -> impl Strategy<Value = Value> {
     prop_oneof![Just(json!({})), Just(json!({"tier": "gold"})), Just(json!({"tier": "silver", "n": [1, 2]}))]
@@ -558,14 +793,20 @@ fn desired_strategy() -> impl Strategy<Value = Desired> {
     (
         proptest::sample::subsequence(NAMES.to_vec(), 1..=4),
         proptest::collection::vec(proptest::option::of(metas()), 4),
+        proptest::collection::vec(
+            proptest::option::of(prop_oneof![Just(Prune::Deactivate), Just(Prune::Delete)]),
+            4,
+        ),
     )
-        .prop_flat_map(|(names, metas)| {
+        .prop_flat_map(|(names, metas, prunes)| {
             let companies: Vec<DesiredCompany> = names
                 .iter()
                 .zip(metas)
-                .map(|(n, m)| DesiredCompany {
+                .zip(prunes)
+                .map(|((n, m), prune)| DesiredCompany {
                     name: (*n).to_string(),
                     technical_meta_data: m,
+                    prune,
                     location: loc(),
                 })
                 .collect();
@@ -617,8 +858,8 @@ fn desired_strategy() -> impl Strategy<Value = Desired> {
 fn observed_strategy() -> impl Strategy<Value = (Observed, StoredTokens)> {
     let company = (0..NAMES.len(), proptest::bool::weighted(0.2), metas());
     let user = (
-        0..EMAILS.len(),
-        proptest::option::of(0..6usize),
+        0..EMAILS.len() + UNDECLARED.len(),
+        proptest::option::weighted(0.9, 0..4usize),
         proptest::bool::weighted(0.85),
         prop_oneof![Just(""), Just("Ann")],
         any::<bool>(),
@@ -627,7 +868,7 @@ fn observed_strategy() -> impl Strategy<Value = (Observed, StoredTokens)> {
     let token = (0..EMAILS.len(), 0..8usize, any::<bool>(), -40.0..400.0f64);
     (
         proptest::collection::vec(company, 0..6),
-        proptest::collection::vec(user, 0..8),
+        proptest::collection::vec(user, 0..12),
         proptest::collection::vec(token, 0..6),
     )
         .prop_map(|(companies, users, tokens)| {
@@ -648,7 +889,9 @@ fn observed_strategy() -> impl Strategy<Value = (Observed, StoredTokens)> {
                 .filter(|(_, (e, ..))| seen.insert(*e))
                 .map(|(i, (e, c, service, first, active, bio))| ObservedUser {
                     id: format!("u{i}"),
-                    email: Email::new(EMAILS[e].to_uppercase()),
+                    email: Email::new(
+                        EMAILS.get(e).unwrap_or_else(|| &UNDECLARED[e - EMAILS.len()]).to_uppercase(),
+                    ),
                     company_id: c.map(|c| format!("c{c}")),
                     kind: if service { UserKind::Service } else { UserKind::Client },
                     first_name: first.to_string(),
@@ -747,7 +990,10 @@ proptest! {
     ) {
         let first = compute(&desired, &observed, &sink, &PlanOptions { rotate_tokens: rotate, ..options() });
         let summary = first.summary();
-        prop_assert_eq!(summary.create + summary.update + summary.issue, first.changes.len());
+        prop_assert_eq!(
+            summary.create + summary.update + summary.issue + summary.deactivate + summary.delete,
+            first.changes.len()
+        );
         let (observed, sink) = apply_through_the_executor(&first, &observed, &sink);
         let second = compute(&desired, &observed, &sink, &options());
         prop_assert!(second.changes.is_empty(), "still planned after apply: {:#?}", describe(&second));

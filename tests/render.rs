@@ -8,7 +8,7 @@ mod common;
 use common::builders::{self, loc};
 use ozform::model::{
     ApiVersion, Desired, DesiredCompany, DesiredUser, Email, LivePermissions, Observed, ObservedCompany,
-    ObservedUser, Permissions, StoredToken, StoredTokens, TokenSpec, UserKind,
+    ObservedUser, Permissions, Prune, StoredToken, StoredTokens, TokenSpec, UserKind,
 };
 use ozform::plan::format::{from_json as parse_plan, to_json as json};
 use ozform::plan::{Plan, PlanError, PlanOptions, compute, missing_secrets};
@@ -54,6 +54,7 @@ fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, 
             DesiredCompany {
                 name: "Acme Bank".into(),
                 technical_meta_data: Some(json!({"tier": "gold"})),
+                prune: None,
                 location: loc(),
             },
             DesiredCompany {
@@ -61,6 +62,7 @@ fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, 
                 technical_meta_data: Some(
                     json!({"tier": "gold", "region": "eu-west", "contacts": ["ops@beta.example", "sec@beta.example"]}),
                 ),
+                prune: None,
                 location: loc(),
             },
         ],
@@ -165,6 +167,78 @@ fn the_markdown_plan_puts_the_summary_first_and_details_in_sections() {
 #[test]
 fn the_json_plan_is_the_versioned_contract() {
     insta::assert_snapshot!(json(&every_kind_plan()));
+}
+
+/// A plan with removals: Acme Bank prunes with `delete` (one undeclared service user, one
+/// company admin that is never touched), Beta Corp with `deactivate` (one undeclared active
+/// user, one already inactive: no change), beside an update and a token.
+fn removals_plan() -> Plan {
+    let company = |name: &str, prune: Prune| DesiredCompany {
+        name: name.into(),
+        technical_meta_data: None,
+        prune: Some(prune),
+        location: loc(),
+    };
+    let desired = Desired {
+        companies: vec![company("Acme Bank", Prune::Delete), company("Beta Corp", Prune::Deactivate)],
+        users: vec![
+            user("svc-web@acme.example", "Acme Bank", SecretRef::Env("ACME_WEB_PASSWORD".into())),
+            DesiredUser {
+                first_name: Some("Renamed".into()),
+                token: TokenSpec { issue: false },
+                ..user("svc-api@beta.example", "Beta Corp", SecretRef::Env("BETA_PASSWORD".into()))
+            },
+        ],
+        files: vec![],
+    };
+    let company = |id: &str, name: &str| ObservedCompany {
+        id: id.into(),
+        name: name.into(),
+        in_deletion: false,
+        technical_meta_data: json!({}),
+    };
+    let observed = Observed {
+        api_url: URL.into(),
+        api_version: ApiVersion::V6,
+        api_version_detected: false,
+        companies: vec![company("c-acme", "Acme Bank"), company("c-beta", "Beta Corp")],
+        users: vec![
+            live_user("u-web", "svc-web@acme.example", "c-acme"),
+            live_user("u-old", "svc-old@acme.example", "c-acme"),
+            ObservedUser {
+                kind: UserKind::CompanyAdmin,
+                ..live_user("u-admin", "admin@acme.example", "c-acme")
+            },
+            live_user("u-api", "svc-api@beta.example", "c-beta"),
+            live_user("u-idle", "svc-idle@beta.example", "c-beta"),
+            ObservedUser { active: false, ..live_user("u-asleep", "svc-asleep@beta.example", "c-beta") },
+        ],
+    };
+    let options = PlanOptions { now: NOW, ..PlanOptions::default() };
+    compute(&desired, &observed, &StoredTokens::new(), &options)
+}
+
+#[test]
+fn the_text_plan_shows_removals_with_their_symbols_reasons_and_counts() {
+    insta::assert_snapshot!(text(&removals_plan(), &Style { color: false }));
+}
+
+#[test]
+fn the_markdown_plan_shows_removals_in_the_summary_and_in_red() {
+    insta::assert_snapshot!(markdown(&removals_plan()));
+}
+
+#[test]
+fn the_json_plan_of_removals_records_the_guard_figures() {
+    insta::assert_snapshot!(json(&removals_plan()));
+    assert_eq!(parse_plan(&json(&removals_plan())).unwrap(), removals_plan());
+}
+
+#[test]
+fn removals_are_coloured_magenta_deactivate_and_red_delete() {
+    let coloured = text(&removals_plan(), &Style { color: true });
+    assert!(coloured.contains("\x1b[35m!\x1b[0m \x1b[1mservice_user/svc-idle@beta.example"), "{coloured}");
+    assert!(coloured.contains("\x1b[31m-\x1b[0m \x1b[1mservice_user/svc-old@acme.example"), "{coloured}");
 }
 
 #[test]

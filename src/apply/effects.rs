@@ -36,6 +36,8 @@ pub trait Effects: Send + Sync + 'static {
         patch: &UserPatch,
     ) -> impl Future<Output = Result<ObservedUser, EffectError>> + Send;
     fn issue_token(&self, user_id: &str) -> impl Future<Output = Result<IssuedToken, EffectError>> + Send;
+    /// Delete the live user `id`. A user that is already gone counts as deleted.
+    fn delete_user(&self, id: &str) -> impl Future<Output = Result<(), EffectError>> + Send;
 }
 
 /// What a failed effect means for what apply does next.

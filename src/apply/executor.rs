@@ -23,6 +23,10 @@
 //! An adopted object is brought to the create's fields with the planner's own field diff
 //! (`plan::user_update`, `plan::company_update`).
 //!
+//! Removals (`deactivate`, `delete`) are one request each, then the removed user's stored token
+//! is dropped (`TokenStore::delete`, on the blocking pool), only once the API confirmed the
+//! removal.
+//!
 //! Words: a *step* is the execution of one change; it *finishes* `Made` (the live id it leaves
 //! for its dependents, and whether it adopted), failed, or skipped. A token step's API phase
 //! ends `Issued` and its store phase ends the step.
@@ -40,7 +44,7 @@ use super::effects::{EffectError, EffectErrorKind};
 use super::order::Graph;
 use super::progress::{Outcome, Progress};
 use super::{ApplyError, Effects, Passwords};
-use crate::model::{Email, UserKind};
+use crate::model::{Email, UserKind, UserPatch};
 use crate::plan::{
     Action, Address, Change, CompanyFields, Payload, Plan, TokenIssue, Update, UserCreate, company_update,
     user_update,
@@ -169,6 +173,7 @@ pub async fn execute<E: Effects>(
         passwords: &options.passwords,
         api_url: &plan.api_url,
         now: options.now,
+        store: Arc::clone(&store),
         companies_found: Mutex::new(HashMap::new()),
     };
     let limit = options.parallelism.max(1);
@@ -302,6 +307,8 @@ struct Ctx<'a, E> {
     passwords: &'a Passwords,
     api_url: &'a str,
     now: fn() -> SystemTime,
+    /// The token store, for the token of a removed user (dropped once the removal succeeded).
+    store: Arc<dyn TokenStore>,
     /// Ids of live companies found by name in this run, so the users of one unchanged company
     /// look it up once (two that start together may both look; both get the same answer).
     companies_found: Mutex<HashMap<String, String>>,
@@ -354,6 +361,9 @@ async fn api_phase<E: Effects>(
         Payload::CreateUser(create) => create_user(ctx, change, create, known).await.map(AfterApi::Made),
         Payload::UpdateUser(update) => update_user(ctx, change, update).await.map(AfterApi::Made),
         Payload::IssueToken(issue) => issue_token(ctx, change, issue, known).await.map(AfterApi::Issued),
+        Payload::DeactivateUser(_) | Payload::DeleteUser(_) => {
+            remove_user(ctx, change).await.map(AfterApi::Made)
+        }
     };
     (i, PhaseEnd::Api(result))
 }
@@ -565,6 +575,34 @@ async fn update_user<E: Effects>(
     let id = live_id(change)?;
     ctx.effects.update_user(id, &update.patch()).await.map_err(|e| e.to_string())?;
     Ok(Made::new(id.to_string()))
+}
+
+/// A removal: deactivate (`PATCH` of the inactive flag) or delete the live user, then drop its
+/// stored token. The token is dropped only after the API confirmed the removal: a removal that
+/// failed leaves a user that may still need it. A store that cannot drop it fails the step
+/// (the user is removed; the next plan no longer plans it, so the file must go by hand).
+async fn remove_user<E: Effects>(ctx: &Ctx<'_, E>, change: &Change) -> Result<Made, String> {
+    let Address::ServiceUser(email) = &change.address else {
+        return Err(format!("the change of `{}` removes a user but is not a user", change.address));
+    };
+    let id = live_id(change)?;
+    if let Payload::DeleteUser(_) = &change.payload {
+        ctx.effects.delete_user(id).await.map_err(|e| e.to_string())?;
+    } else {
+        let patch = UserPatch { active: Some(false), ..UserPatch::default() };
+        ctx.effects.update_user(id, &patch).await.map_err(|e| e.to_string())?;
+    }
+    let store = Arc::clone(&ctx.store);
+    let key = email.key();
+    match tokio::task::spawn_blocking(move || store.delete(&key)).await {
+        Ok(Ok(())) => Ok(Made::new(id.to_string())),
+        Ok(Err(e)) => Err(format!(
+            "the user was removed but its stored token could not be dropped (remove it from the token store by hand): {e}"
+        )),
+        Err(join) => {
+            Err(format!("the user was removed but dropping its stored token did not finish: {join}"))
+        }
+    }
 }
 
 async fn issue_token<E: Effects>(

@@ -26,6 +26,7 @@ pub async fn run(args: ApplyArgs, output: &Output) -> Result<Exit, Error> {
         tokens: connection::tokens(&args.tokens),
         auto_approve: args.auto_approve,
         parallelism,
+        removals: args.removals.limits(),
     };
     crate::ops::apply::run(settings, output).await
 }

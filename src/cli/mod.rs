@@ -124,6 +124,34 @@ pub struct TokenArgs {
     pub rotate_tokens: bool,
 }
 
+/// The blast-radius guard of removals (`prune:`), shared by `plan` and `apply`.
+#[derive(Debug, Clone, Args)]
+pub struct RemovalArgs {
+    /// Refuse removals of more than this percentage of the pruning companies' live service users
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub max_removal_percent: u32,
+    /// ...when those number at least this many
+    #[arg(long, default_value_t = 10)]
+    pub min_live_for_percent: usize,
+    /// Refuse more removals than this, whatever the percentage
+    #[arg(long, value_name = "N")]
+    pub max_removals: Option<usize>,
+    /// Allow removals beyond the guard's thresholds (and in a company that declares no user)
+    #[arg(long)]
+    pub allow_mass_removal: bool,
+}
+
+impl RemovalArgs {
+    pub fn limits(&self) -> crate::plan::RemovalLimits {
+        crate::plan::RemovalLimits {
+            max_percent: self.max_removal_percent,
+            min_live_for_percent: self.min_live_for_percent,
+            max_removals: self.max_removals,
+            allow_mass_removal: self.allow_mass_removal,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlanFormat {
     Text,
@@ -146,12 +174,14 @@ pub struct PlanArgs {
     /// Also save the plan as JSON, for `apply --plan`
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Exit 2 when there are changes, 0 when there are none
+    /// Exit 0 when there are no changes, 2 when there are, 3 when one of them is a removal
     #[arg(long)]
     pub detailed_exitcode: bool,
     /// Plan only these companies and their users (repeatable)
     #[arg(long = "company", value_name = "NAME")]
     pub companies: Vec<String>,
+    #[command(flatten)]
+    pub removals: RemovalArgs,
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +206,8 @@ pub struct ApplyArgs {
     /// Apply only these companies and their users (repeatable)
     #[arg(long = "company", value_name = "NAME", conflicts_with = "plan")]
     pub companies: Vec<String>,
+    #[command(flatten)]
+    pub removals: RemovalArgs,
 }
 
 #[derive(Debug, Args)]

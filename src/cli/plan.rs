@@ -25,6 +25,7 @@ pub async fn run(args: PlanArgs, output: &Output) -> Result<Exit, Error> {
         out: args.out,
         detailed_exitcode: args.detailed_exitcode,
         companies: args.companies,
+        removals: args.removals.limits(),
     };
     crate::ops::plan::run(settings, output).await
 }

@@ -8,7 +8,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Desired, Permissions, TokenSpec};
+use crate::model::{Desired, Permissions, Prune, TokenSpec};
 use crate::secret::SecretRef;
 
 /// The first line of a manifest written by ozform: editors that speak the YAML language
@@ -38,6 +38,11 @@ pub struct CompanyDoc {
     /// Any JSON object, compared as JSON when given; left as it is live when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub technical_meta_data: Option<serde_json::Map<String, serde_json::Value>>,
+    /// What to do with a live service user of this company that no manifest declares:
+    /// `deactivate` (set it inactive) or `delete`. Left out: leave such users alone. Guarded
+    /// against mass removal (`--allow-mass-removal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<Prune>,
 }
 
 /// A service user (API 5: `CLIENT` with `is_service`; API 6: `CLIENT_SERVICE`).
@@ -84,6 +89,7 @@ impl From<&Desired> for Document {
                 .map(|c| CompanyDoc {
                     name: c.name.clone(),
                     technical_meta_data: c.technical_meta_data.as_ref().and_then(|v| v.as_object().cloned()),
+                    prune: c.prune,
                 })
                 .collect(),
             service_users: desired
@@ -149,6 +155,7 @@ fn escaped(doc: &Document) -> Document {
                     .technical_meta_data
                     .as_ref()
                     .map(|m| m.iter().map(|(k, v)| (k.clone(), escape_json(v))).collect()),
+                prune: c.prune,
             })
             .collect(),
         service_users: doc

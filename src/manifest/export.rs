@@ -177,7 +177,7 @@ pub fn to_document(observed: &Observed, options: &ExportOptions) -> Export {
                 None
             }
         };
-        companies.push(CompanyDoc { name: (*name).to_string(), technical_meta_data });
+        companies.push(CompanyDoc { name: (*name).to_string(), technical_meta_data, prune: None });
     }
 
     // Emails shared by several live users cannot be declared without a conflict.

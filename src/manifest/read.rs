@@ -14,11 +14,11 @@ use super::node::{Node, Pos, Value};
 use super::problem::{At, Kind, Problem, Problems};
 use super::secrets::{Holds, Secrets};
 use super::suggest;
-use crate::model::{DesiredCompany, DesiredUser, Email, Location, Permissions, TokenSpec};
+use crate::model::{DesiredCompany, DesiredUser, Email, Location, Permissions, Prune, TokenSpec};
 use crate::secret::SecretRef;
 
 const DOCUMENT_FIELDS: &[&str] = &["companies", "service_users"];
-const COMPANY_FIELDS: &[&str] = &["name", "technical_meta_data"];
+const COMPANY_FIELDS: &[&str] = &["name", "technical_meta_data", "prune"];
 const USER_FIELDS: &[&str] = &[
     "email",
     "company",
@@ -284,9 +284,10 @@ impl Reader<'_> {
                 None
             }
         });
+        let prune = get("prune").and_then(|node| self.prune(node));
         let (name, pos) = name?;
         Some(DeclaredCompany {
-            company: DesiredCompany { name, technical_meta_data, location: self.location(pos) },
+            company: DesiredCompany { name, technical_meta_data, prune, location: self.location(pos) },
             name_at: self.at(pos),
         })
     }
@@ -378,6 +379,25 @@ impl Reader<'_> {
                     found: "a list",
                 };
                 self.problem(kind, node.pos, "expected a map here");
+                None
+            }
+        }
+    }
+
+    /// `deactivate` or `delete`; `null` counts as left out (keep).
+    fn prune(&mut self, node: &Node) -> Option<Prune> {
+        match &node.value {
+            Value::Null => None,
+            Value::Str(s) if s == "deactivate" => Some(Prune::Deactivate),
+            Value::Str(s) if s == "delete" => Some(Prune::Delete),
+            other => {
+                let (found, label) = match other {
+                    Value::Str(s) => ("another word", format!("`{s}` is not a prune mode")),
+                    _ => (other.kind(), "expected `deactivate` or `delete` here".to_string()),
+                };
+                let kind =
+                    Kind::WrongType { field: "prune".into(), expected: "`deactivate` or `delete`", found };
+                self.problem(kind, node.pos, label);
                 None
             }
         }

@@ -12,7 +12,7 @@ use crate::apply::{ApplyError, check_fresh, resolve_passwords};
 use crate::error::{Error, Exit};
 use crate::output::Output;
 use crate::oz::VersionSetting;
-use crate::plan::{Plan, PlanError, format};
+use crate::plan::{Plan, PlanError, check_removals, format};
 use crate::render;
 use crate::secret::process_env;
 
@@ -29,6 +29,8 @@ pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error
     match &settings.source {
         ApplySource::SavedPlan(path) => {
             let plan = read_plan(path)?;
+            // The figures are the plan's own: the same check `plan` made, before any request.
+            check_removals(&plan, &settings.removals)?;
             let mut connection = settings.connection.clone();
             if let Some(url) = &connection.api_url
                 && url.trim_end_matches('/') != plan.api_url.trim_end_matches('/')
@@ -59,6 +61,7 @@ pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error
             if !plan.has_changes() {
                 return plan_exit(&plan, false);
             }
+            check_removals(&plan, &settings.removals)?;
             // Before asking: a missing password would stop the apply anyway, so say it now.
             let passwords = resolve_passwords(&plan, &process_env)?;
             approve(settings.auto_approve, output)?;

@@ -162,7 +162,8 @@ async fn execute(
 }
 
 /// The exit status of a finished plan: conflicts are errors; with `detailed_exitcode`, 2 says
-/// there are changes.
+/// there are changes, 3 that at least one of them is a removal (a pipeline can apply additive
+/// plans on its own and hold destructive ones for a person).
 fn plan_exit(plan: &Plan, detailed_exitcode: bool) -> Result<Exit, Error> {
     if !plan.conflicts.is_empty() {
         return Err(Error::Usage {
@@ -173,7 +174,11 @@ fn plan_exit(plan: &Plan, detailed_exitcode: bool) -> Result<Exit, Error> {
             help: "see the conflicts above; each says how to fix it".into(),
         });
     }
-    Ok(if detailed_exitcode && plan.has_changes() { Exit::Changes } else { Exit::Success })
+    Ok(match (detailed_exitcode, plan.has_changes(), plan.has_removals()) {
+        (true, _, true) => Exit::Removals,
+        (true, true, false) => Exit::Changes,
+        _ => Exit::Success,
+    })
 }
 
 /// Print the summary line of an apply; a partial apply or unresolved conflicts end with exit 1.

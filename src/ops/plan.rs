@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Exit};
 use crate::output::Output;
-use crate::plan::format;
+use crate::plan::{check_removals, format};
 use crate::render;
 use crate::secret::process_env;
 
@@ -21,15 +21,15 @@ pub async fn run(settings: PlanSettings, output: &Output) -> Result<Exit, Error>
     let store = open_store(&settings.tokens.store);
     let options = plan_options(&desired, &settings.tokens, &settings.companies, &process_env);
     let plan = make_plan(&client, &desired, store.as_ref(), &options).await?;
-    if let Some(path) = &settings.out {
-        files::write_atomically(path, format::to_json(&plan).as_bytes())?;
-    }
     output.print(&match settings.format {
         PlanFormat::Text => render::text(&plan, &render::Style { color: output.color }),
         PlanFormat::Json => format::to_json(&plan),
         PlanFormat::Markdown => render::markdown(&plan),
     });
+    // Shown first, so the reviewer sees what would go; refused before it can be saved.
+    check_removals(&plan, &settings.removals)?;
     if let Some(path) = &settings.out {
+        files::write_atomically(path, format::to_json(&plan).as_bytes())?;
         output.status(&format!(
             "saved the plan to `{}`; run `ozform apply --plan {}`",
             path.display(),

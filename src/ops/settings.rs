@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::model::ApiVersion;
 use crate::oz::{ClientConfig, VersionSetting};
-use crate::plan::PlanOptions;
+use crate::plan::{PlanOptions, RemovalLimits};
 use crate::secret::{Secret, SecretRef};
 
 /// How to reach and log in to the Oz API.
@@ -92,6 +92,8 @@ pub struct PlanSettings {
     pub detailed_exitcode: bool,
     /// Plan only these companies (empty: all).
     pub companies: Vec<String>,
+    /// The blast-radius guard of removals.
+    pub removals: RemovalLimits,
 }
 
 /// What `apply` executes.
@@ -111,6 +113,8 @@ pub struct ApplySettings {
     pub auto_approve: bool,
     /// Steps talking to the API at once (at least 1).
     pub parallelism: usize,
+    /// The blast-radius guard of removals.
+    pub removals: RemovalLimits,
 }
 
 #[derive(Debug, Clone)]

@@ -40,6 +40,8 @@ fn past_tense(action: Action) -> &'static str {
         Action::Create => "created",
         Action::Update => "updated",
         Action::Issue => "issued and stored",
+        Action::Deactivate => "deactivated",
+        Action::Delete => "deleted",
     }
 }
 

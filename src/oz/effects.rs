@@ -88,6 +88,16 @@ impl OzClient {
         self.decode_user("PATCH", &object, answer)
     }
 
+    /// `DELETE /api/users/{id}` (both dialects; the API answers 204). A 404 counts as deleted:
+    /// a delete re-sent after its answer was lost finds the user gone, and apply checked that
+    /// the user existed (the plan's fingerprint) before it started.
+    pub async fn delete_user(&self, id: &str) -> Result<(), OzError> {
+        match self.send(Call::delete(format!("{USERS}{id}"))).await {
+            Ok(_) | Err(OzError::Http { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn issue_token(&self, user_id: &str) -> Result<IssuedToken, OzError> {
         let request = self.dialect.token_request(user_id);
         let answer = self.send(Call::create(request.path.clone(), &request.body)).await?;
@@ -144,6 +154,9 @@ impl Effects for OzClient {
     }
     async fn issue_token(&self, user_id: &str) -> Result<IssuedToken, EffectError> {
         OzClient::issue_token(self, user_id).await.map_err(|e| effect_error(e, false))
+    }
+    async fn delete_user(&self, id: &str) -> Result<(), EffectError> {
+        OzClient::delete_user(self, id).await.map_err(|e| effect_error(e, false))
     }
 }
 

@@ -65,6 +65,10 @@ impl<'a> Call<'a> {
     pub fn patch(path: impl Into<String>, body: &'a Value) -> Self {
         Self { method: Method::PATCH, body: Some(body), ..Self::get(path) }
     }
+    /// A DELETE: safe to send again (a second one finds the object gone: 404).
+    pub fn delete(path: impl Into<String>) -> Self {
+        Self { method: Method::DELETE, ..Self::get(path) }
+    }
     /// A POST that creates something: never re-sent once the server may have acted on it.
     pub fn create(path: impl Into<String>, body: &'a Value) -> Self {
         Self { method: Method::POST, body: Some(body), repeat: Repeat::OnlyIfNotProcessed, ..Self::get(path) }

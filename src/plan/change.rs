@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use super::TokenReason;
-use crate::model::{ApiVersion, Email, Permissions, StoredToken};
+use crate::model::{ApiVersion, Email, Permissions, Prune, StoredToken};
 use crate::secret::SecretRef;
 
 /// What a change does. A small closed set, one symbol each.
@@ -22,16 +22,28 @@ pub enum Action {
     Create,
     Update,
     Issue,
+    /// Set an undeclared live service user inactive (its company prunes with `deactivate`).
+    Deactivate,
+    /// Delete an undeclared live service user (its company prunes with `delete`).
+    Delete,
 }
 
 impl Action {
-    /// The symbol of the text plan: `+` create, `~` update, `*` issue.
+    /// The symbol of the text plan: `+` create, `~` update, `*` issue, `!` deactivate,
+    /// `-` delete.
     pub fn symbol(self) -> char {
         match self {
             Action::Create => '+',
             Action::Update => '~',
             Action::Issue => '*',
+            Action::Deactivate => '!',
+            Action::Delete => '-',
         }
+    }
+
+    /// A removal: `deactivate` or `delete` (guarded, and exit code 3 of `--detailed-exitcode`).
+    pub fn is_removal(self) -> bool {
+        matches!(self, Action::Deactivate | Action::Delete)
     }
 }
 
@@ -41,6 +53,8 @@ impl fmt::Display for Action {
             Action::Create => "create",
             Action::Update => "update",
             Action::Issue => "issue",
+            Action::Deactivate => "deactivate",
+            Action::Delete => "delete",
         })
     }
 }
@@ -158,6 +172,12 @@ pub enum Payload {
     CreateUser(UserCreate),
     UpdateUser(Update<UserFields>),
     IssueToken(TokenIssue),
+    /// An undeclared live service user to set inactive: its managed fields as live (every
+    /// field `Some`, `active: true`), under its company's name (which prunes with `deactivate`).
+    DeactivateUser(UserFields),
+    /// An undeclared live service user to delete: its managed fields as live, under its
+    /// company's name (which prunes with `delete`).
+    DeleteUser(UserFields),
 }
 
 /// One planned action on one address.
@@ -181,6 +201,27 @@ impl Change {
             Payload::CreateCompany(_) | Payload::CreateUser(_) => Action::Create,
             Payload::UpdateCompany(_) | Payload::UpdateUser(_) => Action::Update,
             Payload::IssueToken(_) => Action::Issue,
+            Payload::DeactivateUser(_) => Action::Deactivate,
+            Payload::DeleteUser(_) => Action::Delete,
+        }
+    }
+
+    /// For a removal: the live user it removes (its managed fields as live).
+    pub fn removed(&self) -> Option<&UserFields> {
+        match &self.payload {
+            Payload::DeactivateUser(user) | Payload::DeleteUser(user) => Some(user),
+            _ => None,
+        }
+    }
+
+    /// Why the change is planned, as the plan shows it: a token's reason, or a removal's
+    /// ("not in any manifest; company `Acme Bank` prunes with `delete`").
+    pub fn reason_text(&self) -> Option<String> {
+        match &self.payload {
+            Payload::IssueToken(issue) => Some(issue.reason.to_string()),
+            Payload::DeactivateUser(user) => Some(removal_reason(&user.company, Prune::Deactivate)),
+            Payload::DeleteUser(user) => Some(removal_reason(&user.company, Prune::Delete)),
+            _ => None,
         }
     }
 
@@ -205,9 +246,19 @@ impl Change {
         match &self.payload {
             Payload::UpdateCompany(update) => update.fields(),
             Payload::UpdateUser(update) => update.fields(),
+            Payload::DeactivateUser(user) => vec![FieldChange {
+                field: "active".into(),
+                before: Value::Bool(user.active),
+                after: Value::Bool(false),
+            }],
             _ => Vec::new(),
         }
     }
+}
+
+/// The reason of a removal in company `company`, which prunes with `mode`.
+pub fn removal_reason(company: &str, mode: Prune) -> String {
+    format!("not in any manifest; company `{company}` prunes with `{mode}`")
 }
 
 /// One field of an update: old → new. Field names: company `technical_meta_data`; service
@@ -219,12 +270,14 @@ pub struct FieldChange {
     pub after: Value,
 }
 
-/// Counts per action, as in the footer line.
+/// Counts per action, as in the footer line (`format` writes it as the plan's `summary`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub create: usize,
     pub update: usize,
     pub issue: usize,
+    pub deactivate: usize,
+    pub delete: usize,
 }
 
 impl Summary {
@@ -236,10 +289,30 @@ impl Summary {
                 Action::Create => summary.create += 1,
                 Action::Update => summary.update += 1,
                 Action::Issue => summary.issue += 1,
+                Action::Deactivate => summary.deactivate += 1,
+                Action::Delete => summary.delete += 1,
             }
         }
         summary
     }
+
+    /// Removals: `deactivate` plus `delete`.
+    pub fn removals(&self) -> usize {
+        self.deactivate + self.delete
+    }
+}
+
+/// A company that prunes, with the figures the blast-radius guard needs, recorded in the plan
+/// so that `apply --plan` checks the same figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneScope {
+    pub company: String,
+    pub mode: Prune,
+    /// Live service users of the company when the plan was made, active or not: the base of
+    /// the percentage.
+    pub live_service_users: usize,
+    /// Service users the manifests declare in the company (0: every live one would go).
+    pub declared_service_users: usize,
 }
 
 /// A live object that cannot be reconciled by an update; blocks its own subtree only.
@@ -272,6 +345,8 @@ pub struct Plan {
     pub unmanaged: Vec<Unmanaged>,
     /// Things to know that are not changes (e.g. a secret a planned create will need is not set).
     pub warnings: Vec<String>,
+    /// The companies that prune, sorted by name (empty when none does).
+    pub prune: Vec<PruneScope>,
 }
 
 impl Plan {
@@ -281,5 +356,10 @@ impl Plan {
 
     pub fn summary(&self) -> Summary {
         Summary::of(&self.changes)
+    }
+
+    /// Whether any change is a removal (`deactivate` or `delete`).
+    pub fn has_removals(&self) -> bool {
+        self.changes.iter().any(|c| c.action().is_removal())
     }
 }

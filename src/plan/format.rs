@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    Action, Address, Change, CompanyFields, Conflict, FieldChange, Payload, Plan, PlanError, Summary,
-    TokenIssue, TokenReason, Unmanaged, Update, UserCreate, UserFields,
+    Action, Address, Change, CompanyFields, Conflict, FieldChange, Payload, Plan, PlanError, PruneScope,
+    Summary, TokenIssue, TokenReason, Unmanaged, Update, UserCreate, UserFields,
 };
-use crate::model::{ApiVersion, Email, Permissions, StoredToken};
+use crate::model::{ApiVersion, Email, Permissions, Prune, StoredToken};
 use crate::secret::SecretRef;
 
 /// The saved plan format version this build writes and reads.
@@ -49,9 +49,10 @@ pub fn from_json(text: &str) -> Result<Plan, PlanError> {
     // Parsed from the text again (not from `value`) so that errors carry line and column.
     let wire: WirePlan = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
     let changes = wire.changes.into_iter().map(WireChange::decode).collect::<Result<Vec<_>, _>>()?;
-    if Summary::of(&changes) != wire.summary {
+    if Summary::of(&changes) != wire.summary.read() {
         return Err(invalid("its `summary` does not match its `changes`"));
     }
+    check_prune_scopes(&changes, &wire.prune)?;
     Ok(Plan {
         api_url: wire.api_url,
         api_version: wire.api_version,
@@ -60,7 +61,24 @@ pub fn from_json(text: &str) -> Result<Plan, PlanError> {
         conflicts: wire.conflicts,
         unmanaged: wire.unmanaged,
         warnings: wire.warnings,
+        prune: wire.prune,
     })
+}
+
+/// Every removal must be of a company the plan's `prune` lists with that mode: the guard of
+/// `apply --plan` counts from there, so a removal outside it would escape the guard.
+fn check_prune_scopes(changes: &[Change], scopes: &[PruneScope]) -> Result<(), PlanError> {
+    for change in changes {
+        let Some(user) = change.removed() else { continue };
+        let mode = if change.action() == Action::Delete { Prune::Delete } else { Prune::Deactivate };
+        if !scopes.iter().any(|s| s.company == user.company && s.mode == mode) {
+            return Err(invalid(format!(
+                "the change of `{}` removes a user of company `{}`, which its `prune` does not list with `{mode}`",
+                change.address, user.company
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Change {
@@ -94,13 +112,16 @@ struct WirePlan {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     api_version_detected: bool,
     changes: Vec<WireChange>,
-    summary: Summary,
+    summary: WireSummary,
     #[serde(default)]
     conflicts: Vec<Conflict>,
     #[serde(default)]
     unmanaged: Vec<Unmanaged>,
     #[serde(default)]
     warnings: Vec<String>,
+    /// The companies that prune, with the guard's figures; written only when one does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    prune: Vec<PruneScope>,
 }
 
 impl From<&Plan> for WirePlan {
@@ -111,10 +132,47 @@ impl From<&Plan> for WirePlan {
             api_version: plan.api_version,
             api_version_detected: plan.api_version_detected,
             changes: plan.changes.iter().map(WireChange::from).collect(),
-            summary: plan.summary(),
+            summary: WireSummary::of(plan.summary(), !plan.prune.is_empty()),
             conflicts: plan.conflicts.clone(),
             unmanaged: plan.unmanaged.clone(),
             warnings: plan.warnings.clone(),
+            prune: plan.prune.clone(),
+        }
+    }
+}
+
+/// The `summary`. `deactivate` and `delete` are written when some company prunes (the plan
+/// has a `prune` section), so that a plan without removals is written as before removals
+/// existed; absent, they read as 0.
+#[derive(Serialize, Deserialize)]
+struct WireSummary {
+    create: usize,
+    update: usize,
+    issue: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deactivate: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delete: Option<usize>,
+}
+
+impl WireSummary {
+    fn of(s: Summary, removals: bool) -> Self {
+        WireSummary {
+            create: s.create,
+            update: s.update,
+            issue: s.issue,
+            deactivate: removals.then_some(s.deactivate),
+            delete: removals.then_some(s.delete),
+        }
+    }
+
+    fn read(&self) -> Summary {
+        Summary {
+            create: self.create,
+            update: self.update,
+            issue: self.issue,
+            deactivate: self.deactivate.unwrap_or(0),
+            delete: self.delete.unwrap_or(0),
         }
     }
 }
@@ -286,6 +344,15 @@ impl From<&Change> for WireChange {
                     other => Some(other.clone()),
                 };
             }
+            Payload::DeactivateUser(user) => {
+                wire.before = Some(value(&WireUser::of(user)));
+                wire.after = Some(value(&WireUser::of(&UserFields { active: false, ..user.clone() })));
+                wire.reason = change.reason_text();
+            }
+            Payload::DeleteUser(user) => {
+                wire.before = Some(value(&WireUser::of(user)));
+                wire.reason = change.reason_text();
+            }
         }
         wire
     }
@@ -311,6 +378,36 @@ impl WireChange {
                 Payload::UpdateUser(self.checked(Update { before, after }, Update::<UserFields>::fields)?)
             }
             (Address::Token(_), Action::Issue) => Payload::IssueToken(self.token_issue()?),
+            (Address::ServiceUser(email), Action::Delete) => {
+                let user = self.removed_user(email)?;
+                if self.after.is_some() {
+                    return Err(self.refuse("deletes its user but has an `after`: it must be null"));
+                }
+                Payload::DeleteUser(user)
+            }
+            (Address::ServiceUser(email), Action::Deactivate) => {
+                let user = self.removed_user(email)?;
+                let after = self.user(email, self.required(self.after.as_ref(), "after")?, true)?;
+                if !user.active || after != (UserFields { active: false, ..user.clone() }) {
+                    return Err(self.refuse(
+                        "must have an `after` equal to its `before` but for `active`, from `true` to `false`",
+                    ));
+                }
+                let payload = Payload::DeactivateUser(user);
+                let derived = Change {
+                    address: self.address.clone(),
+                    depends_on: Vec::new(),
+                    live_id: None,
+                    fingerprint: None,
+                    payload,
+                };
+                if derived.fields() != self.fields {
+                    return Err(
+                        self.refuse("has `fields` that do not match what its `before` and `after` differ in")
+                    );
+                }
+                derived.payload
+            }
             (address, action) => {
                 return Err(self.refuse(&format!("is a `{action}`, which is not an action of `{address}`")));
             }
@@ -330,6 +427,17 @@ impl WireChange {
 
     fn required<'a>(&self, side: Option<&'a Value>, name: &str) -> Result<&'a Value, PlanError> {
         side.ok_or_else(|| self.refuse(&format!("has no `{name}` object")))
+    }
+
+    /// The live user a removal acts on: its `before`, with the `live_id` and `fingerprint` that
+    /// let `apply --plan` find it and see whether it moved.
+    fn removed_user(&self, email: &Email) -> Result<UserFields, PlanError> {
+        let before = self.user(email, self.required(self.before.as_ref(), "before")?, false)?;
+        self.require_live_id()?;
+        if self.fingerprint.is_none() {
+            return Err(self.refuse("has no `fingerprint` of the user it removes"));
+        }
+        Ok(before)
     }
 
     fn require_live_id(&self) -> Result<(), PlanError> {
@@ -466,7 +574,7 @@ mod tests {
 
     /// A plan of one change, its summary counting that change's action.
     fn plan_with(change: &Value) -> String {
-        let mut summary = json!({"create": 0, "update": 0, "issue": 0});
+        let mut summary = json!({"create": 0, "update": 0, "issue": 0, "deactivate": 0, "delete": 0});
         if let Some(action) = change["action"].as_str().filter(|a| summary.get(a).is_some()) {
             summary[action] = json!(1);
         }

@@ -8,7 +8,7 @@
 //! One concept per file: `change` (the plan as a value: `Plan`, `Change`, its typed `Payload`),
 //! `planner` (`compute`), `diff` (the one field diff, shared with the executor's adoption),
 //! `reason` (`TokenReason`), `fingerprint` (stale-plan checks), `format` (the only reader and
-//! writer of the saved plan, `format_version` 1).
+//! writer of the saved plan, `format_version` 1), `guard` (the blast-radius check of removals).
 //!
 //! Invariants of a `Plan` made by `compute()`: at most one change per address; changes sorted
 //! by address (companies, then service users, then tokens; then identity); every `depends_on`
@@ -19,6 +19,7 @@ mod change;
 mod diff;
 pub mod fingerprint;
 pub mod format;
+mod guard;
 mod planner;
 mod reason;
 
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 pub use change::*;
 pub use diff::{company_update, user_update};
+pub use guard::{RemovalLimits, check_removals};
 pub use planner::{compute, missing_secrets};
 pub use reason::TokenReason;
 
@@ -83,4 +85,14 @@ pub enum PlanError {
         )
     )]
     UnsupportedVersion { found: String, supported: u32 },
+    #[error(
+        "the plan removes {removals} of {base} live service users, which the blast-radius guard refuses: {reasons}"
+    )]
+    #[diagnostic(
+        code(ozform::plan::mass_removal),
+        help(
+            "check the manifest paths (a missing file declares nothing, so its users would go); if these removals are meant, pass `--allow-mass-removal` (or raise `--max-removal-percent` / `--max-removals`)"
+        )
+    )]
+    MassRemoval { removals: usize, base: usize, reasons: String },
 }

@@ -8,17 +8,23 @@
 //! shown or changed (`diff`). Conflicts (live objects an update cannot reconcile) block only
 //! their own subtree: an ambiguous company blocks its users and their tokens, a conflicting
 //! user blocks its token, and nothing else.
+//!
+//! Removals are opt-in per company (`prune:`): in a declared, live, in-scope company that
+//! prunes, a live *service* user whose email no manifest mentions (in any company, in scope or
+//! not) is planned for `deactivate` (unless already inactive) or `delete`. Nothing else is
+//! ever removed: not other kinds of users, not users of other companies, not companies. Each
+//! pruning company's figures (`PruneScope`) go into the plan for the blast-radius guard.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::reason::TokenReason;
 use super::{
-    Address, Change, CompanyFields, Conflict, Payload, Plan, PlanOptions, TokenIssue, Unmanaged, UserCreate,
-    UserFields, diff, fingerprint,
+    Address, Change, CompanyFields, Conflict, Payload, Plan, PlanOptions, PruneScope, TokenIssue, Unmanaged,
+    UserCreate, UserFields, diff, fingerprint,
 };
 use crate::model::{
-    Desired, DesiredCompany, DesiredUser, Observed, ObservedCompany, ObservedUser, StoredToken, StoredTokens,
-    UserKind,
+    Desired, DesiredCompany, DesiredUser, Observed, ObservedCompany, ObservedUser, Permissions, Prune,
+    StoredToken, StoredTokens, UserKind,
 };
 use crate::secret::SecretRef;
 
@@ -59,8 +65,45 @@ pub fn compute(desired: &Desired, observed: &Observed, stored: &StoredTokens, op
         }
     }
 
-    // Every user any manifest mentions, in scope or not: a filtered-out user is not unmanaged.
+    // Every user any manifest mentions, in scope or not: a filtered-out user is not unmanaged
+    // (and never pruned).
     let mentioned: HashSet<String> = desired.users.iter().map(|u| u.email.key()).collect();
+
+    // Removals: in a live company that prunes, each live service user no manifest mentions.
+    let mut pruned: HashSet<&str> = HashSet::new();
+    let pruning: Vec<(&DesiredCompany, Prune, &ObservedCompany)> = desired
+        .companies
+        .iter()
+        .filter(|c| in_scope(&c.name))
+        .filter_map(|c| match (c.prune, companies.get(c.name.as_str())) {
+            (Some(mode), Some(CompanyState::Live(live))) => Some((c, mode, *live)),
+            _ => None,
+        })
+        .collect();
+    if !pruning.is_empty() {
+        // Service users by company id, built once (only when some company prunes).
+        let mut members: HashMap<&str, Vec<&ObservedUser>> = HashMap::new();
+        for u in observed.users.iter().filter(|u| u.kind == UserKind::Service) {
+            if let Some(id) = u.company_id.as_deref() {
+                members.entry(id).or_default().push(u);
+            }
+        }
+        let mut declared: HashMap<&str, usize> = HashMap::new();
+        for u in &desired.users {
+            *declared.entry(u.company.as_str()).or_default() += 1;
+        }
+        for (company, mode, live) in pruning {
+            let scope = PruneScope {
+                company: company.name.clone(),
+                mode,
+                live_service_users: members.get(live.id.as_str()).map_or(0, Vec::len),
+                declared_service_users: declared.get(company.name.as_str()).copied().unwrap_or(0),
+            };
+            let users = members.get(live.id.as_str()).map_or(&[][..], Vec::as_slice);
+            planner.prune(scope, users, &mentioned, &mut pruned);
+        }
+    }
+
     let live_in_scope: HashMap<&str, &str> = companies
         .iter()
         .filter_map(|(name, state)| match state {
@@ -72,7 +115,7 @@ pub fn compute(desired: &Desired, observed: &Observed, stored: &StoredTokens, op
         if mentioned.contains(key) {
             continue;
         }
-        for u in users {
+        for u in users.iter().filter(|u| !pruned.contains(u.id.as_str())) {
             if let Some(name) = u.company_id.as_deref().and_then(|id| live_in_scope.get(id)) {
                 planner.unmanaged.push(Unmanaged { email: u.email.clone(), company: (*name).to_string() });
             }
@@ -111,6 +154,7 @@ struct Planner<'o> {
     conflicts: Vec<Conflict>,
     unmanaged: Vec<Unmanaged>,
     warnings: Vec<String>,
+    prune: Vec<PruneScope>,
 }
 
 impl<'o> Planner<'o> {
@@ -139,7 +183,65 @@ impl<'o> Planner<'o> {
             conflicts: Vec::new(),
             unmanaged: Vec::new(),
             warnings: Vec::new(),
+            prune: Vec::new(),
         }
+    }
+
+    /// Plan the removals of company `scope.company` (live, pruning): each of its live service
+    /// users `members` whose email no manifest mentions. Under `deactivate`, one already
+    /// inactive is no change. Each user handled (removed or already inactive) goes into
+    /// `pruned`, so it is not listed as unmanaged.
+    fn prune(
+        &mut self,
+        scope: PruneScope,
+        members: &[&'o ObservedUser],
+        mentioned: &HashSet<String>,
+        pruned: &mut HashSet<&'o str>,
+    ) {
+        // By email, so that warnings come in the same order whatever the order the API listed.
+        let mut members = members.to_vec();
+        members.sort_by_cached_key(|u| (u.email.key(), u.id.clone()));
+        for user in members {
+            let key = user.email.key();
+            if mentioned.contains(&key) {
+                continue;
+            }
+            let same_email = self.users_by_email.get(&key).map_or(0, Vec::len);
+            if same_email > 1 {
+                // Two changes on one address cannot be planned; a person must pick.
+                // Said once per email, in its smallest spelling: not in the order the API listed.
+                let spelling = self
+                    .users_by_email
+                    .get(&key)
+                    .and_then(|twins| twins.iter().map(|u| u.email.as_str()).min())
+                    .unwrap_or(user.email.as_str());
+                let warning = format!(
+                    "`{spelling}` is not removed although company `{}` prunes: {same_email} live users have \
+                     this email; delete or rename all but one in Oz",
+                    scope.company
+                );
+                if !self.warnings.contains(&warning) {
+                    self.warnings.push(warning);
+                }
+                continue;
+            }
+            pruned.insert(user.id.as_str());
+            let fields = live_fields(user, &scope.company);
+            let payload = match scope.mode {
+                Prune::Delete => Payload::DeleteUser(fields),
+                Prune::Deactivate if user.active => Payload::DeactivateUser(fields),
+                Prune::Deactivate => continue,
+            };
+            let mut change = new_change(
+                Address::ServiceUser(user.email.clone()),
+                vec![Address::Company(scope.company.clone())],
+                payload,
+            );
+            change.live_id = Some(user.id.clone());
+            change.fingerprint = Some(fingerprint::user(user));
+            self.changes.push(change);
+        }
+        self.prune.push(scope);
     }
 
     fn company(&mut self, want: &DesiredCompany) -> CompanyState<'o> {
@@ -364,6 +466,7 @@ impl<'o> Planner<'o> {
         self.changes.sort_by_cached_key(|c| sort_key(&c.address));
         self.conflicts.sort_by_cached_key(|c| (sort_key(&c.address), c.message.clone()));
         self.unmanaged.sort_by_cached_key(|u| (u.email.key(), u.company.clone()));
+        self.prune.sort_by(|a, b| a.company.cmp(&b.company));
         for change in &self.changes {
             if let Some(source) = change.password()
                 && self.options.missing_secrets.contains(source)
@@ -387,6 +490,7 @@ impl<'o> Planner<'o> {
             conflicts: self.conflicts,
             unmanaged: self.unmanaged,
             warnings: self.warnings,
+            prune: self.prune,
         }
     }
 }
@@ -405,6 +509,26 @@ fn user_fields(want: &DesiredUser) -> UserFields {
         middle_name: want.middle_name.clone(),
         active: want.active,
         permissions: want.permissions,
+    }
+}
+
+/// Every managed field of a live user as it is, under its company's name `company`: what a
+/// removal shows as `before`.
+fn live_fields(live: &ObservedUser, company: &str) -> UserFields {
+    let p = live.permissions;
+    UserFields {
+        email: live.email.clone(),
+        company: company.to_string(),
+        first_name: Some(live.first_name.clone()),
+        last_name: Some(live.last_name.clone()),
+        middle_name: Some(live.middle_name.clone()),
+        active: live.active,
+        permissions: Some(Permissions {
+            biometry: Some(p.biometry),
+            collection: Some(p.collection),
+            documents: Some(p.documents),
+            quality: Some(p.quality),
+        }),
     }
 }
 

@@ -25,6 +25,8 @@ pub(crate) enum Detail {
     Change { field: String, before: String, after: String },
     /// A long field of an update, diffed line by line: (sign, line) with sign ' ', '-' or '+'.
     Diff { field: String, lines: Vec<(char, String)> },
+    /// A field of an object that a delete removes, as it is live.
+    Gone { field: String, lines: Vec<String> },
 }
 
 /// The addresses that have a change in `plan`: a dependency is worth showing only then.
@@ -44,7 +46,7 @@ pub(crate) fn details(change: &Change, planned: &HashSet<&Address>) -> Vec<Detai
         let what = if change.action() == Action::Issue { "user id" } else { "live id" };
         out.push(Detail::Note(format!("{what}: {id}")));
     }
-    if let Some(reason) = change.reason().map(ToString::to_string).filter(|r| !r.is_empty()) {
+    if let Some(reason) = change.reason_text().filter(|r| !r.is_empty()) {
         out.push(Detail::Note(format!("reason: {reason}")));
     }
     match change.action() {
@@ -63,7 +65,14 @@ pub(crate) fn details(change: &Change, planned: &HashSet<&Address>) -> Vec<Detai
                 }
             }
         }
-        Action::Update => {
+        Action::Delete => {
+            if let Some(Value::Object(before)) = change.before_json() {
+                for (field, value) in &before {
+                    out.push(Detail::Gone { field: field.clone(), lines: value_lines(value) });
+                }
+            }
+        }
+        Action::Update | Action::Deactivate => {
             for field in &change.fields() {
                 let (before, after) = (value_lines(&field.before), value_lines(&field.after));
                 if before.len() == 1 && after.len() == 1 {
@@ -117,7 +126,9 @@ pub(crate) fn field_width(details: &[Detail]) -> usize {
     details
         .iter()
         .filter_map(|d| match d {
-            Detail::Set { field, .. } | Detail::Change { field, .. } => Some(field.chars().count()),
+            Detail::Set { field, .. } | Detail::Change { field, .. } | Detail::Gone { field, .. } => {
+                Some(field.chars().count())
+            }
             _ => None,
         })
         .max()

@@ -20,11 +20,28 @@ pub fn markdown(plan: &Plan) -> String {
     let _ = writeln!(out, "| `+` to create | {} |", s.create);
     let _ = writeln!(out, "| `~` to update | {} |", s.update);
     let _ = writeln!(out, "| `*` tokens to issue | {} |", s.issue);
+    // Removal rows only when there are removals, so that additive plans read as they always did.
+    if s.removals() > 0 {
+        let _ = writeln!(out, "| `!` to deactivate | {} |", s.deactivate);
+        let _ = writeln!(out, "| `-` to delete | {} |", s.delete);
+    }
     let _ = writeln!(out, "| conflicts | {} |", plan.conflicts.len());
     let _ = writeln!(out, "| warnings | {} |", plan.warnings.len());
     out.push('\n');
     let _ = writeln!(out, "**{}**", super::footer(plan));
     out.push('\n');
+    if s.removals() > 0 {
+        // Said before anything else is read: a reviewer must not approve a removal unawares.
+        let users = if s.removals() == 1 { "service user" } else { "service users" };
+        let _ = writeln!(
+            out,
+            "> [!WARNING]\n> This plan removes {} {users}: {} to deactivate, {} to delete (see below).",
+            s.removals(),
+            s.deactivate,
+            s.delete
+        );
+        out.push('\n');
+    }
 
     if !plan.conflicts.is_empty() {
         let _ = writeln!(out, "#### Conflicts (not planned; fix them by hand)");
@@ -55,6 +72,8 @@ pub fn markdown(plan: &Plan) -> String {
             Action::Create => "create",
             Action::Update => "update",
             Action::Issue => "issue",
+            Action::Deactivate => "deactivate",
+            Action::Delete => "delete",
         };
         let _ = writeln!(
             out,
@@ -75,6 +94,15 @@ pub fn markdown(plan: &Plan) -> String {
                             let _ = writeln!(block, "+ {field} = {line}");
                         } else {
                             let _ = writeln!(block, "+   {line}");
+                        }
+                    }
+                }
+                Detail::Gone { field, lines } => {
+                    for (i, line) in lines.iter().enumerate() {
+                        if i == 0 {
+                            let _ = writeln!(block, "- {field} = {line}");
+                        } else {
+                            let _ = writeln!(block, "-   {line}");
                         }
                     }
                 }

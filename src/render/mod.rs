@@ -35,13 +35,19 @@ pub fn conflict_note(plan: &crate::plan::Plan) -> Option<String> {
     }
 }
 
-/// The footer line of every plan: `Plan: N to create, N to update, N tokens to issue.` or
-/// `No changes.`
+/// The footer line of every plan: `Plan: N to create, N to update, N tokens to issue.` (`1
+/// token`), with `, N to deactivate, N to delete` before the period when there are removals;
+/// or `No changes.`
 pub fn footer(plan: &crate::plan::Plan) -> String {
-    if plan.has_changes() {
-        let s = plan.summary();
-        format!("Plan: {} to create, {} to update, {} tokens to issue.", s.create, s.update, s.issue)
-    } else {
-        "No changes.".to_string()
+    if !plan.has_changes() {
+        return "No changes.".to_string();
     }
+    let s = plan.summary();
+    let tokens = if s.issue == 1 { "token" } else { "tokens" };
+    let removals = if s.removals() > 0 {
+        format!(", {} to deactivate, {} to delete", s.deactivate, s.delete)
+    } else {
+        String::new()
+    };
+    format!("Plan: {} to create, {} to update, {} {tokens} to issue{removals}.", s.create, s.update, s.issue)
 }

@@ -1,5 +1,6 @@
 //! The text plan, like Terraform's: a header naming the API, one block per change (`+`
-//! create, `~` update with old → new per field, `*` issue with its reason), then conflicts,
+//! create, `~` update with old → new per field, `*` issue with its reason, `!` deactivate and
+//! `-` delete with theirs), then conflicts,
 //! unmanaged users, warnings and the footer. ANSI colour only when `Style::color`. Pure.
 
 use std::fmt::Write as _;
@@ -13,6 +14,7 @@ const BOLD: &str = "\x1b[1m";
 const RED: &str = "\x1b[31m";
 const GREEN: &str = "\x1b[32m";
 const YELLOW: &str = "\x1b[33m";
+const MAGENTA: &str = "\x1b[35m";
 const CYAN: &str = "\x1b[36m";
 
 /// Wraps text in ANSI codes when colour is on; plain otherwise.
@@ -38,9 +40,16 @@ pub fn text(plan: &Plan, style: &Style) -> String {
     out.push('\n');
 
     if plan.has_changes() {
+        // The removal symbols join the legend only when there are removals, so that additive
+        // plans read as they always did.
+        let removals = if plan.has_removals() {
+            format!(", {} deactivate, {} delete", p.paint(MAGENTA, "!"), p.paint(RED, "-"))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "ozform will perform these actions ({} create, {} update, {} issue):",
+            "ozform will perform these actions ({} create, {} update, {} issue{removals}):",
             p.paint(GREEN, "+"),
             p.paint(YELLOW, "~"),
             p.paint(CYAN, "*")
@@ -53,6 +62,8 @@ pub fn text(plan: &Plan, style: &Style) -> String {
             Action::Create => GREEN,
             Action::Update => YELLOW,
             Action::Issue => CYAN,
+            Action::Deactivate => MAGENTA,
+            Action::Delete => RED,
         };
         let symbol = change.action().symbol().to_string();
         let _ = writeln!(
@@ -74,6 +85,13 @@ pub fn text(plan: &Plan, style: &Style) -> String {
                     let _ = writeln!(out, "      {field:<width$} = {first}");
                     for line in rest {
                         let _ = writeln!(out, "      {:width$}   {line}", "");
+                    }
+                }
+                Detail::Gone { field, lines } => {
+                    let (first, rest) = lines.split_first().map_or(("", &[][..]), |(f, r)| (f.as_str(), r));
+                    let _ = writeln!(out, "      {}", p.paint(RED, &format!("{field:<width$} = {first}")));
+                    for line in rest {
+                        let _ = writeln!(out, "      {}", p.paint(RED, &format!("{:width$}   {line}", "")));
                     }
                 }
                 Detail::Change { field, before, after } => {
@@ -147,5 +165,7 @@ fn verb(action: Action) -> &'static str {
         Action::Create => "will be created",
         Action::Update => "will be updated in place",
         Action::Issue => "will be issued",
+        Action::Deactivate => "will be deactivated",
+        Action::Delete => "will be deleted",
     }
 }

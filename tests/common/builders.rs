@@ -16,7 +16,7 @@ pub fn loc() -> Location {
 }
 
 pub fn company(name: &str) -> DesiredCompany {
-    DesiredCompany { name: name.into(), technical_meta_data: None, location: loc() }
+    DesiredCompany { name: name.into(), technical_meta_data: None, prune: None, location: loc() }
 }
 
 pub fn company_meta(name: &str, meta: Value) -> DesiredCompany {

@@ -34,6 +34,7 @@ pub enum Op {
     CreateUser,
     UpdateUser,
     IssueToken,
+    DeleteUser,
 }
 
 impl Op {
@@ -286,7 +287,9 @@ fn next_id(s: &mut State, prefix: &str) -> String {
 fn normalise(op: Op, key: &str) -> Key {
     match op {
         Op::FindCompanies | Op::CreateCompany | Op::UpdateCompany => key.to_string(),
-        Op::FindUser | Op::CreateUser | Op::UpdateUser | Op::IssueToken => key.to_lowercase(),
+        Op::FindUser | Op::CreateUser | Op::UpdateUser | Op::IssueToken | Op::DeleteUser => {
+            key.to_lowercase()
+        }
     }
 }
 
@@ -472,6 +475,18 @@ impl Effects for FakeEffects {
             };
             apply_user_patch(u, patch);
             Ok(u.clone())
+        })
+    }
+
+    async fn delete_user(&self, id: &str) -> Result<(), EffectError> {
+        let key =
+            self.lock().users.iter().find(|u| u.id == id).map_or_else(|| id.to_string(), |u| u.email.key());
+        let (_guard, fault) = self.enter(Op::DeleteUser, &key).await;
+        let url = format!("/api/users/{id}");
+        with_fault(fault, "DELETE", &url, || {
+            // Already gone counts as deleted, as the Oz client treats a 404.
+            self.lock().users.retain(|u| u.id != id);
+            Ok(())
         })
     }
 
