@@ -1,0 +1,235 @@
+//! Token stores end to end (issue #13): the real `ozform` binary against the built-in
+//! emulator with `--token-store exec:…`, the helper protocol spoken by the helpers in
+//! `tests/fixtures/helpers/` (a healthy one, one whose `check` fails, one that hangs, one that
+//! prints garbage, one that echoes its input to stderr). Every password is a canary and every
+//! issued token lands where `World` harvests it; each scenario ends with the canary scan.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use common::world::{BASIC, BASIC_PASSWORDS, BASIC_TOKEN_USERS, World};
+use common::{Run, root};
+use ozform::model::ApiVersion;
+use serde_json::Value;
+
+under_both_dialects!(a_helper_store_keeps_tokens_where_a_fresh_runner_finds_them);
+
+fn helper(name: &str) -> PathBuf {
+    root().join("tests/fixtures/helpers").join(name)
+}
+
+/// `--token-store exec:<helper> ARGS` with the helper's store directory (the world's token
+/// directory, so the canary scan knows every token stored there) and some of the variables
+/// recipes need in the environment.
+fn store_cli(w: &World, command: &str, store: &str, cwd: &Path) -> common::Cli {
+    w.cli()
+        .current_dir(cwd)
+        .env("OZFORM_TEST_STORE_DIR", w.token_dir())
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env("VAULT_ADDR", "http://127.0.0.1:1")
+        .env("AWS_REGION", "eu-west-1")
+        .args([command, "--token-store", store])
+}
+
+fn basic() -> String {
+    root().join(BASIC).to_str().unwrap().to_string()
+}
+
+/// `text` with miette's wrapping undone: words joined by single spaces, its `|` gutters gone.
+fn flat(text: &str) -> String {
+    text.split_whitespace().filter(|w| *w != "|").collect::<Vec<_>>().join(" ")
+}
+
+fn issued_tokens(w: &World) -> usize {
+    w.emu.snapshot().service_tokens.len()
+}
+
+/// The calls the healthy helper logged: (verb, args, env names).
+fn calls(w: &World) -> Vec<(String, Vec<String>, BTreeSet<String>)> {
+    let log = std::fs::read_to_string(w.token_dir().join("calls.log")).unwrap_or_default();
+    log.lines()
+        .map(|line| {
+            let call: Value = serde_json::from_str(line).unwrap();
+            let strings = |v: &Value| -> Vec<String> {
+                v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+            };
+            (
+                call["verb"].as_str().unwrap().to_string(),
+                strings(&call["args"]),
+                strings(&call["env"]).into_iter().collect(),
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The done-means scenario: apply through a helper, then plan and apply from fresh, empty
+// working directories (a pipeline's fresh runners) with the same store: nothing to do.
+
+async fn a_helper_store_keeps_tokens_where_a_fresh_runner_finds_them(api_version: ApiVersion) {
+    let w = World::start(api_version).await;
+    let store = format!("exec:{} --label 'two words' x\\ y", helper("healthy").display());
+    let first_runner = tempfile::tempdir().unwrap();
+    let run =
+        w.run(store_cli(&w, "apply", &store, first_runner.path()).args(["--auto-approve", &basic()])).await;
+    let run = run.code(0);
+    assert!(run.stdout.contains("2 tokens to issue"), "{}", run.stdout);
+    assert_eq!(issued_tokens(&w), 2);
+    let files = w.token_files();
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(names, BASIC_TOKEN_USERS.map(|e| format!("{e}.json")));
+    for email in BASIC_TOKEN_USERS {
+        let record = &files[&format!("{email}.json")];
+        assert_eq!(record["user_id"].as_str(), Some(w.user(email).user_id.as_str()));
+        assert_eq!(record["api_url"].as_str(), Some(w.emu.url().as_str()));
+        assert!(record["access_token"].as_str().is_some_and(|t| !t.is_empty()));
+    }
+
+    // A fresh runner: an empty working directory, the same store. Nothing to do, nothing left
+    // behind (no `./ozform-tokens`).
+    let second_runner = tempfile::tempdir().unwrap();
+    let run = w
+        .run(store_cli(&w, "plan", &store, second_runner.path()).args(["--detailed-exitcode", &basic()]))
+        .await
+        .code(0);
+    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+    w.emu.reset_stats();
+    let run = w
+        .run(store_cli(&w, "apply", &store, second_runner.path()).args(["--auto-approve", &basic()]))
+        .await
+        .code(0);
+    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+    assert_eq!(w.emu.stats().mutating_requests, 0);
+    assert_eq!(issued_tokens(&w), 2, "a second apply issues no token");
+    assert_eq!(std::fs::read_dir(second_runner.path()).unwrap().count(), 0);
+
+    // The protocol as the helper saw it: its own arguments, then the verb; `check` before the
+    // first store; the environment without any password, with what recipes need.
+    let calls = calls(&w);
+    let verbs: Vec<&str> = calls.iter().map(|(verb, _, _)| verb.as_str()).collect();
+    assert_eq!(verbs, ["list", "check", "store", "store", "list", "list"]);
+    for (verb, args, env) in &calls {
+        assert_eq!(args, &["--label", "two words", "x y"], "{verb}");
+        for hidden in BASIC_PASSWORDS.iter().chain(&["OZ_ADMIN_PASSWORD"]) {
+            assert!(!env.contains(*hidden), "`{verb}` was given `{hidden}`");
+        }
+        for given in ["KUBECONFIG", "VAULT_ADDR", "AWS_REGION", "OZ_API_URL", "PATH"] {
+            assert!(env.contains(given), "`{verb}` was not given `{given}`");
+        }
+    }
+    w.assert_no_secrets();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A store that cannot keep a token: no token is issued, and the helper says why.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_check_issues_no_token_and_exits_1_with_the_helpers_message() {
+    let w = World::start(ApiVersion::V6).await;
+    std::fs::create_dir_all(w.token_dir()).unwrap();
+    let store = format!("exec:{}", helper("fails-check").display());
+    let run = w.run(store_cli(&w, "apply", &store, &root()).args(["--auto-approve", BASIC])).await.code(1);
+    assert!(flat(&run.stderr).contains("ozform::token_store::helper_failed"), "{}", run.stderr);
+    assert!(flat(&run.stderr).contains("failed `check`: it exited with status 3"), "{}", run.stderr);
+    assert!(flat(&run.stderr).contains("permission denied for role ozform-writer"), "{}", run.stderr);
+    assert_eq!(issued_tokens(&w), 0);
+    assert_eq!(w.emu.stats().mutating_requests, 0, "nothing is changed before the store is proven");
+    assert!(!w.token_dir().join("unexpected-calls").exists());
+    w.assert_no_secrets();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_helper_is_stopped_at_the_timeout_with_everything_it_started() {
+    let w = World::start(ApiVersion::V6).await;
+    std::fs::create_dir_all(w.token_dir()).unwrap();
+    let store = format!("exec:{}", helper("hangs").display());
+    let run = w
+        .run(store_cli(&w, "apply", &store, &root()).args(["--store-timeout", "1s", "--auto-approve", BASIC]))
+        .await
+        .code(1);
+    assert!(flat(&run.stderr).contains("ozform::token_store::helper_timeout"), "{}", run.stderr);
+    assert!(flat(&run.stderr).contains("ran `check` for longer than 1s and was stopped"), "{}", run.stderr);
+    assert!(flat(&run.stderr).contains("waiting for the secret store to answer"), "{}", run.stderr);
+    assert_eq!(issued_tokens(&w), 0);
+    // The helper and its grandchild are gone (a zombie waiting for a reaper is gone enough).
+    let pids = std::fs::read_to_string(w.token_dir().join("pids")).unwrap();
+    for pid in pids.split_whitespace() {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or_default().split_whitespace().next();
+        assert!(matches!(state, None | Some("Z" | "X")), "process {pid} still runs: {stat}");
+    }
+    w.assert_no_secrets();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helper_printing_garbage_fails_the_plan_without_quoting_what_it_printed() {
+    let w = World::start(ApiVersion::V6).await;
+    let store = format!("exec:{}", helper("garbage").display());
+    let run = w.run(store_cli(&w, "plan", &store, &root()).args([BASIC])).await.code(1);
+    assert!(flat(&run.stderr).contains("ozform::token_store::helper_protocol"), "{}", run.stderr);
+    assert!(
+        flat(&run.stderr)
+            .contains("answered `list` outside the protocol: it printed something that is not JSON"),
+        "{}",
+        run.stderr
+    );
+    assert!(flat(&run.stderr).contains("this is a log line on stderr"), "{}", run.stderr);
+    assert!(!run.stderr.contains("never-quote-stdout"), "{}", run.stderr);
+    assert!(!run.stdout.contains("never-quote-stdout"), "{}", run.stdout);
+    w.assert_no_secrets();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helper_echoing_its_input_to_stderr_has_the_token_redacted() {
+    let w = World::start(ApiVersion::V6).await;
+    std::fs::create_dir_all(w.token_dir()).unwrap();
+    let store = format!("exec:{}", helper("echoes-stdin").display());
+    let run = w.run(store_cli(&w, "apply", &store, &root()).args(["--auto-approve", BASIC])).await.code(1);
+    let printed = flat(&format!("{}{}", run.stdout, run.stderr));
+    assert!(printed.contains("failed `store`: it exited with status 1"), "{printed}");
+    assert!(printed.contains("could not store this record: {"), "{printed}");
+    assert!(printed.contains(r#""access_token":"(sensitive)""#), "{printed}");
+    // The helper kept the records it was given: the tokens the scan must not find elsewhere.
+    assert_eq!(w.tokens.lock().unwrap().len(), 2);
+    w.assert_no_secrets();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_given_both_as_store_and_as_directory_is_a_usage_error_naming_both() {
+    let w = World::start(ApiVersion::V6).await;
+    let run = w
+        .run(w.cli().env("OZ_TOKEN_DIR", w.token_dir()).args([
+            "plan",
+            "--token-store",
+            "dir:elsewhere",
+            BASIC,
+        ]))
+        .await
+        .code(1);
+    assert!(flat(&run.stderr).contains("`--token-store`/`OZ_TOKEN_STORE`"), "{}", run.stderr);
+    assert!(flat(&run.stderr).contains("`--token-dir`/`OZ_TOKEN_DIR`"), "{}", run.stderr);
+    assert_eq!(w.emu.stats().total_requests, 0, "refused before any request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_run_no_more_at_once_than_the_helper_asks_for() {
+    let w = World::start(ApiVersion::V6).await;
+    let store = format!("exec:{}", helper("healthy").display());
+    let run: Run = w
+        .run(store_cli(&w, "apply", &store, &root()).env("OZFORM_TEST_MAX_PARALLEL_STORES", "1").args([
+            "--parallelism",
+            "8",
+            "--auto-approve",
+            BASIC,
+        ]))
+        .await;
+    run.code(0);
+    assert_eq!(w.token_files().len(), 2);
+    w.assert_no_secrets();
+}
