@@ -233,3 +233,154 @@ async fn stores_run_no_more_at_once_than_the_helper_asks_for() {
     assert_eq!(w.token_files().len(), 2);
     w.assert_no_secrets();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The AWS Secrets Manager recipe against moto's real server, through the real `aws` CLI.
+
+/// `moto_server` on `127.0.0.1`, on a port of the system's choosing; killed when dropped.
+struct Moto {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Moto {
+    /// Start it and wait until it says where it listens (werkzeug logs the bound port once the
+    /// socket is listening), then keep draining its log so that it never blocks on it.
+    fn start() -> Self {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(common::python_tools::python_tool("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = String::new();
+        let url = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("moto_server ended before listening:\n{seen}"))
+                .unwrap();
+            if let Some(at) = line.find("http://127.0.0.1:") {
+                break line[at..].trim().to_string();
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, url }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_recipe_keeps_tokens_in_secrets_manager_and_a_second_apply_issues_none() {
+    let w = World::start(ApiVersion::V6).await;
+    let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    let aws = common::python_tools::python_tool("aws");
+    let tools = aws.parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", tools.display(), std::env::var("PATH").unwrap_or_default());
+    let recipe = root().join("contrib/token-stores/aws-secrets-manager");
+    let store = format!("exec:{} --prefix ozform/test/ --endpoint-url {}", recipe.display(), moto.url);
+    // The aws CLI takes seconds to start on a busy machine: a generous bound, not a measure.
+    let with_aws = |cli: common::Cli| {
+        cli.args(["--store-timeout", "5m"])
+            .env("PATH", &path)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_DEFAULT_REGION", "eu-west-1")
+            .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+    };
+    let runner = tempfile::tempdir().unwrap();
+    let apply = |cwd: &Path| with_aws(store_cli(&w, "apply", &store, cwd)).args(["--auto-approve", &basic()]);
+
+    let run = w.run(apply(runner.path())).await.code(0);
+    assert!(run.stdout.contains("2 tokens to issue"), "{}", run.stdout);
+    assert_eq!(issued_tokens(&w), 2);
+
+    // What Secrets Manager holds, read back with the aws CLI: one secret per token user, the
+    // whole record as its value, a token that authenticates as that user.
+    let aws_json = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(&aws)
+            .args(["secretsmanager"])
+            .args(args)
+            .args(["--output", "json", "--endpoint-url", &moto.url])
+            .env("PATH", &path)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_DEFAULT_REGION", "eu-west-1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let listed = aws_json(&["list-secrets"]);
+    let mut names: Vec<&str> =
+        listed["SecretList"].as_array().unwrap().iter().map(|s| s["Name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, BASIC_TOKEN_USERS.map(|e| format!("ozform/test/{e}")));
+    let (http, _) = w.admin_session().await;
+    for email in BASIC_TOKEN_USERS {
+        let secret = aws_json(&["get-secret-value", "--secret-id", &format!("ozform/test/{email}")]);
+        let record: Value = serde_json::from_str(secret["SecretString"].as_str().unwrap()).unwrap();
+        let token = record["access_token"].as_str().unwrap().to_string();
+        w.tokens.lock().unwrap().insert(token.clone());
+        let user = w.user(email);
+        assert_eq!(record["email"], email);
+        assert_eq!(record["user_id"].as_str(), Some(user.user_id.as_str()));
+        assert_eq!(record["api_url"].as_str(), Some(w.emu.url().as_str()));
+        let me = http
+            .get(format!("{}/api/users/{}", w.emu.url(), user.user_id))
+            .header(ozform::emulator::TOKEN_HEADER, token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(me.status(), 200, "the stored token of {email} does not authenticate");
+    }
+
+    // A fresh runner plans and applies with the same store: nothing to do, no token issued.
+    let fresh = tempfile::tempdir().unwrap();
+    let run = w
+        .run(with_aws(store_cli(&w, "plan", &store, fresh.path())).args(["--detailed-exitcode", &basic()]))
+        .await
+        .code(0);
+    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+    let run = w.run(apply(fresh.path())).await.code(0);
+    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+    assert_eq!(issued_tokens(&w), 2, "a second apply issues no token");
+    w.assert_no_secrets();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The example helper of docs/token-stores.md works as printed.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_helper_of_the_docs_is_a_working_store() {
+    let w = World::start(ApiVersion::V6).await;
+    let docs = std::fs::read_to_string(root().join("docs/token-stores.md")).unwrap();
+    let example = docs.split("### An example helper").nth(1).unwrap();
+    let code = example.split("```python\n").nth(1).unwrap().split("```").next().unwrap();
+    let scripts = tempfile::tempdir().unwrap();
+    let script = scripts.path().join("my-helper.py");
+    std::fs::write(&script, code).unwrap();
+    std::fs::create_dir_all(w.token_dir()).unwrap();
+    let store = format!("exec:python3 {}", script.display());
+    let cli =
+        |command: &str, cwd: &Path| store_cli(&w, command, &store, cwd).env("MY_STORE_DIR", w.token_dir());
+
+    let run = w.run(cli("apply", &root()).args(["--auto-approve", BASIC])).await.code(0);
+    assert!(run.stdout.contains("Apply complete"), "{}", run.stdout);
+    assert_eq!(w.token_files().len(), 2);
+    let fresh = tempfile::tempdir().unwrap();
+    let run = w.run(cli("plan", fresh.path()).args(["--detailed-exitcode", &basic()])).await.code(0);
+    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+    w.assert_no_secrets();
+}
