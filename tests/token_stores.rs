@@ -384,3 +384,203 @@ async fn the_example_helper_of_the_docs_is_a_working_store() {
     assert!(run.stdout.contains("No changes."), "{}", run.stdout);
     w.assert_no_secrets();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Kubernetes and Vault recipes against stand-in `kubectl` and `vault` programs
+// (tests/fixtures/helpers/stand-ins) that record each call's argv and stdin and answer as the
+// real ones do: the exact commands are the contract with the real tools.
+
+/// A stand-in's recorded calls: argv and stdin.
+fn stand_in_calls(dir: &Path) -> Vec<(Vec<String>, String)> {
+    std::fs::read_to_string(dir.join("calls.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let call: Value = serde_json::from_str(line).unwrap();
+            let argv =
+                call["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+            (argv, call["stdin"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+fn words(line: &str) -> Vec<String> {
+    line.split(' ').map(ToString::to_string).collect()
+}
+
+/// Apply `examples/basic` through `recipe` with the stand-ins first on `PATH`, then plan from an
+/// empty working directory: no changes. Returns the stand-ins' directory (calls and state).
+async fn apply_and_plan_with_stand_ins(w: &World, recipe: &str, env: &[(&str, &str)]) -> tempfile::TempDir {
+    let stand_ins = tempfile::tempdir().unwrap();
+    let path = format!(
+        "{}:{}",
+        root().join("tests/fixtures/helpers/stand-ins").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let store = format!("exec:{}/contrib/token-stores/{recipe}", root().display());
+    let cli = |command: &str, cwd: &Path| {
+        let mut cli = store_cli(w, command, &store, cwd)
+            .env("PATH", &path)
+            .env("OZFORM_TEST_STANDIN_DIR", stand_ins.path());
+        for (name, value) in env {
+            cli = cli.env(name, value);
+        }
+        cli
+    };
+    let run = w.run(cli("apply", &root()).args(["--auto-approve", BASIC])).await.code(0);
+    assert!(run.stdout.contains("Apply complete"), "{}", run.stdout);
+    assert_eq!(issued_tokens(w), 2);
+    let fresh = tempfile::tempdir().unwrap();
+    let run = w.run(cli("plan", fresh.path()).args(["--detailed-exitcode", &basic()])).await.code(0);
+    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+    stand_ins
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_recipe_runs_exactly_these_kubectl_commands() {
+    let w = World::start(ApiVersion::V6).await;
+    let stand_ins = apply_and_plan_with_stand_ins(&w, "kubernetes --namespace payments", &[]).await;
+    let calls = stand_in_calls(stand_ins.path());
+    let argv: Vec<String> = calls.iter().map(|(argv, _)| argv.join(" ")).collect();
+    let list = "kubectl --namespace payments get secrets --selector app.kubernetes.io/managed-by=ozform --output json";
+    let apply = "kubectl --namespace payments apply --server-side --force-conflicts --field-manager=ozform --filename -";
+    assert_eq!(
+        argv,
+        [
+            list,
+            "kubectl --namespace payments auth can-i create secrets",
+            "kubectl --namespace payments auth can-i patch secrets",
+            "kubectl --namespace payments auth can-i list secrets",
+            apply,
+            apply,
+            list,
+        ]
+    );
+
+    // The Secrets as they went to kubectl's stdin: one per token user, the token only in data.
+    let mut secrets: Vec<Value> = calls
+        .iter()
+        .filter(|(argv, _)| argv.join(" ") == apply)
+        .map(|(_, stdin)| serde_json::from_str(stdin).unwrap())
+        .collect();
+    secrets.sort_by_key(|s| s["metadata"]["name"].as_str().unwrap().to_string());
+    let names: Vec<&str> = secrets.iter().map(|s| s["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ozform-token-svc-claims-at-globex.example", "ozform-token-svc-web-at-acme.example"]);
+    for (secret, email) in secrets.iter().zip(BASIC_TOKEN_USERS) {
+        use base64::Engine as _;
+        let meta = &secret["metadata"];
+        assert_eq!(meta["labels"], serde_json::json!({"app.kubernetes.io/managed-by": "ozform"}));
+        assert_eq!(meta["annotations"]["ozform.io/email"], email);
+        assert_eq!(meta["annotations"]["ozform.io/user-id"].as_str(), Some(w.user(email).user_id.as_str()));
+        assert_eq!(meta["annotations"]["ozform.io/api-url"].as_str(), Some(w.emu.url().as_str()));
+        for key in ["ozform.io/token-id", "ozform.io/expire-date", "ozform.io/issued-at"] {
+            assert!(meta["annotations"][key].is_string(), "{key}");
+        }
+        let data: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
+        assert_eq!(data, ["access_token"]);
+        let token = base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["access_token"].as_str().unwrap())
+            .unwrap();
+        let token = String::from_utf8(token).unwrap();
+        assert!(!argv.iter().any(|a| a.contains(&token)), "a token on kubectl's command line");
+        w.tokens.lock().unwrap().insert(token);
+    }
+
+    // `delete`, which apply does not call yet, run by hand.
+    let out = std::process::Command::new(root().join("contrib/token-stores/kubernetes"))
+        .args(["--namespace", "payments", "delete"])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                root().join("tests/fixtures/helpers/stand-ins").display(),
+                std::env::var("PATH").unwrap()
+            ),
+        )
+        .env("OZFORM_TEST_STANDIN_DIR", stand_ins.path())
+        .stdin(
+            std::fs::File::open(write_temp(r#"{"protocol": 1, "email": "svc-web@acme.example"}"#).path())
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deleted = stand_in_calls(stand_ins.path()).pop().unwrap().0;
+    assert_eq!(
+        deleted,
+        words(
+            "kubectl --namespace payments delete secret ozform-token-svc-web-at-acme.example --ignore-not-found"
+        )
+    );
+    w.assert_no_secrets();
+}
+
+/// A temporary file holding `text`.
+fn write_temp(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_recipe_runs_exactly_these_vault_commands() {
+    let w = World::start(ApiVersion::V6).await;
+    let env = [("VAULT_ADDR", "http://127.0.0.1:1"), ("VAULT_TOKEN", "stand-in-vault-token")];
+    let stand_ins = apply_and_plan_with_stand_ins(&w, "vault --mount kv --prefix ozform/prod/", &env).await;
+    let calls = stand_in_calls(stand_ins.path());
+    let argv: Vec<String> = calls.iter().map(|(argv, _)| argv.join(" ")).collect();
+    let list = "vault kv list -format=json -mount=kv ozform/prod";
+    assert_eq!(argv[..2], [list, "vault token capabilities kv/data/ozform/prod/ozform-check"]);
+    // The two stores may interleave; each is a `kv put` of the record, then its metadata.
+    let mut stores: Vec<&String> = argv[2..6].iter().collect();
+    stores.sort();
+    let metadata_put = |email: &str| {
+        let user = w.user(email);
+        let record = calls
+            .iter()
+            .find(|(argv, _)| argv.join(" ") == format!("vault kv put -mount=kv ozform/prod/{email} -"))
+            .map(|(_, stdin)| serde_json::from_str::<Value>(stdin).unwrap())
+            .unwrap();
+        assert_eq!(record["user_id"].as_str(), Some(user.user_id.as_str()));
+        assert!(record.get("protocol").is_none());
+        let token = record["access_token"].as_str().unwrap().to_string();
+        assert!(!argv.iter().any(|a| a.contains(&token)), "a token on vault's command line");
+        w.tokens.lock().unwrap().insert(token);
+        let field = |f: &str| match &record[f] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        format!(
+            "vault kv metadata put -mount=kv -custom-metadata=email={email} -custom-metadata=user_id={} \
+             -custom-metadata=token_id={} -custom-metadata=api_url={} -custom-metadata=expire_date={} \
+             -custom-metadata=issued_at={} ozform/prod/{email}",
+            user.user_id,
+            field("token_id"),
+            w.emu.url(),
+            python_float(record["expire_date"].as_f64().unwrap()),
+            field("issued_at"),
+        )
+    };
+    let mut expected = [
+        "vault kv put -mount=kv ozform/prod/svc-claims@globex.example -".to_string(),
+        metadata_put("svc-claims@globex.example"),
+        "vault kv put -mount=kv ozform/prod/svc-web@acme.example -".to_string(),
+        metadata_put("svc-web@acme.example"),
+    ];
+    expected.sort();
+    assert_eq!(stores, expected.iter().collect::<Vec<_>>());
+    assert_eq!(
+        argv[6..],
+        [
+            list.to_string(),
+            "vault kv metadata get -format=json -mount=kv ozform/prod/svc-claims@globex.example".to_string(),
+            "vault kv metadata get -format=json -mount=kv ozform/prod/svc-web@acme.example".to_string(),
+        ]
+    );
+    w.assert_no_secrets();
+}
+
+/// `str(x)` of Python for the floats an `expire_date` holds (the recipe writes it so).
+fn python_float(x: f64) -> String {
+    if x.fract() == 0.0 { format!("{x:.1}") } else { format!("{x}") }
+}
