@@ -584,3 +584,78 @@ async fn the_vault_recipe_runs_exactly_these_vault_commands() {
 fn python_float(x: f64) -> String {
     if x.fract() == 0.0 { format!("{x:.1}") } else { format!("{x}") }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency and saved plans.
+
+/// The verbs the healthy helper logged in `dir`, in order.
+fn verbs_in(dir: &Path) -> Vec<String> {
+    let log = std::fs::read_to_string(dir.join("calls.log")).unwrap_or_default();
+    log.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["verb"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn concurrent_stores_keep_to_the_helpers_max_parallel_stores() {
+    use ozform::token_store::{ExecStore, TokenRecord, TokenStore as _};
+    let dir = tempfile::tempdir().unwrap();
+    // `env` sets the helper's variables without touching this process's environment.
+    let argv = vec![
+        "env".to_string(),
+        format!("OZFORM_TEST_STORE_DIR={}", dir.path().display()),
+        "OZFORM_TEST_MAX_PARALLEL_STORES=1".to_string(),
+        helper("healthy").to_str().unwrap().to_string(),
+    ];
+    // A generous bound (Python starts slowly on a busy machine), not a measure.
+    let store = std::sync::Arc::new(ExecStore::new(argv, std::time::Duration::from_secs(300)));
+    // No `list` first: the first stores learn the bound with one `list` of their own, as
+    // `apply --plan` does. The helper fails a store that finds another one running.
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let store = std::sync::Arc::clone(&store);
+            std::thread::spawn(move || {
+                store.store(&TokenRecord {
+                    email: format!("user-{i}@example.com"),
+                    user_id: format!("id-{i}"),
+                    token_id: format!("token-id-{i}"),
+                    access_token: ozform::secret::Secret::new(format!("secret-token-{i}")),
+                    expire_date: 2_000_000_000.0,
+                    api_url: "http://127.0.0.1:1".into(),
+                    issued_at: "2026-11-30T00:00:00Z".into(),
+                })
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap().unwrap();
+    }
+    let verbs = verbs_in(dir.path());
+    assert_eq!(verbs.iter().filter(|v| *v == "list").count(), 1, "{verbs:?}");
+    assert_eq!(verbs[0], "list");
+    assert_eq!(verbs.iter().filter(|v| *v == "store").count(), 8);
+    assert_eq!(store.list().unwrap().len(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_applies_through_a_helper_store_from_another_runner() {
+    let w = World::start(ApiVersion::V5).await;
+    let store = format!("exec:{}", helper("healthy").display());
+    let planner = tempfile::tempdir().unwrap();
+    let saved = planner.path().join("plan.json");
+    let saved = saved.to_str().unwrap();
+    w.run(store_cli(&w, "plan", &store, planner.path()).args(["--out", saved, &basic()])).await.code(0);
+    let applier = tempfile::tempdir().unwrap();
+    let run = w.run(store_cli(&w, "apply", &store, applier.path()).args(["--plan", saved])).await.code(0);
+    assert!(run.stdout.contains("Apply complete"), "{}", run.stdout);
+    assert_eq!(issued_tokens(&w), 2);
+    // `check` before the first token; then one `list` to learn `max_parallel_stores`.
+    assert_eq!(verbs_in(&w.token_dir()), ["list", "check", "list", "store", "store"]);
+    let fresh = tempfile::tempdir().unwrap();
+    let run = w
+        .run(store_cli(&w, "plan", &store, fresh.path()).args(["--detailed-exitcode", &basic()]))
+        .await
+        .code(0);
+    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+    w.assert_no_secrets();
+}

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::io::{self, Read, Write as _};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,8 @@ pub struct ExecStore {
     /// Every `access_token` handed to `store` so far: redacted from every later message.
     handed: Mutex<Vec<Secret>>,
     /// The helper's `max_parallel_stores`, once a `list` answer said (or did not say) it.
-    limit: OnceLock<Option<usize>>,
+    /// A mutex rather than a `OnceLock`: concurrent first stores wait for one `list`.
+    limit: Mutex<Bound>,
     /// `store` calls running now, and the signal that one ended.
     storing: Mutex<usize>,
     store_ended: Condvar,
@@ -64,6 +65,15 @@ impl std::fmt::Debug for ExecStore {
             .field("hidden_env", &self.hidden_env)
             .finish_non_exhaustive()
     }
+}
+
+/// What the helper said about `store` calls at once.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// No `list` answer seen yet.
+    NotAsked,
+    /// `max_parallel_stores` of the last `list` answer (`None`: not given, the executor's bound).
+    Said(Option<usize>),
 }
 
 /// `list`'s answer. Unknown fields are ignored (the protocol lets helpers add their own).
@@ -106,7 +116,7 @@ impl ExecStore {
             hidden_env: BTreeSet::new(),
             redact: Vec::new(),
             handed: Mutex::new(Vec::new()),
-            limit: OnceLock::new(),
+            limit: Mutex::new(Bound::NotAsked),
             storing: Mutex::new(0),
             store_ended: Condvar::new(),
         }
@@ -134,11 +144,27 @@ impl ExecStore {
     /// The helper's bound on `store` calls at once (`None`: the executor's). Learned from the
     /// `list` of planning; an apply of a saved plan, which does not list, asks once here.
     fn store_limit(&self) -> Result<Option<usize>, TokenStoreError> {
-        if let Some(limit) = self.limit.get() {
-            return Ok(*limit);
+        let mut known = self.limit.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Bound::Said(limit) = *known {
+            return Ok(limit);
         }
-        self.list()?;
-        Ok(self.limit.get().copied().flatten())
+        let limit = self.list_answer()?.max_parallel_stores.map(|n| n.max(1));
+        *known = Bound::Said(limit);
+        Ok(limit)
+    }
+
+    /// Run `list` and read its answer.
+    fn list_answer(&self) -> Result<ListAnswer, TokenStoreError> {
+        let finished = self.run("list", None)?;
+        let answer: ListAnswer = serde_json::from_slice(&finished.stdout).map_err(|e| {
+            self.unreadable(
+                "list",
+                not_protocol_json(&e, "`{\"protocol\": 1, \"entries\": […]}`"),
+                &finished.stderr,
+            )
+        })?;
+        self.protocol("list", answer.protocol, &finished.stderr)?;
+        Ok(answer)
     }
 
     /// Run `VERB` with `stdin`, to the end or to the timeout.
@@ -271,16 +297,9 @@ impl ExecStore {
 
 impl TokenStore for ExecStore {
     fn list(&self) -> Result<StoredTokens, TokenStoreError> {
-        let finished = self.run("list", None)?;
-        let answer: ListAnswer = serde_json::from_slice(&finished.stdout).map_err(|e| {
-            self.unreadable(
-                "list",
-                not_protocol_json(&e, "`{\"protocol\": 1, \"entries\": […]}`"),
-                &finished.stderr,
-            )
-        })?;
-        self.protocol("list", answer.protocol, &finished.stderr)?;
-        let _ = self.limit.set(answer.max_parallel_stores.map(|n| n.max(1)));
+        let answer = self.list_answer()?;
+        *self.limit.lock().unwrap_or_else(PoisonError::into_inner) =
+            Bound::Said(answer.max_parallel_stores.map(|n| n.max(1)));
         Ok(answer
             .entries
             .into_iter()
