@@ -659,3 +659,118 @@ async fn a_saved_plan_applies_through_a_helper_store_from_another_runner() {
     assert!(run.stdout.contains("No changes."), "{}", run.stdout);
     w.assert_no_secrets();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The protocol's edges, on `ExecStore` itself, with one-line `sh` helpers (the verb is `$1`).
+
+fn sh_store(script: &str, timeout: std::time::Duration) -> ozform::token_store::ExecStore {
+    let argv = ["sh", "-c", script, "helper"].map(ToString::to_string).to_vec();
+    ozform::token_store::ExecStore::new(argv, timeout)
+}
+
+fn sh_error(script: &str, verb: &str) -> (String, String) {
+    use ozform::token_store::TokenStore as _;
+    let store = sh_store(script, std::time::Duration::from_secs(300));
+    let err = match verb {
+        "check" => store.check().unwrap_err(),
+        "list" => store.list().map(|_| ()).unwrap_err(),
+        _ => store.delete("a@b.example").unwrap_err(),
+    };
+    let code = miette::Diagnostic::code(&err).unwrap().to_string();
+    (code, flat(&err.to_string()))
+}
+
+#[test]
+fn an_answer_with_unknown_fields_is_read_and_a_listed_access_token_is_ignored() {
+    use ozform::token_store::TokenStore as _;
+    let long = std::time::Duration::from_secs(300);
+    let list = r#"echo '{"protocol": 1, "entries": [{"email": "A@B.example", "user_id": "u", "api_url": "http://x",
+        "expire_date": 1e9, "access_token": "leaked", "colour": "blue"}], "next": null}'"#;
+    let listed = sh_store(list, long).list().unwrap();
+    assert_eq!(listed.keys().collect::<Vec<_>>(), ["a@b.example"]);
+    assert_eq!(listed["a@b.example"].user_id, "u");
+    sh_store(r#"echo '{"protocol": 1, "said": "fine"}'"#, long).check().unwrap();
+    sh_store("true", long).check().unwrap();
+    sh_store("cat >/dev/null", long).delete("a@b.example").unwrap();
+}
+
+#[test]
+fn an_answer_outside_the_protocol_fails_the_call_without_being_quoted() {
+    let (code, message) = sh_error("printf 'OK %s%s\\n' sec ret-output; echo 'a log line' >&2", "check");
+    assert_eq!(code, "ozform::token_store::helper_protocol");
+    assert!(
+        message.contains("answered `check` outside the protocol: it printed something that is not JSON"),
+        "{message}"
+    );
+    assert!(message.contains("a log line") && !message.contains("secret-output"), "{message}");
+    let (_, message) = sh_error(r#"echo '{"protocol": 2}'"#, "check");
+    assert!(message.contains("it speaks protocol 2; this ozform speaks protocol 1"), "{message}");
+    let (_, message) = sh_error(r#"echo '{"entries": []}'"#, "list");
+    assert!(message.contains("JSON of the wrong shape"), "{message}");
+}
+
+#[test]
+fn a_helper_that_cannot_start_or_exits_non_zero_is_named_with_its_verb() {
+    use ozform::token_store::{ExecStore, TokenStore as _};
+    let missing =
+        ExecStore::new(vec!["/nonexistent/helper".into(), "--x".into()], std::time::Duration::from_secs(5));
+    let message = missing.check().unwrap_err().to_string();
+    assert!(message.contains("`/nonexistent/helper --x` failed `check`: cannot start it"), "{message}");
+    let (code, message) = sh_error("echo \"no $1 today\" >&2; exit 4", "delete");
+    assert_eq!(code, "ozform::token_store::helper_failed");
+    assert!(
+        message.contains("failed `delete`: it exited with status 4 its stderr: no delete today"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_long_stderr_is_cut() {
+    let (_, message) =
+        sh_error("i=0; while [ $i -lt 300 ]; do echo 'ten chars.'; i=$((i+1)); done >&2; exit 1", "check");
+    assert!(message.ends_with("… (cut)"), "{message}");
+    assert!(message.len() < 2600, "{}", message.len());
+}
+
+#[test]
+fn a_helper_that_closes_its_output_and_hangs_is_stopped_too() {
+    use ozform::token_store::TokenStore as _;
+    let store = sh_store("exec >/dev/null 2>&1; exec sleep 600", std::time::Duration::from_secs(1));
+    let err = store.check().unwrap_err();
+    assert_eq!(miette::Diagnostic::code(&err).unwrap().to_string(), "ozform::token_store::helper_timeout");
+}
+
+#[test]
+fn a_token_handed_to_the_helper_is_redacted_from_every_later_message() {
+    use ozform::token_store::{TokenRecord, TokenStore as _};
+    // `store` keeps the record and fails; `check` then prints it to stderr (a helper logging
+    // what it holds).
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("kept");
+    let script = format!(
+        r#"case "$1" in list) echo '{{"protocol": 1, "entries": []}}';; store) cat >{0}; exit 1;; check) cat {0} >&2; exit 1;; esac"#,
+        kept.display()
+    );
+    let store = sh_store(&script, std::time::Duration::from_secs(300))
+        .redact([ozform::secret::Secret::new("admin-pw")]);
+    let token = "tok\"en/with\\escapes";
+    let record = TokenRecord {
+        email: "a@b.example".into(),
+        user_id: "u".into(),
+        token_id: "t".into(),
+        access_token: ozform::secret::Secret::new(token),
+        expire_date: 2e9,
+        api_url: "http://x".into(),
+        issued_at: "2026-11-30T00:00:00Z".into(),
+    };
+    store.store(&record).unwrap_err();
+    std::fs::write(
+        &kept,
+        format!("{} raw: {token} admin: admin-pw", std::fs::read_to_string(&kept).unwrap().trim()),
+    )
+    .unwrap();
+    let message = store.check().unwrap_err().to_string();
+    assert!(message.contains(r#""access_token":"(sensitive)""#), "{message}");
+    assert!(message.contains("raw: (sensitive) admin: (sensitive)"), "{message}");
+    assert!(!message.contains("escapes") && !message.contains("admin-pw"), "{message}");
+}
