@@ -78,7 +78,7 @@ pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error
     }
 }
 
-/// No token without a place to keep it: before the first request of a plan that issues
+/// No token without a place to keep it: before the first change of a plan that issues
 /// tokens, the token store must show that a store would succeed now.
 async fn check_store(plan: &Plan, store: &Arc<dyn TokenStore>) -> Result<(), Error> {
     if !plan.changes.iter().any(|c| c.action() == Action::Issue) {
