@@ -774,3 +774,35 @@ fn a_token_handed_to_the_helper_is_redacted_from_every_later_message() {
     assert!(message.contains("raw: (sensitive) admin: (sensitive)"), "{message}");
     assert!(!message.contains("escapes") && !message.contains("admin-pw"), "{message}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// What users see: each helper diagnostic, rendered as ozform renders it.
+
+fn render(err: &ozform::token_store::TokenStoreError) -> String {
+    let mut out = String::new();
+    miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+        .with_width(100)
+        .render_report(&mut out, err)
+        .unwrap();
+    out.replace(&root().display().to_string(), "[ROOT]")
+}
+
+#[test]
+fn helper_diagnostics_name_the_helper_the_verb_and_what_to_do() {
+    use ozform::token_store::{ExecStore, TokenStore as _};
+    // Relative paths (tests run in the package root): the wrapping must not depend on where
+    // the repository is checked out.
+    let helper = |argv: &[&str], timeout: u64| {
+        ExecStore::new(
+            argv.iter().map(ToString::to_string).collect(),
+            std::time::Duration::from_secs(timeout),
+        )
+    };
+    let failed = helper(&["tests/fixtures/helpers/fails-check"], 300).check().unwrap_err();
+    insta::assert_snapshot!("helper_failed", render(&failed));
+    let garbage = helper(&["tests/fixtures/helpers/garbage"], 300).list().unwrap_err();
+    insta::assert_snapshot!("helper_protocol", render(&garbage));
+    let script = "echo 'waiting for the secret store to answer' >&2; exec sleep 600";
+    let hung = helper(&["sh", "-c", script, "hung-helper"], 1).check().unwrap_err();
+    insta::assert_snapshot!("helper_timeout", render(&hung));
+}
