@@ -146,12 +146,14 @@ async fn a_hanging_helper_is_stopped_at_the_timeout_with_everything_it_started()
     let w = World::start(ApiVersion::V6).await;
     std::fs::create_dir_all(w.token_dir()).unwrap();
     let store = format!("exec:{}", helper("hangs").display());
+    // Long enough for the helper to start and say what it waits for on a busy machine; the
+    // test asserts what ozform does at the bound, never how long anything took.
     let run = w
-        .run(store_cli(&w, "apply", &store, &root()).args(["--store-timeout", "1s", "--auto-approve", BASIC]))
+        .run(store_cli(&w, "apply", &store, &root()).args(["--store-timeout", "5s", "--auto-approve", BASIC]))
         .await
         .code(1);
     assert!(flat(&run.stderr).contains("ozform::token_store::helper_timeout"), "{}", run.stderr);
-    assert!(flat(&run.stderr).contains("ran `check` for longer than 1s and was stopped"), "{}", run.stderr);
+    assert!(flat(&run.stderr).contains("ran `check` for longer than 5s and was stopped"), "{}", run.stderr);
     assert!(flat(&run.stderr).contains("waiting for the secret store to answer"), "{}", run.stderr);
     assert_eq!(issued_tokens(&w), 0);
     // The helper and its grandchild are gone (a zombie waiting for a reaper is gone enough).
@@ -803,6 +805,6 @@ fn helper_diagnostics_name_the_helper_the_verb_and_what_to_do() {
     let garbage = helper(&["tests/fixtures/helpers/garbage"], 300).list().unwrap_err();
     insta::assert_snapshot!("helper_protocol", render(&garbage));
     let script = "echo 'waiting for the secret store to answer' >&2; exec sleep 600";
-    let hung = helper(&["sh", "-c", script, "hung-helper"], 1).check().unwrap_err();
+    let hung = helper(&["sh", "-c", script, "hung-helper"], 5).check().unwrap_err();
     insta::assert_snapshot!("helper_timeout", render(&hung));
 }
