@@ -113,19 +113,17 @@ pub fn tokens(args: &TokenArgs) -> Result<Tokens, Error> {
     })
 }
 
+/// How to write a token store, for every error about one.
+const STORE_HELP: &str =
+    "write `--token-store dir:PATH` or `--token-store 'exec:COMMAND ARGS…'` (see docs/token-stores.md)";
+
 /// The directory store's place when none is given.
 const DEFAULT_TOKEN_DIR: &str = "./ozform-tokens";
 
 /// `dir:PATH` or `exec:COMMAND [ARGS…]`. The command is split into words as a POSIX shell would
 /// (quotes, backslashes) but nothing is expanded: no variables, globs or `~`, and no shell runs it.
 fn store_spec(value: &str) -> Result<StoreSpec, Error> {
-    let usage = |message: String| {
-        Error::Usage {
-        message,
-        help: "write `--token-store dir:PATH` or `--token-store 'exec:COMMAND ARGS…'` (see docs/token-stores.md)"
-            .into(),
-    }
-    };
+    let usage = |message: String| Error::Usage { message, help: STORE_HELP.into() };
     if let Some(path) = value.strip_prefix("dir:") {
         if path.is_empty() {
             return Err(usage("`--token-store dir:` needs a directory after `dir:`".into()));
