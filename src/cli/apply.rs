@@ -23,7 +23,7 @@ pub async fn run(args: ApplyArgs, output: &Output) -> Result<Exit, Error> {
     let settings = ApplySettings {
         source,
         connection,
-        tokens: connection::tokens(&args.tokens),
+        tokens: connection::tokens(&args.tokens)?,
         auto_approve: args.auto_approve,
         parallelism,
         removals: args.removals.limits(),

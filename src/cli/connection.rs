@@ -86,13 +86,64 @@ fn fit_parallelism(explicit: Option<usize>, parallelism: usize) -> (usize, Optio
     }
 }
 
-/// The token store and rotation settings.
-pub fn tokens(args: &TokenArgs) -> Tokens {
-    Tokens {
-        store: StoreSpec::Dir(args.token_dir.clone()),
+/// The token store and rotation settings. A store given both ways (`--token-store` or
+/// `OZ_TOKEN_STORE`, and `--token-dir` or `OZ_TOKEN_DIR`) is refused rather than one of them
+/// silently winning: a pipeline would write its tokens where nobody looks.
+pub fn tokens(args: &TokenArgs) -> Result<Tokens, Error> {
+    let store = match (&args.token_store, &args.token_dir) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Usage {
+                message: "the token store is given twice: by `--token-store`/`OZ_TOKEN_STORE` and by \
+                          `--token-dir`/`OZ_TOKEN_DIR`"
+                    .into(),
+                help:
+                    "keep one: `--token-dir DIR` is short for `--token-store dir:DIR` (check the environment \
+                       for the variable you did not mean to set)"
+                        .into(),
+            });
+        }
+        (Some(store), None) => store_spec(store)?,
+        (None, Some(dir)) => StoreSpec::Dir(dir.clone()),
+        (None, None) => StoreSpec::Dir(DEFAULT_TOKEN_DIR.into()),
+    };
+    Ok(Tokens {
+        store,
         rotate_before: args.rotate_before,
         rotate_tokens: args.rotate_tokens,
+        store_timeout: args.store_timeout,
+    })
+}
+
+/// How to write a token store, for every error about one.
+const STORE_HELP: &str =
+    "write `--token-store dir:PATH` or `--token-store 'exec:COMMAND ARGS…'` (see docs/token-stores.md)";
+
+/// The directory store's place when none is given.
+const DEFAULT_TOKEN_DIR: &str = "./ozform-tokens";
+
+/// `dir:PATH` or `exec:COMMAND [ARGS…]`. The command is split into words as a POSIX shell would
+/// (quotes, backslashes) but nothing is expanded: no variables, globs or `~`, and no shell runs it.
+fn store_spec(value: &str) -> Result<StoreSpec, Error> {
+    let usage = |message: String| Error::Usage { message, help: STORE_HELP.into() };
+    if let Some(path) = value.strip_prefix("dir:") {
+        if path.is_empty() {
+            return Err(usage("`--token-store dir:` needs a directory after `dir:`".into()));
+        }
+        return Ok(StoreSpec::Dir(path.into()));
     }
+    if let Some(command) = value.strip_prefix("exec:") {
+        let Some(argv) = shlex::split(command) else {
+            return Err(usage(format!(
+                "`--token-store exec:{command}` cannot be split into words: a quote is not closed or a backslash ends it"
+            )));
+        };
+        if argv.is_empty() {
+            return Err(usage("`--token-store exec:` needs a command after `exec:`".into()));
+        }
+        return Ok(StoreSpec::Exec(argv));
+    }
+    let kind = value.split(':').next().unwrap_or_default();
+    Err(usage(format!("`--token-store {value}`: `{kind}` is not a kind of token store (`dir:` or `exec:`)")))
 }
 
 #[cfg(test)]
@@ -130,6 +181,52 @@ mod tests {
         assert_eq!(c.max_in_flight, 4);
         assert!(warning.expect("a warning").contains("`--max-in-flight 4`"));
         assert_eq!(settings(&["--max-in-flight", "4"], 4).1, None);
+    }
+
+    fn token_args(flags: &[&str]) -> TokenArgs {
+        let mut argv = vec!["ozform", "apply", "m.yaml"];
+        argv.extend_from_slice(flags);
+        match super::super::Cli::try_parse_from(argv).expect("arguments").command {
+            super::super::Command::Apply(apply) => apply.tokens,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn store(flags: &[&str]) -> Result<StoreSpec, String> {
+        tokens(&token_args(flags)).map(|t| t.store).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_token_store_is_a_directory_by_default_and_by_either_flag() {
+        assert_eq!(store(&[]), Ok(StoreSpec::Dir("./ozform-tokens".into())));
+        assert_eq!(store(&["--token-dir", "t"]), Ok(StoreSpec::Dir("t".into())));
+        assert_eq!(store(&["--token-store", "dir:/a b"]), Ok(StoreSpec::Dir("/a b".into())));
+    }
+
+    #[test]
+    fn an_exec_store_is_split_like_a_shell_would_without_expanding_anything() {
+        let argv = |v: &[&str]| Ok(StoreSpec::Exec(v.iter().map(ToString::to_string).collect()));
+        assert_eq!(
+            store(&["--token-store", r#"exec:helper --ns "my ns" 'a $HOME' b\ c ~ *"#]),
+            argv(&["helper", "--ns", "my ns", "a $HOME", "b c", "~", "*"])
+        );
+        assert_eq!(store(&["--token-store", "exec:  /bin/x  "]), argv(&["/bin/x"]));
+    }
+
+    #[test]
+    fn a_token_store_that_cannot_be_read_is_a_usage_error_saying_why() {
+        let err = |flags: &[&str]| store(flags).expect_err("refused");
+        assert!(err(&["--token-store", "exec:x 'open"]).contains("a quote is not closed"));
+        assert!(err(&["--token-store", "exec:"]).contains("needs a command"));
+        assert!(err(&["--token-store", "dir:"]).contains("needs a directory"));
+        assert!(err(&["--token-store", "vault:x"]).contains("`vault` is not a kind of token store"));
+    }
+
+    #[test]
+    fn a_token_store_given_both_ways_is_a_usage_error_naming_both() {
+        let err = store(&["--token-store", "dir:a", "--token-dir", "b"]).expect_err("refused");
+        assert!(err.contains("`--token-store`/`OZ_TOKEN_STORE`"), "{err}");
+        assert!(err.contains("`--token-dir`/`OZ_TOKEN_DIR`"), "{err}");
     }
 
     #[test]

@@ -113,9 +113,16 @@ pub struct ConnectionArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
-    /// Directory of the token store (one file per token)
-    #[arg(long, env = "OZ_TOKEN_DIR", default_value = "./ozform-tokens")]
-    pub token_dir: PathBuf,
+    /// Where tokens are kept: `dir:PATH` (one file per token) or `exec:COMMAND [ARGS…]` (a helper
+    /// program speaking the token store protocol, see docs/token-stores.md) [default: dir:./ozform-tokens]
+    #[arg(long, env = "OZ_TOKEN_STORE", value_name = "STORE")]
+    pub token_store: Option<String>,
+    /// Directory of the token store, short for `--token-store dir:DIR` [default: ./ozform-tokens]
+    #[arg(long, env = "OZ_TOKEN_DIR", value_name = "DIR")]
+    pub token_dir: Option<PathBuf>,
+    /// How long a token store helper (`exec:`) may take for one call before it is stopped
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub store_timeout: Duration,
     /// Issue a new token when the stored one expires within this long, e.g. 30d
     #[arg(long, default_value = "30d", value_parser = parse_duration)]
     pub rotate_before: Duration,

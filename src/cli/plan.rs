@@ -16,7 +16,7 @@ pub async fn run(args: PlanArgs, output: &Output) -> Result<Exit, Error> {
     let settings = PlanSettings {
         paths: args.paths,
         connection,
-        tokens: connection::tokens(&args.tokens),
+        tokens: connection::tokens(&args.tokens)?,
         format: match args.format {
             PlanFormat::Text => Format::Text,
             PlanFormat::Json => Format::Json,

@@ -3,18 +3,21 @@
 //!
 //! Order of phases, each before the next can change anything: load and plan (through a
 //! read-only view of the client), or read the saved plan and check it is fresh; resolve every
-//! password a create needs; ask (or require `--auto-approve`); execute. A missing password or
-//! a stale plan stops before the first mutating request.
+//! password a create needs; ask (or require `--auto-approve`); check the token store when
+//! tokens are to be issued; execute. A missing password, a stale plan or a token store that
+//! cannot keep a token stops before the first mutating request.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::apply::{ApplyError, check_fresh, resolve_passwords};
 use crate::error::{Error, Exit};
 use crate::output::Output;
 use crate::oz::VersionSetting;
-use crate::plan::{Plan, PlanError, check_removals, format};
+use crate::plan::{Action, Plan, PlanError, check_removals, format};
 use crate::render;
 use crate::secret::process_env;
+use crate::token_store::TokenStore;
 
 use super::settings::{ApplySettings, ApplySource};
 use super::{
@@ -23,7 +26,6 @@ use super::{
 };
 
 pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error> {
-    let store = open_store(&settings.tokens.store);
     let style = render::Style { color: output.color };
     let parallelism = settings.parallelism.max(1);
     match &settings.source {
@@ -44,15 +46,25 @@ pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error
             }
             connection.api_version = VersionSetting::Fixed(plan.api_version);
             let passwords = resolve_passwords(&plan, &process_env)?;
+            let sources = plan.changes.iter().filter_map(|c| c.password());
+            let store =
+                open_store(&settings.tokens, sources.chain([&connection.admin_password]), &process_env);
             let client = connect(&connection, &plan.api_url, false, &process_env).await?;
             check_fresh(&plan, &client.read_only(), parallelism).await?;
             output.print(&render::text(&plan, &style));
+            check_store(&plan, &store).await?;
             let report = execute(&plan, client, store, passwords, parallelism, output).await?;
             apply_exit(&plan, &report, output)
         }
         ApplySource::Manifests { paths, companies } => {
             let desired = load_manifests(paths, output)?;
             check_company_filter(&desired, companies)?;
+            let sources = desired.users.iter().filter_map(|u| u.password.as_ref());
+            let store = open_store(
+                &settings.tokens,
+                sources.chain([&settings.connection.admin_password]),
+                &process_env,
+            );
             let url = required_url(&settings.connection)?;
             let client = connect(&settings.connection, url, false, &process_env).await?;
             let options = plan_options(&desired, &settings.tokens, companies, &process_env);
@@ -65,9 +77,26 @@ pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error
             // Before asking: a missing password would stop the apply anyway, so say it now.
             let passwords = resolve_passwords(&plan, &process_env)?;
             approve(settings.auto_approve, output)?;
+            check_store(&plan, &store).await?;
             let report = execute(&plan, client, store, passwords, parallelism, output).await?;
             apply_exit(&plan, &report, output)
         }
+    }
+}
+
+/// No token without a place to keep it: before the first change of a plan that issues
+/// tokens, the token store must show that a store would succeed now.
+async fn check_store(plan: &Plan, store: &Arc<dyn TokenStore>) -> Result<(), Error> {
+    if !plan.changes.iter().any(|c| c.action() == Action::Issue) {
+        return Ok(());
+    }
+    let store = Arc::clone(store);
+    match tokio::task::spawn_blocking(move || store.check()).await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(Error::Usage {
+            message: format!("the token store check did not finish: {e}"),
+            help: "run `ozform apply` again".into(),
+        }),
     }
 }
 

@@ -49,7 +49,7 @@ pub async fn run(settings: DemoSettings, output: &Output) -> Result<Exit, Error>
     config.api_version = VersionSetting::Auto;
     let client = OzClient::connect(config).await?;
     let tokens = Tokens::new(StoreSpec::Dir(token_dir.clone()));
-    let store = open_store(&tokens.store);
+    let store = open_store(&tokens, [], &env);
     let style = render::Style { color: output.color };
     let desired = manifest::load(std::slice::from_ref(&manifests), &env)?;
     let options = plan_options(&desired, &tokens, &[], &env);

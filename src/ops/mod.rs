@@ -7,7 +7,7 @@
 //! always runs through a read-only view of the client (`OzClient::read_only`), also inside
 //! `apply`, so no code path of planning can send a mutating request.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use crate::apply::{ApplyReport, ExecuteOptions, Passwords};
@@ -16,8 +16,8 @@ use crate::model::Desired;
 use crate::output::Output;
 use crate::oz::OzClient;
 use crate::plan::{Plan, PlanOptions};
-use crate::secret::SecretRef;
-use crate::token_store::{DirStore, TokenStore};
+use crate::secret::{Secret, SecretRef};
+use crate::token_store::{DirStore, ExecStore, TokenStore};
 
 pub mod apply;
 pub mod demo;
@@ -70,10 +70,30 @@ fn required_url(connection: &Connection) -> Result<&str, Error> {
     })
 }
 
-/// The token store the settings name.
-fn open_store(spec: &StoreSpec) -> Arc<dyn TokenStore> {
-    match spec {
+/// The token store the settings name. A helper (`exec:`) runs without `OZ_ADMIN_PASSWORD` and
+/// without the variables the secrets in `sources` (the admin password's, every password a
+/// manifest or saved plan names) come from: they are data for the Oz API, not for the store.
+/// Their values, as far as `env` and the files hold them, are redacted from its messages.
+fn open_store<'a>(
+    tokens: &Tokens,
+    sources: impl IntoIterator<Item = &'a SecretRef>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Arc<dyn TokenStore> {
+    match &tokens.store {
         StoreSpec::Dir(dir) => Arc::new(DirStore::new(dir)),
+        StoreSpec::Exec(argv) => {
+            let mut hidden: BTreeSet<String> = BTreeSet::from(["OZ_ADMIN_PASSWORD".to_string()]);
+            let mut secrets: Vec<Secret> = env("OZ_ADMIN_PASSWORD").map(Secret::new).into_iter().collect();
+            for source in sources {
+                if let SecretRef::Env(name) = source {
+                    hidden.insert(name.clone());
+                }
+                // Best effort: a secret that cannot be read now cannot be echoed by the helper
+                // either (it does not get the variable, and the file is read only here).
+                secrets.extend(source.resolve(env).ok());
+            }
+            Arc::new(ExecStore::new(argv.clone(), tokens.store_timeout).hide_env(hidden).redact(secrets))
+        }
     }
 }
 

@@ -54,7 +54,13 @@ impl Connection {
 pub enum StoreSpec {
     /// `dir:PATH` (`--token-dir`): one file per token.
     Dir(PathBuf),
+    /// `exec:COMMAND [ARGS…]`: a helper program speaking the token store protocol; the
+    /// program and its arguments, split as a shell would (no shell runs it).
+    Exec(Vec<String>),
 }
+
+/// How long a token store helper may take for one verb before it is killed.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The token store and when to issue tokens.
 #[derive(Debug, Clone)]
@@ -64,12 +70,19 @@ pub struct Tokens {
     pub rotate_before: Duration,
     /// Issue a new token for every user with `token.issue: true`.
     pub rotate_tokens: bool,
+    /// How long a helper store (`exec:`) may take for one verb.
+    pub store_timeout: Duration,
 }
 
 impl Tokens {
     /// The contract's defaults (`--rotate-before 30d`, no forced rotation) with this store.
     pub fn new(store: StoreSpec) -> Self {
-        Self { store, rotate_before: PlanOptions::default().rotate_before, rotate_tokens: false }
+        Self {
+            store,
+            rotate_before: PlanOptions::default().rotate_before,
+            rotate_tokens: false,
+            store_timeout: DEFAULT_STORE_TIMEOUT,
+        }
     }
 }
 

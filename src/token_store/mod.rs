@@ -5,14 +5,17 @@
 //! `model::StoredTokens`), `check` proves a store would succeed now (run before the first
 //! token is issued: no token without a place to keep it), `store` keeps one durably, `delete`
 //! drops one. Implementations: `DirStore` (`dir:PATH`, `--token-dir`), which writes
-//! `<dir>/<lower-cased email>.json` atomically (temp file, fsync, rename) with mode 0600.
+//! `<dir>/<lower-cased email>.json` atomically (temp file, fsync, rename) with mode 0600; and
+//! `ExecStore` (`exec:COMMAND [ARGS…]`), which runs a helper program speaking the protocol.
 
 use crate::model::StoredTokens;
 use crate::secret::Secret;
 
 mod dir;
+mod exec;
 
 pub use dir::DirStore;
+pub use exec::{ExecStore, PROTOCOL, redact};
 
 /// A stored token, with its secret. Not `Debug`-leaky: `access_token` is a `Secret`.
 #[derive(Debug, Clone)]
@@ -58,4 +61,29 @@ pub enum TokenStoreError {
         help("move the file away (or delete it) and run `ozform apply` again to issue a new token")
     )]
     Corrupt { path: String, reason: String },
+    /// A helper that could not be started, exited non-zero or was killed. `stderr` is
+    /// empty or a redacted, bounded quote of the helper's stderr, starting with a newline.
+    #[error("token store helper `{helper}` failed `{verb}`: {problem}{stderr}")]
+    #[diagnostic(
+        code(ozform::token_store::helper_failed),
+        help("run `{helper} {verb}` by hand to see why; the protocol is in docs/token-stores.md")
+    )]
+    HelperFailed { helper: String, verb: &'static str, problem: String, stderr: String },
+    /// A helper that ran past `--store-timeout` and was killed.
+    #[error("token store helper `{helper}` ran `{verb}` for longer than {timeout} and was stopped{stderr}")]
+    #[diagnostic(
+        code(ozform::token_store::helper_timeout),
+        help("check that the store it talks to is reachable, or give it longer with `--store-timeout`")
+    )]
+    HelperTimeout { helper: String, verb: &'static str, timeout: String, stderr: String },
+    /// A helper whose answer is not the protocol's JSON. The answer itself is never quoted (it
+    /// may hold a token).
+    #[error("token store helper `{helper}` answered `{verb}` outside the protocol: {problem}{stderr}")]
+    #[diagnostic(
+        code(ozform::token_store::helper_protocol),
+        help(
+            "the helper must print the JSON docs/token-stores.md describes on stdout, and its logs on stderr"
+        )
+    )]
+    HelperProtocol { helper: String, verb: &'static str, problem: String, stderr: String },
 }

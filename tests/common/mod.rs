@@ -34,6 +34,7 @@ impl Cli {
             "OZ_ADMIN_PASSWORD",
             "OZ_API_VERSION",
             "OZ_TOKEN_DIR",
+            "OZ_TOKEN_STORE",
             "RUST_LOG",
         ] {
             cmd.env_remove(var);
