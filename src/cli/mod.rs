@@ -230,7 +230,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Parse the command line, run the command, and return the process exit code.
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_exit(&e),
+    };
     let output = Output::new(cli.global.verbose, cli.global.quiet, cli.global.log_format);
     let color = output.stderr_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = miette::set_hook(Box::new(move |_| {
@@ -251,6 +254,19 @@ pub fn main() -> std::process::ExitCode {
             output.report(&miette::Report::new(err));
             exit.into()
         }
+    }
+}
+
+/// Print clap's message and say how to exit: 0 for `--help` and `--version`, 1 for every usage
+/// error (clap's own default is 2, which `plan --detailed-exitcode` uses for "there are
+/// changes": a mistyped flag in a CI job must not read as "post the plan").
+fn usage_exit(e: &clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    // A closed stream is no reason to panic; the exit code still tells.
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Success.into(),
+        _ => Exit::Failure.into(),
     }
 }
 
