@@ -91,6 +91,19 @@ pub enum ApplyError {
     )]
     DuplicateChange { address: String },
 
+    /// The token store cannot keep a token: found before any token was issued.
+    #[error("the token store cannot keep tokens, so no token was issued: {source}")]
+    #[diagnostic(
+        code(ozform::apply::token_store_unusable),
+        help(
+            "make the token directory (named above) writable by this user, or pass another `--token-dir`, then run `ozform apply` again; nothing was changed"
+        )
+    )]
+    TokenStoreUnusable {
+        #[source]
+        source: crate::token_store::TokenStoreError,
+    },
+
     /// Some steps failed (and their dependents were skipped); the others were done.
     #[error(
         "apply failed: {failed} step{} failed, {skipped} skipped, {done} done{}",
