@@ -11,6 +11,10 @@ pub enum Exit {
     Failure = 1,
     /// `plan --detailed-exitcode` succeeded and there are changes.
     Changes = 2,
+    /// Stopped by SIGINT (an apply after finishing its steps in flight and storing their tokens).
+    Interrupted = 130,
+    /// Stopped by SIGTERM (likewise).
+    Terminated = 143,
 }
 
 impl From<Exit> for std::process::ExitCode {

@@ -91,6 +91,7 @@ pub fn tokens(args: &TokenArgs) -> Tokens {
         store: StoreSpec::Dir(args.token_dir.clone()),
         rotate_before: args.rotate_before,
         rotate_tokens: args.rotate_tokens,
+        allow_shared_dir: args.allow_shared_token_dir,
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, Exit};
+use crate::ops::interrupt::Interrupt;
 use crate::output::{LogFormat, Output};
 
 mod apply;
@@ -118,6 +119,10 @@ pub struct TokenArgs {
     /// Issue a new token for every user with `token.issue: true`
     #[arg(long)]
     pub rotate_tokens: bool,
+    /// Use a token directory that group or others may write to (refused by default: a token
+    /// planted there would be deployed)
+    #[arg(long)]
+    pub allow_shared_token_dir: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -161,10 +166,14 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation
     #[arg(long)]
     pub auto_approve: bool,
-    /// At most this many independent steps talking to the API at once (token files being written
-    /// are bounded separately, by the same number)
+    /// At most this many independent steps talking to the API at once, and at most this many
+    /// tokens issued but not yet stored
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
+    /// How long to wait for another apply holding the token store's lock, e.g. 5m (default: fail
+    /// at once)
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
     #[command(flatten)]
     pub connection: ConnectionArgs,
     #[command(flatten)]
@@ -273,9 +282,18 @@ fn usage_exit(e: &clap::Error) -> std::process::ExitCode {
 async fn run(command: Command, output: &Output) -> Result<Exit, Error> {
     match command {
         Command::Validate(args) => validate::run(args, output),
-        Command::Plan(args) => plan::run(args, output).await,
-        Command::Apply(args) => apply::run(args, output).await,
-        Command::Export(args) => export::run(args, output).await,
+        Command::Plan(args) => {
+            Interrupt::immediate()?;
+            plan::run(args, output).await
+        }
+        Command::Apply(args) => {
+            let interrupt = Interrupt::graceful()?;
+            apply::run(args, &interrupt, output).await
+        }
+        Command::Export(args) => {
+            Interrupt::immediate()?;
+            export::run(args, output).await
+        }
         Command::Schema => schema::run(output),
         Command::Emulator(args) => emulator::run(args, output).await,
         Command::Demo(args) => demo::run(args, output).await,

@@ -5,8 +5,16 @@
 //! read-only view of the client), or read the saved plan and check it is fresh; resolve every
 //! password a create needs; ask (or require `--auto-approve`); execute. A missing password or
 //! a stale plan stops before the first mutating request.
+//!
+//! Around all of it, the token store's lock (the directory store: an OS lock on
+//! `<dir>/.ozform.lock`): one apply at a time per token store, waiting up to `--lock-timeout`.
+//! Under the lock, before planning, the store recovers what a killed run left (complete temp
+//! records put in place, incomplete ones removed), so the plan sees those tokens. A SIGINT or
+//! SIGTERM (`Interrupt`) lets the steps in flight finish and store their tokens.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::apply::{ApplyError, check_fresh, resolve_passwords};
 use crate::error::{Error, Exit};
@@ -16,12 +24,16 @@ use crate::oz::VersionSetting;
 use crate::plan::{Plan, PlanError, format};
 use crate::render;
 use crate::secret::process_env;
+use crate::token_store::{StoreLock, TokenStore, TokenStoreError};
 
+use super::interrupt::Interrupt;
 use super::settings::{ApplySettings, ApplySource};
 use super::{apply_exit, connect, execute, make_plan, open_store, plan_exit, plan_options, required_url};
 
-pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error> {
-    let store = open_store(&settings.tokens.store);
+pub async fn run(settings: ApplySettings, interrupt: &Interrupt, output: &Output) -> Result<Exit, Error> {
+    let store = open_store(&settings.tokens);
+    // Held until this function returns, whatever path it takes.
+    let _lock = lock_and_recover(&store, settings.lock_timeout, output).await?;
     let style = render::Style { color: output.color };
     let parallelism = settings.parallelism.max(1);
     match &settings.source {
@@ -43,8 +55,8 @@ pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error
             let client = connect(&connection, &plan.api_url, false, &process_env).await?;
             check_fresh(&plan, &client.read_only(), parallelism).await?;
             output.print(&render::text(&plan, &style));
-            let report = execute(&plan, client, store, passwords, parallelism, output).await?;
-            apply_exit(&plan, &report, output)
+            let report = execute(&plan, client, store, passwords, parallelism, interrupt, output).await?;
+            apply_exit(&plan, &report, interrupt, output)
         }
         ApplySource::Manifests { paths, companies } => {
             let desired = manifest::load(paths, &process_env)?;
@@ -59,10 +71,41 @@ pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error
             // Before asking: a missing password would stop the apply anyway, so say it now.
             let passwords = resolve_passwords(&plan, &process_env)?;
             approve(settings.auto_approve, output)?;
-            let report = execute(&plan, client, store, passwords, parallelism, output).await?;
-            apply_exit(&plan, &report, output)
+            let report = execute(&plan, client, store, passwords, parallelism, interrupt, output).await?;
+            apply_exit(&plan, &report, interrupt, output)
         }
     }
+}
+
+/// Take the token store's lock (waiting up to `wait`), then recover what a killed run left,
+/// saying so. Blocking file I/O, so on the blocking pool.
+async fn lock_and_recover(
+    store: &Arc<dyn TokenStore>,
+    wait: Duration,
+    output: &Output,
+) -> Result<Option<StoreLock>, Error> {
+    let store = Arc::clone(store);
+    let (lock, recovery) = tokio::task::spawn_blocking(move || {
+        let lock = store.lock(wait)?;
+        let recovery = store.recover()?;
+        Ok::<_, TokenStoreError>((lock, recovery))
+    })
+    .await
+    .map_err(|e| Error::Io {
+        action: "lock",
+        path: "the token store".into(),
+        reason: e.to_string(),
+    })??;
+    if recovery.recovered > 0 || recovery.removed > 0 {
+        output.status(&format!(
+            "recovered {} token{} a killed run had issued but not yet stored, and removed {} incomplete or superseded temp file{}",
+            recovery.recovered,
+            if recovery.recovered == 1 { "" } else { "s" },
+            recovery.removed,
+            if recovery.removed == 1 { "" } else { "s" },
+        ));
+    }
+    Ok(lock)
 }
 
 fn approve(auto_approve: bool, output: &Output) -> Result<(), Error> {

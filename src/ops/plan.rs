@@ -15,7 +15,7 @@ pub async fn run(settings: PlanSettings, output: &Output) -> Result<Exit, Error>
     let desired = manifest::load(&settings.paths, &process_env)?;
     let url = required_url(&settings.connection)?;
     let client = connect(&settings.connection, url, true, &process_env).await?;
-    let store = open_store(&settings.tokens.store);
+    let store = open_store(&settings.tokens);
     let options = plan_options(&desired, &settings.tokens, &settings.companies, &process_env);
     let plan = make_plan(&client, &desired, store.as_ref(), &options).await?;
     if let Some(path) = &settings.out {

@@ -62,12 +62,19 @@ pub struct Tokens {
     pub rotate_before: Duration,
     /// Issue a new token for every user with `token.issue: true`.
     pub rotate_tokens: bool,
+    /// Use a token directory that group or others may write to (`--allow-shared-token-dir`).
+    pub allow_shared_dir: bool,
 }
 
 impl Tokens {
     /// The contract's defaults (`--rotate-before 30d`, no forced rotation) with this store.
     pub fn new(store: StoreSpec) -> Self {
-        Self { store, rotate_before: PlanOptions::default().rotate_before, rotate_tokens: false }
+        Self {
+            store,
+            rotate_before: PlanOptions::default().rotate_before,
+            rotate_tokens: false,
+            allow_shared_dir: false,
+        }
     }
 }
 
@@ -109,6 +116,8 @@ pub struct ApplySettings {
     pub auto_approve: bool,
     /// Steps talking to the API at once (at least 1).
     pub parallelism: usize,
+    /// How long to wait for another apply's lock on the token store.
+    pub lock_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
