@@ -13,6 +13,10 @@ pub enum Exit {
     Changes = 2,
     /// `plan --detailed-exitcode` succeeded and at least one change is a removal.
     Removals = 3,
+    /// Stopped by SIGINT (an apply after finishing its steps in flight and storing their tokens).
+    Interrupted = 130,
+    /// Stopped by SIGTERM (likewise).
+    Terminated = 143,
 }
 
 impl From<Exit> for std::process::ExitCode {

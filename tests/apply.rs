@@ -212,8 +212,11 @@ async fn a_company_its_user_and_its_token_are_made_in_dependency_order() {
     let events = w.recorder.events();
     assert_eq!(events.iter().filter(|e| matches!(e, Event::Started { .. })).count(), 3);
     assert_eq!(events.last(), Some(&Event::AllFinished), "told last that the apply is over");
-    // The company id came from the company step, so no lookup by name was needed.
-    assert_eq!(w.fake.calls(Op::FindCompanies), 0);
+    // The company id came from the company step, so no lookup by name was needed: the one
+    // read of companies is the read-back after the create that looks for a twin.
+    assert_eq!(w.fake.calls(Op::FindCompanies), 1);
+    assert_eq!(w.fake.call_log().iter().filter(|(o, _)| *o == Op::FindCompanies).count(), 1);
+    assert!(position(&log, Op::CreateCompany, "Acme") < position(&log, Op::FindCompanies, "Acme"));
 
     let live = w.fake.user("svc@acme.example").unwrap();
     assert_eq!(live.company_id, Some(w.fake.companies()[0].id.clone()));
@@ -351,7 +354,8 @@ async fn a_create_answered_500_and_not_found_by_the_read_back_is_sent_again() {
     assert!(report.is_success(), "{report:?}");
     assert!(report.done.iter().all(|d| !d.adopted), "{report:?}");
     assert_eq!((w.fake.calls(Op::CreateCompany), w.fake.calls(Op::CreateUser)), (3, 3));
-    assert_eq!((w.fake.calls(Op::FindCompanies), w.fake.calls(Op::FindUser)), (2, 2), "read back each time");
+    // Read back after each failed create, and once after the one that succeeded (twins).
+    assert_eq!((w.fake.calls(Op::FindCompanies), w.fake.calls(Op::FindUser)), (3, 2), "read back each time");
     assert_eq!((w.fake.companies().len(), w.fake.users().len()), (1, 1), "made once");
 }
 
@@ -594,32 +598,186 @@ fn live_tokens(w: &World, n: usize) -> Plan {
 }
 
 #[tokio::test]
-async fn a_token_being_stored_does_not_hold_an_api_slot_and_its_step_is_done_only_once_stored() {
+async fn a_token_being_stored_holds_its_token_slot_but_not_its_api_slot() {
     let w = World::new();
-    let plan = live_tokens(&w, 3);
+    let mut plan = live_tokens(&w, 2);
+    // A step that is not a token, last in plan order: it may only start once the first token's
+    // store (blocked here) gave the one API slot back.
+    plan.changes.push(create_company("Other", json!({})));
     let sink = Arc::new(GatedStore::default());
     let options = World::options(&plan, 1);
     let run = execute(&plan, Arc::clone(&w.fake), sink.clone(), w.progress(), &options);
-    let issued_all_while_the_first_store_waits = async {
-        // With one API slot, the second and third tokens can only be issued if the first
-        // token's store (blocked here) gave its slot back.
-        for i in 0..3 {
-            w.fake.wait_for_call(Op::IssueToken, &format!("t{i}@acme.example")).await;
-        }
-        let finished_before_stored =
-            w.recorder.events().iter().filter(|e| matches!(e, Event::Finished { .. })).count();
+    let while_the_first_store_waits = async {
+        w.fake.wait_for_call(Op::IssueToken, "t0@acme.example").await;
+        w.fake.wait_for_call(Op::CreateCompany, "Other").await;
+        w.fake.wait_for_call(Op::FindCompanies, "Other").await;
+        // The second token needs the one token slot, which the first holds until it is stored.
+        let issued = w.fake.calls(Op::IssueToken);
+        let tokens_finished = w
+            .recorder
+            .events()
+            .iter()
+            .filter(|e| matches!(e, Event::Finished { address: Address::Token(_), .. }))
+            .count();
         sink.open();
-        finished_before_stored
+        (issued, tokens_finished)
     };
-    let (report, finished_before_stored) =
-        within(async { tokio::join!(run, issued_all_while_the_first_store_waits) }).await;
+    let (report, (issued, tokens_finished)) =
+        within(async { tokio::join!(run, while_the_first_store_waits) }).await;
     let report = report.unwrap();
 
     assert!(report.is_success(), "{report:?}");
-    assert_eq!(finished_before_stored, 0, "a token step is not done before its token is stored");
+    assert_eq!(issued, 1, "no second token while the first is issued but not stored");
+    assert_eq!(tokens_finished, 0, "a token step is not done before its token is stored");
     assert_eq!(sink.max_inside.load(std::sync::atomic::Ordering::SeqCst), 1, "stores at once <= parallelism");
-    assert_eq!(sink.inner.records().len(), 3);
+    assert_eq!(sink.inner.records().len(), 2);
     assert_eq!(w.fake.max_in_flight(), 1);
+}
+
+/// A gated store that measures, at each store, how many tokens were issued but not yet stored.
+struct BacklogStore {
+    fake: Arc<FakeEffects>,
+    gated: GatedStore,
+    stored: std::sync::atomic::AtomicUsize,
+    max_backlog: std::sync::atomic::AtomicUsize,
+}
+
+impl TokenStore for BacklogStore {
+    fn list(&self) -> Result<StoredTokens, TokenStoreError> {
+        self.gated.list()
+    }
+    fn check(&self) -> Result<(), TokenStoreError> {
+        self.gated.check()
+    }
+    fn delete(&self, email: &str) -> Result<(), TokenStoreError> {
+        self.gated.delete(email)
+    }
+    fn store(&self, record: &TokenRecord) -> Result<(), TokenStoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let result = self.gated.store(record);
+        let backlog = self.fake.calls(Op::IssueToken) - self.stored.load(SeqCst);
+        self.max_backlog.fetch_max(backlog, SeqCst);
+        self.stored.fetch_add(1, SeqCst);
+        result
+    }
+}
+
+#[tokio::test]
+async fn tokens_issued_but_not_stored_never_exceed_the_parallelism_with_a_slow_store() {
+    let w = World::new();
+    let plan = live_tokens(&w, 20);
+    // The API answers at once; stores wait until three are inside: a backlog would grow here.
+    let sink = Arc::new(BacklogStore {
+        fake: Arc::clone(&w.fake),
+        gated: GatedStore { open_at: 3, ..GatedStore::default() },
+        stored: 0.into(),
+        max_backlog: 0.into(),
+    });
+    let report =
+        within(execute(&plan, Arc::clone(&w.fake), sink.clone(), w.progress(), &World::options(&plan, 3)))
+            .await
+            .unwrap();
+
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(sink.max_backlog.load(std::sync::atomic::Ordering::SeqCst), 3, "reached, never exceeded");
+    assert_eq!(sink.gated.inner.records().len(), 20);
+}
+
+/// A store that cannot keep anything (a read-only disk, a missing permission).
+struct Unusable(MemoryStore);
+
+impl TokenStore for Unusable {
+    fn list(&self) -> Result<StoredTokens, TokenStoreError> {
+        self.0.list()
+    }
+    fn check(&self) -> Result<(), TokenStoreError> {
+        Err(TokenStoreError::Io {
+            action: "create",
+            path: "/tokens/.probe".into(),
+            reason: "read-only".into(),
+        })
+    }
+    fn delete(&self, email: &str) -> Result<(), TokenStoreError> {
+        self.0.delete(email)
+    }
+    fn store(&self, record: &TokenRecord) -> Result<(), TokenStoreError> {
+        self.0.store(record)
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_fails_its_check_stops_the_apply_before_any_request() {
+    let w = World::new();
+    let plan = plan(stack(&[("Acme", "svc@acme.example")]));
+    let store = Arc::new(Unusable(MemoryStore::new()));
+    let err = execute(&plan, Arc::clone(&w.fake), store, w.progress(), &World::options(&plan, 4))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApplyError::TokenStoreUnusable { .. }), "{err:?}");
+    let text = format!("{err}");
+    assert!(text.contains("/tokens/.probe") && text.contains("no token was issued"), "{text}");
+    assert_eq!((w.fake.calls(Op::IssueToken), w.fake.mutating_calls()), (0, 0));
+
+    // A plan without tokens does not need the store.
+    let plan = plan_without_tokens();
+    let report = w.apply(&plan, 4).await;
+    assert!(report.is_success(), "{report:?}");
+}
+
+fn plan_without_tokens() -> Plan {
+    plan(vec![create_company("Acme", json!({})), create_user("svc@acme.example", "Acme")])
+}
+
+#[tokio::test]
+async fn a_cancelled_apply_starts_no_new_step_finishes_those_in_flight_and_stores_their_tokens() {
+    let w = World::new();
+    let plan = live_tokens(&w, 10);
+    let holds =
+        [w.fake.hold(Op::IssueToken, "t0@acme.example"), w.fake.hold(Op::IssueToken, "t1@acme.example")];
+    let (cancel, cancelled) = tokio::sync::watch::channel(false);
+    let mut options = World::options(&plan, 2);
+    options.cancel = Some(cancelled);
+    let run = execute(&plan, Arc::clone(&w.fake), w.store(), w.progress(), &options);
+    let cancel_while_two_are_in_flight = async {
+        w.fake.wait_for_call(Op::IssueToken, "t0@acme.example").await;
+        w.fake.wait_for_call(Op::IssueToken, "t1@acme.example").await;
+        cancel.send(true).unwrap();
+        for hold in holds {
+            hold.release();
+        }
+    };
+    let (report, ()) = within(async { tokio::join!(run, cancel_while_two_are_in_flight) }).await;
+    let report = report.unwrap();
+
+    assert!(report.interrupted && !report.is_success(), "{report:?}");
+    assert_eq!(addresses(&report.done, |d| &d.address), ["token/t0@acme.example", "token/t1@acme.example"]);
+    assert_eq!(report.not_started.len(), 8);
+    assert_eq!(w.fake.calls(Op::IssueToken), 2);
+    assert_eq!(w.store.records().len(), 2, "every token issued was stored");
+    assert_eq!(report.summary_line(), "Apply interrupted: 2 done, 8 not started.");
+}
+
+#[tokio::test]
+async fn a_twin_found_after_a_create_fails_that_step_and_creates_no_user_into_either() {
+    let w = World::new();
+    let plan = plan(stack(&[("Acme", "svc@acme.example")]));
+    // Another apply creates `Acme` too, between this create and its read-back.
+    let hold = w.fake.hold(Op::FindCompanies, "Acme");
+    let (fake, store, progress) = (Arc::clone(&w.fake), w.store(), w.progress());
+    let options = World::options(&plan, 4);
+    let run = tokio::spawn(async move { execute(&plan, fake, store, progress, &options).await });
+    w.fake.wait_for_call(Op::FindCompanies, "Acme").await;
+    let twin = w.fake.add_company("Acme", json!({}));
+    hold.release();
+    let report = within(run).await.unwrap().unwrap();
+
+    assert_eq!(addresses(&report.failed, |f| &f.address), ["company/Acme"]);
+    let error = &report.failed[0].error;
+    let ours = w.fake.companies().into_iter().find(|c| c.id != twin).unwrap().id;
+    assert!(error.contains(&ours) && error.contains(&twin), "{error}");
+    assert!(error.contains("another apply"), "{error}");
+    assert_eq!(report.skipped.len(), 2);
+    assert_eq!(w.fake.calls(Op::CreateUser), 0);
 }
 
 #[tokio::test]

@@ -8,11 +8,27 @@
 //! free of locks.
 //!
 //! A token step has two phases: the API issues the token, then the token store keeps it. The step is
-//! done only when both are, but its API slot is handed on as soon as the token is issued: the
-//! store is blocking file I/O (create, fsync, rename, fsync the directory) that goes to
-//! tokio's blocking pool, at most `parallelism` stores at a time, while the next steps already
-//! talk to the API. Holding the slot through the fsyncs made an apply of 2,000 tokens take up
-//! to 1.8 times its request-bound time on a slow disk (see `examples/bench_apply.rs`).
+//! done only when both are. It holds a *token slot* from before it asks for the token until the
+//! store has it durably, and there are `parallelism` token slots: so at most `parallelism`
+//! tokens are ever issued but not yet stored, whatever the speeds of the API and the disk (with
+//! a fast API and a slow disk, token steps wait for slots instead of letting a backlog of
+//! tokens recorded nowhere grow; a `kill -9` loses at most that many). Its API slot, though,
+//! is handed on as soon as the token is issued: the store is blocking file I/O (create, fsync,
+//! rename, fsync the directory) on tokio's blocking pool, and meanwhile the next steps that
+//! are not tokens (creates, updates) talk to the API. Holding the API slot through the fsyncs
+//! made an apply of 2,000 tokens take up to 1.8 times its request-bound time on a slow disk
+//! (see `examples/bench_apply.rs`).
+//!
+//! Before the first step of a plan that issues tokens, the token store's `check` runs once: a
+//! store that cannot keep a token stops the apply before any token exists.
+//!
+//! Cancellation (`ExecuteOptions::cancel`): once it reads `true`, no new step starts; the steps
+//! in flight finish, tokens already issued are stored, and the report lists what was not
+//! started.
+//!
+//! Twins: after creating a company, the companies of that name are read back; the API lets two
+//! share a name (another apply, elsewhere, at the same time), and then no user may be created
+//! into either: the step fails naming both ids, and its users are skipped.
 //!
 //! Exactly-once creates: a create whose outcome is unknown, or that the API calls a duplicate,
 //! is never re-sent blindly: the object is read back by its natural key and adopted if it is
@@ -38,7 +54,7 @@ use std::time::SystemTime;
 use futures::future::Either;
 use futures::stream::{FuturesUnordered, StreamExt as _};
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::watch;
 
 use super::effects::{EffectError, EffectErrorKind};
 use super::order::Graph;
@@ -54,18 +70,20 @@ use crate::token_store::{TokenRecord, TokenStore};
 /// How to execute.
 #[derive(Debug, Clone)]
 pub struct ExecuteOptions {
-    /// At most this many steps talking to the API at once, and at most this many tokens being
-    /// stored at once (0 is taken as 1).
+    /// At most this many steps talking to the API at once, and at most this many token steps
+    /// between asking for a token and having it stored (0 is taken as 1).
     pub parallelism: usize,
     /// The passwords of the plan's user creates (`resolve_passwords`).
     pub passwords: Passwords,
     /// The clock for `issued_at` of stored tokens.
     pub now: fn() -> SystemTime,
+    /// Once this reads `true`, no new step starts (a graceful stop: SIGINT, SIGTERM).
+    pub cancel: Option<watch::Receiver<bool>>,
 }
 
 impl Default for ExecuteOptions {
     fn default() -> Self {
-        Self { parallelism: 8, passwords: Passwords::new(), now: SystemTime::now }
+        Self { parallelism: 8, passwords: Passwords::new(), now: SystemTime::now, cancel: None }
     }
 }
 
@@ -106,11 +124,15 @@ pub struct ApplyReport {
     pub done: Vec<DoneStep>,
     pub failed: Vec<FailedStep>,
     pub skipped: Vec<SkippedStep>,
+    /// Steps not started because the apply was cancelled.
+    pub not_started: Vec<Address>,
+    /// The apply was cancelled (`ExecuteOptions::cancel`) before it ended.
+    pub interrupted: bool,
 }
 
 impl ApplyReport {
     pub fn is_success(&self) -> bool {
-        self.failed.is_empty() && self.skipped.is_empty()
+        self.failed.is_empty() && self.skipped.is_empty() && self.not_started.is_empty() && !self.interrupted
     }
 
     /// `Ok(self)` when every step was done, else `ApplyError::Partial` (exit code 1).
@@ -128,6 +150,18 @@ impl ApplyReport {
 
     /// The closing line, e.g. `Apply complete: 3 done.` or `Apply failed: 1 done, 1 failed, 2 skipped.`
     pub fn summary_line(&self) -> String {
+        if self.interrupted {
+            let failures = if self.failed.is_empty() && self.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(", {} failed, {} skipped", self.failed.len(), self.skipped.len())
+            };
+            return format!(
+                "Apply interrupted: {} done{failures}, {} not started.",
+                self.done.len(),
+                self.not_started.len()
+            );
+        }
         if self.is_success() {
             format!("Apply complete: {} done.", self.done.len())
         } else {
@@ -167,6 +201,24 @@ pub async fn execute<E: Effects>(
     if !missing.is_empty() {
         return Err(ApplyError::MissingPasswords { missing });
     }
+    // No token without a place to keep it: proven once, before the first request.
+    if plan.changes.iter().any(is_token) {
+        let checking = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || checking.check()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(store)) => return Err(ApplyError::TokenStoreUnusable { store }),
+            Err(join) => {
+                return Err(ApplyError::TokenStoreUnusable {
+                    store: crate::token_store::TokenStoreError::Io {
+                        action: "check",
+                        path: "the token store".into(),
+                        reason: format!("the check did not finish: {join}"),
+                    },
+                });
+            }
+        }
+    }
+    let cancelled = || options.cancel.as_ref().is_some_and(|c| *c.borrow());
 
     let ctx = Ctx {
         effects: effects.as_ref(),
@@ -179,21 +231,29 @@ pub async fn execute<E: Effects>(
     let limit = options.parallelism.max(1);
     let mut waiting: Vec<usize> = graph.depends_on.iter().map(Vec::len).collect();
     let mut skipped = vec![false; graph.len()];
-    let mut ready: BTreeSet<usize> = (0..graph.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut ready = Ready::default();
+    for i in (0..graph.len()).filter(|&i| waiting[i] == 0) {
+        ready.insert(i, is_token(&plan.changes[i]));
+    }
+    let mut ended = vec![false; graph.len()];
     let mut company_ids: HashMap<String, String> = HashMap::new();
     let mut user_ids: HashMap<String, String> = HashMap::new();
     let mut done: Vec<(usize, DoneStep)> = Vec::new();
     let mut failed: Vec<(usize, FailedStep)> = Vec::new();
     let mut skips: Vec<(usize, SkippedStep)> = Vec::new();
-    let stores = Semaphore::new(limit);
-    // API phases and store phases together; `calling` counts the API ones.
+    // API phases and store phases together; `calling` counts the API ones, `tokens` the token
+    // steps started and not yet ended (issuing, issued, or being stored).
     let mut running = FuturesUnordered::new();
     let mut calling = 0;
+    let mut tokens = 0;
 
     loop {
-        while calling < limit {
-            let Some(i) = ready.pop_first() else { break };
+        while calling < limit && !cancelled() {
+            let Some(i) = ready.pop(tokens < limit) else { break };
             let change = &plan.changes[i];
+            if is_token(change) {
+                tokens += 1;
+            }
             progress.started(&change.address, change.action());
             tracing::debug!(address = %change.address, action = %change.action(), "step started");
             // Dependencies are done, so their results are known now.
@@ -215,7 +275,7 @@ pub async fn execute<E: Effects>(
                 match result {
                     Ok(AfterApi::Made(made)) => Ok(made),
                     Ok(AfterApi::Issued(record)) => {
-                        running.push(Either::Right(store_phase(&store, &stores, i, record)));
+                        running.push(Either::Right(store_phase(&store, i, record)));
                         continue;
                     }
                     Err(error) => Err(error),
@@ -224,6 +284,10 @@ pub async fn execute<E: Effects>(
             PhaseEnd::Store(result) => result,
         };
         let change = &plan.changes[i];
+        ended[i] = true;
+        if is_token(change) {
+            tokens -= 1;
+        }
         match result {
             Ok(made) => {
                 match &change.address {
@@ -249,7 +313,7 @@ pub async fn execute<E: Effects>(
                 for &d in &graph.dependents[i] {
                     waiting[d] -= 1;
                     if waiting[d] == 0 && !skipped[d] {
-                        ready.insert(d);
+                        ready.insert(d, is_token(&plan.changes[d]));
                     }
                 }
             }
@@ -269,6 +333,7 @@ pub async fn execute<E: Effects>(
                     if std::mem::replace(&mut skipped[d], true) {
                         continue;
                     }
+                    ended[d] = true;
                     let skipped_change = &plan.changes[d];
                     let dependency = change.address.clone();
                     progress.finished(
@@ -290,11 +355,50 @@ pub async fn execute<E: Effects>(
     }
 
     progress.all_finished();
+    // Without a cancel every step ends (done, failed or skipped); with one, these never began.
+    let not_started: Vec<Address> =
+        (0..graph.len()).filter(|&i| !ended[i]).map(|i| plan.changes[i].address.clone()).collect();
     Ok(ApplyReport {
         done: in_plan_order(done),
         failed: in_plan_order(failed),
         skipped: in_plan_order(skips),
+        interrupted: cancelled(),
+        not_started,
     })
+}
+
+fn is_token(change: &Change) -> bool {
+    matches!(change.payload, Payload::IssueToken(_))
+}
+
+/// The steps whose dependencies are done, by plan index; token steps apart, since they also
+/// need a token slot.
+#[derive(Default)]
+struct Ready {
+    tokens: BTreeSet<usize>,
+    other: BTreeSet<usize>,
+}
+
+impl Ready {
+    fn insert(&mut self, i: usize, token: bool) {
+        if token {
+            self.tokens.insert(i);
+        } else {
+            self.other.insert(i);
+        }
+    }
+
+    /// The lowest plan index ready to start: any step, or (when no token slot is free) any but
+    /// a token step.
+    fn pop(&mut self, token_slot_free: bool) -> Option<usize> {
+        let token = if token_slot_free { self.tokens.first().copied() } else { None };
+        match (token, self.other.first().copied()) {
+            (Some(t), Some(o)) if o < t => self.other.pop_first(),
+            (Some(_), _) => self.tokens.pop_first(),
+            (None, Some(_)) => self.other.pop_first(),
+            (None, None) => None,
+        }
+    }
 }
 
 fn in_plan_order<T>(mut v: Vec<(usize, T)>) -> Vec<T> {
@@ -368,18 +472,15 @@ async fn api_phase<E: Effects>(
     (i, PhaseEnd::Api(result))
 }
 
-/// The store phase of token step `i`: at most as many at once as `stores` has permits, each
-/// on tokio's blocking pool (the directory store fsyncs).
-fn store_phase<'s>(
+/// The store phase of token step `i`, on tokio's blocking pool (the directory store fsyncs).
+/// At most `parallelism` at once: each holds its step's token slot.
+fn store_phase(
     store: &Arc<dyn TokenStore>,
-    stores: &'s Semaphore,
     i: usize,
     record: TokenRecord,
-) -> impl Future<Output = (usize, PhaseEnd)> + 's {
+) -> impl Future<Output = (usize, PhaseEnd)> + 'static {
     let store = Arc::clone(store);
     async move {
-        // The semaphore lives as long as the run and is never closed.
-        let _permit = stores.acquire().await;
         let outcome = tokio::task::spawn_blocking(move || store.store(&record)).await;
         let result = match outcome {
             Ok(Ok(())) => Ok(Made::new(String::new())),
@@ -433,7 +534,7 @@ async fn create_company<E: Effects>(
     let (err, found) = loop {
         sent += 1;
         let err = match ctx.effects.create_company(&new).await {
-            Ok(created) => return Ok(Made::new(created.id)),
+            Ok(created) => return no_twin(ctx, change, &new.name, created.id).await.map(Made::new),
             Err(e) if read_back(&e) => e,
             Err(e) => return Err(e.to_string()),
         };
@@ -462,6 +563,37 @@ async fn create_company<E: Effects>(
             new.name
         )),
     }
+}
+
+/// After creating the company `name` (id `id`): read the companies of that name back. Another
+/// apply at the same time (another runner, another token directory: no lock can help) may have
+/// created one too, and the API lets two share a name; then no user may go into either, so the
+/// step fails naming every id, and its users are skipped.
+async fn no_twin<E: Effects>(
+    ctx: &Ctx<'_, E>,
+    change: &Change,
+    name: &str,
+    id: String,
+) -> Result<String, String> {
+    let found = ctx.effects.find_companies(name).await.map_err(|e| {
+        format!(
+            "created `{}` (id {id}) but could not read it back to check that it has no twin: {e}; run `ozform apply` again",
+            change.address
+        )
+    })?;
+    if found.len() <= 1 {
+        return Ok(id);
+    }
+    let ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
+    Err(format!(
+        "created `{}` (id {id}), but {} live companies are now named `{name}` (ids {}): another apply \
+         probably ran at the same time; no service user was created into either — keep one (rename \
+         or delete the others) and run `ozform apply` again, and run applies one at a time (a CI \
+         concurrency group)",
+        change.address,
+        found.len(),
+        ids.join(", ")
+    ))
 }
 
 async fn update_company<E: Effects>(

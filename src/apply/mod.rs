@@ -91,6 +91,12 @@ pub enum ApplyError {
     )]
     DuplicateChange { address: String },
 
+    /// The token store cannot keep a token: found before any token was issued, so nothing was
+    /// changed. Shown as the store's own error (its code and help: a directory's, a helper's).
+    #[error("the token store cannot keep tokens, so no token was issued: {store}")]
+    #[diagnostic(transparent)]
+    TokenStoreUnusable { store: crate::token_store::TokenStoreError },
+
     /// Some steps failed (and their dependents were skipped); the others were done.
     #[error(
         "apply failed: {failed} step{} failed, {skipped} skipped, {done} done{}",

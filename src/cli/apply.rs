@@ -1,6 +1,7 @@
 //! `ozform apply`: flags → `ops::settings::ApplySettings`, then `ops::apply`.
 
 use crate::error::{Error, Exit};
+use crate::ops::interrupt::Interrupt;
 use crate::ops::settings::{ApplySettings, ApplySource};
 use crate::output::Output;
 use crate::secret::process_env;
@@ -8,7 +9,7 @@ use crate::secret::process_env;
 use super::ApplyArgs;
 use super::connection::{self, Url};
 
-pub async fn run(args: ApplyArgs, output: &Output) -> Result<Exit, Error> {
+pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Result<Exit, Error> {
     let parallelism = args.parallelism.max(1);
     let url = if args.plan.is_some() { Url::FromPlan } else { Url::Required };
     let (connection, warning) = connection::connection(&args.connection, &process_env, url, parallelism)?;
@@ -27,6 +28,7 @@ pub async fn run(args: ApplyArgs, output: &Output) -> Result<Exit, Error> {
         auto_approve: args.auto_approve,
         parallelism,
         removals: args.removals.limits(),
+        lock_timeout: args.lock_timeout,
     };
-    crate::ops::apply::run(settings, output).await
+    crate::ops::apply::run(settings, interrupt, output).await
 }

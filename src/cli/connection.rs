@@ -111,6 +111,7 @@ pub fn tokens(args: &TokenArgs) -> Result<Tokens, Error> {
         rotate_before: args.rotate_before,
         rotate_tokens: args.rotate_tokens,
         store_timeout: args.store_timeout,
+        allow_shared_dir: args.allow_shared_token_dir,
     })
 }
 

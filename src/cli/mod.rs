@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, Exit};
+use crate::ops::interrupt::Interrupt;
 use crate::output::{LogFormat, Output};
 
 mod apply;
@@ -129,6 +130,10 @@ pub struct TokenArgs {
     /// Issue a new token for every user with `token.issue: true`
     #[arg(long)]
     pub rotate_tokens: bool,
+    /// Use a token directory that group or others may write to (refused by default: a token
+    /// planted there would be deployed)
+    #[arg(long)]
+    pub allow_shared_token_dir: bool,
 }
 
 /// The blast-radius guard of removals (`prune:`), shared by `plan` and `apply`.
@@ -202,10 +207,14 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation
     #[arg(long)]
     pub auto_approve: bool,
-    /// At most this many independent steps talking to the API at once (token files being written
-    /// are bounded separately, by the same number)
+    /// At most this many independent steps talking to the API at once, and at most this many
+    /// tokens issued but not yet stored
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
+    /// How long to wait for another apply holding the token store's lock, e.g. 5m (default: fail
+    /// at once)
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
     #[command(flatten)]
     pub connection: ConnectionArgs,
     #[command(flatten)]
@@ -273,9 +282,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Parse the command line, run the command, and return the process exit code.
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
     // Every diagnostic is printed by `output.report` (scrubbed, never panicking on a closed
     // stderr), which sets up its own miette handler.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_exit(&e),
+    };
     let output = Output::new(cli.global.verbose, cli.global.quiet, cli.global.log_format);
     output.init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -295,12 +307,34 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
+/// Print clap's message and say how to exit: 0 for `--help` and `--version`, 1 for every usage
+/// error (clap's own default is 2, which `plan --detailed-exitcode` uses for "there are
+/// changes": a mistyped flag in a CI job must not read as "post the plan").
+fn usage_exit(e: &clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    // A closed stream is no reason to panic; the exit code still tells.
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Success.into(),
+        _ => Exit::Failure.into(),
+    }
+}
+
 async fn run(command: Command, output: &Output) -> Result<Exit, Error> {
     match command {
         Command::Validate(args) => validate::run(args, output),
-        Command::Plan(args) => plan::run(args, output).await,
-        Command::Apply(args) => apply::run(args, output).await,
-        Command::Export(args) => export::run(args, output).await,
+        Command::Plan(args) => {
+            Interrupt::immediate()?;
+            plan::run(args, output).await
+        }
+        Command::Apply(args) => {
+            let interrupt = Interrupt::graceful()?;
+            apply::run(args, &interrupt, output).await
+        }
+        Command::Export(args) => {
+            Interrupt::immediate()?;
+            export::run(args, output).await
+        }
         Command::Schema => schema::run(output),
         Command::Emulator(args) => emulator::run(args, output).await,
         Command::Demo(args) => demo::run(args, output).await,

@@ -9,23 +9,25 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::apply::{ApplyError, check_fresh, resolve_passwords};
 use crate::error::{Error, Exit};
 use crate::output::Output;
 use crate::oz::VersionSetting;
-use crate::plan::{Action, Plan, PlanError, check_removals, format};
+use crate::plan::{Plan, PlanError, check_removals, format};
 use crate::render;
 use crate::secret::process_env;
-use crate::token_store::TokenStore;
+use crate::token_store::{StoreLock, TokenStore, TokenStoreError};
 
+use super::interrupt::Interrupt;
 use super::settings::{ApplySettings, ApplySource};
 use super::{
     apply_exit, check_company_filter, connect, execute, load_manifests, make_plan, open_store, plan_exit,
     plan_options, required_url,
 };
 
-pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error> {
+pub async fn run(settings: ApplySettings, interrupt: &Interrupt, output: &Output) -> Result<Exit, Error> {
     let style = render::Style { color: output.color };
     let parallelism = settings.parallelism.max(1);
     match &settings.source {
@@ -49,12 +51,13 @@ pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error
             let sources = plan.changes.iter().filter_map(|c| c.password());
             let store =
                 open_store(&settings.tokens, sources.chain([&connection.admin_password]), &process_env);
+            // Held until this function returns, whatever path it takes.
+            let _lock = lock_and_recover(&store, settings.lock_timeout, output).await?;
             let client = connect(&connection, &plan.api_url, false, &process_env).await?;
             check_fresh(&plan, &client.read_only(), parallelism).await?;
             output.print(&render::text(&plan, &style));
-            check_store(&plan, &store).await?;
-            let report = execute(&plan, client, store, passwords, parallelism, output).await?;
-            apply_exit(&plan, &report, output)
+            let report = execute(&plan, client, store, passwords, parallelism, interrupt, output).await?;
+            apply_exit(&plan, &report, interrupt, output)
         }
         ApplySource::Manifests { paths, companies } => {
             let desired = load_manifests(paths, output)?;
@@ -65,6 +68,7 @@ pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error
                 sources.chain([&settings.connection.admin_password]),
                 &process_env,
             );
+            let _lock = lock_and_recover(&store, settings.lock_timeout, output).await?;
             let url = required_url(&settings.connection)?;
             let client = connect(&settings.connection, url, false, &process_env).await?;
             let options = plan_options(&desired, &settings.tokens, companies, &process_env);
@@ -77,27 +81,41 @@ pub async fn run(settings: ApplySettings, output: &Output) -> Result<Exit, Error
             // Before asking: a missing password would stop the apply anyway, so say it now.
             let passwords = resolve_passwords(&plan, &process_env)?;
             approve(settings.auto_approve, output)?;
-            check_store(&plan, &store).await?;
-            let report = execute(&plan, client, store, passwords, parallelism, output).await?;
-            apply_exit(&plan, &report, output)
+            let report = execute(&plan, client, store, passwords, parallelism, interrupt, output).await?;
+            apply_exit(&plan, &report, interrupt, output)
         }
     }
 }
 
-/// No token without a place to keep it: before the first change of a plan that issues
-/// tokens, the token store must show that a store would succeed now.
-async fn check_store(plan: &Plan, store: &Arc<dyn TokenStore>) -> Result<(), Error> {
-    if !plan.changes.iter().any(|c| c.action() == Action::Issue) {
-        return Ok(());
-    }
+/// Take the token store's lock (waiting up to `wait`), then recover what a killed run left,
+/// saying so. Blocking file I/O, so on the blocking pool.
+async fn lock_and_recover(
+    store: &Arc<dyn TokenStore>,
+    wait: Duration,
+    output: &Output,
+) -> Result<Option<StoreLock>, Error> {
     let store = Arc::clone(store);
-    match tokio::task::spawn_blocking(move || store.check()).await {
-        Ok(result) => Ok(result?),
-        Err(e) => Err(Error::Usage {
-            message: format!("the token store check did not finish: {e}"),
-            help: "run `ozform apply` again".into(),
-        }),
+    let (lock, recovery) = tokio::task::spawn_blocking(move || {
+        let lock = store.lock(wait)?;
+        let recovery = store.recover()?;
+        Ok::<_, TokenStoreError>((lock, recovery))
+    })
+    .await
+    .map_err(|e| Error::Io {
+        action: "lock",
+        path: "the token store".into(),
+        reason: e.to_string(),
+    })??;
+    if recovery.recovered > 0 || recovery.removed > 0 {
+        output.status(&format!(
+            "recovered {} token{} a killed run had issued but not yet stored, and removed {} incomplete or superseded temp file{}",
+            recovery.recovered,
+            if recovery.recovered == 1 { "" } else { "s" },
+            recovery.removed,
+            if recovery.removed == 1 { "" } else { "s" },
+        ));
     }
+    Ok(lock)
 }
 
 fn approve(auto_approve: bool, output: &Output) -> Result<(), Error> {

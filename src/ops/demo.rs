@@ -15,6 +15,7 @@ use crate::output::Output;
 use crate::oz::{ClientConfig, OzClient, VersionSetting};
 use crate::render;
 
+use super::interrupt::Interrupt;
 use super::settings::{DemoSettings, StoreSpec, Tokens};
 use super::{execute, make_plan, open_store, plan_exit, plan_options};
 
@@ -60,7 +61,8 @@ pub async fn run(settings: DemoSettings, output: &Output) -> Result<Exit, Error>
 
     output.print("\n== 2. ozform apply --auto-approve\n\n");
     let passwords = resolve_passwords(&first, &env)?;
-    let report = execute(&first, client.clone(), store.clone(), passwords, 8, output).await?;
+    let report =
+        execute(&first, client.clone(), store.clone(), passwords, 8, &Interrupt::never(), output).await?;
     output.print(&format!("{}\n", report.summary_line()));
     report.into_result()?;
 

@@ -23,9 +23,11 @@ pub mod apply;
 pub mod demo;
 pub mod export;
 mod files;
+pub mod interrupt;
 pub mod plan;
 pub mod settings;
 
+use interrupt::Interrupt;
 use settings::{Connection, StoreSpec, Tokens};
 
 /// Log in at `api_url` (the settings' own, or a saved plan's).
@@ -80,7 +82,7 @@ fn open_store<'a>(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Arc<dyn TokenStore> {
     match &tokens.store {
-        StoreSpec::Dir(dir) => Arc::new(DirStore::new(dir)),
+        StoreSpec::Dir(dir) => Arc::new(DirStore::new(dir).allow_shared_dir(tokens.allow_shared_dir)),
         StoreSpec::Exec(argv) => {
             let mut hidden: BTreeSet<String> = BTreeSet::from(["OZ_ADMIN_PASSWORD".to_string()]);
             let mut secrets: Vec<Secret> = env("OZ_ADMIN_PASSWORD").map(Secret::new).into_iter().collect();
@@ -173,11 +175,13 @@ async fn execute(
     store: Arc<dyn TokenStore>,
     passwords: Passwords,
     parallelism: usize,
+    interrupt: &Interrupt,
     output: &Output,
 ) -> Result<ApplyReport, Error> {
     let progress = output.progress(plan.changes.len());
     let mut options = ExecuteOptions::new(passwords);
     options.parallelism = parallelism.max(1);
+    options.cancel = Some(interrupt.cancel());
     Ok(crate::apply::execute(plan, Arc::new(client), store, progress, &options).await?)
 }
 
@@ -201,9 +205,21 @@ fn plan_exit(plan: &Plan, detailed_exitcode: bool) -> Result<Exit, Error> {
     })
 }
 
-/// Print the summary line of an apply; a partial apply or unresolved conflicts end with exit 1.
-fn apply_exit(plan: &Plan, report: &ApplyReport, output: &Output) -> Result<Exit, Error> {
+/// Print the summary line of an apply; an interrupted apply ends with the signal's code (130,
+/// 143), a partial apply or unresolved conflicts with exit 1.
+fn apply_exit(
+    plan: &Plan,
+    report: &ApplyReport,
+    interrupt: &Interrupt,
+    output: &Output,
+) -> Result<Exit, Error> {
     output.print(&format!("\n{}\n", report.summary_line()));
+    if let Some(signal) = interrupt.signal() {
+        for failed in &report.failed {
+            output.warn(&format!("`{}` failed: {}", failed.address, failed.error));
+        }
+        return Ok(signal.exit());
+    }
     report.clone().into_result()?;
     plan_exit(plan, false)
 }

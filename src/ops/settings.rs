@@ -72,6 +72,8 @@ pub struct Tokens {
     pub rotate_tokens: bool,
     /// How long a helper store (`exec:`) may take for one verb.
     pub store_timeout: Duration,
+    /// Use a token directory that group or others may write to (`--allow-shared-token-dir`).
+    pub allow_shared_dir: bool,
 }
 
 impl Tokens {
@@ -82,6 +84,7 @@ impl Tokens {
             rotate_before: PlanOptions::default().rotate_before,
             rotate_tokens: false,
             store_timeout: DEFAULT_STORE_TIMEOUT,
+            allow_shared_dir: false,
         }
     }
 }
@@ -128,6 +131,8 @@ pub struct ApplySettings {
     pub parallelism: usize,
     /// The blast-radius guard of removals.
     pub removals: RemovalLimits,
+    /// How long to wait for another apply's lock on the token store.
+    pub lock_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

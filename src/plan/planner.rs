@@ -276,8 +276,13 @@ impl<'o> Planner<'o> {
                         want.name,
                         ids.join(", ")
                     ),
-                    help: "rename or delete all but one of them in Oz, then plan again; until then this \
-                           company's users and tokens are not planned"
+                    // The usual cause: the Oz API lets two companies share a name, and two
+                    // applies that ran at once (two CI runners, two token directories) each
+                    // created it; the apply that found the twin created no user into it.
+                    help: "most likely two `ozform apply` runs created it at the same time (run applies one \
+                           at a time: a CI concurrency group); keep the one that holds the service users, \
+                           rename or delete the others in Oz, then plan again; until then this company's \
+                           users and tokens are not planned"
                         .into(),
                 });
                 CompanyState::Blocked

@@ -8,6 +8,9 @@
 //! `<dir>/<lower-cased email>.json` atomically (temp file, fsync, rename) with mode 0600; and
 //! `ExecStore` (`exec:COMMAND [ARGS…]`), which runs a helper program speaking the protocol.
 
+use std::fs::File;
+use std::time::Duration;
+
 use crate::model::StoredTokens;
 use crate::secret::Secret;
 
@@ -16,6 +19,40 @@ mod exec;
 
 pub use dir::DirStore;
 pub use exec::{ExecStore, PROTOCOL, redact};
+
+/// An exclusive hold on a token store for one apply (`TokenStore::lock`). The directory store's
+/// is an OS lock on `<dir>/.ozform.lock`, which names its holder while held; dropping the
+/// guard empties the file and releases the lock (and the OS releases it if the process dies).
+#[derive(Debug)]
+pub struct StoreLock {
+    file: File,
+}
+
+impl StoreLock {
+    fn new(file: File) -> Self {
+        Self { file }
+    }
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        // Emptied before it is released, so that two quiet runs leave the directory as they
+        // found it; best effort (the lock itself dies with the file descriptor regardless).
+        let _ = self.file.set_len(0);
+        // Rust 1.89, as `File::try_lock` in `DirStore::lock`.
+        #[allow(clippy::incompatible_msrv)]
+        let _ = self.file.unlock();
+    }
+}
+
+/// What `TokenStore::recover` did with what a killed run left behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Complete records put in place (newer than what was stored under their name).
+    pub recovered: usize,
+    /// Incomplete or superseded leftovers removed.
+    pub removed: usize,
+}
 
 /// A stored token, with its secret. Not `Debug`-leaky: `access_token` is a `Secret`.
 #[derive(Debug, Clone)]
@@ -43,6 +80,17 @@ pub trait TokenStore: Send + Sync {
     fn store(&self, record: &TokenRecord) -> Result<(), TokenStoreError>;
     /// Drop the token stored for `email` (lower-cased); none stored is not an error.
     fn delete(&self, email: &str) -> Result<(), TokenStoreError>;
+    /// Hold the store exclusively for one apply, waiting up to `wait` for another holder to
+    /// let go; `Ok(None)` for a store ozform does not lock (`exec:` stores rely on the CI's
+    /// concurrency group).
+    fn lock(&self, wait: Duration) -> Result<Option<StoreLock>, TokenStoreError> {
+        let _ = wait;
+        Ok(None)
+    }
+    /// Finish or clean up what a killed run left half-done (called under `lock`).
+    fn recover(&self) -> Result<Recovery, TokenStoreError> {
+        Ok(Recovery::default())
+    }
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -86,4 +134,22 @@ pub enum TokenStoreError {
         )
     )]
     HelperProtocol { helper: String, verb: &'static str, problem: String, stderr: String },
+    /// Another process holds the store's lock (`holder` says who, as it wrote it).
+    #[error("the token store `{path}` is locked by another `ozform apply`: {holder}")]
+    #[diagnostic(
+        code(ozform::token_store::locked),
+        help(
+            "wait for that apply to finish, or pass `--lock-timeout 5m` to wait for it; the lock dies with its process, so there is no stale lock to delete. In CI, run applies one at a time (GitHub `concurrency:`, GitLab `resource_group:`)"
+        )
+    )]
+    Locked { path: String, holder: String },
+    /// A token directory others may write to (a token planted there would be deployed).
+    #[error("the token directory `{path}` is writable by {who} (mode {mode:o}): refusing to use it")]
+    #[diagnostic(
+        code(ozform::token_store::shared_dir),
+        help(
+            "run `chmod go-w {path}` (ozform creates it 0700), or pass `--allow-shared-token-dir` if that is intended"
+        )
+    )]
+    SharedDir { path: String, who: &'static str, mode: u32 },
 }

@@ -67,6 +67,12 @@ impl Cli {
         self.stdin = Some(s.to_string());
         self
     }
+    /// Start the binary and return at once (stdin closed, stdout and stderr piped), for tests
+    /// that signal or kill it mid-run.
+    pub fn spawn(mut self) -> std::process::Child {
+        self.cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.cmd.spawn().unwrap()
+    }
     pub fn run(mut self) -> Run {
         use std::io::Write;
         self.cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
