@@ -12,10 +12,12 @@ use crate::error::{Error, Exit};
 use crate::output::{LogFormat, Output};
 
 mod apply;
+mod completions;
 mod connection;
 mod demo;
 mod emulator;
 mod export;
+mod man;
 mod plan;
 mod schema;
 mod validate;
@@ -60,6 +62,10 @@ pub enum Command {
     Emulator(EmulatorArgs),
     /// Run plan, apply and plan again on the built-in emulator
     Demo(DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    Completions(CompletionsArgs),
+    /// Print the manual page, or write one page per command into a directory
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +228,21 @@ pub struct DemoArgs {
     pub api_version: String,
 }
 
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `ozform.1` and one `ozform-<command>.1` per command into this directory instead of
+    /// printing `ozform.1`
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}
+
 /// Parse `30d`, `12h`, `90s`, `1h 30m` (humantime).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
@@ -263,5 +284,7 @@ async fn run(command: Command, output: &Output) -> Result<Exit, Error> {
         Command::Schema => schema::run(output),
         Command::Emulator(args) => emulator::run(args, output).await,
         Command::Demo(args) => demo::run(args, output).await,
+        Command::Completions(args) => completions::run(args.shell, output),
+        Command::Man(args) => man::run(args.out_dir.as_deref(), output),
     }
 }
