@@ -7,7 +7,8 @@
 //!   recipes; the GitHub workflow passes actionlint and GitHub's workflow schema, the GitLab file
 //!   GitLab's CI schema; and the script itself runs for real against the emulator (plan, apply,
 //!   plan again; a failing plan) and posts or updates one comment on fake GitHub and GitLab APIs
-//!   on loopback, with the canary scan over everything it printed and wrote.
+//!   on loopback, with the canary scan over everything it printed and wrote;
+//! - `ozform demo`, tried as a new user would, leaves no directory behind unless `--keep`.
 //!
 //! A missing tool fails its test and says what to install; none is skipped.
 
@@ -664,4 +665,24 @@ async fn the_plan_comment_is_posted_once_then_updated_on_github_and_gitlab() {
 
     // The tokens reached only the forge, never the output.
     world.assert_no_secrets();
+}
+
+// The demo, as a new user runs it.
+
+#[test]
+fn the_demo_removes_its_directory_unless_told_to_keep_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let listing =
+        || -> Vec<PathBuf> { std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().path()).collect() };
+    let run = common::Cli::new().env("TMPDIR", tmp.path()).args(["demo"]).run().code(0);
+    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+    assert!(run.stdout.contains("`ozform demo --keep` keeps them"), "{}", run.stdout);
+    assert_eq!(listing(), Vec::<PathBuf>::new(), "the demo left its directory behind");
+
+    let run = common::Cli::new().env("TMPDIR", tmp.path()).args(["demo", "--keep"]).run().code(0);
+    let kept = listing();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(run.stderr.contains(&format!("kept {}", kept[0].display())), "{}", run.stderr);
+    assert!(kept[0].join("manifests/companies.yaml").is_file());
+    assert_eq!(std::fs::read_dir(kept[0].join("tokens")).unwrap().count(), 2);
 }

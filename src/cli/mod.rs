@@ -226,6 +226,9 @@ pub struct DemoArgs {
     /// API dialect the emulator speaks
     #[arg(long, value_parser = ["5", "6"], default_value = "6")]
     pub api_version: String,
+    /// Keep the demo's directory (its manifests and token files) instead of removing it at the end
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Debug, Args)]
