@@ -1,5 +1,6 @@
 //! How ozform fits the tools around it, each checked with the real tool:
-//! - shell completions load in `bash` and complete commands, flags and values;
+//! - shell completions load in `bash` and `fish` and complete commands, flags and values; the
+//!   zsh script loads under `compinit` and registers its function;
 //! - the committed manual pages (`docs/man/`) equal `ozform man --out-dir` and render with `man -l`
 //!   and `groff` without a warning;
 //! - the `Dockerfile` passes hadolint, copies everything the build reads, runs as a non-root user;
@@ -132,6 +133,53 @@ fn bash_completes_commands_flags_and_values_from_the_clap_definitions() {
             "`ozform apply --<TAB>` lacks {flag}: {apply_flags:?}"
         );
     }
+}
+
+fn completion_script(shell: &str, dir: &Path) -> PathBuf {
+    let out = run({
+        let mut c = Command::new(BIN);
+        c.args(["completions", shell]);
+        c
+    });
+    assert_success(&out, &format!("ozform completions {shell}"));
+    let path = dir.join(format!("ozform.{shell}"));
+    std::fs::write(&path, &out.stdout).unwrap();
+    path
+}
+
+#[test]
+fn fish_completes_commands_flags_and_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = completion_script("fish", dir.path());
+    let mut fish = system_tool("fish", "fish");
+    fish.args(["--no-config", "-c"])
+        .arg(format!(
+            "source {}; complete -C 'ozform pl'; complete -C 'ozform plan --detailed-e'; complete -C 'ozform plan --format '",
+            script.display()
+        ))
+        .env("HOME", dir.path());
+    let out = run(fish);
+    assert_success(&out, "completing in fish");
+    let candidates: Vec<String> =
+        text(&out.stdout).lines().map(|l| l.split('\t').next().unwrap().to_string()).collect();
+    assert_eq!(candidates, ["plan", "--detailed-exitcode", "json", "markdown", "text"]);
+}
+
+#[test]
+fn the_zsh_script_loads_under_compinit_and_registers_its_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = completion_script("zsh", dir.path());
+    let mut zsh = system_tool("zsh", "zsh");
+    zsh.args(["-f", "-c"])
+        .arg(format!(
+            "autoload -Uz compinit && compinit -u -d {dump} && source {script} && print -r -- ${{+functions[_ozform]}} $_comps[ozform]",
+            dump = dir.path().join("zcompdump").display(),
+            script = script.display()
+        ))
+        .env("HOME", dir.path());
+    let out = run(zsh);
+    assert_success(&out, "loading the zsh script");
+    assert_eq!(text(&out.stdout).trim(), "1 _ozform", "{}", text(&out.stderr));
 }
 
 // Manual pages.
