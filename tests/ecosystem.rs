@@ -114,7 +114,8 @@ printf '%s\n' "${COMPREPLY[@]}"
 #[test]
 fn bash_completes_commands_flags_and_values_from_the_clap_definitions() {
     let commands = bash_complete(&["ozform", ""]);
-    for command in ["validate", "plan", "apply", "export", "schema", "emulator", "demo", "completions", "man"]
+    for command in
+        ["validate", "plan", "apply", "export", "schema", "emulator", "demo", "doctor", "completions", "man"]
     {
         assert!(commands.contains(&command.to_string()), "`ozform <TAB>` lacks {command}: {commands:?}");
     }

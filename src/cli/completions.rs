@@ -34,7 +34,8 @@ mod tests {
     fn every_shell_gets_a_script_that_names_every_command() {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish, Shell::PowerShell, Shell::Elvish] {
             let text = script(shell).unwrap();
-            for command in ["validate", "plan", "apply", "export", "emulator", "completions", "man"] {
+            for command in ["validate", "plan", "apply", "export", "emulator", "doctor", "completions", "man"]
+            {
                 assert!(text.contains(command), "{shell} script lacks `{command}`");
             }
         }

@@ -15,6 +15,7 @@ mod apply;
 mod completions;
 mod connection;
 mod demo;
+mod doctor;
 mod emulator;
 mod export;
 mod man;
@@ -62,6 +63,8 @@ pub enum Command {
     Emulator(EmulatorArgs),
     /// Run plan, apply and plan again on the built-in emulator
     Demo(DemoArgs),
+    /// Check a live installation, read-only: what ozform sees and what it means
+    Doctor(DoctorArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
     Completions(CompletionsArgs),
     /// Print the manual page, or write one page per command into a directory
@@ -231,6 +234,23 @@ pub struct DemoArgs {
     pub keep: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DoctorFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+    /// How to print the findings
+    #[arg(long, value_enum, default_value_t = DoctorFormat::Text)]
+    pub format: DoctorFormat,
+}
+
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell to complete for
@@ -287,6 +307,7 @@ async fn run(command: Command, output: &Output) -> Result<Exit, Error> {
         Command::Schema => schema::run(output),
         Command::Emulator(args) => emulator::run(args, output).await,
         Command::Demo(args) => demo::run(args, output).await,
+        Command::Doctor(args) => doctor::run(args, output).await,
         Command::Completions(args) => completions::run(args.shell, output),
         Command::Man(args) => man::run(args.out_dir.as_deref(), output),
     }

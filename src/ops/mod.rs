@@ -1,4 +1,4 @@
-//! Operations: what `plan`, `apply`, `export` and `demo` do, over validated settings
+//! Operations: what `plan`, `apply`, `export`, `demo` and `doctor` do, over validated settings
 //! (`settings`), knowing nothing of clap. The command line turns flags into settings and
 //! calls one operation; operations never call each other, they share the steps below.
 //!
@@ -21,6 +21,7 @@ use crate::token_store::{DirStore, TokenStore};
 
 pub mod apply;
 pub mod demo;
+pub mod doctor;
 pub mod export;
 mod files;
 pub mod plan;

@@ -84,7 +84,7 @@ struct Answer {
 
 #[derive(Debug)]
 pub struct Transport {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     pub(super) api_url: String,
     /// `host[:port]` for error messages.
     host: String,

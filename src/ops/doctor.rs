@@ -1,0 +1,586 @@
+//! `doctor`: a read-only check of a live installation, the first command to run against a
+//! real Oz API. It logs in through a read-only client (no retries: it reports the server as
+//! it answers), then asks single raw GETs (`OzClient::probe_get`) to see how lists answer,
+//! reads the clock from the `Date` header, and checks the token store. Each finding says what
+//! was seen and what it means for plan and apply; a `fail` finding means ozform cannot work
+//! with the installation (exit 1).
+//!
+//! Never a mutating request: the client is read-only and probes only ever GET. The token
+//! store's `check` writes and removes a probe file in the store (creating a directory store's
+//! directory, as `apply` would).
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Exit};
+use crate::output::Output;
+use crate::oz::{OzClient, OzError, ProbeAnswer, RetryPolicy, USERS_PATH, dialect_evidence};
+use crate::secret::process_env;
+
+use super::open_store;
+use super::settings::{Connection, Tokens};
+
+/// Clock skew beyond this is worth a warning.
+const SKEW_WARN: Duration = Duration::from_secs(60);
+/// The page size the doctor asks for, to find the largest page the server gives.
+const BIG_PAGE: usize = 1000;
+/// An email no installation holds, to see whether the `email` filter is honoured.
+const NO_SUCH_EMAIL: &str = "ozform-doctor-probe@doctor.invalid";
+
+/// What `ozform doctor` needs.
+#[derive(Debug, Clone)]
+pub struct DoctorSettings {
+    pub connection: Connection,
+    pub tokens: Tokens,
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+/// One thing the doctor looked at.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// A stable name: `reachable`, `login`, `api_version`, `list_shape`, `path_form`,
+    /// `page_size`, `offset`, `filters`, `clock`, `token_store`.
+    pub check: &'static str,
+    pub status: Status,
+    /// What was seen.
+    pub summary: String,
+    /// What it means for plan and apply.
+    pub meaning: String,
+}
+
+/// Everything the doctor found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub api_url: String,
+    /// Whether ozform can work with this installation (no `fail` finding).
+    pub usable: bool,
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    pub fn finding(&self, check: &str) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.check == check)
+    }
+}
+
+fn finding(
+    check: &'static str,
+    status: Status,
+    summary: impl Into<String>,
+    meaning: impl Into<String>,
+) -> Finding {
+    Finding { check, status, summary: summary.into(), meaning: meaning.into() }
+}
+
+pub async fn run(settings: DoctorSettings, output: &Output) -> Result<Exit, Error> {
+    let report = examine(&settings, &process_env).await?;
+    if settings.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Usage {
+            message: format!("cannot print the report: {e}"),
+            help: "report this as a bug".into(),
+        })?;
+        output.print(&format!("{json}\n"));
+    } else {
+        output.print(&render_text(&report));
+    }
+    Ok(if report.usable { Exit::Success } else { Exit::Failure })
+}
+
+/// The report as text: one line per finding, its meaning indented below.
+pub fn render_text(report: &Report) -> String {
+    let mut text = format!("ozform doctor: {}\n\n", report.api_url);
+    for f in &report.findings {
+        // Writing to a String cannot fail.
+        let _ = writeln!(text, "{:<4}  {:<12} {}", f.status.label(), f.check, f.summary);
+        let _ = writeln!(text, "{:18} {}", "", f.meaning);
+    }
+    text.push_str(if report.usable {
+        "\nozform can work with this installation.\n"
+    } else {
+        "\nozform cannot work with this installation as it is: see the FAIL lines above.\n"
+    });
+    text
+}
+
+/// Look at the installation; `Err` only for settings that stop the doctor before it asks
+/// anything (no password source).
+pub async fn examine(
+    settings: &DoctorSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Report, Error> {
+    let api_url = settings.connection.api_url.clone().unwrap_or_default();
+    let mut config = settings.connection.client_config(&api_url, true, env)?;
+    config.retry = RetryPolicy::none();
+    let tls = api_url.starts_with("https://");
+    let mut findings = Vec::new();
+    match OzClient::connect(config).await {
+        Ok(client) => {
+            findings.push(reachable_ok(&api_url, settings.connection.ca_cert.is_some()));
+            findings.push(finding(
+                "login",
+                Status::Ok,
+                format!("logged in as `{}`", settings.connection.admin_email),
+                "plan, apply and export can read the installation",
+            ));
+            examine_api(&client, &mut findings).await;
+        }
+        Err(e) => findings.extend(connect_failure(&e, tls, &settings.connection)),
+    }
+    findings.push(token_store(&settings.tokens));
+    let usable = findings.iter().all(|f| f.status != Status::Fail);
+    Ok(Report { api_url, usable, findings })
+}
+
+fn reachable_ok(api_url: &str, private_ca: bool) -> Finding {
+    let tls = api_url.starts_with("https://");
+    let summary = match (tls, private_ca) {
+        (true, true) => "answered over HTTPS; its certificate is trusted through `--ca-cert`",
+        (true, false) => "answered over HTTPS; its certificate is trusted by the system roots",
+        (false, _) => "answered over plain HTTP (no TLS)",
+    };
+    if tls {
+        finding(
+            "reachable",
+            Status::Ok,
+            summary,
+            "requests are encrypted and the server is who it says it is",
+        )
+    } else if is_loopback(api_url) {
+        finding("reachable", Status::Ok, summary, "on loopback: nothing crosses the network")
+    } else {
+        finding(
+            "reachable",
+            Status::Warn,
+            summary,
+            "passwords and tokens cross the network unencrypted: use https:// outside a lab",
+        )
+    }
+}
+
+/// Whether the URL's host is a loopback address or `localhost`.
+fn is_loopback(api_url: &str) -> bool {
+    reqwest::Url::parse(api_url).ok().is_some_and(|url| {
+        let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    })
+}
+
+/// The findings for a failed connect: where it stopped, and what to do.
+fn connect_failure(e: &OzError, tls: bool, connection: &Connection) -> Vec<Finding> {
+    let cannot = "plan, apply and export cannot run";
+    match e {
+        OzError::Transport { reason, .. } => {
+            let tls_problem =
+                tls && ["certificate", "tls", "handshake"].iter().any(|w| reason.to_lowercase().contains(w));
+            let meaning = if tls_problem {
+                format!("{cannot}: the server's certificate is not trusted; give its CA with `--ca-cert`")
+            } else {
+                format!("{cannot}: check the URL, the network path and that the API is up")
+            };
+            vec![finding("reachable", Status::Fail, e.to_string(), meaning)]
+        }
+        OzError::Login { .. } => vec![
+            reachable_ok(connection.api_url.as_deref().unwrap_or_default(), connection.ca_cert.is_some()),
+            finding(
+                "login",
+                Status::Fail,
+                e.to_string(),
+                format!("{cannot}: check the admin email and password; the account must be an ADMIN"),
+            ),
+        ],
+        // Connecting fails this way only after logging in, when `auto` finds nothing to decide by.
+        OzError::Config { message, help: Some(help) } if help.contains("--api-version") => vec![
+            reachable_ok(connection.api_url.as_deref().unwrap_or_default(), connection.ca_cert.is_some()),
+            finding(
+                "login",
+                Status::Ok,
+                format!("logged in as `{}`", connection.admin_email),
+                "the admin account works",
+            ),
+            finding(
+                "api_version",
+                Status::Fail,
+                message.clone(),
+                format!("{cannot} with `--api-version auto`: pass `--api-version 5` or `6`"),
+            ),
+        ],
+        other => vec![finding("reachable", Status::Fail, other.to_string(), cannot)],
+    }
+}
+
+/// What the API says once logged in: version, lists, clock.
+async fn examine_api(client: &OzClient, findings: &mut Vec<Finding>) {
+    let first = client.probe_get(USERS_PATH, &page(0, BIG_PAGE)).await;
+    let first = match first {
+        Ok(answer) if (200..300).contains(&answer.status) => answer,
+        Ok(answer) => {
+            findings.push(finding(
+                "list_shape",
+                Status::Fail,
+                format!("GET {} answered {}", answer.path, answer.status),
+                "plan and apply cannot read the users",
+            ));
+            return;
+        }
+        Err(e) => {
+            findings.push(finding(
+                "list_shape",
+                Status::Fail,
+                e.to_string(),
+                "plan and apply cannot read the users",
+            ));
+            return;
+        }
+    };
+    let Some(shape) = Shape::of(&first.body) else {
+        findings.push(finding(
+            "list_shape",
+            Status::Fail,
+            "the users list is neither an array nor an object with `items`, `results` or `data`",
+            "plan and apply cannot read the users",
+        ));
+        return;
+    };
+    findings.push(api_version(client, &shape.items));
+    findings.push(shape.finding());
+    if first.path != USERS_PATH {
+        findings.push(finding(
+            "path_form",
+            Status::Warn,
+            format!("`{USERS_PATH}` is not routed; `{}` is", first.path),
+            "ozform learns the routed form on the first miss: one extra request per kind of path",
+        ));
+    }
+    findings.push(page_size(client, &shape).await);
+    findings.push(offset(client, &shape).await);
+    findings.push(filters(client, &shape).await);
+    findings.push(clock(first.date.as_deref(), SystemTime::now()));
+}
+
+/// `limit` and `offset` query parameters.
+fn page(offset: usize, limit: usize) -> Vec<(&'static str, String)> {
+    vec![("limit", limit.to_string()), ("offset", offset.to_string())]
+}
+
+fn api_version(client: &OzClient, users: &[Value]) -> Finding {
+    let evidence = dialect_evidence(users);
+    let seen = format!(
+        "{} user(s) spell permissions the API 5 way, {} the API 6 way; {} API 6 role(s), {} API 5 service/admin flag(s)",
+        evidence.v5_spelling, evidence.v6_spelling, evidence.v6_roles, evidence.v5_flags
+    );
+    let version = client.api_version();
+    if client.api_version_detected() {
+        return finding(
+            "api_version",
+            Status::Ok,
+            format!("API {}, detected ({seen})", version.number()),
+            format!("ozform speaks the API {} dialect to it", version.number()),
+        );
+    }
+    match evidence.decided {
+        Some(other) if other != version => finding(
+            "api_version",
+            Status::Fail,
+            format!(
+                "configured as API {}, but the users look like API {} ({seen})",
+                version.number(),
+                other.number()
+            ),
+            format!(
+                "every service user would be read wrongly and show as a conflict: pass `--api-version {}` or `auto`",
+                other.number()
+            ),
+        ),
+        _ => finding(
+            "api_version",
+            Status::Ok,
+            format!("API {}, configured ({seen})", version.number()),
+            format!("ozform speaks the API {} dialect to it", version.number()),
+        ),
+    }
+}
+
+/// How one list answer is shaped.
+struct Shape {
+    items: Vec<Value>,
+    /// The envelope key, `None` for a bare array.
+    envelope: Option<&'static str>,
+    /// The total key and value, if the server gives one.
+    total: Option<(&'static str, u64)>,
+}
+
+impl Shape {
+    fn of(body: &Value) -> Option<Shape> {
+        match body {
+            Value::Array(items) => Some(Shape { items: items.clone(), envelope: None, total: None }),
+            Value::Object(map) => {
+                let envelope = ["items", "results", "data"]
+                    .into_iter()
+                    .find(|k| map.get(*k).is_some_and(Value::is_array))?;
+                let items = map.get(envelope).and_then(Value::as_array).cloned().unwrap_or_default();
+                let total = ["total", "count"]
+                    .into_iter()
+                    .find_map(|k| map.get(k).and_then(Value::as_u64).map(|t| (k, t)));
+                Some(Shape { items, envelope: Some(envelope), total })
+            }
+            _ => None,
+        }
+    }
+
+    fn finding(&self) -> Finding {
+        let (summary, meaning) = match (self.envelope, self.total) {
+            (None, _) => (
+                "a bare JSON array, no total".to_string(),
+                "ozform asks for pages in doubling windows until one comes back short",
+            ),
+            (Some(key), Some((total_key, _))) => (
+                format!("an object envelope: `{key}` with a total in `{total_key}`"),
+                "ozform asks for all remaining pages at once",
+            ),
+            (Some(key), None) => (
+                format!("an object envelope: `{key}`, no total"),
+                "ozform asks for pages in doubling windows until one comes back short",
+            ),
+        };
+        finding("list_shape", Status::Ok, summary, meaning)
+    }
+}
+
+fn id_of(item: &Value) -> Option<&str> {
+    item.get("user_id").and_then(Value::as_str)
+}
+
+/// The largest page the server gives: fewer than asked while more exist means a cap.
+async fn page_size(client: &OzClient, first: &Shape) -> Finding {
+    let given = first.items.len();
+    let capped = match first.total {
+        Some((_, total)) => u64::try_from(given).is_ok_and(|g| g < total.min(BIG_PAGE as u64)),
+        None if given > 0 && given < BIG_PAGE => {
+            // No total: more exist when the next offset still answers other users.
+            match client
+                .probe_get(USERS_PATH, &page(given, BIG_PAGE))
+                .await
+                .ok()
+                .and_then(|a| Shape::of(&a.body))
+            {
+                Some(next) => next
+                    .items
+                    .first()
+                    .and_then(id_of)
+                    .is_some_and(|id| Some(id) != first.items.first().and_then(id_of)),
+                None => false,
+            }
+        }
+        None => false,
+    };
+    if capped {
+        finding(
+            "page_size",
+            Status::Warn,
+            format!("at most {given} users per page, whatever `limit` asks ({BIG_PAGE} asked)"),
+            "ozform reads as many pages as it takes: more requests, same result",
+        )
+    } else {
+        finding(
+            "page_size",
+            Status::Ok,
+            format!("{given} user(s) in one page of {BIG_PAGE} asked: no cap seen"),
+            "ozform reads lists in pages of 100",
+        )
+    }
+}
+
+/// Whether `offset` moves through the list: the first user of page 1 and of page 2 differ.
+async fn offset(client: &OzClient, first: &Shape) -> Finding {
+    let known = first.total.map_or(first.items.len() as u64, |(_, t)| t);
+    if known < 2 {
+        return finding(
+            "offset",
+            Status::Ok,
+            "not tested: fewer than 2 users",
+            "paging is tested once there are 2 users or more",
+        );
+    }
+    let one = |offset| async move {
+        let answer: Option<ProbeAnswer> = client.probe_get(USERS_PATH, &page(offset, 1)).await.ok();
+        answer
+            .and_then(|a| Shape::of(&a.body))
+            .and_then(|s| s.items.first().and_then(id_of).map(str::to_string))
+    };
+    let (a, b) = (one(0).await, one(1).await);
+    if a.is_some() && a == b {
+        finding(
+            "offset",
+            Status::Fail,
+            "ignored: `offset=1` answers the same first user as `offset=0`",
+            "every page would be the first: ozform refuses to read such lists, so plan and apply stop",
+        )
+    } else {
+        finding("offset", Status::Ok, "honoured", "ozform pages through every list")
+    }
+}
+
+/// Whether the `email` filter narrows the list: an email no one has must answer no user.
+async fn filters(client: &OzClient, first: &Shape) -> Finding {
+    if first.items.is_empty() {
+        return finding(
+            "filters",
+            Status::Ok,
+            "not tested: no users",
+            "filters are tested once there are users",
+        );
+    }
+    let query = vec![("email", NO_SUCH_EMAIL.to_string()), ("limit", "1".to_string())];
+    let answer = client.probe_get(USERS_PATH, &query).await.ok().and_then(|a| Shape::of(&a.body));
+    match answer {
+        Some(shape) if !shape.items.is_empty() => finding(
+            "filters",
+            Status::Warn,
+            "ignored: asking for an email no one has answers users anyway",
+            "filters ignored: ozform filters on its side, so a lookup by email or company reads the whole list",
+        ),
+        Some(_) => finding(
+            "filters",
+            Status::Ok,
+            "honoured",
+            "lookups by email and company read only what they need",
+        ),
+        None => finding("filters", Status::Warn, "not answered as a list", "ozform filters on its side"),
+    }
+}
+
+/// Clock skew from the `Date` header against this machine's clock.
+fn clock(date: Option<&str>, now: SystemTime) -> Finding {
+    let Some(server) = date.and_then(parse_http_date) else {
+        return finding(
+            "clock",
+            Status::Warn,
+            "no readable `Date` header: clock skew unknown",
+            "token expiry is judged by this machine's clock; keep it in sync (NTP)",
+        );
+    };
+    let (ahead, skew) = match now.duration_since(server) {
+        Ok(d) => (true, d),
+        Err(e) => (false, e.duration()),
+    };
+    let seconds = skew.as_secs();
+    if skew <= SKEW_WARN {
+        finding(
+            "clock",
+            Status::Ok,
+            format!("within {seconds} s of the server's `Date`"),
+            "token expiry dates mean the same here and there",
+        )
+    } else {
+        let direction = if ahead { "ahead of" } else { "behind" };
+        finding(
+            "clock",
+            Status::Warn,
+            format!("this machine is {seconds} s {direction} the server's `Date`"),
+            "token expiry is judged by this machine's clock: tokens are rotated that much early or late; `--rotate-before` (default 30d) must cover it",
+        )
+    }
+}
+
+fn token_store(tokens: &Tokens) -> Finding {
+    let store = open_store(&tokens.store);
+    match store.check() {
+        Ok(()) => finding(
+            "token_store",
+            Status::Ok,
+            "the token store can keep tokens (a probe was written and removed)",
+            "apply can issue tokens: each is stored before the next is issued",
+        ),
+        Err(e) => finding(
+            "token_store",
+            Status::Fail,
+            e.to_string(),
+            "apply would stop before issuing any token; plan cannot read stored tokens",
+        ),
+    }
+}
+
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110's IMF-fixdate) as a time.
+pub fn parse_http_date(text: &str) -> Option<SystemTime> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else { return None };
+    let day: i64 = day.parse().ok()?;
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| m == month)?;
+    let year: i64 = year.parse().ok()?;
+    let hms: Vec<i64> = time.split(':').map(str::parse).collect::<Result<_, _>>().ok()?;
+    let [h, m, s] = hms.as_slice() else { return None };
+    let days = days_from_civil(year, i64::try_from(month).ok()? + 1, day);
+    let seconds = days * 86_400 + h * 3600 + m * 60 + s;
+    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).ok()?))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http_date_reads_as_the_time_it_names() {
+        let t = parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_secs(), 784_111_777);
+        let t = parse_http_date("Mon, 30 Nov 2026 06:00:00 GMT").unwrap();
+        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_secs(), 1_796_018_400);
+        assert!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT").is_none());
+        assert!(parse_http_date("").is_none());
+    }
+
+    #[test]
+    fn a_clock_off_by_more_than_a_minute_is_a_warning_naming_the_direction() {
+        let server = "Mon, 30 Nov 2026 06:00:00 GMT";
+        let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(1_796_018_400 + secs);
+        assert_eq!(clock(Some(server), at(30)).status, Status::Ok);
+        let ahead = clock(Some(server), at(600));
+        assert_eq!(ahead.status, Status::Warn);
+        assert!(ahead.summary.contains("600 s ahead of"), "{}", ahead.summary);
+        let behind = clock(Some(server), UNIX_EPOCH + Duration::from_secs(1_796_018_400 - 120));
+        assert!(behind.summary.contains("120 s behind"), "{}", behind.summary);
+        assert_eq!(clock(None, at(0)).status, Status::Warn);
+    }
+
+    #[test]
+    fn list_shapes_are_told_apart() {
+        let bare = Shape::of(&serde_json::json!([{"user_id": "a"}])).unwrap();
+        assert!(bare.envelope.is_none() && bare.total.is_none() && bare.items.len() == 1);
+        let results = Shape::of(&serde_json::json!({"results": [], "count": 7})).unwrap();
+        assert_eq!((results.envelope, results.total), (Some("results"), Some(("count", 7))));
+        assert!(Shape::of(&serde_json::json!({"users": []})).is_none());
+    }
+}

@@ -1,0 +1,259 @@
+//! `ozform doctor` against the emulator: on a plain one every finding is `ok` and it exits 0;
+//! with each quirk switched on, the finding that quirk is about says so (and only a quirk
+//! ozform cannot work with fails the run); a wrong password, an unreachable URL, a configured
+//! dialect the users contradict and an unusable token store each fail their own finding.
+//! Every run is checked to send nothing but the login POST and GETs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+mod common;
+
+use common::Cli;
+use common::emulator::{Emulator, seed};
+use ozform::emulator::{Envelope, Handle, Quirks, TotalField, TrailingSlash};
+use ozform::model::ApiVersion;
+use serde_json::Value;
+
+/// `ozform doctor --format json` against `emu` with `extra` flags; the report and exit code.
+async fn doctor(emu: &Handle, password: &str, extra: &[&str]) -> (Value, i32) {
+    let dir = tempfile::tempdir().unwrap();
+    let token_dir = dir.path().join("tokens");
+    let cli = Cli::new()
+        .env("OZ_API_URL", emu.url())
+        .env("OZ_ADMIN_EMAIL", emu.admin_email())
+        .env("OZ_ADMIN_PASSWORD", password)
+        .args(["doctor", "--format", "json"])
+        .args(extra);
+    let cli = if extra.contains(&"--token-dir") {
+        cli
+    } else {
+        cli.args(["--token-dir", token_dir.to_str().unwrap()])
+    };
+    let run = tokio::task::spawn_blocking(move || cli.run()).await.unwrap();
+    assert!(!run.stdout.contains(password) && !run.stderr.contains(password), "the password was shown");
+    let report: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("not a JSON report ({e}):\n{}\n{}", run.stdout, run.stderr));
+    assert_eq!(report["usable"], run.code == 0, "{report:#}");
+    assert_read_only(emu);
+    (report, run.code)
+}
+
+/// Nothing but logins and GETs reached the emulator.
+fn assert_read_only(emu: &Handle) {
+    for request in emu.requests() {
+        let line = request.to_string();
+        assert!(
+            line.starts_with("GET ") || line.starts_with("POST /api/authorize/auth"),
+            "doctor sent a request that is not a GET or the login: {line}"
+        );
+    }
+}
+
+fn finding<'a>(report: &'a Value, check: &str) -> &'a Value {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == check)
+        .unwrap_or_else(|| panic!("no `{check}` finding in {report:#}"))
+}
+
+fn status_of(report: &Value, check: &str) -> String {
+    finding(report, check)["status"].as_str().unwrap().to_string()
+}
+
+fn summary_of(report: &Value, check: &str) -> String {
+    finding(report, check)["summary"].as_str().unwrap().to_string()
+}
+
+/// The checks of `report` that are not `ok`, as `check=status`.
+fn not_ok(report: &Value) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["status"] != "ok")
+        .map(|f| format!("{}={}", f["check"].as_str().unwrap(), f["status"].as_str().unwrap()))
+        .collect()
+}
+
+/// An emulator of `version` holding 10 service users in 2 companies, with `quirks`.
+async fn emulator(version: ApiVersion, quirks: Quirks) -> Handle {
+    Emulator::new(version).seed(seed(version, &["Acme", "Globex"], 10)).quirks(quirks).start().await
+}
+
+fn password(emu: &Handle) -> String {
+    emu.admin_password().expose().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_plain_emulator_everything_is_fine_under_both_dialects() {
+    for version in [ApiVersion::V6, ApiVersion::V5] {
+        let emu = emulator(version, Quirks::default()).await;
+        let (report, code) = doctor(&emu, &password(&emu), &[]).await;
+        assert_eq!(code, 0, "{report:#}");
+        assert_eq!(not_ok(&report), Vec::<String>::new(), "{report:#}");
+        let checks: Vec<&str> =
+            report["findings"].as_array().unwrap().iter().map(|f| f["check"].as_str().unwrap()).collect();
+        assert_eq!(
+            checks,
+            [
+                "reachable",
+                "login",
+                "api_version",
+                "list_shape",
+                "page_size",
+                "offset",
+                "filters",
+                "clock",
+                "token_store"
+            ]
+        );
+        assert!(
+            summary_of(&report, "api_version").starts_with(&format!("API {}, detected", version.number()))
+        );
+        assert_eq!(summary_of(&report, "list_shape"), "a bare JSON array, no total");
+        assert_eq!(summary_of(&report, "offset"), "honoured");
+        assert_eq!(summary_of(&report, "filters"), "honoured");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_text_report_says_what_each_finding_means_and_whether_ozform_can_work() {
+    let emu = emulator(ApiVersion::V6, Quirks { ignore_filters: true, ..Quirks::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = Cli::new()
+        .env("OZ_API_URL", emu.url())
+        .env("OZ_ADMIN_EMAIL", emu.admin_email())
+        .env("OZ_ADMIN_PASSWORD", password(&emu))
+        .args(["doctor", "--token-dir", dir.path().join("t").to_str().unwrap()])
+        .run()
+        .code(0);
+    assert!(run.stdout.starts_with(&format!("ozform doctor: {}\n", emu.url())), "{}", run.stdout);
+    assert!(run.stdout.contains("warn  filters"), "{}", run.stdout);
+    assert!(run.stdout.contains("filters ignored: ozform filters on its side"), "{}", run.stdout);
+    assert!(run.stdout.ends_with("ozform can work with this installation.\n"), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_list_quirk_is_named_by_its_own_finding() {
+    // (quirks, the one finding not `ok` and its status, words of its summary, exit code)
+    type Case = (Quirks, Option<(&'static str, &'static str)>, &'static str, i32);
+    let cases: Vec<Case> = vec![
+        (
+            Quirks { envelope: Envelope::Items, total_field: TotalField::Total, ..Quirks::default() },
+            None,
+            "an object envelope: `items` with a total in `total`",
+            0,
+        ),
+        (
+            Quirks { envelope: Envelope::Results, total_field: TotalField::Omitted, ..Quirks::default() },
+            None,
+            "an object envelope: `results`, no total",
+            0,
+        ),
+        (
+            Quirks {
+                envelope: Envelope::Data,
+                total_field: TotalField::Count,
+                max_limit: Some(3),
+                ..Quirks::default()
+            },
+            Some(("page_size", "warn")),
+            "at most 3 users per page",
+            0,
+        ),
+        (
+            Quirks { max_limit: Some(4), ..Quirks::default() },
+            Some(("page_size", "warn")),
+            "at most 4 users per page",
+            0,
+        ),
+        (Quirks { ignore_filters: true, ..Quirks::default() }, Some(("filters", "warn")), "ignored", 0),
+        (Quirks { ignore_offset: true, ..Quirks::default() }, Some(("offset", "fail")), "ignored", 1),
+        (
+            Quirks { trailing_slash: TrailingSlash::Opposite, ..Quirks::default() },
+            Some(("path_form", "warn")),
+            "`/api/users` is",
+            0,
+        ),
+    ];
+    for (quirks, off, words, expected_code) in cases {
+        let emu = emulator(ApiVersion::V6, quirks.clone()).await;
+        let (report, code) = doctor(&emu, &password(&emu), &[]).await;
+        assert_eq!(code, expected_code, "{quirks:?}\n{report:#}");
+        match off {
+            None => {
+                assert_eq!(not_ok(&report), Vec::<String>::new(), "{quirks:?}\n{report:#}");
+                assert_eq!(summary_of(&report, "list_shape"), words, "{quirks:?}");
+            }
+            Some((check, status)) => {
+                assert_eq!(not_ok(&report), [format!("{check}={status}")], "{quirks:?}\n{report:#}");
+                assert!(summary_of(&report, check).contains(words), "{quirks:?}\n{report:#}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installation_whose_dialect_cannot_be_told_fails_the_version_finding() {
+    // Only the admin, and no permission flags on the wire: nothing tells API 5 from API 6.
+    let emu = Emulator::new(ApiVersion::V6)
+        .quirks(Quirks { hide_permissions: true, ..Quirks::default() })
+        .start()
+        .await;
+    let (report, code) = doctor(&emu, &password(&emu), &[]).await;
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(not_ok(&report), ["api_version=fail"], "{report:#}");
+    assert!(finding(&report, "api_version")["meaning"].as_str().unwrap().contains("--api-version"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_dialect_the_users_contradict_fails_the_version_finding() {
+    let emu = emulator(ApiVersion::V6, Quirks::default()).await;
+    let (report, code) = doctor(&emu, &password(&emu), &["--api-version", "5"]).await;
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(not_ok(&report), ["api_version=fail"], "{report:#}");
+    assert!(
+        summary_of(&report, "api_version").contains("configured as API 5, but the users look like API 6")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_fails_the_login_finding() {
+    let emu = emulator(ApiVersion::V6, Quirks::default()).await;
+    let (report, code) = doctor(&emu, "not-the-password-canary", &[]).await;
+    assert_eq!(code, 1);
+    assert_eq!(status_of(&report, "reachable"), "ok");
+    assert_eq!(status_of(&report, "login"), "fail");
+    assert!(report["findings"].as_array().unwrap().iter().all(|f| f["check"] != "list_shape"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_fails_the_reachable_finding() {
+    let emu = emulator(ApiVersion::V6, Quirks::default()).await;
+    let url = emu.url().clone();
+    let admin = emu.admin_email().to_string();
+    emu.shutdown().await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = Cli::new()
+        .env("OZ_API_URL", &url)
+        .env("OZ_ADMIN_EMAIL", admin)
+        .env("OZ_ADMIN_PASSWORD", "x")
+        .args(["doctor", "--format", "json", "--token-dir", dir.path().join("t").to_str().unwrap()])
+        .run()
+        .code(1);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(not_ok(&report), ["reachable=fail"], "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_store_that_cannot_keep_tokens_fails_its_finding() {
+    let emu = emulator(ApiVersion::V6, Quirks::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let (report, code) = doctor(&emu, &password(&emu), &["--token-dir", not_a_dir.to_str().unwrap()]).await;
+    assert_eq!(code, 1);
+    assert_eq!(not_ok(&report), ["token_store=fail"], "{report:#}");
+}
