@@ -257,3 +257,69 @@ async fn a_token_store_that_cannot_keep_tokens_fails_its_finding() {
     assert_eq!(code, 1);
     assert_eq!(not_ok(&report), ["token_store=fail"], "{report:#}");
 }
+
+/// A TLS-terminating proxy in front of the emulator, with the certificate of the test CA in
+/// `tests/fixtures/tls` (as in `tests/oz_client.rs`): `https://127.0.0.1:PORT`.
+async fn tls_proxy(handle: &Handle) -> String {
+    use std::sync::Arc;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let emulator = handle.addr();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut client) = acceptor.accept(tcp).await else { return };
+                let Ok(mut upstream) = TcpStream::connect(emulator).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_certificate_subject_and_expiry_are_shown_and_an_untrusted_one_fails() {
+    let emu = emulator(ApiVersion::V6, Quirks::default()).await;
+    let url = tls_proxy(&emu).await;
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem");
+    let dir = tempfile::tempdir().unwrap();
+    let run_with = |extra: Vec<String>| {
+        let cli = Cli::new()
+            .env("OZ_API_URL", &url)
+            .env("OZ_ADMIN_EMAIL", emu.admin_email())
+            .env("OZ_ADMIN_PASSWORD", password(&emu))
+            .args(["doctor", "--format", "json", "--token-dir", dir.path().join("t").to_str().unwrap()])
+            .args(extra);
+        async move { tokio::task::spawn_blocking(move || cli.run()).await.unwrap() }
+    };
+
+    let run = run_with(vec!["--ca-cert".into(), ca.display().to_string()]).await.code(0);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(not_ok(&report), Vec::<String>::new(), "{report:#}");
+    assert_eq!(
+        summary_of(&report, "reachable"),
+        "answered over HTTPS; its certificate is trusted through `--ca-cert`; certificate for CN=127.0.0.1, valid until 2126-11-05 03:53:42 UTC"
+    );
+
+    let run = run_with(Vec::new()).await.code(1);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(not_ok(&report), ["reachable=fail"], "{report:#}");
+    assert!(finding(&report, "reachable")["meaning"].as_str().unwrap().contains("--ca-cert"), "{report:#}");
+    assert_read_only(&emu);
+}

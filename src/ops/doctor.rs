@@ -262,6 +262,11 @@ async fn examine_api(client: &OzClient, findings: &mut Vec<Finding>) {
         ));
         return;
     };
+    if let Some(facts) = first.peer_certificate.as_deref().and_then(certificate_facts) {
+        if let Some(reachable) = findings.iter_mut().find(|f| f.check == "reachable") {
+            certificate_finding(reachable, &facts, SystemTime::now());
+        }
+    }
     findings.push(api_version(client, &shape.items));
     findings.push(shape.finding());
     if first.path != USERS_PATH {
@@ -276,6 +281,125 @@ async fn examine_api(client: &OzClient, findings: &mut Vec<Finding>) {
     findings.push(offset(client, &shape).await);
     findings.push(filters(client, &shape).await);
     findings.push(clock(first.date.as_deref(), SystemTime::now()));
+}
+
+/// A certificate expiring within this long is worth a warning.
+const CERT_WARN: Duration = Duration::from_secs(30 * 86_400);
+
+/// Add the server certificate's subject and expiry to the `reachable` finding.
+fn certificate_finding(reachable: &mut Finding, facts: &CertFacts, now: SystemTime) {
+    let _ = write!(
+        reachable.summary,
+        "; certificate for {}, valid until {}",
+        facts.subject, facts.not_after_text
+    );
+    match facts.not_after.duration_since(now) {
+        Err(_) => {
+            reachable.status = Status::Fail;
+            reachable.meaning =
+                "the server's certificate has expired: requests will be refused once clocks agree; renew it"
+                    .into();
+        }
+        Ok(left) if left < CERT_WARN => {
+            reachable.status = Status::Warn;
+            reachable.meaning = format!(
+                "the server's certificate expires in {} day(s): renew it before ozform's requests are refused",
+                left.as_secs() / 86_400
+            );
+        }
+        Ok(_) => {}
+    }
+}
+
+/// What the doctor shows of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFacts {
+    /// `CN=…, O=…` (the common name, organisation, unit and country, in certificate order).
+    pub subject: String,
+    pub not_after: SystemTime,
+    /// `2126-11-05 03:53:42 UTC`.
+    pub not_after_text: String,
+}
+
+/// One DER element of `input`: its tag, its content and what follows it. `None` for anything
+/// malformed (the certificate comes from the network: every length is checked).
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = rest.get(..n)?.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, rest.get(n..)?)
+    };
+    Some((tag, rest.get(..len)?, rest.get(len..)?))
+}
+
+/// The subject and expiry of a DER X.509 certificate.
+pub fn certificate_facts(cert: &[u8]) -> Option<CertFacts> {
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, certificate, _) = der(cert)? else { return None };
+    let (SEQUENCE, tbs, _) = der(certificate)? else { return None };
+    let mut rest = tbs;
+    // [0] version (absent in v1), serial number, signature algorithm, issuer.
+    if der(rest)?.0 == 0xa0 {
+        rest = der(rest)?.2;
+    }
+    for _ in 0..3 {
+        rest = der(rest)?.2;
+    }
+    let (SEQUENCE, validity, rest) = der(rest)? else { return None };
+    let (_, _, after_not_before) = der(validity)?;
+    let (time_tag, not_after, _) = der(after_not_before)?;
+    let (SEQUENCE, subject, _) = der(rest)? else { return None };
+    let (not_after, not_after_text) = der_time(time_tag, not_after)?;
+    Some(CertFacts { subject: subject_text(subject), not_after, not_after_text })
+}
+
+/// `CN=…, O=…` of a DER `Name` (the attributes worth showing; others are left out).
+fn subject_text(mut name: &[u8]) -> String {
+    let mut parts = Vec::new();
+    while let Some((_, set, rest)) = der(name) {
+        name = rest;
+        let mut attributes = set;
+        while let Some((_, attribute, rest)) = der(attributes) {
+            attributes = rest;
+            let Some((0x06, oid, value)) = der(attribute) else { continue };
+            let label = match oid {
+                [0x55, 0x04, 0x03] => "CN",
+                [0x55, 0x04, 0x0a] => "O",
+                [0x55, 0x04, 0x0b] => "OU",
+                [0x55, 0x04, 0x06] => "C",
+                _ => continue,
+            };
+            if let Some((_, text, _)) = der(value) {
+                parts.push(format!("{label}={}", String::from_utf8_lossy(text)));
+            }
+        }
+    }
+    if parts.is_empty() { "(no common name)".into() } else { parts.join(", ") }
+}
+
+/// A DER `UTCTime` (`YYMMDDHHMMSSZ`) or `GeneralizedTime` (`YYYYMMDDHHMMSSZ`).
+fn der_time(tag: u8, bytes: &[u8]) -> Option<(SystemTime, String)> {
+    let text = std::str::from_utf8(bytes).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        0x17 => {
+            let yy: i64 = text.get(..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
+        }
+        0x18 => (text.get(..4)?.parse().ok()?, text.get(4..)?),
+        _ => return None,
+    };
+    let field = |i: usize| -> Option<i64> { rest.get(i * 2..i * 2 + 2)?.parse().ok() };
+    let (month, day, h, m, s) = (field(0)?, field(1)?, field(2)?, field(3)?, field(4)?);
+    let seconds = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
+    let time = UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).ok()?);
+    Some((time, format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02} UTC")))
 }
 
 /// `limit` and `offset` query parameters.
@@ -573,6 +697,45 @@ mod tests {
         let behind = clock(Some(server), UNIX_EPOCH + Duration::from_secs(1_796_018_400 - 120));
         assert!(behind.summary.contains("120 s behind"), "{}", behind.summary);
         assert_eq!(clock(None, at(0)).status, Status::Warn);
+    }
+
+    #[test]
+    fn a_certificate_tells_its_subject_and_expiry_and_garbage_tells_nothing() {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/server.pem");
+        let cert = CertificateDer::from_pem_file(path).unwrap();
+        let facts = certificate_facts(&cert).unwrap();
+        assert_eq!(facts.subject, "CN=127.0.0.1");
+        assert_eq!(facts.not_after_text, "2126-11-05 03:53:42 UTC");
+        for cut in 0..cert.len() {
+            assert!(certificate_facts(&cert[..cut]).is_none(), "a certificate cut at {cut}");
+        }
+        assert!(certificate_facts(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
+        assert!(certificate_facts(b"").is_none());
+    }
+
+    #[test]
+    fn a_certificate_close_to_its_expiry_is_a_warning_and_an_expired_one_fails() {
+        let facts = CertFacts {
+            subject: "CN=oz".into(),
+            not_after: UNIX_EPOCH + Duration::from_secs(1_000 * 86_400),
+            not_after_text: "t".into(),
+        };
+        let base = || finding("reachable", Status::Ok, "answered over HTTPS", "fine");
+        let mut far = base();
+        certificate_finding(&mut far, &facts, UNIX_EPOCH + Duration::from_secs(900 * 86_400));
+        assert_eq!(
+            (far.status, far.summary.as_str()),
+            (Status::Ok, "answered over HTTPS; certificate for CN=oz, valid until t")
+        );
+        let mut near = base();
+        certificate_finding(&mut near, &facts, UNIX_EPOCH + Duration::from_secs(990 * 86_400));
+        assert_eq!(near.status, Status::Warn);
+        assert!(near.meaning.contains("expires in 10 day(s)"), "{}", near.meaning);
+        let mut past = base();
+        certificate_finding(&mut past, &facts, UNIX_EPOCH + Duration::from_secs(1_001 * 86_400));
+        assert_eq!(past.status, Status::Fail);
     }
 
     #[test]

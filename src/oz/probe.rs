@@ -1,5 +1,5 @@
 //! Probes for `ozform doctor`: single GETs through the client's own session and HTTP client,
-//! answered raw (status, `Date` header, JSON body), outside paging, retries and the
+//! answered raw (status, `Date` header, JSON body, the server's certificate), outside paging, retries and the
 //! trailing-slash fallback, so that the doctor sees how the server answers rather than what
 //! the client makes of it. Only GET is ever sent here; the read-only guard of `send` is not
 //! needed because no other method can be built.
@@ -22,6 +22,8 @@ pub struct ProbeAnswer {
     pub date: Option<String>,
     /// The JSON body (`Null` when empty or not JSON).
     pub body: Value,
+    /// The server's leaf certificate (DER), over HTTPS.
+    pub peer_certificate: Option<Vec<u8>>,
 }
 
 /// What the user objects of one raw page say about the dialect.
@@ -74,11 +76,16 @@ impl OzClient {
         };
         let response = request.send().await.map_err(|e| failed(&e))?;
         let status = response.status().as_u16();
+        let peer_certificate = response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(reqwest::tls::TlsInfo::peer_certificate)
+            .map(<[u8]>::to_vec);
         let date =
             response.headers().get(reqwest::header::DATE).and_then(|v| v.to_str().ok()).map(str::to_string);
         let bytes = response.bytes().await.map_err(|e| failed(&e))?;
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(ProbeAnswer { path: path.to_string(), status, date, body })
+        Ok(ProbeAnswer { path: path.to_string(), status, date, body, peer_certificate })
     }
 }
 
