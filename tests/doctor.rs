@@ -1,8 +1,10 @@
 //! `ozform doctor` against the emulator: on a plain one every finding is `ok` and it exits 0;
 //! with each quirk switched on, the finding that quirk is about says so (and only a quirk
 //! ozform cannot work with fails the run); a wrong password, an unreachable URL, a configured
-//! dialect the users contradict and an unusable token store each fail their own finding.
-//! Every run is checked to send nothing but the login POST and GETs.
+//! dialect the users contradict and an unusable token store each fail their own finding; each
+//! kind of transient fault (429, 503, a dropped connection, an expired session) is tried again
+//! and named in the `faults` finding.
+//! Every run is checked to send nothing but GETs and the session's login and refresh.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
@@ -10,7 +12,7 @@ mod common;
 
 use common::Cli;
 use common::emulator::{Emulator, seed};
-use ozform::emulator::{Envelope, Handle, Quirks, TotalField, TrailingSlash};
+use ozform::emulator::{Envelope, Faults, Handle, Quirks, TotalField, TrailingSlash};
 use ozform::model::ApiVersion;
 use serde_json::Value;
 
@@ -38,13 +40,16 @@ async fn doctor(emu: &Handle, password: &str, extra: &[&str]) -> (Value, i32) {
     (report, run.code)
 }
 
-/// Nothing but logins and GETs reached the emulator.
+/// Nothing but GETs and the session's login and refresh (what the client's read-only guard
+/// lets through) reached the emulator.
 fn assert_read_only(emu: &Handle) {
     for request in emu.requests() {
         let line = request.to_string();
         assert!(
-            line.starts_with("GET ") || line.starts_with("POST /api/authorize/auth"),
-            "doctor sent a request that is not a GET or the login: {line}"
+            line.starts_with("GET ")
+                || line.starts_with("POST /api/authorize/auth")
+                || line.starts_with("POST /api/authorize/refresh"),
+            "doctor sent a request that is not a GET, the login or a refresh: {line}"
         );
     }
 }
@@ -106,6 +111,7 @@ async fn on_a_plain_emulator_everything_is_fine_under_both_dialects() {
                 "offset",
                 "filters",
                 "clock",
+                "faults",
                 "token_store"
             ]
         );
@@ -322,4 +328,34 @@ async fn over_tls_the_certificate_subject_and_expiry_are_shown_and_an_untrusted_
     assert_eq!(not_ok(&report), ["reachable=fail"], "{report:#}");
     assert!(finding(&report, "reachable")["meaning"].as_str().unwrap().contains("--ca-cert"), "{report:#}");
     assert_read_only(&emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_transient_fault_is_tried_again_and_named_in_the_faults_finding() {
+    // With `--api-version 6` connecting is the login alone, which gets no fault: the first
+    // probe meets the fault. Session expiry counts the login as request 1.
+    let cases = [
+        (
+            Faults { too_many_requests_next: 1, retry_after_secs: 0, ..Faults::default() },
+            "429 Too Many Requests (Retry-After 0 s) ×1",
+        ),
+        (Faults { unavailable_next: 2, ..Faults::default() }, "503 (server error) ×2"),
+        (Faults { drop_next: 1, ..Faults::default() }, "no answer (connection closed or timed out) ×1"),
+        (Faults { expire_sessions_at: 2, ..Faults::default() }, "the admin session expired (401) ×1"),
+    ];
+    for (faults, words) in cases {
+        let emu = Emulator::new(ApiVersion::V6)
+            .seed(seed(ApiVersion::V6, &["Acme"], 4))
+            .faults(faults.clone())
+            .start()
+            .await;
+        let (report, code) = doctor(&emu, &password(&emu), &["--api-version", "6"]).await;
+        assert_eq!(code, 0, "{faults:?}\n{report:#}");
+        assert_eq!(not_ok(&report), ["faults=warn"], "{faults:?}\n{report:#}");
+        assert_eq!(
+            summary_of(&report, "faults"),
+            format!("transient failures, each tried again: {words}"),
+            "{faults:?}"
+        );
+    }
 }

@@ -1,11 +1,13 @@
 //! `doctor`: a read-only check of a live installation, the first command to run against a
 //! real Oz API. It logs in through a read-only client (no retries: it reports the server as
-//! it answers), then asks single raw GETs (`OzClient::probe_get`) to see how lists answer,
+//! it answers), then asks single raw GETs (`OzClient::probe_get`, each tried again on a
+//! transient fault, which the `faults` finding counts) to see how lists answer,
 //! reads the clock from the `Date` header, and checks the token store. Each finding says what
 //! was seen and what it means for plan and apply; a `fail` finding means ozform cannot work
 //! with the installation (exit 1).
 //!
-//! Never a mutating request: the client is read-only and probes only ever GET. The token
+//! Never a mutating request: the client is read-only and probes only ever GET (an expired
+//! session is renewed by the session's own refresh or login). The token
 //! store's `check` writes and removes a probe file in the store (creating a directory store's
 //! directory, as `apply` would).
 
@@ -60,7 +62,7 @@ impl Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     /// A stable name: `reachable`, `login`, `api_version`, `list_shape`, `path_form`,
-    /// `page_size`, `offset`, `filters`, `clock`, `token_store`.
+    /// `page_size`, `offset`, `filters`, `clock`, `faults`, `token_store`.
     pub check: &'static str,
     pub status: Status,
     /// What was seen.
@@ -231,7 +233,13 @@ fn connect_failure(e: &OzError, tls: bool, connection: &Connection) -> Vec<Findi
 
 /// What the API says once logged in: version, lists, clock.
 async fn examine_api(client: &OzClient, findings: &mut Vec<Finding>) {
-    let first = client.probe_get(USERS_PATH, &page(0, BIG_PAGE)).await;
+    let prober = Prober { client, seen: std::sync::Mutex::default() };
+    examine_lists(client, &prober, findings).await;
+    findings.push(prober.finding());
+}
+
+async fn examine_lists(client: &OzClient, prober: &Prober<'_>, findings: &mut Vec<Finding>) {
+    let first = prober.get(USERS_PATH, &page(0, BIG_PAGE)).await;
     let first = match first {
         Ok(answer) if (200..300).contains(&answer.status) => answer,
         Ok(answer) => {
@@ -277,9 +285,9 @@ async fn examine_api(client: &OzClient, findings: &mut Vec<Finding>) {
             "ozform learns the routed form on the first miss: one extra request per kind of path",
         ));
     }
-    findings.push(page_size(client, &shape).await);
-    findings.push(offset(client, &shape).await);
-    findings.push(filters(client, &shape).await);
+    findings.push(page_size(prober, &shape).await);
+    findings.push(offset(prober, &shape).await);
+    findings.push(filters(prober, &shape).await);
     findings.push(clock(first.date.as_deref(), SystemTime::now()));
 }
 
@@ -402,6 +410,78 @@ fn der_time(tag: u8, bytes: &[u8]) -> Option<(SystemTime, String)> {
     Some((time, format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02} UTC")))
 }
 
+/// Attempts per probe: transient faults are tried again, as ozform's reads are.
+const PROBE_ATTEMPTS: usize = 4;
+/// The longest `Retry-After` the doctor waits for.
+const MOST_WAIT: Duration = Duration::from_secs(5);
+
+/// Probes through one client, trying transient faults again (429, 5xx, no answer, an expired
+/// session) and keeping a note of each, for the `faults` finding.
+struct Prober<'a> {
+    client: &'a OzClient,
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl Prober<'_> {
+    fn note(&self, what: String) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(what);
+        }
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<ProbeAnswer, OzError> {
+        let mut attempt = 1;
+        loop {
+            let last = attempt == PROBE_ATTEMPTS;
+            attempt += 1;
+            let answer = match self.client.probe_get(path, query).await {
+                Err(e) if !last => {
+                    self.note("no answer (connection closed or timed out)".into());
+                    tracing::debug!(error = %e, "doctor: trying again");
+                    continue;
+                }
+                other => other?,
+            };
+            match answer.status {
+                429 if !last => {
+                    let wait = answer.retry_after_secs.unwrap_or(1);
+                    self.note(format!("429 Too Many Requests (Retry-After {wait} s)"));
+                    tokio::time::sleep(Duration::from_secs(wait).min(MOST_WAIT)).await;
+                }
+                500 | 502 | 503 | 504 if !last => {
+                    self.note(format!("{} (server error)", answer.status));
+                }
+                401 | 403 if !last && matches!(answer.error_code, Some(6..=8)) => {
+                    self.note(format!("the admin session expired ({})", answer.status));
+                    self.client.probe_renew().await?;
+                }
+                _ => return Ok(answer),
+            }
+        }
+    }
+
+    fn finding(&self) -> Finding {
+        let seen = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        if seen.is_empty() {
+            return finding("faults", Status::Ok, "none seen", "no retries were needed");
+        }
+        let mut counted: Vec<(String, usize)> = Vec::new();
+        for what in seen {
+            match counted.iter_mut().find(|(w, _)| *w == what) {
+                Some((_, n)) => *n += 1,
+                None => counted.push((what, 1)),
+            }
+        }
+        let summary = counted.iter().map(|(w, n)| format!("{w} ×{n}")).collect::<Vec<_>>().join(", ");
+        finding(
+            "faults",
+            Status::Warn,
+            format!("transient failures, each tried again: {summary}"),
+            "ozform retries reads with backoff (honouring Retry-After) and renews expired sessions; a create whose outcome is unknown is read back before it is sent again; `--max-rps` lowers the pressure",
+        )
+    }
+}
+
 /// `limit` and `offset` query parameters.
 fn page(offset: usize, limit: usize) -> Vec<(&'static str, String)> {
     vec![("limit", limit.to_string()), ("offset", offset.to_string())]
@@ -496,18 +576,13 @@ fn id_of(item: &Value) -> Option<&str> {
 }
 
 /// The largest page the server gives: fewer than asked while more exist means a cap.
-async fn page_size(client: &OzClient, first: &Shape) -> Finding {
+async fn page_size(prober: &Prober<'_>, first: &Shape) -> Finding {
     let given = first.items.len();
     let capped = match first.total {
         Some((_, total)) => u64::try_from(given).is_ok_and(|g| g < total.min(BIG_PAGE as u64)),
         None if given > 0 && given < BIG_PAGE => {
             // No total: more exist when the next offset still answers other users.
-            match client
-                .probe_get(USERS_PATH, &page(given, BIG_PAGE))
-                .await
-                .ok()
-                .and_then(|a| Shape::of(&a.body))
-            {
+            match prober.get(USERS_PATH, &page(given, BIG_PAGE)).await.ok().and_then(|a| Shape::of(&a.body)) {
                 Some(next) => next
                     .items
                     .first()
@@ -536,7 +611,7 @@ async fn page_size(client: &OzClient, first: &Shape) -> Finding {
 }
 
 /// Whether `offset` moves through the list: the first user of page 1 and of page 2 differ.
-async fn offset(client: &OzClient, first: &Shape) -> Finding {
+async fn offset(prober: &Prober<'_>, first: &Shape) -> Finding {
     let known = first.total.map_or(first.items.len() as u64, |(_, t)| t);
     if known < 2 {
         return finding(
@@ -547,7 +622,7 @@ async fn offset(client: &OzClient, first: &Shape) -> Finding {
         );
     }
     let one = |offset| async move {
-        let answer: Option<ProbeAnswer> = client.probe_get(USERS_PATH, &page(offset, 1)).await.ok();
+        let answer: Option<ProbeAnswer> = prober.get(USERS_PATH, &page(offset, 1)).await.ok();
         answer
             .and_then(|a| Shape::of(&a.body))
             .and_then(|s| s.items.first().and_then(id_of).map(str::to_string))
@@ -566,7 +641,7 @@ async fn offset(client: &OzClient, first: &Shape) -> Finding {
 }
 
 /// Whether the `email` filter narrows the list: an email no one has must answer no user.
-async fn filters(client: &OzClient, first: &Shape) -> Finding {
+async fn filters(prober: &Prober<'_>, first: &Shape) -> Finding {
     if first.items.is_empty() {
         return finding(
             "filters",
@@ -576,7 +651,7 @@ async fn filters(client: &OzClient, first: &Shape) -> Finding {
         );
     }
     let query = vec![("email", NO_SUCH_EMAIL.to_string()), ("limit", "1".to_string())];
-    let answer = client.probe_get(USERS_PATH, &query).await.ok().and_then(|a| Shape::of(&a.body));
+    let answer = prober.get(USERS_PATH, &query).await.ok().and_then(|a| Shape::of(&a.body));
     match answer {
         Some(shape) if !shape.items.is_empty() => finding(
             "filters",

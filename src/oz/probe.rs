@@ -10,6 +10,7 @@ use super::OzError;
 use super::client::{OzClient, USERS};
 use super::dialect::Evidence;
 use super::transport::TOKEN_HEADER;
+use super::wire::WireError;
 use crate::model::ApiVersion;
 
 /// One raw answer to a probe.
@@ -24,6 +25,10 @@ pub struct ProbeAnswer {
     pub body: Value,
     /// The server's leaf certificate (DER), over HTTPS.
     pub peer_certificate: Option<Vec<u8>>,
+    /// `Retry-After`, in seconds, when given as a number.
+    pub retry_after_secs: Option<u64>,
+    /// The API's `error_code`, on an error answer.
+    pub error_code: Option<i64>,
 }
 
 /// What the user objects of one raw page say about the dialect.
@@ -83,9 +88,31 @@ impl OzClient {
             .map(<[u8]>::to_vec);
         let date =
             response.headers().get(reqwest::header::DATE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let retry_after_secs = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let bytes = response.bytes().await.map_err(|e| failed(&e))?;
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(ProbeAnswer { path: path.to_string(), status, date, body, peer_certificate })
+        let error_code =
+            if (200..300).contains(&status) { None } else { WireError::parse(&bytes).error_code };
+        Ok(ProbeAnswer {
+            path: path.to_string(),
+            status,
+            date,
+            body,
+            peer_certificate,
+            retry_after_secs,
+            error_code,
+        })
+    }
+
+    /// Renew the admin session (refresh, else log in again), as a request answered "auth
+    /// expired" would.
+    pub async fn probe_renew(&self) -> Result<(), OzError> {
+        let (_, generation) = self.transport.session.current();
+        self.transport.renew(generation).await
     }
 }
 
