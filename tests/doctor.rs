@@ -1,6 +1,6 @@
 //! `ozform doctor` against the emulator: on a plain one every finding is `ok` and it exits 0;
-//! with each quirk switched on, the finding that quirk is about says so (and only a quirk
-//! ozform cannot work with fails the run); a wrong password, an unreachable URL, a configured
+//! with each quirk a read can see switched on, the finding that quirk is about says so (and
+//! only a quirk ozform cannot work with fails the run); a wrong password, an unreachable URL, a configured
 //! dialect the users contradict and an unusable token store each fail their own finding; each
 //! kind of transient fault (429, 503, a dropped connection, an expired session) is tried again
 //! and named in the `faults` finding.
@@ -107,6 +107,7 @@ async fn on_a_plain_emulator_everything_is_fine_under_both_dialects() {
                 "login",
                 "api_version",
                 "list_shape",
+                "objects",
                 "page_size",
                 "offset",
                 "filters",
@@ -179,6 +180,12 @@ async fn each_list_quirk_is_named_by_its_own_finding() {
         (Quirks { ignore_offset: true, ..Quirks::default() }, Some(("offset", "fail")), "ignored", 1),
         (
             Quirks { trailing_slash: TrailingSlash::Opposite, ..Quirks::default() },
+            Some(("path_form", "warn")),
+            "`/api/users` is",
+            0,
+        ),
+        (
+            Quirks { trailing_slash: TrailingSlash::RedirectToUndocumented, ..Quirks::default() },
             Some(("path_form", "warn")),
             "`/api/users` is",
             0,
@@ -343,9 +350,14 @@ async fn each_transient_fault_is_tried_again_and_named_in_the_faults_finding() {
         (Faults { drop_next: 1, ..Faults::default() }, "no answer (connection closed or timed out) ×1"),
         (Faults { expire_sessions_at: 2, ..Faults::default() }, "the admin session expired (401) ×1"),
     ];
-    for (faults, words) in cases {
+    let expired_403 =
+        (Faults { expire_sessions_at: 2, ..Faults::default() }, "the admin session expired (403) ×1");
+    for (i, (faults, words)) in cases.into_iter().chain([expired_403]).enumerate() {
+        // The last case: a server that answers an expired session 403 (the `auth_expired_403` quirk).
+        let quirks = Quirks { auth_expired_403: i == 4, ..Quirks::default() };
         let emu = Emulator::new(ApiVersion::V6)
             .seed(seed(ApiVersion::V6, &["Acme"], 4))
+            .quirks(quirks)
             .faults(faults.clone())
             .start()
             .await;
@@ -358,4 +370,22 @@ async fn each_transient_fault_is_tried_again_and_named_in_the_faults_finding() {
             "{faults:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_fields_and_fields_left_out_are_named_in_the_objects_finding() {
+    let plain = emulator(ApiVersion::V6, Quirks::default()).await;
+    let (report, _) = doctor(&plain, &password(&plain), &[]).await;
+    assert_eq!(summary_of(&report, "objects"), "user objects carry every field, and only known ones");
+
+    let extra = emulator(ApiVersion::V6, Quirks { extra_fields: true, ..Quirks::default() }).await;
+    let (report, code) = doctor(&extra, &password(&extra), &[]).await;
+    assert_eq!((code, not_ok(&report)), (0, Vec::<String>::new()), "{report:#}");
+    assert_eq!(summary_of(&report, "objects"), "fields ozform does not know: `_links`, `meta_data`");
+
+    let sparse = emulator(ApiVersion::V6, Quirks { sparse_objects: true, ..Quirks::default() }).await;
+    let (report, code) = doctor(&sparse, &password(&sparse), &[]).await;
+    assert_eq!((code, not_ok(&report)), (0, Vec::<String>::new()), "{report:#}");
+    let summary = summary_of(&report, "objects");
+    assert!(summary.starts_with("optional fields left out: ") && summary.contains("`is_admin`"), "{summary}");
 }

@@ -61,8 +61,8 @@ impl Status {
 /// One thing the doctor looked at.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
-    /// A stable name: `reachable`, `login`, `api_version`, `list_shape`, `path_form`,
-    /// `page_size`, `offset`, `filters`, `clock`, `faults`, `token_store`.
+    /// A stable name: `reachable`, `login`, `api_version`, `list_shape`, `objects`,
+    /// `path_form`, `page_size`, `offset`, `filters`, `clock`, `faults`, `token_store`.
     pub check: &'static str,
     pub status: Status,
     /// What was seen.
@@ -277,6 +277,7 @@ async fn examine_lists(client: &OzClient, prober: &Prober<'_>, findings: &mut Ve
     }
     findings.push(api_version(client, &shape.items));
     findings.push(shape.finding());
+    findings.push(objects(&shape.items));
     if first.path != USERS_PATH {
         findings.push(finding(
             "path_form",
@@ -568,6 +569,65 @@ impl Shape {
             ),
         };
         finding("list_shape", Status::Ok, summary, meaning)
+    }
+}
+
+/// Fields of a user object ozform reads (both permission spellings aside).
+const KNOWN_USER_FIELDS: [&str; 11] = [
+    "user_id",
+    "email",
+    "user_type",
+    "company_id",
+    "first_name",
+    "last_name",
+    "middle_name",
+    "is_active",
+    "is_service",
+    "is_admin",
+    "profile",
+];
+/// Optional fields of a user object that some servers leave out when empty or false.
+const OPTIONAL_USER_FIELDS: [&str; 5] = ["first_name", "last_name", "middle_name", "is_admin", "is_service"];
+
+/// How user objects are spelled: fields ozform does not know, optional fields left out.
+fn objects(users: &[Value]) -> Finding {
+    let mut unknown = std::collections::BTreeSet::new();
+    let mut missing = std::collections::BTreeSet::new();
+    for user in users {
+        let Value::Object(map) = user else { continue };
+        for key in map.keys() {
+            if !KNOWN_USER_FIELDS.contains(&key.as_str()) && !key.starts_with("can_start_analys") {
+                unknown.insert(format!("`{key}`"));
+            }
+        }
+        for key in OPTIONAL_USER_FIELDS {
+            if !map.contains_key(key) {
+                missing.insert(format!("`{key}`"));
+            }
+        }
+    }
+    let join = |set: std::collections::BTreeSet<String>| set.into_iter().collect::<Vec<_>>().join(", ");
+    let mut seen = Vec::new();
+    if !unknown.is_empty() {
+        seen.push(format!("fields ozform does not know: {}", join(unknown)));
+    }
+    if !missing.is_empty() {
+        seen.push(format!("optional fields left out: {}", join(missing)));
+    }
+    if seen.is_empty() {
+        finding(
+            "objects",
+            Status::Ok,
+            "user objects carry every field, and only known ones",
+            "read as they are",
+        )
+    } else {
+        finding(
+            "objects",
+            Status::Ok,
+            seen.join("; "),
+            "ozform ignores fields it does not know and reads a field left out as empty or false",
+        )
     }
 }
 
