@@ -112,6 +112,7 @@ async fn on_a_plain_emulator_everything_is_fine_under_both_dialects() {
                 "offset",
                 "filters",
                 "clock",
+                "session",
                 "faults",
                 "token_store"
             ]
@@ -122,6 +123,8 @@ async fn on_a_plain_emulator_everything_is_fine_under_both_dialects() {
         assert_eq!(summary_of(&report, "list_shape"), "a bare JSON array, no total");
         assert_eq!(summary_of(&report, "offset"), "honoured");
         assert_eq!(summary_of(&report, "filters"), "honoured");
+        let lasts = humantime::format_duration(ozform::emulator::DEFAULT_SESSION_TTL).to_string();
+        assert_eq!(summary_of(&report, "session"), format!("the admin session lasts about {lasts}"));
     }
 }
 

@@ -62,7 +62,8 @@ impl Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     /// A stable name: `reachable`, `login`, `api_version`, `list_shape`, `objects`,
-    /// `path_form`, `page_size`, `offset`, `filters`, `clock`, `faults`, `token_store`.
+    /// `path_form`, `page_size`, `offset`, `filters`, `clock`, `session`, `faults`,
+    /// `token_store`.
     pub check: &'static str,
     pub status: Status,
     /// What was seen.
@@ -289,7 +290,9 @@ async fn examine_lists(client: &OzClient, prober: &Prober<'_>, findings: &mut Ve
     findings.push(page_size(prober, &shape).await);
     findings.push(offset(prober, &shape).await);
     findings.push(filters(prober, &shape).await);
+    let server_now = first.date.as_deref().and_then(parse_http_date);
     findings.push(clock(first.date.as_deref(), SystemTime::now()));
+    findings.push(session(client.session_expire_date(), server_now.unwrap_or_else(SystemTime::now)));
 }
 
 /// A certificate expiring within this long is worth a warning.
@@ -762,6 +765,35 @@ fn clock(date: Option<&str>, now: SystemTime) -> Finding {
     }
 }
 
+/// How long the admin session lasts, from the login answer's `expire_date` and the server's
+/// clock. `now` is the server's `Date` when it sent one.
+fn session(expire_date: Option<f64>, now: SystemTime) -> Finding {
+    let renews = "ozform renews it when a request is answered \"expired\" (refresh, else log in again), whatever its length";
+    let Some(expire) = expire_date.filter(|e| e.is_finite() && *e > 0.0) else {
+        return finding("session", Status::Ok, "the login answer gives no expiry", renews);
+    };
+    let now = now.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let left = expire - now;
+    if left <= 0.0 {
+        return finding(
+            "session",
+            Status::Warn,
+            "the admin session expired as it was issued (its expiry is at or before the server's `Date`)",
+            "every request may have to log in again first: check the server's clock",
+        );
+    }
+    // The `Date` header has whole seconds and the login came a moment before it: beyond two
+    // minutes, the nearest minute is as exact as this can be.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let left = if left >= 120.0 { (left / 60.0).round() as u64 * 60 } else { left.round() as u64 };
+    finding(
+        "session",
+        Status::Ok,
+        format!("the admin session lasts about {}", humantime::format_duration(Duration::from_secs(left))),
+        renews,
+    )
+}
+
 fn token_store(tokens: &Tokens) -> Finding {
     let store = open_store(&tokens.store);
     match store.check() {
@@ -871,6 +903,17 @@ mod tests {
         let mut past = base();
         certificate_finding(&mut past, &facts, UNIX_EPOCH + Duration::from_secs(1_001 * 86_400));
         assert_eq!(past.status, Status::Fail);
+    }
+
+    #[test]
+    fn the_session_lifetime_is_told_from_its_expiry_and_the_servers_clock() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(session(Some(1_000_000.0 + 901.4), now).summary, "the admin session lasts about 15m");
+        assert_eq!(session(Some(1_000_000.0 + 898.6), now).summary, "the admin session lasts about 15m");
+        assert_eq!(session(Some(1_000_000.0 + 90.4), now).summary, "the admin session lasts about 1m 30s");
+        assert_eq!(session(None, now).status, Status::Ok);
+        assert_eq!(session(Some(999_000.0), now).status, Status::Warn);
+        assert_eq!(session(Some(f64::NAN), now).summary, "the login answer gives no expiry");
     }
 
     #[test]

@@ -108,6 +108,11 @@ impl OzClient {
         })
     }
 
+    /// When the admin session expires (Unix seconds), if the login answer said so.
+    pub fn session_expire_date(&self) -> Option<f64> {
+        self.transport.session.expire_date()
+    }
+
     /// Renew the admin session (refresh, else log in again), as a request answered "auth
     /// expired" would.
     pub async fn probe_renew(&self) -> Result<(), OzError> {

@@ -24,6 +24,8 @@ struct Tokens {
     access: Option<Secret>,
     expire: Option<Secret>,
     generation: u64,
+    /// The session's `expire_date` (Unix seconds), when the API gives one.
+    expire_date: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -50,7 +52,13 @@ impl Session {
                 t.expire = Some(Secret::new(expire.clone()));
             }
             t.generation = t.generation.wrapping_add(1);
+            t.expire_date = session.expire_date;
         }
+    }
+
+    /// When the current session expires (Unix seconds), if the API said so.
+    pub fn expire_date(&self) -> Option<f64> {
+        self.tokens.read().ok().and_then(|t| t.expire_date)
     }
 
     fn refresh_material(&self) -> Option<(Secret, Secret)> {
