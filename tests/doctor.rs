@@ -392,3 +392,14 @@ async fn unknown_fields_and_fields_left_out_are_named_in_the_objects_finding() {
     let summary = summary_of(&report, "objects");
     assert!(summary.starts_with("optional fields left out: ") && summary.contains("`is_admin`"), "{summary}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_permission_flags_are_a_warning_of_their_own() {
+    // API 6 roles still tell the dialect; the permissions cannot be read.
+    let emu = emulator(ApiVersion::V6, Quirks { hide_permissions: true, ..Quirks::default() }).await;
+    let (report, code) = doctor(&emu, &password(&emu), &[]).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(not_ok(&report), ["permissions=warn"], "{report:#}");
+    assert_eq!(summary_of(&report, "permissions"), "none of 11 user(s) shows a permission flag");
+    assert!(summary_of(&report, "api_version").starts_with("API 6, detected"), "{report:#}");
+}

@@ -62,6 +62,7 @@ impl Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     /// A stable name: `reachable`, `login`, `api_version`, `list_shape`, `objects`,
+    /// `permissions` (only when hidden),
     /// `path_form`, `page_size`, `offset`, `filters`, `clock`, `session`, `faults`,
     /// `token_store`.
     pub check: &'static str,
@@ -279,6 +280,9 @@ async fn examine_lists(client: &OzClient, prober: &Prober<'_>, findings: &mut Ve
     findings.push(api_version(client, &shape.items));
     findings.push(shape.finding());
     findings.push(objects(&shape.items));
+    if let Some(hidden) = permissions_hidden(&shape.items) {
+        findings.push(hidden);
+    }
     if first.path != USERS_PATH {
         findings.push(finding(
             "path_form",
@@ -632,6 +636,24 @@ fn objects(users: &[Value]) -> Finding {
             "ozform ignores fields it does not know and reads a field left out as empty or false",
         )
     }
+}
+
+/// A warning when no user object shows a permission flag (in either spelling), top-level or
+/// under `profile`: then ozform cannot read permissions.
+fn permissions_hidden(users: &[Value]) -> Option<Finding> {
+    let shows = |user: &Value| {
+        let has =
+            |map: &serde_json::Map<String, Value>| map.keys().any(|k| k.starts_with("can_start_analys"));
+        user.as_object().is_some_and(has) || user.get("profile").and_then(Value::as_object).is_some_and(has)
+    };
+    (!users.is_empty() && !users.iter().any(shows)).then(|| {
+        finding(
+            "permissions",
+            Status::Warn,
+            format!("none of {} user(s) shows a permission flag", users.len()),
+            "ozform cannot read permissions: manifests that write `permissions` plan an update on every run; leave them out to keep permissions unmanaged",
+        )
+    })
 }
 
 fn id_of(item: &Value) -> Option<&str> {
