@@ -111,6 +111,7 @@ async fn on_a_plain_emulator_everything_is_fine_under_both_dialects() {
                 "page_size",
                 "offset",
                 "filters",
+                "companies",
                 "clock",
                 "session",
                 "faults",
@@ -402,4 +403,21 @@ async fn hidden_permission_flags_are_a_warning_of_their_own() {
     assert_eq!(not_ok(&report), ["permissions=warn"], "{report:#}");
     assert_eq!(summary_of(&report, "permissions"), "none of 11 user(s) shows a permission flag");
     assert!(summary_of(&report, "api_version").starts_with("API 6, detected"), "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn companies_being_deleted_and_still_listed_are_counted() {
+    let mut state = seed(ApiVersion::V6, &["Acme", "Globex"], 2);
+    state.companies[1].in_deletion = true;
+    let emu = Emulator::new(ApiVersion::V6)
+        .seed(state)
+        .quirks(Quirks { keep_deleted_companies: true, ..Quirks::default() })
+        .start()
+        .await;
+    let (report, code) = doctor(&emu, &password(&emu), &[]).await;
+    assert_eq!((code, not_ok(&report)), (0, Vec::<String>::new()), "{report:#}");
+    assert_eq!(
+        summary_of(&report, "companies"),
+        "2 compan(ies), 1 being deleted and still listed (`in_deletion`)"
+    );
 }

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Exit};
 use crate::output::Output;
-use crate::oz::{OzClient, OzError, ProbeAnswer, RetryPolicy, USERS_PATH, dialect_evidence};
+use crate::oz::{COMPANIES_PATH, OzClient, OzError, ProbeAnswer, RetryPolicy, USERS_PATH, dialect_evidence};
 use crate::secret::process_env;
 
 use super::open_store;
@@ -63,7 +63,7 @@ impl Status {
 pub struct Finding {
     /// A stable name: `reachable`, `login`, `api_version`, `list_shape`, `objects`,
     /// `permissions` (only when hidden),
-    /// `path_form`, `page_size`, `offset`, `filters`, `clock`, `session`, `faults`,
+    /// `path_form`, `page_size`, `offset`, `filters`, `companies`, `clock`, `session`, `faults`,
     /// `token_store`.
     pub check: &'static str,
     pub status: Status,
@@ -294,6 +294,7 @@ async fn examine_lists(client: &OzClient, prober: &Prober<'_>, findings: &mut Ve
     findings.push(page_size(prober, &shape).await);
     findings.push(offset(prober, &shape).await);
     findings.push(filters(prober, &shape).await);
+    findings.push(companies(prober).await);
     let server_now = first.date.as_deref().and_then(parse_http_date);
     findings.push(clock(first.date.as_deref(), SystemTime::now()));
     findings.push(session(client.session_expire_date(), server_now.unwrap_or_else(SystemTime::now)));
@@ -722,6 +723,39 @@ async fn offset(prober: &Prober<'_>, first: &Shape) -> Finding {
         )
     } else {
         finding("offset", Status::Ok, "honoured", "ozform pages through every list")
+    }
+}
+
+/// The companies list: how many, and how many are being deleted (still listed, with
+/// `in_deletion`).
+async fn companies(prober: &Prober<'_>) -> Finding {
+    let answer = prober.get(COMPANIES_PATH, &page(0, BIG_PAGE)).await;
+    let Some(shape) = answer.ok().filter(|a| (200..300).contains(&a.status)).and_then(|a| Shape::of(&a.body))
+    else {
+        return finding(
+            "companies",
+            Status::Fail,
+            "the companies list could not be read",
+            "plan and apply cannot read the companies",
+        );
+    };
+    let total = shape.total.map_or(shape.items.len() as u64, |(_, t)| t);
+    let deleting =
+        shape.items.iter().filter(|c| c.get("in_deletion").and_then(Value::as_bool) == Some(true)).count();
+    if deleting == 0 {
+        finding(
+            "companies",
+            Status::Ok,
+            format!("{total} compan(ies), none being deleted"),
+            "ozform reads them all",
+        )
+    } else {
+        finding(
+            "companies",
+            Status::Ok,
+            format!("{total} compan(ies), {deleting} being deleted and still listed (`in_deletion`)"),
+            "ozform never matches a company being deleted by name (a manifest naming it plans a new one), a user still in one is a conflict, and export leaves it out",
+        )
     }
 }
 

@@ -36,5 +36,5 @@ mod wire;
 pub use client::{OzClient, UserFilter};
 pub use config::{ClientConfig, VersionSetting};
 pub use error::OzError;
-pub use probe::{DialectEvidence, ProbeAnswer, USERS_PATH, dialect_evidence};
+pub use probe::{COMPANIES_PATH, DialectEvidence, ProbeAnswer, USERS_PATH, dialect_evidence};
 pub use retry::RetryPolicy;

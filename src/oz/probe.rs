@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use super::OzError;
-use super::client::{OzClient, USERS};
+use super::client::{COMPANIES, OzClient, USERS};
 use super::dialect::Evidence;
 use super::transport::TOKEN_HEADER;
 use super::wire::WireError;
@@ -44,6 +44,8 @@ pub struct DialectEvidence {
 
 /// The users collection, as `OzClient` lists it.
 pub const USERS_PATH: &str = USERS;
+/// The companies collection, as `OzClient` lists it.
+pub const COMPANIES_PATH: &str = COMPANIES;
 
 impl OzClient {
     /// `GET path?query` once, with the admin session; a 404 or 405 is asked again once in the
