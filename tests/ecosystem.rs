@@ -9,7 +9,8 @@
 //!   GitLab's CI schema; and the script itself runs for real against the emulator (plan, apply,
 //!   plan again; a failing plan) and posts or updates one comment on fake GitHub and GitLab APIs
 //!   on loopback, with the canary scan over everything it printed and wrote;
-//! - `ozform demo`, tried as a new user would, leaves no directory behind unless `--keep`.
+//! - `ozform demo`, tried as a new user would, leaves no directory behind unless `--keep`;
+//! - `examples/multi-env` applies as its comments say, with its secret file and variable.
 //!
 //! A missing tool fails its test and says what to install; none is skipped.
 
@@ -734,4 +735,38 @@ fn the_demo_removes_its_directory_unless_told_to_keep_it() {
     assert!(run.stderr.contains(&format!("kept {}", kept[0].display())), "{}", run.stderr);
     assert!(kept[0].join("manifests/companies.yaml").is_file());
     assert_eq!(std::fs::read_dir(kept[0].join("tokens")).unwrap().count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_multi_env_example_applies_as_its_comments_say() {
+    let world = World::start(ApiVersion::V6).await;
+    // The example, copied as it is, with the secrets its comments say to make.
+    let example = world.path("multi-env");
+    std::fs::create_dir_all(example.join("secrets/prod")).unwrap();
+    for name in ["companies.yaml", "service-users.yaml"] {
+        std::fs::copy(root().join("examples/multi-env").join(name), example.join(name)).unwrap();
+    }
+    let comments = read("examples/multi-env/service-users.yaml");
+    assert!(comments.contains("secrets/prod/web-password") && comments.contains("ACME_REPORT_PASSWORD"));
+    let web_password = common::world::canary("web-file-pw");
+    std::fs::write(example.join("secrets/prod/web-password"), format!("{web_password}\n")).unwrap();
+    let report_password = common::world::canary("report-pw");
+    world.other_secrets.lock().unwrap().extend([web_password, report_password.clone()]);
+    let path = example.to_str().unwrap().to_string();
+
+    let apply = world
+        .command("apply", &["--auto-approve", &path])
+        .env("OZ_ENV", "prod")
+        .env("ACME_REPORT_PASSWORD", &report_password);
+    world.run(apply).await.code(0);
+    let users: Vec<String> = world.emu.snapshot().users.into_iter().map(|u| u.email).collect();
+    for email in ["svc-web-prod@acme.example", "svc-report-prod@acme.example"] {
+        assert!(users.iter().any(|u| u == email), "{email} not created: {users:?}");
+    }
+    let plan = world.command("plan", &["--detailed-exitcode", &path]).env("OZ_ENV", "prod");
+    let run = world.run(plan).await.code(0);
+    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+    // The secret file is a file the run was given, not one it wrote: the scan skips it.
+    std::fs::remove_dir_all(example.join("secrets")).unwrap();
+    world.assert_no_secrets();
 }
