@@ -802,7 +802,7 @@ async fn a_company_filter_typo_and_plain_http_off_this_machine_are_refused(api_v
 
 async fn demo_runs_plan_apply_plan_and_ends_converged(api_version: ApiVersion) {
     let run = tokio::task::spawn_blocking(move || {
-        Cli::new().args(["demo", "--api-version", &api_version.number().to_string()]).run()
+        Cli::new().args(["demo", "--keep", "--api-version", &api_version.number().to_string()]).run()
     })
     .await
     .unwrap()
@@ -829,7 +829,7 @@ async fn demo_runs_plan_apply_plan_and_ends_converged(api_version: ApiVersion) {
         let record: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         assert!(!printed.contains(record["access_token"].as_str().unwrap()), "{printed}");
     }
-    // The demo keeps its directory for people to look at; a test cleans up after itself.
+    // `--keep` kept the directory for people to look at; a test cleans up after itself.
     std::fs::remove_dir_all(token_dir.parent().unwrap()).unwrap();
 }
 

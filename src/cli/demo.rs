@@ -9,5 +9,5 @@ use super::DemoArgs;
 
 pub async fn run(args: DemoArgs, output: &Output) -> Result<Exit, Error> {
     let api_version = if args.api_version == "5" { ApiVersion::V5 } else { ApiVersion::V6 };
-    crate::ops::demo::run(DemoSettings { api_version }, output).await
+    crate::ops::demo::run(DemoSettings { api_version, keep: args.keep }, output).await
 }

@@ -13,10 +13,13 @@ use crate::ops::interrupt::Interrupt;
 use crate::output::{LogFormat, Output};
 
 mod apply;
+mod completions;
 mod connection;
 mod demo;
+mod doctor;
 mod emulator;
 mod export;
+mod man;
 mod plan;
 mod schema;
 mod validate;
@@ -61,6 +64,12 @@ pub enum Command {
     Emulator(EmulatorArgs),
     /// Run plan, apply and plan again on the built-in emulator
     Demo(DemoArgs),
+    /// Check a live installation, read-only: what ozform sees and what it means
+    Doctor(DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    Completions(CompletionsArgs),
+    /// Print the manual page, or write one page per command into a directory
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -114,7 +123,7 @@ pub struct ConnectionArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
-    /// Where tokens are kept: `dir:PATH` (one file per token) or `exec:COMMAND [ARGS…]` (a helper
+    /// Where tokens are kept: `dir:PATH` (one file per token) or `exec:COMMAND [ARGS...]` (a helper
     /// program speaking the token store protocol, see docs/token-stores.md) [default: dir:./ozform-tokens]
     #[arg(long, env = "OZ_TOKEN_STORE", value_name = "STORE")]
     pub token_store: Option<String>,
@@ -272,6 +281,41 @@ pub struct DemoArgs {
     /// API dialect the emulator speaks
     #[arg(long, value_parser = ["5", "6"], default_value = "6")]
     pub api_version: String,
+    /// Keep the demo's directory (its manifests and token files) instead of removing it at the end
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DoctorFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+    /// How to print the findings
+    #[arg(long, value_enum, default_value_t = DoctorFormat::Text)]
+    pub format: DoctorFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `ozform.1` and one `ozform-<command>.1` per command into this directory instead of
+    /// printing `ozform.1`
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// Parse `30d`, `12h`, `90s`, `1h 30m` (humantime).
@@ -338,5 +382,8 @@ async fn run(command: Command, output: &Output) -> Result<Exit, Error> {
         Command::Schema => schema::run(output),
         Command::Emulator(args) => emulator::run(args, output).await,
         Command::Demo(args) => demo::run(args, output).await,
+        Command::Doctor(args) => doctor::run(args, output).await,
+        Command::Completions(args) => completions::run(args.shell, output),
+        Command::Man(args) => man::run(args.out_dir.as_deref(), output),
     }
 }

@@ -3,7 +3,8 @@
 //! Starts the emulator in-process on an ephemeral loopback port, writes the `examples/basic`
 //! manifests (compiled into the binary, so the demo runs from any directory) to a fresh
 //! directory, then runs plan, apply and plan again. The demo supplies the example's passwords
-//! itself (random per run, never printed); tokens go to a directory store in that directory.
+//! itself (random per run, never printed); tokens go to a directory store in that directory,
+//! which is removed at the end, whether the run succeeded or not, unless `--keep`.
 
 use std::path::{Path, PathBuf};
 
@@ -26,8 +27,18 @@ const MANIFESTS: [(&str, &str); 2] = [
 ];
 
 pub async fn run(settings: DemoSettings, output: &Output) -> Result<Exit, Error> {
-    let api_version = settings.api_version;
     let dir = demo_dir()?;
+    let result = run_in(&dir, &settings, output).await;
+    if settings.keep {
+        output.status(&format!("kept {} (manifests and token files)", dir.display()));
+    } else if let Err(e) = std::fs::remove_dir_all(&dir) {
+        output.warn(&format!("cannot remove the demo directory {}: {e}", dir.display()));
+    }
+    result
+}
+
+async fn run_in(dir: &Path, settings: &DemoSettings, output: &Output) -> Result<Exit, Error> {
+    let api_version = settings.api_version;
     let manifests = dir.join("manifests");
     write_manifests(&manifests)?;
     let token_dir = dir.join("tokens");
@@ -77,6 +88,11 @@ pub async fn run(settings: DemoSettings, output: &Output) -> Result<Exit, Error>
     for name in token_files(&token_dir)? {
         output.print(&format!("  {name}\n"));
     }
+    if !settings.keep {
+        output.print(
+            "They are removed with the demo's directory at the end; `ozform demo --keep` keeps them.\n",
+        );
+    }
     output.print(&format!(
         "The second plan read live state in {} requests and changed nothing ({} mutating).\n",
         stats.total_requests, stats.mutating_requests
@@ -85,7 +101,7 @@ pub async fn run(settings: DemoSettings, output: &Output) -> Result<Exit, Error>
     plan_exit(&second, false)
 }
 
-/// A fresh directory for this run's manifests and tokens, kept so the tokens can be looked at.
+/// A fresh directory for this run's manifests and tokens.
 fn demo_dir() -> Result<PathBuf, Error> {
     let dir = std::env::temp_dir().join(format!("ozform-demo-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, &e))?;

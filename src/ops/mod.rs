@@ -1,4 +1,4 @@
-//! Operations: what `plan`, `apply`, `export` and `demo` do, over validated settings
+//! Operations: what `plan`, `apply`, `export`, `demo` and `doctor` do, over validated settings
 //! (`settings`), knowing nothing of clap. The command line turns flags into settings and
 //! calls one operation; operations never call each other, they share the steps below.
 //!
@@ -21,6 +21,7 @@ use crate::token_store::{DirStore, ExecStore, TokenStore};
 
 pub mod apply;
 pub mod demo;
+pub mod doctor;
 pub mod export;
 mod files;
 pub mod interrupt;
@@ -42,6 +43,15 @@ async fn connect(
     Ok(OzClient::connect(config).await?)
 }
 
+/// Whether the URL's host is this machine: `localhost`, 127.0.0.0/8 or `::1`.
+fn is_loopback(api_url: &str) -> bool {
+    reqwest::Url::parse(api_url).ok().is_some_and(|url| {
+        let host = url.host_str().unwrap_or_default();
+        let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+        host.eq_ignore_ascii_case("localhost") || ip.is_ok_and(|ip| ip.is_loopback())
+    })
+}
+
 /// Plain `http://` only to a loopback host (`localhost`, 127.0.0.0/8, `::1`), unless allowed:
 /// the admin password, the session and every issued token would cross the network in clear.
 /// Checked before any connection is made.
@@ -50,10 +60,7 @@ fn check_insecure_http(api_url: &str, allowed: bool) -> Result<(), Error> {
     if url.scheme() != "http" || allowed {
         return Ok(());
     }
-    let host = url.host_str().unwrap_or_default();
-    let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
-    let loopback = host.eq_ignore_ascii_case("localhost") || ip.is_ok_and(|ip| ip.is_loopback());
-    if loopback {
+    if is_loopback(api_url) {
         return Ok(());
     }
     Err(Error::Usage {

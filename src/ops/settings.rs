@@ -147,4 +147,6 @@ pub struct ExportSettings {
 #[derive(Debug, Clone, Copy)]
 pub struct DemoSettings {
     pub api_version: ApiVersion,
+    /// Keep the run's directory (manifests, token files) instead of removing it at the end.
+    pub keep: bool,
 }

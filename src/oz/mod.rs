@@ -13,6 +13,7 @@
 //! - `throttle`: `max_rps`
 //! - `observe`: live state as `model::Observed`
 //! - `effects`: the writes and lookups by natural key, and `apply::Effects` for `OzClient`
+//! - `probe`: single raw GETs for `ozform doctor` (status, `Date`, body), never a write
 //!
 //! Invariants: no secret (password, session or service token) is logged or put in an error;
 //! a read-only client sends no POST, PATCH or DELETE except login and refresh; a create that
@@ -25,6 +26,7 @@ mod effects;
 mod error;
 mod observe;
 mod paging;
+mod probe;
 mod retry;
 mod session;
 mod throttle;
@@ -34,4 +36,5 @@ mod wire;
 pub use client::{OzClient, UserFilter};
 pub use config::{ClientConfig, VersionSetting};
 pub use error::OzError;
+pub use probe::{COMPANIES_PATH, DialectEvidence, ProbeAnswer, USERS_PATH, dialect_evidence};
 pub use retry::RetryPolicy;

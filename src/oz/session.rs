@@ -26,6 +26,8 @@ struct SessionKeys {
     access: Option<Secret>,
     expire: Option<Secret>,
     generation: u64,
+    /// The session's `expire_date` (Unix seconds), when the API gives one.
+    expire_date: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +54,7 @@ impl AdminSession {
                 t.expire = Some(Secret::new(expire.clone()));
             }
             t.generation = t.generation.wrapping_add(1);
+            t.expire_date = session.expire_date;
         }
     }
 
@@ -61,6 +64,11 @@ impl AdminSession {
             Ok(t) => t.access.iter().chain(&t.expire).cloned().collect(),
             Err(_) => Vec::new(),
         }
+    }
+
+    /// When the current session expires (Unix seconds), if the API said so.
+    pub fn expire_date(&self) -> Option<f64> {
+        self.keys.read().ok().and_then(|t| t.expire_date)
     }
 
     fn refresh_material(&self) -> Option<(Secret, Secret)> {

@@ -88,7 +88,7 @@ struct Answer {
 
 #[derive(Debug)]
 pub struct Transport {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     pub(super) api_url: String,
     /// `host[:port]` for error messages.
     host: String,
@@ -125,7 +125,9 @@ impl Transport {
             .user_agent(concat!("ozform/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(reqwest::redirect::Policy::none())
+            // The server's certificate, for `ozform doctor` (probe.rs) to show.
+            .tls_info(true);
         if let Some(path) = &config.ca_cert {
             let pem = std::fs::read(path).map_err(|e| OzError::Config {
                 message: format!("cannot read the CA certificate `{}`: {}", path.display(), e.kind()),
