@@ -11,7 +11,7 @@
 mod common;
 
 use common::Cli;
-use common::emulator::{Emulator, seed};
+use common::emulator::{Emulator, seed, tls_proxy};
 use ozform::emulator::{Envelope, Faults, Handle, Quirks, TotalField, TrailingSlash};
 use ozform::model::ApiVersion;
 use serde_json::Value;
@@ -273,41 +273,6 @@ async fn a_token_store_that_cannot_keep_tokens_fails_its_finding() {
     let (report, code) = doctor(&emu, &password(&emu), &["--token-dir", not_a_dir.to_str().unwrap()]).await;
     assert_eq!(code, 1);
     assert_eq!(not_ok(&report), ["token_store=fail"], "{report:#}");
-}
-
-/// A TLS-terminating proxy in front of the emulator, with the certificate of the test CA in
-/// `tests/fixtures/tls` (as in `tests/oz_client.rs`): `https://127.0.0.1:PORT`.
-async fn tls_proxy(handle: &Handle) -> String {
-    use std::sync::Arc;
-    use tokio::net::{TcpListener, TcpStream};
-    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().map(Result::unwrap).collect();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let emulator = handle.addr();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut client) = acceptor.accept(tcp).await else { return };
-                let Ok(mut upstream) = TcpStream::connect(emulator).await else { return };
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-            });
-        }
-    });
-    url
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -457,15 +457,7 @@ fn both_recipes_plan_on_review_apply_one_at_a_time_on_the_default_branch_through
 async fn ci_script(world: &World, args: &[&str], env: &[(&str, String)]) -> (i32, String) {
     let mut command = Command::new(root().join(SCRIPT));
     command.args(args).current_dir(root());
-    for var in [
-        "OZ_API_URL",
-        "OZ_ADMIN_EMAIL",
-        "OZ_ADMIN_PASSWORD",
-        "OZ_API_VERSION",
-        "OZ_TOKEN_DIR",
-        "OZ_TOKEN_STORE",
-        "RUST_LOG",
-    ] {
+    for var in common::OZFORM_VARIABLES {
         command.env_remove(var);
     }
     command

@@ -15,7 +15,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use common::emulator::{Emulator, client_config, company_id, connect, count, count_ok, email, seed, user_id};
+use common::emulator::{
+    Emulator, client_config, company_id, connect, count, count_ok, email, seed, tls_proxy, tls_proxy_with,
+    user_id,
+};
 use ozform::emulator::{Envelope, Faults, Gate, Handle, Quirks, TotalField, TrailingSlash};
 use ozform::model::{
     ApiVersion, CompanyPatch, Email, NewCompany, NewUser, ObservedUser, Permissions, UserKind, UserPatch,
@@ -785,45 +788,6 @@ async fn bad_connection_settings_are_config_errors_before_any_request() {
     cfg.ca_cert = Some(not_pem);
     let err = OzClient::connect(cfg).await.unwrap_err();
     assert!(matches!(err, OzError::Config { .. }), "{err:?}");
-}
-
-/// A TLS-terminating proxy in front of the emulator, with a certificate from the test CA in
-/// `tests/fixtures/tls`: `https://127.0.0.1:PORT` reaches the emulator through it.
-async fn tls_proxy(handle: &Handle) -> String {
-    tls_proxy_with(handle, "server").await
-}
-
-/// The same, presenting `tests/fixtures/tls/<name>.pem` with its key.
-async fn tls_proxy_with(handle: &Handle, name: &str) -> String {
-    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(dir.join(format!("{name}.pem"))).unwrap().map(Result::unwrap).collect();
-    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let emulator = handle.addr();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                // A client that does not trust the CA aborts the handshake: nothing to forward.
-                let Ok(mut client) = acceptor.accept(tcp).await else { return };
-                let Ok(mut upstream) = TcpStream::connect(emulator).await else { return };
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-            });
-        }
-    });
-    url
 }
 
 #[tokio::test]

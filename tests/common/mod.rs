@@ -24,19 +24,22 @@ pub struct Cli {
     stdin: Option<String>,
 }
 
+/// The variables ozform reads that a test run must not inherit from the test's environment.
+pub const OZFORM_VARIABLES: [&str; 7] = [
+    "OZ_API_URL",
+    "OZ_ADMIN_EMAIL",
+    "OZ_ADMIN_PASSWORD",
+    "OZ_API_VERSION",
+    "OZ_TOKEN_DIR",
+    "OZ_TOKEN_STORE",
+    "RUST_LOG",
+];
+
 impl Cli {
     pub fn new() -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ozform"));
         // A clean, colourless, non-interactive environment.
-        for var in [
-            "OZ_API_URL",
-            "OZ_ADMIN_EMAIL",
-            "OZ_ADMIN_PASSWORD",
-            "OZ_API_VERSION",
-            "OZ_TOKEN_DIR",
-            "OZ_TOKEN_STORE",
-            "RUST_LOG",
-        ] {
+        for var in OZFORM_VARIABLES {
             cmd.env_remove(var);
         }
         cmd.env("NO_COLOR", "1");
