@@ -625,3 +625,32 @@ async fn two_applies_on_two_token_directories_put_users_in_at_most_one_of_twins(
     }
     w.assert_no_secrets();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_waiting_for_the_lock_exits_at_once_with_its_code() {
+    let w = slow_world(0).await;
+    let manifest = many_users(&w, 3);
+    let held = DirStore::new(w.token_dir()).lock(Duration::ZERO).unwrap();
+    let waiting = spawn_apply(&w, &manifest, &["--lock-timeout", "1h"]);
+    // Observable progress: the waiting apply has the lock file open (Linux `/proc`).
+    let fds = format!("/proc/{}/fd", waiting.id());
+    let has_lock_open = || {
+        std::fs::read_dir(&fds).is_ok_and(|fds| {
+            fds.filter_map(Result::ok)
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p.ends_with(".ozform.lock")))
+        })
+    };
+    let opened = async {
+        while !has_lock_open() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), opened)
+        .await
+        .expect("the apply never opened the lock file");
+    send(&waiting, "INT");
+    finish(&w, waiting).await.code(130);
+    assert_eq!(w.emu.stats().mutating_requests, 0);
+    drop(held);
+    w.assert_no_secrets();
+}
