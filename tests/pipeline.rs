@@ -655,3 +655,21 @@ async fn a_signal_while_waiting_for_the_lock_exits_at_once_with_its_code() {
     drop(held);
     w.assert_no_secrets();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_and_export_stop_at_once_on_a_signal_with_its_code() {
+    // Slow enough that each command is still reading when the signal comes.
+    let w = slow_world(500).await;
+    let manifest = many_users(&w, 3);
+    for (command, signal, code) in [("plan", "INT", 130), ("export", "TERM", 143)] {
+        w.emu.reset_stats();
+        let args: &[&str] = if command == "plan" { &[&manifest] } else { &[] };
+        let cli = if command == "plan" { w.command("plan", args) } else { w.cli().args(["export"]) };
+        let running = Running::start(cli);
+        wait_until(&w, "a request was sent", |_| w.emu.stats().total_requests >= 1).await;
+        send(&running, signal);
+        let run = finish(&w, running).await.code(code);
+        assert!(!run.stdout.contains("Plan:"), "{}", run.stdout);
+    }
+    w.assert_no_secrets();
+}
