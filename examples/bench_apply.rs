@@ -4,7 +4,9 @@
 //! `plan::compute` → `apply::execute` with a `DirStore`). Then a second plan (no changes: as many
 //! requests as there are list pages), a second apply (zero mutating requests), and a third apply
 //! adding 10% more users to the existing companies. The whole sequence runs under API 6, then
-//! API 5.
+//! API 5, then once more under API 6 with 10,000 users (`BENCH_LARGE_USERS`, 0 to skip): the
+//! token store's bound (at most `parallelism` tokens issued but not yet stored, issue #12) must
+//! not cost more as the run grows.
 //!
 //! Each row prints the requests by route (from the emulator's own counters), the wall time, the
 //! bound `requests × latency / parallelism` (what a perfectly packed run would take; the client's
@@ -355,6 +357,10 @@ async fn main() {
     let mut dirs = Vec::new();
     for version in [ApiVersion::V6, ApiVersion::V5] {
         dirs.push(run(version, &bench, companies, users).await);
+    }
+    let large = env_or("BENCH_LARGE_USERS", 10_000);
+    if large > 0 {
+        dirs.push(run(ApiVersion::V6, &bench, companies, large).await);
     }
     drop(dirs);
 }

@@ -634,6 +634,26 @@ async fn a_token_being_stored_holds_its_token_slot_but_not_its_api_slot() {
     assert_eq!(w.fake.max_in_flight(), 1);
 }
 
+#[tokio::test]
+async fn a_ready_token_step_starts_before_other_steps_while_a_token_slot_is_free() {
+    let w = World::new();
+    let mut plan = live_tokens(&w, 2);
+    // Both companies sort before the tokens in plan order.
+    plan.changes.insert(0, create_company("Other", json!({})));
+    plan.changes.insert(0, create_company("Another", json!({})));
+    let report = w.apply(&plan, 1).await;
+    assert!(report.is_success(), "{report:?}");
+    let order: Vec<(Op, String)> =
+        w.fake.call_log().into_iter().filter(|(op, _)| *op != Op::FindCompanies).collect();
+    let issue = |email: &str| (Op::IssueToken, email.to_string());
+    let create = |name: &str| (Op::CreateCompany, name.to_string());
+    // One slot of each: the first token, then (its slot taken until stored) the lowest other
+    // step, the second token once the first is stored, and the last company.
+    assert_eq!(order[0], issue("t0@acme.example"), "{order:?}");
+    assert_eq!(order.len(), 4, "{order:?}");
+    assert!(order.contains(&issue("t1@acme.example")) && order.contains(&create("Another")), "{order:?}");
+}
+
 /// A gated store that measures, at each store, how many tokens were issued but not yet stored.
 struct BacklogStore {
     fake: Arc<FakeEffects>,

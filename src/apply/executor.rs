@@ -2,7 +2,8 @@
 //!
 //! I/O only through `Effects`, `TokenStore` and `Progress`. Scheduling: a step starts as soon as
 //! all its dependencies are done (not in waves), at most `parallelism` talking to the API at a
-//! time, lowest plan index first among the ready ones. A failed step skips everything
+//! time; among the ready ones, a token step first while a token slot is free (below), else the
+//! lowest plan index. A failed step skips everything
 //! downstream of it and nothing else. All steps run as futures on the caller's task
 //! (`FuturesUnordered`): the work is waiting on HTTP, and one task keeps the scheduler state
 //! free of locks.
@@ -388,16 +389,17 @@ impl Ready {
         }
     }
 
-    /// The lowest plan index ready to start: any step, or (when no token slot is free) any but
-    /// a token step.
+    /// The next step to start: a token step while a token slot is free, else the lowest plan
+    /// index of the others. Tokens first keeps their stores (disk) overlapping with the other
+    /// steps' requests all through the run; taken in plan order, every token would wait for
+    /// the last user create, and the run would end with a tail of token steps bounded by the
+    /// disk (`examples/bench_apply.rs`: 1.7 times the request bound instead of 1.3 on a
+    /// loaded VM).
     fn pop(&mut self, token_slot_free: bool) -> Option<usize> {
-        let token = if token_slot_free { self.tokens.first().copied() } else { None };
-        match (token, self.other.first().copied()) {
-            (Some(t), Some(o)) if o < t => self.other.pop_first(),
-            (Some(_), _) => self.tokens.pop_first(),
-            (None, Some(_)) => self.other.pop_first(),
-            (None, None) => None,
+        if token_slot_free && let Some(token) = self.tokens.pop_first() {
+            return Some(token);
         }
+        self.other.pop_first()
     }
 }
 

@@ -20,7 +20,7 @@ use crate::render;
 use crate::secret::process_env;
 use crate::token_store::{StoreLock, TokenStore, TokenStoreError};
 
-use super::interrupt::Interrupt;
+use super::interrupt::{Interrupt, Signal};
 use super::settings::{ApplySettings, ApplySource};
 use super::{
     apply_exit, check_company_filter, connect, execute, load_manifests, make_plan, open_store, plan_exit,
@@ -52,7 +52,7 @@ pub async fn run(settings: ApplySettings, interrupt: &Interrupt, output: &Output
             let store =
                 open_store(&settings.tokens, sources.chain([&connection.admin_password]), &process_env);
             // Held until this function returns, whatever path it takes.
-            let _lock = lock_and_recover(&store, settings.lock_timeout, output).await?;
+            let _lock = lock_and_recover(&store, settings.lock_timeout, interrupt, output).await?;
             let client = connect(&connection, &plan.api_url, false, &process_env).await?;
             check_fresh(&plan, &client.read_only(), parallelism).await?;
             output.print(&render::text(&plan, &style));
@@ -68,7 +68,7 @@ pub async fn run(settings: ApplySettings, interrupt: &Interrupt, output: &Output
                 sources.chain([&settings.connection.admin_password]),
                 &process_env,
             );
-            let _lock = lock_and_recover(&store, settings.lock_timeout, output).await?;
+            let _lock = lock_and_recover(&store, settings.lock_timeout, interrupt, output).await?;
             let url = required_url(&settings.connection)?;
             let client = connect(&settings.connection, url, false, &process_env).await?;
             let options = plan_options(&desired, &settings.tokens, companies, &process_env);
@@ -92,20 +92,29 @@ pub async fn run(settings: ApplySettings, interrupt: &Interrupt, output: &Output
 async fn lock_and_recover(
     store: &Arc<dyn TokenStore>,
     wait: Duration,
+    interrupt: &Interrupt,
     output: &Output,
 ) -> Result<Option<StoreLock>, Error> {
     let store = Arc::clone(store);
-    let (lock, recovery) = tokio::task::spawn_blocking(move || {
+    let locking = tokio::task::spawn_blocking(move || {
         let lock = store.lock(wait)?;
         let recovery = store.recover()?;
         Ok::<_, TokenStoreError>((lock, recovery))
-    })
-    .await
-    .map_err(|e| Error::Io {
-        action: "lock",
-        path: "the token store".into(),
-        reason: e.to_string(),
-    })??;
+    });
+    let mut cancel = interrupt.cancel();
+    let (lock, recovery) = tokio::select! {
+        locked = locking => locked.map_err(|e| Error::Io {
+            action: "lock",
+            path: "the token store".into(),
+            reason: e.to_string(),
+        })??,
+        Ok(_) = cancel.wait_for(|cancelled| *cancelled) => {
+            // Nothing was done yet; the thread polling the lock (up to `--lock-timeout`) cannot
+            // be stopped, and a runtime waits for its blocking threads when dropped: exit now.
+            let code = interrupt.signal().map_or(Exit::Interrupted, Signal::exit);
+            std::process::exit(code as i32);
+        }
+    };
     if recovery.recovered > 0 || recovery.removed > 0 {
         output.status(&format!(
             "recovered {} token{} a killed run had issued but not yet stored, and removed {} incomplete or superseded temp file{}",

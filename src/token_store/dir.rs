@@ -175,9 +175,28 @@ impl DirStore {
         if stored.is_some_and(|s| !newer(&record.issued_at, &s.issued_at)) {
             return Ok(false);
         }
-        File::open(temp).and_then(|f| f.sync_all()).map_err(|e| io_error("fsync", temp, &e))?;
+        // As `store` would have left it: mode 0600 (whatever wrote it), durable.
+        private_and_synced(temp).map_err(|e| io_error("fsync", temp, &e))?;
         fs::rename(temp, &target).map_err(|e| io_error("rename into place", &target, &e))?;
         Ok(true)
+    }
+}
+
+/// Give the regular file `path` (not followed if a symlink) mode 0600 and fsync it.
+fn private_and_synced(path: &Path) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        let file = options.open(path)?;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        file.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        options.open(path)?.sync_all()
     }
 }
 
