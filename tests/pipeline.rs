@@ -673,3 +673,22 @@ async fn plan_and_export_stop_at_once_on_a_signal_with_its_code() {
     }
     w.assert_no_secrets();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Output never kills the work: `ozform apply … 2>&1 | head -1`.
+
+/// Both streams closed after their first line (as `2>&1 | head -1` does to a pipeline's log):
+/// the apply still finishes, stores its tokens and exits with its own status, never 101.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_whose_output_is_closed_after_one_line_finishes_and_never_panics() {
+    use common::Reader;
+    let w = World::start(ApiVersion::V6).await;
+    let cli = w.command("apply", &["--auto-approve", common::world::BASIC]);
+    let run =
+        tokio::task::spawn_blocking(move || cli.run_closing(Reader::OneLine, Reader::OneLine)).await.unwrap();
+    assert!(matches!(run.code, 0 | 1), "exit {} (101 is a panic)\n{}", run.code, run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert_eq!(w.token_files().len(), common::world::BASIC_TOKEN_USERS.len(), "every token was stored");
+    w.assert_converged(&[common::world::BASIC]).await;
+    w.assert_no_secrets();
+}
