@@ -219,6 +219,27 @@ impl Output {
 
     /// Render a diagnostic to stderr (with source snippets when it has them).
     pub fn report(&self, report: &miette::Report) {
+        if self.log_format == LogFormat::Json {
+            // One JSON line, like every other event of `--log-format json`.
+            let shown = Scrubbed::of(report.as_ref());
+            let mut line = serde_json::json!({
+                "timestamp": now_rfc3339(),
+                "level": "ERROR",
+                "message": shown.message,
+            });
+            if let Some(code) = &shown.code {
+                line["code"] = serde_json::json!(code);
+            }
+            if let Some(help) = &shown.help {
+                line["help"] = serde_json::json!(help);
+            }
+            let related: Vec<String> = report.related().into_iter().flatten().map(|r| scrubbed(&r)).collect();
+            if !related.is_empty() {
+                line["related"] = serde_json::json!(related);
+            }
+            self.write(Stream::Stderr, &format!("{line}\n"));
+            return;
+        }
         let color = self.stderr_color();
         let handler = miette::MietteHandlerOpts::new().color(color).unicode(color).build();
         let scrubbed = Scrubbed::of(report.as_ref());
@@ -312,6 +333,11 @@ struct Scrubbed<'a> {
     cause: Option<Box<Cause>>,
     diagnostic_source: Option<Box<Scrubbed<'a>>>,
     related: Option<Vec<Scrubbed<'a>>>,
+}
+
+/// Now, RFC 3339 in UTC with microseconds, as `tracing`'s JSON lines stamp theirs.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }
 
 fn scrubbed(text: &dyn std::fmt::Display) -> String {

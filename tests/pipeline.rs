@@ -692,3 +692,16 @@ async fn an_apply_whose_output_is_closed_after_one_line_finishes_and_never_panic
     w.assert_converged(&[common::world::BASIC]).await;
     w.assert_no_secrets();
 }
+
+/// With `--log-format json` the final error is one JSON line too, with a timestamp and a level,
+/// so a log pipeline parses every line of stderr.
+#[test]
+fn with_log_format_json_the_final_error_is_a_json_line() {
+    let run = Cli::new().args(["--log-format", "json", "validate", "no/such/manifests"]).run().code(1);
+    let lines: Vec<Value> = run.stderr.lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+    let last = lines.last().expect("an error line");
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(humantime::parse_rfc3339(last["timestamp"].as_str().unwrap()).is_ok(), "{last}");
+    assert_eq!(last["code"], "ozform::manifest::invalid", "{last}");
+    assert!(last["related"].to_string().contains("no/such/manifests"), "{last}");
+}

@@ -91,12 +91,14 @@ impl JsonLines {
 
 impl Progress for JsonLines {
     fn started(&self, address: &Address, action: Action) {
-        let line = json!({"event": "started", "address": address, "action": action});
+        let line = json!({"timestamp": super::now_rfc3339(), "level": "INFO", "event": "started",
+                          "address": address, "action": action});
         (self.write)(&line.to_string());
     }
     fn finished(&self, address: &Address, action: Action, outcome: &Outcome) {
-        let mut line =
-            json!({"event": "finished", "address": address, "action": action, "outcome": outcome.kind()});
+        let mut line = json!({"timestamp": super::now_rfc3339(), "event": "finished", "address": address,
+                   "action": action, "outcome": outcome.kind()});
+        line["level"] = json!(if matches!(outcome, Outcome::Failed { .. }) { "ERROR" } else { "INFO" });
         match outcome {
             Outcome::Failed { error } => line["error"] = json!(error),
             Outcome::Skipped { dependency } => line["dependency"] = json!(dependency),
@@ -196,7 +198,12 @@ mod tests {
         let lines = lines.lock().expect("lock").clone();
         let parsed: Vec<serde_json::Value> =
             lines.iter().map(|l| serde_json::from_str(l).expect("json line")).collect();
-        assert_eq!(parsed[0], json!({"event": "started", "address": "service_user/a@x", "action": "update"}));
+        assert!(humantime::parse_rfc3339(parsed[0]["timestamp"].as_str().expect("a timestamp")).is_ok());
+        assert_eq!((parsed[0]["level"].as_str(), parsed[1]["level"].as_str()), (Some("INFO"), Some("ERROR")));
+        assert_eq!(
+            (&parsed[0]["event"], &parsed[0]["address"], &parsed[0]["action"]),
+            (&json!("started"), &json!("service_user/a@x"), &json!("update"))
+        );
         assert_eq!(parsed[1]["outcome"], "failed");
         assert_eq!(parsed[1]["error"], "PATCH /api/users/1 answered 403");
     }
