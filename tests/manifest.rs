@@ -360,10 +360,10 @@ mod schema_check {
                 }
             }
         }
-        if let (Some(min), Some(s)) = (schema.get("minLength").and_then(Value::as_u64), value.as_str()) {
-            if (s.chars().count() as u64) < min {
-                errors.push(format!("{path}: shorter than {min}"));
-            }
+        if let (Some(min), Some(s)) = (schema.get("minLength").and_then(Value::as_u64), value.as_str())
+            && (s.chars().count() as u64) < min
+        {
+            errors.push(format!("{path}: shorter than {min}"));
         }
         if let Value::Object(map) = value {
             let properties = schema.get("properties").and_then(Value::as_object);

@@ -144,7 +144,7 @@ impl Injector {
     pub(crate) fn expire_sessions_now(&mut self) -> bool {
         self.requests += 1;
         let every = self.faults.expire_sessions_every;
-        (every > 0 && self.requests % every == 0) || self.faults.expire_sessions_at == self.requests
+        (every > 0 && self.requests.is_multiple_of(every)) || self.faults.expire_sessions_at == self.requests
     }
 
     /// The fault (if any) of a request: a counter that is not used up yet, else one draw.

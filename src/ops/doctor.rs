@@ -271,10 +271,10 @@ async fn examine_lists(client: &OzClient, prober: &Prober<'_>, findings: &mut Ve
         ));
         return;
     };
-    if let Some(facts) = first.peer_certificate.as_deref().and_then(certificate_facts) {
-        if let Some(reachable) = findings.iter_mut().find(|f| f.check == "reachable") {
-            certificate_finding(reachable, &facts, SystemTime::now());
-        }
+    if let Some(facts) = first.peer_certificate.as_deref().and_then(certificate_facts)
+        && let Some(reachable) = findings.iter_mut().find(|f| f.check == "reachable")
+    {
+        certificate_finding(reachable, &facts, SystemTime::now());
     }
     findings.push(api_version(client, &shape.items));
     findings.push(shape.finding());

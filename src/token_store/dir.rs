@@ -357,9 +357,6 @@ impl DirStore {
         let mut file = options.open(&path).map_err(|e| io_error("open the lock file", &path, &e))?;
         let deadline = Instant::now() + wait;
         loop {
-            // Rust 1.89 (the pinned toolchain is newer); raising `rust-version` is a crate-wide
-            // change of lints, left to its own commit.
-            #[allow(clippy::incompatible_msrv)]
             let locked = file.try_lock();
             match locked {
                 Ok(()) => break,

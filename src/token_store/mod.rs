@@ -39,8 +39,6 @@ impl Drop for StoreLock {
         // Emptied before it is released, so that two quiet runs leave the directory as they
         // found it; best effort (the lock itself dies with the file descriptor regardless).
         let _ = self.file.set_len(0);
-        // Rust 1.89, as `File::try_lock` in `DirStore::lock`.
-        #[allow(clippy::incompatible_msrv)]
         let _ = self.file.unlock();
     }
 }
