@@ -17,7 +17,7 @@ use crate::output::Output;
 use crate::oz::VersionSetting;
 use crate::plan::{Plan, PlanError, check_removals, format};
 use crate::render;
-use crate::secret::process_env;
+use crate::secret::{SecretRef, process_env};
 use crate::token_store::{StoreLock, TokenStore, TokenStoreError};
 
 use super::interrupt::{Interrupt, Signal};
@@ -48,11 +48,10 @@ pub async fn run(settings: ApplySettings, interrupt: &Interrupt, output: &Output
             }
             connection.api_version = VersionSetting::Fixed(plan.api_version);
             let passwords = resolve_passwords(&plan, &process_env)?;
-            let sources = plan.changes.iter().filter_map(|c| c.password());
-            let store =
-                open_store(&settings.tokens, sources.chain([&connection.admin_password]), &process_env);
-            // Held until this function returns, whatever path it takes.
-            let _lock = lock_and_recover(&store, settings.lock_timeout, interrupt, output).await?;
+            // The lock is held until this function returns, whatever path it takes.
+            let (store, _lock) =
+                open_locked(&settings, plan.changes.iter().filter_map(|c| c.password()), interrupt, output)
+                    .await?;
             let client = connect(&connection, &plan.api_url, false, &process_env).await?;
             check_fresh(&plan, &client.read_only(), parallelism).await?;
             output.print(&render::text(&plan, &style));
@@ -63,12 +62,7 @@ pub async fn run(settings: ApplySettings, interrupt: &Interrupt, output: &Output
             let desired = load_manifests(paths, output)?;
             check_company_filter(&desired, companies)?;
             let sources = desired.users.iter().filter_map(|u| u.password.as_ref());
-            let store = open_store(
-                &settings.tokens,
-                sources.chain([&settings.connection.admin_password]),
-                &process_env,
-            );
-            let _lock = lock_and_recover(&store, settings.lock_timeout, interrupt, output).await?;
+            let (store, _lock) = open_locked(&settings, sources, interrupt, output).await?;
             let url = required_url(&settings.connection)?;
             let client = connect(&settings.connection, url, false, &process_env).await?;
             let options = plan_options(&desired, &settings.tokens, companies, &process_env);
@@ -85,6 +79,20 @@ pub async fn run(settings: ApplySettings, interrupt: &Interrupt, output: &Output
             apply_exit(&plan, &report, interrupt, output)
         }
     }
+}
+
+/// Open the token store (a helper store gets neither the admin password nor those `sources`
+/// name), take its lock and recover what a killed run left.
+async fn open_locked<'a>(
+    settings: &'a ApplySettings,
+    sources: impl IntoIterator<Item = &'a SecretRef>,
+    interrupt: &Interrupt,
+    output: &Output,
+) -> Result<(Arc<dyn TokenStore>, Option<StoreLock>), Error> {
+    let sources = sources.into_iter().chain([&settings.connection.admin_password]);
+    let store = open_store(&settings.tokens, sources, &process_env);
+    let lock = lock_and_recover(&store, settings.lock_timeout, interrupt, output).await?;
+    Ok((store, lock))
 }
 
 /// Take the token store's lock (waiting up to `wait`), then recover what a killed run left,

@@ -432,14 +432,9 @@ struct Lasting {
 fn lasting_failure(e: &(dyn std::error::Error + 'static)) -> Option<Lasting> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
-        // An `io::Error` hides the error it wraps from `source()`: look inside.
-        let wrapped = c.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
-        let tls = c.downcast_ref::<rustls::Error>().or_else(|| wrapped.and_then(|w| w.downcast_ref()));
-        if let Some(tls) = tls {
-            return Some(tls_failure(tls));
-        }
         let text = c.to_string();
-        // The TLS error may sit behind layers that erase its type: read its words too.
+        // The TLS error's type does not survive the HTTP stack's wrapping (a boxed `io::Error`
+        // inside the connector's error), so it is recognised by its words.
         if let Some(tls) = tls_error_in_words(&text) {
             return Some(tls_failure(&tls));
         }
@@ -454,7 +449,7 @@ fn lasting_failure(e: &(dyn std::error::Error + 'static)) -> Option<Lasting> {
     None
 }
 
-/// A rustls error recognised by how it displays, when the error chain no longer has its type.
+/// A rustls error recognised by how it displays (the error chain no longer has its type).
 fn tls_error_in_words(text: &str) -> Option<rustls::Error> {
     use rustls::{CertificateError, Error};
     if text.contains("corrupt message") || text.contains("InvalidContentType") {
