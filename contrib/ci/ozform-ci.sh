@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ozform-ci.sh: every command the CI recipes in this directory run, in one script, so that
-# GitHub Actions, GitLab CI and ozform's own tests (tests/ecosystem.rs) run the same thing.
+# GitHub Actions, GitLab CI and ozform's own tests (tests/testsuite/ecosystem.rs) run the same thing.
 # Copy it into your manifests repository as ci/ozform-ci.sh (the recipes call it there).
 #
 #   ozform-ci.sh plan PATH...       validate, then `plan --format markdown --detailed-exitcode`;

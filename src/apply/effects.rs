@@ -1,6 +1,6 @@
 //! `Effects`: everything apply may do to the world, with its own error kinds. The Oz client
 //! implements it (`oz/effects.rs` converts its errors at that edge); executor tests use an
-//! in-memory fake (`tests/common`).
+//! in-memory fake (`tests/testsuite/common`).
 
 use std::fmt;
 use std::future::Future;

@@ -18,7 +18,7 @@
 //! rename, fsync the directory) on tokio's blocking pool, and meanwhile the next steps that
 //! are not tokens (creates, updates) talk to the API. Holding the API slot through the fsyncs
 //! made an apply of 2,000 tokens take up to 1.8 times its request-bound time on a slow disk
-//! (see `examples/bench_apply.rs`).
+//! (see `benches/bench_apply.rs`).
 //!
 //! Before the first step of a plan that issues tokens, the token store's `check` runs once: a
 //! store that cannot keep a token stops the apply before any token exists.
@@ -393,7 +393,7 @@ impl Ready {
     /// index of the others. Tokens first keeps their stores (disk) overlapping with the other
     /// steps' requests all through the run; taken in plan order, every token would wait for
     /// the last user create, and the run would end with a tail of token steps bounded by the
-    /// disk (`examples/bench_apply.rs`: 1.7 times the request bound instead of 1.3 on a
+    /// disk (`benches/bench_apply.rs`: 1.7 times the request bound instead of 1.3 on a
     /// loaded VM).
     fn pop(&mut self, token_slot_free: bool) -> Option<usize> {
         if token_slot_free && let Some(token) = self.tokens.pop_first() {

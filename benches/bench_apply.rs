@@ -1,0 +1,366 @@
+//! The apply benchmark of issue #6: 2,000 service users with tokens in 20 companies, applied to
+//! the in-process emulator with 10 ms latency per request at parallelism 16, through the same
+//! library path `ozform apply` takes (`manifest::load` → `OzClient::connect` → `observe` →
+//! `plan::compute` → `apply::execute` with a `DirStore`). Then a second plan (no changes: as many
+//! requests as there are list pages), a second apply (zero mutating requests), and a third apply
+//! adding 10% more users to the existing companies. The whole sequence runs under API 6, then
+//! API 5, then once more under API 6 with 10,000 users (`BENCH_LARGE_USERS`, 0 to skip): the
+//! token store's bound (at most `parallelism` tokens issued but not yet stored, issue #12) must
+//! not cost more as the run grows.
+//!
+//! Each row prints the requests by route (from the emulator's own counters), the wall time, the
+//! bound `requests × latency / parallelism` (what a perfectly packed run would take; the client's
+//! `max_in_flight` instead when that is lower) and the ratio of the two; the issue's target is a
+//! ratio under 1.3 for the apply. A read phase pages through lists; when the server gives no
+//! total (the emulator's default) the client asks for pages in windows that double while pages
+//! come back full, each window once the one before has answered, so reads also show the round
+//! trips of their longest list.
+//!
+//! Run: `cargo bench --bench bench_apply` (env: `BENCH_USERS`, default 2000;
+//! `BENCH_COMPANIES`, default 20; `BENCH_PARALLELISM`, default 16; `BENCH_LATENCY_MS`, default
+//! 10; `BENCH_MAX_IN_FLIGHT`, default 16 or the parallelism if higher, as `ozform apply`;
+//! `BENCH_TOKEN_DIR`, the directory the temp dir of tokens goes in, e.g. `/dev/shm` to leave
+//! the disk out; `BENCH_STORE=memory` for the tests' `MemoryStore`). Each row also shows the CPU time of this
+//! process (client, emulator and the token store's file system calls together). Figures depend on the
+//! machine and its load, printed alongside: a measurement, never a test.
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+// The tests' in-memory token store; the benchmark uses only its `TokenStore` side.
+#[path = "../tests/testsuite/common/memory_store.rs"]
+#[allow(dead_code)]
+mod memory_store;
+
+use memory_store::MemoryStore;
+use ozform::apply::{self, ExecuteOptions, Silent};
+use ozform::emulator::{self, EmulatorConfig, Faults, Handle, Stats};
+use ozform::model::{ApiVersion, Desired};
+use ozform::oz::{ClientConfig, OzClient, VersionSetting};
+use ozform::plan::{self, Plan, PlanOptions};
+use ozform::secret::SecretRef;
+use ozform::token_store::{DirStore, TokenStore};
+
+const PASSWORD_VAR: &str = "BENCH_SERVICE_PASSWORD";
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The passwords of the generated users: one made-up value for all, known only to this process.
+fn bench_env(name: &str) -> Option<String> {
+    (name == PASSWORD_VAR).then(|| "bench-only-password-0000".to_string())
+}
+
+/// One manifest file with `companies` companies and `users` service users spread evenly over them.
+fn write_manifest(dir: &std::path::Path, companies: usize, users: usize) -> PathBuf {
+    let mut yaml = String::from("companies:\n");
+    for c in 0..companies {
+        writeln!(yaml, "  - name: Bench Company {c:04}\n    technical_meta_data: {{tier: gold, index: {c}}}")
+            .unwrap();
+    }
+    yaml.push_str("service_users:\n");
+    for u in 0..users {
+        let c = u % companies;
+        writeln!(
+            yaml,
+            "  - email: svc-{u:06}@company-{c:04}.example\n    company: Bench Company {c:04}\n    \
+             first_name: Service\n    last_name: User {u}\n    password: {{env: {PASSWORD_VAR}}}\n    \
+             permissions: {{biometry: true, collection: true, documents: false, quality: true}}\n    \
+             token: {{issue: true}}"
+        )
+        .unwrap();
+    }
+    let path = dir.join("bench.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// What `ozform plan` does after connecting (`cli::plan::make_plan`, which is crate-private),
+/// with the time of each part: observe (HTTP), the token store's list (disk), `plan::compute` (CPU).
+async fn make_plan(client: &OzClient, desired: &Desired, store: &dyn TokenStore) -> (Plan, String) {
+    let started = Instant::now();
+    let observed = client.observe(&[]).await.expect("observe");
+    let observe = started.elapsed();
+    let started = Instant::now();
+    let index = store.list().expect("token store list");
+    let indexed = started.elapsed();
+    let options = PlanOptions {
+        now: now_epoch(),
+        rotate_before: Duration::from_secs(30 * 24 * 3600),
+        rotate_tokens: false,
+        companies: Vec::new(),
+        missing_secrets: plan::missing_secrets(desired, |r: &SecretRef| r.is_available(&bench_env)),
+    };
+    let started = Instant::now();
+    let plan = plan::compute(desired, &observed, &index, &options);
+    let planned = started.elapsed();
+    let parts = format!(
+        "observe {:.1} ms, token store list {:.1} ms ({} tokens), plan {:.1} ms",
+        ms(observe),
+        ms(indexed),
+        index.len(),
+        ms(planned)
+    );
+    (plan, parts)
+}
+
+fn now_epoch() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// What `ozform apply` does with an approved plan (`cli::apply::execute`), without the terminal.
+/// `Err` when the executor refuses the plan before its first request.
+async fn execute(
+    plan: &Plan,
+    client: &OzClient,
+    store: &Arc<dyn TokenStore>,
+    parallelism: usize,
+) -> Result<(), apply::ApplyError> {
+    let passwords = apply::resolve_passwords(plan, &bench_env)?;
+    let mut options = ExecuteOptions::new(passwords);
+    options.parallelism = parallelism;
+    let report =
+        apply::execute(plan, Arc::new(client.clone()), Arc::clone(store), Arc::new(Silent), &options).await?;
+    assert!(report.is_success(), "apply failed: {}", report.summary_line());
+    Ok(())
+}
+
+struct Bench {
+    latency: Duration,
+    parallelism: usize,
+    /// The client's bound of requests in flight (`--max-in-flight`).
+    max_in_flight: usize,
+}
+
+impl Bench {
+    /// Print one phase: requests by route, wall time, bound, ratio.
+    fn row(&self, label: &str, stats: &Stats, wall: Duration, extra: &str) {
+        let requests = stats.total_requests;
+        // Requests at once: the executor's parallelism, unless the client allows fewer.
+        let at_once = self.parallelism.min(self.max_in_flight);
+        let bound = self.latency.mul_f64(requests as f64 / at_once as f64);
+        let ratio = if bound.is_zero() { f64::NAN } else { wall.as_secs_f64() / bound.as_secs_f64() };
+        println!(
+            "  {label:<22} {requests:>6} requests ({} mutating, max {} in flight)  wall {:>8.1} ms  \
+             bound {:>8.1} ms  ratio {ratio:>5.2}{extra}",
+            stats.mutating_requests,
+            stats.max_in_flight,
+            ms(wall),
+            ms(bound),
+        );
+        for (route, n) in &stats.requests_by_route {
+            println!("      {n:>6}  {route}");
+        }
+    }
+
+    /// The critical path of a read phase: the round trips of its longest list, each one
+    /// latency. With no total the client asks for pages in windows of 1, 2, 4, … up to
+    /// `max_in_flight` at once, each window once the one before has answered.
+    fn page_chain(&self, stats: &Stats) -> String {
+        let longest = ["GET /api/users/", "GET /api/companies/"]
+            .iter()
+            .map(|r| stats.requests_by_route.get(*r).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        let (mut rounds, mut asked, mut window) = (0_u32, 0, 1);
+        while asked < longest {
+            asked += window;
+            rounds += 1;
+            window = (window * 2).min(self.max_in_flight as u64);
+        }
+        let floor = self.latency * rounds;
+        format!("  (longest list: {longest} pages in {rounds} round trips ≥ {:.1} ms)", ms(floor))
+    }
+}
+
+/// CPU time of this process so far (user, system), from `/proc/self/stat` (Linux only; in
+/// clock ticks, taken as the usual 100 per second).
+fn cpu_times() -> Option<(Duration, Duration)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i)?.parse::<u64>().ok().map(|t| Duration::from_millis(t * 10));
+    Some((tick(11)?, tick(12)?))
+}
+
+/// Wall and CPU time of one phase.
+struct Clock {
+    wall: Instant,
+    cpu: Option<(Duration, Duration)>,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self { wall: Instant::now(), cpu: cpu_times() }
+    }
+    fn stop(&self) -> (Duration, String) {
+        let wall = self.wall.elapsed();
+        let cpu = match (self.cpu, cpu_times()) {
+            (Some((u0, s0)), Some((u1, s1))) => {
+                format!(
+                    "  cpu {:.0} ms user + {:.0} ms sys",
+                    ms(u1.saturating_sub(u0)),
+                    ms(s1.saturating_sub(s0))
+                )
+            }
+            _ => String::new(),
+        };
+        (wall, cpu)
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(|_| "unknown".into(), |s| s.trim().to_string())
+}
+
+/// Runs the whole sequence under `version`. Returns the temp dir of the manifests and tokens,
+/// for `main` to remove once every figure is taken: removing thousands of files just before
+/// the next apply would slow that apply's file creates on some file systems (ext4 without a
+/// journal, as on the VM these figures were first taken on, skips inodes freed in the last
+/// minute or more when allocating, and pays for that in kernel CPU).
+async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize) -> tempfile::TempDir {
+    // `BENCH_TOKEN_DIR` picks the file system the tokens go to (e.g. `/dev/shm` to leave the
+    // disk out of the figures); `BENCH_STORE=memory` leaves files out altogether.
+    let dir = match std::env::var_os("BENCH_TOKEN_DIR") {
+        Some(parent) => tempfile::tempdir_in(parent).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let manifest = write_manifest(dir.path(), companies, users);
+    let started = Instant::now();
+    let desired = ozform::manifest::load(&[manifest], &bench_env).expect("manifest");
+    let load = started.elapsed();
+
+    let mut config = EmulatorConfig::new(version);
+    config.faults =
+        Faults { latency_ms: u64::try_from(bench.latency.as_millis()).unwrap(), ..Faults::default() };
+    let handle: Handle = emulator::start(config).await.expect("emulator");
+    let mut client_config =
+        ClientConfig::new(handle.url(), handle.admin_email(), handle.admin_password().clone());
+    client_config.api_version = VersionSetting::Fixed(version);
+    client_config.max_in_flight = bench.max_in_flight;
+    let started = Instant::now();
+    let client = OzClient::connect(client_config).await.expect("connect");
+    let connect = started.elapsed();
+    let store: Arc<dyn TokenStore> = if std::env::var("BENCH_STORE").as_deref() == Ok("memory") {
+        Arc::new(MemoryStore::new())
+    } else {
+        Arc::new(DirStore::new(dir.path().join("tokens")))
+    };
+
+    println!(
+        "\nAPI {version}: {} companies, {} service users with tokens; manifest::load {:.1} ms",
+        desired.companies.len(),
+        desired.users.len(),
+        ms(load)
+    );
+    let stats = handle.stats();
+    bench.row("connect (login)", &stats, connect, "");
+
+    handle.reset_stats();
+    let clock = Clock::start();
+    let (first, parts) = make_plan(&client, &desired, store.as_ref()).await;
+    let (wall, cpu) = clock.stop();
+    let stats = handle.stats();
+    bench.row("plan 1", &stats, wall, &(bench.page_chain(&stats) + &cpu));
+    println!(
+        "      {parts}; {} create, {} update, {} issue",
+        first.summary().create,
+        first.summary().update,
+        first.summary().issue
+    );
+
+    handle.reset_stats();
+    let clock = Clock::start();
+    execute(&first, &client, &store, bench.parallelism).await.expect("execute");
+    let (wall, cpu) = clock.stop();
+    bench.row("apply 1 (execute)", &handle.stats(), wall, &cpu);
+
+    handle.reset_stats();
+    let clock = Clock::start();
+    let (second, parts) = make_plan(&client, &desired, store.as_ref()).await;
+    let (wall, cpu) = clock.stop();
+    let stats = handle.stats();
+    bench.row("plan 2", &stats, wall, &(bench.page_chain(&stats) + &cpu));
+    println!(
+        "      {parts}; {} create, {} update, {} issue",
+        second.summary().create,
+        second.summary().update,
+        second.summary().issue
+    );
+
+    // A second `ozform apply`: plan, and execute only if there is anything to do.
+    handle.reset_stats();
+    let clock = Clock::start();
+    let (again, _) = make_plan(&client, &desired, store.as_ref()).await;
+    if again.has_changes() {
+        execute(&again, &client, &store, bench.parallelism).await.expect("execute");
+    }
+    let (wall, cpu) = clock.stop();
+    let stats = handle.stats();
+    bench.row("apply 2 (plan+execute)", &stats, wall, &(bench.page_chain(&stats) + &cpu));
+
+    // New users in companies that exist and are unchanged: their creates need the company ids,
+    // which the executor looks up by name (`GET /api/companies/?name=…`).
+    let extra = users / 10;
+    let manifest = write_manifest(dir.path(), companies, users + extra);
+    let desired = ozform::manifest::load(&[manifest], &bench_env).expect("manifest");
+    handle.reset_stats();
+    let clock = Clock::start();
+    let (third, _) = make_plan(&client, &desired, store.as_ref()).await;
+    let outcome = execute(&third, &client, &store, bench.parallelism).await;
+    let (wall, cpu) = clock.stop();
+    let label = format!("apply 3 (+{extra} users)");
+    bench.row(&label, &handle.stats(), wall, &cpu);
+    if let Err(e) = outcome {
+        // Executors before main's 203675a refuse dependencies on unchanged objects.
+        println!("      refused by the executor: {e}");
+    }
+    println!(
+        "      plan: {} create, {} update, {} issue",
+        third.summary().create,
+        third.summary().update,
+        third.summary().issue
+    );
+    handle.shutdown().await;
+    dir
+}
+
+#[tokio::main]
+async fn main() {
+    let companies = env_or("BENCH_COMPANIES", 20).max(1);
+    let users = env_or("BENCH_USERS", 2000);
+    let parallelism = env_or("BENCH_PARALLELISM", 16).max(1);
+    // As `ozform apply` without `--max-in-flight`: the client bound is at least the parallelism.
+    let default_in_flight =
+        ClientConfig::new("http://x", "x", ozform::secret::Secret::new("x")).max_in_flight;
+    let bench = Bench {
+        latency: Duration::from_millis(env_or("BENCH_LATENCY_MS", 10) as u64),
+        parallelism,
+        max_in_flight: env_or("BENCH_MAX_IN_FLIGHT", default_in_flight.max(parallelism)).max(1),
+    };
+    println!(
+        "bench_apply: latency {} ms, parallelism {}, client max_in_flight {}; load average {}",
+        bench.latency.as_millis(),
+        bench.parallelism,
+        bench.max_in_flight,
+        load_average()
+    );
+    let mut dirs = Vec::new();
+    for version in [ApiVersion::V6, ApiVersion::V5] {
+        dirs.push(run(version, &bench, companies, users).await);
+    }
+    let large = env_or("BENCH_LARGE_USERS", 10_000);
+    if large > 0 {
+        dirs.push(run(ApiVersion::V6, &bench, companies, large).await);
+    }
+    drop(dirs);
+}
