@@ -26,12 +26,14 @@ mod fresh;
 pub mod order;
 mod passwords;
 mod progress;
+mod step_error;
 
 pub use effects::{EffectError, EffectErrorKind, Effects};
 pub use executor::{ApplyReport, DoneStep, ExecuteOptions, FailedStep, SkippedStep, execute};
 pub use fresh::check_fresh;
 pub use passwords::{Passwords, resolve_passwords};
 pub use progress::{Outcome, Progress, Silent};
+pub use step_error::{StepError, StepErrorKind};
 
 /// Why an apply failed as a whole, or was refused before it started.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]

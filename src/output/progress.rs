@@ -78,7 +78,8 @@ impl Progress for PlainLines {
 
 /// One JSON object per line for every event (`--log-format json`):
 /// `{"event":"started","address":…,"action":…}` and
-/// `{"event":"finished","address":…,"action":…,"outcome":"done|adopted|failed|skipped"[,"error":…][,"dependency":…]}`.
+/// `{"event":"finished","address":…,"action":…,"outcome":"done|adopted|failed|skipped"[,"error":…,"error_kind":…][,"dependency":…]}`
+/// (`error_kind`: `refused`, `conflict`, `outcome_unknown`, `store_failed` or `failed`).
 pub struct JsonLines {
     write: LineWriter,
 }
@@ -100,7 +101,10 @@ impl Progress for JsonLines {
                    "action": action, "outcome": outcome.kind()});
         line["level"] = json!(if matches!(outcome, Outcome::Failed { .. }) { "ERROR" } else { "INFO" });
         match outcome {
-            Outcome::Failed { error } => line["error"] = json!(error),
+            Outcome::Failed { error } => {
+                line["error"] = json!(error.message);
+                line["error_kind"] = json!(error.kind);
+            }
             Outcome::Skipped { dependency } => line["dependency"] = json!(dependency),
             Outcome::Done | Outcome::Adopted => {}
         }
@@ -162,6 +166,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::apply::{StepError, StepErrorKind};
     use crate::model::Email;
 
     fn collector() -> (Arc<Mutex<Vec<String>>>, impl Fn(&str) + Send + Sync + 'static) {
@@ -194,7 +199,8 @@ mod tests {
         let o = JsonLines::new(write);
         let a = Address::ServiceUser(Email::new("a@x"));
         o.started(&a, Action::Update);
-        o.finished(&a, Action::Update, &Outcome::Failed { error: "PATCH /api/users/1 answered 403".into() });
+        let error = StepError::new(StepErrorKind::Refused, "PATCH /api/users/1 answered 403");
+        o.finished(&a, Action::Update, &Outcome::Failed { error });
         let lines = lines.lock().expect("lock").clone();
         let parsed: Vec<serde_json::Value> =
             lines.iter().map(|l| serde_json::from_str(l).expect("json line")).collect();
@@ -206,6 +212,7 @@ mod tests {
         );
         assert_eq!(parsed[1]["outcome"], "failed");
         assert_eq!(parsed[1]["error"], "PATCH /api/users/1 answered 403");
+        assert_eq!(parsed[1]["error_kind"], "refused");
     }
 
     #[test]
@@ -214,7 +221,7 @@ mod tests {
         let o = Bar::with_bar(ProgressBar::hidden(), write);
         let a = Address::Company("Acme".into());
         o.finished(&a, Action::Create, &Outcome::Done);
-        o.finished(&a, Action::Update, &Outcome::Failed { error: "boom".into() });
+        o.finished(&a, Action::Update, &Outcome::Failed { error: StepError::failed("boom") });
         assert_eq!(o.position(), 2);
         assert_eq!(*lines.lock().expect("lock"), vec!["~ company/Acme: update failed: boom".to_string()]);
         o.finish();

@@ -17,7 +17,8 @@ use common::fake_effects::{FakeEffects, Fault, Op};
 use common::memory_store::MemoryStore;
 use common::recording::{Event, Recording};
 use ozform::apply::{
-    ApplyError, ApplyReport, ExecuteOptions, Outcome, Progress, check_fresh, execute, resolve_passwords,
+    ApplyError, ApplyReport, ExecuteOptions, Outcome, Progress, StepErrorKind, check_fresh, execute,
+    resolve_passwords,
 };
 use ozform::model::{ApiVersion, Email, ObservedUser, Permissions, StoredTokens, UserKind};
 use ozform::output::{JsonLines, PlainLines};
@@ -286,7 +287,8 @@ async fn a_failed_step_skips_its_dependents_and_nothing_else() {
     let report = w.apply(&plan, 8).await;
 
     assert_eq!(addresses(&report.failed, |f| &f.address), ["company/A"]);
-    assert!(report.failed[0].error.contains("403"), "{}", report.failed[0].error);
+    assert!(report.failed[0].error.message.contains("403"), "{}", report.failed[0].error);
+    assert_eq!(report.failed[0].error.kind, StepErrorKind::Refused);
     assert_eq!(addresses(&report.skipped, |s| &s.address), ["service_user/a@a.example", "token/a@a.example"]);
     assert!(report.skipped.iter().all(|s| s.dependency == company("A")));
     assert_eq!(
@@ -335,7 +337,7 @@ async fn a_create_lost_before_it_reached_the_api_fails_without_being_re_sent() {
     w.fake.inject(Op::CreateCompany, "Acme", Fault::OutcomeUnknownBeforeCommit);
     let report = w.apply(&plan, 8).await;
     assert_eq!(addresses(&report.failed, |f| &f.address), ["company/Acme"]);
-    assert!(report.failed[0].error.contains("connection closed"), "{}", report.failed[0].error);
+    assert!(report.failed[0].error.message.contains("connection closed"), "{}", report.failed[0].error);
     assert_eq!(w.fake.calls(Op::CreateCompany), 1);
     assert_eq!(w.fake.calls(Op::FindCompanies), 1, "read back once");
     assert_eq!(report.skipped.len(), 2);
@@ -369,7 +371,7 @@ async fn a_create_that_keeps_answering_500_fails_after_six_sends() {
     let report = w.apply(&plan, 8).await;
 
     assert_eq!(addresses(&report.failed, |f| &f.address), ["company/Acme"]);
-    assert!(report.failed[0].error.contains("answered 500"), "{}", report.failed[0].error);
+    assert!(report.failed[0].error.message.contains("answered 500"), "{}", report.failed[0].error);
     assert_eq!(w.fake.calls(Op::CreateCompany), 6);
     assert!(w.fake.companies().is_empty());
 }
@@ -418,7 +420,7 @@ async fn an_existing_user_of_another_company_is_a_conflict_not_an_adoption() {
     let plan = plan(stack(&[("Acme", "svc@acme.example")]));
     let report = w.apply(&plan, 8).await;
     assert_eq!(addresses(&report.failed, |f| &f.address), ["service_user/svc@acme.example"]);
-    assert!(report.failed[0].error.contains("another company"), "{}", report.failed[0].error);
+    assert!(report.failed[0].error.message.contains("another company"), "{}", report.failed[0].error);
     assert_eq!(addresses(&report.skipped, |s| &s.address), ["token/svc@acme.example"]);
     assert_eq!(w.fake.user("svc@acme.example").unwrap().company_id, Some(other));
 }
@@ -522,7 +524,11 @@ async fn a_token_is_stored_only_after_it_was_issued_and_a_sink_failure_fails_tha
 
     assert_eq!(addresses(&report.failed, |f| &f.address), ["token/a@a.example", "token/c@c.example"]);
     let sink_error = &report.failed[0].error;
-    assert!(sink_error.contains("memory:a@a.example") && sink_error.contains("not stored"), "{sink_error}");
+    assert!(
+        sink_error.message.contains("memory:a@a.example") && sink_error.message.contains("not stored"),
+        "{sink_error}"
+    );
+    assert_eq!(sink_error.kind, StepErrorKind::StoreFailed, "the token was issued, the store failed");
     assert!(w.store.get("c@c.example").is_none(), "nothing stored when the issue failed");
     assert_eq!(w.store.records().keys().collect::<Vec<_>>(), ["b@b.example"]);
     assert_eq!(w.fake.calls(Op::IssueToken), 3);
@@ -794,8 +800,9 @@ async fn a_twin_found_after_a_create_fails_that_step_and_creates_no_user_into_ei
     assert_eq!(addresses(&report.failed, |f| &f.address), ["company/Acme"]);
     let error = &report.failed[0].error;
     let ours = w.fake.companies().into_iter().find(|c| c.id != twin).unwrap().id;
-    assert!(error.contains(&ours) && error.contains(&twin), "{error}");
-    assert!(error.contains("another apply"), "{error}");
+    assert!(error.message.contains(&ours) && error.message.contains(&twin), "{error}");
+    assert!(error.message.contains("another apply"), "{error}");
+    assert_eq!(error.kind, StepErrorKind::Conflict, "a twin is for a person to settle");
     assert_eq!(report.skipped.len(), 2);
     assert_eq!(w.fake.calls(Op::CreateUser), 0);
 }
@@ -1032,7 +1039,7 @@ async fn an_existing_account_of_another_kind_is_not_adopted_as_a_service_user() 
     cu.depends_on.clear();
     let report = w.apply(&plan(vec![cu]), 8).await;
     assert_eq!(addresses(&report.failed, |f| &f.address), ["service_user/svc@acme.example"]);
-    assert!(report.failed[0].error.contains("not a service user"), "{}", report.failed[0].error);
+    assert!(report.failed[0].error.message.contains("not a service user"), "{}", report.failed[0].error);
     assert_eq!(w.fake.calls(Op::UpdateUser), 0);
 }
 
@@ -1186,7 +1193,7 @@ async fn a_removal_that_fails_keeps_the_user_and_its_stored_token() {
     w.fake.inject(Op::UpdateUser, "off@x.test", Fault::OutcomeUnknownBeforeCommit);
     let report = w.apply(&plan(vec![removal("gone@x.test", true), removal("off@x.test", false)]), 2).await;
     assert_eq!(report.failed.len(), 2, "{report:?}");
-    assert!(report.failed[0].error.contains("DELETE /api/users/u-gone@x.test"), "{report:?}");
+    assert!(report.failed[0].error.message.contains("DELETE /api/users/u-gone@x.test"), "{report:?}");
     assert!(w.fake.user("gone@x.test").is_some() && w.fake.user("off@x.test").is_some_and(|u| u.active));
     assert_eq!(w.store.records().len(), 2, "a token is dropped only after its user is removed");
 }
