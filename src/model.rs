@@ -1,7 +1,9 @@
 //! Domain types shared by the manifest loader, the Oz client, the planner and the executor.
 //!
 //! Pure data: no I/O, no dialect knowledge. The Oz client translates wire shapes (API 5 or 6)
-//! into these types and back, so nothing else needs to know which API version is live.
+//! into these types and back, so nothing else needs to know which API version is live. The
+//! one exception to "no I/O" is `now_epoch`, the one reading of the clock in epoch seconds
+//! (the unit the API and the token records use), so that every layer reads it the same way.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -117,6 +119,30 @@ impl fmt::Display for ApiVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.number())
     }
+}
+
+/// The one parser of an API version as people write it (`--api-version`, `OZ_API_VERSION`,
+/// the emulator's and the demo's flags): `5` or `6`, nothing else. A version ozform does not
+/// speak (an API 7) is an error, never taken for one it does.
+impl std::str::FromStr for ApiVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "5" => Ok(ApiVersion::V5),
+            "6" => Ok(ApiVersion::V6),
+            other => Err(format!("`{other}` is not an API version ozform speaks: write 5 or 6")),
+        }
+    }
+}
+
+/// Now, in Unix epoch seconds (fractional), as `expire_date` and the planner count time.
+pub fn now_epoch() -> f64 {
+    epoch_seconds(std::time::SystemTime::now())
+}
+
+/// `time` in Unix epoch seconds (fractional); 0 before the epoch.
+pub fn epoch_seconds(time: std::time::SystemTime) -> f64 {
+    time.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Permission flags as written in a manifest: a flag left out is not managed.

@@ -1,13 +1,15 @@
-//! `ozform apply`: flags → `ops::settings::ApplySettings`, then `ops::apply`.
+//! `ozform apply`: flags → `ops::settings::ApplySettings`, then `ops::apply` with the terminal as
+//! its view and prompt; the summary line and the exit code from the outcome.
 
 use crate::error::{Error, Exit};
-use crate::ops::interrupt::Interrupt;
 use crate::ops::settings::{ApplySettings, ApplySource};
 use crate::output::Output;
 use crate::secret::process_env;
 
 use super::ApplyArgs;
 use super::connection::{self, Url};
+use super::interrupt::Interrupt;
+use super::report::{self, Prompt, Terminal};
 
 pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Result<Exit, Error> {
     let parallelism = args.parallelism.max(1);
@@ -25,10 +27,12 @@ pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Res
         source,
         connection,
         tokens: connection::tokens(&args.tokens)?,
-        auto_approve: args.auto_approve,
         parallelism,
         removals: args.removals.limits(),
         lock_timeout: args.lock_timeout,
     };
-    crate::ops::apply::run(settings, interrupt, output).await
+    let view = Terminal::new(output);
+    let prompt = Prompt::new(output, args.auto_approve);
+    let outcome = crate::ops::apply::run(settings, &view, &prompt, interrupt.cancel()).await?;
+    report::apply_exit(outcome, interrupt.signal(), output)
 }

@@ -5,12 +5,10 @@
 //! only where it comes from is decided here, it is read when connecting.
 
 use crate::error::Error;
-use crate::model::ApiVersion;
 use crate::ops::settings::{Connection, StoreSpec, Tokens};
-use crate::oz::VersionSetting;
 use crate::secret::SecretRef;
 
-use super::{ApiVersionArg, ConnectionArgs, TokenArgs};
+use super::{ConnectionArgs, TokenArgs};
 
 /// The client's default bound on requests in flight, raised to `parallelism` when that is
 /// higher: each step is one request at a time, so a lower bound would cap the parallelism.
@@ -56,11 +54,7 @@ pub fn connection(
         api_url: args.api_url.as_deref().map(|u| u.trim_end_matches('/').to_string()),
         admin_email,
         admin_password,
-        api_version: match args.api_version {
-            ApiVersionArg::V5 => VersionSetting::Fixed(ApiVersion::V5),
-            ApiVersionArg::V6 => VersionSetting::Fixed(ApiVersion::V6),
-            ApiVersionArg::Auto => VersionSetting::Auto,
-        },
+        api_version: args.api_version,
         ca_cert: args.ca_cert.clone(),
         max_rps: args.max_rps,
         max_in_flight,

@@ -13,7 +13,6 @@ use std::path::Path;
 
 use crate::emulator::{self, EmulatorConfig, EmulatorError, Faults, Snapshot};
 use crate::error::{Error, Exit};
-use crate::model::ApiVersion;
 use crate::output::Output;
 use crate::secret::{Secret, SecretRef, process_env};
 
@@ -45,10 +44,7 @@ fn build_config(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(EmulatorConfig, bool), Error> {
     let listen = listen_addr(&args.listen)?;
-    let api_version = match args.api_version.as_str() {
-        "5" => ApiVersion::V5,
-        _ => ApiVersion::V6,
-    };
+    let api_version = args.api_version;
     if !(0.0..=1.0).contains(&args.fault_rate) {
         return Err(Error::Usage {
             message: format!("`--fault-rate {}` is not a fraction", args.fault_rate),
@@ -96,11 +92,12 @@ fn read_seed(path: &Path) -> Result<Snapshot, EmulatorError> {
 mod tests {
     use super::*;
     use crate::cli::EmulatorArgs;
+    use crate::model::ApiVersion;
 
     fn args() -> EmulatorArgs {
         EmulatorArgs {
             listen: "127.0.0.1:0".into(),
-            api_version: "5".into(),
+            api_version: ApiVersion::V5,
             admin_email: "root@x.test".into(),
             admin_password_file: None,
             seed: None,

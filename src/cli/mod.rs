@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::error::{Error, Exit};
-use crate::ops::interrupt::Interrupt;
+use clap::builder::TypedValueParser as _;
+
+use crate::error::Exit;
+use crate::model::ApiVersion;
 use crate::output::{LogFormat, Output};
+use crate::oz::VersionSetting;
 
 mod apply;
 mod completions;
@@ -19,10 +22,14 @@ mod demo;
 mod doctor;
 mod emulator;
 mod export;
+mod interrupt;
 mod man;
 mod plan;
+mod report;
 mod schema;
 mod validate;
+
+use interrupt::Interrupt;
 
 /// Declarative reconciler for the Oz Forensics API: companies, service users and service
 /// tokens as YAML in Git.
@@ -79,14 +86,18 @@ pub struct ValidateArgs {
     pub paths: Vec<PathBuf>,
 }
 
-/// `--api-version`: a fixed dialect or detection from what the live API returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ApiVersionArg {
-    #[value(name = "5")]
-    V5,
-    #[value(name = "6")]
-    V6,
-    Auto,
+/// `--api-version` of a command that connects: a dialect (`ApiVersion`'s one parser), or `auto`
+/// (detected from what the live API returns).
+fn version_setting() -> impl clap::builder::TypedValueParser<Value = VersionSetting> {
+    clap::builder::PossibleValuesParser::new(["5", "6", "auto"]).try_map(|s| match s.as_str() {
+        "auto" => Ok(VersionSetting::Auto),
+        version => version.parse::<ApiVersion>().map(VersionSetting::Fixed),
+    })
+}
+
+/// `--api-version` of the emulator and the demo: the dialect to speak (`ApiVersion`'s one parser).
+fn api_version() -> impl clap::builder::TypedValueParser<Value = ApiVersion> {
+    clap::builder::PossibleValuesParser::new(["5", "6"]).try_map(|s| s.parse::<ApiVersion>())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -101,8 +112,8 @@ pub struct ConnectionArgs {
     #[arg(long)]
     pub admin_password_file: Option<PathBuf>,
     /// API dialect: 5, 6, or auto (detected from what the API returns)
-    #[arg(long, env = "OZ_API_VERSION", value_enum, default_value = "auto")]
-    pub api_version: ApiVersionArg,
+    #[arg(long, env = "OZ_API_VERSION", value_parser = version_setting(), default_value = "auto")]
+    pub api_version: VersionSetting,
     /// Extra CA certificate (PEM) to trust, for private CAs
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
@@ -257,8 +268,8 @@ pub struct EmulatorArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
     /// API dialect to speak
-    #[arg(long, value_parser = ["5", "6"], default_value = "6")]
-    pub api_version: String,
+    #[arg(long, value_parser = api_version(), default_value = "6")]
+    pub api_version: ApiVersion,
     /// Email of the built-in ADMIN account
     #[arg(long, default_value = "admin@ozform.local")]
     pub admin_email: String,
@@ -279,8 +290,8 @@ pub struct EmulatorArgs {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// API dialect the emulator speaks
-    #[arg(long, value_parser = ["5", "6"], default_value = "6")]
-    pub api_version: String,
+    #[arg(long, value_parser = api_version(), default_value = "6")]
+    pub api_version: ApiVersion,
     /// Keep the demo's directory (its manifests and token files) instead of removing it at the end
     #[arg(long)]
     pub keep: bool,
@@ -341,14 +352,11 @@ pub fn main() -> std::process::ExitCode {
             return Exit::Failure.into();
         }
     };
-    match runtime.block_on(run(cli.command, &output)) {
-        Ok(exit) => exit.into(),
-        Err(err) => {
-            let exit = err.exit();
-            output.report(&miette::Report::new(err));
-            exit.into()
-        }
-    }
+    let exit = runtime.block_on(run(cli.command, &output));
+    // Not waiting for blocking threads: one may still be polling a token store's lock that a
+    // signal gave up on (nothing was done yet); the process ends with them.
+    runtime.shutdown_background();
+    exit.into()
 }
 
 /// Print clap's message and say how to exit: 0 for `--help` and `--version`, 1 for every usage
@@ -364,26 +372,33 @@ fn usage_exit(e: &clap::Error) -> std::process::ExitCode {
     }
 }
 
-async fn run(command: Command, output: &Output) -> Result<Exit, Error> {
-    match command {
+/// Run one command and give its exit code, its error reported (scrubbed, located).
+async fn run(command: Command, output: &Output) -> Exit {
+    let ran = match command {
         Command::Validate(args) => validate::run(args, output),
-        Command::Plan(args) => {
-            Interrupt::immediate()?;
-            plan::run(args, output).await
-        }
+        Command::Plan(args) => match Interrupt::immediate() {
+            Ok(()) => plan::run(args, output).await,
+            Err(e) => Err(e),
+        },
         Command::Apply(args) => {
-            let interrupt = Interrupt::graceful()?;
-            apply::run(args, &interrupt, output).await
+            let interrupt = match Interrupt::graceful() {
+                Ok(interrupt) => interrupt,
+                Err(e) => return report::fail(e, None, output),
+            };
+            return apply::run(args, &interrupt, output)
+                .await
+                .unwrap_or_else(|e| report::fail(e, interrupt.signal(), output));
         }
-        Command::Export(args) => {
-            Interrupt::immediate()?;
-            export::run(args, output).await
-        }
+        Command::Export(args) => match Interrupt::immediate() {
+            Ok(()) => export::run(args, output).await,
+            Err(e) => Err(e),
+        },
         Command::Schema => schema::run(output),
         Command::Emulator(args) => emulator::run(args, output).await,
         Command::Demo(args) => demo::run(args, output).await,
         Command::Doctor(args) => doctor::run(args, output).await,
         Command::Completions(args) => completions::run(args.shell, output),
         Command::Man(args) => man::run(args.out_dir.as_deref(), output),
-    }
+    };
+    ran.unwrap_or_else(|e| report::fail(e, None, output))
 }

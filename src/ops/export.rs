@@ -3,21 +3,34 @@
 //! `manifest::export::to_document`; this file only connects, observes and writes.
 //!
 //! The only side effect is `--out FILE`, written atomically (temp file in the same directory,
-//! fsync, rename): a reader never sees half a manifest. Without `--out` the manifest goes to
-//! stdout and every note to stderr, so `ozform export > all.yaml` stays a clean manifest.
+//! fsync, rename): a reader never sees half a manifest. Without `--out` the manifest is handed
+//! back for the command line to print on stdout, with every note through the view (stderr), so
+//! `ozform export > all.yaml` stays a clean manifest.
 
-use crate::error::{Error, Exit};
+use std::path::PathBuf;
+
+use crate::error::Error;
 use crate::manifest::export::{ExportOptions, LeftOut, to_document};
-use crate::output::Output;
 use crate::secret::process_env;
 
+use super::View;
 use super::files::write_atomically;
 use super::settings::ExportSettings;
-use super::{connect, required_url};
+use super::target::connect_to;
 
-pub async fn run(settings: ExportSettings, output: &Output) -> Result<Exit, Error> {
-    let url = required_url(&settings.connection)?;
-    let client = connect(&settings.connection, url, true, &process_env).await?;
+/// What `export` made.
+#[derive(Debug)]
+pub struct ExportOutcome {
+    /// The manifest, when it was not written to a file (`--out`).
+    pub manifest: Option<String>,
+    /// The file it was written to.
+    pub written: Option<PathBuf>,
+    /// `exported 2 companies and 3 service users from URL (API 6)`.
+    pub summary: String,
+}
+
+pub async fn run(settings: ExportSettings, view: &dyn View) -> Result<ExportOutcome, Error> {
+    let client = connect_to(&settings.connection, true, &process_env).await?;
     let observed = client.observe(&settings.companies).await?;
     let options = ExportOptions { companies: settings.companies.clone(), tokens: settings.tokens };
     let export = to_document(&observed, &options);
@@ -25,13 +38,13 @@ pub async fn run(settings: ExportSettings, output: &Output) -> Result<Exit, Erro
 
     let not_service = export.left_out.iter().filter(|n| matches!(n, LeftOut::NotServiceUser { .. })).count();
     if not_service > 0 {
-        output.warn(&format!(
+        view.warning(&format!(
             "left out {not_service} user(s) of exported companies that are not service users (ozform manages \
              only service users); the manifest lists them in comments at its end"
         ));
     }
     for note in export.left_out.iter().filter(|n| !matches!(n, LeftOut::NotServiceUser { .. })) {
-        output.warn(&note.to_string());
+        view.warning(&note.to_string());
     }
     let summary = format!(
         "exported {} companies and {} service users from {} (API {})",
@@ -42,10 +55,7 @@ pub async fn run(settings: ExportSettings, output: &Output) -> Result<Exit, Erro
     );
     if let Some(path) = &settings.out {
         write_atomically(path, yaml.as_bytes())?;
-        output.status(&format!("{summary} to `{}`", path.display()));
-    } else {
-        output.print(&yaml);
-        output.status(&summary);
+        return Ok(ExportOutcome { manifest: None, written: Some(path.clone()), summary });
     }
-    Ok(Exit::Success)
+    Ok(ExportOutcome { manifest: Some(yaml), written: None, summary })
 }

@@ -89,23 +89,13 @@ impl Tokens {
     }
 }
 
-/// How `plan` prints the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlanFormat {
-    Text,
-    Json,
-    Markdown,
-}
-
 #[derive(Debug, Clone)]
 pub struct PlanSettings {
     pub paths: Vec<PathBuf>,
     pub connection: Connection,
     pub tokens: Tokens,
-    pub format: PlanFormat,
     /// Also save the plan as JSON here.
     pub out: Option<PathBuf>,
-    pub detailed_exitcode: bool,
     /// Plan only these companies (empty: all).
     pub companies: Vec<String>,
     /// The blast-radius guard of removals.
@@ -126,7 +116,6 @@ pub struct ApplySettings {
     pub source: ApplySource,
     pub connection: Connection,
     pub tokens: Tokens,
-    pub auto_approve: bool,
     /// Steps talking to the API at once (at least 1).
     pub parallelism: usize,
     /// The blast-radius guard of removals.

@@ -108,7 +108,7 @@ impl OzClient {
         })?;
         let expire_date = wire.expire_date.unwrap_or_else(|| {
             tracing::warn!(user_id, "the API did not say when the service token expires: assuming 5 years");
-            now_epoch() + DEFAULT_TOKEN_LIFETIME_SECS
+            crate::model::now_epoch() + DEFAULT_TOKEN_LIFETIME_SECS
         });
         Ok(IssuedToken {
             token_id: wire.token_id.unwrap_or_default(),
@@ -158,8 +158,4 @@ impl Effects for OzClient {
     async fn delete_user(&self, id: &str) -> Result<(), EffectError> {
         OzClient::delete_user(self, id).await.map_err(|e| effect_error(e, false))
     }
-}
-
-fn now_epoch() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }

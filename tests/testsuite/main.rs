@@ -23,5 +23,6 @@ mod plan_format;
 mod redaction;
 mod removals;
 mod render;
+mod target;
 mod token_store;
 mod token_stores;

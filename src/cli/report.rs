@@ -1,0 +1,164 @@
+//! Outcomes to the terminal and to exit codes: the one place that knows both.
+//!
+//! Operations (`ops`) never print and never end the process; they talk through the `View` and
+//! `Approve` ports and hand back outcomes. Here are the terminal's implementations of those
+//! ports (`Terminal`, `Prompt`) and the exit-code policy of the contract:
+//! 0 success, 1 error (usage, API, partial apply, stale plan, conflicts, guard), 2/3 from
+//! `plan --detailed-exitcode` (changes / changes with a removal), 130/143 an apply stopped by
+//! SIGINT/SIGTERM after finishing its steps in flight.
+
+use std::sync::Arc;
+
+use crate::apply::{ApplyReport, Progress};
+use crate::error::{Error, Exit};
+use crate::ops::apply::ApplyOutcome;
+use crate::ops::{Approval, Approve, View};
+use crate::output::Output;
+use crate::plan::{Plan, format};
+use crate::render;
+
+use super::interrupt::Signal;
+
+/// How a plan is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// The terminal as an operation's `View`: plans on stdout in `format`, warnings and status lines
+/// on stderr, progress as `Output` draws it.
+#[derive(Debug, Clone)]
+pub struct Terminal {
+    output: Output,
+    format: PlanFormat,
+}
+
+impl Terminal {
+    /// Plans shown as the Terraform-like text.
+    pub fn new(output: &Output) -> Self {
+        Self::with_format(output, PlanFormat::Text)
+    }
+
+    pub fn with_format(output: &Output, format: PlanFormat) -> Self {
+        Self { output: output.clone(), format }
+    }
+}
+
+impl View for Terminal {
+    fn warning(&self, text: &str) {
+        self.output.warn(text);
+    }
+    fn status(&self, text: &str) {
+        self.output.status(text);
+    }
+    fn plan(&self, plan: &Plan) {
+        self.output.print(&match self.format {
+            PlanFormat::Text => render::text(plan, &render::Style { color: self.output.color }),
+            PlanFormat::Json => format::to_json(plan),
+            PlanFormat::Markdown => render::markdown(plan),
+        });
+    }
+    fn text(&self, text: &str) {
+        self.output.print(text);
+    }
+    fn progress(&self, total: usize) -> Arc<dyn Progress> {
+        self.output.progress(total)
+    }
+}
+
+/// Approval on the terminal, Terraform-style (only `yes` approves), or given beforehand with
+/// `--auto-approve`.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    output: Output,
+    auto_approve: bool,
+}
+
+impl Prompt {
+    pub fn new(output: &Output, auto_approve: bool) -> Self {
+        Self { output: output.clone(), auto_approve }
+    }
+}
+
+impl Approve for Prompt {
+    fn approve(&self, _: &Plan) -> Approval {
+        if self.auto_approve {
+            Approval::Approved
+        } else if !self.output.stdin_tty() {
+            Approval::CannotAsk
+        } else if self.output.confirm("Do you want to perform these actions?") {
+            Approval::Approved
+        } else {
+            Approval::Declined
+        }
+    }
+}
+
+/// The exit status of a finished plan: conflicts are errors; with `detailed_exitcode`, 2 says
+/// there are changes, 3 that at least one of them is a removal (a pipeline can apply additive
+/// plans on its own and hold destructive ones for a person).
+pub fn plan_exit(plan: &Plan, detailed_exitcode: bool) -> Result<Exit, Error> {
+    if !plan.conflicts.is_empty() {
+        return Err(Error::Usage {
+            message: format!(
+                "{} conflict(s) need a manual fix before the manifests can converge",
+                plan.conflicts.len()
+            ),
+            help: "see the conflicts above; each says how to fix it".into(),
+        });
+    }
+    Ok(match (detailed_exitcode, plan.has_changes(), plan.has_removals()) {
+        (true, _, true) => Exit::Removals,
+        (true, true, false) => Exit::Changes,
+        _ => Exit::Success,
+    })
+}
+
+/// Print the summary line of an apply; an apply stopped by a signal ends with the signal's
+/// code (130, 143), a partial apply or unresolved conflicts with exit 1.
+pub fn apply_exit(outcome: ApplyOutcome, signal: Option<Signal>, output: &Output) -> Result<Exit, Error> {
+    let Some(report) = outcome.report else { return plan_exit(&outcome.plan, false) };
+    output.print(&format!("\n{}\n", report.summary_line()));
+    if let Some(signal) = signal {
+        warn_failures(&report, output);
+        return Ok(signal.exit());
+    }
+    report.into_result()?;
+    plan_exit(&outcome.plan, false)
+}
+
+/// An interrupted apply has no error to end with: its failures are said as warnings.
+fn warn_failures(report: &ApplyReport, output: &Output) {
+    for failed in &report.failed {
+        output.warn(&format!("`{}` failed: {}", failed.address, failed.error));
+    }
+}
+
+/// The exit code of an operation's error. Every error of the contract is 1, except a stop by a
+/// signal before anything was done, which ends with the signal's code (and says nothing more:
+/// the signal's handler said it).
+pub fn error_exit(error: &Error, signal: Option<Signal>) -> Exit {
+    match error {
+        Error::Cancelled => signal.map_or(Exit::Interrupted, Signal::exit),
+        Error::Manifest(_)
+        | Error::Oz(_)
+        | Error::Plan(_)
+        | Error::Apply(_)
+        | Error::TokenStore(_)
+        | Error::Secret(_)
+        | Error::Emulator(_)
+        | Error::Usage { .. }
+        | Error::Io { .. } => Exit::Failure,
+    }
+}
+
+/// Report `error` (scrubbed, located) unless it is a stop by a signal, and give its exit code.
+pub fn fail(error: Error, signal: Option<Signal>, output: &Output) -> Exit {
+    let exit = error_exit(&error, signal);
+    if !matches!(error, Error::Cancelled) {
+        output.report(&miette::Report::new(error));
+    }
+    exit
+}
