@@ -34,7 +34,7 @@ mod transport;
 mod wire;
 
 pub use client::{OzClient, UserFilter};
-pub use config::{ClientConfig, VersionSetting};
+pub use config::{ClientConfig, DEFAULT_MAX_OBJECTS, DEFAULT_MAX_RESPONSE_BYTES, VersionSetting};
 pub use error::OzError;
 pub use probe::{COMPANIES_PATH, DialectEvidence, ProbeAnswer, USERS_PATH, dialect_evidence};
 pub use retry::RetryPolicy;
