@@ -346,8 +346,20 @@ pub struct StoredToken {
     pub user_id: String,
     /// The API that issued it.
     pub api_url: String,
-    /// Unix epoch seconds.
+    /// Unix epoch seconds; `UNKNOWN_EXPIRY` (0) when unknown (`known_expiry`).
     pub expire_date: f64,
+}
+
+/// The `expire_date` of a token whose expiry is unknown: when it was issued the API answered
+/// none a token can have (not finite, or outside [now − 1 day, now + 100 years]). Written as
+/// `0` in token stores and saved plans, a number every earlier reader accepts (an earlier
+/// ozform takes it as long expired and rotates the token); see `known_expiry`.
+pub const UNKNOWN_EXPIRY: f64 = 0.0;
+
+/// A token's `expire_date` if it is known: `None` for `UNKNOWN_EXPIRY`, and for anything else
+/// no issued token can expire at (not finite, at or before the epoch).
+pub fn known_expiry(expire_date: f64) -> Option<f64> {
+    (expire_date.is_finite() && expire_date > 0.0).then_some(expire_date)
 }
 
 /// Stored tokens by lower-cased email (`Email::key`).
@@ -400,6 +412,7 @@ pub struct IssuedToken {
     pub token_id: String,
     pub user_id: String,
     pub access_token: crate::secret::Secret,
-    /// Unix epoch seconds (the API may send a float).
+    /// Unix epoch seconds (the API may send a float); `UNKNOWN_EXPIRY` when the API's answer
+    /// cannot be a token's expiry.
     pub expire_date: f64,
 }

@@ -60,6 +60,8 @@ pub fn connection(
         max_in_flight,
         request_timeout: args.request_timeout,
         allow_insecure_http: args.allow_insecure_http,
+        max_response_bytes: args.max_response_bytes,
+        max_objects: args.max_objects,
     };
     Ok((connection, warning))
 }
@@ -168,6 +170,29 @@ mod tests {
         assert_eq!((c.max_in_flight, warning), (32, None));
         assert_eq!(c.api_url.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(c.admin_password, SecretRef::Env("OZ_ADMIN_PASSWORD".into()));
+    }
+
+    #[test]
+    fn the_bounds_against_a_hostile_server_have_their_defaults_and_take_sizes() {
+        let (c, _) = settings(&[], 1);
+        assert_eq!((c.max_response_bytes, c.max_objects), (64 * 1024 * 1024, 1_000_000));
+        let (c, _) = settings(&["--max-response-bytes", "512KiB", "--max-objects", "2000"], 1);
+        assert_eq!((c.max_response_bytes, c.max_objects), (512 * 1024, 2000));
+        assert_eq!(settings(&["--max-response-bytes", "1000"], 1).0.max_response_bytes, 1000);
+    }
+
+    #[test]
+    fn a_size_is_bytes_or_a_binary_unit_and_never_zero() {
+        use super::super::parse_size;
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("64 mib"), Ok(64 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("100B"), Ok(100));
+        assert!(parse_size("0").expect_err("zero").contains("at least 1 byte"));
+        assert!(parse_size("64MB").expect_err("not binary").contains("is not a size"));
+        assert!(parse_size("-1").expect_err("negative").contains("is not a size"));
+        assert!(parse_size("99999999999999999999G").is_err());
     }
 
     #[test]

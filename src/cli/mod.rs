@@ -126,6 +126,13 @@ pub struct ConnectionArgs {
     /// Per-request timeout, e.g. 30s
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// The largest answer read from the API, e.g. 64MiB: a longer one is an error, found while
+    /// it streams in
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_response_bytes: usize,
+    /// The most companies or users one listing of the API may hold: more is an error
+    #[arg(long, default_value_t = crate::oz::DEFAULT_MAX_OBJECTS, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_objects: usize,
     /// Allow plain `http://` to a host that is not this machine (passwords and tokens would
     /// cross the network in clear)
     #[arg(long)]
@@ -333,6 +340,29 @@ pub struct ManArgs {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. `30d`, `12h` or `90s`"))
+}
+
+/// A size in bytes: a whole number, optionally followed by `B`, `KiB`, `MiB` or `GiB` (`K`, `M`,
+/// `G` for short; powers of 1024), at least 1 byte.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let text = s.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return Err(format!("`{s}` is not a size; write e.g. `64MiB`, `512KiB` or `1048576` (bytes)")),
+    };
+    let n: usize = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size; write e.g. `64MiB`, `512KiB` or `1048576` (bytes)"))?;
+    let bytes = n.checked_mul(1usize << shift).ok_or_else(|| format!("`{s}` is too large a size"))?;
+    if bytes == 0 {
+        return Err("the size must be at least 1 byte".into());
+    }
+    Ok(bytes)
 }
 
 /// Parse the command line, run the command, and return the process exit code.

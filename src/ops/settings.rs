@@ -26,6 +26,10 @@ pub struct Connection {
     pub request_timeout: Duration,
     /// Allow plain `http://` to a host that is not loopback (`--allow-insecure-http`).
     pub allow_insecure_http: bool,
+    /// The largest answer read (`--max-response-bytes`).
+    pub max_response_bytes: usize,
+    /// The most objects one listing may hold (`--max-objects`).
+    pub max_objects: usize,
 }
 
 impl Connection {
@@ -45,6 +49,8 @@ impl Connection {
         config.connect_timeout = Duration::from_secs(10).min(self.request_timeout);
         config.ca_cert.clone_from(&self.ca_cert);
         config.read_only = read_only;
+        config.max_response_bytes = self.max_response_bytes;
+        config.max_objects = self.max_objects;
         Ok(config)
     }
 }

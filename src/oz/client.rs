@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::OzError;
 use super::config::{ClientConfig, VersionSetting};
 use super::dialect::{Dialect, Evidence};
-use super::paging::{Next, Pager, Rounds};
+use super::paging::{Next, Pager, Refusal, Rounds};
 use super::transport::{Call, Transport};
 use super::wire::{Page, WireCompany, WireUser, parse_page};
 use crate::model::{ApiVersion, Email, ObservedCompany, ObservedUser};
@@ -225,7 +225,7 @@ async fn list_pages(
     ahead: bool,
     mut enough: impl FnMut(&[Value]) -> bool,
 ) -> Result<Vec<Value>, OzError> {
-    let mut pager = Pager::new(id_key);
+    let mut pager = Pager::new(id_key).max_objects(transport.config.max_objects);
     let mut rounds = Rounds::new(transport.config.max_in_flight, ahead);
     let mut all = Vec::new();
     let mut offsets = Rounds::first();
@@ -283,7 +283,19 @@ fn accept(
     offset: usize,
     page: Page,
 ) -> Result<(Vec<Value>, Next), OzError> {
-    pager.accept_at(offset, page).map_err(|reason| OzError::Paging { path: transport.where_(path), reason })
+    pager.accept_at(offset, page).map_err(|refusal| match refusal {
+        Refusal::Untrusted(reason) => OzError::Paging { path: transport.where_(path), reason },
+        Refusal::TooMany(reason) => OzError::Limit {
+            method: "GET".into(),
+            path: transport.where_(path),
+            reason,
+            help: Some(
+                "raise `--max-objects` if the installation really holds that many; otherwise the API, \
+                 or a proxy in front of it, keeps sending pages past the end of the list"
+                    .into(),
+            ),
+        },
+    })
 }
 
 /// Decide the dialect from the login answer's user and the users list (paged only until the

@@ -2,14 +2,15 @@
 //! answered raw (status, `Date` header, JSON body, the server's certificate), outside paging, retries and the
 //! trailing-slash fallback, so that the doctor sees how the server answers rather than what
 //! the client makes of it. Only GET is ever sent here; the read-only guard of `send` is not
-//! needed because no other method can be built.
+//! needed because no other method can be built. Bodies are read with the client's
+//! `--max-response-bytes` bound, as every other answer.
 
 use serde_json::Value;
 
 use super::OzError;
 use super::client::{COMPANIES, OzClient, USERS};
 use super::dialect::Evidence;
-use super::transport::TOKEN_HEADER;
+use super::transport::{Failed, TOKEN_HEADER, read_body};
 use super::wire::WireError;
 use crate::model::ApiVersion;
 
@@ -95,7 +96,11 @@ impl OzClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
-        let bytes = response.bytes().await.map_err(|e| failed(&e))?;
+        let bytes = match read_body(response, transport.config.max_response_bytes).await {
+            Ok(bytes) => bytes,
+            Err(Failed::Http(e)) => return Err(failed(&e)),
+            Err(Failed::TooLarge) => return Err(transport.too_large("GET", path)),
+        };
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let error_code =
             if (200..300).contains(&status) { None } else { WireError::parse(&bytes).error_code };

@@ -10,6 +10,11 @@
 //! request was not acted on. The form that worked is remembered per class of path (collections,
 //! which are documented with a slash, and the others, documented without), so a server that
 //! routes only the other form costs one extra request per class, not one per request.
+//!
+//! A body is read as it streams in and never past `max_response_bytes` (`--max-response-bytes`):
+//! a `Content-Length` beyond it is refused before reading, a longer body (chunked, or whatever
+//! it announced) as soon as it crosses it; neither is retried. A body that never ends but stays
+//! under the bound (a drip) is ended by the whole-request timeout, like any other slow answer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -76,6 +81,52 @@ impl<'a> Call<'a> {
     pub fn query(mut self, key: &'static str, value: impl Into<String>) -> Self {
         self.query.push((key, value.into()));
         self
+    }
+}
+
+/// Why one attempt got no usable answer.
+#[derive(Debug)]
+pub(super) enum Failed {
+    /// The HTTP exchange failed: no connection, a timeout, a dropped connection.
+    Http(reqwest::Error),
+    /// The body is longer than `max_response_bytes`.
+    TooLarge,
+}
+
+/// What is reserved up front for a body, at most, whatever `Content-Length` announces: the
+/// buffer grows with what actually arrives.
+const PREALLOCATE: usize = 1024 * 1024;
+
+/// Read a response's body, at most `cap` bytes: a `Content-Length` past the cap is refused
+/// before a byte is read, and any body (chunked, or longer than it announced) is refused as soon
+/// as it would pass the cap, so no more than `cap` bytes are ever held.
+pub(super) async fn read_body(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, Failed> {
+    let announced = response.content_length();
+    if announced.is_some_and(|n| n > u64::try_from(cap).unwrap_or(u64::MAX)) {
+        return Err(Failed::TooLarge);
+    }
+    let reserve = announced.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)).min(PREALLOCATE);
+    let mut body = Vec::with_capacity(reserve);
+    while let Some(chunk) = response.chunk().await.map_err(Failed::Http)? {
+        if chunk.len() > cap.saturating_sub(body.len()) {
+            return Err(Failed::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `n` bytes as people read a size: `64 MiB`, `512 KiB`, or `1000 bytes`.
+pub(super) fn size_text(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    const GIB: usize = 1024 * MIB;
+    match n {
+        0 => "0 bytes".into(),
+        n if n % GIB == 0 => format!("{} GiB", n / GIB),
+        n if n % MIB == 0 => format!("{} MiB", n / MIB),
+        n if n % KIB == 0 => format!("{} KiB", n / KIB),
+        n => format!("{n} bytes"),
     }
 }
 
@@ -170,6 +221,23 @@ impl Transport {
         format!("{}{path}", self.host)
     }
 
+    /// The error of an answer longer than `--max-response-bytes`.
+    pub(super) fn too_large(&self, method: &str, path: &str) -> OzError {
+        OzError::Limit {
+            method: method.to_string(),
+            path: self.where_(path),
+            reason: format!(
+                "the answer is larger than {}, the limit of `--max-response-bytes`",
+                size_text(self.config.max_response_bytes)
+            ),
+            help: Some(
+                "raise `--max-response-bytes` if the API really answers that much; otherwise the API, or \
+                 a proxy in front of it, is broken: nothing more was read"
+                    .into(),
+            ),
+        }
+    }
+
     /// Send a call and return its JSON body (`Value::Null` for an empty body). Runs in a
     /// debug span `oz_request` (method, path, last status, total duration).
     pub async fn send(&self, call: Call<'_>) -> Result<Value, OzError> {
@@ -248,7 +316,8 @@ impl Transport {
                         }
                     }
                 }
-                Err(e) => {
+                Err(Failed::TooLarge) => return Err(self.too_large(&method, &path)),
+                Err(Failed::Http(e)) => {
                     if let Some(lasting) = lasting_failure(&e) {
                         return Err(OzError::Unreachable {
                             url: format!("{}{path}", self.api_url),
@@ -287,13 +356,9 @@ impl Transport {
         }
     }
 
-    /// One attempt: take a permit and a rate slot, send, read the whole body.
-    async fn attempt(
-        &self,
-        call: &Call<'_>,
-        path: &str,
-        token: Option<&Secret>,
-    ) -> Result<Answer, reqwest::Error> {
+    /// One attempt: take a permit and a rate slot, send, read the whole body (at most
+    /// `max_response_bytes` of it).
+    async fn attempt(&self, call: &Call<'_>, path: &str, token: Option<&Secret>) -> Result<Answer, Failed> {
         // The semaphore is never closed, so `acquire` cannot fail; a failure would only mean
         // running unbounded, which is still correct.
         let _permit = self.permits.acquire().await.ok();
@@ -312,14 +377,14 @@ impl Transport {
             request = request.json(body);
         }
         let result = async {
-            let response = request.send().await?;
+            let response = request.send().await.map_err(Failed::Http)?;
             let status = response.status();
             let retry_after = response
                 .headers()
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after);
-            let body = response.bytes().await?.to_vec();
+            let body = read_body(response, self.config.max_response_bytes).await?;
             Ok(Answer { status, retry_after, body })
         }
         .await;
@@ -329,8 +394,11 @@ impl Transport {
                 tracing::Span::current().record("status", a.status.as_u16());
                 tracing::debug!(method = %call.method, path, status = a.status.as_u16(), elapsed_ms, "oz request");
             }
-            Err(e) => {
+            Err(Failed::Http(e)) => {
                 tracing::debug!(method = %call.method, path, error = %root_cause(e), elapsed_ms, "oz request failed");
+            }
+            Err(Failed::TooLarge) => {
+                tracing::debug!(method = %call.method, path, elapsed_ms, "oz answer larger than --max-response-bytes");
             }
         }
         result

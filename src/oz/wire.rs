@@ -162,6 +162,27 @@ pub struct WireServiceToken {
     pub expire_date: Option<f64>,
 }
 
+/// The longest token ozform accepts from the API (a real one is a few hundred bytes).
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// Why `token` (a session or service token the API issued) cannot be one, if it cannot: it
+/// must be non-empty printable ASCII without spaces (it travels in an HTTP header and lands in
+/// files and Secrets), at most `MAX_TOKEN_BYTES`. The reason never quotes the token.
+pub fn token_problem(token: &str) -> Option<String> {
+    if token.is_empty() {
+        return Some("it is empty".into());
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Some(format!(
+            "it is {} bytes long, more than the {MAX_TOKEN_BYTES} a token may have",
+            token.len()
+        ));
+    }
+    token.bytes().position(|b| !b.is_ascii_graphic()).map(|at| {
+        format!("byte {} of it is not printable ASCII (a space, a control character or not ASCII)", at + 1)
+    })
+}
+
 /// The error body: `{"error_code", "error_message", "details"}`; every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct WireError {
@@ -297,6 +318,20 @@ mod tests {
         )
         .expect("token");
         assert!(t.expire_date.is_some_and(|d| (d - 1_904_659_888.282_587).abs() < 1e-6));
+    }
+
+    #[test]
+    fn a_token_is_non_empty_printable_ascii_without_spaces_of_at_most_4_kib() {
+        assert_eq!(token_problem("eyJhbGciOi.J-_~+/=!"), None);
+        assert_eq!(token_problem(&"a".repeat(MAX_TOKEN_BYTES)), None);
+        assert_eq!(token_problem("").as_deref(), Some("it is empty"));
+        let long = token_problem(&"a".repeat(MAX_TOKEN_BYTES + 1)).expect("too long");
+        assert!(long.contains("4097 bytes long"), "{long}");
+        for bad in ["CANARY tok", "CANARY\ttok", "CANARY\u{7f}", "CANARYé", "CANARY\n"] {
+            let problem = token_problem(bad).expect("refused");
+            assert!(problem.contains("byte 7 of it is not printable ASCII"), "{bad:?}: {problem}");
+            assert!(!problem.contains("CANARY"), "never quotes the token: {problem}");
+        }
     }
 
     #[test]

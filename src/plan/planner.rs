@@ -14,6 +14,11 @@
 //! not) is planned for `deactivate` (unless already inactive) or `delete`. Nothing else is
 //! ever removed: not other kinds of users, not users of other companies, not companies. Each
 //! pruning company's figures (`PruneScope`) go into the plan for the blast-radius guard.
+//!
+//! A stored token of unknown expiry (`model::known_expiry` is `None`) is rotated only for a
+//! reason that does not need its expiry (another user, another API, `--rotate-tokens`), and
+//! the plan warns about it: an API that never answers a usable `expire_date` must not make
+//! every run issue new tokens.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -24,7 +29,7 @@ use super::{
 };
 use crate::model::{
     Desired, DesiredCompany, DesiredUser, Observed, ObservedCompany, ObservedUser, Permissions, Prune,
-    StoredToken, StoredTokens, UserKind,
+    StoredToken, StoredTokens, UserKind, known_expiry,
 };
 use crate::secret::SecretRef;
 
@@ -423,7 +428,17 @@ impl<'o> Planner<'o> {
             UserState::Creating => None,
             UserState::Live(u) => Some(*u),
         };
-        let Some(reason) = self.token_reason(live, stored) else { return };
+        let Some(reason) = self.token_reason(live, stored) else {
+            if stored.is_some_and(|s| known_expiry(s.expire_date).is_none()) {
+                self.warnings.push(format!(
+                    "the stored token of `{}` has an unknown expiry (the API answered none a token can \
+                     have when it was issued): `--rotate-before` cannot rotate it; `--rotate-tokens` issues a \
+                     new one",
+                    want.email
+                ));
+            }
+            return;
+        };
         let issue = TokenIssue {
             user_id: live.map(|u| u.id.clone()),
             api_url: self.observed.api_url.clone(),
@@ -449,12 +464,12 @@ impl<'o> Planner<'o> {
             return Some(TokenReason::OtherUser { stored: stored.user_id.clone(), live: live.id.clone() });
         }
         let window = self.options.rotate_before;
-        if stored.expire_date - self.options.now < window.as_secs_f64() {
-            return Some(TokenReason::Expiring {
-                expire_date: stored.expire_date,
-                now: self.options.now,
-                rotate_before: window,
-            });
+        // An unknown expiry is not taken as expiring: rotating it would issue a new token on
+        // every run against an API that never answers a usable `expire_date` (see `token`).
+        if let Some(expire_date) = known_expiry(stored.expire_date)
+            && expire_date - self.options.now < window.as_secs_f64()
+        {
+            return Some(TokenReason::Expiring { expire_date, now: self.options.now, rotate_before: window });
         }
         self.options.rotate_tokens.then_some(TokenReason::Rotation)
     }

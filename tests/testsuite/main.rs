@@ -15,6 +15,7 @@ mod ecosystem;
 mod emulator;
 mod export;
 mod hostile_manifests;
+mod hostile_server;
 mod manifest;
 mod oz_client;
 mod pipeline;
