@@ -386,3 +386,35 @@ async fn companies_being_deleted_and_still_listed_are_counted() {
         "2 compan(ies), 1 being deleted and still listed (`in_deletion`)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_twenty_percent_faults_the_verdict_is_reached_in_twenty_runs_of_twenty() {
+    // What `ozform emulator --fault-rate 0.2` serves (429 with `Retry-After: 1`, 500, 503 and
+    // dropped connections, a fifth of the requests in all), the login and its refresh included;
+    // each run from its own seed, so that a failure can be replayed.
+    let runs = (0..20_u64).map(|run| async move {
+        let faults = Faults { include_auth: true, seed: run, ..Faults::mixed(0.2, 0) };
+        let emu = Emulator::new(ApiVersion::V6)
+            .seed(seed(ApiVersion::V6, &["Acme", "Globex"], 10))
+            .faults(faults)
+            .start()
+            .await;
+        let (report, code) = doctor(&emu, &password(&emu), &[]).await;
+        (run, emu, report, code)
+    });
+    let mut faulted = 0;
+    let mut faulted_logins = 0;
+    for (run, emu, report, code) in futures::future::join_all(runs).await {
+        assert_eq!(code, 0, "run {run}:\n{report:#}");
+        let off = not_ok(&report);
+        assert!(off.iter().all(|f| f == "faults=warn"), "run {run}: {off:?}\n{report:#}");
+        let fault = |r: &ozform::emulator::RequestRecord| !r.status.is_some_and(|s| (200..300).contains(&s));
+        let requests = emu.requests();
+        faulted += requests.iter().filter(|r| fault(r)).count();
+        faulted_logins +=
+            requests.iter().filter(|r| fault(r) && r.path.starts_with("/api/authorize/auth")).count();
+    }
+    // The runs met faults, the login among them: the verdicts above were reached through them.
+    assert!(faulted >= 20, "only {faulted} faulted requests in 20 runs");
+    assert!(faulted_logins > 0, "no login was faulted in 20 runs");
+}
