@@ -276,6 +276,48 @@ async fn a_token_store_that_cannot_keep_tokens_fails_its_finding() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_store_finding_names_the_store_it_checked_and_how_many_tokens_may_be_unstored() {
+    let emu = emulator(ApiVersion::V6, Quirks::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let (report, code) = doctor(&emu, &password(&emu), &["--token-dir", tokens.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        summary_of(&report, "token_store"),
+        format!(
+            "the token directory `{}` can keep tokens (a probe file was written and removed)",
+            tokens.display()
+        )
+    );
+    // docs/lifecycle.md: "at most `--parallelism` tokens are ever issued but not yet stored".
+    let meaning = finding(&report, "token_store")["meaning"].as_str().unwrap().to_string();
+    assert!(
+        meaning.contains("at most `--parallelism` tokens are ever issued but not yet stored"),
+        "{meaning}"
+    );
+
+    // A helper: named by its command line, as its own errors name it.
+    let helpers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/helpers");
+    for (helper, code, words) in [
+        ("healthy", 0, "can keep tokens (it answered `check`)"),
+        ("fails-check", 1, "cannot keep tokens: token store helper"),
+    ] {
+        let command = format!("{} --label 'two words'", helpers.join(helper).display());
+        let cli = Cli::new()
+            .env("OZ_API_URL", emu.url())
+            .env("OZ_ADMIN_EMAIL", emu.admin_email())
+            .env("OZ_ADMIN_PASSWORD", password(&emu))
+            .env("OZFORM_TEST_STORE_DIR", dir.path().join("helper-store"))
+            .args(["doctor", "--format", "json", "--token-store", &format!("exec:{command}")]);
+        let run = tokio::task::spawn_blocking(move || cli.run()).await.unwrap().code(code);
+        let report: Value = serde_json::from_str(&run.stdout).unwrap();
+        let summary = summary_of(&report, "token_store");
+        assert!(summary.starts_with(&format!("the token store helper `{command}` {words}")), "{summary}");
+    }
+    assert_read_only(&emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls_the_certificate_subject_and_expiry_are_shown_and_an_untrusted_one_fails() {
     let emu = emulator(ApiVersion::V6, Quirks::default()).await;
     let url = tls_proxy(&emu).await;

@@ -14,6 +14,8 @@ use crate::oz::{
     UsersPage,
 };
 
+use super::super::settings::StoreSpec;
+
 /// The page size the doctor asks for, to find the largest page the server gives.
 pub const BIG_PAGE: usize = 1000;
 /// Clock skew beyond this is worth a warning.
@@ -513,20 +515,38 @@ fn seconds(d: Duration) -> String {
     if d.subsec_nanos() == 0 { d.as_secs().to_string() } else { d.as_secs_f64().to_string() }
 }
 
+/// The token store, as the finding names it: the directory, or the helper's command line.
+pub fn store_name(store: &StoreSpec) -> String {
+    match store {
+        StoreSpec::Dir(dir) => format!("the token directory `{}`", dir.display()),
+        StoreSpec::Exec(argv) => {
+            let command = shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
+            format!("the token store helper `{command}`")
+        }
+    }
+}
+
 /// The token store's `check` (`Err` holds why it cannot keep tokens).
-pub fn token_store(checked: Result<(), String>) -> Finding {
+pub fn token_store(store: &StoreSpec, checked: Result<(), String>) -> Finding {
+    let name = store_name(store);
     match checked {
-        Ok(()) => finding(
-            "token_store",
-            Status::Ok,
-            "the token store can keep tokens (a probe was written and removed)",
-            "apply can issue tokens: each is stored before the next is issued",
-        ),
+        Ok(()) => {
+            let how = match store {
+                StoreSpec::Dir(_) => "a probe file was written and removed",
+                StoreSpec::Exec(_) => "it answered `check`",
+            };
+            finding(
+                "token_store",
+                Status::Ok,
+                format!("{name} can keep tokens ({how})"),
+                "apply can issue tokens: a token step is done only once its token is stored, and at most `--parallelism` tokens are ever issued but not yet stored",
+            )
+        }
         Err(why) => finding(
             "token_store",
             Status::Fail,
-            why,
-            "apply would stop before issuing any token; plan cannot read stored tokens",
+            format!("{name} cannot keep tokens: {why}"),
+            "apply would stop before issuing any token: it checks the token store the same way first",
         ),
     }
 }
@@ -615,6 +635,27 @@ mod tests {
              the admin session expired (401) ×1"
         );
         assert_eq!((faults(&[]).status, faults(&seen).status), (Status::Ok, Status::Warn));
+    }
+
+    #[test]
+    fn the_token_store_finding_names_the_store_and_the_bound_of_tokens_not_yet_stored() {
+        let dir = StoreSpec::Dir("/srv/ozform tokens".into());
+        let ok = token_store(&dir, Ok(()));
+        assert_eq!(
+            ok.summary,
+            "the token directory `/srv/ozform tokens` can keep tokens (a probe file was written and removed)"
+        );
+        assert!(ok.meaning.contains("at most `--parallelism` tokens are ever issued but not yet stored"));
+        let helper = StoreSpec::Exec(vec!["kube-store".into(), "--namespace".into(), "prod ns".into()]);
+        let failed = token_store(&helper, Err("token store helper … failed `check`: exit 3".into()));
+        assert_eq!(failed.status, Status::Fail);
+        assert!(
+            failed.summary.starts_with(
+                "the token store helper `kube-store --namespace 'prod ns'` cannot keep tokens: "
+            ),
+            "{}",
+            failed.summary
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! (the command line renders the report and maps `usable` to the exit code). Never a mutating
 //! request: the client is read-only and probes only ever GET (an expired session is renewed by
 //! the session's own refresh or login). The token store's `check` writes and removes a probe in
-//! the store (creating a directory store's directory, as `apply` would).
+//! the store (creating a directory store's directory, as `apply` would), on the blocking pool.
 
 mod findings;
 
@@ -71,7 +71,7 @@ pub async fn run(settings: &DoctorSettings, env: &dyn Fn(&str) -> Option<String>
             findings.extend(findings::connect_failure(&e, &api_url, private_ca, &connection.admin_email));
         }
     }
-    findings.push(token_store(&settings.tokens, &connection.admin_password, env));
+    findings.push(token_store(&settings.tokens, &connection.admin_password, env).await);
     let usable = findings.iter().all(|f| f.status != Status::Fail);
     Ok(Report { api_url, usable, findings })
 }
@@ -130,8 +130,18 @@ async fn examine(client: &OzClient, findings: &mut Vec<Finding>) {
     findings.push(findings::faults(&prober.faults()));
 }
 
-fn token_store(tokens: &Tokens, admin_password: &SecretRef, env: &dyn Fn(&str) -> Option<String>) -> Finding {
+/// Whether the token store can keep tokens, by its own `check` (blocking: a file written and
+/// removed, or the helper run), named as the settings name it.
+async fn token_store(
+    tokens: &Tokens,
+    admin_password: &SecretRef,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Finding {
     // The store's helper (if any) gets neither the admin password's variable nor its value.
     let store = open_store(tokens, [admin_password], env);
-    findings::token_store(store.check().map_err(|e| e.to_string()))
+    let checked = match tokio::task::spawn_blocking(move || store.check()).await {
+        Ok(checked) => checked.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the check stopped before it could tell: {e}")),
+    };
+    findings::token_store(&tokens.store, checked)
 }
