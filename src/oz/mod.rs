@@ -14,7 +14,8 @@
 //! - `throttle`: `max_rps`
 //! - `observe`: live state as `model::Observed`
 //! - `effects`: the writes and lookups by natural key, and `apply::Effects` for `OzClient`
-//! - `probe`: single raw GETs for `ozform doctor` (status, `Date`, body), never a write
+//! - `probe`: single raw GETs for `ozform doctor`, answered as wire facts (list shape, fields,
+//!   paging, certificate, the server's date), never a write
 //!
 //! Invariants: no secret (password, session or service token) is logged or put in an error;
 //! a read-only client sends no POST, PATCH or DELETE except login and refresh; a create that
@@ -39,5 +40,8 @@ mod wire;
 pub use client::{OzClient, UserFilter};
 pub use config::{ClientConfig, DEFAULT_MAX_OBJECTS, DEFAULT_MAX_RESPONSE_BYTES, VersionSetting};
 pub use error::OzError;
-pub use probe::{COMPANIES_PATH, DialectEvidence, ProbeAnswer, USERS_PATH, dialect_evidence};
+pub use probe::{
+    CompaniesPage, DialectEvidence, Fault, ListQuery, ListShape, Prober, ServerCertificate, Unanswered,
+    UserFields, UsersPage, dialect_evidence,
+};
 pub use retry::RetryPolicy;

@@ -207,21 +207,49 @@ pub struct Page {
     pub total: Option<u64>,
 }
 
+/// The keys an object envelope may hold a list's items under, in the order they are looked for.
+pub const ENVELOPE_KEYS: [&str; 3] = ["items", "results", "data"];
+/// The keys an object envelope may give the list's total under, in the order they are looked for.
+pub const TOTAL_KEYS: [&str; 2] = ["total", "count"];
+
+/// The envelope key of a list answer that is an object: the first of `ENVELOPE_KEYS` holding an
+/// array (or `null`, an empty list).
+pub fn envelope_key(map: &serde_json::Map<String, Value>) -> Option<&'static str> {
+    ENVELOPE_KEYS.into_iter().find(|k| matches!(map.get(*k), Some(Value::Array(_) | Value::Null)))
+}
+
+/// The total of a list answer that is an object, and the key it was under.
+pub fn total_of(map: &serde_json::Map<String, Value>) -> Option<(&'static str, u64)> {
+    TOTAL_KEYS.into_iter().find_map(|k| map.get(k).and_then(Value::as_u64).map(|t| (k, t)))
+}
+
+/// The envelope keys as a message names them: "`items`, `results` or `data`".
+pub fn envelope_words() -> String {
+    let quoted: Vec<String> = ENVELOPE_KEYS.iter().map(|k| format!("`{k}`")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// Accept a bare array, or an object whose items are under `items`, `results` or `data`
 /// (with or without `total` / `count`).
 pub fn parse_page(body: Value) -> Result<Page, String> {
     match body {
         Value::Array(items) => Ok(Page { items, total: None }),
         Value::Object(mut map) => {
-            let total = ["total", "count"].iter().find_map(|k| map.get(*k).and_then(Value::as_u64));
-            for key in ["items", "results", "data"] {
-                match map.remove(key) {
-                    Some(Value::Array(items)) => return Ok(Page { items, total }),
-                    Some(Value::Null) => return Ok(Page { items: Vec::new(), total }),
-                    _ => {}
-                }
+            let total = total_of(&map).map(|(_, total)| total);
+            let Some(key) = envelope_key(&map) else {
+                return Err(format!(
+                    "a list answer is neither an array nor an object with {}",
+                    envelope_words()
+                ));
+            };
+            match map.remove(key) {
+                Some(Value::Array(items)) => Ok(Page { items, total }),
+                _ => Ok(Page { items: Vec::new(), total }),
             }
-            Err("a list answer is neither an array nor an object with `items`, `results` or `data`".into())
         }
         other => Err(format!("a list answer is {}", kind(&other))),
     }
@@ -280,6 +308,18 @@ mod tests {
         }
         assert_eq!(parse_page(json!({"data": [], "total": 7})).expect("page").total, Some(7));
         assert!(parse_page(json!({"users": []})).is_err());
+    }
+
+    #[test]
+    fn the_envelope_and_its_total_are_named_by_the_keys_they_were_found_under() {
+        let map = |v: Value| v.as_object().cloned().expect("an object");
+        let results = map(json!({"results": [], "count": 7}));
+        assert_eq!((envelope_key(&results), total_of(&results)), (Some("results"), Some(("count", 7))));
+        // A key holding something else than a list is passed over, as `parse_page` does.
+        let data = map(json!({"items": "no", "data": null}));
+        assert_eq!(envelope_key(&data), Some("data"));
+        assert_eq!(envelope_key(&map(json!({"users": []}))), None);
+        assert_eq!(envelope_words(), "`items`, `results` or `data`");
     }
 
     #[test]

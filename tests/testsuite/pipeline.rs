@@ -73,6 +73,7 @@ use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Child;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Run;
@@ -126,24 +127,44 @@ struct Running {
     child: Child,
     stdout: std::thread::JoinHandle<Vec<u8>>,
     stderr: std::thread::JoinHandle<Vec<u8>>,
+    /// What the run has written to stderr so far.
+    stderr_so_far: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Running {
     fn start(cli: common::Cli) -> Self {
-        fn drain(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+        fn drain(
+            mut from: impl std::io::Read + Send + 'static,
+            so_far: Arc<Mutex<Vec<u8>>>,
+        ) -> std::thread::JoinHandle<Vec<u8>> {
             std::thread::spawn(move || {
-                let mut bytes = Vec::new();
-                let _ = from.read_to_end(&mut bytes);
-                bytes
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = from.read(&mut chunk) {
+                    so_far.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+                so_far.lock().unwrap().clone()
             })
         }
         let mut child = cli.spawn();
-        let stdout = drain(child.stdout.take().unwrap());
-        let stderr = drain(child.stderr.take().unwrap());
-        Self { child, stdout, stderr }
+        let stdout = drain(child.stdout.take().unwrap(), Arc::default());
+        let stderr_so_far = Arc::default();
+        let stderr = drain(child.stderr.take().unwrap(), Arc::clone(&stderr_so_far));
+        Self { child, stdout, stderr, stderr_so_far }
     }
     fn id(&self) -> u32 {
         self.child.id()
+    }
+    /// Wait (polling what it printed, never a fixed sleep) until the run has said `words` on stderr.
+    async fn said(&self, words: &str) {
+        let waiting = async {
+            while !String::from_utf8_lossy(&self.stderr_so_far.lock().unwrap()).contains(words) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        // A hang guard, not a timing assert.
+        tokio::time::timeout(Duration::from_secs(120), waiting)
+            .await
+            .unwrap_or_else(|_| panic!("never said: {words}"));
     }
 }
 
@@ -181,7 +202,7 @@ fn service_users(s: &Snapshot) -> usize {
 
 /// Wait for a spawned run to end and keep what it printed for the canary scan.
 async fn finish(w: &World, running: Running) -> Run {
-    let Running { mut child, stdout, stderr } = running;
+    let Running { mut child, stdout, stderr, .. } = running;
     let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
         (child.wait().unwrap(), stdout.join().unwrap(), stderr.join().unwrap())
     })
@@ -335,6 +356,9 @@ async fn a_second_signal_exits_at_once_with_the_first_signal_s_code() {
     let child = spawn_apply(&w, &manifest, &[]);
     wait_until(&w, "some users exist", |s| service_users(s) >= 20).await;
     send(&child, "TERM");
+    // The first signal must have been taken before the second is sent: both pending at once
+    // are seen in no particular order.
+    child.said("interrupted: finishing the steps in flight").await;
     send(&child, "INT");
     finish(&w, child).await.code(143);
     // The lock died with the process; what it left is recovered by the next run.
