@@ -454,7 +454,7 @@ pub fn session(expire_date: Option<f64>, now: SystemTime) -> Finding {
     let Some(expire) = expire_date.filter(|e| e.is_finite() && *e > 0.0) else {
         return finding("session", Status::Ok, "the login answer gives no expiry", renews);
     };
-    let now = now.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let now = crate::model::epoch_seconds(now);
     let left = expire - now;
     if left <= 0.0 {
         return finding(
