@@ -4,7 +4,7 @@
 //! `ozform doctor`'s report (docs/cli.md).
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -556,6 +556,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn users(len: usize, first_id: Option<&str>) -> UsersPage {
         UsersPage {
