@@ -30,7 +30,7 @@ mod progress;
 pub use effects::{EffectError, EffectErrorKind, Effects};
 pub use executor::{ApplyReport, DoneStep, ExecuteOptions, FailedStep, SkippedStep, execute};
 pub use fresh::check_fresh;
-pub use passwords::{Passwords, resolve_passwords};
+pub use passwords::{Passwords, anchor_secrets, resolve_passwords};
 pub use progress::{Outcome, Progress, Silent};
 
 /// Why an apply failed as a whole, or was refused before it started.

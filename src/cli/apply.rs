@@ -29,6 +29,7 @@ pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Res
         parallelism,
         removals: args.removals.limits(),
         lock_timeout: args.lock_timeout,
+        secrets_dirs: args.secrets.dirs(),
     };
     crate::ops::apply::run(settings, interrupt, output).await
 }

@@ -26,6 +26,7 @@ pub async fn run(args: PlanArgs, output: &Output) -> Result<Exit, Error> {
         detailed_exitcode: args.detailed_exitcode,
         companies: args.companies,
         removals: args.removals.limits(),
+        secrets_dirs: args.secrets.dirs(),
     };
     crate::ops::plan::run(settings, output).await
 }

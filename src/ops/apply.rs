@@ -17,7 +17,7 @@ use crate::output::Output;
 use crate::oz::VersionSetting;
 use crate::plan::{Plan, PlanError, check_removals, format};
 use crate::render;
-use crate::secret::{SecretRef, process_env};
+use crate::secret::{SecretRef, SecretRoots, process_env};
 use crate::token_store::{StoreLock, TokenStore, TokenStoreError};
 
 use super::interrupt::{Interrupt, Signal};
@@ -32,7 +32,10 @@ pub async fn run(settings: ApplySettings, interrupt: &Interrupt, output: &Output
     let parallelism = settings.parallelism.max(1);
     match &settings.source {
         ApplySource::SavedPlan(path) => {
-            let plan = read_plan(path)?;
+            let mut plan = read_plan(path)?;
+            // Secret files named by the plan are placed under this run's checkout and
+            // `--secrets-dir`s, with the confinement the manifests had.
+            crate::apply::anchor_secrets(&mut plan, &SecretRoots::for_saved_plan(&settings.secrets_dirs));
             // The figures are the plan's own: the same check `plan` made, before any request.
             check_removals(&plan, &settings.removals)?;
             let mut connection = settings.connection.clone();
@@ -59,7 +62,7 @@ pub async fn run(settings: ApplySettings, interrupt: &Interrupt, output: &Output
             apply_exit(&plan, &report, interrupt, output)
         }
         ApplySource::Manifests { paths, companies } => {
-            let desired = load_manifests(paths, output)?;
+            let desired = load_manifests(paths, &settings.secrets_dirs, output)?;
             check_company_filter(&desired, companies)?;
             let sources = desired.users.iter().filter_map(|u| u.password.as_ref());
             let (store, _lock) = open_locked(&settings, sources, interrupt, output).await?;

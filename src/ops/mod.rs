@@ -107,9 +107,14 @@ fn open_store<'a>(
 }
 
 /// Load the manifests, each warning (a special file skipped in a directory) on stderr.
-fn load_manifests(paths: &[std::path::PathBuf], output: &Output) -> Result<Desired, Error> {
+fn load_manifests(
+    paths: &[std::path::PathBuf],
+    secrets_dirs: &[std::path::PathBuf],
+    output: &Output,
+) -> Result<Desired, Error> {
     let options = crate::manifest::LoadOptions {
         warn: &|w| output.warn(&w.to_string()),
+        secrets_dirs,
         ..crate::manifest::LoadOptions::new(&crate::secret::process_env)
     };
     Ok(crate::manifest::load_with(paths, &options)?)

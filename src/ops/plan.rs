@@ -14,7 +14,7 @@ use super::{
 };
 
 pub async fn run(settings: PlanSettings, output: &Output) -> Result<Exit, Error> {
-    let desired = load_manifests(&settings.paths, output)?;
+    let desired = load_manifests(&settings.paths, &settings.secrets_dirs, output)?;
     check_company_filter(&desired, &settings.companies)?;
     let url = required_url(&settings.connection)?;
     let client = connect(&settings.connection, url, true, &process_env).await?;
