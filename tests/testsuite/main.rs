@@ -16,6 +16,7 @@ mod emulator;
 mod export;
 mod hostile_manifests;
 mod manifest;
+mod manifest_trust;
 mod oz_client;
 mod pipeline;
 mod plan;
