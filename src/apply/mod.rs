@@ -31,7 +31,7 @@ mod step_error;
 pub use effects::{EffectError, EffectErrorKind, Effects};
 pub use executor::{ApplyReport, DoneStep, ExecuteOptions, FailedStep, SkippedStep, execute};
 pub use fresh::check_fresh;
-pub use passwords::{Passwords, resolve_passwords};
+pub use passwords::{Passwords, anchor_secrets, resolve_passwords};
 pub use progress::{Outcome, Progress, Silent};
 pub use step_error::{StepError, StepErrorKind};
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::ApplyError;
 use crate::model::Email;
 use crate::plan::{Address, Payload, Plan};
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretRef, SecretRoots};
 
 /// Resolved passwords by lower-cased email. `Debug` shows only the emails.
 #[derive(Clone, Default)]
@@ -40,6 +40,19 @@ impl Passwords {
 impl std::fmt::Debug for Passwords {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
+/// Place every secret file a saved plan names under the roots of this run (`roots`), so that
+/// it can be read with the same confinement as a manifest's; one that lies outside them is
+/// refused when resolved, naming its user.
+pub fn anchor_secrets(plan: &mut Plan, roots: &SecretRoots) {
+    for change in &mut plan.changes {
+        if let Payload::CreateUser(create) = &mut change.payload
+            && let SecretRef::File(file) = &mut create.password
+        {
+            file.anchor(roots);
+        }
     }
 }
 

@@ -30,6 +30,7 @@ pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Res
         parallelism,
         removals: args.removals.limits(),
         lock_timeout: args.lock_timeout,
+        secrets_dirs: args.secrets.dirs(),
     };
     let view = Terminal::new(output);
     let prompt = Prompt::new(output, args.auto_approve);

@@ -40,7 +40,7 @@ pub fn connection(
         help: "pass `--admin-email` or set `OZ_ADMIN_EMAIL`".into(),
     })?;
     let admin_password = match &args.admin_password_file {
-        Some(path) => SecretRef::File(path.clone()),
+        Some(path) => SecretRef::operator_file(path.clone()),
         None if env("OZ_ADMIN_PASSWORD").is_some() => SecretRef::Env("OZ_ADMIN_PASSWORD".into()),
         None => {
             return Err(Error::Usage {

@@ -52,7 +52,7 @@ fn build_config(
         });
     }
     let given = match &args.admin_password_file {
-        Some(path) => Some(SecretRef::File(path.clone()).resolve(env)?),
+        Some(path) => Some(SecretRef::operator_file(path.clone()).resolve(env)?),
         None => env("OZ_ADMIN_PASSWORD").filter(|v| !v.is_empty()).map(Secret::new),
     };
     let default_password = given.is_none();

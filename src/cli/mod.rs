@@ -6,9 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
 use clap::builder::TypedValueParser as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::Exit;
 use crate::model::ApiVersion;
@@ -84,6 +83,31 @@ pub struct ValidateArgs {
     /// Manifest files or directories (searched recursively for *.yaml / *.yml)
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub secrets: SecretsArgs,
+}
+
+/// Where `{file: PATH}` secrets may lie besides the manifest paths (`validate`, `plan`, `apply`).
+#[derive(Debug, Clone, Args)]
+pub struct SecretsArgs {
+    /// A directory where `password: {file: PATH}` secrets may lie besides the manifest paths
+    /// (repeatable; `OZ_SECRETS_DIR` takes a colon-separated list)
+    #[arg(
+        long = "secrets-dir",
+        env = "OZ_SECRETS_DIR",
+        value_name = "DIR",
+        value_delimiter = ':',
+        // Empty entries (`a::b`, a trailing `:`) are accepted here and ignored by `dirs`.
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from)
+    )]
+    pub dirs: Vec<PathBuf>,
+}
+
+impl SecretsArgs {
+    /// The directories given, empty entries (`a::b`) dropped.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.dirs.iter().filter(|dir| !dir.as_os_str().is_empty()).cloned().collect()
+    }
 }
 
 /// `--api-version` of a command that connects: a dialect (`ApiVersion`'s one parser), or `auto`
@@ -221,6 +245,8 @@ pub struct PlanArgs {
     pub companies: Vec<String>,
     #[command(flatten)]
     pub removals: RemovalArgs,
+    #[command(flatten)]
+    pub secrets: SecretsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +277,8 @@ pub struct ApplyArgs {
     pub companies: Vec<String>,
     #[command(flatten)]
     pub removals: RemovalArgs,
+    #[command(flatten)]
+    pub secrets: SecretsArgs,
 }
 
 #[derive(Debug, Args)]

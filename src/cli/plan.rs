@@ -27,6 +27,7 @@ pub async fn run(args: PlanArgs, output: &Output) -> Result<Exit, Error> {
         out: args.out,
         companies: args.companies,
         removals: args.removals.limits(),
+        secrets_dirs: args.secrets.dirs(),
     };
     let outcome = crate::ops::plan::run(settings, &Terminal::with_format(output, format)).await?;
     report::plan_exit(&outcome.plan, args.detailed_exitcode)

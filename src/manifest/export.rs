@@ -19,10 +19,9 @@ use std::fmt::{self, Write as _};
 
 use sha2::{Digest, Sha256};
 
-use super::document::{CompanyDoc, Document, UserDoc, to_yaml};
+use super::document::{CompanyDoc, Document, SecretSource, UserDoc, to_yaml};
 use super::read::is_email;
 use crate::model::{ApiVersion, Observed, ObservedCompany, Permissions, TokenSpec, UserKind};
-use crate::secret::SecretRef;
 
 /// Prefix of the environment variable that holds an exported user's password.
 pub const PASSWORD_ENV_PREFIX: &str = "OZ_PW_";
@@ -278,7 +277,7 @@ fn assign_password_variables(users: &mut [UserDoc]) {
                 let _ = write!(name, "{b:02X}");
             }
         }
-        user.password = Some(SecretRef::Env(name));
+        user.password = Some(SecretSource::Env(name));
     }
 }
 
@@ -344,7 +343,7 @@ mod tests {
             .service_users
             .iter()
             .map(|u| match &u.password {
-                Some(SecretRef::Env(n)) => n.clone(),
+                Some(SecretSource::Env(n)) => n.clone(),
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -385,7 +384,7 @@ mod tests {
         assert_eq!(u.active, Some(false));
         assert_eq!(u.permissions.unwrap().documents, Some(false));
         assert_eq!(u.permissions.unwrap().quality, Some(true));
-        assert_eq!(u.password, Some(SecretRef::Env("OZ_PW_SVC_ACME_EXAMPLE".into())));
+        assert_eq!(u.password, Some(SecretSource::Env("OZ_PW_SVC_ACME_EXAMPLE".into())));
         assert_eq!(u.token, Some(TokenSpec { issue: true }));
         assert_eq!(
             export.left_out,

@@ -18,7 +18,7 @@ use crate::apply::{ApplyError, ApplyReport, ExecuteOptions, resolve_passwords};
 use crate::error::Error;
 use crate::oz::VersionSetting;
 use crate::plan::{Plan, PlanError, check_removals, format};
-use crate::secret::process_env;
+use crate::secret::{SecretRoots, process_env};
 
 use super::settings::{ApplySettings, ApplySource};
 use super::{
@@ -42,7 +42,10 @@ pub async fn run(
     let parallelism = settings.parallelism.max(1);
     match &settings.source {
         ApplySource::SavedPlan(path) => {
-            let plan = read_plan(path)?;
+            let mut plan = read_plan(path)?;
+            // Secret files named by the plan are placed under this run's checkout and
+            // `--secrets-dir`s, with the confinement the manifests had.
+            crate::apply::anchor_secrets(&mut plan, &SecretRoots::for_saved_plan(&settings.secrets_dirs));
             // The figures are the plan's own: the same check `plan` made, before any request.
             check_removals(&plan, &settings.removals)?;
             let mut connection = settings.connection.clone();
@@ -71,7 +74,7 @@ pub async fn run(
             Ok(ApplyOutcome { plan, report: Some(report) })
         }
         ApplySource::Manifests { paths, companies } => {
-            let desired = load_manifests(paths, view)?;
+            let desired = load_manifests(paths, &settings.secrets_dirs, view)?;
             check_company_filter(&desired, companies)?;
             let secrets = desired.users.iter().filter_map(|u| u.password.as_ref());
             let target = Target::open(

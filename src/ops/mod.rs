@@ -32,10 +32,16 @@ pub use view::{Approval, Approve, Approved, Quiet, View};
 use settings::Tokens;
 use target::{is_loopback, open_store};
 
-/// Load the manifests, each warning (a special file skipped in a directory) through the view.
-fn load_manifests(paths: &[std::path::PathBuf], view: &dyn View) -> Result<Desired, Error> {
+/// Load the manifests, each warning (a special file skipped in a directory) through the view;
+/// `{file: PATH}` secrets confined to the manifest paths and `secrets_dirs`.
+fn load_manifests(
+    paths: &[std::path::PathBuf],
+    secrets_dirs: &[std::path::PathBuf],
+    view: &dyn View,
+) -> Result<Desired, Error> {
     let options = crate::manifest::LoadOptions {
         warn: &|w| view.warning(&w.to_string()),
+        secrets_dirs,
         ..crate::manifest::LoadOptions::new(&crate::secret::process_env)
     };
     Ok(crate::manifest::load_with(paths, &options)?)

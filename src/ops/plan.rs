@@ -20,7 +20,7 @@ pub struct PlanOutcome {
 }
 
 pub async fn run(settings: PlanSettings, view: &dyn View) -> Result<PlanOutcome, Error> {
-    let desired = load_manifests(&settings.paths, view)?;
+    let desired = load_manifests(&settings.paths, &settings.secrets_dirs, view)?;
     check_company_filter(&desired, &settings.companies)?;
     let secrets = desired.users.iter().filter_map(|u| u.password.as_ref());
     let target =

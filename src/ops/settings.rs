@@ -106,6 +106,8 @@ pub struct PlanSettings {
     pub companies: Vec<String>,
     /// The blast-radius guard of removals.
     pub removals: RemovalLimits,
+    /// Where `{file: PATH}` secrets may lie besides the manifest paths (`--secrets-dir`).
+    pub secrets_dirs: Vec<PathBuf>,
 }
 
 /// What `apply` executes.
@@ -128,6 +130,9 @@ pub struct ApplySettings {
     pub removals: RemovalLimits,
     /// How long to wait for another apply's lock on the token store.
     pub lock_timeout: Duration,
+    /// Where `{file: PATH}` secrets may lie besides the manifest paths, or for a saved plan
+    /// besides the checkout (`--secrets-dir`).
+    pub secrets_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

@@ -493,7 +493,7 @@ impl<'o> Planner<'o> {
             {
                 let what = match source {
                     SecretRef::Env(name) => format!("environment variable `{name}` is not set"),
-                    SecretRef::File(path) => format!("file `{}` cannot be read", path.display()),
+                    SecretRef::File(file) => format!("file `{}` cannot be read", file.path().display()),
                 };
                 self.warnings.push(format!(
                     "`{}` will be created with the password from {source}, but {what} now; `ozform apply` \

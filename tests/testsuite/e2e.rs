@@ -467,9 +467,14 @@ async fn a_saved_plan_applies_exactly_and_is_refused_once_stale(api_version: Api
     .unwrap();
     let from_file = from_file.to_str().unwrap().to_string();
 
-    // An unchanged saved plan applies without --auto-approve and without manifests.
+    // An unchanged saved plan applies without --auto-approve and without manifests. The secret
+    // file lies outside this checkout: the plan records its absolute path, which `apply --plan`
+    // reads only inside a `--secrets-dir` (issue #20).
     w.plan(&["--out", &saved_arg, BASIC, &from_file]).await.code(0);
-    let run = w.apply(&["--plan", &saved_arg]).await.code(0);
+    let run = w.apply(&["--plan", &saved_arg]).await.code(1);
+    assert!(run.stderr.contains("lies outside the checkout and every `--secrets-dir`"), "{}", run.stderr);
+    let secrets_dir = secrets.path().to_str().unwrap();
+    let run = w.apply(&["--plan", &saved_arg, "--secrets-dir", secrets_dir]).await.code(0);
     assert!(run.stdout.contains("Apply complete"), "{}", run.stdout);
     assert_eq!(w.emu.snapshot().users.len(), 1 + BASIC_USERS.len() + 1);
     assert_eq!(w.token_files().len(), 2);

@@ -748,14 +748,14 @@ async fn the_multi_env_example_applies_as_its_comments_say() {
 
     let apply = world
         .command("apply", &["--auto-approve", &path])
-        .env("OZ_ENV", "prod")
+        .env("OZ_VAR_ENV", "prod")
         .env("ACME_REPORT_PASSWORD", &report_password);
     world.run(apply).await.code(0);
     let users: Vec<String> = world.emu.snapshot().users.into_iter().map(|u| u.email).collect();
     for email in ["svc-web-prod@acme.example", "svc-report-prod@acme.example"] {
         assert!(users.iter().any(|u| u == email), "{email} not created: {users:?}");
     }
-    let plan = world.command("plan", &["--detailed-exitcode", &path]).env("OZ_ENV", "prod");
+    let plan = world.command("plan", &["--detailed-exitcode", &path]).env("OZ_VAR_ENV", "prod");
     let run = world.run(plan).await.code(0);
     assert!(run.stdout.contains("No changes."), "{}", run.stdout);
     // The secret file is a file the run was given, not one it wrote: the scan skips it.

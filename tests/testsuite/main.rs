@@ -17,6 +17,7 @@ mod export;
 mod hostile_manifests;
 mod hostile_server;
 mod manifest;
+mod manifest_trust;
 mod oz_client;
 mod pipeline;
 mod plan;

@@ -789,7 +789,7 @@ fn a_token_of_a_live_user_names_the_user_and_shows_the_stored_token_without_secr
 #[test]
 fn missing_secrets_lists_each_unavailable_source_once() {
     let mut b = user("b@x.test", "Acme");
-    b.password = Some(SecretRef::File("/nope".into()));
+    b.password = Some(SecretRef::operator_file("/nope"));
     let d = desired(vec![company("Acme")], vec![user("a@x.test", "Acme"), user("c@x.test", "Acme"), b]);
     let missing = missing_secrets(&d, |r| matches!(r, SecretRef::File(_)));
     assert_eq!(missing, BTreeSet::from([SecretRef::Env("PW".into())]));

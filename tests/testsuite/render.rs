@@ -128,7 +128,7 @@ fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, 
 
 fn every_kind_plan() -> Plan {
     let (desired, observed, sink) =
-        fixture(SecretRef::Env("ACME_WEB_PASSWORD".into()), SecretRef::File("/run/secrets/beta".into()));
+        fixture(SecretRef::Env("ACME_WEB_PASSWORD".into()), SecretRef::operator_file("/run/secrets/beta"));
     let options = PlanOptions {
         now: NOW,
         missing_secrets: missing_secrets(&desired, |r| matches!(r, SecretRef::File(_))),
@@ -296,7 +296,7 @@ fn no_rendering_holds_a_secret_value() {
     let file = dir.path().join("beta-password");
     std::fs::write(&file, format!("{CANARY_FILE}\n")).unwrap();
     let (desired, observed, sink) =
-        fixture(SecretRef::Env("ACME_WEB_PASSWORD".into()), SecretRef::File(file));
+        fixture(SecretRef::Env("ACME_WEB_PASSWORD".into()), SecretRef::operator_file(file));
     let env = |name: &str| (name == "ACME_WEB_PASSWORD").then(|| CANARY_ENV.to_string());
     let options = PlanOptions {
         now: NOW,
