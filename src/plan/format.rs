@@ -27,10 +27,13 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SENSITIVE: &str = "(sensitive)";
 
 /// The plan as the contract's versioned JSON: pretty, keys in a fixed order, trailing newline.
+/// Strings are escaped for JSON by `escape::json_pretty`: control, bidirectional and invisible
+/// characters as `\uXXXX`, so that a plan shown on a terminal or in a pull request holds none
+/// raw; a plan without them is written exactly as `serde_json` writes it.
 pub fn to_json(plan: &Plan) -> String {
     // Serializing the wire types cannot fail: every map has string keys and serde_json writes
     // non-finite floats as `null` instead of failing.
-    let mut out = serde_json::to_string_pretty(&WirePlan::from(plan)).unwrap_or_else(|_| unreachable!());
+    let mut out = crate::escape::json_pretty(&WirePlan::from(plan)).unwrap_or_else(|_| unreachable!());
     out.push('\n');
     out
 }

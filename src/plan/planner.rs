@@ -14,6 +14,10 @@
 //! not) is planned for `deactivate` (unless already inactive) or `delete`. Nothing else is
 //! ever removed: not other kinds of users, not users of other companies, not companies. Each
 //! pruning company's figures (`PruneScope`) go into the plan for the blast-radius guard.
+//!
+//! Conflicts and warnings name their values with `escape::quote` (a code span as long as the
+//! value needs), so that a renderer can find every value of a message again and escape it for
+//! its medium, whatever backticks the value holds.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -22,6 +26,7 @@ use super::{
     Address, Change, CompanyFields, Conflict, Payload, Plan, PlanOptions, PruneScope, TokenIssue, Unmanaged,
     UserCreate, UserFields, diff, fingerprint,
 };
+use crate::escape::quote as q;
 use crate::model::{
     Desired, DesiredCompany, DesiredUser, Observed, ObservedCompany, ObservedUser, Permissions, Prune,
     StoredToken, StoredTokens, UserKind,
@@ -46,7 +51,10 @@ pub fn compute(desired: &Desired, observed: &Observed, stored: &StoredTokens, op
     let mut unknown_filter: Vec<&str> = filter.iter().copied().filter(|n| !declared.contains(n)).collect();
     unknown_filter.sort_unstable();
     for name in unknown_filter {
-        planner.warnings.push(format!("`--company {name}` matches no company declared in the manifests"));
+        planner.warnings.push(format!(
+            "{} matches no company declared in the manifests",
+            q(&format!("--company {name}"))
+        ));
     }
 
     let mut companies: HashMap<&str, CompanyState<'_>> = HashMap::with_capacity(desired.companies.len());
@@ -216,9 +224,10 @@ impl<'o> Planner<'o> {
                     .and_then(|twins| twins.iter().map(|u| u.email.as_str()).min())
                     .unwrap_or(user.email.as_str());
                 let warning = format!(
-                    "`{spelling}` is not removed although company `{}` prunes: {same_email} live users have \
-                     this email; delete or rename all but one in Oz",
-                    scope.company
+                    "{} is not removed although company {} prunes: {same_email} live users have this email; \
+                     delete or rename all but one in Oz",
+                    q(spelling),
+                    q(&scope.company)
                 );
                 if !self.warnings.contains(&warning) {
                     self.warnings.push(warning);
@@ -266,14 +275,14 @@ impl<'o> Planner<'o> {
             }
             several => {
                 // Sorted so that the message does not depend on the order the API listed them in.
-                let mut ids: Vec<String> = several.iter().map(|c| format!("`{}`", c.id)).collect();
+                let mut ids: Vec<String> = several.iter().map(|c| q(&c.id)).collect();
                 ids.sort_unstable();
                 self.conflicts.push(Conflict {
                     address,
                     message: format!(
-                        "{} live companies are named `{}` (ids {}); ozform cannot tell which one is meant",
+                        "{} live companies are named {} (ids {}); ozform cannot tell which one is meant",
                         several.len(),
-                        want.name,
+                        q(&want.name),
                         ids.join(", ")
                     ),
                     // The usual cause: the Oz API lets two companies share a name, and two
@@ -300,8 +309,12 @@ impl<'o> Planner<'o> {
                 // The loader rejects dangling references; this keeps the planner total anyway.
                 self.conflict(
                     want,
-                    format!("`{}` names company `{}`, which no manifest declares", want.email, want.company),
-                    format!("declare `{}` under `companies`", want.company),
+                    format!(
+                        "{} names company {}, which no manifest declares",
+                        q(want.email.as_str()),
+                        q(&want.company)
+                    ),
+                    format!("declare {} under `companies`", q(&want.company)),
                 );
                 return UserState::Blocked;
             }
@@ -311,14 +324,14 @@ impl<'o> Planner<'o> {
             [] => return self.create_user(want, company, address, company_address),
             [live] => *live,
             several => {
-                let mut ids: Vec<String> = several.iter().map(|u| format!("`{}`", u.id)).collect();
+                let mut ids: Vec<String> = several.iter().map(|u| q(&u.id)).collect();
                 ids.sort_unstable();
                 self.conflict(
                     want,
                     format!(
-                        "{} live users have the email `{}` (ids {})",
+                        "{} live users have the email {} (ids {})",
                         several.len(),
-                        want.email,
+                        q(want.email.as_str()),
                         ids.join(", ")
                     ),
                     "delete or rename all but one of them in Oz, then plan again".into(),
@@ -330,10 +343,10 @@ impl<'o> Planner<'o> {
             self.conflict(
                 want,
                 format!(
-                    "`{}` exists live as {} (id `{}`), not as a service user",
-                    want.email,
+                    "{} exists live as {} (id {}), not as a service user",
+                    q(want.email.as_str()),
                     live.kind.describe(),
-                    live.id
+                    q(&live.id)
                 ),
                 "ozform manages only service users: turn the live user into a service user or remove it \
                  by hand in Oz, or declare another email"
@@ -349,24 +362,27 @@ impl<'o> Planner<'o> {
             let live_side = match live.company_id.as_deref() {
                 None => "in no company".to_string(),
                 Some(id) => match self.companies_by_id.get(id) {
-                    Some(c) if c.in_deletion => format!("in company `{}` (id `{id}`, being deleted)", c.name),
-                    Some(c) => format!("in company `{}` (id `{id}`)", c.name),
-                    None => format!("in an unknown company (id `{id}`)"),
+                    Some(c) if c.in_deletion => {
+                        format!("in company {} (id {}, being deleted)", q(&c.name), q(id))
+                    }
+                    Some(c) => format!("in company {} (id {})", q(&c.name), q(id)),
+                    None => format!("in an unknown company (id {})", q(id)),
                 },
             };
             let desired_side = match wanted_company_id {
-                Some(id) => format!("`{}` (id `{id}`)", want.company),
-                None => format!("`{}` (which does not exist live yet)", want.company),
+                Some(id) => format!("{} (id {})", q(&want.company), q(id)),
+                None => format!("{} (which does not exist live yet)", q(&want.company)),
             };
             self.conflict(
                 want,
                 format!(
-                    "`{}` (user id `{}`) exists live {live_side}, but the manifest puts it in {desired_side}",
-                    want.email, live.id
+                    "{} (user id {}) exists live {live_side}, but the manifest puts it in {desired_side}",
+                    q(want.email.as_str()),
+                    q(&live.id)
                 ),
                 format!(
-                    "move the user to `{}` by hand in Oz, or set its `company` in the manifest to the one it is in",
-                    want.company
+                    "move the user to {} by hand in Oz, or set its `company` in the manifest to the one it is in",
+                    q(&want.company)
                 ),
             );
             return UserState::Blocked;
@@ -386,8 +402,8 @@ impl<'o> Planner<'o> {
             self.conflict(
                 want,
                 format!(
-                    "`{}` does not exist live, so it must be created, but it declares no `password`",
-                    want.email
+                    "{} does not exist live, so it must be created, but it declares no `password`",
+                    q(want.email.as_str())
                 ),
                 "declare where its password comes from: `password: {env: NAME}` or `password: {file: PATH}`"
                     .into(),
@@ -477,13 +493,16 @@ impl<'o> Planner<'o> {
                 && self.options.missing_secrets.contains(source)
             {
                 let what = match source {
-                    SecretRef::Env(name) => format!("environment variable `{name}` is not set"),
-                    SecretRef::File(path) => format!("file `{}` cannot be read", path.display()),
+                    SecretRef::Env(name) => format!("environment variable {} is not set", q(name)),
+                    SecretRef::File(path) => {
+                        format!("file {} cannot be read", q(&path.display().to_string()))
+                    }
                 };
                 self.warnings.push(format!(
-                    "`{}` will be created with the password from {source}, but {what} now; `ozform apply` \
+                    "{} will be created with the password from {}, but {what} now; `ozform apply` \
                      stops before its first request unless it is available",
-                    change.address
+                    q(&change.address.to_string()),
+                    q(&source.to_string())
                 ));
             }
         }

@@ -1,10 +1,18 @@
 //! The plan as GitHub-flavoured Markdown for pull-request comments: the summary table first,
 //! conflicts and warnings visible, then each change in a collapsed `<details>` section with a
-//! `diff` block. User-provided text is escaped for the context it lands in. Pure.
+//! `diff` block. Pure.
+//!
+//! Every value (from a manifest, the server or a saved plan) lands in one of three places, each
+//! with its escaping from `crate::escape`: a code span (`markdown_code`; messages through
+//! `markdown_message`, which puts their values in code spans), the `<code>` of a `<summary>`
+//! line (`html`), or a fenced `diff` block (lines escaped by `detail`, the fence longer than
+//! any backtick run inside). None can start a block, an image, a link, a mention or an HTML
+//! element, nor close a `<details>`.
 
 use std::fmt::Write as _;
 
 use super::detail::{Detail, details, planned};
+use crate::escape::{html, markdown_code as code, markdown_message as message};
 use crate::plan::{Action, Plan};
 
 /// The plan as Markdown, ending with a newline.
@@ -47,8 +55,8 @@ pub fn markdown(plan: &Plan) -> String {
         let _ = writeln!(out, "#### Conflicts (not planned; fix them by hand)");
         out.push('\n');
         for c in &plan.conflicts {
-            let _ = writeln!(out, "- **{}**: {}  ", code(&c.address.to_string()), c.message);
-            let _ = writeln!(out, "  help: {}", c.help);
+            let _ = writeln!(out, "- **{}**: {}  ", code(&c.address.to_string()), message(&c.message));
+            let _ = writeln!(out, "  help: {}", message(&c.help));
         }
         out.push('\n');
     }
@@ -57,7 +65,7 @@ pub fn markdown(plan: &Plan) -> String {
         let _ = writeln!(out, "#### Warnings");
         out.push('\n');
         for w in &plan.warnings {
-            let _ = writeln!(out, "- {w}");
+            let _ = writeln!(out, "- {}", message(w));
         }
         out.push('\n');
     }
@@ -119,7 +127,12 @@ pub fn markdown(plan: &Plan) -> String {
             }
         }
         if block.is_empty() {
-            let _ = writeln!(block, "{} {}", change.action().symbol(), change.address);
+            let _ = writeln!(
+                block,
+                "{} {}",
+                change.action().symbol(),
+                crate::escape::terminal(&change.address.to_string())
+            );
         }
         let fence = fence(&block);
         let _ = write!(out, "{fence}diff\n{block}{fence}\n");
@@ -144,22 +157,9 @@ pub fn markdown(plan: &Plan) -> String {
     out
 }
 
-/// Inline code that survives backticks in `s`: a fence longer than its longest backtick run.
-fn code(s: &str) -> String {
-    let longest = s.split(|c| c != '`').map(str::len).max().unwrap_or(0);
-    let ticks = "`".repeat(longest + 1);
-    if longest == 0 { format!("{ticks}{s}{ticks}") } else { format!("{ticks} {s} {ticks}") }
-}
-
 /// A code-block fence longer than any backtick run in `block` (at least three).
 fn fence(block: &str) -> String {
-    let longest = block.split(|c| c != '`').map(str::len).max().unwrap_or(0);
-    "`".repeat((longest + 1).max(3))
-}
-
-/// Escape text for HTML (inside `<summary>`).
-fn html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    "`".repeat((crate::escape::longest_backtick_run(block) + 1).max(3))
 }
 
 #[cfg(test)]
@@ -181,5 +181,10 @@ mod tests {
     #[test]
     fn html_in_summaries_is_escaped() {
         assert_eq!(html("company/<b>&"), "company/&lt;b&gt;&amp;");
+    }
+
+    #[test]
+    fn inline_code_escapes_line_breaks_and_controls() {
+        assert_eq!(code("a\n</details>\u{202e}"), "`a\\n</details>\\u{202e}`");
     }
 }

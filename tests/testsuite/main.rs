@@ -13,6 +13,7 @@ mod doctor;
 mod e2e;
 mod ecosystem;
 mod emulator;
+mod escaping;
 mod export;
 mod hostile_manifests;
 mod manifest;
