@@ -38,6 +38,12 @@ pub fn markdown(plan: &Plan) -> String {
     out.push('\n');
     let _ = writeln!(out, "**{}**", super::footer(plan));
     out.push('\n');
+    // The id twice: for the reader, and as a comment a CI script finds (`ozform-plan-id: `).
+    let id = crate::plan::id::plan_id(plan);
+    let _ = writeln!(out, "Plan id: `{id}`");
+    out.push('\n');
+    let _ = writeln!(out, "<!-- ozform-plan-id: {id} -->");
+    out.push('\n');
     if s.removals() > 0 {
         // Said before anything else is read: a reviewer must not approve a removal unawares.
         let users = if s.removals() == 1 { "service user" } else { "service users" };

@@ -51,3 +51,9 @@ pub fn footer(plan: &crate::plan::Plan) -> String {
     };
     format!("Plan: {} to create, {} to update, {} {tokens} to issue{removals}.", s.create, s.update, s.issue)
 }
+
+/// The line after the footer: `Plan id: <64 hex digits>` (`plan::id::plan_id`), the id CI
+/// compares with the one of the reviewed plan.
+pub fn plan_id_line(plan: &crate::plan::Plan) -> String {
+    format!("Plan id: {}", crate::plan::id::plan_id(plan))
+}

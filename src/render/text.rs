@@ -1,7 +1,7 @@
 //! The text plan, like Terraform's: a header naming the API, one block per change (`+`
 //! create, `~` update with old → new per field, `*` issue with its reason, `!` deactivate and
 //! `-` delete with theirs), then conflicts,
-//! unmanaged users, warnings and the footer. ANSI colour only when `Style::color`. Pure.
+//! unmanaged users, warnings, the footer and the plan id. ANSI colour only when `Style::color`. Pure.
 //!
 //! The renderer escapes every value itself (`escape::terminal`; the details come escaped from
 //! `detail`), since its own colour codes must pass: `output` writes the text as it is.
@@ -161,6 +161,7 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         let _ = writeln!(out, "{}", p.paint(RED, &note));
     }
     let _ = writeln!(out, "{}", p.paint(BOLD, &super::footer(plan)));
+    let _ = writeln!(out, "{}", super::plan_id_line(plan));
     out
 }
 

@@ -127,6 +127,7 @@ fn plan_of(h: &str) -> Plan {
 struct Rendered {
     elements: BTreeMap<String, usize>,
     outside_code: Vec<String>,
+    comments: Vec<String>,
 }
 
 /// Render each document with `cmarkgfm` (GitHub's fork of cmark, GFM extensions on, raw HTML
@@ -141,7 +142,7 @@ from cmarkgfm.cmark import Options
 class Reader(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.elements, self.outside, self.stack = {}, [], []
+        self.elements, self.outside, self.stack, self.comments = {}, [], [], []
     def handle_starttag(self, tag, attrs):
         self.elements[tag] = self.elements.get(tag, 0) + 1
         if tag not in ("br", "hr", "img", "input"):
@@ -156,8 +157,7 @@ class Reader(HTMLParser):
         if "code" not in self.stack and "pre" not in self.stack and data.strip():
             self.outside.append(data)
     def handle_comment(self, data):
-        self.elements["<!--"] = self.elements.get("<!--", 0) + 1
-        self.outside.append("<!--" + data + "-->")
+        self.comments.append(data)
 
 out = []
 for document in json.load(sys.stdin):
@@ -165,7 +165,8 @@ for document in json.load(sys.stdin):
     reader = Reader()
     reader.feed(html)
     reader.close()
-    out.append({"html": html, "elements": reader.elements, "outside_code": reader.outside})
+    out.append({"html": html, "elements": reader.elements, "outside_code": reader.outside,
+                "comments": reader.comments})
 json.dump(out, sys.stdout)
 "#;
     use std::io::Write;
@@ -189,13 +190,17 @@ pub fn assert_same_elements(what: &str, hostile: &(String, Value), harmless: &(S
     let (hostile_html, hostile) = hostile;
     let hostile: Rendered = serde_json::from_value(hostile.clone()).unwrap();
     let harmless: Rendered = serde_json::from_value(harmless.1.clone()).unwrap();
-    for tag in ["img", "a", "script", "iframe", "h1", "h2", "hr", "<!--"] {
+    for tag in ["img", "a", "script", "iframe", "h1", "h2", "hr"] {
         assert!(!hostile.elements.contains_key(tag), "{what}: a `{tag}` element:\n{hostile_html}");
     }
     assert_eq!(
         hostile.elements, harmless.elements,
         "{what}: other elements than a harmless plan's:\n{hostile_html}"
     );
+    // The one HTML comment is the plan's own, with its id.
+    assert_eq!(hostile.comments.len(), 1, "{what}: {:?}", hostile.comments);
+    let id = hostile.comments[0].strip_prefix(" ozform-plan-id: ").and_then(|c| c.strip_suffix(' '));
+    assert!(id.is_some_and(ozform::plan::id::is_plan_id), "{what}: {:?}", hostile.comments);
     for text in &hostile.outside_code {
         for needle in ["@", "evil", "http", "<", "!["] {
             assert!(!text.contains(needle), "{what}: `{needle}` outside code in {text:?}:\n{hostile_html}");
