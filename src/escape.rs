@@ -172,11 +172,26 @@ pub fn markdown_code(value: &str) -> String {
 /// may hold anything, and then they are shown, never interpreted.
 pub fn markdown_message(message: &str) -> String {
     let mut out = String::with_capacity(message.len() + 16);
+    // Two code spans side by side would read as one run of backticks: a space between them.
+    let push_code = |out: &mut String, code: &str| {
+        if out.ends_with('`') {
+            out.push(' ');
+        }
+        out.push_str(code);
+    };
     for segment in segments(message) {
         match segment {
-            Segment::Code(value) => out.push_str(&markdown_code(value)),
+            Segment::Code(value) => push_code(&mut out, &markdown_code(value)),
             Segment::Text(text) if is_plain_markdown(text) => out.push_str(text),
-            Segment::Text(text) => out.push_str(&markdown_code(text)),
+            Segment::Text(text) => {
+                // The spaces around the words stay outside the code span, as they read (a text
+                // of spaces alone is plain).
+                let inner = text.trim_matches(' ');
+                let lead = text.len() - text.trim_start_matches(' ').len();
+                out.push_str(&text[..lead]);
+                push_code(&mut out, &markdown_code(inner));
+                out.push_str(&text[lead + inner.len()..]);
+            }
         }
     }
     out
@@ -422,6 +437,9 @@ mod tests {
         assert_eq!(markdown_message("go to www.evil.example"), "`go to www.evil.example`");
         assert_eq!(markdown_message("cc @someone"), "`cc @someone`");
         assert_eq!(markdown_message("plain words (ids 1, 2); fine"), "plain words (ids 1, 2); fine");
+        // Spans side by side stay apart; the spaces around text shown as code stay outside it.
+        assert_eq!(markdown_message("`a` from {env: X}, but `b`"), "`a` `from {env: X}, but` `b`");
+        assert_eq!(markdown_message("`a`{x}`b`"), "`a` `{x}` `b`");
     }
 
     #[test]

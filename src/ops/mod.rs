@@ -1,4 +1,4 @@
-//! Operations: what `plan`, `apply`, `export`, `demo` and `doctor` do, over validated settings
+//! Operations: what `plan`, `apply`, `export`, `demo`, `doctor` and `show` do, over validated settings
 //! (`settings`), knowing nothing of clap. The command line turns flags into settings and
 //! calls one operation; operations never call each other, they share the steps below.
 //!
@@ -27,6 +27,7 @@ mod files;
 pub mod interrupt;
 pub mod plan;
 pub mod settings;
+pub mod show;
 
 use interrupt::Interrupt;
 use settings::{Connection, StoreSpec, Tokens};

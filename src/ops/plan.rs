@@ -23,11 +23,7 @@ pub async fn run(settings: PlanSettings, output: &Output) -> Result<Exit, Error>
         open_store(&settings.tokens, sources.chain([&settings.connection.admin_password]), &process_env);
     let options = plan_options(&desired, &settings.tokens, &settings.companies, &process_env);
     let plan = make_plan(&client, &desired, store.as_ref(), &options).await?;
-    output.print(&match settings.format {
-        PlanFormat::Text => render::text(&plan, &render::Style { color: output.color }),
-        PlanFormat::Json => format::to_json(&plan),
-        PlanFormat::Markdown => render::markdown(&plan),
-    });
+    output.print(&rendered(&plan, settings.format, output.color, settings.max_bytes));
     // Shown first, so the reviewer sees what would go; refused before it can be saved.
     check_removals(&plan, &settings.removals)?;
     if let Some(path) = &settings.out {
@@ -39,4 +35,19 @@ pub async fn run(settings: PlanSettings, output: &Output) -> Result<Exit, Error>
         ));
     }
     plan_exit(&plan, settings.detailed_exitcode)
+}
+
+/// `plan` in `format`, as `plan` and `show` print it: text (coloured when `color`), the saved
+/// plan's JSON, or Markdown (within `max_bytes` when given).
+pub(super) fn rendered(
+    plan: &crate::plan::Plan,
+    format: PlanFormat,
+    color: bool,
+    max_bytes: Option<usize>,
+) -> String {
+    match format {
+        PlanFormat::Text => render::text(plan, &render::Style { color }),
+        PlanFormat::Json => format::to_json(plan),
+        PlanFormat::Markdown => render::markdown_within(plan, max_bytes),
+    }
 }

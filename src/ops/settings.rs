@@ -103,6 +103,8 @@ pub struct PlanSettings {
     pub connection: Connection,
     pub tokens: Tokens,
     pub format: PlanFormat,
+    /// Markdown only: at most this many bytes (`--max-bytes`).
+    pub max_bytes: Option<usize>,
     /// Also save the plan as JSON here.
     pub out: Option<PathBuf>,
     pub detailed_exitcode: bool,

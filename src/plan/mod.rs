@@ -9,7 +9,8 @@
 //! `planner` (`compute`), `diff` (the one field diff, shared with the executor's adoption),
 //! `reason` (`TokenReason`), `fingerprint` (stale-plan checks), `format` (the only reader and
 //! writer of the saved plan, `format_version` 1), `guard` (the blast-radius check of removals),
-//! `id` (the plan id: a hash of the changes, which CI compares with the reviewed one).
+//! `id` (the plan id: a hash of the changes, which CI compares with the reviewed one),
+//! `warnings` (identical warnings given once with a count).
 //!
 //! Invariants of a `Plan` made by `compute()`: at most one change per address; changes sorted
 //! by address (companies, then service users, then tokens; then identity); every `depends_on`
@@ -24,6 +25,7 @@ mod guard;
 pub mod id;
 mod planner;
 mod reason;
+mod warnings;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -33,6 +35,7 @@ pub use diff::{company_update, user_update};
 pub use guard::{RemovalLimits, check_removals};
 pub use planner::{compute, missing_secrets};
 pub use reason::TokenReason;
+pub use warnings::group_warnings;
 
 use crate::secret::SecretRef;
 

@@ -513,7 +513,8 @@ impl<'o> Planner<'o> {
             changes: self.changes,
             conflicts: self.conflicts,
             unmanaged: self.unmanaged,
-            warnings: self.warnings,
+            // The same warning for 200 users is one warning with a count.
+            warnings: super::group_warnings(&self.warnings),
             prune: self.prune,
         }
     }

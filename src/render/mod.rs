@@ -10,7 +10,7 @@ mod detail;
 mod markdown;
 mod text;
 
-pub use markdown::markdown;
+pub use markdown::{markdown, markdown_within};
 pub use text::text;
 
 /// How to render for a terminal.

@@ -151,7 +151,7 @@ pub fn text(plan: &Plan, style: &Style) -> String {
     if !plan.warnings.is_empty() {
         let _ = writeln!(out, "{}", p.paint(YELLOW, "Warnings:"));
         out.push('\n');
-        for warning in &plan.warnings {
+        for warning in &crate::plan::group_warnings(&plan.warnings) {
             let _ = writeln!(out, "  {} {}", p.paint(YELLOW, "!"), terminal(warning));
         }
         out.push('\n');

@@ -396,3 +396,38 @@ async fn a_failing_run_names_hostile_values_escaped_on_stderr_as_text_and_as_jso
         }
     }
 }
+
+#[test]
+fn messages_of_a_tampered_saved_plan_are_shown_never_interpreted() {
+    // A saved plan is untrusted: its warnings and conflicts may hold anything, values quoted
+    // or not, and the text of a plan saved by an earlier ozform quoted its values its own way.
+    let mut plan = plan_of("plain");
+    let older = "`service_user/a@x.example` will be created with the password from {env: PW}, but environment \
+                 variable `PW` is not set now";
+    plan.warnings = CORPUS.iter().map(ToString::to_string).chain([older.to_string()]).collect();
+    for (conflict, hostile) in plan.conflicts.iter_mut().zip(CORPUS.iter().rev()) {
+        conflict.message = format!("{hostile} and `{hostile}`");
+        conflict.help = (*hostile).to_string();
+    }
+    let md = markdown(&plan);
+    assert_no_raw_unsafe("the Markdown of a tampered plan", &md, false);
+    let rendered = render_gfm(std::slice::from_ref(&md));
+    let (html, result) = &rendered[0];
+    let result: Rendered = serde_json::from_value(result.clone()).unwrap();
+    for tag in ["img", "a", "script", "iframe", "h1", "h2", "hr"] {
+        assert!(!result.elements.contains_key(tag), "a `{tag}` element:\n{html}");
+    }
+    for text in &result.outside_code {
+        for needle in ["@", "evil", "http", "<", "!["] {
+            assert!(!text.contains(needle), "`{needle}` outside code in {text:?}:\n{html}");
+        }
+    }
+    assert_eq!(result.comments.len(), 1, "{:?}", result.comments);
+    assert!(
+        html.contains(
+            "<code>service_user/a@x.example</code> <code>will be created with the password from {env: PW}, but \
+             environment variable</code> <code>PW</code> is not set now"
+        ),
+        "{html}"
+    );
+}

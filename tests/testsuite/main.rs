@@ -24,5 +24,6 @@ mod plan_format;
 mod redaction;
 mod removals;
 mod render;
+mod review;
 mod token_store;
 mod token_stores;
