@@ -398,6 +398,41 @@ mod tests {
         assert!(terminal(HOSTILE).chars().all(is_safe));
     }
 
+    /// Every character the issue names: C0 and C1 controls, DEL, U+200B–U+200F,
+    /// U+202A–U+202E, U+2060–U+2064, U+2066–U+2069 and U+FEFF.
+    fn every_unsafe_character() -> Vec<char> {
+        let ranges = [
+            (0x00, 0x1f),
+            (0x7f, 0x9f),
+            (0x200b, 0x200f),
+            (0x202a, 0x202e),
+            (0x2060, 0x2064),
+            (0x2066, 0x2069),
+            (0xfeff, 0xfeff),
+        ];
+        ranges.iter().flat_map(|&(a, b)| (a..=b).filter_map(char::from_u32)).collect()
+    }
+
+    #[test]
+    fn every_character_of_every_class_is_escaped_in_every_medium() {
+        for c in every_unsafe_character() {
+            let value = format!("a{c}b");
+            assert!(!is_safe(c), "{c:?}");
+            assert!(!terminal(&value).contains(c), "terminal: {c:?}");
+            assert!(!markdown_code(&value).contains(c), "markdown: {c:?}");
+            assert!(!markdown_message(&value).contains(c), "markdown message: {c:?}");
+            assert!(!html(&value).contains(c), "html: {c:?}");
+            let json = json_compact(&value).unwrap();
+            assert!(json.is_ascii() && !json.chars().any(char::is_control), "json: {c:?} as {json}");
+            assert_eq!(serde_json::from_str::<String>(&json).unwrap(), value);
+            let line = json_line(&format!("{}\n", serde_json::to_string(&value).unwrap())).into_owned();
+            assert!(!line.trim_end_matches('\n').chars().any(|x| x == c), "json line: {c:?}");
+        }
+        for c in ['a', 'é', ' ', '東', '🙂', '\u{200a}', '\u{2065}', '\u{206a}', '\u{a0}'] {
+            assert!(is_safe(c), "{c:?}");
+        }
+    }
+
     #[test]
     fn a_quoted_value_reads_back_exactly_whatever_backticks_and_spaces_it_holds() {
         for value in
