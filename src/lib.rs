@@ -23,12 +23,14 @@
 //! - `apply`: ordering and the concurrent executor
 //! - `token_store`: where tokens are kept
 //! - `emulator`: the built-in Oz API
+//! - `escape`: one escaping function per medium (terminal, Markdown, JSON) for every value from outside
 //! - `error`, `output`: the top-level error and the terminal
 
 pub mod apply;
 pub mod cli;
 pub mod emulator;
 pub mod error;
+pub mod escape;
 pub mod manifest;
 pub mod model;
 pub mod ops;

@@ -117,6 +117,12 @@ enum Access {
 }
 
 impl SecretFile {
+    /// A file as a saved plan records it, not yet placed under the roots of a run (`anchor`):
+    /// it cannot be opened until it is.
+    pub fn recorded(path: impl Into<PathBuf>) -> Self {
+        SecretFile { path: path.into(), access: Access::Unanchored }
+    }
+
     /// The path as a saved plan records it.
     pub fn path(&self) -> &Path {
         &self.path
@@ -211,7 +217,7 @@ impl Serialize for SecretFile {
 
 impl<'de> Deserialize<'de> for SecretFile {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(SecretFile { path: PathBuf::deserialize(deserializer)?, access: Access::Unanchored })
+        Ok(SecretFile::recorded(PathBuf::deserialize(deserializer)?))
     }
 }
 

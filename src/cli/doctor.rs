@@ -2,13 +2,13 @@
 //! it returns rendered as text or JSON, and its verdict as the exit code (0 usable, 1 not).
 //!
 //! The findings hold what the server sent (field names, a certificate's subject, error
-//! messages): the text report escapes every character a terminal would act on; JSON escapes
-//! its own.
+//! messages): the text report escapes every character a terminal would act on, and the JSON
+//! report writes them as `\u` escapes (`crate::escape`, one function per medium).
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::error::{Error, Exit};
+use crate::escape::terminal;
 use crate::ops::doctor::{DoctorSettings, Report};
 use crate::output::Output;
 use crate::secret::process_env;
@@ -34,7 +34,7 @@ fn exit(report: &Report) -> Exit {
 
 /// `{"api_url", "usable", "findings": [{"check", "status", "summary", "meaning"}]}`, pretty.
 fn json(report: &Report) -> Result<String, Error> {
-    serde_json::to_string_pretty(report).map_err(|e| Error::Usage {
+    crate::escape::json_pretty(report).map_err(|e| Error::Usage {
         message: format!("cannot print the report: {e}"),
         help: "report this as a bug".into(),
     })
@@ -54,23 +54,6 @@ fn text(report: &Report) -> String {
         "\nozform cannot work with this installation as it is: see the FAIL lines above.\n"
     });
     text
-}
-
-/// `s` with every control character and bidirectional override escaped (`\u{1b}`), so that
-/// what a server sent can neither forge lines nor drive the terminal.
-fn terminal(s: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
-    };
-    if !s.chars().any(unsafe_char) {
-        return Cow::Borrowed(s);
-    }
-    Cow::Owned(
-        s.chars()
-            .map(|c| if unsafe_char(c) { c.escape_unicode().to_string() } else { c.to_string() })
-            .collect(),
-    )
 }
 
 #[cfg(test)]

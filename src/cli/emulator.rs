@@ -19,12 +19,11 @@ use crate::secret::{Secret, SecretRef, process_env};
 pub async fn run(args: super::EmulatorArgs, output: &Output) -> Result<Exit, Error> {
     let (config, default_password) = build_config(&args, &process_env)?;
     let handle = emulator::start(config).await?;
-    output.status(&format!(
-        "ozform emulator (API {}) listening on {url}\nadmin: {}\nstate dump (usable as `--seed`): {url}/_emulator/state",
-        handle.api_version(),
-        handle.admin_email(),
-        url = handle.url(),
-    ));
+    // One status line each: a status line is escaped whole, line breaks included.
+    let url = handle.url();
+    output.status(&format!("ozform emulator (API {}) listening on {url}", handle.api_version()));
+    output.status(&format!("admin: {}", handle.admin_email()));
+    output.status(&format!("state dump (usable as `--seed`): {url}/_emulator/state"));
     if default_password {
         output.warn(
             "no admin password given (`--admin-password-file` or `OZ_ADMIN_PASSWORD`): the default admin password is in use, see `ozform emulator --help`",

@@ -26,6 +26,7 @@ mod man;
 mod plan;
 mod report;
 mod schema;
+mod show;
 mod validate;
 
 use interrupt::Interrupt;
@@ -72,6 +73,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Check a live installation, read-only: what ozform sees and what it means
     Doctor(DoctorArgs),
+    /// Render a saved plan as `plan` would print it; no network
+    Show(show::ShowArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
     Completions(CompletionsArgs),
     /// Print the manual page, or write one page per command into a directory
@@ -234,6 +237,10 @@ pub struct PlanArgs {
     /// How to print the plan
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+    /// With `--format markdown`: at most this many bytes (GitHub refuses comments over 65,536
+    /// characters); past it, the summary, the removals and as many changes as fit
+    #[arg(long, value_name = "N", value_parser = parse_max_bytes)]
+    pub max_bytes: Option<usize>,
     /// Also save the plan as JSON, for `apply --plan`
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -393,6 +400,25 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
+/// `--max-bytes N`: a byte count of at least 1,024 (the head of a plan always fits in that).
+pub fn parse_max_bytes(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1024 => Ok(n),
+        _ => Err(format!("`{s}` is not a byte count of at least 1024")),
+    }
+}
+
+/// `--max-bytes` sizes the Markdown plan only.
+fn check_max_bytes(max_bytes: Option<usize>, format: PlanFormat) -> Result<(), crate::error::Error> {
+    if max_bytes.is_some() && format != PlanFormat::Markdown {
+        return Err(crate::error::Error::Usage {
+            message: "`--max-bytes` applies to `--format markdown` only".into(),
+            help: "add `--format markdown`, or drop `--max-bytes`".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Parse the command line, run the command, and return the process exit code.
 pub fn main() -> std::process::ExitCode {
     // Every diagnostic is printed by `output.report` (scrubbed, never panicking on a closed
@@ -455,6 +481,7 @@ async fn run(command: Command, output: &Output) -> Exit {
         Command::Emulator(args) => emulator::run(args, output).await,
         Command::Demo(args) => demo::run(args, output).await,
         Command::Doctor(args) => doctor::run(args, output).await,
+        Command::Show(args) => show::run(&args, output),
         Command::Completions(args) => completions::run(args.shell, output),
         Command::Man(args) => man::run(args.out_dir.as_deref(), output),
     };

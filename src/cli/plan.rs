@@ -11,15 +11,12 @@ use super::report::{self, Terminal};
 use super::{PlanArgs, PlanFormat};
 
 pub async fn run(args: PlanArgs, output: &Output) -> Result<Exit, Error> {
+    super::check_max_bytes(args.max_bytes, args.format)?;
     let (connection, warning) = connection::connection(&args.connection, &process_env, Url::Required, 1)?;
     if let Some(warning) = warning {
         output.warn(&warning);
     }
-    let format = match args.format {
-        PlanFormat::Text => report::PlanFormat::Text,
-        PlanFormat::Json => report::PlanFormat::Json,
-        PlanFormat::Markdown => report::PlanFormat::Markdown,
-    };
+    let format = format(args.format);
     let settings = PlanSettings {
         paths: args.paths,
         connection,
@@ -29,6 +26,16 @@ pub async fn run(args: PlanArgs, output: &Output) -> Result<Exit, Error> {
         removals: args.removals.limits(),
         secrets_dirs: args.secrets.dirs(),
     };
-    let outcome = crate::ops::plan::run(settings, &Terminal::with_format(output, format)).await?;
+    let view = Terminal::with_format(output, format, args.max_bytes);
+    let outcome = crate::ops::plan::run(settings, &view).await?;
     report::plan_exit(&outcome.plan, args.detailed_exitcode)
+}
+
+/// How a plan is shown, from the flag (shared with `show`).
+pub(super) fn format(format: PlanFormat) -> report::PlanFormat {
+    match format {
+        PlanFormat::Text => report::PlanFormat::Text,
+        PlanFormat::Json => report::PlanFormat::Json,
+        PlanFormat::Markdown => report::PlanFormat::Markdown,
+    }
 }

@@ -33,16 +33,28 @@ pub enum PlanFormat {
 pub struct Terminal {
     output: Output,
     format: PlanFormat,
+    /// Markdown only: at most this many bytes (`--max-bytes`).
+    max_bytes: Option<usize>,
 }
 
 impl Terminal {
     /// Plans shown as the Terraform-like text.
     pub fn new(output: &Output) -> Self {
-        Self::with_format(output, PlanFormat::Text)
+        Self::with_format(output, PlanFormat::Text, None)
     }
 
-    pub fn with_format(output: &Output, format: PlanFormat) -> Self {
-        Self { output: output.clone(), format }
+    pub fn with_format(output: &Output, format: PlanFormat, max_bytes: Option<usize>) -> Self {
+        Self { output: output.clone(), format, max_bytes }
+    }
+}
+
+/// `plan` in `format`, as `plan` and `show` print it: text (coloured when `color`), the saved
+/// plan's JSON, or Markdown (within `max_bytes` when given).
+pub fn rendered(plan: &Plan, format: PlanFormat, color: bool, max_bytes: Option<usize>) -> String {
+    match format {
+        PlanFormat::Text => render::text(plan, &render::Style { color }),
+        PlanFormat::Json => format::to_json(plan),
+        PlanFormat::Markdown => render::markdown_within(plan, max_bytes),
     }
 }
 
@@ -54,11 +66,7 @@ impl View for Terminal {
         self.output.status(text);
     }
     fn plan(&self, plan: &Plan) {
-        self.output.print(&match self.format {
-            PlanFormat::Text => render::text(plan, &render::Style { color: self.output.color }),
-            PlanFormat::Json => format::to_json(plan),
-            PlanFormat::Markdown => render::markdown(plan),
-        });
+        self.output.print(&rendered(plan, self.format, self.output.color, self.max_bytes));
     }
     fn text(&self, text: &str) {
         self.output.print(text);

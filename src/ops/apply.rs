@@ -10,14 +10,12 @@
 //! cancel channel lets the steps in flight finish and store their tokens; the report says what
 //! was not started.
 
-use std::path::Path;
-
 use tokio::sync::watch;
 
 use crate::apply::{ApplyError, ApplyReport, ExecuteOptions, resolve_passwords};
 use crate::error::Error;
 use crate::oz::VersionSetting;
-use crate::plan::{Plan, PlanError, check_removals, format};
+use crate::plan::{Plan, check_removals};
 use crate::secret::{SecretRoots, process_env};
 
 use super::settings::{ApplySettings, ApplySource};
@@ -42,7 +40,7 @@ pub async fn run(
     let parallelism = settings.parallelism.max(1);
     match &settings.source {
         ApplySource::SavedPlan(path) => {
-            let mut plan = read_plan(path)?;
+            let mut plan = super::show::read(path)?;
             // Secret files named by the plan are placed under this run's checkout and
             // `--secrets-dir`s, with the confinement the manifests had.
             crate::apply::anchor_secrets(&mut plan, &SecretRoots::for_saved_plan(&settings.secrets_dirs));
@@ -145,12 +143,4 @@ async fn execute(
     options.parallelism = parallelism;
     options.cancel = Some(cancel);
     target.apply(plan, &options, view.progress(plan.changes.len())).await
-}
-
-fn read_plan(path: &Path) -> Result<Plan, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| PlanError::Unreadable {
-        path: path.display().to_string(),
-        reason: e.kind().to_string(),
-    })?;
-    Ok(format::from_json(&text)?)
 }

@@ -1,4 +1,4 @@
-//! Operations: what `plan`, `apply`, `export`, `demo` and `doctor` do, over validated settings
+//! Operations: what `plan`, `apply`, `export`, `demo`, `doctor` and `show` do, over validated settings
 //! (`settings`), knowing nothing of clap and nothing of the terminal. The command line turns
 //! flags into settings and calls one operation; operations never call each other, they share
 //! the steps below and one installation as a value (`Target`).
@@ -23,6 +23,7 @@ pub mod export;
 mod files;
 pub mod plan;
 pub mod settings;
+pub mod show;
 mod target;
 pub mod view;
 

@@ -3,7 +3,10 @@
 //!
 //! These never write to the terminal themselves: they hand finished lines to a `LineWriter`
 //! callback built from `Output`. The one exception is `Bar`, whose indicatif bar draws itself
-//! on stderr. Events carry addresses, actions and error messages, never a secret.
+//! on stderr. Events carry addresses, actions and error messages, never a secret. Lines are
+//! escaped on their way out (`Output::status`); JSON lines are written with
+//! `escape::json_compact`, so they hold nothing left to escape; the bar's message, which
+//! indicatif draws itself, is escaped here.
 
 use std::sync::Arc;
 
@@ -94,7 +97,7 @@ impl Progress for JsonLines {
     fn started(&self, address: &Address, action: Action) {
         let line = json!({"timestamp": super::now_rfc3339(), "level": "INFO", "event": "started",
                           "address": address, "action": action});
-        (self.write)(&line.to_string());
+        (self.write)(&json_line(&line));
     }
     fn finished(&self, address: &Address, action: Action, outcome: &Outcome) {
         let mut line = json!({"timestamp": super::now_rfc3339(), "event": "finished", "address": address,
@@ -108,8 +111,14 @@ impl Progress for JsonLines {
             Outcome::Skipped { dependency } => line["dependency"] = json!(dependency),
             Outcome::Done | Outcome::Adopted => {}
         }
-        (self.write)(&line.to_string());
+        (self.write)(&json_line(&line));
     }
+}
+
+/// A JSON event as one line, escaped as JSON (`escape::json_compact`).
+fn json_line(line: &serde_json::Value) -> String {
+    // Serializing a `Value` cannot fail (string keys only).
+    crate::escape::json_compact(line).unwrap_or_default()
 }
 
 /// A progress bar on a terminal; failures and skips are also written as lines above the bar.
@@ -147,7 +156,8 @@ impl Bar {
 
 impl Progress for Bar {
     fn started(&self, address: &Address, action: Action) {
-        self.bar.set_message(format!("{} {address}", action.symbol()));
+        let address = address.to_string();
+        self.bar.set_message(format!("{} {}", action.symbol(), crate::escape::terminal(&address)));
     }
     fn finished(&self, address: &Address, action: Action, outcome: &Outcome) {
         self.bar.inc(1);

@@ -19,6 +19,10 @@
 //! reason that does not need its expiry (another user, another API, `--rotate-tokens`), and
 //! the plan warns about it: an API that never answers a usable `expire_date` must not make
 //! every run issue new tokens.
+//!
+//! Conflicts and warnings name their values with `escape::quote` (a code span as long as the
+//! value needs), so that a renderer can find every value of a message again and escape it for
+//! its medium, whatever backticks the value holds.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -27,6 +31,7 @@ use super::{
     Address, Change, CompanyFields, Conflict, Payload, Plan, PlanOptions, PruneScope, TokenIssue, Unmanaged,
     UserCreate, UserFields, diff, fingerprint,
 };
+use crate::escape::quote as q;
 use crate::model::{
     Desired, DesiredCompany, DesiredUser, Observed, ObservedCompany, ObservedUser, Permissions, Prune,
     StoredToken, StoredTokens, UserKind, known_expiry,
@@ -51,7 +56,10 @@ pub fn compute(desired: &Desired, observed: &Observed, stored: &StoredTokens, op
     let mut unknown_filter: Vec<&str> = filter.iter().copied().filter(|n| !declared.contains(n)).collect();
     unknown_filter.sort_unstable();
     for name in unknown_filter {
-        planner.warnings.push(format!("`--company {name}` matches no company declared in the manifests"));
+        planner.warnings.push(format!(
+            "{} matches no company declared in the manifests",
+            q(&format!("--company {name}"))
+        ));
     }
 
     let mut companies: HashMap<&str, CompanyState<'_>> = HashMap::with_capacity(desired.companies.len());
@@ -221,9 +229,10 @@ impl<'o> Planner<'o> {
                     .and_then(|twins| twins.iter().map(|u| u.email.as_str()).min())
                     .unwrap_or(user.email.as_str());
                 let warning = format!(
-                    "`{spelling}` is not removed although company `{}` prunes: {same_email} live users have \
-                     this email; delete or rename all but one in Oz",
-                    scope.company
+                    "{} is not removed although company {} prunes: {same_email} live users have this email; \
+                     delete or rename all but one in Oz",
+                    q(spelling),
+                    q(&scope.company)
                 );
                 if !self.warnings.contains(&warning) {
                     self.warnings.push(warning);
@@ -271,14 +280,14 @@ impl<'o> Planner<'o> {
             }
             several => {
                 // Sorted so that the message does not depend on the order the API listed them in.
-                let mut ids: Vec<String> = several.iter().map(|c| format!("`{}`", c.id)).collect();
+                let mut ids: Vec<String> = several.iter().map(|c| q(&c.id)).collect();
                 ids.sort_unstable();
                 self.conflicts.push(Conflict {
                     address,
                     message: format!(
-                        "{} live companies are named `{}` (ids {}); ozform cannot tell which one is meant",
+                        "{} live companies are named {} (ids {}); ozform cannot tell which one is meant",
                         several.len(),
-                        want.name,
+                        q(&want.name),
                         ids.join(", ")
                     ),
                     // The usual cause: the Oz API lets two companies share a name, and two
@@ -305,8 +314,12 @@ impl<'o> Planner<'o> {
                 // The loader rejects dangling references; this keeps the planner total anyway.
                 self.conflict(
                     want,
-                    format!("`{}` names company `{}`, which no manifest declares", want.email, want.company),
-                    format!("declare `{}` under `companies`", want.company),
+                    format!(
+                        "{} names company {}, which no manifest declares",
+                        q(want.email.as_str()),
+                        q(&want.company)
+                    ),
+                    format!("declare {} under `companies`", q(&want.company)),
                 );
                 return UserState::Blocked;
             }
@@ -316,14 +329,14 @@ impl<'o> Planner<'o> {
             [] => return self.create_user(want, company, address, company_address),
             [live] => *live,
             several => {
-                let mut ids: Vec<String> = several.iter().map(|u| format!("`{}`", u.id)).collect();
+                let mut ids: Vec<String> = several.iter().map(|u| q(&u.id)).collect();
                 ids.sort_unstable();
                 self.conflict(
                     want,
                     format!(
-                        "{} live users have the email `{}` (ids {})",
+                        "{} live users have the email {} (ids {})",
                         several.len(),
-                        want.email,
+                        q(want.email.as_str()),
                         ids.join(", ")
                     ),
                     "delete or rename all but one of them in Oz, then plan again".into(),
@@ -335,10 +348,10 @@ impl<'o> Planner<'o> {
             self.conflict(
                 want,
                 format!(
-                    "`{}` exists live as {} (id `{}`), not as a service user",
-                    want.email,
+                    "{} exists live as {} (id {}), not as a service user",
+                    q(want.email.as_str()),
                     live.kind.describe(),
-                    live.id
+                    q(&live.id)
                 ),
                 "ozform manages only service users: turn the live user into a service user or remove it \
                  by hand in Oz, or declare another email"
@@ -354,24 +367,27 @@ impl<'o> Planner<'o> {
             let live_side = match live.company_id.as_deref() {
                 None => "in no company".to_string(),
                 Some(id) => match self.companies_by_id.get(id) {
-                    Some(c) if c.in_deletion => format!("in company `{}` (id `{id}`, being deleted)", c.name),
-                    Some(c) => format!("in company `{}` (id `{id}`)", c.name),
-                    None => format!("in an unknown company (id `{id}`)"),
+                    Some(c) if c.in_deletion => {
+                        format!("in company {} (id {}, being deleted)", q(&c.name), q(id))
+                    }
+                    Some(c) => format!("in company {} (id {})", q(&c.name), q(id)),
+                    None => format!("in an unknown company (id {})", q(id)),
                 },
             };
             let desired_side = match wanted_company_id {
-                Some(id) => format!("`{}` (id `{id}`)", want.company),
-                None => format!("`{}` (which does not exist live yet)", want.company),
+                Some(id) => format!("{} (id {})", q(&want.company), q(id)),
+                None => format!("{} (which does not exist live yet)", q(&want.company)),
             };
             self.conflict(
                 want,
                 format!(
-                    "`{}` (user id `{}`) exists live {live_side}, but the manifest puts it in {desired_side}",
-                    want.email, live.id
+                    "{} (user id {}) exists live {live_side}, but the manifest puts it in {desired_side}",
+                    q(want.email.as_str()),
+                    q(&live.id)
                 ),
                 format!(
-                    "move the user to `{}` by hand in Oz, or set its `company` in the manifest to the one it is in",
-                    want.company
+                    "move the user to {} by hand in Oz, or set its `company` in the manifest to the one it is in",
+                    q(&want.company)
                 ),
             );
             return UserState::Blocked;
@@ -391,8 +407,8 @@ impl<'o> Planner<'o> {
             self.conflict(
                 want,
                 format!(
-                    "`{}` does not exist live, so it must be created, but it declares no `password`",
-                    want.email
+                    "{} does not exist live, so it must be created, but it declares no `password`",
+                    q(want.email.as_str())
                 ),
                 "declare where its password comes from: `password: {env: NAME}` or `password: {file: PATH}`"
                     .into(),
@@ -492,13 +508,16 @@ impl<'o> Planner<'o> {
                 && self.options.missing_secrets.contains(source)
             {
                 let what = match source {
-                    SecretRef::Env(name) => format!("environment variable `{name}` is not set"),
-                    SecretRef::File(file) => format!("file `{}` cannot be read", file.path().display()),
+                    SecretRef::Env(name) => format!("environment variable {} is not set", q(name)),
+                    SecretRef::File(file) => {
+                        format!("file {} cannot be read", q(&file.path().display().to_string()))
+                    }
                 };
                 self.warnings.push(format!(
-                    "`{}` will be created with the password from {source}, but {what} now; `ozform apply` \
+                    "{} will be created with the password from {}, but {what} now; `ozform apply` \
                      stops before its first request unless it is available",
-                    change.address
+                    q(&change.address.to_string()),
+                    q(&source.to_string())
                 ));
             }
         }
@@ -509,7 +528,8 @@ impl<'o> Planner<'o> {
             changes: self.changes,
             conflicts: self.conflicts,
             unmanaged: self.unmanaged,
-            warnings: self.warnings,
+            // The same warning for 200 users is one warning with a count.
+            warnings: super::group_warnings(&self.warnings),
             prune: self.prune,
         }
     }

@@ -337,7 +337,7 @@ fn cases() -> Vec<Case> {
             observed(acme(), vec![]),
             &[
                 "+ service_user/a@x.test",
-                "warning: `service_user/a@x.test` will be created with the password from {env: PW}, but environment variable `PW` is not set now; `ozform apply` stops before its first request unless it is available",
+                "warning: `service_user/a@x.test` will be created with the password from `{env: PW}`, but environment variable `PW` is not set now; `ozform apply` stops before its first request unless it is available",
             ],
         ),
     ];
