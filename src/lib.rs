@@ -5,14 +5,17 @@
 //! only reader and writer of the saved plan); `render` shows it; `apply` executes it in
 //! dependency order through its `Effects` seam (the Oz client implements it) and keeps issued
 //! tokens in a `token_store::TokenStore`. `cli` turns flags into settings and calls one
-//! operation of `ops`, which connects the pieces. `emulator` is an in-process Oz API for
+//! operation of `ops`, which connects the pieces over `ops::Target` (one installation as a
+//! value) and hands back an outcome; `cli::report` maps outcomes to text and exit codes. `emulator` is an in-process Oz API for
 //! tests, benchmarks and `ozform demo`. `output` is the only writer to the terminal and scrubs
 //! what it writes; `secret` and `redact` keep passwords and tokens out of every printout.
 //! `docs/architecture.md` draws the flow.
 //!
 //! Modules:
-//! - `cli`: clap arguments → validated settings, one file per command; the exit code
-//! - `ops`: the operations (`plan`, `apply`, `export`, `demo`) over settings
+//! - `cli`: clap arguments → validated settings, one file per command; the terminal's view,
+//!   the prompt, signals, and the exit code
+//! - `ops`: the operations (`plan`, `apply`, `export`, `demo`, `doctor`, `show`) over settings
+//!   and `Target`s; they never print or exit
 //! - `manifest`: files → `Desired`, with located diagnostics
 //! - `model`: domain types shared by all layers (no I/O)
 //! - `secret`: `Secret` (redacting) and `SecretRef` (`{env}` / `{file}`)
