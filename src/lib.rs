@@ -6,9 +6,10 @@
 //! dependency order through its `Effects` seam (the Oz client implements it) and keeps issued
 //! tokens in a `token_store::TokenStore`. `cli` turns flags into settings and calls one
 //! operation of `ops`, which connects the pieces over `ops::Target` (one installation as a
-//! value) and hands back an outcome; `cli::report` maps outcomes to text and exit codes. `emulator` is an in-process Oz API for
-//! tests, benchmarks and `ozform demo`. `output` is the only writer to the terminal and scrubs
-//! what it writes; `secret` and `redact` keep passwords and tokens out of every printout.
+//! value) and hands back an outcome; `cli::report` maps outcomes to text and exit codes.
+//! `emulator` is an in-process Oz API for tests, benchmarks and `ozform demo`. `output` is the
+//! only writer to the terminal and scrubs what it writes; `secret` and `redact` keep passwords
+//! and tokens out of every printout; `escape` makes every outside value safe for its medium.
 //! `docs/architecture.md` draws the flow.
 //!
 //! Modules:
