@@ -800,6 +800,13 @@ async fn find_user_id<E: Effects>(
     email: &Email,
 ) -> Result<String, StepError> {
     match ctx.effects.find_user(email).await {
+        // A token only ever for a service user: a user of this email made by someone else
+        // since the plan was checked may be anything.
+        Ok(Some(user)) if user.kind != UserKind::Service => Err(StepError::conflict(format!(
+            "the user `{email}` of `{}` is not a service user ({}): no token is issued for it",
+            change.address,
+            user.kind.describe()
+        ))),
         Ok(Some(user)) => Ok(user.id),
         Ok(None) => Err(StepError::conflict(format!(
             "the service user `{email}` of `{}` does not exist",

@@ -11,7 +11,8 @@
 //! 1. `resolve_passwords`: every password a user create needs, before any request; all
 //!    missing ones are reported together and nothing is executed.
 //! 2. `check_fresh` (saved plans): re-read every planned object and refuse the whole plan if
-//!    one moved since it was made.
+//!    one moved since it was made, or if an id the plan carries (a `live_id`, a create's
+//!    `company_id`, a token's `user_id`) is not the id of the live object at its address.
 //! 3. `execute`: steps start as soon as their dependencies are done, at most `parallelism` at a
 //!    time; a failed step skips its dependents only. The result is an `ApplyReport`.
 //!
@@ -50,18 +51,18 @@ pub enum ApplyError {
     )]
     MissingPasswords { missing: Vec<String> },
 
-    /// Live objects that moved since the plan was made.
-    #[error(
-        "the plan is stale: {} changed since it was made — run `ozform plan` again",
-        moved.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
-    )]
+    /// Live objects that moved since the plan was made (`moved`: their addresses), and ids or
+    /// assumptions of the plan that are not those of the live objects at their addresses
+    /// (`wrong`: a sentence each, naming the address and both sides).
+    #[error("the plan is stale: {} — run `ozform plan` again", stale_parts(moved, wrong))]
     #[diagnostic(
         code(ozform::apply::stale),
         help(
-            "make a new plan with `ozform plan --out FILE`, review it, and apply that; nothing was changed"
+            "make a new plan with `ozform plan --out FILE`, review it, and apply that; nothing was changed \
+             (an id that is not the live object's means the object was recreated, or the plan file was edited)"
         )
     )]
-    Stale { moved: Vec<String> },
+    Stale { moved: Vec<String>, wrong: Vec<String> },
 
     /// Reading live state for the stale-plan check failed.
     #[error("cannot check that `{address}` is unchanged since the plan was made: {source}")]
@@ -110,6 +111,17 @@ pub enum ApplyError {
         help("fix the cause and run `ozform apply` again: what was done is not repeated")
     )]
     Partial { done: usize, failed: usize, skipped: usize, first: Option<String> },
+}
+
+/// What a stale plan's message lists: the moved addresses, then each wrong id.
+fn stale_parts(moved: &[String], wrong: &[String]) -> String {
+    let mut parts = Vec::with_capacity(wrong.len() + 1);
+    if !moved.is_empty() {
+        let addresses: Vec<String> = moved.iter().map(|a| crate::escape::quote(a)).collect();
+        parts.push(format!("{} changed since it was made", addresses.join(", ")));
+    }
+    parts.extend(wrong.iter().cloned());
+    parts.join("; ")
 }
 
 fn plural(n: usize) -> &'static str {

@@ -13,7 +13,7 @@ use super::report::{self, Prompt, Terminal};
 
 pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Result<Exit, Error> {
     let parallelism = args.parallelism.max(1);
-    let url = if args.plan.is_some() { Url::FromPlan } else { Url::Required };
+    let url = if args.plan.is_some() { Url::ForSavedPlan } else { Url::Required };
     let (connection, warning) = connection::connection(&args.connection, &process_env, url, parallelism)?;
     if let Some(warning) = warning {
         output.warn(&warning);

@@ -14,11 +14,15 @@ use super::{ConnectionArgs, TokenArgs};
 /// higher: each step is one request at a time, so a lower bound would cap the parallelism.
 const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 
-/// Whether a command needs `--api-url`: `apply --plan` takes the plan's when it is not given.
+/// What the API URL is for, which says why it is needed when missing. Every command needs one:
+/// `apply --plan` too, since the URL decides where the admin email and password are sent, and
+/// a saved plan is a file anyone along the way can edit (it never chooses the API; `ops::apply`
+/// refuses a plan made for another).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Url {
     Required,
-    FromPlan,
+    /// `apply --plan`: the plan's `api_url` must be this one.
+    ForSavedPlan,
 }
 
 /// Build the connection settings for a run of `parallelism` steps (1 for read-only commands),
@@ -29,10 +33,13 @@ pub fn connection(
     url: Url,
     parallelism: usize,
 ) -> Result<(Connection, Option<String>), Error> {
-    if url == Url::Required && args.api_url.is_none() {
-        return Err(Error::Usage {
-            message: "no Oz API URL given".into(),
-            help: "pass `--api-url https://…` or set `OZ_API_URL`".into(),
+    if args.api_url.is_none() {
+        return Err(match url {
+            Url::Required => Error::Usage {
+                message: "no Oz API URL given".into(),
+                help: "pass `--api-url https://…` or set `OZ_API_URL`".into(),
+            },
+            Url::ForSavedPlan => crate::ops::apply::no_url_for_saved_plan(),
         });
     }
     let admin_email = args.admin_email.clone().ok_or_else(|| Error::Usage {

@@ -261,7 +261,8 @@ pub struct ApplyArgs {
     /// Manifest files or directories (not with --plan)
     #[arg(required_unless_present = "plan", conflicts_with = "plan")]
     pub paths: Vec<PathBuf>,
-    /// Execute this saved plan exactly (refused whole if live state has moved)
+    /// Execute this saved plan exactly, on the API that --api-url/OZ_API_URL names (refused whole
+    /// if live state has moved or an id it carries is not the live object's)
     #[arg(long)]
     pub plan: Option<PathBuf>,
     /// Do not ask for confirmation

@@ -9,11 +9,17 @@
 //! that cannot keep a token stops before the first mutating request. A stop asked for on the
 //! cancel channel lets the steps in flight finish and store their tokens; the report says what
 //! was not started.
+//!
+//! A saved plan is untrusted: it is applied only to the API configured for the run (a plan
+//! naming another, or a run naming none, is refused before any connection, so the admin
+//! credentials never go where a plan file says), and the fresh check refuses it whole when an
+//! id it carries is not the live object's at its address (`apply::check_fresh`).
 
 use tokio::sync::watch;
 
 use crate::apply::{ApplyError, ApplyReport, ExecuteOptions, resolve_passwords};
 use crate::error::Error;
+use crate::escape::quote;
 use crate::oz::VersionSetting;
 use crate::plan::{Plan, check_removals};
 use crate::secret::{SecretRoots, process_env};
@@ -46,18 +52,23 @@ pub async fn run(
             crate::apply::anchor_secrets(&mut plan, &SecretRoots::for_saved_plan(&settings.secrets_dirs));
             // The figures are the plan's own: the same check `plan` made, before any request.
             check_removals(&plan, &settings.removals)?;
+            // Credentials go only to the API configured for the run: the plan names its API,
+            // it does not choose it.
             let mut connection = settings.connection.clone();
             match &connection.api_url {
                 Some(url) if url.trim_end_matches('/') != plan.api_url.trim_end_matches('/') => {
                     return Err(Error::Usage {
-                        message: format!("the plan was made for `{}`, not `{url}`", plan.api_url),
-                        help:
-                            "apply a saved plan to the API it was made for (drop `--api-url`), or make a new plan"
-                                .into(),
+                        message: format!(
+                            "the plan was made for {}, not {}",
+                            quote(&plan.api_url),
+                            quote(url)
+                        ),
+                        help: "apply a saved plan to the API it was made for (`--api-url`/`OZ_API_URL`), or make a new plan"
+                            .into(),
                     });
                 }
                 Some(_) => {}
-                None => connection.api_url = Some(plan.api_url.trim_end_matches('/').to_string()),
+                None => return Err(no_url_for_saved_plan()),
             }
             connection.api_version = VersionSetting::Fixed(plan.api_version);
             let passwords = resolve_passwords(&plan, &process_env)?;
@@ -106,6 +117,19 @@ pub async fn run(
             let report = execute(&target, &plan, passwords, parallelism, view, cancel).await?;
             Ok(ApplyOutcome { plan, report: Some(report) })
         }
+    }
+}
+
+/// `apply --plan` without `--api-url`/`OZ_API_URL` (a usage error): the saved plan's `api_url`
+/// is never taken, or an edited plan would send the admin email and password wherever it names.
+pub fn no_url_for_saved_plan() -> Error {
+    Error::Usage {
+        message: "no Oz API URL given: `apply --plan` sends the admin credentials only to the API \
+                  configured for the run, never to the one a plan file names"
+            .into(),
+        help: "pass `--api-url https://…` or set `OZ_API_URL` to the API the plan was made for \
+               (its `api_url`: `ozform show PLAN` names it)"
+            .into(),
     }
 }
 

@@ -901,8 +901,9 @@ async fn a_stale_plan_is_refused_whole_with_every_moved_address_and_no_mutating_
     let stale = plan(vec![cu.clone(), late, t.clone()]);
 
     let err = check_fresh(&stale, w.fake.as_ref(), 4).await.unwrap_err();
-    let ApplyError::Stale { moved } = &err else { panic!("{err:?}") };
+    let ApplyError::Stale { moved, wrong } = &err else { panic!("{err:?}") };
     assert_eq!(moved, &["company/Acme".to_string(), "service_user/late@acme.example".to_string()]);
+    assert!(wrong.is_empty(), "every id is the live object's: {wrong:?}");
     assert!(
         err.to_string().starts_with(
             "the plan is stale: `company/Acme`, `service_user/late@acme.example` changed since it was made — run `ozform plan` again"
@@ -915,6 +916,174 @@ async fn a_stale_plan_is_refused_whole_with_every_moved_address_and_no_mutating_
     cu.fingerprint = Some(fingerprint::company(&w.fake.companies()[0]));
     check_fresh(&plan(vec![cu, t]), w.fake.as_ref(), 4).await.unwrap();
     assert_eq!(w.fake.mutating_calls(), 0);
+}
+
+/// A user update of `email` in `company` (its first name changed) acting on `live`.
+fn update_user_of(email: &str, company: &str, live: &ObservedUser) -> Change {
+    let before = user_fields(email, company);
+    let after = UserFields { first_name: Some("Renamed".into()), ..before.clone() };
+    let mut c =
+        change(user(email), vec![self::company(company)], Payload::UpdateUser(Update { before, after }));
+    c.live_id = Some(live.id.clone());
+    c.fingerprint = Some(fingerprint::user(live));
+    c
+}
+
+/// The sentences of a plan refused for its ids (and for nothing that moved).
+fn wrong_of(err: &ApplyError) -> Vec<String> {
+    let ApplyError::Stale { moved, wrong } = err else { panic!("{err:?}") };
+    assert!(moved.is_empty(), "{moved:?}");
+    wrong.clone()
+}
+
+#[tokio::test]
+async fn a_saved_plan_whose_ids_are_not_the_live_objects_at_their_addresses_is_refused_naming_both() {
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({"tier": "gold"}));
+    let globex = w.fake.add_company("Globex", json!({}));
+    w.fake.add_user(service_user("u-1", "a@acme.example", &acme));
+    w.fake.add_user(service_user("u-2", "b@globex.example", &globex));
+    let a = w.fake.user("a@acme.example").unwrap();
+    let b = w.fake.user("b@globex.example").unwrap();
+
+    // Every id the planner writes, each edited to another live object's; the fingerprints are
+    // left as planned, so only the ids give the edit away.
+    let mut cu = update_company("Acme", json!({"tier": "gold"}), json!({"tier": "platinum"}));
+    cu.live_id = Some(globex.clone());
+    cu.fingerprint = Some(fingerprint::company(&w.fake.companies()[0]));
+    let mut uu = update_user_of("a@acme.example", "Acme", &a);
+    uu.live_id = Some(b.id.clone());
+    let mut create = create_user("new@acme.example", "Acme");
+    if let Payload::CreateUser(c) = &mut create.payload {
+        c.company_id = Some(globex.clone());
+    }
+    let mut t = token_issue("b@globex.example", Some("u-1"));
+    t.fingerprint = Some(fingerprint::user(&b));
+    let wrong = wrong_of(&check_fresh(&plan(vec![cu, uu, create, t]), w.fake.as_ref(), 4).await.unwrap_err());
+    assert_eq!(
+        wrong,
+        [
+            format!("`company/Acme` acts on company id `{globex}`, but the live company `Acme` has id `{acme}`"),
+            "`service_user/a@acme.example` acts on user id `u-2`, but the live user `a@acme.example` has id `u-1`"
+                .to_string(),
+            format!(
+                "`service_user/new@acme.example` creates its user in company id `{globex}`, but the live company \
+                 `Acme` has id `{acme}`"
+            ),
+            "`token/b@globex.example` acts on user id `u-1`, but the live user `b@globex.example` has id `u-2`"
+                .to_string(),
+        ]
+    );
+    assert_eq!(w.fake.mutating_calls(), 0);
+
+    // A token's `user_id` alone (a plan without `live_id`), and an id of an object that is gone.
+    let mut t = token_issue("b@globex.example", None);
+    if let Payload::IssueToken(issue) = &mut t.payload {
+        issue.user_id = Some("u-1".into());
+    }
+    t.fingerprint = Some(fingerprint::user(&b));
+    let mut gone = update_user_of("gone@acme.example", "Acme", &a);
+    gone.fingerprint = None;
+    let wrong = wrong_of(&check_fresh(&plan(vec![t, gone]), w.fake.as_ref(), 4).await.unwrap_err());
+    assert_eq!(
+        wrong,
+        [
+            "`service_user/gone@acme.example` acts on user id `u-1`, but no live user has the email \
+             `gone@acme.example`",
+            "`token/b@globex.example` issues a token for user id `u-1`, but the live user `b@globex.example` has \
+             id `u-2`",
+        ]
+    );
+    let err = check_fresh(&plan(vec![update_user_of("gone@acme.example", "Acme", &a)]), w.fake.as_ref(), 4)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the plan is stale: `service_user/gone@acme.example` acts on user id `u-1`, but no live user has the \
+         email `gone@acme.example` — run `ozform plan` again"
+    );
+}
+
+#[tokio::test]
+async fn a_saved_plan_cannot_aim_at_an_admin_even_by_its_address_and_fingerprint() {
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({}));
+    let admin =
+        ObservedUser { kind: UserKind::Admin, ..service_user("u-admin", "admin@acme.example", &acme) };
+    w.fake.add_user(admin.clone());
+    // As if the attacker read the admin from the API: its id and fingerprint are right.
+    let update = update_user_of("admin@acme.example", "Acme", &admin);
+    let mut removal = removal("admin@acme.example", true);
+    removal.live_id = Some(admin.id.clone());
+    removal.fingerprint = Some(fingerprint::user(&admin));
+    let mut t = token_issue("admin@acme.example", Some("u-admin"));
+    t.fingerprint = Some(fingerprint::user(&admin));
+    let is_admin =
+        "acts on a service user, but the live user `admin@acme.example` (id `u-admin`) is an ADMIN";
+    for change in [update, removal, t] {
+        let address = change.address.to_string();
+        let wrong = wrong_of(&check_fresh(&plan(vec![change]), w.fake.as_ref(), 4).await.unwrap_err());
+        assert_eq!(wrong, [format!("`{address}` {is_admin}")]);
+    }
+    assert_eq!(w.fake.mutating_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_saved_removal_or_update_of_a_user_of_another_company_than_it_names_is_refused() {
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({}));
+    let globex = w.fake.add_company("Globex", json!({}));
+    w.fake.add_user(service_user("u-g", "g@globex.example", &globex));
+    let g = w.fake.user("g@globex.example").unwrap();
+    // Its id and fingerprint right, its company the one that prunes: Acme.
+    let mut removal = removal("g@globex.example", true);
+    removal.live_id = Some(g.id.clone());
+    removal.fingerprint = Some(fingerprint::user(&g));
+    let update = update_user_of("g@globex.example", "Acme", &g);
+    for change in [removal, update] {
+        let address = change.address.to_string();
+        let wrong = wrong_of(&check_fresh(&plan(vec![change]), w.fake.as_ref(), 4).await.unwrap_err());
+        assert_eq!(
+            wrong,
+            [format!(
+                "`{address}` acts on a user of company `Acme` (id `{acme}`), but the live user `g@globex.example` \
+                 (id `u-g`) is in company id `{globex}`"
+            )]
+        );
+    }
+    // A company that is not (one) live company.
+    let update = update_user_of("g@globex.example", "Nowhere", &g);
+    let wrong = wrong_of(&check_fresh(&plan(vec![update]), w.fake.as_ref(), 4).await.unwrap_err());
+    assert_eq!(
+        wrong,
+        [format!(
+            "`service_user/g@globex.example` acts on a user of company `Nowhere`, but no live company has that \
+             name (the live user `g@globex.example` (id `u-g`) is in company id `{globex}`)"
+        )]
+    );
+    // The same change in its own company is fresh.
+    check_fresh(&plan(vec![update_user_of("g@globex.example", "Globex", &g)]), w.fake.as_ref(), 4)
+        .await
+        .unwrap();
+    assert_eq!(w.fake.mutating_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_token_whose_user_is_found_by_email_at_apply_time_is_issued_only_for_a_service_user() {
+    // A token planned while its user was being created, whose email is an admin's by the time
+    // the executor looks it up (made by someone else since the plan was checked).
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({}));
+    let admin =
+        ObservedUser { kind: UserKind::Admin, ..service_user("u-admin", "admin@acme.example", &acme) };
+    w.fake.add_user(admin);
+    let mut t = issue_token("admin@acme.example");
+    t.depends_on.clear();
+    let report = w.apply(&plan(vec![t]), 1).await;
+    assert_eq!(addresses(&report.failed, |f| &f.address), ["token/admin@acme.example"]);
+    assert!(report.failed[0].error.message.contains("is not a service user (an ADMIN)"), "{report:?}");
+    assert_eq!(w.fake.calls(Op::IssueToken), 0);
+    assert!(w.store.records().is_empty());
 }
 
 // --- Convergence and secrets ----------------------------------------------------------------
@@ -1210,5 +1379,8 @@ async fn a_saved_removal_is_stale_once_its_user_changed() {
     let patch = ozform::model::UserPatch { first_name: Some("Changed".into()), ..Default::default() };
     ozform::apply::Effects::update_user(w.fake.as_ref(), &live.id, &patch).await.unwrap();
     let err = check_fresh(&plan, w.fake.as_ref(), 4).await.unwrap_err();
-    assert!(matches!(&err, ApplyError::Stale { moved } if moved == &["service_user/gone@x.test"]), "{err:?}");
+    assert!(
+        matches!(&err, ApplyError::Stale { moved, wrong } if moved == &["service_user/gone@x.test"] && wrong.is_empty()),
+        "{err:?}"
+    );
 }

@@ -7,6 +7,9 @@
 //!   text outside code.
 //! - Text and JSON: no raw control, bidirectional or invisible character (the text plan's own
 //!   colour codes aside), and as many lines as the plan of harmless names: no line is forged.
+//! - Property tests, without Python, for arbitrary values: the Markdown plan of any value has
+//!   the skeleton of a harmless plan's (the same blocks, elements and words, no value outside
+//!   code), and a message of any text (a saved plan's) shows only plain words outside code.
 //! - Through the binary, against the emulator: the plans of hostile manifests and server values
 //!   in the three formats, the saved plan, and the stderr of failing runs.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
@@ -264,6 +267,120 @@ fn the_markdown_plan_of_hostile_values_renders_as_the_plan_of_harmless_ones_on_g
             harmless.lines().count(),
             "{h:?} made lines of its own:\n{hostile}"
         );
+    }
+}
+
+/// The Markdown plan with every place a value may land blanked, as `CommonMark` reads it: each
+/// code span (found as `escape::segments` finds them, line by line: a value holds no line
+/// break), the `<code>` of a `<summary>` line when it holds no `<`, the lines of a fenced code
+/// block up to the line that closes it, and the plan id. Two plans with one skeleton have the
+/// same blocks, elements and words, and every value of both is inside code.
+fn skeleton(md: &str) -> String {
+    use ozform::escape::{Segment, segments};
+    let mut out = String::new();
+    let mut lines = md.split('\n');
+    while let Some(line) = lines.next() {
+        let fence = line.len() - line.trim_start_matches('`').len();
+        // A run of three or more opens a fenced block only when no backtick follows it on the
+        // line (a line that starts with a long code span is a paragraph).
+        if fence >= 3 && !line[fence..].contains('`') {
+            // CommonMark closes a fenced block at a line of at least as many backticks (after
+            // at most three spaces) and nothing else: the first such line, whatever it holds.
+            let closed = lines.by_ref().any(|inner| {
+                let t = inner.trim_start_matches(' ');
+                let n = t.len() - t.trim_start_matches('`').len();
+                inner.len() - t.len() <= 3 && n >= fence && t[n..].trim().is_empty()
+            });
+            out.push_str(if closed { "FENCE…FENCE\n" } else { "UNCLOSED FENCE\n" });
+            continue;
+        }
+        if line.starts_with("<!-- ozform-plan-id: ") {
+            out.push_str("<!-- id -->\n");
+            continue;
+        }
+        if line.starts_with("<details><summary>") {
+            let mut rest = line;
+            while let Some(open) = rest.find("<code>") {
+                out.push_str(&rest[..open + "<code>".len()]);
+                rest = &rest[open + "<code>".len()..];
+                let close = rest.find("</code>").unwrap_or(rest.len());
+                out.push_str(if rest[..close].contains(['<', '>']) { &rest[..close] } else { "…" });
+                rest = &rest[close..];
+            }
+            out.push_str(rest);
+            out.push('\n');
+            continue;
+        }
+        for segment in segments(line) {
+            match segment {
+                Segment::Code(_) => out.push_str("`…`"),
+                Segment::Text(text) => out.push_str(text),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A value made of pieces that mean something to Markdown, HTML, GitHub or a terminal, and of
+/// any characters at all.
+fn arbitrary_value() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let piece = prop_oneof![
+        4 => proptest::sample::select(vec![
+            "`", "``", "```", "\n", "\n\n", "\r\n", "<", ">", "</details>", "<details>", "</summary>",
+            "</code>", "<img src=x>", "![p](https://evil.example/p.png?t=x)", "[a](https://evil.example)",
+            "@someone", "@org/team", "#1", "www.evil.example", "\\", "|", "&amp;", "&lt;", "<!--", "-->",
+            "# ", "- ", "> ", "    ", "\t", "---", "*", "_", "~", "\u{202e}",
+        ])
+        .prop_map(str::to_string),
+        2 => r"[\x00-\x1f\x7f-\x{9f}\x{200b}-\x{200f}\x{202a}-\x{202e}\x{2060}-\x{2064}\x{2066}-\x{2069}\x{feff}\x{61c}\x{2028}\x{2029}]",
+        2 => "[a-zA-Z0-9 .:/_*=+-]{1,4}",
+        1 => any::<char>().prop_map(String::from),
+    ];
+    proptest::collection::vec(piece, 0..12).prop_map(|pieces| pieces.concat())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    /// The cheap companion of the `cmarkgfm` test above, for arbitrary values: the Markdown
+    /// plan of any value has the skeleton of the plan of a harmless one (the same blocks,
+    /// `<details>`, words, and no value outside code) and no raw unsafe character.
+    #[test]
+    fn the_markdown_plan_of_any_value_has_no_value_outside_code(h in arbitrary_value()) {
+        let md = markdown(&plan_of(&h));
+        let harmless = skeleton(&markdown(&plan_of("plain")));
+        proptest::prop_assert_eq!(skeleton(&md), harmless, "{:?}:\n{}", h, md);
+        for c in md.chars() {
+            proptest::prop_assert!(is_safe(c) || c == '\n', "{:?}: a raw {:?} in:\n{}", h, c, md);
+        }
+    }
+
+    /// A saved plan's messages (`warnings`, `conflicts`) are untrusted text, values quoted or
+    /// not: as Markdown, everything outside a code span is plain words and punctuation that
+    /// GitHub shows as it is (no `<`, `[`, `!`, `@`, `#`, `*`, `_`, `|`, `\\`, `/`, `&`, `~`, no
+    /// `www.` autolink), on one line.
+    #[test]
+    fn a_message_of_any_text_shows_only_plain_words_outside_code(
+        parts in proptest::collection::vec((arbitrary_value(), proptest::bool::ANY), 0..6)
+    ) {
+        use ozform::escape::{Segment, markdown_message, quote, segments};
+        let message: String = parts
+            .iter()
+            .map(|(value, quoted)| if *quoted { format!(" {} ", quote(value)) } else { value.clone() })
+            .collect();
+        let md = markdown_message(&message);
+        for c in md.chars() {
+            proptest::prop_assert!(is_safe(c), "{:?}: a raw {:?} in {:?}", message, c, md);
+        }
+        for segment in segments(&md) {
+            if let Segment::Text(text) = segment {
+                let plain = text.chars().all(|c| c.is_ascii_alphanumeric() || " ,.;:()'-".contains(c))
+                    && !text.to_ascii_lowercase().contains("www.");
+                proptest::prop_assert!(plain, "{:?}: {:?} outside code in {:?}", message, text, md);
+            }
+        }
     }
 }
 

@@ -27,6 +27,7 @@ mod redaction;
 mod removals;
 mod render;
 mod review;
+mod saved_plan_trust;
 mod target;
 mod token_store;
 mod token_stores;
