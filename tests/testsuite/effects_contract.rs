@@ -15,6 +15,7 @@ use crate::common;
 
 use std::future::Future;
 
+use common::builders::new_company;
 use common::fake_effects::{FakeEffects, Fault, Op};
 use ozform::apply::{EffectError, EffectErrorKind, Effects};
 use ozform::emulator::{CompanyRecord, Faults, Handle, Quirks, Snapshot, UserRecord};
@@ -23,7 +24,6 @@ use ozform::model::{
     ObservedUser, Permissions, UserKind, UserPatch,
 };
 use ozform::oz::{OzClient, VersionSetting};
-use ozform::secret::Secret;
 use serde_json::{Value, json};
 
 // --- The world every subject starts from -----------------------------------------------------
@@ -339,22 +339,14 @@ conformance!(
 
 // --- Helpers of the cases ----------------------------------------------------------------------
 
-fn new_company(name: &str, meta: Option<Value>) -> NewCompany {
-    NewCompany { name: name.into(), technical_meta_data: meta }
+/// A new company `name` with this metadata.
+fn new_company_with(name: &str, meta: Value) -> NewCompany {
+    NewCompany { technical_meta_data: Some(meta), ..new_company(name) }
 }
 
-/// A new user `New User` of `company_id`, active, its `documents` permission off.
+/// A new user `New M User` of `company_id` (`common::builders::new_user`, with a middle name).
 fn new_user(email: &str, company_id: &str) -> NewUser {
-    NewUser {
-        email: Email::new(email),
-        company_id: company_id.into(),
-        first_name: "New".into(),
-        last_name: "User".into(),
-        middle_name: "M".into(),
-        password: Secret::new("canary-password-effects-2291"),
-        active: true,
-        permissions: Permissions { documents: Some(false), ..Permissions::default() },
-    }
+    NewUser { middle_name: "M".into(), ..common::builders::new_user(email, company_id) }
 }
 
 /// The kind of the error, or a failure naming what came back instead.
@@ -419,14 +411,14 @@ async fn finding_a_user_ignores_the_case_of_the_email<S: Subject>(run: Run<S>) {
 
 async fn a_created_company_comes_back_with_its_fields_and_is_found<S: Subject>(run: Run<S>) {
     let e = run.effects();
-    let fresh = e.create_company(&new_company("Fresh", Some(json!({"k": [1, "two"]})))).await.unwrap();
+    let fresh = e.create_company(&new_company_with("Fresh", json!({"k": [1, "two"]}))).await.unwrap();
     assert!(!fresh.id.is_empty());
     assert_eq!(
         (fresh.name.as_str(), fresh.in_deletion, &fresh.technical_meta_data),
         ("Fresh", false, &json!({"k": [1, "two"]}))
     );
     assert_eq!(e.find_companies("Fresh").await.unwrap(), std::slice::from_ref(&fresh));
-    let bare = e.create_company(&new_company("Bare", None)).await.unwrap();
+    let bare = e.create_company(&new_company("Bare")).await.unwrap();
     assert_eq!(bare.technical_meta_data, json!({}), "no metadata is an empty object");
     assert_ne!(bare.id, fresh.id);
     assert_eq!(e.find_companies("Bare").await.unwrap(), [bare]);
@@ -437,9 +429,9 @@ async fn where_names_are_unique_a_taken_name_is_already_exists_and_a_name_in_del
 ) {
     run.subject.unique_company_names(true);
     let (e, w) = (run.effects(), &run.world);
-    assert_eq!(kind(e.create_company(&new_company("Acme", None)).await), EffectErrorKind::AlreadyExists);
+    assert_eq!(kind(e.create_company(&new_company("Acme")).await), EffectErrorKind::AlreadyExists);
     assert_eq!(ids_named(e, "Acme").await, [w.acme.as_str()], "nothing made");
-    let made = e.create_company(&new_company("Leaving", None)).await.unwrap();
+    let made = e.create_company(&new_company("Leaving")).await.unwrap();
     assert_eq!(ids_named(e, "Leaving").await, [made.id.as_str()], "a company in deletion holds no name");
 }
 
@@ -448,7 +440,7 @@ async fn where_names_may_repeat_a_second_company_of_a_name_is_a_twin_that_findin
 ) {
     run.subject.unique_company_names(false);
     let (e, w) = (run.effects(), &run.world);
-    let twin = e.create_company(&new_company("Acme", None)).await.unwrap();
+    let twin = e.create_company(&new_company("Acme")).await.unwrap();
     assert_ne!(twin.id, w.acme);
     let mut both = vec![w.acme.clone(), twin.id];
     both.sort();
@@ -629,33 +621,43 @@ async fn a_deleted_user_is_gone_and_deleting_a_gone_user_succeeds<S: Subject>(ru
 
 // --- Creates whose outcome is unknown ---------------------------------------------------------
 
-/// Provoke `provoked` on a create of each kind and return each kind of error, with whether
-/// each object exists afterwards.
-async fn provoke_each_create<S: Subject>(run: &Run<S>, provoked: Provoked) -> Vec<(EffectErrorKind, bool)> {
+/// Provoke `provoked` on a create of each kind (company, user, token) and assert that each
+/// fails with `expected`, and that each object exists afterwards or not, as `made` says.
+async fn each_create_fails_so<S: Subject>(
+    run: Run<S>,
+    provoked: Provoked,
+    expected: EffectErrorKind,
+    made: bool,
+) {
     let (s, e, w) = (&run.subject, run.effects(), &run.world);
     let mut seen = Vec::new();
 
     s.provoke(Op::CreateCompany, "Half", provoked);
-    let company = e.create_company(&new_company("Half", None)).await;
+    let company = e.create_company(&new_company("Half")).await;
     s.calm();
-    seen.push((kind(company), !ids_named(e, "Half").await.is_empty()));
+    seen.push(("company", kind(company), !ids_named(e, "Half").await.is_empty()));
 
     s.provoke(Op::CreateUser, "half@acme.example", provoked);
     let user = e.create_user(&new_user("half@acme.example", &w.acme)).await;
     s.calm();
-    seen.push((kind(user), found_user(e, "half@acme.example").await.is_some()));
+    seen.push(("user", kind(user), found_user(e, "half@acme.example").await.is_some()));
 
     s.provoke(Op::IssueToken, SVC, provoked);
     let token = e.issue_token(&w.svc).await;
     s.calm();
-    seen.push((kind(token), s.tokens_issued(&w.svc) == 1));
-    seen
+    seen.push(("token", kind(token), s.tokens_issued(&w.svc) == 1));
+
+    assert_eq!(seen, [("company", expected, made), ("user", expected, made), ("token", expected, made)]);
 }
 
 async fn a_create_answered_500_is_an_answered_unknown_outcome_that_made_nothing<S: Subject>(run: Run<S>) {
-    let seen = provoke_each_create(&run, Provoked::ServerError).await;
-    let answered = EffectErrorKind::OutcomeUnknown { answered: true };
-    assert_eq!(seen, [(answered, false), (answered, false), (answered, false)]);
+    each_create_fails_so(
+        run,
+        Provoked::ServerError,
+        EffectErrorKind::OutcomeUnknown { answered: true },
+        false,
+    )
+    .await;
 }
 
 async fn a_create_whose_answer_is_lost_after_the_commit_is_an_unanswered_unknown_outcome_that_made_it<
@@ -663,9 +665,8 @@ async fn a_create_whose_answer_is_lost_after_the_commit_is_an_unanswered_unknown
 >(
     run: Run<S>,
 ) {
-    let seen = provoke_each_create(&run, Provoked::DropAfterCommit).await;
     let unanswered = EffectErrorKind::OutcomeUnknown { answered: false };
-    assert_eq!(seen, [(unanswered, true), (unanswered, true), (unanswered, true)]);
+    each_create_fails_so(run, Provoked::DropAfterCommit, unanswered, true).await;
 }
 
 async fn a_create_answered_with_an_unreadable_body_is_an_unanswered_unknown_outcome_that_made_it<
@@ -673,9 +674,8 @@ async fn a_create_answered_with_an_unreadable_body_is_an_unanswered_unknown_outc
 >(
     run: Run<S>,
 ) {
-    let seen = provoke_each_create(&run, Provoked::GarbledAfterCommit).await;
     let unanswered = EffectErrorKind::OutcomeUnknown { answered: false };
-    assert_eq!(seen, [(unanswered, true), (unanswered, true), (unanswered, true)]);
+    each_create_fails_so(run, Provoked::GarbledAfterCommit, unanswered, true).await;
 }
 
 async fn a_create_lost_before_the_api_handled_it_is_an_unanswered_unknown_outcome_that_made_nothing<
@@ -683,7 +683,6 @@ async fn a_create_lost_before_the_api_handled_it_is_an_unanswered_unknown_outcom
 >(
     run: Run<S>,
 ) {
-    let seen = provoke_each_create(&run, Provoked::DropBeforeCommit).await;
     let unanswered = EffectErrorKind::OutcomeUnknown { answered: false };
-    assert_eq!(seen, [(unanswered, false), (unanswered, false), (unanswered, false)]);
+    each_create_fails_so(run, Provoked::DropBeforeCommit, unanswered, false).await;
 }
