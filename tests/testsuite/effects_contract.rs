@@ -192,8 +192,10 @@ trait Subject {
     fn effects(&self) -> &Self::Effects;
     /// Whether the API refuses a second live company of one name (oz-api.md leaves it open).
     fn unique_company_names(&self, unique: bool);
-    /// The next create `op` of `key` (a company name, or an email for a user or its token)
-    /// fails so; on the emulator, every request fails so until `calm`.
+    /// Make the next create `op` of `key` (a company name, or an email for a user or its token)
+    /// fail that way. The fake fails that one call; the emulator fails every request that way
+    /// until `calm` (the next one only, for a connection dropped before handling), so a case
+    /// provokes, makes the one call, and calms.
     fn provoke(&self, op: Op, key: &str, provoked: Provoked);
     /// Stop provoking.
     fn calm(&self);
