@@ -12,6 +12,7 @@ mod apply;
 mod doctor;
 mod e2e;
 mod ecosystem;
+mod effects_contract;
 mod emulator;
 mod escaping;
 mod export;
