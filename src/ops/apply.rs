@@ -18,7 +18,7 @@ use crate::oz::VersionSetting;
 use crate::plan::{Plan, PlanError, check_removals, format};
 use crate::render;
 use crate::secret::{SecretRef, process_env};
-use crate::token_store::{StoreLock, TokenStore, TokenStoreError};
+use crate::token_store::{Installation, StoreLock, TokenStore, TokenStoreError};
 
 use super::interrupt::{Interrupt, Signal};
 use super::settings::{ApplySettings, ApplySource};
@@ -49,9 +49,9 @@ pub async fn run(settings: ApplySettings, interrupt: &Interrupt, output: &Output
             connection.api_version = VersionSetting::Fixed(plan.api_version);
             let passwords = resolve_passwords(&plan, &process_env)?;
             // The lock is held until this function returns, whatever path it takes.
+            let passwords_from = plan.changes.iter().filter_map(|c| c.password());
             let (store, _lock) =
-                open_locked(&settings, plan.changes.iter().filter_map(|c| c.password()), interrupt, output)
-                    .await?;
+                open_locked(&settings, &plan.api_url, passwords_from, interrupt, output).await?;
             let client = connect(&connection, &plan.api_url, false, &process_env).await?;
             check_fresh(&plan, &client.read_only(), parallelism).await?;
             output.print(&render::text(&plan, &style));
@@ -62,8 +62,8 @@ pub async fn run(settings: ApplySettings, interrupt: &Interrupt, output: &Output
             let desired = load_manifests(paths, output)?;
             check_company_filter(&desired, companies)?;
             let sources = desired.users.iter().filter_map(|u| u.password.as_ref());
-            let (store, _lock) = open_locked(&settings, sources, interrupt, output).await?;
             let url = required_url(&settings.connection)?;
+            let (store, _lock) = open_locked(&settings, url, sources, interrupt, output).await?;
             let client = connect(&settings.connection, url, false, &process_env).await?;
             let options = plan_options(&desired, &settings.tokens, companies, &process_env);
             let plan = make_plan(&client, &desired, store.as_ref(), &options).await?;
@@ -85,13 +85,15 @@ pub async fn run(settings: ApplySettings, interrupt: &Interrupt, output: &Output
 /// name), take its lock and recover what a killed run left.
 async fn open_locked<'a>(
     settings: &'a ApplySettings,
+    api_url: &str,
     sources: impl IntoIterator<Item = &'a SecretRef>,
     interrupt: &Interrupt,
     output: &Output,
 ) -> Result<(Arc<dyn TokenStore>, Option<StoreLock>), Error> {
     let sources = sources.into_iter().chain([&settings.connection.admin_password]);
-    let store = open_store(&settings.tokens, sources, &process_env);
-    let lock = lock_and_recover(&store, settings.lock_timeout, interrupt, output).await?;
+    let store = open_store(&settings.tokens, api_url, sources, &process_env);
+    let installation = Installation::new(settings.tokens.installation.as_deref(), api_url);
+    let lock = lock_and_recover(&store, &installation, settings.lock_timeout, interrupt, output).await?;
     Ok((store, lock))
 }
 
@@ -99,6 +101,7 @@ async fn open_locked<'a>(
 /// saying so. Blocking file I/O, so on the blocking pool.
 async fn lock_and_recover(
     store: &Arc<dyn TokenStore>,
+    installation: &Installation,
     wait: Duration,
     interrupt: &Interrupt,
     output: &Output,
@@ -130,6 +133,14 @@ async fn lock_and_recover(
             if recovery.recovered == 1 { "" } else { "s" },
             recovery.removed,
             if recovery.removed == 1 { "" } else { "s" },
+        ));
+    }
+    // Said once: what was moved is not found in the old layout again.
+    if recovery.migrated > 0 {
+        output.status(&format!(
+            "moved {} token{} of this API, stored before tokens were kept per installation, under installation `{installation}`",
+            recovery.migrated,
+            if recovery.migrated == 1 { "" } else { "s" },
         ));
     }
     Ok(lock)

@@ -15,6 +15,7 @@ use crate::manifest;
 use crate::output::Output;
 use crate::oz::{ClientConfig, OzClient, VersionSetting};
 use crate::render;
+use crate::token_store::{DirStore, Installation};
 
 use super::interrupt::Interrupt;
 use super::settings::{DemoSettings, StoreSpec, Tokens};
@@ -61,7 +62,7 @@ async fn run_in(dir: &Path, settings: &DemoSettings, output: &Output) -> Result<
     config.api_version = VersionSetting::Auto;
     let client = OzClient::connect(config).await?;
     let tokens = Tokens::new(StoreSpec::Dir(token_dir.clone()));
-    let store = open_store(&tokens, [], &env);
+    let store = open_store(&tokens, &handle.url(), [], &env);
     let style = render::Style { color: output.color };
     let desired = manifest::load(std::slice::from_ref(&manifests), &env)?;
     let options = plan_options(&desired, &tokens, &[], &env);
@@ -84,8 +85,10 @@ async fn run_in(dir: &Path, settings: &DemoSettings, output: &Output) -> Result<
     output.print(&render::text(&second, &style));
     let stats = handle.stats();
 
-    output.print(&format!("\nTokens were written to {} (mode 0600):\n", token_dir.display()));
-    for name in token_files(&token_dir)? {
+    // The directory store keeps them in the installation's directory (the emulator's origin).
+    let kept = DirStore::new(&token_dir, Installation::of_api(&handle.url())).dir().to_path_buf();
+    output.print(&format!("\nTokens were written to {} (mode 0600):\n", kept.display()));
+    for name in token_files(&kept)? {
         output.print(&format!("  {name}\n"));
     }
     if !settings.keep {

@@ -151,7 +151,7 @@ pub async fn examine(
         }
         Err(e) => findings.extend(connect_failure(&e, tls, &settings.connection)),
     }
-    findings.push(token_store(&settings.tokens, &settings.connection.admin_password));
+    findings.push(token_store(&settings.tokens, &api_url, &settings.connection.admin_password));
     let usable = findings.iter().all(|f| f.status != Status::Fail);
     Ok(Report { api_url, usable, findings })
 }
@@ -849,9 +849,9 @@ fn session(expire_date: Option<f64>, now: SystemTime) -> Finding {
     )
 }
 
-fn token_store(tokens: &Tokens, admin_password: &crate::secret::SecretRef) -> Finding {
+fn token_store(tokens: &Tokens, api_url: &str, admin_password: &crate::secret::SecretRef) -> Finding {
     // The store's helper (if any) gets neither the admin password's variable nor its value.
-    let store = open_store(tokens, [admin_password], &crate::secret::process_env);
+    let store = open_store(tokens, api_url, [admin_password], &crate::secret::process_env);
     match store.check() {
         Ok(()) => finding(
             "token_store",

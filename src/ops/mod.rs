@@ -17,7 +17,7 @@ use crate::output::Output;
 use crate::oz::OzClient;
 use crate::plan::{Plan, PlanOptions};
 use crate::secret::{Secret, SecretRef};
-use crate::token_store::{DirStore, ExecStore, TokenStore};
+use crate::token_store::{DirStore, ExecStore, Installation, TokenStore};
 
 pub mod apply;
 pub mod demo;
@@ -83,13 +83,18 @@ fn required_url(connection: &Connection) -> Result<&str, Error> {
 /// without the variables the secrets in `sources` (the admin password's, every password a
 /// manifest or saved plan names) come from: they are data for the Oz API, not for the store.
 /// Their values, as far as `env` and the files hold them, are redacted from its messages.
+/// The store sees the tokens of one installation: `--installation`, else `api_url`'s origin.
 fn open_store<'a>(
     tokens: &Tokens,
+    api_url: &str,
     sources: impl IntoIterator<Item = &'a SecretRef>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Arc<dyn TokenStore> {
+    let installation = Installation::new(tokens.installation.as_deref(), api_url);
     match &tokens.store {
-        StoreSpec::Dir(dir) => Arc::new(DirStore::new(dir).allow_shared_dir(tokens.allow_shared_dir)),
+        StoreSpec::Dir(dir) => {
+            Arc::new(DirStore::new(dir, installation).allow_shared_dir(tokens.allow_shared_dir))
+        }
         StoreSpec::Exec(argv) => {
             let mut hidden: BTreeSet<String> = BTreeSet::from(["OZ_ADMIN_PASSWORD".to_string()]);
             let mut secrets: Vec<Secret> = env("OZ_ADMIN_PASSWORD").map(Secret::new).into_iter().collect();
@@ -101,7 +106,11 @@ fn open_store<'a>(
                 // either (it does not get the variable, and the file is read only here).
                 secrets.extend(source.resolve(env).ok());
             }
-            Arc::new(ExecStore::new(argv.clone(), tokens.store_timeout).hide_env(hidden).redact(secrets))
+            Arc::new(
+                ExecStore::new(argv.clone(), tokens.store_timeout, installation)
+                    .hide_env(hidden)
+                    .redact(secrets),
+            )
         }
     }
 }

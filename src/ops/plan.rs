@@ -20,7 +20,7 @@ pub async fn run(settings: PlanSettings, output: &Output) -> Result<Exit, Error>
     let client = connect(&settings.connection, url, true, &process_env).await?;
     let sources = desired.users.iter().filter_map(|u| u.password.as_ref());
     let store =
-        open_store(&settings.tokens, sources.chain([&settings.connection.admin_password]), &process_env);
+        open_store(&settings.tokens, url, sources.chain([&settings.connection.admin_password]), &process_env);
     let options = plan_options(&desired, &settings.tokens, &settings.companies, &process_env);
     let plan = make_plan(&client, &desired, store.as_ref(), &options).await?;
     output.print(&match settings.format {

@@ -24,4 +24,5 @@ mod redaction;
 mod removals;
 mod render;
 mod token_store;
+mod token_store_conformance;
 mod token_stores;
