@@ -864,6 +864,66 @@ fn a_helper_lock_is_renewed_while_held_and_given_back_when_dropped() {
     drop(open().lock(std::time::Duration::ZERO).unwrap().expect("free once given back"));
 }
 
+/// A signal stops an apply gracefully, and the helper's lock is given back on the way out (the
+/// `StoreLock` is dropped as `apply` returns), so the next apply need not wait for its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_stopped_by_sigterm_gives_the_helpers_lock_back() {
+    let mut config = ozform::emulator::EmulatorConfig::new(ApiVersion::V6);
+    config.faults = ozform::emulator::Faults { latency_ms: 20, ..ozform::emulator::Faults::default() };
+    let w = World::with(config).await;
+    let mut yaml = String::from("companies: [{name: Signals}]\nservice_users:\n");
+    for u in 0..150 {
+        use std::fmt::Write as _;
+        writeln!(
+            yaml,
+            "  - {{email: svc-{u:03}@signals.example, company: Signals, first_name: S, last_name: U, \
+             password: {{env: ACME_WEB_PASSWORD}}, token: {{issue: true}}}}"
+        )
+        .unwrap();
+    }
+    let manifest = w.path("many.yaml");
+    std::fs::write(&manifest, yaml).unwrap();
+    let store = format!("exec:{}", helper("healthy").display());
+    let cli = store_cli(&w, "apply", &store, &root())
+        .env("OZFORM_TEST_CAPABILITIES", "lock,get")
+        .args(["--auto-approve", manifest.to_str().unwrap()]);
+    let mut child = cli.spawn();
+    let drain = |pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut pipe = pipe;
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let (stdout, stderr) =
+        (drain(Box::new(child.stdout.take().unwrap())), drain(Box::new(child.stderr.take().unwrap())));
+    // Wait (polling, bounded: a hang guard, not a timing assert) until tokens are being issued.
+    let issuing = async {
+        while w.emu.snapshot().service_tokens.len() < 5 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), issuing).await.expect("no token was issued");
+    let sent = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    w.printed.lock().unwrap().push((stdout.clone(), stderr.clone()));
+    assert_eq!(status.code(), Some(143), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Apply interrupted: "), "{stdout}");
+    let verbs = verbs_in(&w.token_dir());
+    assert!(verbs.contains(&"lock".to_string()), "{verbs:?}");
+    assert_eq!(verbs.last().map(String::as_str), Some("unlock"), "{verbs:?}");
+    let held: Vec<_> = std::fs::read_dir(w.token_dir())
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|n| n.starts_with(".lock-"))
+        .collect();
+    assert!(held.is_empty(), "the lock is given back: {held:?}");
+    w.assert_no_secrets();
+}
+
 /// This machine's name as the lock holder says it.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string()
