@@ -214,7 +214,8 @@ impl ExecStore {
         }
     }
 
-    /// Run the helper without these environment variables.
+    /// Run the helper without these environment variables. (Like `redact`, a builder step of a
+    /// new store: only a held lock shares the helper, and a store is built before it locks.)
     #[must_use]
     pub fn hide_env(mut self, names: impl IntoIterator<Item = String>) -> Self {
         if let Some(helper) = Arc::get_mut(&mut self.helper) {
