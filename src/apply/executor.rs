@@ -791,6 +791,8 @@ async fn issue_token<E: Effects>(
         expire_date: token.expire_date,
         api_url: ctx.api_url.to_string(),
         issued_at: humantime::format_rfc3339_seconds((ctx.now)()).to_string(),
+        password: None,
+        company: None,
     })
 }
 

@@ -109,12 +109,19 @@ pub fn tokens(args: &TokenArgs) -> Result<Tokens, Error> {
         (None, Some(dir)) => StoreSpec::Dir(dir.clone()),
         (None, None) => StoreSpec::Dir(DEFAULT_TOKEN_DIR.into()),
     };
+    if let Some(name) = &args.installation {
+        crate::token_store::Installation::check_name(name).map_err(|problem| Error::Usage {
+            message: format!("`--installation`/`OZ_INSTALLATION`: {problem}"),
+            help: "name the installation tokens are kept under, e.g. `--installation eu-prod` (the default is the API URL's origin)".into(),
+        })?;
+    }
     Ok(Tokens {
         store,
         rotate_before: args.rotate_before,
         rotate_tokens: args.rotate_tokens,
         store_timeout: args.store_timeout,
         allow_shared_dir: args.allow_shared_token_dir,
+        installation: args.installation.clone(),
     })
 }
 

@@ -175,6 +175,10 @@ pub struct TokenArgs {
     /// Directory of the token store, short for `--token-store dir:DIR` [default: ./ozform-tokens]
     #[arg(long, env = "OZ_TOKEN_DIR", value_name = "DIR")]
     pub token_dir: Option<PathBuf>,
+    /// The installation whose tokens the store keeps: a store shared by several installations
+    /// keeps each one's tokens apart [default: the API URL's origin, `scheme://host[:port]`]
+    #[arg(long, env = "OZ_INSTALLATION", value_name = "NAME")]
+    pub installation: Option<String>,
     /// How long a token store helper (`exec:`) may take for one call before it is stopped
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub store_timeout: Duration,

@@ -151,6 +151,15 @@ async fn lock(
             if recovery.removed == 1 { "" } else { "s" },
         ));
     }
+    // Said once: what was moved is not found in the old layout again.
+    if recovery.migrated > 0 {
+        view.status(&format!(
+            "moved {} token{} of this API, stored before tokens were kept per installation, under installation `{}`",
+            recovery.migrated,
+            if recovery.migrated == 1 { "" } else { "s" },
+            target.installation(),
+        ));
+    }
     Ok(held)
 }
 

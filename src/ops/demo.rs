@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::manifest;
 use crate::oz::{ClientConfig, OzClient, VersionSetting};
 use crate::plan::Plan;
-use crate::token_store::DirStore;
+use crate::token_store::{DirStore, Installation};
 
 use super::settings::{DemoSettings, StoreSpec, Tokens};
 use super::{Target, View, plan_options};
@@ -67,7 +67,11 @@ async fn run_in(dir: &Path, settings: &DemoSettings, view: &dyn View) -> Result<
     config.api_version = VersionSetting::Auto;
     let client = OzClient::connect(config).await?;
     let tokens = Tokens::new(StoreSpec::Dir(token_dir.clone()));
-    let target = Target::new(client, Arc::new(DirStore::new(&token_dir)));
+    let installation = Installation::of_api(&handle.url());
+    let store = DirStore::new(&token_dir, installation.clone());
+    // The directory store keeps the tokens in the installation's directory (the emulator's origin).
+    let kept = store.dir().to_path_buf();
+    let target = Target::new(client, Arc::new(store), installation);
     let desired = manifest::load(std::slice::from_ref(&manifests), &env)?;
     let options = plan_options(&desired, &tokens, &[], &env);
 
@@ -89,8 +93,8 @@ async fn run_in(dir: &Path, settings: &DemoSettings, view: &dyn View) -> Result<
     view.plan(&second);
     let stats = handle.stats();
 
-    view.text(&format!("\nTokens were written to {} (mode 0600):\n", token_dir.display()));
-    for name in token_files(&token_dir)? {
+    view.text(&format!("\nTokens were written to {} (mode 0600):\n", kept.display()));
+    for name in token_files(&kept)? {
         view.text(&format!("  {name}\n"));
     }
     if !settings.keep {

@@ -80,6 +80,9 @@ pub struct Tokens {
     pub store_timeout: Duration,
     /// Use a token directory that group or others may write to (`--allow-shared-token-dir`).
     pub allow_shared_dir: bool,
+    /// The installation stored tokens are kept under (`--installation`); `None`: the API
+    /// URL's origin.
+    pub installation: Option<String>,
 }
 
 impl Tokens {
@@ -91,6 +94,7 @@ impl Tokens {
             rotate_tokens: false,
             store_timeout: DEFAULT_STORE_TIMEOUT,
             allow_shared_dir: false,
+            installation: None,
         }
     }
 }

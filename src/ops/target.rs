@@ -25,7 +25,9 @@ use crate::model::{Desired, StoredTokens};
 use crate::oz::{ClientConfig, OzClient};
 use crate::plan::{Plan, PlanOptions};
 use crate::secret::{Secret, SecretRef};
-use crate::token_store::{DirStore, ExecStore, Recovery, StoreLock, TokenStore, TokenStoreError};
+use crate::token_store::{
+    DirStore, ExecStore, Installation, Recovery, StoreLock, TokenStore, TokenStoreError,
+};
 
 use super::settings::{Connection, StoreSpec, Tokens};
 
@@ -38,13 +40,16 @@ pub enum Access {
     ReadWrite,
 }
 
-/// One Oz installation: its client (logged in on first use) and its token store.
+/// One Oz installation: its client (logged in on first use) and its token store, which keeps
+/// the tokens of this installation apart from those of others sharing it.
 #[derive(Clone)]
 pub struct Target {
     /// How to log in; `None` for a target made of a client already logged in.
     config: Option<ClientConfig>,
     client: Arc<OnceCell<OzClient>>,
     store: Arc<dyn TokenStore>,
+    /// What the token store keeps this installation's tokens under.
+    installation: Installation,
 }
 
 /// The token store's lock, held until dropped, and what opening it found of a killed run.
@@ -70,13 +75,20 @@ impl Target {
         let config = client_config(connection, access == Access::ReadOnly, env)?;
         let mut sources: Vec<&SecretRef> = secrets.into_iter().collect();
         sources.push(&connection.admin_password);
-        let store = open_store(tokens, sources, env);
-        Ok(Self { config: Some(config), client: Arc::new(OnceCell::new()), store })
+        let installation = Installation::new(tokens.installation.as_deref(), &config.api_url);
+        let store = open_store(tokens, &config.api_url, sources, env);
+        Ok(Self { config: Some(config), client: Arc::new(OnceCell::new()), store, installation })
     }
 
-    /// A target of parts made elsewhere (the demo's emulator, tests, benchmarks).
-    pub fn new(client: OzClient, store: Arc<dyn TokenStore>) -> Self {
-        Self { config: None, client: Arc::new(OnceCell::new_with(Some(client))), store }
+    /// A target of parts made elsewhere (the demo's emulator, tests, benchmarks); `installation`:
+    /// what `store` keeps its tokens under.
+    pub fn new(client: OzClient, store: Arc<dyn TokenStore>, installation: Installation) -> Self {
+        Self { config: None, client: Arc::new(OnceCell::new_with(Some(client))), store, installation }
+    }
+
+    /// What the token store keeps this installation's tokens under.
+    pub fn installation(&self) -> &Installation {
+        &self.installation
     }
 
     /// The client, logged in (on the first call).
@@ -232,14 +244,19 @@ fn check_insecure_http(api_url: &str, allowed: bool) -> Result<(), Error> {
 /// The token store the settings name. A helper (`exec:`) runs without `OZ_ADMIN_PASSWORD` and
 /// without the variables the secrets in `sources` come from: they are data for the Oz API, not
 /// for the store. Their values, as far as `env` and the files hold them, are redacted from its
-/// messages.
+/// messages. The store sees the tokens of one installation: `--installation`, else `api_url`'s
+/// origin.
 pub(super) fn open_store<'a>(
     tokens: &Tokens,
+    api_url: &str,
     sources: impl IntoIterator<Item = &'a SecretRef>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Arc<dyn TokenStore> {
+    let installation = Installation::new(tokens.installation.as_deref(), api_url);
     match &tokens.store {
-        StoreSpec::Dir(dir) => Arc::new(DirStore::new(dir).allow_shared_dir(tokens.allow_shared_dir)),
+        StoreSpec::Dir(dir) => {
+            Arc::new(DirStore::new(dir, installation).allow_shared_dir(tokens.allow_shared_dir))
+        }
         StoreSpec::Exec(argv) => {
             let mut hidden: BTreeSet<String> = BTreeSet::from(["OZ_ADMIN_PASSWORD".to_string()]);
             let mut secrets: Vec<Secret> = env("OZ_ADMIN_PASSWORD").map(Secret::new).into_iter().collect();
@@ -251,7 +268,11 @@ pub(super) fn open_store<'a>(
                 // either (it does not get the variable, and the file is read only here).
                 secrets.extend(source.resolve(env).ok());
             }
-            Arc::new(ExecStore::new(argv.clone(), tokens.store_timeout).hide_env(hidden).redact(secrets))
+            Arc::new(
+                ExecStore::new(argv.clone(), tokens.store_timeout, installation)
+                    .hide_env(hidden)
+                    .redact(secrets),
+            )
         }
     }
 }

@@ -726,7 +726,11 @@ fn the_demo_removes_its_directory_unless_told_to_keep_it() {
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(run.stderr.contains(&format!("kept {}", kept[0].display())), "{}", run.stderr);
     assert!(kept[0].join("manifests/companies.yaml").is_file());
-    assert_eq!(std::fs::read_dir(kept[0].join("tokens")).unwrap().count(), 2);
+    // The tokens are kept under the installation (the demo emulator's origin).
+    let installations: Vec<PathBuf> =
+        std::fs::read_dir(kept[0].join("tokens")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(installations.len(), 1, "{installations:?}");
+    assert_eq!(std::fs::read_dir(&installations[0]).unwrap().count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

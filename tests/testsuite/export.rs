@@ -228,8 +228,11 @@ async fn an_api_5_export_applied_to_a_fresh_api_6_installation_recreates_every_s
             "svc-web@acme.example"
         ]
     );
-    // Token files; the directory also holds apply's (empty) lock file, `.ozform.lock`.
-    let token_files = std::fs::read_dir(&new_tokens)
+    // Token files, in the new installation's directory (its URL's origin, encoded); the
+    // directory also holds apply's (empty) lock file, `.ozform.lock`.
+    let installation = ozform::token_store::Installation::of_api(&fresh.url());
+    let kept = new_tokens.join(ozform::token_store::naming::encode(installation.name()));
+    let token_files = std::fs::read_dir(&kept)
         .unwrap()
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".json"))
         .count();

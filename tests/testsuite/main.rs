@@ -31,4 +31,5 @@ mod review;
 mod saved_plan_trust;
 mod target;
 mod token_store;
+mod token_store_conformance;
 mod token_stores;

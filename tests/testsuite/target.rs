@@ -8,7 +8,7 @@ use std::time::Duration;
 use ozform::model::ApiVersion;
 use ozform::ops::Target;
 use ozform::plan::PlanOptions;
-use ozform::token_store::ExecStore;
+use ozform::token_store::{ExecStore, Installation};
 
 use crate::common::emulator::{Emulator, connect};
 
@@ -37,8 +37,9 @@ fn a_slow_exec_helper_s_list_leaves_the_runtime_free_for_other_futures() {
         let dir = tmp.path().to_path_buf();
         let emu = Emulator::new(ApiVersion::V6).start().await;
         let client = connect(&emu, |_| {}).await;
-        let store = ExecStore::new(waiting_helper(&dir), Duration::from_secs(30));
-        let target = Target::new(client, Arc::new(store));
+        let installation = Installation::of_api(&emu.url());
+        let store = ExecStore::new(waiting_helper(&dir), Duration::from_secs(30), installation.clone());
+        let target = Target::new(client, Arc::new(store), installation);
         let desired = ozform::manifest::load(&[crate::common::root().join("examples/basic")], &|name| {
             name.ends_with("_PASSWORD").then(|| "unused".to_string())
         })

@@ -71,7 +71,7 @@ pub async fn run(settings: &DoctorSettings, env: &dyn Fn(&str) -> Option<String>
             findings.extend(findings::connect_failure(&e, &api_url, private_ca, &connection.admin_email));
         }
     }
-    findings.push(token_store(&settings.tokens, &connection.admin_password, env).await);
+    findings.push(token_store(&settings.tokens, &api_url, &connection.admin_password, env).await);
     let usable = findings.iter().all(|f| f.status != Status::Fail);
     Ok(Report { api_url, usable, findings })
 }
@@ -134,11 +134,12 @@ async fn examine(client: &OzClient, findings: &mut Vec<Finding>) {
 /// removed, or the helper run), named as the settings name it.
 async fn token_store(
     tokens: &Tokens,
+    api_url: &str,
     admin_password: &SecretRef,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Finding {
     // The store's helper (if any) gets neither the admin password's variable nor its value.
-    let store = open_store(tokens, [admin_password], env);
+    let store = open_store(tokens, api_url, [admin_password], env);
     let checked = match tokio::task::spawn_blocking(move || store.check()).await {
         Ok(checked) => checked.map_err(|e| e.to_string()),
         Err(e) => Err(format!("the check stopped before it could tell: {e}")),
