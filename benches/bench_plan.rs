@@ -61,7 +61,7 @@ fn build(companies: usize) -> (Desired, Observed, StoredTokens) {
                 first_name: Some("Service".into()),
                 last_name: Some(format!("User {n}")),
                 middle_name: None,
-                password: Some(SecretRef::Env(format!("PW_{n}"))),
+                password: Some(SecretRef::Env(format!("PW_{n}")).into()),
                 active: true,
                 permissions: Some(Permissions { documents: Some(false), ..Permissions::default() }),
                 token: TokenSpec { issue: true },

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::secret::SecretRef;
+use crate::secret::PasswordSource;
 
 /// Where something was written in a manifest: file, 1-based line and column.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -235,8 +235,9 @@ pub struct DesiredUser {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub middle_name: Option<String>,
-    /// Where the password comes from; used on create only. Needed only if the user must be created.
-    pub password: Option<SecretRef>,
+    /// Where the password comes from (or `{generate: true}`); used on create only. Needed only
+    /// if the user must be created.
+    pub password: Option<PasswordSource>,
     /// Default true.
     pub active: bool,
     pub permissions: Option<Permissions>,

@@ -9,9 +9,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Desired, Permissions, Prune, TokenSpec};
-use crate::secret::SecretRef;
+use crate::secret::{Generate, PasswordSource, SecretRef};
 
-/// Where a secret comes from, as a manifest writes it: `{env: NAME}` or `{file: PATH}`.
+/// Where a password comes from, as a manifest writes it: `{env: NAME}`, `{file: PATH}` or
+/// `{generate: true}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 #[schemars(rename = "SecretRef")]
@@ -24,13 +25,20 @@ pub enum SecretSource {
     /// manifest file that names it; the path must lie, as written, inside the manifest paths
     /// given or a directory given with `--secrets-dir`.
     File(String),
+    /// `true`: ozform generates a 32-character password from the OS random generator when it
+    /// creates the user, and keeps it with the user's token record in the token store (a token
+    /// is issued with the user for that, even without `token: {issue: true}`). Never printed.
+    Generate(Generate),
 }
 
-impl From<&SecretRef> for SecretSource {
-    fn from(source: &SecretRef) -> Self {
+impl From<&PasswordSource> for SecretSource {
+    fn from(source: &PasswordSource) -> Self {
         match source {
-            SecretRef::Env(name) => SecretSource::Env(name.clone()),
-            SecretRef::File(file) => SecretSource::File(file.written().to_string_lossy().into_owned()),
+            PasswordSource::Read(SecretRef::Env(name)) => SecretSource::Env(name.clone()),
+            PasswordSource::Read(SecretRef::File(file)) => {
+                SecretSource::File(file.written().to_string_lossy().into_owned())
+            }
+            PasswordSource::Generate => SecretSource::Generate(Generate),
         }
     }
 }
@@ -89,9 +97,10 @@ pub struct UserDoc {
     /// Left as it is live when omitted; `""` for none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub middle_name: Option<String>,
-    /// Where the password comes from, never the password itself: `{env: NAME}` or
+    /// Where the password comes from, never the password itself: `{env: NAME}`,
     /// `{file: PATH}` (relative to the manifest, inside the manifest paths or a
-    /// `--secrets-dir`). Used only when the user is created.
+    /// `--secrets-dir`), or `{generate: true}` (made by ozform, kept with the user's token
+    /// record). Used only when the user is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<SecretSource>,
     /// Whether the user may log in. Default `true`.
@@ -197,6 +206,7 @@ fn escaped(doc: &Document) -> Document {
                 password: u.password.as_ref().map(|p| match p {
                     SecretSource::Env(name) => SecretSource::Env(escape(name)),
                     SecretSource::File(path) => SecretSource::File(escape(path)),
+                    SecretSource::Generate(g) => SecretSource::Generate(*g),
                 }),
                 ..u.clone()
             })

@@ -15,7 +15,7 @@ use super::problem::{At, Kind, Problem, Problems};
 use super::secrets::{Holds, Secrets};
 use super::suggest;
 use crate::model::{DesiredCompany, DesiredUser, Email, Location, Permissions, Prune, TokenSpec};
-use crate::secret::{SecretFile, SecretRef, SecretRoots};
+use crate::secret::{PasswordSource, SecretFile, SecretRef, SecretRoots};
 
 const DOCUMENT_FIELDS: &[&str] = &["companies", "service_users"];
 const COMPANY_FIELDS: &[&str] = &["name", "technical_meta_data", "prune"];
@@ -32,7 +32,7 @@ const USER_FIELDS: &[&str] = &[
 ];
 const PERMISSION_FIELDS: &[&str] = &["biometry", "collection", "documents", "quality"];
 const TOKEN_FIELDS: &[&str] = &["issue"];
-const SECRET_FIELDS: &[&str] = &["env", "file"];
+const SECRET_FIELDS: &[&str] = &["env", "file", "generate"];
 /// YAML 1.1 spellings of booleans that YAML 1.2 reads as strings.
 const AMBIGUOUS_BOOLEANS: &[&str] = &["yes", "no", "on", "off", "y", "n"];
 
@@ -344,7 +344,7 @@ impl Reader<'_> {
         })
     }
 
-    fn password(&mut self, node: &Node) -> Option<SecretRef> {
+    fn password(&mut self, node: &Node) -> Option<PasswordSource> {
         match &node.value {
             Value::Null => None,
             Value::Str(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Bool(_) => {
@@ -360,7 +360,7 @@ impl Reader<'_> {
                     self.problem(
                         Kind::BadSecret { reason: reason.into() },
                         node.pos,
-                        "write exactly one of `env` or `file`",
+                        "write exactly one of `env`, `file` or `generate`",
                     );
                     return None;
                 };
@@ -370,6 +370,9 @@ impl Reader<'_> {
                     self.problem(Kind::BadSecret { reason }, value.pos, "no value");
                     return None;
                 }
+                if *key == "generate" {
+                    return self.generate(value);
+                }
                 let text = self.string(key, value)?;
                 if text.trim().is_empty() {
                     let reason = format!("`{key}` is empty");
@@ -377,20 +380,31 @@ impl Reader<'_> {
                     return None;
                 }
                 if *key == "env" {
-                    return Some(SecretRef::Env(text));
+                    return Some(SecretRef::Env(text).into());
                 }
-                self.secret_file(&text, value.pos)
+                self.secret_file(&text, value.pos).map(PasswordSource::from)
             }
             Value::Seq(_) => {
                 let kind = Kind::WrongType {
                     field: "password".into(),
-                    expected: "`{env: NAME}` or `{file: PATH}`",
+                    expected: "`{env: NAME}`, `{file: PATH}` or `{generate: true}`",
                     found: "a list",
                 };
                 self.problem(kind, node.pos, "expected a map here");
                 None
             }
         }
+    }
+
+    /// `{generate: true}`; `false` is refused (it would read as "no password" while saying
+    /// the opposite), and so is a value that is not a boolean.
+    fn generate(&mut self, value: &Node) -> Option<PasswordSource> {
+        if self.boolean("generate", value)? {
+            return Some(PasswordSource::Generate);
+        }
+        let reason = "`generate` is `false`".to_string();
+        self.problem(Kind::BadSecret { reason }, value.pos, "write `true`, or leave `password` out");
+        None
     }
 
     /// A `{file: PATH}`, placed inside the roots without looking at the disk (whether the file

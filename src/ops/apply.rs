@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::escape::quote;
 use crate::oz::VersionSetting;
 use crate::plan::{Plan, check_removals};
-use crate::secret::{SecretRoots, process_env};
+use crate::secret::{PasswordSource, SecretRoots, process_env};
 
 use super::settings::{ApplySettings, ApplySource};
 use super::{
@@ -72,7 +72,8 @@ pub async fn run(
             }
             connection.api_version = VersionSetting::Fixed(plan.api_version);
             let passwords = resolve_passwords(&plan, &process_env)?;
-            let secrets = plan.changes.iter().filter_map(|c| c.password());
+            let secrets =
+                plan.changes.iter().filter_map(|c| c.password().and_then(PasswordSource::read_from));
             let target =
                 Target::open(&connection, &settings.tokens, Access::ReadWrite, secrets, &process_env)?;
             // Held until this function returns, whatever path it takes.
@@ -85,7 +86,8 @@ pub async fn run(
         ApplySource::Manifests { paths, companies } => {
             let desired = load_manifests(paths, &settings.secrets_dirs, view)?;
             check_company_filter(&desired, companies)?;
-            let secrets = desired.users.iter().filter_map(|u| u.password.as_ref());
+            let secrets =
+                desired.users.iter().filter_map(|u| u.password.as_ref().and_then(PasswordSource::read_from));
             let target = Target::open(
                 &settings.connection,
                 &settings.tokens,

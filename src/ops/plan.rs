@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::error::Error;
 use crate::plan::{Plan, check_removals, format};
-use crate::secret::process_env;
+use crate::secret::{PasswordSource, process_env};
 
 use super::files;
 use super::settings::PlanSettings;
@@ -22,7 +22,8 @@ pub struct PlanOutcome {
 pub async fn run(settings: PlanSettings, view: &dyn View) -> Result<PlanOutcome, Error> {
     let desired = load_manifests(&settings.paths, &settings.secrets_dirs, view)?;
     check_company_filter(&desired, &settings.companies)?;
-    let secrets = desired.users.iter().filter_map(|u| u.password.as_ref());
+    let secrets =
+        desired.users.iter().filter_map(|u| u.password.as_ref().and_then(PasswordSource::read_from));
     let target =
         Target::open(&settings.connection, &settings.tokens, Access::ReadOnly, secrets, &process_env)?;
     let options = plan_options(&desired, &settings.tokens, &settings.companies, &process_env);

@@ -67,7 +67,7 @@ fn plan_of(h: &str) -> Plan {
         ],
         users: vec![
             DesiredUser {
-                password: Some(SecretRef::File(SecretFile::recorded(format!("/run/{h}")))),
+                password: Some(SecretRef::File(SecretFile::recorded(format!("/run/{h}"))).into()),
                 token: TokenSpec { issue: true },
                 first_name: Some(format!("First {h}")),
                 ..user(&format!("new{h}@x.example"), &format!("New {h}"))

@@ -13,20 +13,20 @@ use ozform::model::{
 use ozform::plan::format::{from_json as parse_plan, to_json as json};
 use ozform::plan::{Plan, PlanError, PlanOptions, compute, missing_secrets};
 use ozform::render::{Style, markdown, text};
-use ozform::secret::{SecretFile, SecretRef};
+use ozform::secret::{PasswordSource, SecretFile, SecretRef};
 use serde_json::json;
 
 const NOW: f64 = 1_800_000_000.0;
 const URL: &str = "https://oz.example";
 
-fn user(email: &str, company: &str, password: SecretRef) -> DesiredUser {
+fn user(email: &str, company: &str, password: impl Into<PasswordSource>) -> DesiredUser {
     DesiredUser {
         email: Email::new(email),
         company: company.into(),
         first_name: Some("Svc".into()),
         last_name: Some("Web".into()),
         middle_name: None,
-        password: Some(password),
+        password: Some(password.into()),
         active: true,
         permissions: Some(Permissions { documents: Some(false), ..Permissions::default() }),
         token: TokenSpec { issue: true },
@@ -157,6 +157,46 @@ fn the_text_plan_is_coloured_only_when_asked() {
         .replace("\x1b[33m", "")
         .replace("\x1b[36m", "");
     assert_eq!(stripped, text(&plan, &Style { color: false }));
+}
+
+#[test]
+fn a_generated_password_shows_its_source_and_never_a_value() {
+    let desired = Desired {
+        companies: vec![DesiredCompany {
+            name: "Acme Bank".into(),
+            technical_meta_data: None,
+            prune: None,
+            location: loc(),
+        }],
+        users: vec![DesiredUser {
+            token: TokenSpec { issue: false },
+            ..user("svc-web@acme.example", "Acme Bank", PasswordSource::Generate)
+        }],
+        files: vec![],
+    };
+    let observed = Observed {
+        api_url: URL.into(),
+        api_version: ApiVersion::V6,
+        api_version_detected: false,
+        companies: vec![],
+        users: vec![],
+    };
+    let plan = compute(
+        &desired,
+        &observed,
+        &StoredTokens::new(),
+        &PlanOptions { now: NOW, ..PlanOptions::default() },
+    );
+    let text = text(&plan, &Style { color: false });
+    assert!(text.contains("= (sensitive) from {generate: true}"), "{text}");
+    assert!(
+        text.contains(
+            "reason: the user is being created with a generated password, which is kept with its token"
+        ),
+        "{text}"
+    );
+    let markdown = markdown(&plan);
+    assert!(markdown.contains("{generate: true}"), "{markdown}");
 }
 
 #[test]

@@ -33,7 +33,7 @@ pub fn user(email: &str, company: &str) -> DesiredUser {
         first_name: None,
         last_name: None,
         middle_name: None,
-        password: Some(SecretRef::Env("PW".into())),
+        password: Some(SecretRef::Env("PW".into()).into()),
         active: true,
         permissions: None,
         token: TokenSpec { issue: false },
