@@ -28,5 +28,6 @@ mod removals;
 mod render;
 mod review;
 mod target;
+mod test_script;
 mod token_store;
 mod token_stores;
