@@ -9,6 +9,7 @@
 mod common;
 
 mod apply;
+mod ci_flow;
 mod doctor;
 mod e2e;
 mod ecosystem;
