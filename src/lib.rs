@@ -24,6 +24,7 @@
 //! - `token_store`: where tokens are kept
 //! - `emulator`: the built-in Oz API
 //! - `escape`: one escaping function per medium (terminal, Markdown, JSON) for every value from outside
+//! - `words`: counts in messages with real plurals (`1 company`, `2 companies`)
 //! - `error`, `output`: the top-level error and the terminal
 
 pub mod apply;
@@ -41,3 +42,4 @@ pub mod redact;
 pub mod render;
 pub mod secret;
 pub mod token_store;
+pub mod words;

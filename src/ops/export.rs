@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use crate::error::Error;
 use crate::manifest::export::{ExportOptions, LeftOut, to_document};
 use crate::secret::process_env;
+use crate::words::count;
 
 use super::View;
 use super::files::write_atomically;
@@ -39,17 +40,18 @@ pub async fn run(settings: ExportSettings, view: &dyn View) -> Result<ExportOutc
     let not_service = export.left_out.iter().filter(|n| matches!(n, LeftOut::NotServiceUser { .. })).count();
     if not_service > 0 {
         view.warning(&format!(
-            "left out {not_service} user(s) of exported companies that are not service users (ozform manages \
-             only service users); the manifest lists them in comments at its end"
+            "left out {} of exported companies that are not service users (ozform manages only service \
+             users); the manifest lists them in comments at its end",
+            count(not_service, "user", "users")
         ));
     }
     for note in export.left_out.iter().filter(|n| !matches!(n, LeftOut::NotServiceUser { .. })) {
         view.warning(&note.to_string());
     }
     let summary = format!(
-        "exported {} companies and {} service users from {} (API {})",
-        export.document.companies.len(),
-        export.document.service_users.len(),
+        "exported {} and {} from {} (API {})",
+        count(export.document.companies.len(), "company", "companies"),
+        count(export.document.service_users.len(), "service user", "service users"),
         export.api_url,
         export.api_version
     );

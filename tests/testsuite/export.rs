@@ -100,7 +100,7 @@ async fn the_export_validates_and_plans_back_to_no_changes(version: ApiVersion) 
     let run = ozform(connected(&handle).args(["export"])).await.code(0);
     assert_eq!(handle.stats().mutating_requests, 0, "export must not change anything");
     assert!(
-        run.stderr.contains("left out 2 user(s) of exported companies that are not service users"),
+        run.stderr.contains("left out 2 users of exported companies that are not service users"),
         "{}",
         run.stderr
     );
@@ -159,7 +159,7 @@ async fn the_company_filter_and_tokens(version: ApiVersion) {
     assert_eq!(handle.stats().mutating_requests, 0);
     assert_eq!(run.stdout, "", "with --out nothing goes to stdout");
     assert!(run.stderr.contains("`--company Nowhere` matches no live company"), "{}", run.stderr);
-    assert!(run.stderr.contains("exported 1 companies and 1 service users"), "{}", run.stderr);
+    assert!(run.stderr.contains("exported 1 company and 1 service user"), "{}", run.stderr);
 
     let yaml = std::fs::read_to_string(&manifest).unwrap();
     assert!(yaml.contains("name: Globex Insurance") && !yaml.contains("Acme"), "{yaml}");

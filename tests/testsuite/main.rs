@@ -20,6 +20,7 @@ mod hostile_manifests;
 mod hostile_server;
 mod manifest;
 mod manifest_trust;
+mod messages;
 mod oz_client;
 mod pipeline;
 mod plan;
