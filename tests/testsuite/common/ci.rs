@@ -419,9 +419,13 @@ fn issue_json(flavor: Flavor, issue: &Issue) -> Value {
     }
 }
 
-fn body_json(body: &Bytes) -> Result<Value, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, axum::Json(json!({"message": e.to_string()}))).into_response())
+/// The JSON body of a request; `None` when it is not JSON (answered 400).
+fn body_json(body: &Bytes) -> Option<Value> {
+    serde_json::from_slice(body).ok()
+}
+
+fn bad_request() -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"message": "Problems parsing JSON"}))).into_response()
 }
 
 fn not_found() -> Response {
@@ -470,10 +474,7 @@ async fn add_comment(
     Path(params): Path<BTreeMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    let body = match body_json(&body) {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
+    let Some(body) = body_json(&body) else { return bad_request() };
     let Some(text) = body["body"].as_str() else { return StatusCode::UNPROCESSABLE_ENTITY.into_response() };
     let Ok(number) = params["number"].parse::<u64>() else { return not_found() };
     let mut data = data.lock().unwrap();
@@ -486,10 +487,7 @@ async fn add_comment(
 }
 
 fn edit_comment(data: &Shared, id: &str, body: &Bytes) -> Response {
-    let body = match body_json(body) {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
+    let Some(body) = body_json(body) else { return bad_request() };
     let Some(text) = body["body"].as_str() else { return StatusCode::UNPROCESSABLE_ENTITY.into_response() };
     let Ok(id) = id.parse::<u64>() else { return not_found() };
     let mut data = data.lock().unwrap();
@@ -540,10 +538,7 @@ async fn list_issues(State(data): State<Shared>, Query(listing): Query<Listing>)
 }
 
 async fn open_issue(State(data): State<Shared>, body: Bytes) -> Response {
-    let body = match body_json(&body) {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
+    let Some(body) = body_json(&body) else { return bad_request() };
     let mut data = data.lock().unwrap();
     let text_key = if data.flavor == Flavor::GitHub { "body" } else { "description" };
     let (Some(title), Some(text)) = (body["title"].as_str(), body[text_key].as_str()) else {
@@ -569,10 +564,7 @@ async fn edit_issue(
     Path(params): Path<BTreeMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    let body = match body_json(&body) {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
+    let Some(body) = body_json(&body) else { return bad_request() };
     let Ok(number) = params["number"].parse::<u64>() else { return not_found() };
     let mut data = data.lock().unwrap();
     let flavor = data.flavor;
