@@ -42,13 +42,17 @@ pub enum ApplyError {
     #[diagnostic(code(ozform::apply::not_approved), help("answer `yes`, or pass `--auto-approve`"))]
     NotApproved,
 
-    /// Passwords that user creates need and that cannot be resolved (sources named, never values).
-    #[error("cannot resolve {} password{}: {}", missing.len(), plural(missing.len()), missing.join("; "))]
+    /// Passwords that user creates need and that cannot be resolved (sources named, never
+    /// values): one related item per user, shown one per line (a list in `--log-format json`).
+    #[error("cannot resolve {}", crate::words::count(missing.len(), "password", "passwords"))]
     #[diagnostic(
         code(ozform::apply::missing_passwords),
         help("set the environment variables or create the files named; nothing was changed")
     )]
-    MissingPasswords { missing: Vec<String> },
+    MissingPasswords {
+        #[related]
+        missing: Vec<MissingPassword>,
+    },
 
     /// Live objects that moved since the plan was made.
     #[error(
@@ -110,6 +114,15 @@ pub enum ApplyError {
         help("fix the cause and run `ozform apply` again: what was done is not repeated")
     )]
     Partial { done: usize, failed: usize, skipped: usize, first: Option<String> },
+}
+
+/// One password a user create needs that cannot be resolved: the user and why (the variable or
+/// file named, never a value).
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("`{email}`: {reason}")]
+pub struct MissingPassword {
+    pub email: String,
+    pub reason: String,
 }
 
 fn plural(n: usize) -> &'static str {

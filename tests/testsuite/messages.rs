@@ -7,6 +7,64 @@
 
 use crate::common;
 
+use common::world::{BASIC, World};
+use ozform::model::ApiVersion;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_passwords_an_apply_cannot_resolve_are_one_per_line_and_a_list_in_json() {
+    let world = World::start(ApiVersion::V6).await;
+    let token_dir = world.token_dir().to_str().unwrap().to_string();
+    let apply = |format: &str| {
+        let mut cli = world.cli().args([
+            "apply",
+            "--auto-approve",
+            "--log-format",
+            format,
+            "--token-dir",
+            &token_dir,
+            BASIC,
+        ]);
+        for name in world.passwords.keys() {
+            cli = cli.env_remove(name);
+        }
+        cli
+    };
+    let run = world.run(apply("text")).await.code(1);
+    // Each user starts a line of its own (miette may wrap a long one).
+    let lines: Vec<&str> = run.stderr.lines().filter(|l| l.contains("- `svc-")).collect();
+    assert_eq!(lines.len(), 3, "one line per user:\n{}", run.stderr);
+    let flat = run.stderr.split_whitespace().filter(|w| *w != "|" && *w != "│").collect::<Vec<_>>().join(" ");
+    for (line, (email, variable)) in lines.iter().zip([
+        ("svc-batch@acme.example", "ACME_BATCH_PASSWORD"),
+        ("svc-claims@globex.example", "GLOBEX_CLAIMS_PASSWORD"),
+        ("svc-web@acme.example", "ACME_WEB_PASSWORD"),
+    ]) {
+        assert!(line.contains(&format!("- `{email}`: ")), "{line}\n{}", run.stderr);
+        assert!(
+            flat.contains(&format!("- `{email}`: environment variable `{variable}` is not set")),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(run.stderr.contains("cannot resolve 3 passwords"), "{}", run.stderr);
+
+    let run = world.run(apply("json")).await.code(1);
+    let error: Value = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["code"] == "ozform::apply::missing_passwords")
+        .unwrap_or_else(|| panic!("no JSON error line:\n{}", run.stderr));
+    assert_eq!(error["message"], "cannot resolve 3 passwords");
+    let related: Vec<&str> =
+        error["related"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert_eq!(related.len(), 3, "{error}");
+    assert!(related[0].starts_with("`svc-batch@acme.example`: "), "{related:?}");
+    assert!(world.emu.snapshot().users.iter().all(|u| !u.email.starts_with("svc-")), "nothing was changed");
+    world.assert_no_secrets();
+}
+
 /// `.rs` files under `dir`, recursively.
 fn sources(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
