@@ -9,6 +9,8 @@ use crate::common;
 
 use common::world::{BASIC, World};
 use ozform::model::ApiVersion;
+use ozform::oz::{ClientConfig, OzClient, RetryPolicy};
+use ozform::secret::Secret;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,6 +65,23 @@ async fn the_passwords_an_apply_cannot_resolve_are_one_per_line_and_a_list_in_js
     assert!(related[0].starts_with("`svc-batch@acme.example`: "), "{related:?}");
     assert!(world.emu.snapshot().users.iter().all(|u| !u.email.starts_with("svc-")), "nothing was changed");
     world.assert_no_secrets();
+}
+
+#[tokio::test]
+async fn a_transport_error_names_the_url_with_its_scheme_and_without_its_user_and_password() {
+    // Nothing listens on port 1 of loopback: the connection is refused (once: no retries here).
+    for (url, shown) in [
+        ("http://127.0.0.1:1", "http://127.0.0.1:1/api/authorize/auth"),
+        ("http://someone:url-secret@127.0.0.1:1/oz/", "http://127.0.0.1:1/oz/api/authorize/auth"),
+    ] {
+        let mut config = ClientConfig::new(url, "admin@example.com", Secret::new("not-a-real-password"));
+        config.retry = RetryPolicy::none();
+        let err = OzClient::connect(config).await.unwrap_err();
+        let said = format!("{:?}", miette::Report::new(err));
+        let said = said.split_whitespace().filter(|w| *w != "│" && *w != "|").collect::<Vec<_>>().join(" ");
+        assert!(said.contains(&format!("POST {shown} failed: cannot connect")), "{said}");
+        assert!(!said.contains("url-secret") && !said.contains("someone"), "{said}");
+    }
 }
 
 /// `.rs` files under `dir`, recursively.
