@@ -7,6 +7,7 @@
 
 use crate::common;
 
+use common::Cli;
 use common::world::{BASIC, World};
 use ozform::model::ApiVersion;
 use ozform::oz::{ClientConfig, OzClient, RetryPolicy};
@@ -81,6 +82,49 @@ async fn a_transport_error_names_the_url_with_its_scheme_and_without_its_user_an
         let said = said.split_whitespace().filter(|w| *w != "│" && *w != "|").collect::<Vec<_>>().join(" ");
         assert!(said.contains(&format!("POST {shown} failed: cannot connect")), "{said}");
         assert!(!said.contains("url-secret") && !said.contains("someone"), "{said}");
+    }
+}
+
+#[test]
+fn subcommand_help_puts_the_global_options_under_their_own_heading() {
+    for command in ["plan", "apply", "export", "doctor", "show"] {
+        let help = Cli::new().args([command, "--help"]).run().code(0).stdout;
+        let (own, global) =
+            help.split_once("\nGlobal options:\n").unwrap_or_else(|| panic!("{command}:\n{help}"));
+        for flag in ["--verbose", "--quiet", "--log-format"] {
+            assert!(global.contains(flag), "`{command} --help`: {flag} is not under Global options:\n{help}");
+            assert!(
+                !own.contains(flag),
+                "`{command} --help`: {flag} is among the command's options:\n{help}"
+            );
+        }
+        assert!(own.contains("\nOptions:\n"), "{help}");
+    }
+}
+
+#[test]
+fn every_manual_page_has_exit_status_environment_and_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    Cli::new().args(["man", "--out-dir"]).args([dir.path()]).run().code(0);
+    let mut pages = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let page = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        pages += 1;
+        let at = |section: &str| page.find(section).unwrap_or_else(|| panic!("no {section}:\n{page}"));
+        // In the order man-pages(7) gives, before VERSION.
+        assert!(at(".SH \"EXIT STATUS\"") < at(".SH ENVIRONMENT"), "{page}");
+        assert!(at(".SH ENVIRONMENT") < at(".SH EXAMPLES"), "{page}");
+        if let Some(version) = page.find(".SH VERSION") {
+            assert!(at(".SH EXAMPLES") < version, "{page}");
+        }
+        assert_eq!(page.matches(".ds Aq").count(), 2, "one preamble:\n{page}");
+    }
+    assert!(pages >= 12, "{pages}");
+    let plan = std::fs::read_to_string(dir.path().join("ozform-plan.1")).unwrap();
+    for text in
+        ["OZ_API_URL", "OZ_ADMIN_PASSWORD", "OZ_VAR_*", "\\-\\-detailed\\-exitcode manifests/", "130, 143"]
+    {
+        assert!(plan.contains(text), "ozform-plan(1) lacks {text}:\n{plan}");
     }
 }
 
