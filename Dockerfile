@@ -1,13 +1,13 @@
 # syntax=docker/dockerfile:1
 # The ozform image: the release binary on a distroless base, as a non-root user (uid 65532).
-# Not built by this repository's CI (it has no Docker engine); tests/ecosystem.rs lints this
+# Not built by this repository's CI (it has no Docker engine); tests/testsuite/ecosystem.rs lints this
 # file with hadolint.
 #
 #   docker build -t ozform .
 #   docker run --rm -v "$PWD:/work" -w /work -e OZ_API_URL -e OZ_ADMIN_EMAIL -e OZ_ADMIN_PASSWORD \
 #       ozform plan manifests/
 #   docker run --rm -p 8080:8080 ozform emulator --listen 0.0.0.0:8080   # the emulator as a sidecar
-#   docker build --target ci -t ozform-ci .   # with bash, curl and jq, for contrib/ci/gitlab-ci.yml
+#   docker build --target ci -t ozform-ci .   # with bash, curl and jq, for contrib/ci/gitlab/.gitlab-ci.yml
 
 # Build stage: the toolchain matches `rust-version` or newer; `--locked` builds exactly Cargo.lock.
 FROM rust:1.95-slim-bookworm AS build

@@ -28,6 +28,7 @@
 //! - `token_store`: where tokens are kept
 //! - `emulator`: the built-in Oz API
 //! - `escape`: one escaping function per medium (terminal, Markdown, JSON) for every value from outside
+//! - `words`: counts in messages with real plurals (`1 company`, `2 companies`)
 //! - `error`, `output`: the top-level error and the terminal
 
 pub mod apply;
@@ -45,3 +46,4 @@ pub mod redact;
 pub mod render;
 pub mod secret;
 pub mod token_store;
+pub mod words;

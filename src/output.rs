@@ -439,11 +439,31 @@ fn log_line(text: &str) -> Cow<'_, str> {
 }
 
 impl<'a> Scrubbed<'a> {
-    /// The diagnostic's texts scrubbed, and escaped for a terminal when `escape`.
+    /// The diagnostic's texts scrubbed, and escaped for a terminal when `escape`. On a terminal
+    /// (`escape`), a related diagnostic that is nothing but a message (no code, help, labels,
+    /// cause or related of its own: a list item, such as one missing password) becomes a line
+    /// `- item` of this one's message, each line escaped on its own; the others stay related
+    /// diagnostics, which miette shows as blocks of their own.
     fn of(inner: &'a dyn Diagnostic, escape: bool) -> Self {
+        let is_item = |d: &dyn Diagnostic| {
+            d.code().is_none()
+                && d.help().is_none()
+                && d.labels().is_none()
+                && d.related().is_none()
+                && d.source().is_none()
+        };
+        let mut message = scrubbed(inner, escape);
+        let mut related = inner.related().map(Iterator::collect::<Vec<_>>);
+        if escape && let Some(all) = &mut related {
+            for item in all.iter().filter(|d| is_item(**d)) {
+                message.push_str("\n- ");
+                message.push_str(&scrubbed(item, escape));
+            }
+            all.retain(|d| !is_item(*d));
+        }
         Self {
             inner,
-            message: scrubbed(inner, escape),
+            message,
             code: inner.code().map(|c| scrubbed(&c, escape)),
             help: inner.help().map(|h| scrubbed(&h, escape)),
             url: inner.url().map(|u| scrubbed(&u, escape)),
@@ -461,7 +481,9 @@ impl<'a> Scrubbed<'a> {
             }),
             cause: inner.source().map(|s| Box::new(Cause::of(s, escape))),
             diagnostic_source: inner.diagnostic_source().map(|d| Box::new(Scrubbed::of(d, escape))),
-            related: inner.related().map(|related| related.map(|d| Scrubbed::of(d, escape)).collect()),
+            related: related
+                .filter(|rest| !rest.is_empty())
+                .map(|rest| rest.into_iter().map(|d| Scrubbed::of(d, escape)).collect()),
         }
     }
 }

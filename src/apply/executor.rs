@@ -61,7 +61,7 @@ use super::effects::{EffectError, EffectErrorKind};
 use super::order::Graph;
 use super::progress::{Outcome, Progress};
 use super::step_error::{StepError, StepErrorKind};
-use super::{ApplyError, Effects, Passwords};
+use super::{ApplyError, Effects, MissingPassword, Passwords};
 use crate::model::{Email, UserKind, UserPatch};
 use crate::plan::{
     Action, Address, Change, CompanyFields, Payload, Plan, TokenIssue, Update, UserCreate, company_update,
@@ -192,14 +192,14 @@ pub async fn execute<E: Effects>(
     options: &ExecuteOptions,
 ) -> Result<ApplyReport, ApplyError> {
     let graph = Graph::new(&plan.changes)?;
-    let missing: Vec<String> = plan
+    let missing: Vec<MissingPassword> = plan
         .changes
         .iter()
         .filter_map(|c| match (&c.address, &c.payload) {
             (Address::ServiceUser(email), Payload::CreateUser(create))
                 if !create.password.is_generated() && options.passwords.get(email).is_none() =>
             {
-                Some(format!("`{email}` has no resolved password"))
+                Some(MissingPassword { email: email.to_string(), reason: "no password was resolved".into() })
             }
             _ => None,
         })

@@ -43,13 +43,17 @@ pub enum ApplyError {
     #[diagnostic(code(ozform::apply::not_approved), help("answer `yes`, or pass `--auto-approve`"))]
     NotApproved,
 
-    /// Passwords that user creates need and that cannot be resolved (sources named, never values).
-    #[error("cannot resolve {} password{}: {}", missing.len(), plural(missing.len()), missing.join("; "))]
+    /// Passwords that user creates need and that cannot be resolved (sources named, never
+    /// values): one related item per user, shown one per line (a list in `--log-format json`).
+    #[error("cannot resolve {}", crate::words::count(missing.len(), "password", "passwords"))]
     #[diagnostic(
         code(ozform::apply::missing_passwords),
         help("set the environment variables or create the files named; nothing was changed")
     )]
-    MissingPasswords { missing: Vec<String> },
+    MissingPasswords {
+        #[related]
+        missing: Vec<MissingPassword>,
+    },
 
     /// Live objects that moved since the plan was made (`moved`: their addresses), and ids or
     /// assumptions of the plan that are not those of the live objects at their addresses
@@ -132,6 +136,15 @@ fn stale_parts(moved: &[String], wrong: &[String]) -> String {
     }
     parts.extend(wrong.iter().cloned());
     parts.join("; ")
+}
+
+/// One password a user create needs that cannot be resolved: the user and why (the variable or
+/// file named, never a value).
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("`{email}`: {reason}")]
+pub struct MissingPassword {
+    pub email: String,
+    pub reason: String,
 }
 
 fn plural(n: usize) -> &'static str {

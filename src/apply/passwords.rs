@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::ApplyError;
+use super::{ApplyError, MissingPassword};
 use crate::model::Email;
 use crate::plan::{Address, Payload, Plan};
 use crate::secret::{PasswordSource, Secret, SecretRef, SecretRoots};
@@ -71,7 +71,7 @@ pub fn resolve_passwords(plan: &Plan, env: &dyn Fn(&str) -> Option<String>) -> R
         match source.resolve(env) {
             Ok(secret) => passwords.insert(email, secret),
             // `SecretError` names the variable or file, never a value.
-            Err(e) => missing.push(format!("`{email}`: {e}")),
+            Err(e) => missing.push(MissingPassword { email: email.to_string(), reason: e.to_string() }),
         }
     }
     if missing.is_empty() { Ok(passwords) } else { Err(ApplyError::MissingPasswords { missing }) }

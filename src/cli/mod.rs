@@ -42,7 +42,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options every command takes, under their own heading in each command's help (and a
+/// GLOBAL OPTIONS section of its manual page), apart from the command's own.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// More log output (-v info, -vv debug, -vvv trace); `RUST_LOG` overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

@@ -111,8 +111,11 @@ pub fn plan_exit(plan: &Plan, detailed_exitcode: bool) -> Result<Exit, Error> {
     if !plan.conflicts.is_empty() {
         return Err(Error::Usage {
             message: format!(
-                "{} conflict(s) need a manual fix before the manifests can converge",
-                plan.conflicts.len()
+                "{} a manual fix before the manifests can converge",
+                match plan.conflicts.len() {
+                    1 => "1 conflict needs".to_string(),
+                    n => format!("{n} conflicts need"),
+                }
             ),
             help: "see the conflicts above; each says how to fix it".into(),
         });

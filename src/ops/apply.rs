@@ -79,6 +79,9 @@ pub async fn run(
             // Held until this function returns, whatever path it takes.
             let _held = lock(&target, &settings, view, cancel.clone()).await?;
             target.check_fresh(&plan, parallelism).await?;
+            // The warnings that hold now: every password resolved above, none of plan time's
+            // "is not set now" does.
+            plan.warnings = crate::plan::warnings_now(&plan, |source| source.is_available(&process_env));
             view.plan(&plan);
             let report = execute(&target, &plan, passwords, parallelism, view, cancel).await?;
             Ok(ApplyOutcome { plan, report: Some(report) })

@@ -162,7 +162,7 @@ impl OzClient {
                 message: format!(
                     "`--api-version {}` was given, but `{}` speaks API {}: {}",
                     self.dialect.version(),
-                    self.transport.host(),
+                    self.transport.origin(),
                     seen.version(),
                     evidence.describe()
                 ),
@@ -321,7 +321,7 @@ async fn detect(transport: &Transport, login_user: Option<&Value>) -> Result<Dia
         Some(dialect) => {
             tracing::info!(
                 api_version = dialect.version().number(),
-                host = transport.host(),
+                host = transport.origin(),
                 "detected API {} from the permission spelling and user types the API returns",
                 dialect.version()
             );
@@ -330,7 +330,7 @@ async fn detect(transport: &Transport, login_user: Option<&Value>) -> Result<Dia
         None => Err(OzError::Config {
             message: format!(
                 "cannot tell whether `{}` speaks API 5 or API 6: its users show no permission flags or service users to decide by",
-                transport.host()
+                transport.origin()
             ),
             help: Some("pass `--api-version 5` or `--api-version 6` (or set `OZ_API_VERSION`)".into()),
         }),

@@ -97,7 +97,7 @@ impl Transport {
         let answer = self.send(call).await.map_err(|e| match e {
             OzError::Http { status: status @ (400 | 401 | 403), error_code, error_message, .. } => {
                 OzError::Login {
-                    host: self.host().to_string(),
+                    host: self.origin().to_string(),
                     email: self.config.admin_email.clone(),
                     status,
                     error_code,
@@ -108,7 +108,7 @@ impl Transport {
         })?;
         let session = self.decode_session(AUTH_PATH, &answer)?;
         self.session.store(&session);
-        tracing::debug!(host = self.host(), expire_date = session.expire_date, "logged in");
+        tracing::debug!(host = self.origin(), expire_date = session.expire_date, "logged in");
         Ok(session.user)
     }
 

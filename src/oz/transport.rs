@@ -141,8 +141,10 @@ struct Answer {
 pub struct Transport {
     pub(super) http: reqwest::Client,
     pub(super) api_url: String,
-    /// `host[:port]` for error messages.
-    host: String,
+    /// `scheme://host[:port]` for messages: the origin, never a user or password in the URL.
+    origin: String,
+    /// The origin and the API URL's path, to which a request's path is appended in messages.
+    base: String,
     pub(super) config: ClientConfig,
     permits: Semaphore,
     throttle: Option<Throttle>,
@@ -168,10 +170,10 @@ impl Transport {
                 help: Some("write it with its scheme, e.g. `https://oz.example.com`".into()),
             });
         }
-        let host = match url.port() {
-            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_string(),
-        };
+        // `Url::origin` gives the scheme and `host[:port]` (the default port left out), without
+        // the user and password a URL may hold: URLs in messages keep their scheme.
+        let origin = url.origin().ascii_serialization();
+        let base = format!("{origin}{}", url.path().trim_end_matches('/'));
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("ozform/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.connect_timeout)
@@ -203,7 +205,8 @@ impl Transport {
         Ok(Self {
             http,
             api_url,
-            host,
+            origin,
+            base,
             permits: Semaphore::new(config.max_in_flight.max(1)),
             throttle: config.max_rps.and_then(Throttle::new),
             session: AdminSession::default(),
@@ -212,13 +215,14 @@ impl Transport {
         })
     }
 
-    pub fn host(&self) -> &str {
-        &self.host
+    /// `scheme://host[:port]`, as messages name the API.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
-    /// `host/path` as errors name it.
+    /// The URL of `path` as errors name it, scheme included (`https://oz.example.com/api/users/`).
     pub fn where_(&self, path: &str) -> String {
-        format!("{}{path}", self.host)
+        format!("{}{path}", self.base)
     }
 
     /// The error of an answer longer than `--max-response-bytes`.
@@ -320,7 +324,7 @@ impl Transport {
                 Err(Failed::Http(e)) => {
                     if let Some(lasting) = lasting_failure(&e) {
                         return Err(OzError::Unreachable {
-                            url: format!("{}{path}", self.api_url),
+                            url: self.where_(&path),
                             reason: lasting.reason,
                             help: Some(lasting.help),
                         });

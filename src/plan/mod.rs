@@ -33,7 +33,7 @@ use std::time::Duration;
 pub use change::*;
 pub use diff::{company_update, user_update};
 pub use guard::{RemovalLimits, check_removals};
-pub use planner::{compute, missing_secrets};
+pub use planner::{compute, missing_secrets, warnings_now};
 pub use reason::TokenReason;
 pub use warnings::group_warnings;
 

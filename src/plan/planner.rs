@@ -49,6 +49,48 @@ pub fn missing_secrets(desired: &Desired, available: impl Fn(&SecretRef) -> bool
     refs.into_iter().filter(|r| !available(r)).cloned().collect()
 }
 
+/// The warning of a planned create whose password `source` cannot be resolved when planning.
+fn missing_secret_warning(change: &Change, source: &SecretRef) -> String {
+    let what = match source {
+        SecretRef::Env(name) => format!("environment variable {} is not set", q(name)),
+        SecretRef::File(file) => format!("file {} cannot be read", q(&file.path().display().to_string())),
+    };
+    format!(
+        "{}{what} now; `ozform apply` stops before its first request unless it is available",
+        missing_secret_prefix(change, source)
+    )
+}
+
+/// How `missing_secret_warning` starts for `change` and `source` (grouped ones too: a group
+/// starts with its first warning).
+fn missing_secret_prefix(change: &Change, source: &SecretRef) -> String {
+    format!(
+        "{} will be created with the password from {}, but ",
+        q(&change.address.to_string()),
+        q(&source.to_string())
+    )
+}
+
+/// The warnings of `plan` that hold now (for `apply --plan`): those it was saved with, but the
+/// ones about a password that could not be resolved when planning and that `available` says can
+/// be now. Pure; the caller says what is available.
+pub fn warnings_now(plan: &Plan, available: impl Fn(&SecretRef) -> bool) -> Vec<String> {
+    let resolved: Vec<String> = plan
+        .changes
+        .iter()
+        .filter_map(|change| {
+            change.password().and_then(PasswordSource::read_from).map(|source| (change, source))
+        })
+        .filter(|(_, source)| available(source))
+        .map(|(change, source)| missing_secret_prefix(change, source))
+        .collect();
+    plan.warnings
+        .iter()
+        .filter(|w| !resolved.iter().any(|prefix| w.starts_with(prefix.as_str())))
+        .cloned()
+        .collect()
+}
+
 /// Compute the plan that brings `observed` to `desired`, given the tokens the token store
 /// holds. See the module docs of `plan`.
 pub fn compute(desired: &Desired, observed: &Observed, stored: &StoredTokens, options: &PlanOptions) -> Plan {
@@ -522,18 +564,7 @@ impl<'o> Planner<'o> {
             if let Some(source) = change.password().and_then(PasswordSource::read_from)
                 && self.options.missing_secrets.contains(source)
             {
-                let what = match source {
-                    SecretRef::Env(name) => format!("environment variable {} is not set", q(name)),
-                    SecretRef::File(file) => {
-                        format!("file {} cannot be read", q(&file.path().display().to_string()))
-                    }
-                };
-                self.warnings.push(format!(
-                    "{} will be created with the password from {}, but {what} now; `ozform apply` \
-                     stops before its first request unless it is available",
-                    q(&change.address.to_string()),
-                    q(&source.to_string())
-                ));
+                self.warnings.push(missing_secret_warning(change, source));
             }
         }
         Plan {

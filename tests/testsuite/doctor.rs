@@ -410,7 +410,7 @@ async fn hidden_permission_flags_are_a_warning_of_their_own() {
     let (report, code) = doctor(&emu, &password(&emu), &[]).await;
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(not_ok(&report), ["permissions=warn"], "{report:#}");
-    assert_eq!(summary_of(&report, "permissions"), "none of 11 user(s) shows a permission flag");
+    assert_eq!(summary_of(&report, "permissions"), "none of 11 users shows a permission flag");
     assert!(summary_of(&report, "api_version").starts_with("API 6, detected"), "{report:#}");
 }
 
@@ -427,7 +427,7 @@ async fn companies_being_deleted_and_still_listed_are_counted() {
     assert_eq!((code, not_ok(&report)), (0, Vec::<String>::new()), "{report:#}");
     assert_eq!(
         summary_of(&report, "companies"),
-        "2 compan(ies), 1 being deleted and still listed (`in_deletion`)"
+        "2 companies, 1 being deleted and still listed (`in_deletion`)"
     );
 }
 

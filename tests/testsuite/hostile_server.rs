@@ -74,7 +74,7 @@ async fn endless_full_pages_without_a_total_end_at_max_objects() {
     assert!(
         flat(&run.stderr).contains(&format!(
             "GET {}/api/companies/: the list holds more than 3000 objects, the limit of `--max-objects`",
-            server.host()
+            server.url
         )),
         "{}",
         run.stderr
@@ -111,7 +111,7 @@ async fn a_page_repeating_the_previous_page_ends_paging_with_an_error() {
     assert!(
         flat(&run.stderr).contains(&format!(
             "GET {}/api/companies/: the page at offset 100 repeats only ids already seen: the server ignores `offset`",
-            server.host()
+            server.url
         )),
         "{}",
         run.stderr
@@ -131,7 +131,7 @@ async fn an_endless_chunked_body_ends_at_max_response_bytes() {
     assert!(
         flat(&run.stderr).contains(&format!(
             "GET {}/api/companies/: the answer is larger than 64 MiB, the limit of `--max-response-bytes`",
-            server.host()
+            server.url
         )),
         "{}",
         run.stderr
@@ -245,7 +245,7 @@ async fn an_empty_session_token_is_refused_at_login() {
     assert!(
         flat(&run.stderr).contains(&format!(
             "POST {}/api/authorize/auth: the session token the API issued cannot be a token: it is empty",
-            server.host()
+            server.url
         )),
         "{}",
         run.stderr

@@ -9,6 +9,8 @@
 mod common;
 
 mod apply;
+mod ci_flow;
+mod docs_as_written;
 mod doctor;
 mod e2e;
 mod ecosystem;
@@ -20,6 +22,7 @@ mod hostile_manifests;
 mod hostile_server;
 mod manifest;
 mod manifest_trust;
+mod messages;
 mod oz_client;
 mod pipeline;
 mod plan;
@@ -30,6 +33,7 @@ mod render;
 mod review;
 mod saved_plan_trust;
 mod target;
+mod test_script;
 mod token_store;
 mod token_store_conformance;
 mod token_stores;

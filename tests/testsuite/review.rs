@@ -143,6 +143,47 @@ async fn show_renders_a_saved_plan_as_plan_printed_it_in_every_format() {
     world.assert_no_secrets();
 }
 
+/// A plan saved where the passwords were not set warns about each; `apply --plan` where they
+/// are set shows the warnings that hold now: none of those. `show` still renders the plan as it
+/// was made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_of_a_saved_plan_shows_the_warnings_that_hold_now() {
+    let world = World::start(ApiVersion::V6).await;
+    let saved = world.path("plan.json");
+    let saved = saved.to_str().unwrap();
+    let mut plan = world.command("plan", &["--out", saved, BASIC]);
+    for name in world.passwords.keys() {
+        plan = plan.env_remove(name);
+    }
+    let planned = world.run(plan).await.code(0);
+    assert_eq!(planned.stdout.matches("is not set now").count(), 3, "{}", planned.stdout);
+
+    let applied = world.apply(&["--plan", saved]).await.code(0);
+    assert!(applied.stdout.contains("Apply complete"), "{}", applied.stdout);
+    assert!(
+        !applied.stdout.contains("is not set now"),
+        "a warning of plan time that no longer holds:\n{}",
+        applied.stdout
+    );
+    assert!(!applied.stdout.contains("Warnings:"), "{}", applied.stdout);
+
+    let shown = Cli::new().current_dir(root()).args(["show", saved]).run().code(0);
+    assert_eq!(shown.stdout.matches("is not set now").count(), 3, "show renders the plan as made");
+    world.assert_no_secrets();
+}
+
+#[test]
+fn the_warnings_that_hold_now_drop_grouped_ones_whose_password_is_available() {
+    let plan = big_plan();
+    let missing: Vec<&String> = plan.warnings.iter().filter(|w| w.contains("cannot be read now")).collect();
+    assert_eq!(missing.len(), 1, "one grouped warning: {:?}", plan.warnings);
+    assert!(missing[0].contains("(the same for 199 more users)"), "{}", missing[0]);
+    let now = ozform::plan::warnings_now(&plan, |_| true);
+    assert!(now.iter().all(|w| !w.contains("cannot be read now")), "{now:?}");
+    assert_eq!(now.len(), plan.warnings.len() - 1, "the other warnings stay: {now:?}");
+    assert_eq!(ozform::plan::warnings_now(&plan, |_| false), plan.warnings, "nothing available: as saved");
+}
+
 #[test]
 fn show_fits_a_big_plan_in_a_comment_and_refuses_an_edited_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,6 +13,7 @@ use crate::oz::{
     CompaniesPage, DialectEvidence, Fault, ListShape, OzError, ServerCertificate, Unanswered, UserFields,
     UsersPage,
 };
+use crate::words::count;
 
 use super::super::settings::StoreSpec;
 
@@ -176,8 +177,8 @@ pub fn certificate(reachable: &mut Finding, certificate: &ServerCertificate, now
         Ok(left) if left < CERT_WARN => {
             reachable.status = Status::Warn;
             reachable.meaning = format!(
-                "the server's certificate expires in {} day(s): renew it before ozform's requests are refused",
-                left.as_secs() / 86_400
+                "the server's certificate expires in {}: renew it before ozform's requests are refused",
+                count(left.as_secs() / 86_400, "day", "days")
             );
         }
         Ok(_) => {}
@@ -187,8 +188,11 @@ pub fn certificate(reachable: &mut Finding, certificate: &ServerCertificate, now
 /// The dialect, detected or configured, against what the users say.
 pub fn api_version(version: ApiVersion, detected: bool, evidence: &DialectEvidence) -> Finding {
     let seen = format!(
-        "{} user(s) spell permissions the API 5 way, {} the API 6 way; {} API 6 role(s), {} API 5 service/admin flag(s)",
-        evidence.v5_spelling, evidence.v6_spelling, evidence.v6_roles, evidence.v5_flags
+        "permissions spelt the API 5 way by {}, the API 6 way by {}; {}, {}",
+        count(evidence.v5_spelling, "user", "users"),
+        count(evidence.v6_spelling, "user", "users"),
+        count(evidence.v6_roles, "API 6 role", "API 6 roles"),
+        count(evidence.v5_flags, "API 5 service/admin flag", "API 5 service/admin flags")
     );
     if detected {
         return finding(
@@ -280,7 +284,7 @@ pub fn permissions(first: &UsersPage) -> Option<Finding> {
         finding(
             "permissions",
             Status::Warn,
-            format!("none of {} user(s) shows a permission flag", first.len),
+            format!("none of {} shows a permission flag", count(first.len, "user", "users")),
             "ozform cannot read permissions: manifests that write `permissions` plan an update on every run; leave them out to keep permissions unmanaged",
         )
     })
@@ -312,14 +316,17 @@ pub fn page_size(first: &UsersPage, next: Option<&UsersAnswer>) -> Finding {
         finding(
             "page_size",
             Status::Warn,
-            format!("at most {given} users per page, whatever `limit` asks ({BIG_PAGE} asked)"),
+            format!(
+                "at most {} per page, whatever `limit` asks ({BIG_PAGE} asked)",
+                count(given, "user", "users")
+            ),
             "ozform reads as many pages as it takes: more requests, same result",
         )
     } else {
         finding(
             "page_size",
             Status::Ok,
-            format!("{given} user(s) in one page of {BIG_PAGE} asked: no cap seen"),
+            format!("{} in one page of {BIG_PAGE} asked: no cap seen", count(given, "user", "users")),
             "ozform reads lists in pages of 100",
         )
     }
@@ -398,7 +405,7 @@ pub fn companies(answer: &Result<CompaniesPage, Unanswered>) -> Finding {
         finding(
             "companies",
             Status::Ok,
-            format!("{total} compan(ies), none being deleted"),
+            format!("{}, none being deleted", count(total, "company", "companies")),
             "ozform reads them all",
         )
     } else {
@@ -406,7 +413,8 @@ pub fn companies(answer: &Result<CompaniesPage, Unanswered>) -> Finding {
             "companies",
             Status::Ok,
             format!(
-                "{total} compan(ies), {} being deleted and still listed (`in_deletion`)",
+                "{}, {} being deleted and still listed (`in_deletion`)",
+                count(total, "company", "companies"),
                 page.in_deletion
             ),
             "ozform never matches a company being deleted by name (a manifest naming it plans a new one), a user still in one is a conflict, and export leaves it out",
@@ -602,7 +610,7 @@ mod tests {
         let mut near = base();
         certificate(&mut near, &cert, UNIX_EPOCH + Duration::from_secs(990 * 86_400));
         assert_eq!(near.status, Status::Warn);
-        assert!(near.meaning.contains("expires in 10 day(s)"), "{}", near.meaning);
+        assert!(near.meaning.contains("expires in 10 days"), "{}", near.meaning);
         let mut past = base();
         certificate(&mut past, &cert, UNIX_EPOCH + Duration::from_secs(1_001 * 86_400));
         assert_eq!(past.status, Status::Fail);

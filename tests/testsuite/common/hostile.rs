@@ -70,11 +70,6 @@ impl Server {
     pub fn hostile_answers(&self) -> usize {
         self.proxy.hostile.load(Ordering::Relaxed)
     }
-
-    /// `host:port`, as ozform's errors name it.
-    pub fn host(&self) -> &str {
-        self.url.trim_start_matches("http://")
-    }
 }
 
 /// Start a hostile server in front of the emulator at `upstream` (a base URL).

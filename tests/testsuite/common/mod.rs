@@ -5,10 +5,12 @@
 //! `emulator`) builders of emulators, clients and seeds; `hostile` puts a hostile server in
 //! front of the emulator and runs the binary reading its peak memory; `world` runs the binary
 //! against an emulator with canary secrets and scans everything it printed; `python_tools`
-//! finds (and on first need installs) the real Python tools some tests drive.
+//! finds (and on first need installs) the real Python tools some tests drive; `ci` runs the CI
+//! recipes' script and fakes the GitHub and GitLab APIs it talks to.
 #![allow(dead_code, clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod builders;
+pub mod ci;
 pub mod emulator;
 pub mod fake_effects;
 pub mod hostile;
