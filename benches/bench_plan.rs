@@ -42,6 +42,7 @@ fn build(companies: usize) -> (Desired, Observed, StoredTokens) {
             name: name.clone(),
             technical_meta_data: Some(json!({"tier": "gold", "index": c})),
             prune: None,
+            source_id: None,
             location: location.clone(),
         });
         // Every 50th company has drifted metadata: an update.
@@ -65,6 +66,7 @@ fn build(companies: usize) -> (Desired, Observed, StoredTokens) {
                 active: true,
                 permissions: Some(Permissions { documents: Some(false), ..Permissions::default() }),
                 token: TokenSpec { issue: true },
+                source_id: None,
                 location: location.clone(),
             });
             // 1% missing live (create + token), 1% renamed live (update).

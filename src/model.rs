@@ -213,6 +213,9 @@ pub struct DesiredCompany {
     pub technical_meta_data: Option<serde_json::Value>,
     /// Remove undeclared live service users of this company; `None` leaves them alone.
     pub prune: Option<Prune>,
+    /// The company's id in the installation it was exported from (`source_id`): carried for
+    /// `apply --id-map`, never planned or compared.
+    pub source_id: Option<String>,
     pub location: Location,
 }
 
@@ -242,6 +245,9 @@ pub struct DesiredUser {
     pub active: bool,
     pub permissions: Option<Permissions>,
     pub token: TokenSpec,
+    /// The user's id in the installation it was exported from (`source_id`): carried for
+    /// `apply --id-map`, never planned or compared.
+    pub source_id: Option<String>,
     pub location: Location,
 }
 

@@ -2,6 +2,7 @@
 //! stdout (unless written to `--out`), the summary on stderr.
 
 use crate::error::{Error, Exit};
+use crate::manifest::export::ExportPasswords;
 use crate::ops::settings::ExportSettings;
 use crate::output::Output;
 use crate::secret::process_env;
@@ -12,8 +13,14 @@ use super::report::Terminal;
 
 pub async fn run(args: ExportArgs, output: &Output) -> Result<Exit, Error> {
     let (connection, _) = connection::connection(&args.connection, &process_env, Url::Required, 1)?;
-    let settings =
-        ExportSettings { connection, companies: args.companies, out: args.out, tokens: args.tokens };
+    let passwords = if args.password_env { ExportPasswords::Env } else { ExportPasswords::Generate };
+    let settings = ExportSettings {
+        connection,
+        companies: args.companies,
+        out: args.out,
+        tokens: args.tokens,
+        passwords,
+    };
     let outcome = crate::ops::export::run(settings, &Terminal::new(output)).await?;
     match (&outcome.manifest, &outcome.written) {
         (_, Some(path)) => output.status(&format!("{} to `{}`", outcome.summary, path.display())),

@@ -310,6 +310,11 @@ pub struct ExportArgs {
     /// issue a new token for each user whose token is not in the token store)
     #[arg(long)]
     pub tokens: bool,
+    /// Write each user's password as `{env: OZ_PW_…}` (a variable per user, named from its
+    /// email) instead of `{generate: true}` (ozform generates it if it creates the user and
+    /// keeps it with the user's token record)
+    #[arg(long)]
+    pub password_env: bool,
 }
 
 #[derive(Debug, Args)]

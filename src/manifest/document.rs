@@ -69,6 +69,12 @@ pub struct CompanyDoc {
     /// The company's name: its identity (exact match).
     #[schemars(length(min = 1))]
     pub name: String,
+    /// The company's id in the installation this manifest was exported from (`ozform export`
+    /// writes it). Never planned or compared: `apply --id-map` pairs it with the id the company
+    /// has where it is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub source_id: Option<String>,
     /// Any JSON object, compared as JSON when given; left as it is live when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub technical_meta_data: Option<serde_json::Map<String, serde_json::Value>>,
@@ -85,6 +91,12 @@ pub struct CompanyDoc {
 pub struct UserDoc {
     /// Login email: the identity, compared case-insensitively.
     pub email: String,
+    /// The user's id in the installation this manifest was exported from (`ozform export`
+    /// writes it). Never planned or compared: `apply --id-map` pairs it with the id the user
+    /// has where it is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub source_id: Option<String>,
     /// Name of a company declared under `companies`.
     #[schemars(length(min = 1))]
     pub company: String,
@@ -126,6 +138,7 @@ impl From<&Desired> for Document {
                     name: c.name.clone(),
                     technical_meta_data: c.technical_meta_data.as_ref().and_then(|v| v.as_object().cloned()),
                     prune: c.prune,
+                    source_id: c.source_id.clone(),
                 })
                 .collect(),
             service_users: desired
@@ -141,6 +154,7 @@ impl From<&Desired> for Document {
                     active: (!u.active).then_some(false),
                     permissions: u.permissions,
                     token: u.token.issue.then_some(u.token),
+                    source_id: u.source_id.clone(),
                 })
                 .collect(),
         }
@@ -192,6 +206,7 @@ fn escaped(doc: &Document) -> Document {
                     .as_ref()
                     .map(|m| m.iter().map(|(k, v)| (k.clone(), escape_json(v))).collect()),
                 prune: c.prune,
+                source_id: escape_opt(c.source_id.as_ref()),
             })
             .collect(),
         service_users: doc
@@ -208,6 +223,7 @@ fn escaped(doc: &Document) -> Document {
                     SecretSource::File(path) => SecretSource::File(escape(path)),
                     SecretSource::Generate(g) => SecretSource::Generate(*g),
                 }),
+                source_id: escape_opt(u.source_id.as_ref()),
                 ..u.clone()
             })
             .collect(),

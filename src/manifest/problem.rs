@@ -299,6 +299,9 @@ impl Kind {
             Kind::BadSecret { .. } => {
                 "write `password: {env: NAME}`, `password: {file: PATH}` or `password: {generate: true}`".into()
             }
+            Kind::EmptyName { field: "source_id" } => {
+                "write the id the object had where it was exported from, or leave `source_id` out".into()
+            }
             Kind::EmptyName { field } => format!("write a name, or leave `{field}` out to leave it as it is"),
             Kind::MalformedEmail { .. } => "write an address like `svc-web@acme.example`".into(),
             Kind::DuplicateCompany { first, .. } => {

@@ -18,7 +18,7 @@ use crate::model::{DesiredCompany, DesiredUser, Email, Location, Permissions, Pr
 use crate::secret::{PasswordSource, SecretFile, SecretRef, SecretRoots};
 
 const DOCUMENT_FIELDS: &[&str] = &["companies", "service_users"];
-const COMPANY_FIELDS: &[&str] = &["name", "technical_meta_data", "prune"];
+const COMPANY_FIELDS: &[&str] = &["name", "technical_meta_data", "prune", "source_id"];
 const USER_FIELDS: &[&str] = &[
     "email",
     "company",
@@ -29,6 +29,7 @@ const USER_FIELDS: &[&str] = &[
     "active",
     "permissions",
     "token",
+    "source_id",
 ];
 const PERMISSION_FIELDS: &[&str] = &["biometry", "collection", "documents", "quality"];
 const TOKEN_FIELDS: &[&str] = &["issue"];
@@ -221,6 +222,17 @@ impl Reader<'_> {
         }
     }
 
+    /// `source_id`: the object's id in the installation a manifest was exported from, a
+    /// string that is not blank. Only carried (to `apply --id-map`), never planned.
+    fn source_id(&mut self, node: &Node) -> Option<String> {
+        let id = self.string("source_id", node)?;
+        if id.trim().is_empty() {
+            self.problem(Kind::EmptyName { field: "source_id" }, node.pos, "empty");
+            return None;
+        }
+        Some(id)
+    }
+
     /// `true` or `false`; `null` counts as left out.
     fn boolean(&mut self, field: &str, node: &Node) -> Option<bool> {
         match &node.value {
@@ -291,9 +303,16 @@ impl Reader<'_> {
             }
         });
         let prune = get("prune").and_then(|node| self.prune(node));
+        let source_id = get("source_id").and_then(|node| self.source_id(node));
         let (name, pos) = name?;
         Some(DeclaredCompany {
-            company: DesiredCompany { name, technical_meta_data, prune, location: self.location(pos) },
+            company: DesiredCompany {
+                name,
+                technical_meta_data,
+                prune,
+                source_id,
+                location: self.location(pos),
+            },
             name_at: self.at(pos),
         })
     }
@@ -325,6 +344,7 @@ impl Reader<'_> {
         let active = get("active").and_then(|node| self.boolean("active", node)).unwrap_or(true);
         let permissions = get("permissions").and_then(|node| self.permissions(node));
         let token = get("token").and_then(|node| self.token(node)).unwrap_or_default();
+        let source_id = get("source_id").and_then(|node| self.source_id(node));
         let ((email, email_pos), (company, company_pos)) = (email?, company?);
         Some(DeclaredUser {
             user: DesiredUser {
@@ -337,6 +357,7 @@ impl Reader<'_> {
                 active,
                 permissions,
                 token,
+                source_id,
                 location: self.location(email_pos),
             },
             email_at: self.at(email_pos),

@@ -38,7 +38,11 @@ pub struct ExportOutcome {
 pub async fn run(settings: ExportSettings, view: &dyn View) -> Result<ExportOutcome, Error> {
     let client = connect_to(&settings.connection, true, &process_env).await?;
     let observed = client.observe(&settings.companies).await?;
-    let options = ExportOptions { companies: settings.companies.clone(), tokens: settings.tokens };
+    let options = ExportOptions {
+        companies: settings.companies.clone(),
+        tokens: settings.tokens,
+        passwords: settings.passwords,
+    };
     let unmatched = unmatched_companies(&observed, &options);
     if !unmatched.is_empty() {
         let names = unmatched.iter().map(|n| format!("`--company {n}`")).collect::<Vec<_>>().join(", ");

@@ -146,6 +146,8 @@ pub struct ExportSettings {
     pub out: Option<PathBuf>,
     /// Write `token: {issue: true}` on every user.
     pub tokens: bool,
+    /// What each user's `password` says (`--password-env`).
+    pub passwords: crate::manifest::export::ExportPasswords,
 }
 
 #[derive(Debug, Clone, Copy)]

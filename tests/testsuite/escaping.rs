@@ -56,6 +56,7 @@ fn plan_of(h: &str) -> Plan {
         name,
         technical_meta_data: meta,
         prune,
+        source_id: None,
         location: loc(),
     };
     let desired = Desired {

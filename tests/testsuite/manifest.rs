@@ -478,6 +478,7 @@ fn to_yaml_quotes_strings_that_yaml_would_read_as_something_else() {
                 name: (*name).to_string(),
                 technical_meta_data: None,
                 prune: None,
+                source_id: None,
             })
             .filter(|c| !c.name.is_empty())
             .collect(),
@@ -494,6 +495,37 @@ fn to_yaml_quotes_strings_that_yaml_would_read_as_something_else() {
     names.sort();
     expected.sort();
     assert_eq!(names, expected, "{yaml}");
+}
+
+#[test]
+fn source_ids_load_and_are_written_back_by_a_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "companies:\n  - {name: Acme, source_id: c-old-1}\n\
+                service_users:\n  - {email: a@acme.example, company: Acme, source_id: \"42\", password: {generate: true}}\n";
+    std::fs::write(dir.path().join("m.yaml"), text).unwrap();
+    let desired = manifest::load(&[dir.path().to_path_buf()], &no_env).unwrap();
+    assert_eq!(desired.companies[0].source_id.as_deref(), Some("c-old-1"));
+    assert_eq!(desired.users[0].source_id.as_deref(), Some("42"));
+
+    let again = tempfile::tempdir().unwrap();
+    let yaml = manifest::to_yaml(&Document::from(&desired));
+    std::fs::write(again.path().join("m.yaml"), &yaml).unwrap();
+    let back = manifest::load(&[again.path().to_path_buf()], &no_env).unwrap();
+    assert_eq!(back.companies[0].source_id.as_deref(), Some("c-old-1"), "{yaml}");
+    assert_eq!(back.users[0].source_id.as_deref(), Some("42"), "{yaml}");
+    assert_eq!(back.users[0].password, Some(PasswordSource::Generate), "{yaml}");
+}
+
+#[test]
+fn a_blank_or_non_string_source_id_is_a_located_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "companies:\n  - {name: Acme, source_id: \" \"}\n  - {name: Beta, source_id: [1]}\n";
+    std::fs::write(dir.path().join("m.yaml"), text).unwrap();
+    let err = manifest::load(&[dir.path().to_path_buf()], &no_env).unwrap_err();
+    let rendered = render(&err);
+    assert!(rendered.contains("`source_id` is empty") && rendered.contains("m.yaml:2:"), "{rendered}");
+    assert!(rendered.contains("leave `source_id` out"), "{rendered}");
+    assert!(rendered.contains("m.yaml:3:"), "{rendered}");
 }
 
 // ---------------------------------------------------------------------------------------------

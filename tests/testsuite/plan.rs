@@ -623,6 +623,24 @@ fn a_user_created_with_a_generated_password_gets_a_token_to_keep_it_even_unasked
 }
 
 #[test]
+fn a_source_id_is_never_planned() {
+    let untagged =
+        desired(vec![company("Acme"), company("Beta")], vec![with_token(user("a@x.test", "Acme"))]);
+    let mut tagged = untagged.clone();
+    tagged.companies[0].source_id = Some("old-c1".into());
+    tagged.companies[1].source_id = Some("old-c2".into());
+    tagged.users[0].source_id = Some("old-u1".into());
+    let live = observed(vec![live_company("c1", "Acme")], vec![]);
+    let plan = |d: &Desired| compute(d, &live, &StoredTokens::new(), &options());
+    assert_eq!(plan(&tagged), plan(&untagged));
+    assert_eq!(
+        plan(&tagged).changes.len(),
+        3,
+        "Beta, the user and its token are created whatever their old ids"
+    );
+}
+
+#[test]
 fn a_user_create_in_a_company_being_created_has_no_company_id_and_depends_on_it() {
     let p = compute(
         &desired(vec![company("Acme")], vec![user("a@x.test", "Acme")]),
@@ -866,6 +884,7 @@ fn desired_strategy() -> impl Strategy<Value = Desired> {
                     name: (*n).to_string(),
                     technical_meta_data: m,
                     prune,
+                    source_id: None,
                     location: loc(),
                 })
                 .collect();
@@ -906,6 +925,7 @@ fn desired_strategy() -> impl Strategy<Value = Desired> {
                             ..Permissions::default()
                         }),
                         token: TokenSpec { issue: token },
+                        source_id: None,
                         location: loc(),
                     }
                 })

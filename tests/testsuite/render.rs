@@ -30,6 +30,7 @@ fn user(email: &str, company: &str, password: impl Into<PasswordSource>) -> Desi
         active: true,
         permissions: Some(Permissions { documents: Some(false), ..Permissions::default() }),
         token: TokenSpec { issue: true },
+        source_id: None,
         location: loc(),
     }
 }
@@ -55,6 +56,7 @@ fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, 
                 name: "Acme Bank".into(),
                 technical_meta_data: Some(json!({"tier": "gold"})),
                 prune: None,
+                source_id: None,
                 location: loc(),
             },
             DesiredCompany {
@@ -63,6 +65,7 @@ fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, 
                     json!({"tier": "gold", "region": "eu-west", "contacts": ["ops@beta.example", "sec@beta.example"]}),
                 ),
                 prune: None,
+                source_id: None,
                 location: loc(),
             },
         ],
@@ -166,6 +169,7 @@ fn a_generated_password_shows_its_source_and_never_a_value() {
             name: "Acme Bank".into(),
             technical_meta_data: None,
             prune: None,
+            source_id: None,
             location: loc(),
         }],
         users: vec![DesiredUser {
@@ -217,6 +221,7 @@ fn removals_plan() -> Plan {
         name: name.into(),
         technical_meta_data: None,
         prune: Some(prune),
+        source_id: None,
         location: loc(),
     };
     let desired = Desired {

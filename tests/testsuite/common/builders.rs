@@ -17,7 +17,13 @@ pub fn loc() -> Location {
 }
 
 pub fn company(name: &str) -> DesiredCompany {
-    DesiredCompany { name: name.into(), technical_meta_data: None, prune: None, location: loc() }
+    DesiredCompany {
+        name: name.into(),
+        technical_meta_data: None,
+        prune: None,
+        source_id: None,
+        location: loc(),
+    }
 }
 
 pub fn company_meta(name: &str, meta: Value) -> DesiredCompany {
@@ -37,6 +43,7 @@ pub fn user(email: &str, company: &str) -> DesiredUser {
         active: true,
         permissions: None,
         token: TokenSpec { issue: false },
+        source_id: None,
         location: loc(),
     }
 }
