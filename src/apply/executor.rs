@@ -329,6 +329,9 @@ pub async fn execute<E: Effects>(
         }
         match result {
             Ok(made) => {
+                if change.action() == Action::Create && !is_token(change) && !made.id.is_empty() {
+                    progress.made(&change.address, &made.id);
+                }
                 match &change.address {
                     Address::Company(name) => {
                         company_ids.insert(name.clone(), made.id);

@@ -31,6 +31,7 @@ pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Res
         removals: args.removals.limits(),
         lock_timeout: args.lock_timeout,
         secrets_dirs: args.secrets.dirs(),
+        id_map: args.id_map,
     };
     let view = Terminal::new(output);
     let prompt = Prompt::new(output, args.auto_approve);

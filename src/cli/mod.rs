@@ -294,6 +294,12 @@ pub struct ApplyArgs {
     pub removals: RemovalArgs,
     #[command(flatten)]
     pub secrets: SecretsArgs,
+    /// Write a JSON map `{address: {source_id, live_id}}` of every company and service user
+    /// created or adopted to this file, atomically and again after each object made (a killed
+    /// run leaves a valid map of what was done); `source_id` is the manifest's (`ozform export`
+    /// writes it)
+    #[arg(long, value_name = "FILE")]
+    pub id_map: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -130,8 +130,24 @@ pub fn plan_exit(plan: &Plan, detailed_exitcode: bool) -> Result<Exit, Error> {
 /// Print the summary line of an apply; an apply stopped by a signal ends with the signal's
 /// code (130, 143), a partial apply or unresolved conflicts with exit 1.
 pub fn apply_exit(outcome: ApplyOutcome, signal: Option<Signal>, output: &Output) -> Result<Exit, Error> {
+    if let Some((path, objects)) = &outcome.id_map {
+        output.status(&format!(
+            "wrote the ids of {} to `{}`",
+            crate::words::count(*objects, "object", "objects"),
+            crate::escape::terminal(&path.display().to_string())
+        ));
+    }
     let Some(report) = outcome.report else { return plan_exit(&outcome.plan, false) };
     output.print(&format!("\n{}\n", report.summary_line()));
+    let tokens = report.done.iter().filter(|d| matches!(d.address, crate::plan::Address::Token(_))).count();
+    if tokens > 0 {
+        // Where the tokens went, so that whoever redeploys the services knows where to look.
+        output.print(&format!(
+            "{} stored in {}\n",
+            crate::words::count(tokens, "token", "tokens"),
+            crate::escape::terminal(&outcome.tokens_stored_in)
+        ));
+    }
     if let Some(signal) = signal {
         warn_failures(&report, output);
         return Ok(signal.exit());

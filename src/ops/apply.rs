@@ -14,6 +14,12 @@
 //! naming another, or a run naming none, is refused before any connection, so the admin
 //! credentials never go where a plan file says), and the fresh check refuses it whole when an
 //! id it carries is not the live object's at its address (`apply::check_fresh`).
+//!
+//! With `--id-map FILE` (`id_map`), the map of old ids to new is written once the plan is
+//! approved (what was live already) and again after each object made; a saved plan carries no
+//! `source_id`s, so its map pairs nothing (`source_id: null`) and holds only what it made.
+
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
@@ -24,7 +30,8 @@ use crate::oz::VersionSetting;
 use crate::plan::{Plan, check_removals};
 use crate::secret::{PasswordSource, SecretRoots, process_env};
 
-use super::settings::{ApplySettings, ApplySource};
+use super::id_map::IdMap;
+use super::settings::{ApplySettings, ApplySource, StoreSpec, Tokens};
 use super::{
     Access, Approval, Approve, Held, Target, View, check_company_filter, load_manifests, plan_options,
 };
@@ -35,6 +42,11 @@ use super::{
 pub struct ApplyOutcome {
     pub plan: Plan,
     pub report: Option<ApplyReport>,
+    /// Where issued tokens are kept: `dir:PATH` (the installation's directory) or
+    /// `exec:COMMAND … (installation NAME)`, for the summary.
+    pub tokens_stored_in: String,
+    /// `--id-map`: the file and how many objects it maps, once written.
+    pub id_map: Option<(std::path::PathBuf, usize)>,
 }
 
 pub async fn run(
@@ -83,8 +95,14 @@ pub async fn run(
             // "is not set now" does.
             plan.warnings = crate::plan::warnings_now(&plan, |source| source.is_available(&process_env));
             view.plan(&plan);
-            let report = execute(&target, &plan, passwords, parallelism, view, cancel).await?;
-            Ok(ApplyOutcome { plan, report: Some(report) })
+            let tokens_stored_in = stored_in(&settings.tokens, target.installation());
+            let map = settings
+                .id_map
+                .as_deref()
+                .map(|path| Arc::new(IdMap::new(path, &crate::model::Desired::default())));
+            let report = execute(&target, &plan, passwords, parallelism, view, cancel, map.as_ref()).await?;
+            let id_map = finish_map(map.as_deref(), view);
+            Ok(ApplyOutcome { plan, report: Some(report), tokens_stored_in, id_map })
         }
         ApplySource::Manifests { paths, companies } => {
             let desired = load_manifests(paths, &settings.secrets_dirs, view)?;
@@ -100,10 +118,22 @@ pub async fn run(
             )?;
             let _held = lock(&target, &settings, view, cancel.clone()).await?;
             let options = plan_options(&desired, &settings.tokens, companies, &process_env);
-            let plan = target.plan(&desired, &options).await?;
+            let (plan, observed) = target.plan_observed(&desired, &options).await?;
             view.plan(&plan);
+            let tokens_stored_in = stored_in(&settings.tokens, target.installation());
+            // What was live already is adopted: the map holds it from the start.
+            let map = settings.id_map.as_deref().map(|path| {
+                let map = IdMap::new(path, &desired);
+                map.adopt_live(&desired, &observed, companies);
+                Arc::new(map)
+            });
+            drop(observed);
             if !plan.has_changes() {
-                return Ok(ApplyOutcome { plan, report: None });
+                if let Some(map) = &map {
+                    map.write()?;
+                }
+                let id_map = map.as_deref().map(|m| (m.path().to_path_buf(), m.len()));
+                return Ok(ApplyOutcome { plan, report: None, tokens_stored_in, id_map });
             }
             check_removals(&plan, &settings.removals)?;
             // Before asking: a missing password would stop the apply anyway, so say it now.
@@ -119,8 +149,46 @@ pub async fn run(
                     });
                 }
             }
-            let report = execute(&target, &plan, passwords, parallelism, view, cancel).await?;
-            Ok(ApplyOutcome { plan, report: Some(report) })
+            let report = execute(&target, &plan, passwords, parallelism, view, cancel, map.as_ref()).await?;
+            let id_map = finish_map(map.as_deref(), view);
+            Ok(ApplyOutcome { plan, report: Some(report), tokens_stored_in, id_map })
+        }
+    }
+}
+
+/// Where the token store keeps this installation's tokens, as the summary names it: the
+/// directory of the installation (`dir:ozform-tokens/eu-prod`), or the helper and the
+/// installation it keeps them under.
+fn stored_in(tokens: &Tokens, installation: &crate::token_store::Installation) -> String {
+    match &tokens.store {
+        StoreSpec::Dir(root) => {
+            let dir = root.join(crate::token_store::naming::encode(installation.name()));
+            // `./ozform-tokens` (the default) is named as a user writes it: `ozform-tokens`.
+            format!("dir:{}", dir.strip_prefix(".").unwrap_or(&dir).display())
+        }
+        StoreSpec::Exec(argv) => {
+            let command = shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
+            format!("exec:{command} (installation `{installation}`)")
+        }
+    }
+}
+
+/// The id map after the run: written once more (a write that failed during the run may work
+/// now), or a warning that says what the file holds.
+fn finish_map(map: Option<&IdMap>, view: &dyn View) -> Option<(std::path::PathBuf, usize)> {
+    let map = map?;
+    match map.write() {
+        Ok(()) => Some((map.path().to_path_buf(), map.len())),
+        Err(e) => {
+            let earlier =
+                map.failure().map(|f| format!(" (first failure during the run: {f})")).unwrap_or_default();
+            view.warning(&format!(
+                "the id map {} could not be written: {e}{earlier}; it holds what was done up to its last \
+                 good write. Run `ozform apply --id-map FILE` again with the same manifests: it maps \
+                 everything live, made by this run or not",
+                quote(&map.path().display().to_string())
+            ));
+            None
         }
     }
 }
@@ -176,9 +244,16 @@ async fn execute(
     parallelism: usize,
     view: &dyn View,
     cancel: watch::Receiver<bool>,
+    map: Option<&Arc<IdMap>>,
 ) -> Result<ApplyReport, Error> {
     let mut options = ExecuteOptions::new(passwords);
     options.parallelism = parallelism;
     options.cancel = Some(cancel);
-    target.apply(plan, &options, view.progress(plan.changes.len())).await
+    let mut progress = view.progress(plan.changes.len());
+    if let Some(map) = map {
+        // Before the first change: an unwritable path stops the run while nothing is done.
+        map.write()?;
+        progress = map.recording(progress);
+    }
+    target.apply(plan, &options, progress).await
 }

@@ -21,6 +21,7 @@ pub mod demo;
 pub mod doctor;
 pub mod export;
 mod files;
+pub mod id_map;
 pub mod plan;
 pub mod settings;
 pub mod show;

@@ -137,6 +137,8 @@ pub struct ApplySettings {
     /// Where `{file: PATH}` secrets may lie besides the manifest paths, or for a saved plan
     /// besides the checkout (`--secrets-dir`).
     pub secrets_dirs: Vec<PathBuf>,
+    /// Where to write the map of old ids to new (`--id-map`).
+    pub id_map: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ use tokio::sync::{OnceCell, watch};
 
 use crate::apply::{ApplyReport, ExecuteOptions, Progress, check_fresh};
 use crate::error::Error;
-use crate::model::{Desired, StoredTokens};
+use crate::model::{Desired, Observed, StoredTokens};
 use crate::oz::{ClientConfig, OzClient};
 use crate::plan::{Plan, PlanOptions};
 use crate::secret::{Secret, SecretRef};
@@ -112,6 +112,15 @@ impl Target {
 
     /// Observe (through the read-only view of the client), list the stored tokens, and plan.
     pub async fn plan(&self, desired: &Desired, options: &PlanOptions) -> Result<Plan, Error> {
+        Ok(self.plan_observed(desired, options).await?.0)
+    }
+
+    /// `plan`, and the live state it was made from (`apply --id-map` maps what was live).
+    pub async fn plan_observed(
+        &self,
+        desired: &Desired,
+        options: &PlanOptions,
+    ) -> Result<(Plan, Observed), Error> {
         let reader = self.client().await?.read_only();
         // With `--company`, the emails those companies' users are declared with: one that
         // lives in another company must show as a conflict, as it does without the filter.
@@ -127,7 +136,8 @@ impl Target {
         };
         let (observed, stored) =
             tokio::join!(reader.observe_for(&options.companies, &declared), self.stored());
-        Ok(crate::plan::compute(desired, &observed?, &stored?, options))
+        let observed = observed?;
+        Ok((crate::plan::compute(desired, &observed, &stored?, options), observed))
     }
 
     /// What the token store holds (never the tokens), read on the blocking pool.
