@@ -12,7 +12,9 @@
 //!
 //! Modules:
 //! - `cli`: clap arguments → validated settings, one file per command; the exit code
-//! - `ops`: the operations (`plan`, `apply`, `export`, `demo`) over settings
+//! - `ops`: the operations (`plan`, `apply`, `reconcile`, `export`, `demo`) over settings
+//! - `metrics`: Prometheus metrics of the operations (`ops::Measure`, `oz::RequestObserver`) and
+//!   the small server of `reconcile --metrics-listen` (`/metrics`, `/healthz`, `/readyz`)
 //! - `manifest`: files → `Desired`, with located diagnostics
 //! - `model`: domain types shared by all layers (no I/O)
 //! - `secret`: `Secret` (redacting) and `SecretRef` (`{env}` / `{file}`)
@@ -32,6 +34,7 @@ pub mod emulator;
 pub mod error;
 pub mod escape;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod output;

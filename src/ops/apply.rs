@@ -20,7 +20,8 @@ use crate::secret::{SecretRoots, process_env};
 
 use super::settings::{ApplySettings, ApplySource};
 use super::{
-    Access, Approval, Approve, Held, Target, View, check_company_filter, load_manifests, plan_options,
+    Access, Approval, Approve, Held, Measure, Target, View, check_company_filter, load_manifests,
+    plan_options,
 };
 
 /// What `apply` did: the plan it carried out (shown through the view before approval), and the
@@ -35,6 +36,7 @@ pub async fn run(
     settings: ApplySettings,
     view: &dyn View,
     approve: &dyn Approve,
+    measure: &dyn Measure,
     cancel: watch::Receiver<bool>,
 ) -> Result<ApplyOutcome, Error> {
     let parallelism = settings.parallelism.max(1);
@@ -63,12 +65,15 @@ pub async fn run(
             let passwords = resolve_passwords(&plan, &process_env)?;
             let secrets = plan.changes.iter().filter_map(|c| c.password());
             let target =
-                Target::open(&connection, &settings.tokens, Access::ReadWrite, secrets, &process_env)?;
+                Target::open(&connection, &settings.tokens, Access::ReadWrite, secrets, &process_env)?
+                    .observed_by(measure.requests());
             // Held until this function returns, whatever path it takes.
             let _held = lock(&target, &settings, view, cancel.clone()).await?;
             target.check_fresh(&plan, parallelism).await?;
+            measure.planned(&plan);
             view.plan(&plan);
             let report = execute(&target, &plan, passwords, parallelism, view, cancel).await?;
+            measured(&target, &report, &settings, measure).await;
             Ok(ApplyOutcome { plan, report: Some(report) })
         }
         ApplySource::Manifests { paths, companies } => {
@@ -81,10 +86,13 @@ pub async fn run(
                 Access::ReadWrite,
                 secrets,
                 &process_env,
-            )?;
+            )?
+            .observed_by(measure.requests());
             let _held = lock(&target, &settings, view, cancel.clone()).await?;
             let options = plan_options(&desired, &settings.tokens, companies, &process_env);
-            let plan = target.plan(&desired, &options).await?;
+            let (plan, stored) = target.plan_and_stored(&desired, &options).await?;
+            measure.planned(&plan);
+            measure.stored(&stored, options.now, settings.tokens.rotate_before);
             view.plan(&plan);
             if !plan.has_changes() {
                 return Ok(ApplyOutcome { plan, report: None });
@@ -104,8 +112,22 @@ pub async fn run(
                 }
             }
             let report = execute(&target, &plan, passwords, parallelism, view, cancel).await?;
+            measured(&target, &report, &settings, measure).await;
             Ok(ApplyOutcome { plan, report: Some(report) })
         }
+    }
+}
+
+/// Tell `measure` the apply's steps, and what the token store holds once the tokens it issued
+/// are stored (read only for metrics; a failing read is no reason to fail an apply that is done).
+async fn measured(target: &Target, report: &ApplyReport, settings: &ApplySettings, measure: &dyn Measure) {
+    measure.applied(report);
+    let issued = report.done.iter().any(|d| d.action == crate::plan::Action::Issue);
+    if issued
+        && measure.is_measuring()
+        && let Ok(stored) = target.stored().await
+    {
+        measure.stored(&stored, crate::model::now_epoch(), settings.tokens.rotate_before);
     }
 }
 

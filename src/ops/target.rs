@@ -22,7 +22,7 @@ use tokio::sync::{OnceCell, watch};
 use crate::apply::{ApplyReport, ExecuteOptions, Progress, check_fresh};
 use crate::error::Error;
 use crate::model::{Desired, StoredTokens};
-use crate::oz::{ClientConfig, OzClient};
+use crate::oz::{ClientConfig, OzClient, RequestObserver};
 use crate::plan::{Plan, PlanOptions};
 use crate::secret::{Secret, SecretRef};
 use crate::token_store::{DirStore, ExecStore, Recovery, StoreLock, TokenStore, TokenStoreError};
@@ -74,6 +74,37 @@ impl Target {
         Ok(Self { config: Some(config), client: Arc::new(OnceCell::new()), store })
     }
 
+    /// Tell `observer` about every request the client sends (metrics). Only before the client
+    /// has logged in, that is before the first `plan`, `lock` or `apply`; a target made of a
+    /// client (`new`) keeps the client's own observer.
+    #[must_use]
+    pub fn observed_by(mut self, observer: Option<Arc<dyn RequestObserver>>) -> Self {
+        if let Some(config) = &mut self.config {
+            config.observer = observer;
+        }
+        self
+    }
+
+    /// The same installation, with the token store opened again for other secret sources (a
+    /// loop whose manifests now name a password the store's helper must not see); the client
+    /// and its session are shared.
+    #[must_use]
+    pub fn with_store_for<'a>(
+        &self,
+        tokens: &Tokens,
+        secrets: impl IntoIterator<Item = &'a SecretRef>,
+        admin_password: &SecretRef,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Self {
+        let mut sources: Vec<&SecretRef> = secrets.into_iter().collect();
+        sources.push(admin_password);
+        Self {
+            config: self.config.clone(),
+            client: Arc::clone(&self.client),
+            store: open_store(tokens, sources, env),
+        }
+    }
+
     /// A target of parts made elsewhere (the demo's emulator, tests, benchmarks).
     pub fn new(client: OzClient, store: Arc<dyn TokenStore>) -> Self {
         Self { config: None, client: Arc::new(OnceCell::new_with(Some(client))), store }
@@ -100,6 +131,15 @@ impl Target {
 
     /// Observe (through the read-only view of the client), list the stored tokens, and plan.
     pub async fn plan(&self, desired: &Desired, options: &PlanOptions) -> Result<Plan, Error> {
+        Ok(self.plan_and_stored(desired, options).await?.0)
+    }
+
+    /// As `plan`, and what the token store held when planning (for metrics).
+    pub async fn plan_and_stored(
+        &self,
+        desired: &Desired,
+        options: &PlanOptions,
+    ) -> Result<(Plan, StoredTokens), Error> {
         let reader = self.client().await?.read_only();
         // With `--company`, the emails those companies' users are declared with: one that
         // lives in another company must show as a conflict, as it does without the filter.
@@ -115,7 +155,8 @@ impl Target {
         };
         let (observed, stored) =
             tokio::join!(reader.observe_for(&options.companies, &declared), self.stored());
-        Ok(crate::plan::compute(desired, &observed?, &stored?, options))
+        let stored = stored?;
+        Ok((crate::plan::compute(desired, &observed?, &stored, options), stored))
     }
 
     /// What the token store holds (never the tokens), read on the blocking pool.
