@@ -23,6 +23,7 @@ mod oz_client;
 mod pipeline;
 mod plan;
 mod plan_format;
+mod reconcile;
 mod redaction;
 mod removals;
 mod render;
