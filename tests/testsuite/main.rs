@@ -17,6 +17,7 @@ mod escaping;
 mod export;
 mod hostile_manifests;
 mod hostile_server;
+mod kubernetes;
 mod manifest;
 mod manifest_trust;
 mod oz_client;
