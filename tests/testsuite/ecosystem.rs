@@ -400,7 +400,8 @@ fn the_gitlab_file_validates_against_gitlabs_ci_schema_and_its_scripts_pass_shel
             &format!("GitLab job {name}"),
         );
     }
-    assert_eq!(jobs, 2);
+    // plan, apply, and the scheduled reconcile of issue #23.
+    assert_eq!(jobs, 3);
 }
 
 #[test]

@@ -647,3 +647,72 @@ async fn a_thousand_cycles_with_drift_in_each_do_not_grow_its_memory() {
     let run = run.finish(&w).await.code(143);
     assert!(!run.stderr.contains(&w.admin_password));
 }
+
+/// A `RequestObserver` that keeps every attempt.
+#[derive(Debug, Default)]
+struct Attempts(Mutex<Vec<ozform::oz::Attempt>>);
+
+impl ozform::oz::RequestObserver for Attempts {
+    fn attempt(&self, attempt: &ozform::oz::Attempt) {
+        self.0.lock().unwrap().push(*attempt);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_tells_its_observer_every_attempt_by_route_template_retries_and_failures_included() {
+    use ozform::oz::Route;
+    let emu = common::emulator::Emulator::new(ApiVersion::V6)
+        .seed(common::emulator::seed(ApiVersion::V6, &["Observed"], 2))
+        .start()
+        .await;
+    let attempts = Arc::new(Attempts::default());
+    let observer: Arc<dyn ozform::oz::RequestObserver> = attempts.clone();
+    let client = common::emulator::connect(&emu, |c| c.observer = Some(observer)).await;
+    // One 503 then the answer (retried), and one connection dropped (retried too).
+    emu.set_faults(Faults { unavailable_next: 1, drop_next: 1, ..Faults::default() });
+    let users = client.list_users(&ozform::oz::UserFilter::default()).await.unwrap();
+    let id = users.iter().find(|u| u.email.as_str() == common::emulator::email(0)).unwrap().id.clone();
+    client.issue_token(&id).await.unwrap();
+    let seen = attempts.0.lock().unwrap().clone();
+    let of = |route: Route, status: Option<u16>| {
+        seen.iter().filter(|a| a.route == route && a.status == status).count()
+    };
+    assert_eq!(of(Route::Auth, Some(200)), 1, "{seen:?}");
+    assert_eq!(of(Route::Users, Some(503)), 1, "{seen:?}");
+    assert_eq!(of(Route::Users, None), 1, "the dropped connection: {seen:?}");
+    assert!(of(Route::Users, Some(200)) >= 1, "{seen:?}");
+    assert_eq!(of(Route::ServiceTokenOfUser, Some(200)), 1, "{seen:?}");
+    assert!(seen.iter().all(|a| a.route != Route::Other), "{seen:?}");
+    assert!(seen.iter().any(|a| a.method == "POST") && seen.iter().any(|a| a.method == "GET"));
+}
+
+/// A YAML file of the repository as JSON (through `PyYAML`, which `kubernetes-validate` brings).
+fn yaml_file(path: &str) -> Value {
+    let out = std::process::Command::new(python_tool("python"))
+        .args(["-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))"])
+        .arg(root().join(path))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn both_ci_recipes_have_a_scheduled_reconcile_once_off_by_default_and_never_beside_an_apply() {
+    let github = yaml_file("contrib/ci/github/ozform.yml");
+    let job = &github["jobs"]["reconcile"];
+    assert_eq!(job["if"], "github.event_name == 'schedule' && vars.OZFORM_RECONCILE == 'true'");
+    assert!(github["on"].get("schedule").is_none(), "no schedule until one is added: off by default");
+    assert_eq!(job["concurrency"]["group"], github["jobs"]["apply"]["concurrency"]["group"]);
+    let runs: Vec<&str> = job["steps"].as_array().unwrap().iter().filter_map(|s| s["run"].as_str()).collect();
+    assert!(runs.iter().any(|r| r.trim() == "ozform reconcile --once \"$MANIFESTS\""), "{runs:?}");
+
+    let gitlab = yaml_file("contrib/ci/gitlab/.gitlab-ci.yml");
+    let job = &gitlab["ozform-reconcile"];
+    assert_eq!(
+        job["rules"],
+        serde_json::json!([{"if": "$CI_PIPELINE_SOURCE == \"schedule\" && $OZFORM_RECONCILE == \"true\""}])
+    );
+    assert_eq!(job["resource_group"], gitlab["ozform-apply"]["resource_group"]);
+    assert_eq!(job["script"], serde_json::json!(["ozform reconcile --once \"$MANIFESTS\""]));
+}
