@@ -716,3 +716,28 @@ fn both_ci_recipes_have_a_scheduled_reconcile_once_off_by_default_and_never_besi
     assert_eq!(job["resource_group"], gitlab["ozform-apply"]["resource_group"]);
     assert_eq!(job["script"], serde_json::json!(["ozform reconcile --once \"$MANIFESTS\""]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_log_format_json_each_cycle_ends_with_one_json_summary_event() {
+    let w = World::start(ApiVersion::V6).await;
+    let run = w.run(w.command("reconcile", &["--once", "--log-format", "json", BASIC])).await.code(0);
+    let events: Vec<Value> = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "cycle")
+        .collect();
+    assert_eq!(events.len(), 1, "{}", run.stderr);
+    let event = &events[0];
+    assert_eq!((event["cycle"].as_u64(), event["result"].as_str()), (Some(1), Some("success")), "{event}");
+    assert_eq!(
+        event["planned"],
+        serde_json::json!({"create": 5, "update": 0, "issue": 2, "deactivate": 0, "delete": 0})
+    );
+    assert_eq!(event["applied"], event["planned"]);
+    assert_eq!(event["failed"]["create"], 0);
+    assert_eq!(event["removals_held_back"], 0);
+    assert!(event["duration_seconds"].as_f64().is_some_and(|d| d >= 0.0));
+    assert_eq!(event["level"], "INFO");
+    w.assert_no_secrets();
+}
