@@ -253,9 +253,14 @@ impl Output {
     /// scrubbed and escaped: for a terminal part by part before miette lays it out (its own
     /// colours kept), for `--log-format json` as JSON.
     pub fn report(&self, report: &miette::Report) {
+        self.diagnostic(report.as_ref());
+    }
+
+    /// As `report`, for a diagnostic held by reference (a failed cycle of a loop that goes on).
+    pub fn diagnostic(&self, report: &dyn Diagnostic) {
         if self.log_format == LogFormat::Json {
             // One JSON line, like every other event of `--log-format json`, escaped as JSON.
-            let shown = Scrubbed::of(report.as_ref(), false);
+            let shown = Scrubbed::of(report, false);
             let mut line = serde_json::json!({
                 "timestamp": now_rfc3339(),
                 "level": "ERROR",
@@ -279,7 +284,7 @@ impl Output {
         }
         let color = self.stderr_color();
         let handler = miette::MietteHandlerOpts::new().color(color).unicode(color).build();
-        let scrubbed = Scrubbed::of(report.as_ref(), true);
+        let scrubbed = Scrubbed::of(report, true);
         self.write(
             Stream::Stderr,
             &format!("{:?}\n", Rendered { handler: &handler, diagnostic: &scrubbed }),
