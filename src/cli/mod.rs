@@ -518,13 +518,34 @@ pub fn main() -> std::process::ExitCode {
 /// Print clap's message and say how to exit: 0 for `--help` and `--version`, 1 for every usage
 /// error (clap's own default is 2, which `plan --detailed-exitcode` uses for "there are
 /// changes": a mistyped flag in a CI job must not read as "post the plan").
+///
+/// A usage error quotes what was typed, which a script may have taken from anywhere: it is
+/// printed plain, each line escaped for the terminal as every other value is (clap would pass
+/// C1 controls and direction overrides through, and every escape sequence where colour is
+/// forced). Help and version text hold only our own words, and keep their style.
 fn usage_exit(e: &clap::Error) -> std::process::ExitCode {
     use clap::error::ErrorKind;
-    // A closed stream is no reason to panic; the exit code still tells.
-    let _ = e.print();
+    use std::io::Write as _;
     match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Success.into(),
-        _ => Exit::Failure.into(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            // A closed stream is no reason to panic; the exit code still tells.
+            let _ = e.print();
+            Exit::Success.into()
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            Exit::Failure.into()
+        }
+        _ => {
+            let plain = e.render().to_string();
+            let mut escaped = String::with_capacity(plain.len());
+            for line in plain.lines() {
+                escaped.push_str(&crate::escape::terminal(line));
+                escaped.push('\n');
+            }
+            let _ = std::io::stderr().lock().write_all(escaped.as_bytes());
+            Exit::Failure.into()
+        }
     }
 }
 
