@@ -15,8 +15,10 @@
 //! Modules:
 //! - `cli`: clap arguments → validated settings, one file per command; the terminal's view,
 //!   the prompt, signals, and the exit code
-//! - `ops`: the operations (`plan`, `apply`, `export`, `demo`, `doctor`, `show`) over settings
+//! - `ops`: the operations (`plan`, `apply`, `reconcile`, `export`, `demo`, `doctor`, `show`) over settings
 //!   and `Target`s; they never print or exit
+//! - `metrics`: Prometheus metrics of the operations (`ops::Measure`, `oz::RequestObserver`) and
+//!   the small server of `reconcile --metrics-listen` (`/metrics`, `/healthz`, `/readyz`)
 //! - `manifest`: files → `Desired`, with located diagnostics
 //! - `model`: domain types shared by all layers (no I/O)
 //! - `secret`: `Secret` (redacting) and `SecretRef` (`{env}` / `{file}`)
@@ -37,6 +39,7 @@ pub mod emulator;
 pub mod error;
 pub mod escape;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod output;

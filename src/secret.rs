@@ -3,7 +3,9 @@
 //! `Secret` prints `(sensitive)` through `Debug` and `Display` and does not implement
 //! `Serialize`; the only way to the bytes is `expose()`, which is called where a request body or
 //! the token sink needs them. Creating one registers its value with `redact`, so `output`
-//! blanks it (in any form it may come back in) wherever it would be written. `SecretRef` is what
+//! blanks it (in any form it may come back in) wherever it would be written; dropping its last
+//! clone releases it into the registry's bounded tail, so a process that runs for weeks
+//! (`reconcile`) does not keep every secret it ever saw. `SecretRef` is what
 //! manifests and saved plans hold: the name of an environment variable or a file path, never the
 //! value. Resolution is lazy and reads only the environment passed in and the file named.
 //! A service user's password may instead be generated (`PasswordSource::Generate`): made by
@@ -37,8 +39,21 @@ use serde::{Deserialize, Serialize};
 pub const MAX_FILE_BYTES: u64 = 64 << 10;
 
 /// A password or token. Redacted everywhere except `expose()`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+///
+/// Clones share one value: the value is registered for output-level scrubbing from `new` until
+/// the last clone is dropped, then kept in the registry's bounded tail of released secrets (a
+/// string built from it may outlive it; see `redact`).
+#[derive(Clone)]
+pub struct Secret(Arc<Registered>);
+
+/// A secret value, registered with `redact` while it lives.
+struct Registered(String);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        crate::redact::release(&self.0);
+    }
+}
 
 impl Secret {
     /// Wrap a value, and register it for output-level scrubbing (`redact::register`): every
@@ -46,13 +61,21 @@ impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
         let value = value.into();
         crate::redact::register(&value);
-        Self(value)
+        Self(Arc::new(Registered(value)))
     }
     /// The secret value. Call only to build a request body or write the sink.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.0.0
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -13,6 +13,7 @@ use super::report::{self, Prompt, Terminal};
 
 pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Result<Exit, Error> {
     let parallelism = args.parallelism.max(1);
+    let metrics_file = args.metrics_file.clone();
     let url = if args.plan.is_some() { Url::ForSavedPlan } else { Url::Required };
     let (connection, warning) = connection::connection(&args.connection, &process_env, url, parallelism)?;
     if let Some(warning) = warning {
@@ -35,6 +36,13 @@ pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Res
     };
     let view = Terminal::new(output);
     let prompt = Prompt::new(output, args.auto_approve);
-    let outcome = crate::ops::apply::run(settings, &view, &prompt, interrupt.cancel()).await?;
-    report::apply_exit(outcome, interrupt.signal(), output)
+    let metrics = metrics_file.as_ref().map(|_| crate::metrics::Metrics::new());
+    let measure: &dyn crate::ops::Measure = match &metrics {
+        Some(metrics) => metrics,
+        None => &crate::ops::Unmeasured,
+    };
+    let outcome = crate::ops::apply::run(settings, &view, &prompt, measure, interrupt.cancel()).await;
+    // Written whatever the outcome: a failed run's requests are worth a dashboard too.
+    report::write_metrics_file(metrics_file.as_deref(), metrics.as_ref(), output);
+    report::apply_exit(outcome?, interrupt.signal(), output)
 }

@@ -25,7 +25,7 @@ pub async fn run(args: ExportArgs, output: &Output) -> Result<Exit, Error> {
     match (&outcome.manifest, &outcome.written) {
         (_, Some(path)) => output.status(&format!("{} to `{}`", outcome.summary, path.display())),
         (Some(manifest), None) => {
-            output.print(manifest);
+            output.print_data(manifest);
             output.status(&outcome.summary);
         }
         (None, None) => output.status(&outcome.summary),

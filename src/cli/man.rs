@@ -189,6 +189,13 @@ fn examples(name: &str) -> &'static [(&'static str, &'static str)] {
             ("ozform show plan.json", "A saved plan as `plan` printed it."),
             ("ozform show --format markdown --max-bytes 60000 plan.json", "As a pull-request comment."),
         ],
+        "ozform-reconcile" => &[
+            (
+                "ozform reconcile --interval 5m --metrics-listen 127.0.0.1:9464 manifests/",
+                "Plan and apply every five minutes; metrics at `/metrics`, health at `/healthz` and `/readyz`.",
+            ),
+            ("ozform reconcile --once manifests/", "One cycle, exiting with `apply`'s codes (a CronJob)."),
+        ],
         "ozform-completions" => &[(
             "ozform completions bash > ~/.local/share/bash-completion/completions/ozform",
             "Install the bash completions.",

@@ -24,6 +24,7 @@ mod export;
 mod interrupt;
 mod man;
 mod plan;
+mod reconcile;
 mod report;
 mod schema;
 mod show;
@@ -66,6 +67,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Plan, show, confirm, then make the changes
     Apply(ApplyArgs),
+    /// Plan and apply in a loop, repairing drift; serves Prometheus metrics
+    Reconcile(ReconcileArgs),
     /// Write live companies and service users as a manifest
     Export(ExportArgs),
     /// Print the manifest JSON Schema
@@ -261,6 +264,10 @@ pub struct PlanArgs {
     pub removals: RemovalArgs,
     #[command(flatten)]
     pub secrets: SecretsArgs,
+    /// Also write the run's metrics to this file in the Prometheus text format, for the node
+    /// exporter's textfile collector (name it `*.prom`)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -300,6 +307,54 @@ pub struct ApplyArgs {
     /// writes it)
     #[arg(long, value_name = "FILE")]
     pub id_map: Option<PathBuf>,
+    /// Also write the run's metrics to this file in the Prometheus text format, for the node
+    /// exporter's textfile collector (name it `*.prom`)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Manifest files or directories, read again at every cycle
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// The pause between the end of one cycle and the start of the next, e.g. 5m
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Each pause is the interval give or take up to this share of it, at random, e.g. 10%
+    #[arg(long, default_value = "10%", value_name = "PERCENT", value_parser = parse_percent)]
+    pub jitter: f64,
+    /// Run one cycle and exit with `apply`'s exit codes (for a Kubernetes `CronJob` or a scheduled CI job)
+    #[arg(long)]
+    pub once: bool,
+    /// Apply removals (`prune:`), within the blast-radius guard; without it they are reported and
+    /// held back
+    #[arg(long)]
+    pub allow_removals: bool,
+    /// Serve Prometheus metrics on `/metrics`, and `/healthz` and `/readyz`, at this address
+    /// (`PORT` alone is loopback; `0.0.0.0:PORT` every interface)
+    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::server::parse_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Also write the metrics to this file after every cycle, in the Prometheus text format, for
+    /// the node exporter's textfile collector (name it `*.prom`)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// At most this many independent steps talking to the API at once, and at most this many
+    /// tokens issued but not yet stored
+    #[arg(long, default_value_t = 8)]
+    pub parallelism: usize,
+    /// How long a cycle waits for another apply holding the token store's lock, e.g. 1m (default:
+    /// fail the cycle at once; the next one tries again)
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+    #[command(flatten)]
+    pub removals: RemovalArgs,
+    #[command(flatten)]
+    pub secrets: SecretsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -396,6 +451,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. `30d`, `12h` or `90s`"))
 }
 
+/// `--jitter`: a percentage from 0 to 100 (`10%` or `10`), as a fraction.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let number = s.trim().strip_suffix('%').unwrap_or(s.trim());
+    match number.trim().parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p / 100.0),
+        _ => Err(format!("`{s}` is not a percentage from 0 to 100; write e.g. `10%`")),
+    }
+}
+
 /// A size in bytes: a whole number, optionally followed by `B`, `KiB`, `MiB` or `GiB` (`K`, `M`,
 /// `G` for short; powers of 1024), at least 1 byte.
 pub fn parse_size(s: &str) -> Result<usize, String> {
@@ -465,13 +529,34 @@ pub fn main() -> std::process::ExitCode {
 /// Print clap's message and say how to exit: 0 for `--help` and `--version`, 1 for every usage
 /// error (clap's own default is 2, which `plan --detailed-exitcode` uses for "there are
 /// changes": a mistyped flag in a CI job must not read as "post the plan").
+///
+/// A usage error quotes what was typed, which a script may have taken from anywhere: it is
+/// printed plain, each line escaped for the terminal as every other value is (clap would pass
+/// C1 controls and direction overrides through, and every escape sequence where colour is
+/// forced). Help and version text hold only our own words, and keep their style.
 fn usage_exit(e: &clap::Error) -> std::process::ExitCode {
     use clap::error::ErrorKind;
-    // A closed stream is no reason to panic; the exit code still tells.
-    let _ = e.print();
+    use std::io::Write as _;
     match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Success.into(),
-        _ => Exit::Failure.into(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            // A closed stream is no reason to panic; the exit code still tells.
+            let _ = e.print();
+            Exit::Success.into()
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            Exit::Failure.into()
+        }
+        _ => {
+            let plain = e.render().to_string();
+            let mut escaped = String::with_capacity(plain.len());
+            for line in plain.lines() {
+                escaped.push_str(&crate::escape::terminal(line));
+                escaped.push('\n');
+            }
+            let _ = std::io::stderr().lock().write_all(escaped.as_bytes());
+            Exit::Failure.into()
+        }
     }
 }
 
@@ -489,6 +574,15 @@ async fn run(command: Command, output: &Output) -> Exit {
                 Err(e) => return report::fail(e, None, output),
             };
             return apply::run(args, &interrupt, output)
+                .await
+                .unwrap_or_else(|e| report::fail(e, interrupt.signal(), output));
+        }
+        Command::Reconcile(args) => {
+            let interrupt = match Interrupt::graceful() {
+                Ok(interrupt) => interrupt,
+                Err(e) => return report::fail(e, None, output),
+            };
+            return reconcile::run(args, &interrupt, output)
                 .await
                 .unwrap_or_else(|e| report::fail(e, interrupt.signal(), output));
         }

@@ -27,8 +27,15 @@ pub async fn run(args: PlanArgs, output: &Output) -> Result<Exit, Error> {
         secrets_dirs: args.secrets.dirs(),
     };
     let view = Terminal::with_format(output, format, args.max_bytes);
-    let outcome = crate::ops::plan::run(settings, &view).await?;
-    report::plan_exit(&outcome.plan, args.detailed_exitcode)
+    let metrics = args.metrics_file.as_ref().map(|_| crate::metrics::Metrics::new());
+    let measure: &dyn crate::ops::Measure = match &metrics {
+        Some(metrics) => metrics,
+        None => &crate::ops::Unmeasured,
+    };
+    let outcome = crate::ops::plan::run(settings, &view, measure).await;
+    // Written whatever the outcome: a failed run's requests are worth a dashboard too.
+    report::write_metrics_file(args.metrics_file.as_deref(), metrics.as_ref(), output);
+    report::plan_exit(&outcome?.plan, args.detailed_exitcode)
 }
 
 /// How a plan is shown, from the flag (shared with `show`).

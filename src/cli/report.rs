@@ -7,14 +7,17 @@
 //! `plan --detailed-exitcode` (changes / changes with a removal), 130/143 an apply stopped by
 //! SIGINT/SIGTERM after finishing its steps in flight.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::apply::{ApplyReport, Progress};
 use crate::error::{Error, Exit};
+use crate::metrics::Metrics;
 use crate::ops::apply::ApplyOutcome;
+use crate::ops::reconcile::{CycleResult, CycleSummary};
 use crate::ops::{Approval, Approve, View};
-use crate::output::Output;
-use crate::plan::{Plan, format};
+use crate::output::{LogFormat, Output};
+use crate::plan::{Plan, Summary, format};
 use crate::render;
 
 use super::interrupt::Signal;
@@ -73,6 +76,93 @@ impl View for Terminal {
     }
     fn progress(&self, total: usize) -> Arc<dyn Progress> {
         self.output.progress(total)
+    }
+    fn cycle(&self, summary: &CycleSummary, error: Option<&Error>) {
+        if let Some(error) = error {
+            self.output.diagnostic(error);
+        }
+        match self.output.log_format {
+            LogFormat::Json => self.output.status(&cycle_json(summary)),
+            LogFormat::Text => self.output.status(&cycle_line(summary)),
+        }
+    }
+}
+
+/// The counts of a summary, each action that has any: `1 create, 2 issue`, or `none`.
+fn counts(summary: &Summary) -> String {
+    let parts: Vec<String> = [
+        ("create", summary.create),
+        ("update", summary.update),
+        ("issue", summary.issue),
+        ("deactivate", summary.deactivate),
+        ("delete", summary.delete),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(action, n)| format!("{n} {action}"))
+    .collect();
+    if parts.is_empty() { "none".into() } else { parts.join(", ") }
+}
+
+/// The text summary of a cycle, e.g. `cycle 3 success in 0.42s: planned 1 update, 1 issue;
+/// applied 1 update, 1 issue; failed none; skipped none; 0 removals held back`.
+pub fn cycle_line(summary: &CycleSummary) -> String {
+    let mut line = format!(
+        "cycle {} {} in {:.2}s: planned {}; applied {}; failed {}; skipped {}; {} removal{} held back",
+        summary.cycle,
+        summary.result.as_str(),
+        summary.duration.as_secs_f64(),
+        counts(&summary.planned),
+        counts(&summary.applied),
+        counts(&summary.failed),
+        counts(&summary.skipped),
+        summary.removals_held_back,
+        if summary.removals_held_back == 1 { "" } else { "s" },
+    );
+    if summary.conflicts > 0 {
+        let _ = write!(line, "; {}", crate::words::count(summary.conflicts, "conflict", "conflicts"));
+    }
+    if summary.interrupted {
+        line.push_str("; interrupted");
+    }
+    line
+}
+
+/// The JSON summary event of a cycle (`--log-format json`), one line:
+/// `{"timestamp","level","event":"cycle","cycle","result","duration_seconds","planned":{…},
+/// "applied":{…},"failed":{…},"skipped":{…},"removals_held_back","conflicts","interrupted"}`.
+pub fn cycle_json(summary: &CycleSummary) -> String {
+    let level = match summary.result {
+        CycleResult::Success => "INFO",
+        CycleResult::Partial => "WARN",
+        CycleResult::Failure => "ERROR",
+    };
+    let line = serde_json::json!({
+        "timestamp": crate::output::now_rfc3339(),
+        "level": level,
+        "event": "cycle",
+        "cycle": summary.cycle,
+        "result": summary.result.as_str(),
+        "duration_seconds": summary.duration.as_secs_f64(),
+        "planned": summary.planned,
+        "applied": summary.applied,
+        "failed": summary.failed,
+        "skipped": summary.skipped,
+        "removals_held_back": summary.removals_held_back,
+        "conflicts": summary.conflicts,
+        "interrupted": summary.interrupted,
+    });
+    // Serializing a `Value` cannot fail (string keys only).
+    crate::escape::json_compact(&line).unwrap_or_default()
+}
+
+/// `--metrics-file PATH`: the run's metrics in the Prometheus text format, written atomically
+/// (the textfile collector never reads half a file). A failure to write is a warning: the run's
+/// own outcome decides the exit code.
+pub fn write_metrics_file(path: Option<&std::path::Path>, metrics: Option<&Metrics>, output: &Output) {
+    let (Some(path), Some(metrics)) = (path, metrics) else { return };
+    if let Err(e) = crate::ops::files::write_atomically(path, metrics.encode().as_bytes()) {
+        output.warn(&format!("the metrics were not written: {e}"));
     }
 }
 

@@ -21,6 +21,8 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::sync::watch;
 
 use crate::apply::{ApplyError, ApplyReport, ExecuteOptions, resolve_passwords};
@@ -29,11 +31,13 @@ use crate::escape::quote;
 use crate::oz::VersionSetting;
 use crate::plan::{Plan, check_removals};
 use crate::secret::{PasswordSource, SecretRoots, process_env};
+use crate::words::count;
 
 use super::id_map::IdMap;
 use super::settings::{ApplySettings, ApplySource, StoreSpec, Tokens};
 use super::{
-    Access, Approval, Approve, Held, Target, View, check_company_filter, load_manifests, plan_options,
+    Access, Approval, Approve, Held, Measure, Target, View, check_company_filter, load_manifests,
+    plan_options,
 };
 
 /// What `apply` did: the plan it carried out (shown through the view before approval), and the
@@ -53,6 +57,7 @@ pub async fn run(
     settings: ApplySettings,
     view: &dyn View,
     approve: &dyn Approve,
+    measure: &dyn Measure,
     cancel: watch::Receiver<bool>,
 ) -> Result<ApplyOutcome, Error> {
     let parallelism = settings.parallelism.max(1);
@@ -87,13 +92,15 @@ pub async fn run(
             let secrets =
                 plan.changes.iter().filter_map(|c| c.password().and_then(PasswordSource::read_from));
             let target =
-                Target::open(&connection, &settings.tokens, Access::ReadWrite, secrets, &process_env)?;
+                Target::open(&connection, &settings.tokens, Access::ReadWrite, secrets, &process_env)?
+                    .observed_by(measure.requests());
             // Held until this function returns, whatever path it takes.
-            let _held = lock(&target, &settings, view, cancel.clone()).await?;
+            let _held = lock(&target, settings.lock_timeout, view, cancel.clone()).await?;
             target.check_fresh(&plan, parallelism).await?;
             // The warnings that hold now: every password resolved above, none of plan time's
             // "is not set now" does.
             plan.warnings = crate::plan::warnings_now(&plan, |source| source.is_available(&process_env));
+            measure.planned(&plan);
             view.plan(&plan);
             let tokens_stored_in = stored_in(&settings.tokens, target.installation());
             let map = settings
@@ -101,6 +108,7 @@ pub async fn run(
                 .as_deref()
                 .map(|path| Arc::new(IdMap::new(path, &crate::model::Desired::default())));
             let report = execute(&target, &plan, passwords, parallelism, view, cancel, map.as_ref()).await?;
+            measured(&target, &report, &settings, measure).await;
             let id_map = finish_map(map.as_deref(), view);
             Ok(ApplyOutcome { plan, report: Some(report), tokens_stored_in, id_map })
         }
@@ -115,10 +123,13 @@ pub async fn run(
                 Access::ReadWrite,
                 secrets,
                 &process_env,
-            )?;
-            let _held = lock(&target, &settings, view, cancel.clone()).await?;
+            )?
+            .observed_by(measure.requests());
+            let _held = lock(&target, settings.lock_timeout, view, cancel.clone()).await?;
             let options = plan_options(&desired, &settings.tokens, companies, &process_env);
-            let (plan, observed) = target.plan_observed(&desired, &options).await?;
+            let (plan, observed, stored) = target.plan_with_inputs(&desired, &options).await?;
+            measure.planned(&plan);
+            measure.stored(&stored, options.now, settings.tokens.rotate_before);
             view.plan(&plan);
             let tokens_stored_in = stored_in(&settings.tokens, target.installation());
             // What was live already is adopted: the map holds it from the start.
@@ -150,6 +161,7 @@ pub async fn run(
                 }
             }
             let report = execute(&target, &plan, passwords, parallelism, view, cancel, map.as_ref()).await?;
+            measured(&target, &report, &settings, measure).await;
             let id_map = finish_map(map.as_deref(), view);
             Ok(ApplyOutcome { plan, report: Some(report), tokens_stored_in, id_map })
         }
@@ -206,30 +218,45 @@ pub fn no_url_for_saved_plan() -> Error {
     }
 }
 
-/// Take the token store's lock, saying what recovering a killed run's leftovers did.
-async fn lock(
+/// Tell `measure` the apply's steps, and what the token store holds once the tokens it issued
+/// are stored (read only for metrics; a failing read is no reason to fail an apply that is done).
+async fn measured(target: &Target, report: &ApplyReport, settings: &ApplySettings, measure: &dyn Measure) {
+    measure.applied(report);
+    let issued = report.done.iter().any(|d| d.action == crate::plan::Action::Issue);
+    if issued
+        && measure.is_measuring()
+        && let Ok(stored) = target.stored().await
+    {
+        measure.stored(&stored, crate::model::now_epoch(), settings.tokens.rotate_before);
+    }
+}
+
+/// Take the token store's lock (waiting up to `wait`), saying what recovering a killed run's
+/// leftovers did. Shared by `apply` and each applying cycle of `reconcile`.
+pub(super) async fn lock(
     target: &Target,
-    settings: &ApplySettings,
+    wait: Duration,
     view: &dyn View,
     cancel: watch::Receiver<bool>,
 ) -> Result<Held, Error> {
-    let held = target.lock(settings.lock_timeout, cancel).await?;
+    let held = target.lock(wait, cancel).await?;
     let recovery = held.recovery;
     if recovery.recovered > 0 || recovery.removed > 0 {
         view.status(&format!(
-            "recovered {} token{} a killed run had issued but not yet stored, and removed {} incomplete or superseded temp file{}",
-            recovery.recovered,
-            if recovery.recovered == 1 { "" } else { "s" },
-            recovery.removed,
-            if recovery.removed == 1 { "" } else { "s" },
+            "recovered {} a killed run had issued but not yet stored, and removed {}",
+            count(recovery.recovered, "token", "tokens"),
+            count(
+                recovery.removed,
+                "incomplete or superseded temp file",
+                "incomplete or superseded temp files"
+            ),
         ));
     }
     // Said once: what was moved is not found in the old layout again.
     if recovery.migrated > 0 {
         view.status(&format!(
-            "moved {} token{} of this API, stored before tokens were kept per installation, under installation `{}`",
-            recovery.migrated,
-            if recovery.migrated == 1 { "" } else { "s" },
+            "moved {} of this API, stored before tokens were kept per installation, under installation `{}`",
+            count(recovery.migrated, "token", "tokens"),
             target.installation(),
         ));
     }

@@ -1,11 +1,11 @@
-//! Operations: what `plan`, `apply`, `export`, `demo`, `doctor` and `show` do, over validated settings
+//! Operations: what `plan`, `apply`, `reconcile`, `export`, `demo`, `doctor` and `show` do, over validated settings
 //! (`settings`), knowing nothing of clap and nothing of the terminal. The command line turns
 //! flags into settings and calls one operation; operations never call each other, they share
 //! the steps below and one installation as a value (`Target`).
 //!
 //! This is the imperative shell around the pure core: it loads, connects, reads the token
 //! store, calls the planner, executes. An operation says what happens through a `View`, asks
-//! for approval through an `Approve`, stops when its cancel flag (a `watch` channel) says so,
+//! for approval through an `Approve`, tells what it measures through a `Measure`, stops when its cancel flag (a `watch` channel) says so,
 //! and hands back an outcome value (`PlanOutcome`, `ApplyOutcome`, …): it never prints and
 //! never ends the process (`cli::report` maps outcomes to text and exit codes). Planning
 //! always runs through a read-only view of the client (`OzClient::read_only`), also inside
@@ -20,14 +20,17 @@ pub mod apply;
 pub mod demo;
 pub mod doctor;
 pub mod export;
-mod files;
+pub mod files;
 pub mod id_map;
+mod measure;
 pub mod plan;
+pub mod reconcile;
 pub mod settings;
 pub mod show;
 mod target;
 pub mod view;
 
+pub use measure::{Measure, Unmeasured};
 pub use target::{Access, Held, Target};
 pub use view::{Approval, Approve, Approved, Quiet, View};
 

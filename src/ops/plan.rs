@@ -9,7 +9,7 @@ use crate::secret::{PasswordSource, process_env};
 
 use super::files;
 use super::settings::PlanSettings;
-use super::{Access, Target, View, check_company_filter, load_manifests, plan_options};
+use super::{Access, Measure, Target, View, check_company_filter, load_manifests, plan_options};
 
 /// What `plan` made: the plan (already shown through the view), and where it was saved.
 #[derive(Debug)]
@@ -19,15 +19,22 @@ pub struct PlanOutcome {
     pub saved: Option<PathBuf>,
 }
 
-pub async fn run(settings: PlanSettings, view: &dyn View) -> Result<PlanOutcome, Error> {
+pub async fn run(
+    settings: PlanSettings,
+    view: &dyn View,
+    measure: &dyn Measure,
+) -> Result<PlanOutcome, Error> {
     let desired = load_manifests(&settings.paths, &settings.secrets_dirs, view)?;
     check_company_filter(&desired, &settings.companies)?;
     let secrets =
         desired.users.iter().filter_map(|u| u.password.as_ref().and_then(PasswordSource::read_from));
     let target =
-        Target::open(&settings.connection, &settings.tokens, Access::ReadOnly, secrets, &process_env)?;
+        Target::open(&settings.connection, &settings.tokens, Access::ReadOnly, secrets, &process_env)?
+            .observed_by(measure.requests());
     let options = plan_options(&desired, &settings.tokens, &settings.companies, &process_env);
-    let plan = target.plan(&desired, &options).await?;
+    let (plan, stored) = target.plan_and_stored(&desired, &options).await?;
+    measure.planned(&plan);
+    measure.stored(&stored, options.now, settings.tokens.rotate_before);
     view.plan(&plan);
     // Shown first, so the reviewer sees what would go; refused before it can be saved.
     check_removals(&plan, &settings.removals)?;

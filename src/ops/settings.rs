@@ -158,3 +158,35 @@ pub struct DemoSettings {
     /// Keep the run's directory (manifests, token files) instead of removing it at the end.
     pub keep: bool,
 }
+
+/// When `reconcile` runs its cycles.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    /// The pause between the end of one cycle and the start of the next (`--interval`).
+    pub interval: Duration,
+    /// Each pause is the interval give or take up to this fraction of it, at random
+    /// (`--jitter`, 0 to 1): loops started together drift apart.
+    pub jitter: f64,
+    /// One cycle, then exit with `apply`'s codes (`--once`).
+    pub once: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    /// Manifest files or directories, read again at each cycle.
+    pub paths: Vec<PathBuf>,
+    pub connection: Connection,
+    pub tokens: Tokens,
+    /// Steps talking to the API at once (at least 1).
+    pub parallelism: usize,
+    /// Apply removals (`--allow-removals`), still within `removals`; otherwise they are
+    /// reported and held back.
+    pub allow_removals: bool,
+    /// The blast-radius guard of removals.
+    pub removals: RemovalLimits,
+    /// How long a cycle waits for another apply's lock on the token store.
+    pub lock_timeout: Duration,
+    /// Where `{file: PATH}` secrets may lie besides the manifest paths (`--secrets-dir`).
+    pub secrets_dirs: Vec<PathBuf>,
+    pub schedule: Schedule,
+}

@@ -22,7 +22,7 @@ use tokio::sync::{OnceCell, watch};
 use crate::apply::{ApplyReport, ExecuteOptions, Progress, check_fresh};
 use crate::error::Error;
 use crate::model::{Desired, Observed, StoredTokens};
-use crate::oz::{ClientConfig, OzClient};
+use crate::oz::{ClientConfig, OzClient, RequestObserver};
 use crate::plan::{Plan, PlanOptions};
 use crate::secret::{Secret, SecretRef};
 use crate::token_store::{
@@ -76,8 +76,40 @@ impl Target {
         let mut sources: Vec<&SecretRef> = secrets.into_iter().collect();
         sources.push(&connection.admin_password);
         let installation = Installation::new(tokens.installation.as_deref(), &config.api_url);
-        let store = open_store(tokens, &config.api_url, sources, env);
+        let store = open_store(tokens, installation.clone(), sources, env);
         Ok(Self { config: Some(config), client: Arc::new(OnceCell::new()), store, installation })
+    }
+
+    /// Tell `observer` about every request the client sends (metrics). Only before the client
+    /// has logged in, that is before the first `plan`, `lock` or `apply`; a target made of a
+    /// client (`new`) keeps the client's own observer.
+    #[must_use]
+    pub fn observed_by(mut self, observer: Option<Arc<dyn RequestObserver>>) -> Self {
+        if let Some(config) = &mut self.config {
+            config.observer = observer;
+        }
+        self
+    }
+
+    /// The same installation, with the token store opened again for other secret sources (a
+    /// loop whose manifests now name a password the store's helper must not see); the client
+    /// and its session are shared.
+    #[must_use]
+    pub fn with_store_for<'a>(
+        &self,
+        tokens: &Tokens,
+        secrets: impl IntoIterator<Item = &'a SecretRef>,
+        admin_password: &SecretRef,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Self {
+        let mut sources: Vec<&SecretRef> = secrets.into_iter().collect();
+        sources.push(admin_password);
+        Self {
+            config: self.config.clone(),
+            client: Arc::clone(&self.client),
+            store: open_store(tokens, self.installation.clone(), sources, env),
+            installation: self.installation.clone(),
+        }
     }
 
     /// A target of parts made elsewhere (the demo's emulator, tests, benchmarks); `installation`:
@@ -112,15 +144,26 @@ impl Target {
 
     /// Observe (through the read-only view of the client), list the stored tokens, and plan.
     pub async fn plan(&self, desired: &Desired, options: &PlanOptions) -> Result<Plan, Error> {
-        Ok(self.plan_observed(desired, options).await?.0)
+        Ok(self.plan_with_inputs(desired, options).await?.0)
     }
 
-    /// `plan`, and the live state it was made from (`apply --id-map` maps what was live).
-    pub async fn plan_observed(
+    /// As `plan`, and what the token store held when planning (for metrics).
+    pub async fn plan_and_stored(
         &self,
         desired: &Desired,
         options: &PlanOptions,
-    ) -> Result<(Plan, Observed), Error> {
+    ) -> Result<(Plan, StoredTokens), Error> {
+        let (plan, _, stored) = self.plan_with_inputs(desired, options).await?;
+        Ok((plan, stored))
+    }
+
+    /// The plan and what it was computed from: the live state (`apply --id-map` maps what was
+    /// live) and the stored tokens.
+    pub async fn plan_with_inputs(
+        &self,
+        desired: &Desired,
+        options: &PlanOptions,
+    ) -> Result<(Plan, Observed, StoredTokens), Error> {
         let reader = self.client().await?.read_only();
         // With `--company`, the emails those companies' users are declared with: one that
         // lives in another company must show as a conflict, as it does without the filter.
@@ -136,8 +179,8 @@ impl Target {
         };
         let (observed, stored) =
             tokio::join!(reader.observe_for(&options.companies, &declared), self.stored());
-        let observed = observed?;
-        Ok((crate::plan::compute(desired, &observed, &stored?, options), observed))
+        let (observed, stored) = (observed?, stored?);
+        Ok((crate::plan::compute(desired, &observed, &stored, options), observed, stored))
     }
 
     /// What the token store holds (never the tokens), read on the blocking pool.
@@ -254,15 +297,14 @@ fn check_insecure_http(api_url: &str, allowed: bool) -> Result<(), Error> {
 /// The token store the settings name. A helper (`exec:`) runs without `OZ_ADMIN_PASSWORD` and
 /// without the variables the secrets in `sources` come from: they are data for the Oz API, not
 /// for the store. Their values, as far as `env` and the files hold them, are redacted from its
-/// messages. The store sees the tokens of one installation: `--installation`, else `api_url`'s
-/// origin.
+/// messages. The store sees the tokens of `installation` only (`--installation`, else the API
+/// URL's origin).
 pub(super) fn open_store<'a>(
     tokens: &Tokens,
-    api_url: &str,
+    installation: Installation,
     sources: impl IntoIterator<Item = &'a SecretRef>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Arc<dyn TokenStore> {
-    let installation = Installation::new(tokens.installation.as_deref(), api_url);
     match &tokens.store {
         StoreSpec::Dir(dir) => {
             Arc::new(DirStore::new(dir, installation).allow_shared_dir(tokens.allow_shared_dir))

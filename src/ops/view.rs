@@ -9,7 +9,10 @@
 use std::sync::Arc;
 
 use crate::apply::{Progress, Silent};
+use crate::error::Error;
 use crate::plan::Plan;
+
+use super::reconcile::CycleSummary;
 
 /// What an operation says while it runs. Every method may be called from any task; none may
 /// block for long.
@@ -25,6 +28,9 @@ pub trait View: Send + Sync {
     fn text(&self, text: &str);
     /// Where an apply of `total` steps reports its steps.
     fn progress(&self, total: usize) -> Arc<dyn Progress>;
+    /// A cycle of `reconcile` ended: its one summary event, and why it failed when it did (a
+    /// loop goes on after a failed cycle, so its error is said here rather than returned).
+    fn cycle(&self, _summary: &CycleSummary, _error: Option<&Error>) {}
 }
 
 /// A view that shows nothing (callers that want only the outcome).

@@ -4,11 +4,13 @@
 //! bounds against a broken or hostile server (`max_response_bytes`, `max_objects`) are here too.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::ApiVersion;
 use crate::secret::Secret;
 
+use super::observer::RequestObserver;
 use super::retry::RetryPolicy;
 
 /// Which dialect to speak: fixed by the user, or detected from what the live API returns.
@@ -45,6 +47,8 @@ pub struct ClientConfig {
     pub max_response_bytes: usize,
     /// The most objects one listing may hold (`--max-objects`): more is an error.
     pub max_objects: usize,
+    /// Told about every HTTP attempt (metrics); `None` tells no one.
+    pub observer: Option<Arc<dyn RequestObserver>>,
 }
 
 /// `--max-response-bytes`' default: 64 MiB, far above any answer of a real installation (a
@@ -57,7 +61,7 @@ pub const DEFAULT_MAX_OBJECTS: usize = 1_000_000;
 impl ClientConfig {
     /// Defaults: auto-detected dialect, 16 in flight, no rate limit, 10 s connect and 30 s request
     /// timeouts, system roots only, read-write, pages of 100, `RetryPolicy::default()`, answers
-    /// of at most 64 MiB and listings of at most 1,000,000 objects.
+    /// of at most 64 MiB and listings of at most 1,000,000 objects, no request observer.
     pub fn new(api_url: impl Into<String>, admin_email: impl Into<String>, admin_password: Secret) -> Self {
         Self {
             api_url: api_url.into(),
@@ -74,6 +78,7 @@ impl ClientConfig {
             retry: RetryPolicy::default(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             max_objects: DEFAULT_MAX_OBJECTS,
+            observer: None,
         }
     }
 }

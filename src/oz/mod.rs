@@ -14,6 +14,7 @@
 //! - `throttle`: `max_rps`
 //! - `observe`: live state as `model::Observed`
 //! - `effects`: the writes and lookups by natural key, and `apply::Effects` for `OzClient`
+//! - `observer`: `RequestObserver`, told about every attempt by its route template (metrics)
 //! - `probe`: single raw GETs for `ozform doctor`, answered as wire facts (list shape, fields,
 //!   paging, certificate, the server's date), never a write
 //!
@@ -29,6 +30,7 @@ mod dialect;
 mod effects;
 mod error;
 mod observe;
+mod observer;
 mod paging;
 mod probe;
 mod retry;
@@ -40,6 +42,7 @@ mod wire;
 pub use client::{OzClient, UserFilter};
 pub use config::{ClientConfig, DEFAULT_MAX_OBJECTS, DEFAULT_MAX_RESPONSE_BYTES, VersionSetting};
 pub use error::OzError;
+pub use observer::{Attempt, RequestObserver, Route};
 pub use probe::{
     CompaniesPage, DialectEvidence, Fault, ListQuery, ListShape, Prober, ServerCertificate, Unanswered,
     UserFields, UsersPage, dialect_evidence,

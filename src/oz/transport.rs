@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use super::OzError;
 use super::config::ClientConfig;
+use super::observer::{Attempt, Route};
 use super::retry::{Failure, Repeat, Retrier, parse_retry_after};
 use super::session::{AUTH_PATH, AdminSession, REFRESH_PATH};
 use super::throttle::Throttle;
@@ -264,6 +265,7 @@ impl Transport {
         if self.config.read_only && call.method != Method::GET && !session_path {
             return Err(OzError::ReadOnly { method, path: self.where_(&call.path) });
         }
+        let route = Route::of(&call.path);
         let mut path = self.learned_form(&call);
         let mut retrier = Retrier::new(self.config.retry);
         let mut renewals = 0;
@@ -277,7 +279,7 @@ impl Transport {
                 Auth::Token(t) => (Some(t.clone()), None),
                 Auth::Anonymous => (None, None),
             };
-            let delay = match self.attempt(&call, &path, token.as_ref()).await {
+            let delay = match self.attempt(&call, route, &path, token.as_ref()).await {
                 Ok(answer) if answer.status.is_success() => {
                     self.flipped[class(&call.path)].store(path != call.path, Ordering::Relaxed);
                     return decode_json(&answer.body).map_err(|reason| OzError::Decode {
@@ -362,7 +364,13 @@ impl Transport {
 
     /// One attempt: take a permit and a rate slot, send, read the whole body (at most
     /// `max_response_bytes` of it).
-    async fn attempt(&self, call: &Call<'_>, path: &str, token: Option<&Secret>) -> Result<Answer, Failed> {
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        route: Route,
+        path: &str,
+        token: Option<&Secret>,
+    ) -> Result<Answer, Failed> {
         // The semaphore is never closed, so `acquire` cannot fail; a failure would only mean
         // running unbounded, which is still correct.
         let _permit = self.permits.acquire().await.ok();
@@ -392,7 +400,12 @@ impl Transport {
             Ok(Answer { status, retry_after, body })
         }
         .await;
-        let elapsed_ms = started.elapsed().as_millis();
+        let elapsed = started.elapsed();
+        if let Some(observer) = &self.config.observer {
+            let status = result.as_ref().ok().map(|a| a.status.as_u16());
+            observer.attempt(&Attempt { route, method: method_name(&call.method), status, elapsed });
+        }
+        let elapsed_ms = elapsed.as_millis();
         match &result {
             Ok(a) => {
                 tracing::Span::current().record("status", a.status.as_u16());
@@ -453,6 +466,18 @@ impl Transport {
 /// retry can still meet the next expiry while a burst of concurrent requests goes through.
 /// Renewals are shared (see `session`), so this bounds a loop, not the cost.
 const MAX_RENEWALS: u8 = 3;
+
+/// The method's name as a `&'static str` (the client sends no other methods).
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        _ => "OTHER",
+    }
+}
 
 /// The class of a documented path for the trailing-slash memory.
 fn class(path: &str) -> usize {

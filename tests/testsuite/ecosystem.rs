@@ -396,7 +396,8 @@ fn the_gitlab_file_validates_against_gitlabs_ci_schema_and_its_scripts_pass_shel
             &format!("GitLab job {name}"),
         );
     }
-    assert_eq!(jobs, 3);
+    // plan, apply, the scheduled drift check (#21) and the scheduled reconcile (#23).
+    assert_eq!(jobs, 4);
 }
 
 #[test]

@@ -561,3 +561,21 @@ fn messages_of_a_tampered_saved_plan_are_shown_never_interpreted() {
         "{html}"
     );
 }
+
+#[test]
+fn a_usage_error_quoting_hostile_bytes_shows_them_escaped_even_where_colour_is_forced() {
+    // clap quotes what was typed; with colour forced (as on a terminal) it passed ESC, BEL and
+    // the C1 CSI through raw: an argument could retitle the terminal or hide the message.
+    let hostile = "x\u{1b}]0;owned\u{7}\u{1b}[31mRED\u{9b}2J\u{202e}";
+    for args in [
+        &["plan", "--format", hostile, "m.yaml"][..],
+        &["plan", "--rotate-before", hostile, "m.yaml"],
+        &[hostile],
+    ] {
+        let run = crate::common::Cli::new().args(args).env("CLICOLOR_FORCE", "1").run().code(1);
+        assert_no_raw_unsafe(&format!("the usage error of {args:?}"), &run.stderr, false);
+        // clap drops the ESC sequences themselves when it renders plain text; what is left
+        // shows escaped.
+        assert!(run.stderr.contains("RED\\u{9b}2J\\u{202e}"), "{}", run.stderr);
+    }
+}

@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::oz::{ListQuery, OzClient};
 use crate::secret::SecretRef;
+use crate::token_store::Installation;
 
 use super::open_store;
 use super::settings::{Connection, Tokens};
@@ -139,7 +140,8 @@ async fn token_store(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Finding {
     // The store's helper (if any) gets neither the admin password's variable nor its value.
-    let store = open_store(tokens, api_url, [admin_password], env);
+    let store =
+        open_store(tokens, Installation::new(tokens.installation.as_deref(), api_url), [admin_password], env);
     let checked = match tokio::task::spawn_blocking(move || store.check()).await {
         Ok(checked) => checked.map_err(|e| e.to_string()),
         Err(e) => Err(format!("the check stopped before it could tell: {e}")),
