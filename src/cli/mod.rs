@@ -371,7 +371,7 @@ pub struct ExportArgs {
     /// issue a new token for each user whose token is not in the token store)
     #[arg(long)]
     pub tokens: bool,
-    /// Write each user's password as `{env: OZ_PW_…}` (a variable per user, named from its
+    /// Write each user's password as `{env: OZ_PW_<EMAIL>}` (a variable per user, named from its
     /// email) instead of `{generate: true}` (ozform generates it if it creates the user and
     /// keeps it with the user's token record)
     #[arg(long)]
