@@ -70,8 +70,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Write live companies and service users as a manifest
     Export(ExportArgs),
-    /// Print the manifest JSON Schema
-    Schema,
+    /// Print the manifest JSON Schema (or the project file's, with --project-file)
+    Schema(SchemaArgs),
     /// Serve the built-in Oz API emulator
     Emulator(EmulatorArgs),
     /// Run plan, apply and plan again on the built-in emulator
@@ -331,6 +331,13 @@ pub struct ExportArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Print the JSON Schema of the project file (`ozform.yaml`) instead of the manifest's
+    #[arg(long)]
+    pub project_file: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct EmulatorArgs {
     /// Address to listen on
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -505,7 +512,7 @@ async fn run(command: Command, output: &Output) -> Exit {
             Ok(()) => export::run(args, output).await,
             Err(e) => Err(e),
         },
-        Command::Schema => schema::run(output),
+        Command::Schema(args) => schema::run(&args, output),
         Command::Emulator(args) => emulator::run(args, output).await,
         Command::Demo(args) => demo::run(args, output).await,
         Command::Doctor(args) => doctor::run(args, output).await,

@@ -23,7 +23,7 @@
 //! first that fails (a step failed, conflicts, an error) unless `--keep-going`, and a stop
 //! asked for on the cancel channel starts no further installation.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -40,9 +40,6 @@ use super::settings::{ApplySettings, ApplySource, InstallationSettings, Installa
 use super::{
     Access, Approval, Approve, Held, Target, View, check_company_filter, load_manifests, plan_options,
 };
-
-/// The most saved plans `apply --plan DIR` reads from one directory.
-pub const MAX_SAVED_PLANS: usize = 1000;
 
 /// What `apply` did to one installation: the plan it carried out (shown through the view
 /// before approval), and the executor's report, or `None` when the plan had no changes and
@@ -145,7 +142,7 @@ fn saved_plans(
         return Ok(vec![named(super::show::read(path)?, path)?]);
     }
     let mut plans: Vec<(usize, Plan)> = Vec::new();
-    for file in plan_files(path)? {
+    for file in super::show::plan_files(path)? {
         let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         if !installations.each.iter().any(|i| i.name.as_deref() == Some(stem.as_str())) {
             view.warning(&format!(
@@ -185,33 +182,6 @@ fn saved_plans(
     }
     plans.sort_by_key(|(index, _)| *index);
     Ok(plans)
-}
-
-/// The `*.json` files directly in `dir` (not hidden: the atomic writes' temp files are),
-/// sorted; at most `MAX_SAVED_PLANS`.
-fn plan_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let io = |e: std::io::Error| Error::Io {
-        action: "read",
-        path: dir.display().to_string(),
-        reason: e.to_string(),
-    };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name.starts_with('.') || path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        files.push(path);
-        if files.len() > MAX_SAVED_PLANS {
-            return Err(Error::Usage {
-                message: format!("`{}` holds more than {MAX_SAVED_PLANS} plans", dir.display()),
-                help: "give a directory that `ozform plan --out DIR` wrote".into(),
-            });
-        }
-    }
-    files.sort();
-    Ok(files)
 }
 
 /// Execute one saved plan on its installation.

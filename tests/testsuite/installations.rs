@@ -213,6 +213,16 @@ async fn plans_saved_in_a_directory_are_applied_each_on_its_installation() {
     assert!(run.stderr.contains("is for installation `eu`, not `us`"), "{}", run.stderr);
     assert_eq!(p.eu.emu.stats().mutating_requests + p.us.emu.stats().mutating_requests, 0);
 
+    // `show DIR` groups the saved plans as `plan` did, with the same combined id.
+    let planned = p.run(&["plan", "--format", "markdown"]).await.code(0);
+    let shown = p.run(&["show", "--format", "markdown", "plans"]).await.code(0);
+    let id = |text: &str| text.lines().find(|l| l.starts_with("<!-- ozform-plan-id: ")).map(str::to_string);
+    assert!(id(&shown.stdout).is_some());
+    assert_eq!(id(&shown.stdout), id(&planned.stdout), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("#### Installation `eu`") && shown.stdout.contains("#### Installation `us`")
+    );
+
     let run = p.run(&["apply", "--plan", "plans"]).await.code(0);
     assert_eq!(count(&run.stdout, "Apply complete:"), 2, "{}", run.stdout);
     let run = p.run(&["plan", "--detailed-exitcode"]).await.code(0);
@@ -230,4 +240,16 @@ async fn without_a_project_file_installation_names_the_one_namespace_of_the_run(
     assert!(w.token_dir().join("eu-prod").is_dir());
     let run = w.cli().current_dir(w.dir.path()).args(["plan"]).run().code(1);
     assert!(run.stderr.contains("no manifests given, and there is no project file"), "{}", run.stderr);
+}
+
+#[test]
+fn the_committed_project_file_schema_equals_ozform_schema_project_file() {
+    let committed =
+        std::fs::read_to_string(root().join("schemas/ozform-project.schema.json")).unwrap_or_default();
+    let expected =
+        format!("{}\n", serde_json::to_string_pretty(&ozform::manifest::project::schema()).unwrap());
+    assert!(
+        committed == expected,
+        "schemas/ozform-project.schema.json is out of date; regenerate it with:\n    cargo run -- schema --project-file > schemas/ozform-project.schema.json"
+    );
 }
