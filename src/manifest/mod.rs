@@ -158,7 +158,7 @@ impl Diagnostic for ManifestError {
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         Some(Box::new(if self.project.is_some() {
-            "fix each problem listed below (the project file is described in docs/project-file.md)"
+            "fix each problem listed below (the project file is described in docs/installations.md)"
         } else {
             "fix each problem listed below, then run `ozform validate` again"
         }))

@@ -464,7 +464,7 @@ impl Kind {
                  the limit keeps manifests from exhausting the memory of the job that loads them"
                 .into(),
             Kind::NotAProject { .. } => "start the file with `installations:` and a list of installations \
-                 (see docs/project-file.md)"
+                 (see docs/installations.md)"
                 .into(),
             Kind::ManifestNotProject { .. } => "a project file names installations (`installations:`); give manifests \
                  as PATHS, or name them in the project file's `manifests:`"
@@ -473,7 +473,7 @@ impl Kind {
                  `installations:` list"
                 .into(),
             Kind::NoInstallations => "list the installations under `installations:`, each with `name`, `api_url`, \
-                 `admin_email`, `admin_password` and `manifests` (see docs/project-file.md)"
+                 `admin_email`, `admin_password` and `manifests` (see docs/installations.md)"
                 .into(),
             Kind::ProjectTooLarge { .. } => "a project file names installations, not their objects: keep companies \
                  and users in the manifests it names"
