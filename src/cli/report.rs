@@ -229,14 +229,8 @@ pub fn apply_exit(outcome: ApplyOutcome, signal: Option<Signal>, output: &Output
     }
     let Some(report) = outcome.report else { return plan_exit(&outcome.plan, false) };
     output.print(&format!("\n{}\n", report.summary_line()));
-    let tokens = report.done.iter().filter(|d| matches!(d.address, crate::plan::Address::Token(_))).count();
-    if tokens > 0 {
-        // Where the tokens went, so that whoever redeploys the services knows where to look.
-        output.print(&format!(
-            "{} stored in {}\n",
-            crate::words::count(tokens, "token", "tokens"),
-            crate::escape::terminal(&outcome.tokens_stored_in)
-        ));
+    if let Some(tokens) = tokens_stored(&report, &outcome.tokens_stored_in) {
+        output.print(&format!("{tokens}\n"));
     }
     if let Some(signal) = signal {
         warn_failures(&report, output);
@@ -244,6 +238,19 @@ pub fn apply_exit(outcome: ApplyOutcome, signal: Option<Signal>, output: &Output
     }
     report.into_result()?;
     plan_exit(&outcome.plan, false)
+}
+
+/// Where the tokens the apply issued went (`40 tokens stored in dir:ozform-tokens/eu-prod`), so
+/// that whoever redeploys the services knows where to look; `None` when it issued none.
+pub fn tokens_stored(report: &ApplyReport, stored_in: &str) -> Option<String> {
+    let tokens = report.done.iter().filter(|d| matches!(d.address, crate::plan::Address::Token(_))).count();
+    (tokens > 0).then(|| {
+        format!(
+            "{} stored in {}",
+            crate::words::count(tokens, "token", "tokens"),
+            crate::escape::terminal(stored_in)
+        )
+    })
 }
 
 /// An interrupted apply has no error to end with: its failures are said as warnings.
