@@ -27,7 +27,7 @@ use super::connection::{self, Url};
 use super::{ConnectionArgs, TokenArgs};
 
 /// `--config` and `--installations-parallelism`, shared by the commands that act on
-/// installations (`plan`, `apply`, `export`, `doctor`).
+/// installations (`plan`, `apply`, `reconcile`, `export`, `doctor`).
 #[derive(Debug, Clone, Args)]
 pub struct ProjectArgs {
     /// The project file naming the installations (a file, or a directory holding `ozform.yaml`)
