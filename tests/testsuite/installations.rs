@@ -169,6 +169,15 @@ async fn a_typo_in_installation_is_refused_with_a_suggestion() {
     assert!(run.stderr.contains("`--api-url`/`OZ_API_URL` is given"), "{}", run.stderr);
     let run = p.run(&["plan", "manifests"]).await.code(1);
     assert!(run.stderr.contains("manifest paths are given"), "{}", run.stderr);
+    // A CI variable defined as nothing (GitHub's `${{ vars.X }}` of an unset X) is no choice.
+    let cli = p
+        .cli(&["plan", "--detailed-exitcode"])
+        .env("OZ_API_URL", "")
+        .env("OZ_ADMIN_EMAIL", "")
+        .env("OZ_TOKEN_STORE", "");
+    let run = tokio::task::spawn_blocking(move || cli.run()).await.unwrap().code(2);
+    assert!(run.stdout.contains("Total of 2 installations"), "{}", run.stdout);
+    p.printed.push(format!("{}{}", run.stdout, run.stderr));
     p.assert_no_secrets();
 }
 

@@ -714,7 +714,10 @@ fn both_ci_recipes_have_a_scheduled_reconcile_once_off_by_default_and_never_besi
     assert!(github["on"].get("schedule").is_none(), "no schedule until one is added: off by default");
     assert_eq!(job["concurrency"]["group"], github["jobs"]["apply"]["concurrency"]["group"]);
     let runs: Vec<&str> = job["steps"].as_array().unwrap().iter().filter_map(|s| s["run"].as_str()).collect();
-    assert!(runs.iter().any(|r| r.trim() == "ozform reconcile --once \"$MANIFESTS\""), "{runs:?}");
+    assert!(
+        runs.iter().any(|r| r.trim() == "ozform reconcile --once ${MANIFESTS:+\"$MANIFESTS\"}"),
+        "{runs:?}"
+    );
 
     let gitlab = yaml_file("contrib/ci/gitlab/.gitlab-ci.yml");
     let job = &gitlab["ozform-reconcile"];
@@ -723,7 +726,7 @@ fn both_ci_recipes_have_a_scheduled_reconcile_once_off_by_default_and_never_besi
         serde_json::json!([{"if": "$CI_PIPELINE_SOURCE == \"schedule\" && $OZFORM_SCHEDULE == \"reconcile\""}])
     );
     assert_eq!(job["resource_group"], gitlab["ozform-apply"]["resource_group"]);
-    assert_eq!(job["script"], serde_json::json!(["ozform reconcile --once \"$MANIFESTS\""]));
+    assert_eq!(job["script"], serde_json::json!(["ozform reconcile --once ${MANIFESTS:+\"$MANIFESTS\"}"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
