@@ -27,7 +27,7 @@ use super::connection::{self, Url};
 use super::{ConnectionArgs, TokenArgs};
 
 /// `--config` and `--installations-parallelism`, shared by the commands that act on
-/// installations (`plan`, `apply`, `export`, `doctor`).
+/// installations (`plan`, `apply`, `reconcile`, `export`, `doctor`).
 #[derive(Debug, Clone, Args)]
 pub struct ProjectArgs {
     /// The project file naming the installations (a file, or a directory holding `ozform.yaml`)
@@ -164,13 +164,17 @@ fn single(
 
 /// Refuse a flag (or its variable) that says what the project file says per installation.
 fn refuse_per_installation_flags(c: &ConnectionArgs, t: Tokenless<'_>, path: &Path) -> Result<(), Error> {
+    // An empty value is none: a CI recipe's variable defined as nothing (GitHub's
+    // `${{ vars.OZ_API_URL }}` when the variable is not set) says nothing.
+    // (clap refuses an empty path itself.)
+    let set = |value: Option<&str>| value.is_some_and(|v| !v.is_empty());
     let (store, dir) = match t {
-        Tokenless::Tokens(t) => (t.token_store.is_some(), t.token_dir.is_some()),
+        Tokenless::Tokens(t) => (set(t.token_store.as_deref()), t.token_dir.is_some()),
         Tokenless::Names(_) => (false, false),
     };
     let given = [
-        (c.api_url.is_some(), "`--api-url`/`OZ_API_URL`", "api_url"),
-        (c.admin_email.is_some(), "`--admin-email`/`OZ_ADMIN_EMAIL`", "admin_email"),
+        (set(c.api_url.as_deref()), "`--api-url`/`OZ_API_URL`", "api_url"),
+        (set(c.admin_email.as_deref()), "`--admin-email`/`OZ_ADMIN_EMAIL`", "admin_email"),
         (c.admin_password_file.is_some(), "`--admin-password-file`", "admin_password"),
         (c.ca_cert.is_some(), "`--ca-cert`", "ca_cert"),
         (store, "`--token-store`/`OZ_TOKEN_STORE`", "token_store"),

@@ -327,9 +327,10 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
-    /// Manifest files or directories, read again at every cycle
-    #[arg(required = true)]
+    /// Manifest files or directories, read again at every cycle (without a project file)
     pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub project: installations::ProjectArgs,
     /// The pause between the end of one cycle and the start of the next, e.g. 5m
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub interval: Duration,

@@ -77,9 +77,13 @@ impl View for Terminal {
     fn progress(&self, total: usize) -> Arc<dyn Progress> {
         self.output.progress(total)
     }
-    fn cycle(&self, summary: &CycleSummary, error: Option<&Error>) {
-        if let Some(error) = error {
-            self.output.diagnostic(error);
+    fn cycle(&self, summary: &CycleSummary, errors: &[(&str, &Error)]) {
+        for (name, error) in errors {
+            if name.is_empty() {
+                self.output.diagnostic(*error);
+            } else {
+                self.output.diagnostic(&Named { name, error });
+            }
         }
         match self.output.log_format {
             LogFormat::Json => self.output.status(&cycle_json(summary)),
@@ -104,8 +108,57 @@ fn counts(summary: &Summary) -> String {
     if parts.is_empty() { "none".into() } else { parts.join(", ") }
 }
 
+/// An installation's error, its message prefixed with the installation's name; everything else
+/// (code, help, labels, source) is the error's own.
+#[derive(Debug)]
+struct Named<'a> {
+    name: &'a str,
+    error: &'a Error,
+}
+
+impl std::fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "installation `{}`: {}", crate::escape::terminal(self.name), self.error)
+    }
+}
+
+impl std::error::Error for Named<'_> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(self.error)
+    }
+}
+
+impl miette::Diagnostic for Named<'_> {
+    fn code<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.error.code()
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        self.error.severity()
+    }
+    fn help<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.error.help()
+    }
+    fn url<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.error.url()
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.error.source_code()
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        self.error.labels()
+    }
+    fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn miette::Diagnostic> + 'b>> {
+        self.error.related()
+    }
+    fn diagnostic_source(&self) -> Option<&dyn miette::Diagnostic> {
+        self.error.diagnostic_source()
+    }
+}
+
 /// The text summary of a cycle, e.g. `cycle 3 success in 0.42s: planned 1 update, 1 issue;
-/// applied 1 update, 1 issue; failed none; skipped none; 0 removals held back`.
+/// applied 1 update, 1 issue; failed none; skipped none; 0 removals held back`. With a project
+/// file, each installation's part follows on the same line (one event per cycle):
+/// `; installation `eu` success: planned …; applied …; failed …; skipped …`.
 pub fn cycle_line(summary: &CycleSummary) -> String {
     let mut line = format!(
         "cycle {} {} in {:.2}s: planned {}; applied {}; failed {}; skipped {}; {} removal{} held back",
@@ -125,19 +178,44 @@ pub fn cycle_line(summary: &CycleSummary) -> String {
     if summary.interrupted {
         line.push_str("; interrupted");
     }
+    for part in &summary.installations {
+        let _ = write!(
+            line,
+            "; installation `{}` {}: planned {}; applied {}; failed {}; skipped {}",
+            crate::escape::terminal(&part.name),
+            part.result.as_str(),
+            counts(&part.planned),
+            counts(&part.applied),
+            counts(&part.failed),
+            counts(&part.skipped),
+        );
+        if part.removals_held_back > 0 {
+            let _ = write!(
+                line,
+                "; {} held back",
+                crate::words::count(part.removals_held_back, "removal", "removals")
+            );
+        }
+        if part.conflicts > 0 {
+            let _ = write!(line, "; {}", crate::words::count(part.conflicts, "conflict", "conflicts"));
+        }
+    }
     line
 }
 
 /// The JSON summary event of a cycle (`--log-format json`), one line:
 /// `{"timestamp","level","event":"cycle","cycle","result","duration_seconds","planned":{…},
-/// "applied":{…},"failed":{…},"skipped":{…},"removals_held_back","conflicts","interrupted"}`.
+/// "applied":{…},"failed":{…},"skipped":{…},"removals_held_back","conflicts","interrupted"}`,
+/// the counts summed over every installation; with a project file also `"installations"`: one
+/// object per installation, `{"name","result","duration_seconds","planned","applied","failed",
+/// "skipped","removals_held_back","conflicts"}`.
 pub fn cycle_json(summary: &CycleSummary) -> String {
     let level = match summary.result {
         CycleResult::Success => "INFO",
         CycleResult::Partial => "WARN",
         CycleResult::Failure => "ERROR",
     };
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "timestamp": crate::output::now_rfc3339(),
         "level": level,
         "event": "cycle",
@@ -152,6 +230,26 @@ pub fn cycle_json(summary: &CycleSummary) -> String {
         "conflicts": summary.conflicts,
         "interrupted": summary.interrupted,
     });
+    if !summary.installations.is_empty() {
+        let parts: Vec<serde_json::Value> = summary
+            .installations
+            .iter()
+            .map(|part| {
+                serde_json::json!({
+                    "name": part.name,
+                    "result": part.result.as_str(),
+                    "duration_seconds": part.duration.as_secs_f64(),
+                    "planned": part.planned,
+                    "applied": part.applied,
+                    "failed": part.failed,
+                    "skipped": part.skipped,
+                    "removals_held_back": part.removals_held_back,
+                    "conflicts": part.conflicts,
+                })
+            })
+            .collect();
+        line["installations"] = serde_json::Value::Array(parts);
+    }
     // Serializing a `Value` cannot fail (string keys only).
     crate::escape::json_compact(&line).unwrap_or_default()
 }

@@ -32,11 +32,26 @@ pub struct Sections {
     /// Show each plan through the terminal as it comes (`apply`); otherwise plans are left to
     /// the command (`plan`).
     show_plans: bool,
+    /// Print an installation's heading with each plan it shows rather than when it starts
+    /// (`reconcile`, whose cycles mostly show nothing).
+    heading_with_plan: bool,
 }
 
 impl Sections {
     pub fn new(output: &Output, terminal: Terminal, installations: &Installations, show_plans: bool) -> Self {
-        Self { output: output.clone(), terminal, grouped: installations.project, show_plans }
+        Self {
+            output: output.clone(),
+            terminal,
+            grouped: installations.project,
+            show_plans,
+            heading_with_plan: false,
+        }
+    }
+
+    /// The views of a loop (`reconcile`): plans shown as they come, each under its
+    /// installation's heading.
+    pub fn for_loop(output: &Output, terminal: Terminal, installations: &Installations) -> Self {
+        Self { heading_with_plan: true, ..Self::new(output, terminal, installations, true) }
     }
 }
 
@@ -46,15 +61,17 @@ impl<T> Views<T> for Sections {
             return Arc::new(self.terminal.clone());
         }
         let name = installation.name.clone().unwrap_or_default();
-        if self.show_plans {
-            self.output
-                .print(&heading(&name, installation.connection.api_url.as_deref().unwrap_or_default()));
+        let api_url = installation.connection.api_url.clone().unwrap_or_default();
+        if self.show_plans && !self.heading_with_plan {
+            self.output.print(&heading(&name, &api_url));
         }
         Arc::new(Section {
             output: self.output.clone(),
             terminal: self.terminal.clone(),
             name,
+            api_url,
             show_plans: self.show_plans,
+            heading_with_plan: self.heading_with_plan,
         })
     }
 
@@ -70,7 +87,9 @@ struct Section {
     output: Output,
     terminal: Terminal,
     name: String,
+    api_url: String,
     show_plans: bool,
+    heading_with_plan: bool,
 }
 
 impl View for Section {
@@ -82,6 +101,9 @@ impl View for Section {
     }
     fn plan(&self, plan: &Plan) {
         if self.show_plans {
+            if self.heading_with_plan {
+                self.output.print(&heading(&self.name, &self.api_url));
+            }
             self.terminal.plan(plan);
         }
     }

@@ -17,6 +17,15 @@
 //!
 //! The `ozform_reconcile_*` families exist only in a reconcile loop's metrics.
 //!
+//! A `reconcile` with a project file adds an `installation` label (the project file's name for
+//! it) to the `ozform_reconcile_*`, `ozform_drift_changes`, `ozform_apply_steps_total` and
+//! `ozform_tokens_expiring` families: each installation's cycles, drift, steps and tokens are
+//! its own series, and summing over `installation` gives the loop's totals. Without a project
+//! file there is no such label, and the series are those of a one-installation loop. Names are
+//! a closed set too: those of the project file, of 1 to 63 lower-case letters, digits, `-`, `_` and `.` (see
+//! `manifest::project`), so that a name is safe as a label value. The request families carry
+//! no installation label: a route's latency is the client's, and their sum is the loop's load.
+//!
 //! Invariant: no label and no value holds a secret, an email or an id. Labels take values from
 //! closed sets (actions, address kinds, step error kinds, `oz::Route` templates) or are HTTP
 //! status codes; values are counts, durations and timestamps. Nothing here reads an address's
@@ -53,7 +62,18 @@ const CYCLE_BUCKETS: [f64; 13] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.
 const REQUEST_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 type Labels1 = [(&'static str, &'static str); 1];
-type Labels2 = [(&'static str, &'static str); 2];
+/// The labels of a family that gains `installation` with a project file: a label set of either
+/// size, never both in one loop.
+type Labels = Vec<(&'static str, String)>;
+
+/// `pairs`, with `installation` first when there is one.
+fn labels(installation: Option<&str>, pairs: &[(&'static str, &str)]) -> Labels {
+    installation
+        .map(|name| ("installation", name.to_string()))
+        .into_iter()
+        .chain(pairs.iter().map(|(k, v)| (*k, (*v).to_string())))
+        .collect()
+}
 
 fn cycle_histogram() -> Histogram {
     Histogram::new(CYCLE_BUCKETS)
@@ -83,9 +103,9 @@ impl RequestObserver for Requests {
 #[derive(Debug)]
 struct Loop {
     interval: Duration,
-    cycles: Family<Labels1, Counter>,
-    last_success: Gauge<f64, AtomicU64>,
-    duration: Histogram,
+    cycles: Family<Labels, Counter>,
+    last_success: Family<Labels, Gauge<f64, AtomicU64>>,
+    duration: Family<Labels, Histogram, fn() -> Histogram>,
     /// When the last successful cycle ended.
     succeeded: Mutex<Option<Instant>>,
     /// Cleared when the loop is stopping.
@@ -96,9 +116,9 @@ struct Loop {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    drift: Family<Labels1, Gauge>,
-    steps: Family<Labels2, Counter>,
-    tokens_expiring: Family<Labels1, Gauge>,
+    drift: Family<Labels, Gauge>,
+    steps: Family<Labels, Counter>,
+    tokens_expiring: Family<Labels, Gauge>,
     requests: Requests,
     reconcile: Option<Loop>,
 }
@@ -107,19 +127,19 @@ impl Metrics {
     /// The metrics of a one-shot run (`plan`, `apply`): drift, steps, tokens, requests.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let drift = Family::<Labels1, Gauge>::default();
+        let drift = Family::<Labels, Gauge>::default();
         registry.register(
             "ozform_drift_changes",
             "Changes of the last plan by action: the drift between the manifests and the installation",
             drift.clone(),
         );
-        let steps = Family::<Labels2, Counter>::default();
+        let steps = Family::<Labels, Counter>::default();
         registry.register(
             "ozform_apply_steps",
             "Steps carried out by apply, by address kind and result (done, a step error kind, skipped, not_started)",
             steps.clone(),
         );
-        let tokens_expiring = Family::<Labels1, Gauge>::default();
+        let tokens_expiring = Family::<Labels, Gauge>::default();
         registry.register(
             "ozform_tokens_expiring",
             "Stored tokens of known expiry that expire within --rotate-before (within=rotate_before) or 30 days (within=30d)",
@@ -143,26 +163,37 @@ impl Metrics {
         Self { registry, drift, steps, tokens_expiring, requests, reconcile: None }
     }
 
-    /// The metrics of a reconcile loop of this interval: the one-shot ones and the loop's.
-    pub fn reconcile(interval: Duration) -> Self {
+    /// The metrics of a reconcile loop of this interval: the one-shot ones and the loop's. With
+    /// a project file, `installations` names those reconciled (each series gains its label);
+    /// empty without one.
+    pub fn reconcile(interval: Duration, installations: &[String]) -> Self {
         let mut metrics = Self::new();
-        let cycles = Family::<Labels1, Counter>::default();
-        // Every result from the start, so that `rate()` and `increase()` see the first one.
-        for result in [CycleResult::Success, CycleResult::Partial, CycleResult::Failure] {
-            let _ = cycles.get_or_create(&[("result", result.as_str())]);
+        let cycles = Family::<Labels, Counter>::default();
+        let last_success = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        let duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(cycle_histogram);
+        // Every series from the start, so that `rate()` and `increase()` see the first cycle.
+        let names: Vec<Option<&str>> = if installations.is_empty() {
+            vec![None]
+        } else {
+            installations.iter().map(|n| Some(n.as_str())).collect()
+        };
+        for name in names {
+            for result in [CycleResult::Success, CycleResult::Partial, CycleResult::Failure] {
+                let _ = cycles.get_or_create(&labels(name, &[("result", result.as_str())]));
+            }
+            let _ = last_success.get_or_create(&labels(name, &[]));
+            let _ = duration.get_or_create(&labels(name, &[]));
         }
         metrics.registry.register(
             "ozform_reconcile_cycles",
             "Reconcile cycles by result (failure: nothing applied)",
             cycles.clone(),
         );
-        let last_success = Gauge::<f64, AtomicU64>::default();
         metrics.registry.register(
             "ozform_reconcile_last_success_timestamp_seconds",
             "When the last successful reconcile cycle ended, Unix epoch seconds",
             last_success.clone(),
         );
-        let duration = cycle_histogram();
         metrics.registry.register(
             "ozform_reconcile_cycle_duration_seconds",
             "Duration of reconcile cycles",
@@ -239,6 +270,18 @@ impl Measure for Metrics {
     }
 
     fn planned(&self, plan: &Plan) {
+        self.planned_in(None, plan);
+    }
+
+    fn stored(&self, stored: &StoredTokens, now: f64, rotate_before: Duration) {
+        self.stored_in(None, stored, now, rotate_before);
+    }
+
+    fn applied(&self, report: &ApplyReport) {
+        self.applied_in(None, report);
+    }
+
+    fn planned_in(&self, installation: Option<&str>, plan: &Plan) {
         let summary = plan.summary();
         let counts = [
             (Action::Create, summary.create),
@@ -249,12 +292,18 @@ impl Measure for Metrics {
         ];
         for (action, n) in counts {
             self.drift
-                .get_or_create(&[("action", action_label(action))])
+                .get_or_create(&labels(installation, &[("action", action_label(action))]))
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
-    fn stored(&self, stored: &StoredTokens, now: f64, rotate_before: Duration) {
+    fn stored_in(
+        &self,
+        installation: Option<&str>,
+        stored: &StoredTokens,
+        now: f64,
+        rotate_before: Duration,
+    ) {
         for (within, window) in [("rotate_before", rotate_before), ("30d", THIRTY_DAYS)] {
             let n = stored
                 .values()
@@ -262,14 +311,16 @@ impl Measure for Metrics {
                 .filter(|expiry| expiry - now < window.as_secs_f64())
                 .count();
             self.tokens_expiring
-                .get_or_create(&[("within", within)])
+                .get_or_create(&labels(installation, &[("within", within)]))
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
-    fn applied(&self, report: &ApplyReport) {
+    fn applied_in(&self, installation: Option<&str>, report: &ApplyReport) {
         let step = |address: &Address, result: &'static str| {
-            self.steps.get_or_create(&[("kind", kind(address)), ("result", result)]).inc();
+            self.steps
+                .get_or_create(&labels(installation, &[("kind", kind(address)), ("result", result)]))
+                .inc();
         };
         for done in &report.done {
             step(&done.address, "done");
@@ -287,10 +338,22 @@ impl Measure for Metrics {
 
     fn cycle(&self, summary: &CycleSummary) {
         let Some(reconcile) = &self.reconcile else { return };
-        reconcile.cycles.get_or_create(&[("result", summary.result.as_str())]).inc();
-        reconcile.duration.observe(summary.duration.as_secs_f64());
+        // Without a project file the cycle is the one installation's; with one, each
+        // installation's part is counted under its name.
+        let parts: Vec<(Option<&str>, CycleResult, Duration)> = if summary.installations.is_empty() {
+            vec![(None, summary.result, summary.duration)]
+        } else {
+            summary.installations.iter().map(|p| (Some(p.name.as_str()), p.result, p.duration)).collect()
+        };
+        for (name, result, duration) in parts {
+            reconcile.cycles.get_or_create(&labels(name, &[("result", result.as_str())])).inc();
+            reconcile.duration.get_or_create(&labels(name, &[])).observe(duration.as_secs_f64());
+            if result == CycleResult::Success {
+                reconcile.last_success.get_or_create(&labels(name, &[])).set(summary.ended_at);
+            }
+        }
+        // Ready when the whole cycle succeeded: every installation.
         if summary.result == CycleResult::Success {
-            reconcile.last_success.set(summary.ended_at);
             *reconcile.succeeded.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         }
     }
@@ -330,7 +393,7 @@ mod tests {
         let metrics = Metrics::new();
         assert!(!metrics.encode().contains("ozform_reconcile_"));
         assert!(!metrics.ready() && !metrics.healthy());
-        let looping = Metrics::reconcile(Duration::from_secs(60));
+        let looping = Metrics::reconcile(Duration::from_secs(60), &[]);
         let text = looping.encode();
         assert!(text.contains("ozform_reconcile_cycles_total{result=\"failure\"} 0\n"), "{text}");
         assert!(!looping.ready() && looping.healthy());

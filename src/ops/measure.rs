@@ -34,6 +34,28 @@ pub trait Measure: Send + Sync {
     fn stored(&self, _stored: &StoredTokens, _now: f64, _rotate_before: Duration) {}
     /// An apply finished: its steps.
     fn applied(&self, _report: &ApplyReport) {}
+    /// As `planned`, for the installation of this name (a `reconcile` with a project file),
+    /// or none (a run without one): metrics kept per installation say which.
+    fn planned_in(&self, installation: Option<&str>, plan: &Plan) {
+        let _ = installation;
+        self.planned(plan);
+    }
+    /// As `stored`, for the installation of this name, or none.
+    fn stored_in(
+        &self,
+        installation: Option<&str>,
+        stored: &StoredTokens,
+        now: f64,
+        rotate_before: Duration,
+    ) {
+        let _ = installation;
+        self.stored(stored, now, rotate_before);
+    }
+    /// As `applied`, for the installation of this name, or none.
+    fn applied_in(&self, installation: Option<&str>, report: &ApplyReport) {
+        let _ = installation;
+        self.applied(report);
+    }
     /// A cycle of `reconcile` finished.
     fn cycle(&self, _summary: &CycleSummary) {}
 }

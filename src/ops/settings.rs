@@ -239,10 +239,9 @@ pub struct Schedule {
 
 #[derive(Debug, Clone)]
 pub struct ReconcileSettings {
-    /// Manifest files or directories, read again at each cycle.
-    pub paths: Vec<PathBuf>,
-    pub connection: Connection,
-    pub tokens: Tokens,
+    /// The installations reconciled, each with its manifests (files or directories, read again
+    /// at each cycle): the project file's, or the one of `PATHS` and the connection flags.
+    pub installations: Installations,
     /// Steps talking to the API at once (at least 1).
     pub parallelism: usize,
     /// Apply removals (`--allow-removals`), still within `removals`; otherwise they are

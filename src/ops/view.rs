@@ -28,9 +28,10 @@ pub trait View: Send + Sync {
     fn text(&self, text: &str);
     /// Where an apply of `total` steps reports its steps.
     fn progress(&self, total: usize) -> Arc<dyn Progress>;
-    /// A cycle of `reconcile` ended: its one summary event, and why it failed when it did (a
-    /// loop goes on after a failed cycle, so its error is said here rather than returned).
-    fn cycle(&self, _summary: &CycleSummary, _error: Option<&Error>) {}
+    /// A cycle of `reconcile` ended: its one summary event, and why its parts failed when
+    /// they did, each with the name of its installation (empty without a project file): a loop
+    /// goes on after a failed cycle, so its errors are said here rather than returned.
+    fn cycle(&self, _summary: &CycleSummary, _errors: &[(&str, &Error)]) {}
 }
 
 /// A view that shows nothing (callers that want only the outcome).

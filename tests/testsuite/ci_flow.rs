@@ -9,7 +9,11 @@
 //!   with removals is applied only with the label;
 //! - the drift check opens, updates and closes one issue `ozform drift: NAME`;
 //! - a 2,000-change plan's comment fits under GitHub's 65,536 characters, the whole plan in
-//!   `plan.md`.
+//!   `plan.md`;
+//! - with a project file (two emulators, API 5 and API 6, issue #24): one comment for both
+//!   installations with the combined plan id; a merge whose combined plan is the reviewed one
+//!   applies both (`apply --plan plans/`), one whose plan changed in one installation applies
+//!   nothing and says so.
 //!
 //! Every scenario ends with the canary scan: no password or token in anything the script printed
 //! or wrote, and the forge's token only in what reached the forge.
@@ -20,6 +24,7 @@ use crate::common;
 
 use std::fmt::Write as _;
 
+use crate::installations::Project;
 use common::ci::{self, BOT, Flavor, Forge};
 use common::emulator::service_user;
 use common::world::{BASIC, BASIC_USERS, World};
@@ -443,7 +448,197 @@ on_both_forges!(
     a_merge_whose_plan_changed_since_review_applies_nothing_and_comments,
     removals_are_applied_on_merge_only_with_the_label,
     the_drift_check_opens_updates_and_closes_one_issue,
+    a_pull_request_with_two_installations_gets_one_comment_naming_both_with_the_combined_id,
+    a_merge_whose_combined_plan_was_reviewed_applies_both_installations,
+    a_merge_whose_plan_changed_in_one_installation_applies_nothing_and_comments,
 );
+
+// Several installations: the project file.
+
+/// The script in the project's directory, given no PATH (the project file's installations),
+/// with `env` on top of the project's passwords; what it printed joins the canary scan.
+async fn project_script(p: &mut Project, args: &[&str], env: &[(&str, String)]) -> (i32, String) {
+    let mut all = p.env();
+    all.extend(env.iter().map(|(name, value)| ((*name).to_string(), value.clone())));
+    let (code, printed) = ci::script_in(p.dir.path(), args, &all).await;
+    p.printed.push(printed.clone());
+    (code, printed)
+}
+
+/// A file the script wrote into the project's `ci/`.
+fn project_file(p: &Project, name: &str) -> String {
+    std::fs::read_to_string(p.dir.path().join("ci").join(name)).unwrap_or_else(|e| panic!("ci/{name}: {e}"))
+}
+
+/// The combined id of the plans the script saved in `ci/plans/`, computed here from them.
+fn combined_of_saved(p: &Project) -> String {
+    let plans: Vec<(&str, ozform::plan::Plan)> = ["eu", "us"]
+        .into_iter()
+        .map(|name| {
+            (name, ozform::plan::format::from_json(&project_file(p, &format!("plans/{name}.json"))).unwrap())
+        })
+        .collect();
+    ozform::plan::id::combined_id(plans.iter().map(|(name, plan)| (*name, plan)))
+}
+
+/// The pull-request job over the project file: plan, then comment on request `number`; the
+/// combined id reviewed.
+async fn project_review(p: &mut Project, forge: &Forge, number: u64) -> String {
+    let (code, printed) = project_script(p, &["plan"], &[]).await;
+    assert_eq!(code, 0, "{printed}");
+    let (code, printed) = project_script(p, &["comment", forge.name()], &forge.env("", number)).await;
+    assert_eq!(code, 0, "{printed}");
+    let id = project_file(p, "plan-id").trim().to_string();
+    assert_eq!(id.len(), 64, "a plan id: {id:?}");
+    id
+}
+
+/// The merge job over the project file, on commit `sha`.
+async fn project_merge(p: &mut Project, forge: &Forge, sha: &str) -> (i32, String) {
+    let mut env = forge.env(sha, 0);
+    env.retain(|(name, _)| *name != "OZFORM_CI_PR" && *name != "CI_MERGE_REQUEST_IID");
+    project_script(p, &["merge", forge.name()], &env).await
+}
+
+fn mutating(p: &Project) -> u64 {
+    p.eu.emu.stats().mutating_requests + p.us.emu.stats().mutating_requests
+}
+
+/// The forge's token (a canary kept by the world the forge was started with) reached nothing
+/// the script printed; then the project's own canary scan.
+fn assert_no_secrets_in_project(p: &Project) {
+    for secret in p.eu.other_secrets.lock().unwrap().iter() {
+        for printed in &p.printed {
+            assert!(!printed.contains(secret.as_str()), "a secret was printed:\n{printed}");
+        }
+    }
+    p.assert_no_secrets();
+}
+
+/// Given no PATH, the script plans every installation of the project file and posts ONE
+/// comment holding both, headed by the combined plan id (that of the plans it saved), then
+/// updates that one comment.
+async fn a_pull_request_with_two_installations_gets_one_comment_naming_both_with_the_combined_id(
+    flavor: Flavor,
+) {
+    let mut p = Project::start("").await;
+    let forge = Forge::start(flavor, &p.eu).await;
+    forge.comment(12, "alice", "LGTM");
+    let id = project_review(&mut p, &forge, 12).await;
+    assert_eq!(project_file(&p, "exit-code"), "2\n");
+    assert_eq!(id, combined_of_saved(&p), "the reviewed id is the combined id of the saved plans");
+    let comments = forge.bot_comments(12);
+    assert_eq!(comments.len(), 1, "one comment for both installations: {comments:?}");
+    let comment = &comments[0];
+    assert_eq!(comment, &project_file(&p, "comment.md"));
+    assert!(
+        comment
+            .starts_with(&format!("{PLAN_MARKER}<!-- ozform-plan-id: {id} -->\n### ozform plan: changes\n")),
+        "{comment}"
+    );
+    for name in ["eu", "us"] {
+        assert!(comment.contains(&format!("#### Installation `{name}`")), "{name}: {comment}");
+        assert!(comment.contains(&format!("| `{name}` |")), "{name} in the table: {comment}");
+    }
+    assert!(comment.contains("Total of 2 installations: 10 to create"), "{comment}");
+    assert!(comment.contains(&format!("Plan id (all installations): `{id}`")), "{comment}");
+    assert_eq!(comment.matches("<details>").count(), comment.matches("</details>").count());
+    assert_eq!(mutating(&p), 0, "planning changed nothing");
+
+    // Reviewed again: the same one comment, updated; the same plans, the same id.
+    assert_eq!(project_review(&mut p, &forge, 12).await, id);
+    assert_eq!(forge.bot_comments(12).len(), 1);
+    assert_eq!(forge.unauthorized(), 0);
+    assert_no_secrets_in_project(&p);
+}
+
+/// The merge of a reviewed pull request: the combined plan of the merge commit is the reviewed
+/// one, so the script applies the saved plans of both installations, and the next plan of each
+/// shows no changes.
+async fn a_merge_whose_combined_plan_was_reviewed_applies_both_installations(flavor: Flavor) {
+    let mut p = Project::start("").await;
+    let forge = Forge::start(flavor, &p.eu).await;
+    forge.merged(12, SHA, &[]);
+    let reviewed = project_review(&mut p, &forge, 12).await;
+    let (code, printed) = project_merge(&mut p, &forge, SHA).await;
+    assert_eq!(code, 0, "{printed}");
+    for world in [&p.eu, &p.us] {
+        for email in BASIC_USERS {
+            assert!(world.user(email).is_active, "{email} created");
+        }
+    }
+    let comment = last_bot_comment(&forge, 12);
+    assert!(comment.starts_with(&format!("{MERGE_MARKER}### ozform merge: applied\n")), "{comment}");
+    assert!(comment.contains(&format!("Applied the reviewed plan `{reviewed}`")), "{comment}");
+    // The comment shows the start of apply's output (the whole is in the artifact); the job's
+    // log has it all, with a line per installation.
+    assert!(comment.contains("<details><summary>ozform apply output</summary>"), "{comment}");
+    assert!(
+        printed.contains("Installation `eu`: Apply complete")
+            && printed.contains("Installation `us`: Apply complete"),
+        "{printed}"
+    );
+    let run = p.run(&["plan", "--detailed-exitcode"]).await.code(0);
+    assert!(run.stdout.contains("Total of 2 installations: no changes."), "{}", run.stdout);
+    assert_eq!(forge.unauthorized(), 0);
+    assert_no_secrets_in_project(&p);
+}
+
+/// The merge commit gives one installation other manifests than were reviewed: its plan, and so
+/// the combined id, changed; nothing is applied to either installation, and the comment says
+/// "the plan changed since review" with both ids and the new plan.
+async fn a_merge_whose_plan_changed_in_one_installation_applies_nothing_and_comments(flavor: Flavor) {
+    let mut p = Project::start("").await;
+    let forge = Forge::start(flavor, &p.eu).await;
+    forge.merged(12, SHA, &[]);
+    let reviewed = project_review(&mut p, &forge, 12).await;
+
+    // What was merged gives `us` its own manifests, one user's name changed.
+    let dir = p.dir.path();
+    std::fs::create_dir(dir.join("manifests-us")).unwrap();
+    for entry in std::fs::read_dir(dir.join("manifests")).unwrap() {
+        let entry = entry.unwrap();
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        std::fs::write(
+            dir.join("manifests-us").join(entry.file_name()),
+            text.replace("last_name: Web", "last_name: Website"),
+        )
+        .unwrap();
+    }
+    let project = std::fs::read_to_string(dir.join("ozform.yaml")).unwrap();
+    let (head, tail) = project.split_at(project.find("  - name: us").unwrap());
+    std::fs::write(
+        dir.join("ozform.yaml"),
+        format!("{head}{}", tail.replace("manifests: [manifests]", "manifests: [manifests-us]")),
+    )
+    .unwrap();
+
+    let (code, printed) = project_merge(&mut p, &forge, SHA).await;
+    assert_eq!(code, 1, "{printed}");
+    assert!(printed.contains("the plan changed since review"), "{printed}");
+    assert_eq!(mutating(&p), 0, "nothing applied to either installation");
+    let now = project_file(&p, "plan-id").trim().to_string();
+    assert_ne!(now, reviewed);
+    assert_eq!(now, combined_of_saved(&p));
+    let comment = last_bot_comment(&forge, 12);
+    assert!(
+        comment.starts_with(&format!(
+            "{MERGE_MARKER}### ozform merge: the plan changed since review, nothing applied\n"
+        )),
+        "{comment}"
+    );
+    assert!(
+        comment.contains(&format!("plan id `{now}`")) && comment.contains(&format!("`{reviewed}`")),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("#### Installation `us`") && comment.contains("\"Website\""),
+        "the new plan: {comment}"
+    );
+    assert!(comment.contains("apply --plan plans"), "{comment}");
+    assert_eq!(forge.unauthorized(), 0);
+    assert_no_secrets_in_project(&p);
+}
 
 // Comments that fit.
 

@@ -12,20 +12,22 @@ use crate::common::{Cli, Run, root};
 use ozform::model::ApiVersion;
 
 /// Two emulators and a project directory naming them `eu` (API 5) and `us` (API 6), each
-/// served the manifests of `examples/basic` (copied inside the project's directory).
-struct Project {
-    eu: World,
-    us: World,
-    dir: tempfile::TempDir,
+/// served the manifests of `examples/basic` (copied inside the project's directory). Also the
+/// fixture of `reconcile`'s tests over a project file.
+pub(crate) struct Project {
+    pub(crate) eu: World,
+    pub(crate) us: World,
+    pub(crate) dir: tempfile::TempDir,
     eu_password: String,
     us_password: String,
     /// Every canary a run was given.
     secrets: Vec<String>,
-    printed: Vec<String>,
+    /// What each run printed, for the canary scan.
+    pub(crate) printed: Vec<String>,
 }
 
 impl Project {
-    async fn start(extra: &str) -> Self {
+    pub(crate) async fn start(extra: &str) -> Self {
         let eu = World::start(ApiVersion::V5).await;
         let mut us = World::start(ApiVersion::V6).await;
         // One set of manifest passwords for both: the manifests are the same.
@@ -53,7 +55,7 @@ impl Project {
     }
 
     /// The binary in the project's directory, each admin password in its variable.
-    fn cli(&self, args: &[&str]) -> Cli {
+    pub(crate) fn cli(&self, args: &[&str]) -> Cli {
         let mut cli = Cli::new()
             .current_dir(self.dir.path())
             .env("OZ_EU_ADMIN_PASSWORD", &self.eu.admin_password)
@@ -67,14 +69,25 @@ impl Project {
         cli
     }
 
-    async fn run(&mut self, args: &[&str]) -> Run {
+    /// The variables a run needs besides its flags: each admin password in its variable and
+    /// the manifests' passwords.
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("OZ_EU_ADMIN_PASSWORD".to_string(), self.eu.admin_password.clone()),
+            ("OZ_US_ADMIN_PASSWORD".to_string(), self.us.admin_password.clone()),
+        ];
+        env.extend(self.eu.passwords.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
+    }
+
+    pub(crate) async fn run(&mut self, args: &[&str]) -> Run {
         let cli = self.cli(args);
         let run = tokio::task::spawn_blocking(move || cli.run()).await.unwrap();
         self.printed.push(format!("{}{}", run.stdout, run.stderr));
         run
     }
 
-    fn assert_no_secrets(&self) {
+    pub(crate) fn assert_no_secrets(&self) {
         let _ = (&self.eu_password, &self.us_password);
         for printed in &self.printed {
             for secret in &self.secrets {
@@ -156,11 +169,20 @@ async fn a_typo_in_installation_is_refused_with_a_suggestion() {
     assert!(run.stderr.contains("`--api-url`/`OZ_API_URL` is given"), "{}", run.stderr);
     let run = p.run(&["plan", "manifests"]).await.code(1);
     assert!(run.stderr.contains("manifest paths are given"), "{}", run.stderr);
+    // A CI variable defined as nothing (GitHub's `${{ vars.X }}` of an unset X) is no choice.
+    let cli = p
+        .cli(&["plan", "--detailed-exitcode"])
+        .env("OZ_API_URL", "")
+        .env("OZ_ADMIN_EMAIL", "")
+        .env("OZ_TOKEN_STORE", "");
+    let run = tokio::task::spawn_blocking(move || cli.run()).await.unwrap().code(2);
+    assert!(run.stdout.contains("Total of 2 installations"), "{}", run.stdout);
+    p.printed.push(format!("{}{}", run.stdout, run.stderr));
     p.assert_no_secrets();
 }
 
 /// A third installation on a port nobody listens on.
-const DOWN: &str = "  - name: down\n    api_url: http://127.0.0.1:1\n    admin_email: a@b.example\n    \
+pub(crate) const DOWN: &str = "  - name: down\n    api_url: http://127.0.0.1:1\n    admin_email: a@b.example\n    \
                     admin_password: {env: OZ_EU_ADMIN_PASSWORD}\n    manifests: [manifests]\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

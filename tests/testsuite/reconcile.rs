@@ -3,7 +3,10 @@
 //! Prometheus Python client's own parser, scanned for secrets, emails and ids); invalid
 //! manifests fail cycles without applying anything until `/readyz` says so, and the next valid
 //! ones recover; SIGTERM mid-cycle exits 143 with every issued token stored; `--once` and
-//! `--metrics-file`; and a thousand cycles with drift in each do not grow its memory.
+//! `--metrics-file`; and a thousand cycles with drift in each do not grow its memory. With a
+//! project file (issue #24), two emulators (API 5 and API 6): drift in both is repaired within
+//! two cycles, an installation down fails its part while the other is still repaired, the
+//! metrics carry each installation's label, and `--once` exits with the most severe code.
 //!
 //! Nothing waits on a clock: each step waits (polling, with a hang guard) for what the run
 //! printed, what the emulator holds or what the metrics server answers.
@@ -20,6 +23,7 @@ use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::installations::{DOWN, Project};
 use common::world::{BASIC, World, canary};
 use common::{Run, python_tools::python_tool, root};
 use ozform::emulator::{EmulatorConfig, Faults};
@@ -133,6 +137,14 @@ impl Loop {
 
     /// Wait for the run to end; keep what it printed for the world's canary scan.
     async fn finish(self, w: &World) -> Run {
+        let run = self.end().await;
+        w.printed.lock().unwrap().push((run.stdout.clone(), run.stderr.clone()));
+        w.harvest_tokens();
+        run
+    }
+
+    /// Wait for the run to end, and give what it printed.
+    async fn end(self) -> Run {
         let Loop { mut child, stdout, stderr, readers, .. } = self;
         let status = tokio::task::spawn_blocking(move || {
             let status = child.wait().unwrap();
@@ -143,14 +155,11 @@ impl Loop {
         })
         .await
         .unwrap();
-        let run = Run {
+        Run {
             code: status.code().unwrap_or(-1),
             stdout: stdout.lock().unwrap().clone(),
             stderr: stderr.lock().unwrap().clone(),
-        };
-        w.printed.lock().unwrap().push((run.stdout.clone(), run.stderr.clone()));
-        w.harvest_tokens();
-        run
+        }
     }
 }
 
@@ -705,7 +714,10 @@ fn both_ci_recipes_have_a_scheduled_reconcile_once_off_by_default_and_never_besi
     assert!(github["on"].get("schedule").is_none(), "no schedule until one is added: off by default");
     assert_eq!(job["concurrency"]["group"], github["jobs"]["apply"]["concurrency"]["group"]);
     let runs: Vec<&str> = job["steps"].as_array().unwrap().iter().filter_map(|s| s["run"].as_str()).collect();
-    assert!(runs.iter().any(|r| r.trim() == "ozform reconcile --once \"$MANIFESTS\""), "{runs:?}");
+    assert!(
+        runs.iter().any(|r| r.trim() == "ozform reconcile --once ${MANIFESTS:+\"$MANIFESTS\"}"),
+        "{runs:?}"
+    );
 
     let gitlab = yaml_file("contrib/ci/gitlab/.gitlab-ci.yml");
     let job = &gitlab["ozform-reconcile"];
@@ -714,7 +726,7 @@ fn both_ci_recipes_have_a_scheduled_reconcile_once_off_by_default_and_never_besi
         serde_json::json!([{"if": "$CI_PIPELINE_SOURCE == \"schedule\" && $OZFORM_SCHEDULE == \"reconcile\""}])
     );
     assert_eq!(job["resource_group"], gitlab["ozform-apply"]["resource_group"]);
-    assert_eq!(job["script"], serde_json::json!(["ozform reconcile --once \"$MANIFESTS\""]));
+    assert_eq!(job["script"], serde_json::json!(["ozform reconcile --once ${MANIFESTS:+\"$MANIFESTS\"}"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -740,4 +752,221 @@ async fn with_log_format_json_each_cycle_ends_with_one_json_summary_event() {
     assert!(event["duration_seconds"].as_f64().is_some_and(|d| d >= 0.0));
     assert_eq!(event["level"], "INFO");
     w.assert_no_secrets();
+}
+
+/// Drift behind ozform's back in an installation: a declared user deactivated.
+fn deactivate(w: &World) {
+    assert!(w.emu.update_user_raw("svc-web@acme.example", |u| u.is_active = false));
+}
+
+/// Wait for a project's loop to end (after a signal), keeping what it printed for the canary
+/// scan.
+async fn end_project_loop(p: &mut Project, run: Loop) -> Run {
+    let run = run.end().await;
+    p.printed.push(format!("{}{}", run.stdout, run.stderr));
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_project_file_drift_in_both_installations_is_repaired_within_two_cycles() {
+    let mut p = Project::start("").await;
+    let run = Loop::start(p.cli(&["reconcile", "--interval", "1s", "--metrics-listen", "127.0.0.1:0"]));
+    let base = run.metrics_url().await;
+    let first = run.cycle(1).await;
+    assert!(first.starts_with("cycle 1 success"), "{first}");
+    // The totals of both, then each installation's part, on the one line of the cycle.
+    assert!(first.contains("applied 10 create, 4 issue"), "{first}");
+    assert!(
+        first.contains("installation `eu` success: planned 5 create, 2 issue; applied 5 create, 2 issue")
+    );
+    assert!(
+        first.contains("installation `us` success: planned 5 create, 2 issue; applied 5 create, 2 issue")
+    );
+    for name in ["eu", "us"] {
+        let kept = std::fs::read_dir(p.dir.path().join("ozform-tokens").join(name)).unwrap().count();
+        assert!(kept >= 2, "tokens of `{name}` in its own namespace");
+    }
+
+    let before = run.last_cycle();
+    deactivate(&p.eu);
+    deactivate(&p.us);
+    let repaired = run.cycle(before + 2).await;
+    assert!(p.eu.user("svc-web@acme.example").is_active, "repaired in `eu` by {repaired}");
+    assert!(p.us.user("svc-web@acme.example").is_active, "repaired in `us` by {repaired}");
+    let cycles = run.cycles();
+    let lines: Vec<&String> = cycles.range(before + 1..=before + 2).map(|(_, l)| l).collect();
+    for name in ["eu", "us"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l
+                    .contains(&format!("installation `{name}` success: planned 1 update; applied 1 update"))),
+            "`{name}` repaired in one cycle:\n{lines:?}"
+        );
+    }
+
+    // Each installation's series under its label; none without it.
+    let (_, text) = get(&format!("{base}/metrics")).await;
+    let samples = parse_metrics(&text);
+    for name in ["eu", "us"] {
+        let ok = value(
+            &samples,
+            "ozform_reconcile_cycles_total",
+            &[("installation", name), ("result", "success")],
+        );
+        assert!(ok >= (before + 2) as f64, "{name}: {ok}\n{text}");
+        assert_eq!(
+            value(
+                &samples,
+                "ozform_apply_steps_total",
+                &[("installation", name), ("kind", "service_user"), ("result", "done")]
+            ),
+            4.0,
+            "{name}: 3 created, 1 reactivated"
+        );
+        assert_eq!(
+            value(&samples, "ozform_drift_changes", &[("installation", name), ("action", "update")]),
+            0.0
+        );
+        assert!(
+            value(&samples, "ozform_reconcile_last_success_timestamp_seconds", &[("installation", name)])
+                > 1.7e9
+        );
+    }
+    for sample in &samples {
+        if ["ozform_reconcile_cycles", "ozform_drift_changes", "ozform_apply_steps", "ozform_tokens_expiring"]
+            .contains(&sample.family.as_str())
+        {
+            assert!(sample.labels.contains_key("installation"), "{sample:?}");
+        }
+    }
+    assert_no_secret_email_or_id(&p.eu, "the metrics", &text);
+    assert_no_secret_email_or_id(&p.us, "the metrics", &text);
+
+    run.signal("TERM");
+    let run = end_project_loop(&mut p, run).await.code(143);
+    assert!(run.stdout.contains("=== installation `eu`"), "plans under their heading:\n{}", run.stdout);
+    assert!(run.stdout.contains("=== installation `us`"), "{}", run.stdout);
+    p.assert_no_secrets();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installation_down_fails_its_part_of_the_cycle_and_the_other_is_still_repaired() {
+    let mut p = Project::start("").await;
+    let run = Loop::start(p.cli(&[
+        "reconcile",
+        "--interval",
+        "1s",
+        "--installations-parallelism",
+        "2",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]));
+    let base = run.metrics_url().await;
+    assert!(run.cycle(1).await.starts_with("cycle 1 success"));
+
+    // `eu` answers every request 500 from now on; drift in both.
+    p.eu.emu.set_faults(Faults { internal_error: 1.0, ..Faults::default() });
+    deactivate(&p.eu);
+    deactivate(&p.us);
+    let before = run.last_cycle();
+    let failed = run.cycle(before + 2).await;
+    assert!(failed.starts_with(&format!("cycle {} failure", before + 2)), "{failed}");
+    assert!(failed.contains("installation `eu` failure: planned none; applied none"), "{failed}");
+    assert!(failed.contains("installation `us` success"), "{failed}");
+    assert!(p.us.user("svc-web@acme.example").is_active, "`us` repaired while `eu` is down");
+    assert!(!p.eu.user("svc-web@acme.example").is_active, "nothing applied to `eu`");
+    assert!(run.stderr().contains("installation `eu`: "), "the part's error names it:\n{}", run.stderr());
+    let (_, text) = get(&format!("{base}/metrics")).await;
+    let samples = parse_metrics(&text);
+    assert!(
+        value(&samples, "ozform_reconcile_cycles_total", &[("installation", "eu"), ("result", "failure")])
+            >= 1.0
+    );
+    assert_eq!(
+        value(&samples, "ozform_reconcile_cycles_total", &[("installation", "us"), ("result", "failure")]),
+        0.0
+    );
+
+    // `eu` back: repaired by a later cycle.
+    p.eu.emu.set_faults(Faults::default());
+    let since = run.last_cycle();
+    let recovered = run
+        .until("a cycle succeeds again", || {
+            run.cycles().range(since + 1..).map(|(_, l)| l.clone()).find(|l| l.contains(" success in "))
+        })
+        .await;
+    assert!(p.eu.user("svc-web@acme.example").is_active, "`eu` repaired by {recovered}");
+    run.signal("TERM");
+    end_project_loop(&mut p, run).await.code(143);
+    p.assert_no_secrets();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_project_file_once_exits_with_the_most_severe_code_of_the_installations() {
+    let mut p = Project::start(DOWN).await;
+    let metrics = p.dir.path().join("ozform.prom");
+    let file = metrics.to_str().unwrap().to_string();
+    let run = p
+        .run(&[
+            "reconcile",
+            "--once",
+            "--installation",
+            "eu",
+            "--installation",
+            "us",
+            "--log-format",
+            "json",
+            "--metrics-file",
+            &file,
+        ])
+        .await
+        .code(0);
+    assert!(run.stdout.contains("Installation `eu`: Apply complete:"), "{}", run.stdout);
+    assert!(run.stdout.contains("Installation `us`: Apply complete:"), "{}", run.stdout);
+    let events: Vec<Value> = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "cycle")
+        .collect();
+    assert_eq!(events.len(), 1, "one summary event for the cycle:\n{}", run.stderr);
+    let event = &events[0];
+    assert_eq!(event["result"], "success");
+    assert_eq!(event["applied"]["create"], 10, "{event}");
+    let parts = event["installations"].as_array().unwrap();
+    let names: Vec<&str> = parts.iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["eu", "us"]);
+    for part in parts {
+        assert_eq!(part["result"], "success");
+        assert_eq!(
+            part["applied"],
+            serde_json::json!({"create": 5, "update": 0, "issue": 2, "deactivate": 0, "delete": 0})
+        );
+    }
+    let samples = parse_metrics(&std::fs::read_to_string(&metrics).unwrap());
+    assert_eq!(
+        value(&samples, "ozform_reconcile_cycles_total", &[("installation", "us"), ("result", "success")]),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "ozform_reconcile_cycles_total", &[("installation", "down"), ("result", "success")]),
+        0.0
+    );
+
+    // Nothing to do: 0. One installation down: its part fails, the others' do not, exit 1.
+    let run = p.run(&["reconcile", "--once", "--installation", "eu", "--installation", "us"]).await.code(0);
+    assert!(run.stdout.contains("Installation `eu`: No changes."), "{}", run.stdout);
+    deactivate(&p.us);
+    let run = p.run(&["reconcile", "--once"]).await.code(1);
+    assert!(run.stdout.contains("Installation `us`: Apply complete:"), "{}", run.stdout);
+    assert!(run.stdout.contains("Installation `down`: failed"), "{}", run.stdout);
+    assert!(run.stderr.contains("installation `down`"), "{}", run.stderr);
+    assert!(summaries(&run.stderr)[&1].contains("installation `down` failure"), "{}", run.stderr);
+    assert!(p.us.user("svc-web@acme.example").is_active);
+
+    // Paths beside a project file are refused, as `plan` refuses them.
+    let run = p.run(&["reconcile", "--once", "manifests"]).await.code(1);
+    assert!(run.stderr.contains("manifest paths are given"), "{}", run.stderr);
+    p.assert_no_secrets();
 }

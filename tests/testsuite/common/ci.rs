@@ -84,6 +84,25 @@ pub async fn script(world: &World, args: &[&str], env: &[(&str, String)]) -> (i3
     (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
 }
 
+/// `contrib/ci/ozform-ci.sh ARGS…` in the project directory `dir`, whose `ozform.yaml` names
+/// the installations: no connection or token variable is set (the project file says them), its
+/// output goes to `dir/ci`, and `env` (the admin and manifest passwords, the forge's variables)
+/// is all it is given. Returns the exit code and everything it printed.
+pub async fn script_in(dir: &std::path::Path, args: &[&str], env: &[(String, String)]) -> (i32, String) {
+    let mut command = Command::new(root().join(SCRIPT));
+    command.args(args).current_dir(dir);
+    for var in super::OZFORM_VARIABLES.iter().chain(&CI_VARIABLES).chain(&["OZ_CONFIG"]) {
+        command.env_remove(var);
+    }
+    command.env("NO_COLOR", "1").env("OZFORM", BIN).env("OZFORM_CI_OUT", dir.join("ci"));
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), printed)
+}
+
 /// A file the script wrote into `<world>/ci`.
 pub fn file(world: &World, name: &str) -> String {
     std::fs::read_to_string(world.path("ci").join(name)).unwrap_or_else(|e| panic!("ci/{name}: {e}"))
