@@ -42,6 +42,7 @@ fn build(companies: usize) -> (Desired, Observed, StoredTokens) {
             name: name.clone(),
             technical_meta_data: Some(json!({"tier": "gold", "index": c})),
             prune: None,
+            source_id: None,
             location: location.clone(),
         });
         // Every 50th company has drifted metadata: an update.
@@ -61,10 +62,11 @@ fn build(companies: usize) -> (Desired, Observed, StoredTokens) {
                 first_name: Some("Service".into()),
                 last_name: Some(format!("User {n}")),
                 middle_name: None,
-                password: Some(SecretRef::Env(format!("PW_{n}"))),
+                password: Some(SecretRef::Env(format!("PW_{n}")).into()),
                 active: true,
                 permissions: Some(Permissions { documents: Some(false), ..Permissions::default() }),
                 token: TokenSpec { issue: true },
+                source_id: None,
                 location: location.clone(),
             });
             // 1% missing live (create + token), 1% renamed live (update).

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::secret::SecretRef;
+use crate::secret::PasswordSource;
 
 /// Where something was written in a manifest: file, 1-based line and column.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -213,6 +213,9 @@ pub struct DesiredCompany {
     pub technical_meta_data: Option<serde_json::Value>,
     /// Remove undeclared live service users of this company; `None` leaves them alone.
     pub prune: Option<Prune>,
+    /// The company's id in the installation it was exported from (`source_id`): carried for
+    /// `apply --id-map`, never planned or compared.
+    pub source_id: Option<String>,
     pub location: Location,
 }
 
@@ -235,12 +238,16 @@ pub struct DesiredUser {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub middle_name: Option<String>,
-    /// Where the password comes from; used on create only. Needed only if the user must be created.
-    pub password: Option<SecretRef>,
+    /// Where the password comes from (or `{generate: true}`); used on create only. Needed only
+    /// if the user must be created.
+    pub password: Option<PasswordSource>,
     /// Default true.
     pub active: bool,
     pub permissions: Option<Permissions>,
     pub token: TokenSpec,
+    /// The user's id in the installation it was exported from (`source_id`): carried for
+    /// `apply --id-map`, never planned or compared.
+    pub source_id: Option<String>,
     pub location: Location,
 }
 

@@ -91,6 +91,16 @@ pub enum ApplyError {
     )]
     UnknownDependency { address: String, dependency: String },
 
+    /// A user created with a generated password and no token step to keep it in.
+    #[error(
+        "the plan creates `{address}` with a generated password but issues it no token, so the password would be kept nowhere"
+    )]
+    #[diagnostic(
+        code(ozform::apply::generated_without_token),
+        help("the plan file was edited or is corrupt: make it again with `ozform plan --out FILE`")
+    )]
+    GeneratedWithoutToken { address: String },
+
     #[error("the plan changes `{address}` more than once")]
     #[diagnostic(
         code(ozform::apply::duplicate_change),

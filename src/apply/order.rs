@@ -151,6 +151,7 @@ mod tests {
                 api_url: String::new(),
                 stored: None,
                 reason: TokenReason::NoToken,
+                company: None,
             }),
         };
         let depends_on = depends_on.iter().map(|d| d.parse().expect("an address")).collect();

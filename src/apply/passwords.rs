@@ -2,14 +2,15 @@
 //!
 //! Reads only the environment lookup and the files a plan names. All missing passwords are
 //! collected into one error naming each user and source (never a value), so a pipeline learns
-//! about every missing secret at once and nothing is executed.
+//! about every missing secret at once and nothing is executed. Generated passwords are not
+//! resolved: the executor makes each in the step that creates its user.
 
 use std::collections::BTreeMap;
 
 use super::{ApplyError, MissingPassword};
 use crate::model::Email;
 use crate::plan::{Address, Payload, Plan};
-use crate::secret::{Secret, SecretRef, SecretRoots};
+use crate::secret::{PasswordSource, Secret, SecretRef, SecretRoots};
 
 /// Resolved passwords by lower-cased email. `Debug` shows only the emails.
 #[derive(Clone, Default)]
@@ -49,14 +50,15 @@ impl std::fmt::Debug for Passwords {
 pub fn anchor_secrets(plan: &mut Plan, roots: &SecretRoots) {
     for change in &mut plan.changes {
         if let Payload::CreateUser(create) = &mut change.payload
-            && let SecretRef::File(file) = &mut create.password
+            && let PasswordSource::Read(SecretRef::File(file)) = &mut create.password
         {
             file.anchor(roots);
         }
     }
 }
 
-/// Resolve the password of every service user create in `plan`.
+/// Resolve the password of every service user create in `plan` that reads one; a generated
+/// password (`{generate: true}`) is made by the step that creates the user, not here.
 pub fn resolve_passwords(plan: &Plan, env: &dyn Fn(&str) -> Option<String>) -> Result<Passwords, ApplyError> {
     let mut passwords = Passwords::new();
     let mut missing = Vec::new();
@@ -65,7 +67,8 @@ pub fn resolve_passwords(plan: &Plan, env: &dyn Fn(&str) -> Option<String>) -> R
         else {
             continue;
         };
-        match create.password.resolve(env) {
+        let PasswordSource::Read(source) = &create.password else { continue };
+        match source.resolve(env) {
             Ok(secret) => passwords.insert(email, secret),
             // `SecretError` names the variable or file, never a value.
             Err(e) => missing.push(MissingPassword { email: email.to_string(), reason: e.to_string() }),

@@ -42,6 +42,9 @@ pub trait Progress: Send + Sync {
     fn finished(&self, address: &Address, action: Action, outcome: &Outcome);
     /// Every step has finished (the executor calls this once, last).
     fn all_finished(&self) {}
+    /// A company or service user create ended well: `live_id` is the object's id (made, or
+    /// found there and adopted). Called just before the step's `finished`.
+    fn made(&self, _address: &Address, _live_id: &str) {}
 }
 
 /// Says nothing (a caller that wants only the report).

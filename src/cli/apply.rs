@@ -52,6 +52,12 @@ pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Res
                 .into(),
         });
     }
+    if args.id_map.is_some() && installations.each.len() > 1 {
+        return Err(Error::Usage {
+            message: "`--id-map FILE` maps one installation, and this run applies several".into(),
+            help: "name the installation with `--installation NAME`, one run and one map each".into(),
+        });
+    }
     // clap refuses paths or `--company` together with `--plan`.
     let source = match args.plan {
         Some(path) => ApplySource::SavedPlan(path),
@@ -67,6 +73,7 @@ pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Res
         lock_timeout: args.lock_timeout,
         secrets_dirs,
         keep_going: args.keep_going,
+        id_map: args.id_map,
     };
     let prompt = Prompt::new(output, args.auto_approve);
     let metrics = metrics_file.as_ref().map(|_| crate::metrics::Metrics::new());
@@ -90,7 +97,10 @@ pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Res
         let (line, this) = match each.ran {
             Ran::Done(outcome) => match outcome.report {
                 Some(report) => {
-                    let line = report.summary_line();
+                    let line = match report::tokens_stored(&report, &outcome.tokens_stored_in) {
+                        Some(tokens) => format!("{} {tokens}", report.summary_line()),
+                        None => report.summary_line(),
+                    };
                     let this = match report.into_result() {
                         Ok(_) => report::plan_exit(&outcome.plan, false),
                         Err(e) => Err(e.into()),

@@ -4,6 +4,7 @@
 //! named, and exit 1 when any installation failed.
 
 use crate::error::{Error, Exit};
+use crate::manifest::export::ExportPasswords;
 use crate::ops::Ran;
 use crate::ops::export::ExportOutcome;
 use crate::ops::settings::ExportSettings;
@@ -41,6 +42,7 @@ pub async fn run(args: ExportArgs, output: &Output) -> Result<Exit, Error> {
         installations,
         companies: args.companies,
         tokens: args.tokens,
+        passwords: if args.password_env { ExportPasswords::Env } else { ExportPasswords::Generate },
     };
     let outcomes = crate::ops::export::run(settings, &views).await;
     if !grouped {

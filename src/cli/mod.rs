@@ -313,6 +313,12 @@ pub struct ApplyArgs {
     pub removals: RemovalArgs,
     #[command(flatten)]
     pub secrets: SecretsArgs,
+    /// Write a JSON map `{address: {source_id, live_id}}` of every company and service user
+    /// created or adopted to this file, atomically and again after each object made (a killed
+    /// run leaves a valid map of what was done); `source_id` is the manifest's (`ozform export`
+    /// writes it)
+    #[arg(long, value_name = "FILE")]
+    pub id_map: Option<PathBuf>,
     /// Also write the run's metrics to this file in the Prometheus text format, for the node
     /// exporter's textfile collector (name it `*.prom`)
     #[arg(long, value_name = "PATH")]
@@ -384,6 +390,11 @@ pub struct ExportArgs {
     /// issue a new token for each user whose token is not in the token store)
     #[arg(long)]
     pub tokens: bool,
+    /// Write each user's password as `{env: OZ_PW_<EMAIL>}` (a variable per user, named from its
+    /// email) instead of `{generate: true}` (ozform generates it if it creates the user and
+    /// keeps it with the user's token record)
+    #[arg(long)]
+    pub password_env: bool,
 }
 
 #[derive(Debug, Args)]

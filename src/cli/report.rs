@@ -318,14 +318,37 @@ pub fn plan_exit(plan: &Plan, detailed_exitcode: bool) -> Result<Exit, Error> {
 /// Print the summary line of an apply; an apply stopped by a signal ends with the signal's
 /// code (130, 143), a partial apply or unresolved conflicts with exit 1.
 pub fn apply_exit(outcome: ApplyOutcome, signal: Option<Signal>, output: &Output) -> Result<Exit, Error> {
+    if let Some((path, objects)) = &outcome.id_map {
+        output.status(&format!(
+            "wrote the ids of {} to `{}`",
+            crate::words::count(*objects, "object", "objects"),
+            crate::escape::terminal(&path.display().to_string())
+        ));
+    }
     let Some(report) = outcome.report else { return plan_exit(&outcome.plan, false) };
     output.print(&format!("\n{}\n", report.summary_line()));
+    if let Some(tokens) = tokens_stored(&report, &outcome.tokens_stored_in) {
+        output.print(&format!("{tokens}\n"));
+    }
     if let Some(signal) = signal {
         warn_failures(&report, output);
         return Ok(signal.exit());
     }
     report.into_result()?;
     plan_exit(&outcome.plan, false)
+}
+
+/// Where the tokens the apply issued went (`40 tokens stored in dir:ozform-tokens/eu-prod`), so
+/// that whoever redeploys the services knows where to look; `None` when it issued none.
+pub fn tokens_stored(report: &ApplyReport, stored_in: &str) -> Option<String> {
+    let tokens = report.done.iter().filter(|d| matches!(d.address, crate::plan::Address::Token(_))).count();
+    (tokens > 0).then(|| {
+        format!(
+            "{} stored in {}",
+            crate::words::count(tokens, "token", "tokens"),
+            crate::escape::terminal(stored_in)
+        )
+    })
 }
 
 /// An interrupted apply has no error to end with: its failures are said as warnings.

@@ -9,9 +9,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Desired, Permissions, Prune, TokenSpec};
-use crate::secret::SecretRef;
+use crate::secret::{Generate, PasswordSource, SecretRef};
 
-/// Where a secret comes from, as a manifest writes it: `{env: NAME}` or `{file: PATH}`.
+/// Where a password comes from, as a manifest writes it: `{env: NAME}`, `{file: PATH}` or
+/// `{generate: true}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 #[schemars(rename = "SecretRef")]
@@ -24,13 +25,20 @@ pub enum SecretSource {
     /// manifest file that names it; the path must lie, as written, inside the manifest paths
     /// given or a directory given with `--secrets-dir`.
     File(String),
+    /// `true`: ozform generates a 32-character password from the OS random generator when it
+    /// creates the user, and keeps it with the user's token record in the token store (a token
+    /// is issued with the user for that, even without `token: {issue: true}`). Never printed.
+    Generate(Generate),
 }
 
-impl From<&SecretRef> for SecretSource {
-    fn from(source: &SecretRef) -> Self {
+impl From<&PasswordSource> for SecretSource {
+    fn from(source: &PasswordSource) -> Self {
         match source {
-            SecretRef::Env(name) => SecretSource::Env(name.clone()),
-            SecretRef::File(file) => SecretSource::File(file.written().to_string_lossy().into_owned()),
+            PasswordSource::Read(SecretRef::Env(name)) => SecretSource::Env(name.clone()),
+            PasswordSource::Read(SecretRef::File(file)) => {
+                SecretSource::File(file.written().to_string_lossy().into_owned())
+            }
+            PasswordSource::Generate => SecretSource::Generate(Generate),
         }
     }
 }
@@ -61,6 +69,12 @@ pub struct CompanyDoc {
     /// The company's name: its identity (exact match).
     #[schemars(length(min = 1))]
     pub name: String,
+    /// The company's id in the installation this manifest was exported from (`ozform export`
+    /// writes it). Never planned or compared: `apply --id-map` pairs it with the id the company
+    /// has where it is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub source_id: Option<String>,
     /// Any JSON object, compared as JSON when given; left as it is live when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub technical_meta_data: Option<serde_json::Map<String, serde_json::Value>>,
@@ -77,6 +91,12 @@ pub struct CompanyDoc {
 pub struct UserDoc {
     /// Login email: the identity, compared case-insensitively.
     pub email: String,
+    /// The user's id in the installation this manifest was exported from (`ozform export`
+    /// writes it). Never planned or compared: `apply --id-map` pairs it with the id the user
+    /// has where it is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub source_id: Option<String>,
     /// Name of a company declared under `companies`.
     #[schemars(length(min = 1))]
     pub company: String,
@@ -89,9 +109,10 @@ pub struct UserDoc {
     /// Left as it is live when omitted; `""` for none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub middle_name: Option<String>,
-    /// Where the password comes from, never the password itself: `{env: NAME}` or
+    /// Where the password comes from, never the password itself: `{env: NAME}`,
     /// `{file: PATH}` (relative to the manifest, inside the manifest paths or a
-    /// `--secrets-dir`). Used only when the user is created.
+    /// `--secrets-dir`), or `{generate: true}` (made by ozform, kept with the user's token
+    /// record). Used only when the user is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<SecretSource>,
     /// Whether the user may log in. Default `true`.
@@ -117,6 +138,7 @@ impl From<&Desired> for Document {
                     name: c.name.clone(),
                     technical_meta_data: c.technical_meta_data.as_ref().and_then(|v| v.as_object().cloned()),
                     prune: c.prune,
+                    source_id: c.source_id.clone(),
                 })
                 .collect(),
             service_users: desired
@@ -132,6 +154,7 @@ impl From<&Desired> for Document {
                     active: (!u.active).then_some(false),
                     permissions: u.permissions,
                     token: u.token.issue.then_some(u.token),
+                    source_id: u.source_id.clone(),
                 })
                 .collect(),
         }
@@ -183,6 +206,7 @@ fn escaped(doc: &Document) -> Document {
                     .as_ref()
                     .map(|m| m.iter().map(|(k, v)| (k.clone(), escape_json(v))).collect()),
                 prune: c.prune,
+                source_id: escape_opt(c.source_id.as_ref()),
             })
             .collect(),
         service_users: doc
@@ -197,7 +221,9 @@ fn escaped(doc: &Document) -> Document {
                 password: u.password.as_ref().map(|p| match p {
                     SecretSource::Env(name) => SecretSource::Env(escape(name)),
                     SecretSource::File(path) => SecretSource::File(escape(path)),
+                    SecretSource::Generate(g) => SecretSource::Generate(*g),
                 }),
+                source_id: escape_opt(u.source_id.as_ref()),
                 ..u.clone()
             })
             .collect(),

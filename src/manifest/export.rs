@@ -9,10 +9,13 @@
 //! as a comment at the end of the YAML). A field the loader would refuse (a blank first or
 //! last name, a `technical_meta_data` that is not a map) is omitted, which leaves it unmanaged.
 //!
-//! Passwords cannot be read back from the API: each user's password is `{env: NAME}` with a
-//! name derived from its email (`password_env_name`), needed only when ozform must create the
-//! user (e.g. on a new installation). Output is deterministic: companies by name, users by
-//! lower-cased email, notes sorted.
+//! Passwords cannot be read back from the API: each user's password is `{generate: true}`
+//! (ozform makes one if it has to create the user, e.g. on a new installation, and keeps it
+//! with the user's token record), or with `ExportPasswords::Env` an `{env: NAME}` with a name
+//! derived from its email (`password_env_name`). Each company and user carries its live id as
+//! `source_id`, which planning ignores and `apply --id-map` pairs with the id it gets where it
+//! is applied. Output is deterministic: companies by name, users by lower-cased email, notes
+//! sorted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Write as _};
@@ -22,6 +25,7 @@ use sha2::{Digest, Sha256};
 use super::document::{CompanyDoc, Document, SecretSource, UserDoc, to_yaml};
 use super::read::is_email;
 use crate::model::{ApiVersion, Observed, ObservedCompany, Permissions, TokenSpec, UserKind};
+use crate::secret::Generate;
 
 /// Prefix of the environment variable that holds an exported user's password.
 pub const PASSWORD_ENV_PREFIX: &str = "OZ_PW_";
@@ -34,6 +38,18 @@ pub struct ExportOptions {
     /// Write `token: {issue: true}` on every active user (`--tokens`): an inactive user cannot
     /// use a token, and issuing one for it would be refused.
     pub tokens: bool,
+    /// What each user's `password` says.
+    pub passwords: ExportPasswords,
+}
+
+/// What an exported user's `password` says: the API never gives a password back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExportPasswords {
+    /// `{generate: true}`: ozform makes one if it creates the user (the default).
+    #[default]
+    Generate,
+    /// `{env: OZ_PW_…}`, a variable per user (`--password-env`).
+    Env,
 }
 
 /// Something live that the manifest does not declare, and why.
@@ -97,6 +113,8 @@ pub struct Export {
     pub document: Document,
     /// Sorted.
     pub left_out: Vec<LeftOut>,
+    /// What the users' `password` says (for the header).
+    pub passwords: ExportPasswords,
 }
 
 impl Export {
@@ -107,14 +125,24 @@ impl Export {
         let rest = body.split_once('\n').map_or("", |(_, rest)| rest);
         let mut out = String::with_capacity(body.len() + 512);
         let _ = writeln!(out, "# yaml-language-server: $schema={}", comment_safe(schema));
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "# Written by `ozform export` from {} (API {}).\n\
-             # Passwords cannot be read back: each user's comes from the variable named under\n\
-             # `password`, needed only if ozform has to create the user (e.g. on a new installation).\n",
+            "# Written by `ozform export` from {} (API {}).",
             comment_safe(&self.api_url),
             self.api_version
         );
+        out.push_str(match self.passwords {
+            ExportPasswords::Generate => {
+                "# Passwords cannot be read back: if ozform has to create a user (e.g. on a new\n\
+                 # installation), it generates its password and keeps it with the user's token record.\n\
+                 # `source_id` is each object's id here; `ozform apply --id-map FILE` pairs it with the new one.\n"
+            }
+            ExportPasswords::Env => {
+                "# Passwords cannot be read back: each user's comes from the variable named under\n\
+                 # `password`, needed only if ozform has to create the user (e.g. on a new installation).\n\
+                 # `source_id` is each object's id here; `ozform apply --id-map FILE` pairs it with the new one.\n"
+            }
+        });
         if self.document.companies.is_empty() && self.document.service_users.is_empty() {
             out.push_str("# Nothing to export.\n{}\n");
         } else {
@@ -189,7 +217,12 @@ pub fn to_document(observed: &Observed, options: &ExportOptions) -> Export {
                 None
             }
         };
-        companies.push(CompanyDoc { name: (*name).to_string(), technical_meta_data, prune: None });
+        companies.push(CompanyDoc {
+            name: (*name).to_string(),
+            source_id: Some(company.id.clone()),
+            technical_meta_data,
+            prune: None,
+        });
     }
 
     // Emails shared by several live users cannot be declared without a conflict.
@@ -233,6 +266,7 @@ pub fn to_document(observed: &Observed, options: &ExportOptions) -> Export {
         let p = user.permissions;
         users.push(UserDoc {
             email: user.email.to_string(),
+            source_id: Some(user.id.clone()),
             company: company.to_string(),
             first_name: name(&user.first_name),
             last_name: name(&user.last_name),
@@ -249,7 +283,14 @@ pub fn to_document(observed: &Observed, options: &ExportOptions) -> Export {
         });
     }
     users.sort_by_cached_key(|u| (u.email.to_lowercase(), u.email.clone()));
-    assign_password_variables(&mut users);
+    match options.passwords {
+        ExportPasswords::Generate => {
+            for user in &mut users {
+                user.password = Some(SecretSource::Generate(Generate));
+            }
+        }
+        ExportPasswords::Env => assign_password_variables(&mut users),
+    }
     left_out.sort();
     left_out.dedup();
     Export {
@@ -257,6 +298,7 @@ pub fn to_document(observed: &Observed, options: &ExportOptions) -> Export {
         api_version: observed.api_version,
         document: Document { companies, service_users: users },
         left_out,
+        passwords: options.passwords,
     }
 }
 
@@ -351,7 +393,8 @@ mod tests {
                 user("3", "solo@x.io", Some("c"), UserKind::Service),
             ],
         );
-        let doc = to_document(&o, &ExportOptions::default()).document;
+        let options = ExportOptions { passwords: ExportPasswords::Env, ..ExportOptions::default() };
+        let doc = to_document(&o, &options).document;
         let names: Vec<String> = doc
             .service_users
             .iter()
@@ -397,8 +440,14 @@ mod tests {
         assert_eq!(u.active, Some(false));
         assert_eq!(u.permissions.unwrap().documents, Some(false));
         assert_eq!(u.permissions.unwrap().quality, Some(true));
-        assert_eq!(u.password, Some(SecretSource::Env("OZ_PW_SVC_ACME_EXAMPLE".into())));
+        assert_eq!(u.password, Some(SecretSource::Generate(Generate)), "the API gives no password back");
+        assert_eq!(u.source_id.as_deref(), Some("u1"));
+        assert_eq!(doc.companies[0].source_id.as_deref(), Some("c1"));
         assert_eq!(u.token, None, "`--tokens` marks no inactive user for a token (#21)");
+        let env =
+            to_document(&o, &ExportOptions { passwords: ExportPasswords::Env, ..ExportOptions::default() });
+        let u = &env.document.service_users[0];
+        assert_eq!(u.password, Some(SecretSource::Env("OZ_PW_SVC_ACME_EXAMPLE".into())));
         assert_eq!(
             export.left_out,
             [LeftOut::NotServiceUser {
@@ -473,7 +522,8 @@ mod tests {
                 user("2", "b@x.io", Some("b"), UserKind::Service),
             ],
         );
-        let options = ExportOptions { companies: vec!["B".into(), "Nope".into()], tokens: false };
+        let options =
+            ExportOptions { companies: vec!["B".into(), "Nope".into()], ..ExportOptions::default() };
         let export = to_document(&o, &options);
         assert_eq!(export.document.companies.len(), 1);
         assert_eq!(export.document.service_users[0].email, "b@x.io");
@@ -489,7 +539,7 @@ mod tests {
             vec![company("c", "C")],
             vec![user("1", "on@x.io", Some("c"), UserKind::Service), inactive],
         );
-        let export = to_document(&o, &ExportOptions { companies: vec![], tokens: true });
+        let export = to_document(&o, &ExportOptions { tokens: true, ..ExportOptions::default() });
         let tokens: Vec<(&str, bool)> =
             export.document.service_users.iter().map(|u| (u.email.as_str(), u.token.is_some())).collect();
         assert_eq!(tokens, [("off@x.io", false), ("on@x.io", true)]);

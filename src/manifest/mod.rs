@@ -383,7 +383,7 @@ fn parse_on_threads(
 mod tests {
     use super::*;
     use crate::model::{Permissions, TokenSpec};
-    use crate::secret::SecretRef;
+    use crate::secret::{PasswordSource, SecretRef};
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);
@@ -456,7 +456,9 @@ mod tests {
         assert_eq!(user.first_name.as_deref(), Some("F"));
         assert_eq!(user.last_name.as_deref(), Some("L"));
         assert_eq!(user.middle_name.as_deref(), Some(""));
-        let Some(SecretRef::File(file)) = &user.password else { panic!("{:?}", user.password) };
+        let Some(PasswordSource::Read(SecretRef::File(file))) = &user.password else {
+            panic!("{:?}", user.password)
+        };
         assert_eq!(file.written(), Path::new("secrets/pw"));
         assert_eq!(file.resolved(), Some(dir.path().join("secrets/pw").as_path()));
         assert!(!user.active);
@@ -605,6 +607,36 @@ mod tests {
              \x20 - {email: d@x.example, company: A, password: {file: \"\"}}\n",
         );
         assert_eq!(problems(load(&[file], &env)), ["ozform::manifest::bad_secret"; 4]);
+    }
+
+    #[test]
+    fn a_generated_password_is_written_generate_true_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies: [{name: A}]\nservice_users:\n  - {email: a@x.example, company: A, password: {generate: true}}\n",
+        );
+        assert_eq!(load(&[file], &env).unwrap().users[0].password, Some(PasswordSource::Generate));
+        let file = write(
+            dir.path(),
+            "m.yaml",
+            "companies: [{name: A}]\nservice_users:\n  - {email: a@x.example, company: A, password: {generate: false}}\n\
+             \x20 - {email: b@x.example, company: A, password: {generate: yes}}\n\
+             \x20 - {email: c@x.example, company: A, password: {generate: \"true\"}}\n\
+             \x20 - {email: d@x.example, company: A, password: {generate: true, env: PW}}\n\
+             \x20 - {email: e@x.example, company: A, password: {generate: ~}}\n",
+        );
+        assert_eq!(
+            problems(load(&[file], &env)),
+            [
+                "ozform::manifest::bad_secret",
+                "ozform::manifest::ambiguous_boolean",
+                "ozform::manifest::wrong_type",
+                "ozform::manifest::bad_secret",
+                "ozform::manifest::bad_secret"
+            ]
+        );
     }
 
     #[test]

@@ -406,9 +406,15 @@ impl Kind {
                 )
             }
             Kind::LiteralPassword => "manifests live in Git, where a password is readable by everyone with access, \
-                 forever: write `password: {env: NAME}` or `password: {file: PATH}` and provide the secret when applying"
+                 forever: write `password: {env: NAME}` or `password: {file: PATH}` and provide the secret when applying, \
+                 or `password: {generate: true}` to have ozform make one and keep it with the user's token"
                 .into(),
-            Kind::BadSecret { .. } => "write `password: {env: NAME}` or `password: {file: PATH}`".into(),
+            Kind::BadSecret { .. } => {
+                "write `password: {env: NAME}`, `password: {file: PATH}` or `password: {generate: true}`".into()
+            }
+            Kind::EmptyName { field: "source_id" } => {
+                "write the id the object had where it was exported from, or leave `source_id` out".into()
+            }
             Kind::EmptyName { field } => format!("write a name, or leave `{field}` out to leave it as it is"),
             Kind::MalformedEmail { .. } => "write an address like `svc-web@acme.example`".into(),
             Kind::DuplicateCompany { first, .. } => {

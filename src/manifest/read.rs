@@ -15,10 +15,10 @@ use super::problem::{At, Kind, Problem, Problems};
 use super::secrets::{Holds, Secrets};
 use super::suggest;
 use crate::model::{DesiredCompany, DesiredUser, Email, Location, Permissions, Prune, TokenSpec};
-use crate::secret::{SecretFile, SecretRef, SecretRoots};
+use crate::secret::{PasswordSource, SecretFile, SecretRef, SecretRoots};
 
 const DOCUMENT_FIELDS: &[&str] = &["companies", "service_users"];
-const COMPANY_FIELDS: &[&str] = &["name", "technical_meta_data", "prune"];
+const COMPANY_FIELDS: &[&str] = &["name", "technical_meta_data", "prune", "source_id"];
 const USER_FIELDS: &[&str] = &[
     "email",
     "company",
@@ -29,10 +29,11 @@ const USER_FIELDS: &[&str] = &[
     "active",
     "permissions",
     "token",
+    "source_id",
 ];
 const PERMISSION_FIELDS: &[&str] = &["biometry", "collection", "documents", "quality"];
 const TOKEN_FIELDS: &[&str] = &["issue"];
-const SECRET_FIELDS: &[&str] = &["env", "file"];
+const SECRET_FIELDS: &[&str] = &["env", "file", "generate"];
 /// YAML 1.1 spellings of booleans that YAML 1.2 reads as strings.
 const AMBIGUOUS_BOOLEANS: &[&str] = &["yes", "no", "on", "off", "y", "n"];
 
@@ -221,6 +222,17 @@ impl Reader<'_> {
         }
     }
 
+    /// `source_id`: the object's id in the installation a manifest was exported from, a
+    /// string that is not blank. Only carried (to `apply --id-map`), never planned.
+    fn source_id(&mut self, node: &Node) -> Option<String> {
+        let id = self.string("source_id", node)?;
+        if id.trim().is_empty() {
+            self.problem(Kind::EmptyName { field: "source_id" }, node.pos, "empty");
+            return None;
+        }
+        Some(id)
+    }
+
     /// `true` or `false`; `null` counts as left out.
     pub(super) fn boolean(&mut self, field: &str, node: &Node) -> Option<bool> {
         match &node.value {
@@ -291,9 +303,16 @@ impl Reader<'_> {
             }
         });
         let prune = get("prune").and_then(|node| self.prune(node));
+        let source_id = get("source_id").and_then(|node| self.source_id(node));
         let (name, pos) = name?;
         Some(DeclaredCompany {
-            company: DesiredCompany { name, technical_meta_data, prune, location: self.location(pos) },
+            company: DesiredCompany {
+                name,
+                technical_meta_data,
+                prune,
+                source_id,
+                location: self.location(pos),
+            },
             name_at: self.at(pos),
         })
     }
@@ -325,6 +344,7 @@ impl Reader<'_> {
         let active = get("active").and_then(|node| self.boolean("active", node)).unwrap_or(true);
         let permissions = get("permissions").and_then(|node| self.permissions(node));
         let token = get("token").and_then(|node| self.token(node)).unwrap_or_default();
+        let source_id = get("source_id").and_then(|node| self.source_id(node));
         let ((email, email_pos), (company, company_pos)) = (email?, company?);
         Some(DeclaredUser {
             user: DesiredUser {
@@ -337,6 +357,7 @@ impl Reader<'_> {
                 active,
                 permissions,
                 token,
+                source_id,
                 location: self.location(email_pos),
             },
             email_at: self.at(email_pos),
@@ -344,7 +365,7 @@ impl Reader<'_> {
         })
     }
 
-    fn password(&mut self, node: &Node) -> Option<SecretRef> {
+    fn password(&mut self, node: &Node) -> Option<PasswordSource> {
         match &node.value {
             Value::Null => None,
             Value::Str(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Bool(_) => {
@@ -360,7 +381,7 @@ impl Reader<'_> {
                     self.problem(
                         Kind::BadSecret { reason: reason.into() },
                         node.pos,
-                        "write exactly one of `env` or `file`",
+                        "write exactly one of `env`, `file` or `generate`",
                     );
                     return None;
                 };
@@ -370,6 +391,9 @@ impl Reader<'_> {
                     self.problem(Kind::BadSecret { reason }, value.pos, "no value");
                     return None;
                 }
+                if *key == "generate" {
+                    return self.generate(value);
+                }
                 let text = self.string(key, value)?;
                 if text.trim().is_empty() {
                     let reason = format!("`{key}` is empty");
@@ -377,20 +401,31 @@ impl Reader<'_> {
                     return None;
                 }
                 if *key == "env" {
-                    return Some(SecretRef::Env(text));
+                    return Some(SecretRef::Env(text).into());
                 }
-                self.secret_file(&text, value.pos)
+                self.secret_file(&text, value.pos).map(PasswordSource::from)
             }
             Value::Seq(_) => {
                 let kind = Kind::WrongType {
                     field: "password".into(),
-                    expected: "`{env: NAME}` or `{file: PATH}`",
+                    expected: "`{env: NAME}`, `{file: PATH}` or `{generate: true}`",
                     found: "a list",
                 };
                 self.problem(kind, node.pos, "expected a map here");
                 None
             }
         }
+    }
+
+    /// `{generate: true}`; `false` is refused (it would read as "no password" while saying
+    /// the opposite), and so is a value that is not a boolean.
+    fn generate(&mut self, value: &Node) -> Option<PasswordSource> {
+        if self.boolean("generate", value)? {
+            return Some(PasswordSource::Generate);
+        }
+        let reason = "`generate` is `false`".to_string();
+        self.problem(Kind::BadSecret { reason }, value.pos, "write `true`, or leave `password` out");
+        None
     }
 
     /// A `{file: PATH}`, placed inside the roots without looking at the disk (whether the file

@@ -22,6 +22,11 @@
 //! `--installations-parallelism`), each with its own lock and target; the run stops at the
 //! first that fails (a step failed, conflicts, an error) unless `--keep-going`, and a stop
 //! asked for on the cancel channel starts no further installation.
+//!
+//! With `--id-map FILE` (`id_map`, one installation), the map of old ids to new is written once
+//! the plan is approved (what was live already) and again after each object made; a saved plan
+//! carries no `source_id`s, so its map pairs nothing (`source_id: null`) and holds only what it
+//! made.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -35,11 +40,12 @@ use crate::error::Error;
 use crate::escape::quote;
 use crate::oz::VersionSetting;
 use crate::plan::{Plan, check_removals};
-use crate::secret::{SecretRoots, process_env};
+use crate::secret::{PasswordSource, SecretRoots, process_env};
 use crate::words::count;
 
 use super::each::{Each, Order, Views, each};
-use super::settings::{ApplySettings, ApplySource, InstallationSettings, Installations};
+use super::id_map::IdMap;
+use super::settings::{ApplySettings, ApplySource, InstallationSettings, Installations, StoreSpec, Tokens};
 use super::{
     Access, Approval, Approve, Held, Measure, Target, View, check_company_filter, load_manifests,
     plan_options,
@@ -52,6 +58,11 @@ use super::{
 pub struct ApplyOutcome {
     pub plan: Plan,
     pub report: Option<ApplyReport>,
+    /// Where issued tokens are kept: `dir:PATH` (the installation's directory) or
+    /// `exec:COMMAND … (installation NAME)`, for the summary.
+    pub tokens_stored_in: String,
+    /// `--id-map`: the file and how many objects it maps, once written.
+    pub id_map: Option<(std::path::PathBuf, usize)>,
 }
 
 impl ApplyOutcome {
@@ -230,7 +241,7 @@ async fn apply_saved(
     }
     connection.api_version = VersionSetting::Fixed(plan.api_version);
     let passwords = resolve_passwords(&plan, &process_env)?;
-    let secrets = plan.changes.iter().filter_map(|c| c.password());
+    let secrets = plan.changes.iter().filter_map(|c| c.password().and_then(PasswordSource::read_from));
     let target = Target::open(&connection, &installation.tokens, Access::ReadWrite, secrets, &process_env)?
         .observed_by(measure.requests());
     // Held until this function returns, whatever path it takes.
@@ -241,9 +252,13 @@ async fn apply_saved(
     plan.warnings = crate::plan::warnings_now(&plan, |source| source.is_available(&process_env));
     measure.planned(&plan);
     view.plan(&plan);
-    let report = execute(&target, &plan, passwords, parallelism, view, cancel).await?;
+    let tokens_stored_in = stored_in(&installation.tokens, target.installation());
+    let map =
+        settings.id_map.as_deref().map(|path| Arc::new(IdMap::new(path, &crate::model::Desired::default())));
+    let report = execute(&target, &plan, passwords, parallelism, view, cancel, map.as_ref()).await?;
     measured(&target, &report, installation, measure).await;
-    Ok(ApplyOutcome { plan, report: Some(report) })
+    let id_map = finish_map(map.as_deref(), view);
+    Ok(ApplyOutcome { plan, report: Some(report), tokens_stored_in, id_map })
 }
 
 /// Plan one installation's manifests, show, approve, execute.
@@ -262,18 +277,31 @@ async fn apply_manifests(
     let desired =
         load_manifests(&installation.manifests, &settings.secrets_dirs, &connection.admin_password, view)?;
     check_company_filter(&desired, companies)?;
-    let secrets = desired.users.iter().filter_map(|u| u.password.as_ref());
+    let secrets =
+        desired.users.iter().filter_map(|u| u.password.as_ref().and_then(PasswordSource::read_from));
     let target = Target::open(connection, &installation.tokens, Access::ReadWrite, secrets, &process_env)?
         .observed_by(measure.requests());
     let _held = lock(&target, settings.lock_timeout, view, cancel.clone()).await?;
     let options = plan_options(&desired, &installation.tokens, companies, &process_env);
-    let (mut plan, stored) = target.plan_and_stored(&desired, &options).await?;
+    let (mut plan, observed, stored) = target.plan_with_inputs(&desired, &options).await?;
     plan.installation.clone_from(&installation.name);
     measure.planned(&plan);
     measure.stored(&stored, options.now, installation.tokens.rotate_before);
     view.plan(&plan);
+    let tokens_stored_in = stored_in(&installation.tokens, target.installation());
+    // What was live already is adopted: the map holds it from the start.
+    let map = settings.id_map.as_deref().map(|path| {
+        let map = IdMap::new(path, &desired);
+        map.adopt_live(&desired, &observed, companies);
+        Arc::new(map)
+    });
+    drop(observed);
     if !plan.has_changes() {
-        return Ok(ApplyOutcome { plan, report: None });
+        if let Some(map) = &map {
+            map.write()?;
+        }
+        let id_map = map.as_deref().map(|m| (m.path().to_path_buf(), m.len()));
+        return Ok(ApplyOutcome { plan, report: None, tokens_stored_in, id_map });
     }
     check_removals(&plan, &settings.removals)?;
     // Before asking: a missing password would stop the apply anyway, so say it now.
@@ -289,9 +317,47 @@ async fn apply_manifests(
             });
         }
     }
-    let report = execute(&target, &plan, passwords, parallelism, view, cancel).await?;
+    let report = execute(&target, &plan, passwords, parallelism, view, cancel, map.as_ref()).await?;
     measured(&target, &report, installation, measure).await;
-    Ok(ApplyOutcome { plan, report: Some(report) })
+    let id_map = finish_map(map.as_deref(), view);
+    Ok(ApplyOutcome { plan, report: Some(report), tokens_stored_in, id_map })
+}
+
+/// Where the token store keeps this installation's tokens, as the summary names it: the
+/// directory of the installation (`dir:ozform-tokens/eu-prod`), or the helper and the
+/// installation it keeps them under.
+fn stored_in(tokens: &Tokens, installation: &crate::token_store::Installation) -> String {
+    match &tokens.store {
+        StoreSpec::Dir(root) => {
+            let dir = root.join(crate::token_store::naming::encode(installation.name()));
+            // `./ozform-tokens` (the default) is named as a user writes it: `ozform-tokens`.
+            format!("dir:{}", dir.strip_prefix(".").unwrap_or(&dir).display())
+        }
+        StoreSpec::Exec(argv) => {
+            let command = shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
+            format!("exec:{command} (installation `{installation}`)")
+        }
+    }
+}
+
+/// The id map after the run: written once more (a write that failed during the run may work
+/// now), or a warning that says what the file holds.
+fn finish_map(map: Option<&IdMap>, view: &dyn View) -> Option<(std::path::PathBuf, usize)> {
+    let map = map?;
+    match map.write() {
+        Ok(()) => Some((map.path().to_path_buf(), map.len())),
+        Err(e) => {
+            let earlier =
+                map.failure().map(|f| format!(" (first failure during the run: {f})")).unwrap_or_default();
+            view.warning(&format!(
+                "the id map {} could not be written: {e}{earlier}; it holds what was done up to its last \
+                 good write. Run `ozform apply --id-map FILE` again with the same manifests: it maps \
+                 everything live, made by this run or not",
+                quote(&map.path().display().to_string())
+            ));
+            None
+        }
+    }
 }
 
 /// `apply --plan` without `--api-url`/`OZ_API_URL` (a usage error): the saved plan's `api_url`
@@ -365,9 +431,16 @@ async fn execute(
     parallelism: usize,
     view: &dyn View,
     cancel: watch::Receiver<bool>,
+    map: Option<&Arc<IdMap>>,
 ) -> Result<ApplyReport, Error> {
     let mut options = ExecuteOptions::new(passwords);
     options.parallelism = parallelism;
     options.cancel = Some(cancel);
-    target.apply(plan, &options, view.progress(plan.changes.len())).await
+    let mut progress = view.progress(plan.changes.len());
+    if let Some(map) = map {
+        // Before the first change: an unwritable path stops the run while nothing is done.
+        map.write()?;
+        progress = map.recording(progress);
+    }
+    target.apply(plan, &options, progress).await
 }

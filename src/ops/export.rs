@@ -62,7 +62,11 @@ async fn export_one(
     let view = &*view;
     let client = connect_to(&installation.connection, true, &process_env).await?;
     let observed = client.observe(&settings.companies).await?;
-    let options = ExportOptions { companies: settings.companies.clone(), tokens: settings.tokens };
+    let options = ExportOptions {
+        companies: settings.companies.clone(),
+        tokens: settings.tokens,
+        passwords: settings.passwords,
+    };
     let unmatched = unmatched_companies(&observed, &options);
     if !unmatched.is_empty() {
         let names = unmatched.iter().map(|n| format!("`--company {n}`")).collect::<Vec<_>>().join(", ");

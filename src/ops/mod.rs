@@ -24,6 +24,7 @@ pub mod doctor;
 pub mod each;
 pub mod export;
 pub mod files;
+pub mod id_map;
 mod measure;
 pub mod plan;
 pub mod reconcile;

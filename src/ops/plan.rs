@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::plan::{Plan, check_removals, format};
-use crate::secret::process_env;
+use crate::secret::{PasswordSource, process_env};
 
 use super::each::{Each, Order, Views, each};
 use super::files;
@@ -77,7 +77,8 @@ async fn plan_one(
     let desired =
         load_manifests(&installation.manifests, &settings.secrets_dirs, &connection.admin_password, view)?;
     check_company_filter(&desired, &settings.companies)?;
-    let secrets = desired.users.iter().filter_map(|u| u.password.as_ref());
+    let secrets =
+        desired.users.iter().filter_map(|u| u.password.as_ref().and_then(PasswordSource::read_from));
     let target = Target::open(connection, &installation.tokens, Access::ReadOnly, secrets, &process_env)?
         .observed_by(measure.requests());
     let options = plan_options(&desired, &installation.tokens, &settings.companies, &process_env);

@@ -46,7 +46,7 @@ use tokio::sync::watch;
 use crate::apply::{ApplyReport, ExecuteOptions, resolve_passwords};
 use crate::error::Error;
 use crate::plan::{Action, Plan, PlanError, Summary, check_removals};
-use crate::secret::{SecretRef, process_env};
+use crate::secret::{PasswordSource, SecretRef, process_env};
 
 use super::each::{Each, Order, Ran, Views, each};
 use super::measure::Measure;
@@ -344,7 +344,11 @@ impl Reconciler<'_> {
             &installation.connection.admin_password,
             view,
         )?;
-        let sources: BTreeSet<SecretRef> = desired.users.iter().filter_map(|u| u.password.clone()).collect();
+        let sources: BTreeSet<SecretRef> = desired
+            .users
+            .iter()
+            .filter_map(|u| u.password.as_ref().and_then(PasswordSource::read_from).cloned())
+            .collect();
         let target = self.target(index, installation, &sources)?;
         let options = plan_options(&desired, &installation.tokens, &[], &process_env);
         // A stop while planning loses nothing: end the part at once. Once applying, the executor

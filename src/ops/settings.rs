@@ -203,6 +203,8 @@ pub struct ApplySettings {
     pub secrets_dirs: Vec<PathBuf>,
     /// Go on with the next installations after one fails (`--keep-going`).
     pub keep_going: bool,
+    /// Where to write the map of old ids to new (`--id-map`).
+    pub id_map: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +214,8 @@ pub struct ExportSettings {
     pub out: Option<Out>,
     /// Write `token: {issue: true}` on every user.
     pub tokens: bool,
+    /// What each user's `password` says (`--password-env`).
+    pub passwords: crate::manifest::export::ExportPasswords,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -21,7 +21,7 @@ use tokio::sync::{OnceCell, watch};
 
 use crate::apply::{ApplyReport, ExecuteOptions, Progress, check_fresh};
 use crate::error::Error;
-use crate::model::{Desired, StoredTokens};
+use crate::model::{Desired, Observed, StoredTokens};
 use crate::oz::{ClientConfig, OzClient, RequestObserver};
 use crate::plan::{Plan, PlanOptions};
 use crate::secret::{Secret, SecretRef};
@@ -144,7 +144,7 @@ impl Target {
 
     /// Observe (through the read-only view of the client), list the stored tokens, and plan.
     pub async fn plan(&self, desired: &Desired, options: &PlanOptions) -> Result<Plan, Error> {
-        Ok(self.plan_and_stored(desired, options).await?.0)
+        Ok(self.plan_with_inputs(desired, options).await?.0)
     }
 
     /// As `plan`, and what the token store held when planning (for metrics).
@@ -153,6 +153,17 @@ impl Target {
         desired: &Desired,
         options: &PlanOptions,
     ) -> Result<(Plan, StoredTokens), Error> {
+        let (plan, _, stored) = self.plan_with_inputs(desired, options).await?;
+        Ok((plan, stored))
+    }
+
+    /// The plan and what it was computed from: the live state (`apply --id-map` maps what was
+    /// live) and the stored tokens.
+    pub async fn plan_with_inputs(
+        &self,
+        desired: &Desired,
+        options: &PlanOptions,
+    ) -> Result<(Plan, Observed, StoredTokens), Error> {
         let reader = self.client().await?.read_only();
         // With `--company`, the emails those companies' users are declared with: one that
         // lives in another company must show as a conflict, as it does without the filter.
@@ -168,8 +179,8 @@ impl Target {
         };
         let (observed, stored) =
             tokio::join!(reader.observe_for(&options.companies, &declared), self.stored());
-        let stored = stored?;
-        Ok((crate::plan::compute(desired, &observed?, &stored, options), stored))
+        let (observed, stored) = (observed?, stored?);
+        Ok((crate::plan::compute(desired, &observed, &stored, options), observed, stored))
     }
 
     /// What the token store holds (never the tokens), read on the blocking pool.

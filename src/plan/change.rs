@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::TokenReason;
 use crate::model::{ApiVersion, Email, Permissions, Prune, StoredToken};
-use crate::secret::SecretRef;
+use crate::secret::PasswordSource;
 
 /// What a change does. A small closed set, one symbol each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -140,8 +140,8 @@ pub struct UserCreate {
     /// The id of its company when the company was live at plan time; `None` when the company
     /// is created by the change this one depends on (the executor takes the id from there).
     pub company_id: Option<String>,
-    /// Where the password comes from (never the value).
-    pub password: SecretRef,
+    /// Where the password comes from (never the value), or `{generate: true}`.
+    pub password: PasswordSource,
 }
 
 /// Both sides of an update: the managed fields as live and as desired. What changes is the
@@ -162,6 +162,9 @@ pub struct TokenIssue {
     /// The token the store holds now, if any (no secret).
     pub stored: Option<StoredToken>,
     pub reason: TokenReason,
+    /// The name of the user's company, kept in the token record (for people, and the
+    /// recipes' labels); `None` in a plan saved by an earlier ozform.
+    pub company: Option<String>,
 }
 
 /// What a change does, with what it needs, by kind and action.
@@ -226,7 +229,7 @@ impl Change {
     }
 
     /// For a service user create: where its password comes from.
-    pub fn password(&self) -> Option<&SecretRef> {
+    pub fn password(&self) -> Option<&PasswordSource> {
         match &self.payload {
             Payload::CreateUser(create) => Some(&create.password),
             _ => None,

@@ -18,7 +18,7 @@ use super::{
     Summary, TokenIssue, TokenReason, Unmanaged, Update, UserCreate, UserFields,
 };
 use crate::model::{ApiVersion, Email, Permissions, Prune, StoredToken};
-use crate::secret::SecretRef;
+use crate::secret::PasswordSource;
 
 /// The saved plan format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -224,7 +224,7 @@ struct WireChange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    password: Option<SecretRef>,
+    password: Option<PasswordSource>,
 }
 
 /// A company's `before`/`after`.
@@ -280,6 +280,9 @@ struct WireToken {
     api_url: Option<String>,
     #[serde(default)]
     access_token: Option<String>,
+    /// The user's company, kept in the token record; absent in plans of earlier ozforms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    company: Option<String>,
 }
 
 /// The wire shapes become JSON values through `serde_json`'s sorted maps, so keys come out in
@@ -363,6 +366,7 @@ impl From<&Change> for WireChange {
                     user_id: issue.user_id.clone(),
                     api_url: Some(issue.api_url.clone()),
                     access_token: Some(SENSITIVE.to_string()),
+                    company: issue.company.clone(),
                 }));
                 wire.reason = Some(issue.reason.to_string());
                 wire.token_reason = match &issue.reason {
@@ -558,7 +562,9 @@ impl WireChange {
         let wire: WireUser = self.decode_side(after, "after")?;
         let fields = self.user(email, after, true)?;
         let password = self.password.clone().ok_or_else(|| {
-            self.refuse("has no `password` source (`{\"env\": NAME}` or `{\"file\": PATH}`)")
+            self.refuse(
+                "has no `password` source (`{\"env\": NAME}`, `{\"file\": PATH}` or `{\"generate\": true}`)",
+            )
         })?;
         Ok(UserCreate { fields, company_id: wire.company_id, password })
     }
@@ -588,7 +594,7 @@ impl WireChange {
             (None, Some(sentence)) => TokenReason::Stated(sentence.clone()),
             (None, None) => TokenReason::Stated(String::new()),
         };
-        Ok(TokenIssue { user_id, api_url, stored, reason })
+        Ok(TokenIssue { user_id, api_url, stored, reason, company: after.company })
     }
 }
 

@@ -36,12 +36,16 @@ use crate::model::{
     Desired, DesiredCompany, DesiredUser, Observed, ObservedCompany, ObservedUser, Permissions, Prune,
     StoredToken, StoredTokens, UserKind, known_expiry,
 };
-use crate::secret::SecretRef;
+use crate::secret::{PasswordSource, SecretRef};
 
 /// The secret sources of `desired` that `available` says cannot be resolved now; each source
 /// is checked once. Pass the result as `PlanOptions::missing_secrets`.
 pub fn missing_secrets(desired: &Desired, available: impl Fn(&SecretRef) -> bool) -> BTreeSet<SecretRef> {
-    let refs: BTreeSet<&SecretRef> = desired.users.iter().filter_map(|u| u.password.as_ref()).collect();
+    let refs: BTreeSet<&SecretRef> = desired
+        .users
+        .iter()
+        .filter_map(|u| u.password.as_ref().and_then(PasswordSource::read_from))
+        .collect();
     refs.into_iter().filter(|r| !available(r)).cloned().collect()
 }
 
@@ -74,7 +78,9 @@ pub fn warnings_now(plan: &Plan, available: impl Fn(&SecretRef) -> bool) -> Vec<
     let resolved: Vec<String> = plan
         .changes
         .iter()
-        .filter_map(|change| change.password().map(|source| (change, source)))
+        .filter_map(|change| {
+            change.password().and_then(PasswordSource::read_from).map(|source| (change, source))
+        })
         .filter(|(_, source)| available(source))
         .map(|(change, source)| missing_secret_prefix(change, source))
         .collect();
@@ -113,7 +119,11 @@ pub fn compute(desired: &Desired, observed: &Observed, stored: &StoredTokens, op
         // stored tokens.
         let key = user.email.key();
         let state = planner.user(user, &key, companies.get(user.company.as_str()));
-        if user.token.issue {
+        // A generated password is kept in the user's token record: a user created with one
+        // gets a token with it, asked for or not.
+        let keeps_password = matches!(state, UserState::Creating)
+            && user.password.as_ref().is_some_and(PasswordSource::is_generated);
+        if user.token.issue || keeps_password {
             planner.token(user, &key, &state);
         }
     }
@@ -450,7 +460,8 @@ impl<'o> Planner<'o> {
                     "{} does not exist live, so it must be created, but it declares no `password`",
                     q(want.email.as_str())
                 ),
-                "declare where its password comes from: `password: {env: NAME}` or `password: {file: PATH}`"
+                "declare where its password comes from: `password: {env: NAME}` or `password: {file: PATH}`, \
+                 or `password: {generate: true}` to have ozform make one"
                     .into(),
             );
             return UserState::Blocked;
@@ -484,7 +495,12 @@ impl<'o> Planner<'o> {
             UserState::Creating => None,
             UserState::Live(u) => Some(*u),
         };
-        let Some(reason) = self.token_reason(live, stored) else {
+        let reason = match self.token_reason(live, stored) {
+            // Planned only for the password (`compute`): the user is being created.
+            Some(TokenReason::UserBeingCreated) if !want.token.issue => Some(TokenReason::GeneratedPassword),
+            reason => reason,
+        };
+        let Some(reason) = reason else {
             if stored.is_some_and(|s| known_expiry(s.expire_date).is_none()) {
                 self.warnings.push(format!(
                     "the stored token of `{}` has an unknown expiry (the API answered none a token can \
@@ -500,6 +516,7 @@ impl<'o> Planner<'o> {
             api_url: self.observed.api_url.clone(),
             stored: stored.cloned(),
             reason,
+            company: Some(want.company.clone()),
         };
         let mut change = new_change(address, vec![user_address], Payload::IssueToken(issue));
         change.live_id = live.map(|u| u.id.clone());
@@ -544,7 +561,7 @@ impl<'o> Planner<'o> {
         self.unmanaged.sort_by_cached_key(|u| (u.email.key(), u.company.clone()));
         self.prune.sort_by(|a, b| a.company.cmp(&b.company));
         for change in &self.changes {
-            if let Some(source) = change.password()
+            if let Some(source) = change.password().and_then(PasswordSource::read_from)
                 && self.options.missing_secrets.contains(source)
             {
                 self.warnings.push(missing_secret_warning(change, source));

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 pub enum TokenReason {
     /// The user does not exist live yet; its token follows its creation.
     UserBeingCreated,
+    /// The user is created with a generated password and has no `token: {issue: true}`: a
+    /// token is issued anyway, so that its record keeps the password.
+    GeneratedPassword,
     /// The token store holds no token for the lower-cased email.
     NoToken,
     /// The stored token was issued by another installation.
@@ -53,6 +56,9 @@ impl fmt::Display for TokenReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TokenReason::UserBeingCreated => f.write_str("the user is being created"),
+            TokenReason::GeneratedPassword => f.write_str(
+                "the user is being created with a generated password, which is kept with its token",
+            ),
             TokenReason::NoToken => f.write_str("no token for this user in the token store"),
             TokenReason::OtherApiUrl { stored, live } => {
                 write!(f, "the stored token was issued by `{stored}`, not `{live}` (a new installation)")

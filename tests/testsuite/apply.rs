@@ -20,13 +20,13 @@ use ozform::apply::{
     ApplyError, ApplyReport, ExecuteOptions, Outcome, Progress, StepErrorKind, check_fresh, execute,
     resolve_passwords,
 };
-use ozform::model::{ApiVersion, Email, ObservedUser, Permissions, StoredTokens, UserKind};
+use ozform::model::{ApiVersion, Email, ObservedUser, Permissions, StoredToken, StoredTokens, UserKind};
 use ozform::output::{JsonLines, PlainLines};
 use ozform::plan::{
     Action, Address, Change, CompanyFields, Payload, Plan, TokenIssue, TokenReason, Update, UserCreate,
     UserFields, fingerprint,
 };
-use ozform::secret::SecretRef;
+use ozform::secret::{PasswordSource, Secret, SecretRef};
 use ozform::token_store::{TokenRecord, TokenStore, TokenStoreError};
 use serde_json::{Value, json};
 
@@ -84,7 +84,7 @@ fn create_user(email: &str, company_name: &str) -> Change {
     let create = UserCreate {
         fields: user_fields(email, company_name),
         company_id: None,
-        password: SecretRef::Env(format!("PW_{email}")),
+        password: SecretRef::Env(format!("PW_{email}")).into(),
     };
     change(user(email), vec![company(company_name)], Payload::CreateUser(create))
 }
@@ -96,6 +96,7 @@ fn token_issue(email: &str, user_id: Option<&str>) -> Change {
         api_url: API_URL.into(),
         stored: None,
         reason: if user_id.is_some() { TokenReason::NoToken } else { TokenReason::UserBeingCreated },
+        company: None,
     };
     let mut c = change(token(email), vec![user(email)], Payload::IssueToken(issue));
     c.live_id = user_id.map(str::to_string);
@@ -832,7 +833,7 @@ async fn missing_passwords_are_reported_together_and_nothing_is_executed() {
     let mut changes = stack(&[("A", "a@a.example"), ("B", "b@b.example")]);
     for (i, unset) in [(4, "UNSET_B"), (1, "UNSET_A")] {
         if let Payload::CreateUser(create) = &mut changes[i].payload {
-            create.password = SecretRef::Env(unset.into());
+            create.password = SecretRef::Env(unset.into()).into();
         }
     }
     let plan = plan(changes);
@@ -1383,4 +1384,198 @@ async fn a_saved_removal_is_stale_once_its_user_changed() {
         matches!(&err, ApplyError::Stale { moved, wrong } if moved == &["service_user/gone@x.test"] && wrong.is_empty()),
         "{err:?}"
     );
+}
+
+// --- Generated passwords --------------------------------------------------------------------
+
+/// A user of `company_name` created with `password: {generate: true}`.
+fn create_user_generating(email: &str, company_name: &str) -> Change {
+    let mut c = create_user(email, company_name);
+    if let Payload::CreateUser(create) = &mut c.payload {
+        create.password = PasswordSource::Generate;
+    }
+    c
+}
+
+/// Company, a user created with a generated password, and its token (naming the company).
+fn generating_stack(company_name: &str, email: &str) -> Vec<Change> {
+    let mut token = issue_token(email);
+    if let Payload::IssueToken(issue) = &mut token.payload {
+        issue.company = Some(company_name.into());
+    }
+    vec![create_company(company_name, json!({})), create_user_generating(email, company_name), token]
+}
+
+#[tokio::test]
+async fn a_generated_password_is_sent_with_the_create_and_kept_in_the_token_record() {
+    let w = World::new();
+    let plan = plan(generating_stack("Acme", "svc@acme.example"));
+    let report = w.apply(&plan, 8).await;
+
+    assert!(report.is_success(), "{report:?}");
+    let sent = w.fake.password_of("svc@acme.example").expect("created with a password");
+    assert_eq!(sent.expose().len(), 32);
+    let record = w.store.get("svc@acme.example").unwrap();
+    assert_eq!(record.password.as_ref().map(Secret::expose), Some(sent.expose()), "the one sent is kept");
+    assert_eq!(record.company.as_deref(), Some("Acme"));
+    let kept: Vec<(String, bool)> =
+        report.done.iter().map(|d| (d.address.to_string(), d.password_kept)).collect();
+    assert_eq!(
+        kept,
+        [
+            ("company/Acme".into(), false),
+            ("service_user/svc@acme.example".into(), false),
+            ("token/svc@acme.example".into(), true)
+        ]
+    );
+    // Each user gets its own.
+    let w2 = World::new();
+    w2.apply(&plan, 8).await;
+    assert_ne!(w2.fake.password_of("svc@acme.example").unwrap().expose(), sent.expose());
+}
+
+#[tokio::test]
+async fn a_generated_password_survives_an_unknown_outcome_and_the_resends_carry_the_same_one() {
+    let w = World::new();
+    let plan = plan([generating_stack("A", "a@a.example"), generating_stack("B", "b@b.example")].concat());
+    // a: made, the answer lost, adopted by the read-back. b: 500 twice, then made.
+    w.fake.inject(Op::CreateUser, "a@a.example", Fault::OutcomeUnknownAfterCommit);
+    w.fake.inject(Op::CreateUser, "b@b.example", Fault::ServerError);
+    w.fake.inject(Op::CreateUser, "b@b.example", Fault::ServerError);
+    let report = w.apply(&plan, 8).await;
+
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(w.fake.calls(Op::CreateUser), 4);
+    for email in ["a@a.example", "b@b.example"] {
+        let live = w.fake.password_of(email).unwrap();
+        let kept = w.store.get(email).unwrap().password.unwrap();
+        assert_eq!(kept.expose(), live.expose(), "{email}: the password kept is the one the user has");
+    }
+}
+
+#[tokio::test]
+async fn a_user_that_already_existed_gets_its_token_but_no_password_that_is_not_its_own() {
+    let w = World::new();
+    let plan = plan(generating_stack("Acme", "svc@acme.example"));
+    // Someone else made the user first (with their own password): the first send is a duplicate.
+    w.fake.inject(Op::CreateUser, "svc@acme.example", Fault::Duplicate);
+    let report = w.apply(&plan, 8).await;
+
+    assert!(report.is_success(), "{report:?}");
+    assert!(report.done.iter().any(|d| d.adopted && d.address == user("svc@acme.example")), "{report:?}");
+    let record = w.store.get("svc@acme.example").unwrap();
+    assert!(record.password.is_none(), "the generated password was never the user's");
+}
+
+#[tokio::test]
+async fn a_generated_password_that_cannot_be_kept_is_said_to_be_lost_and_how_to_recover() {
+    let w = World::new();
+    let plan = plan([generating_stack("A", "a@a.example"), generating_stack("B", "b@b.example")].concat());
+    w.fake.inject(Op::IssueToken, "a@a.example", Fault::Fail);
+    w.store.fail_next_store("b@b.example");
+    let report = w.apply(&plan, 8).await;
+
+    assert_eq!(addresses(&report.failed, |f| &f.address), ["token/a@a.example", "token/b@b.example"]);
+    for failed in &report.failed {
+        let message = &failed.error.message;
+        assert!(
+            message
+                .contains("was created with a generated password that could not be kept, so nobody knows it")
+                && message.contains("no later apply can recover it")
+                && message.contains("set a new password for")
+                && message.contains("delete the user in Oz and run `ozform apply` again"),
+            "{message}"
+        );
+        for email in ["a@a.example", "b@b.example"] {
+            let password = w.fake.password_of(email).unwrap();
+            assert!(!message.contains(password.expose()), "the password itself is never in a message");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stop_asked_for_after_a_generated_create_still_keeps_its_password() {
+    let w = World::new();
+    let plan = plan([generating_stack("A", "a@a.example"), generating_stack("B", "b@b.example")].concat());
+    let hold = w.fake.hold(Op::CreateUser, "a@a.example");
+    let (cancel, cancelled) = tokio::sync::watch::channel(false);
+    let mut options = World::options(&plan, 1);
+    options.cancel = Some(cancelled);
+    let run = execute(&plan, Arc::clone(&w.fake), w.store(), w.progress(), &options);
+    let cancel_while_the_create_is_in_flight = async {
+        w.fake.wait_for_call(Op::CreateUser, "a@a.example").await;
+        cancel.send(true).unwrap();
+        hold.release();
+    };
+    let (report, ()) = within(async { tokio::join!(run, cancel_while_the_create_is_in_flight) }).await;
+    let report = report.unwrap();
+
+    assert!(report.interrupted, "{report:?}");
+    // The user create in flight finished; its token, which keeps the password, started anyway;
+    // nothing else did (one step at a time: both companies came first, by plan order).
+    assert_eq!(
+        addresses(&report.done, |d| &d.address),
+        ["company/A", "company/B", "service_user/a@a.example", "token/a@a.example"]
+    );
+    let kept = w.store.get("a@a.example").unwrap().password.unwrap();
+    assert_eq!(kept.expose(), w.fake.password_of("a@a.example").unwrap().expose());
+    assert!(w.fake.user("b@b.example").is_none());
+}
+
+#[tokio::test]
+async fn a_rotated_token_carries_the_password_of_the_same_user_over_and_not_of_another() {
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({}));
+    w.fake.add_user(service_user("u-same", "same@acme.example", &acme));
+    w.fake.add_user(service_user("u-new", "recreated@acme.example", &acme));
+    let seed = |email: &str, user_id: &str| {
+        let stored =
+            StoredToken { user_id: user_id.into(), api_url: API_URL.into(), expire_date: 2_000_000_000.0 };
+        w.store.seed(email, &stored);
+        let mut record = w.store.get(email).unwrap();
+        record.password = Some(Secret::new(format!("canary-kept-password-{user_id}")));
+        w.store.store(&record).unwrap();
+        stored
+    };
+    let same = seed("same@acme.example", "u-same");
+    let old = seed("recreated@acme.example", "u-old");
+    let rotate = |email: &str, user_id: &str, stored: StoredToken, reason: TokenReason| {
+        let mut c = token_issue(email, Some(user_id));
+        if let Payload::IssueToken(issue) = &mut c.payload {
+            issue.stored = Some(stored);
+            issue.reason = reason;
+        }
+        c
+    };
+    let plan = plan(vec![
+        rotate("same@acme.example", "u-same", same, TokenReason::Rotation),
+        rotate(
+            "recreated@acme.example",
+            "u-new",
+            old,
+            TokenReason::OtherUser { stored: "u-old".into(), live: "u-new".into() },
+        ),
+    ]);
+    let report = w.apply(&plan, 2).await;
+
+    assert!(report.is_success(), "{report:?}");
+    let same = w.store.get("same@acme.example").unwrap();
+    assert!(same.access_token.expose().starts_with(CANARY_TOKEN), "a new token");
+    assert_eq!(same.password.unwrap().expose(), "canary-kept-password-u-same");
+    assert!(w.store.get("recreated@acme.example").unwrap().password.is_none(), "not the old user's");
+}
+
+#[tokio::test]
+async fn a_plan_that_creates_a_user_with_a_generated_password_but_no_token_is_refused_before_any_request() {
+    let w = World::new();
+    let plan =
+        plan(vec![create_company("Acme", json!({})), create_user_generating("svc@acme.example", "Acme")]);
+    let err = execute(&plan, Arc::clone(&w.fake), w.store(), w.progress(), &World::options(&plan, 4))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ApplyError::GeneratedWithoutToken { address } if address == "service_user/svc@acme.example"),
+        "{err:?}"
+    );
+    assert_eq!(w.fake.mutating_calls(), 0);
 }

@@ -242,9 +242,12 @@ async fn a_fresh_apply_creates_everything_writes_tokens_and_converges(api_versio
                 "access_token",
                 "expire_date",
                 "api_url",
-                "issued_at"
+                "issued_at",
+                "company"
             ])
         );
+        let company = if email.ends_with("@acme.example") { "Acme Bank" } else { "Globex Insurance" };
+        assert_eq!(file["company"], json!(company), "the record names the user's company (#24)");
         let user = w.user(email);
         assert_eq!(file["email"], email);
         assert_eq!(file["installation"], json!(w.emu.url()), "the default installation is the API's origin");

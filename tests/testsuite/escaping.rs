@@ -56,6 +56,7 @@ fn plan_of(h: &str) -> Plan {
         name,
         technical_meta_data: meta,
         prune,
+        source_id: None,
         location: loc(),
     };
     let desired = Desired {
@@ -67,7 +68,7 @@ fn plan_of(h: &str) -> Plan {
         ],
         users: vec![
             DesiredUser {
-                password: Some(SecretRef::File(SecretFile::recorded(format!("/run/{h}")))),
+                password: Some(SecretRef::File(SecretFile::recorded(format!("/run/{h}"))).into()),
                 token: TokenSpec { issue: true },
                 first_name: Some(format!("First {h}")),
                 ..user(&format!("new{h}@x.example"), &format!("New {h}"))

@@ -10,6 +10,7 @@ mod common;
 
 mod apply;
 mod ci_flow;
+mod disaster_recovery;
 mod docs_as_written;
 mod doctor;
 mod e2e;

@@ -11,7 +11,7 @@ use common::{Cli, root};
 use miette::{GraphicalReportHandler, GraphicalTheme};
 use ozform::manifest::{self, Document};
 use ozform::model::Desired;
-use ozform::secret::SecretRef;
+use ozform::secret::{PasswordSource, SecretRef};
 
 /// No variables at all: fixtures must not depend on the machine's environment.
 fn no_env(_: &str) -> Option<String> {
@@ -287,7 +287,7 @@ fn the_basic_example_loads_two_companies_three_users_two_tokens() {
     assert_eq!(emails, ["svc-batch@acme.example", "svc-claims@globex.example", "svc-web@acme.example"]);
     assert_eq!(desired.users.iter().filter(|u| u.token.issue).count(), 2);
     assert_eq!(desired.files.len(), 2);
-    assert_eq!(desired.users[2].password, Some(SecretRef::Env("ACME_WEB_PASSWORD".into())));
+    assert_eq!(desired.users[2].password, Some(SecretRef::Env("ACME_WEB_PASSWORD".into()).into()));
 }
 
 #[test]
@@ -300,7 +300,9 @@ fn the_multi_env_example_takes_its_names_from_oz_var_env() {
     );
     assert_eq!(prod.users[1].email.as_str(), "svc-web-prod@acme.example");
     // Recorded relative to the checkout root (this repository), found at the path it names.
-    let Some(SecretRef::File(file)) = &prod.users[1].password else { panic!("{:?}", prod.users[1].password) };
+    let Some(PasswordSource::Read(SecretRef::File(file))) = &prod.users[1].password else {
+        panic!("{:?}", prod.users[1].password)
+    };
     assert_eq!(file.path(), Path::new("examples/multi-env/secrets/prod/web-password"));
     assert_eq!(file.written(), Path::new("secrets/prod/web-password"));
     assert_eq!(file.resolved(), Some(root().join("examples/multi-env/secrets/prod/web-password").as_path()));
@@ -339,6 +341,24 @@ fn the_schema_check_itself_rejects_what_the_schema_forbids() {
 }
 
 #[test]
+fn the_schema_allows_generate_true_and_nothing_else_under_generate() {
+    let schema = manifest::schema();
+    let with = |password: serde_json::Value| {
+        let doc =
+            serde_json::json!({"service_users": [{"email": "a@b.c", "company": "X", "password": password}]});
+        schema_check::validate(&schema, &schema, &doc, "")
+    };
+    assert_eq!(with(serde_json::json!({"generate": true})), Vec::<String>::new());
+    for refused in [
+        serde_json::json!({"generate": false}),
+        serde_json::json!({"generate": "true"}),
+        serde_json::json!({"generate": true, "env": "PW"}),
+    ] {
+        assert!(!with(refused.clone()).is_empty(), "{refused}");
+    }
+}
+
+#[test]
 fn the_committed_schema_equals_ozform_schema() {
     let committed = std::fs::read_to_string(root().join("schemas/ozform.schema.json")).unwrap_or_default();
     let expected = format!("{}\n", serde_json::to_string_pretty(&manifest::schema()).unwrap());
@@ -350,7 +370,7 @@ fn the_committed_schema_equals_ozform_schema() {
 
 /// A small JSON Schema checker for the keywords schemars emits for the manifest (`type`,
 /// `properties`, `required`, `additionalProperties`, `items`, `$ref`, `anyOf`, `oneOf`,
-/// `minLength`): enough to check the examples without another crate.
+/// `minLength`, `const`): enough to check the examples without another crate.
 mod schema_check {
     use serde_json::Value;
 
@@ -378,6 +398,11 @@ mod schema_check {
                     errors.push(format!("{path}: {value} matches {passing} of the {keyword} options"));
                 }
             }
+        }
+        if let Some(wanted) = schema.get("const")
+            && wanted != value
+        {
+            errors.push(format!("{path}: {value} is not {wanted}"));
         }
         if let (Some(min), Some(s)) = (schema.get("minLength").and_then(Value::as_u64), value.as_str())
             && (s.chars().count() as u64) < min
@@ -453,6 +478,7 @@ fn to_yaml_quotes_strings_that_yaml_would_read_as_something_else() {
                 name: (*name).to_string(),
                 technical_meta_data: None,
                 prune: None,
+                source_id: None,
             })
             .filter(|c| !c.name.is_empty())
             .collect(),
@@ -469,6 +495,37 @@ fn to_yaml_quotes_strings_that_yaml_would_read_as_something_else() {
     names.sort();
     expected.sort();
     assert_eq!(names, expected, "{yaml}");
+}
+
+#[test]
+fn source_ids_load_and_are_written_back_by_a_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "companies:\n  - {name: Acme, source_id: c-old-1}\n\
+                service_users:\n  - {email: a@acme.example, company: Acme, source_id: \"42\", password: {generate: true}}\n";
+    std::fs::write(dir.path().join("m.yaml"), text).unwrap();
+    let desired = manifest::load(&[dir.path().to_path_buf()], &no_env).unwrap();
+    assert_eq!(desired.companies[0].source_id.as_deref(), Some("c-old-1"));
+    assert_eq!(desired.users[0].source_id.as_deref(), Some("42"));
+
+    let again = tempfile::tempdir().unwrap();
+    let yaml = manifest::to_yaml(&Document::from(&desired));
+    std::fs::write(again.path().join("m.yaml"), &yaml).unwrap();
+    let back = manifest::load(&[again.path().to_path_buf()], &no_env).unwrap();
+    assert_eq!(back.companies[0].source_id.as_deref(), Some("c-old-1"), "{yaml}");
+    assert_eq!(back.users[0].source_id.as_deref(), Some("42"), "{yaml}");
+    assert_eq!(back.users[0].password, Some(PasswordSource::Generate), "{yaml}");
+}
+
+#[test]
+fn a_blank_or_non_string_source_id_is_a_located_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "companies:\n  - {name: Acme, source_id: \" \"}\n  - {name: Beta, source_id: [1]}\n";
+    std::fs::write(dir.path().join("m.yaml"), text).unwrap();
+    let err = manifest::load(&[dir.path().to_path_buf()], &no_env).unwrap_err();
+    let rendered = render(&err);
+    assert!(rendered.contains("`source_id` is empty") && rendered.contains("m.yaml:2:"), "{rendered}");
+    assert!(rendered.contains("leave `source_id` out"), "{rendered}");
+    assert!(rendered.contains("m.yaml:3:"), "{rendered}");
 }
 
 // ---------------------------------------------------------------------------------------------

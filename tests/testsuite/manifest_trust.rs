@@ -19,7 +19,7 @@ use common::Cli;
 use common::world::{BASIC, World, canary};
 use ozform::manifest::{self, LoadOptions};
 use ozform::model::ApiVersion;
-use ozform::secret::{SecretFile, SecretRef, SecretRoots};
+use ozform::secret::{PasswordSource, SecretFile, SecretRef, SecretRoots};
 
 /// The secrets a CI job typically holds, which a manifest names to print them.
 const CI_SECRETS: [&str; 3] = ["GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "VAULT_TOKEN"];
@@ -462,7 +462,7 @@ proptest::proptest! {
         let options = LoadOptions { secrets_dirs: &secrets, ..LoadOptions::new(&|_| None) };
         match manifest::load_with(&[dir.path().join("m")], &options) {
             Ok(desired) => {
-                let Some(SecretRef::File(secret)) = &desired.users[0].password else { panic!("no file") };
+                let Some(PasswordSource::Read(SecretRef::File(secret))) = &desired.users[0].password else { panic!("no file") };
                 let resolved = secret.resolved().unwrap();
                 prop_assert!(resolved.starts_with(dir.path().join("m")) || resolved.starts_with(dir.path().join("s")), "{} -> {}", path, resolved.display());
             }

@@ -313,6 +313,52 @@ async fn kill_9_at_several_points_loses_at_most_the_parallelism_and_a_rerun_make
     w.assert_no_secrets();
 }
 
+/// The `--id-map` file at `path`, checked against the emulator: every entry is a live object
+/// with that id (the manifest names no `source_id`, so none is paired). Returns the map.
+fn checked_id_map(w: &World, path: &Path) -> std::collections::BTreeMap<String, Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let map: std::collections::BTreeMap<String, Value> =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not a whole JSON map ({e}):\n{text}"));
+    let live = w.emu.snapshot();
+    for (address, entry) in &map {
+        let id = match address.split_once('/').unwrap() {
+            ("company", name) => live.companies.iter().find(|c| c.name == name).map(|c| c.company_id.clone()),
+            ("service_user", email) => {
+                live.users.iter().find(|u| u.email == email).map(|u| u.user_id.clone())
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(entry["live_id"].as_str(), id.as_deref(), "{address}");
+        assert_eq!(entry["source_id"], Value::Null, "{address}");
+    }
+    map
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_leaves_a_valid_id_map_of_what_was_done_and_a_rerun_completes_it() {
+    let w = slow_world(15).await;
+    let manifest = many_users(&w, 100);
+    let path = w.path("ids.json");
+    let arg = path.to_str().unwrap().to_string();
+    let mut child = spawn_apply(&w, &manifest, &["--id-map", &arg]);
+    wait_until(&w, "some users exist", |s| service_users(s) >= 30).await;
+    child.child.kill().unwrap();
+    assert_eq!(finish(&w, child).await.code, -1);
+
+    let map = checked_id_map(&w, &path);
+    let users = map.keys().filter(|a| a.starts_with("service_user/")).count();
+    let made = service_users(&w.emu.snapshot());
+    // Only the creates in flight when killed (their answer not yet read) can be missing.
+    assert!(users + PARALLELISM >= made && users >= 1, "{users} users mapped, {made} made");
+    assert_eq!(map.keys().filter(|a| a.starts_with("company/")).count(), 3, "{map:?}");
+
+    // The rerun maps what the killed run made (found live) and what it makes itself.
+    let run = finish(&w, spawn_apply(&w, &manifest, &["--id-map", &arg])).await.code(0);
+    assert!(run.stderr.contains(&format!("wrote the ids of 103 objects to `{arg}`")), "{}", run.stderr);
+    assert_eq!(checked_id_map(&w, &path).len(), 103);
+    w.assert_no_secrets();
+}
+
 async fn a_signal_stops_the_apply_gracefully(signal: &str, code: i32) {
     let w = slow_world(15).await;
     let manifest = many_users(&w, 300);

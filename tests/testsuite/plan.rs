@@ -25,7 +25,7 @@ use ozform::plan::{
     Action, Address, Payload, Plan, PlanError, PlanOptions, PruneScope, RemovalLimits, TokenReason,
     check_removals, compute, fingerprint, format, missing_secrets,
 };
-use ozform::secret::SecretRef;
+use ozform::secret::{PasswordSource, SecretRef};
 use ozform::token_store::TokenStore as _;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -567,7 +567,7 @@ fn a_user_create_records_its_company_password_source_and_hides_the_password() {
         Some(json!({"email": "A@x.test", "company": "Acme", "company_id": "c1", "first_name": "Ann",
                     "active": true, "permissions": {"documents": false}, "password": "(sensitive)"}))
     );
-    assert_eq!(create.password(), Some(&SecretRef::Env("PW".into())));
+    assert_eq!(create.password(), Some(&SecretRef::Env("PW".into()).into()));
     assert_eq!((create.live_id.as_ref(), create.fingerprint.as_ref()), (None, None));
     let token = &p.changes[1];
     assert_eq!(token.address, Address::Token(Email::new("a@x.test")));
@@ -576,9 +576,68 @@ fn a_user_create_records_its_company_password_source_and_hides_the_password() {
     assert_eq!(token.live_id, None);
     assert_eq!(
         token.after_json(),
-        Some(json!({"email": "A@x.test", "user_id": null, "api_url": URL, "access_token": "(sensitive)"}))
+        Some(json!({"email": "A@x.test", "user_id": null, "api_url": URL, "access_token": "(sensitive)",
+                    "company": "Acme"}))
     );
     assert_eq!(p.summary().create + p.summary().issue, 2);
+}
+
+#[test]
+fn a_user_created_with_a_generated_password_gets_a_token_to_keep_it_even_unasked() {
+    let generating =
+        |email: &str| DesiredUser { password: Some(PasswordSource::Generate), ..user(email, "Acme") };
+    let p = compute(
+        &desired(
+            vec![company("Acme")],
+            // One asks for a token, one does not, one exists already (no create: no password, no token).
+            vec![
+                with_token(generating("asked@x.test")),
+                generating("unasked@x.test"),
+                generating("live@x.test"),
+            ],
+        ),
+        &observed(vec![live_company("c1", "Acme")], vec![live_user("u1", "live@x.test", "c1")]),
+        &StoredTokens::new(),
+        &PlanOptions {
+            // Nothing to warn about: a generated password is not a secret to find.
+            missing_secrets: BTreeSet::from([SecretRef::Env("PW".into())]),
+            ..options()
+        },
+    );
+    assert_eq!(
+        describe(&p),
+        [
+            "+ service_user/asked@x.test",
+            "+ service_user/unasked@x.test",
+            "* token/asked@x.test: the user is being created",
+            "* token/unasked@x.test: the user is being created with a generated password, which is kept with its token"
+        ]
+    );
+    assert_eq!(p.changes[0].password(), Some(&PasswordSource::Generate));
+    assert_eq!(p.changes[3].reason(), Some(&TokenReason::GeneratedPassword));
+    let saved = format::to_json(&p);
+    let json: Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(json["changes"][0]["password"], json!({"generate": true}));
+    assert_eq!(json["changes"][0]["after"]["password"], json!("(sensitive)"));
+    assert_eq!(format::from_json(&saved).unwrap(), p, "a saved plan reads back its generated passwords");
+}
+
+#[test]
+fn a_source_id_is_never_planned() {
+    let untagged =
+        desired(vec![company("Acme"), company("Beta")], vec![with_token(user("a@x.test", "Acme"))]);
+    let mut tagged = untagged.clone();
+    tagged.companies[0].source_id = Some("old-c1".into());
+    tagged.companies[1].source_id = Some("old-c2".into());
+    tagged.users[0].source_id = Some("old-u1".into());
+    let live = observed(vec![live_company("c1", "Acme")], vec![]);
+    let plan = |d: &Desired| compute(d, &live, &StoredTokens::new(), &options());
+    assert_eq!(plan(&tagged), plan(&untagged));
+    assert_eq!(
+        plan(&tagged).changes.len(),
+        3,
+        "Beta, the user and its token are created whatever their old ids"
+    );
 }
 
 #[test]
@@ -789,7 +848,7 @@ fn a_token_of_a_live_user_names_the_user_and_shows_the_stored_token_without_secr
 #[test]
 fn missing_secrets_lists_each_unavailable_source_once() {
     let mut b = user("b@x.test", "Acme");
-    b.password = Some(SecretRef::operator_file("/nope"));
+    b.password = Some(SecretRef::operator_file("/nope").into());
     let d = desired(vec![company("Acme")], vec![user("a@x.test", "Acme"), user("c@x.test", "Acme"), b]);
     let missing = missing_secrets(&d, |r| matches!(r, SecretRef::File(_)));
     assert_eq!(missing, BTreeSet::from([SecretRef::Env("PW".into())]));
@@ -825,6 +884,7 @@ fn desired_strategy() -> impl Strategy<Value = Desired> {
                     name: (*n).to_string(),
                     technical_meta_data: m,
                     prune,
+                    source_id: None,
                     location: loc(),
                 })
                 .collect();
@@ -857,7 +917,7 @@ fn desired_strategy() -> impl Strategy<Value = Desired> {
                         first_name: first.map(str::to_string),
                         last_name: None,
                         middle_name: None,
-                        password: has_password.then(|| SecretRef::Env(format!("PW_{i}"))),
+                        password: has_password.then(|| SecretRef::Env(format!("PW_{i}")).into()),
                         active,
                         permissions: perms.map(|(b, d)| Permissions {
                             biometry: b,
@@ -865,6 +925,7 @@ fn desired_strategy() -> impl Strategy<Value = Desired> {
                             ..Permissions::default()
                         }),
                         token: TokenSpec { issue: token },
+                        source_id: None,
                         location: loc(),
                     }
                 })

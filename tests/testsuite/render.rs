@@ -13,23 +13,24 @@ use ozform::model::{
 use ozform::plan::format::{from_json as parse_plan, to_json as json};
 use ozform::plan::{Plan, PlanError, PlanOptions, compute, missing_secrets};
 use ozform::render::{Style, markdown, text};
-use ozform::secret::{SecretFile, SecretRef};
+use ozform::secret::{PasswordSource, SecretFile, SecretRef};
 use serde_json::json;
 
 const NOW: f64 = 1_800_000_000.0;
 const URL: &str = "https://oz.example";
 
-fn user(email: &str, company: &str, password: SecretRef) -> DesiredUser {
+fn user(email: &str, company: &str, password: impl Into<PasswordSource>) -> DesiredUser {
     DesiredUser {
         email: Email::new(email),
         company: company.into(),
         first_name: Some("Svc".into()),
         last_name: Some("Web".into()),
         middle_name: None,
-        password: Some(password),
+        password: Some(password.into()),
         active: true,
         permissions: Some(Permissions { documents: Some(false), ..Permissions::default() }),
         token: TokenSpec { issue: true },
+        source_id: None,
         location: loc(),
     }
 }
@@ -55,6 +56,7 @@ fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, 
                 name: "Acme Bank".into(),
                 technical_meta_data: Some(json!({"tier": "gold"})),
                 prune: None,
+                source_id: None,
                 location: loc(),
             },
             DesiredCompany {
@@ -63,6 +65,7 @@ fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, 
                     json!({"tier": "gold", "region": "eu-west", "contacts": ["ops@beta.example", "sec@beta.example"]}),
                 ),
                 prune: None,
+                source_id: None,
                 location: loc(),
             },
         ],
@@ -160,6 +163,47 @@ fn the_text_plan_is_coloured_only_when_asked() {
 }
 
 #[test]
+fn a_generated_password_shows_its_source_and_never_a_value() {
+    let desired = Desired {
+        companies: vec![DesiredCompany {
+            name: "Acme Bank".into(),
+            technical_meta_data: None,
+            prune: None,
+            source_id: None,
+            location: loc(),
+        }],
+        users: vec![DesiredUser {
+            token: TokenSpec { issue: false },
+            ..user("svc-web@acme.example", "Acme Bank", PasswordSource::Generate)
+        }],
+        files: vec![],
+    };
+    let observed = Observed {
+        api_url: URL.into(),
+        api_version: ApiVersion::V6,
+        api_version_detected: false,
+        companies: vec![],
+        users: vec![],
+    };
+    let plan = compute(
+        &desired,
+        &observed,
+        &StoredTokens::new(),
+        &PlanOptions { now: NOW, ..PlanOptions::default() },
+    );
+    let text = text(&plan, &Style { color: false });
+    assert!(text.contains("= (sensitive) from {generate: true}"), "{text}");
+    assert!(
+        text.contains(
+            "reason: the user is being created with a generated password, which is kept with its token"
+        ),
+        "{text}"
+    );
+    let markdown = markdown(&plan);
+    assert!(markdown.contains("{generate: true}"), "{markdown}");
+}
+
+#[test]
 fn the_markdown_plan_puts_the_summary_first_and_details_in_sections() {
     insta::assert_snapshot!(markdown(&every_kind_plan()));
 }
@@ -177,6 +221,7 @@ fn removals_plan() -> Plan {
         name: name.into(),
         technical_meta_data: None,
         prune: Some(prune),
+        source_id: None,
         location: loc(),
     };
     let desired = Desired {

@@ -26,7 +26,7 @@ fn big_plan() -> Plan {
         let mut u = with_token(user(&format!("svc-{i:04}@acme.example"), "Acme Bank"));
         u.first_name = Some(format!("Service {i}"));
         if i < 200 {
-            u.password = Some(SecretRef::File(SecretFile::recorded("/run/secrets/shared-password")));
+            u.password = Some(SecretRef::File(SecretFile::recorded("/run/secrets/shared-password")).into());
         }
         users.push(u);
     }

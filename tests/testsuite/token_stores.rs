@@ -623,6 +623,10 @@ async fn the_kubernetes_recipe_runs_exactly_these_kubectl_commands() {
                 "app.kubernetes.io/managed-by": "ozform",
                 "ozform.io/installation": &ozform_sha256(&installation)[..40],
                 "ozform.io/email": &ozform_sha256(email)[..40],
+                // Records name the user's company (#24); the recipe labels it as it labels the rest.
+                "ozform.io/company": &ozform_sha256(
+                    if email.ends_with("@acme.example") { "acme bank" } else { "globex insurance" }
+                )[..40],
             })
         );
         assert_eq!(meta["annotations"]["ozform.io/email"], email);

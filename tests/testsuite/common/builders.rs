@@ -17,7 +17,13 @@ pub fn loc() -> Location {
 }
 
 pub fn company(name: &str) -> DesiredCompany {
-    DesiredCompany { name: name.into(), technical_meta_data: None, prune: None, location: loc() }
+    DesiredCompany {
+        name: name.into(),
+        technical_meta_data: None,
+        prune: None,
+        source_id: None,
+        location: loc(),
+    }
 }
 
 pub fn company_meta(name: &str, meta: Value) -> DesiredCompany {
@@ -33,10 +39,11 @@ pub fn user(email: &str, company: &str) -> DesiredUser {
         first_name: None,
         last_name: None,
         middle_name: None,
-        password: Some(SecretRef::Env("PW".into())),
+        password: Some(SecretRef::Env("PW".into()).into()),
         active: true,
         permissions: None,
         token: TokenSpec { issue: false },
+        source_id: None,
         location: loc(),
     }
 }
