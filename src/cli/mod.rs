@@ -274,6 +274,13 @@ pub struct EmulatorArgs {
     /// Fraction (0..1) of requests answered with an injected fault
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
+    /// Serve at most N requests at once (a hidden pool of workers); the others wait in line
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub capacity: Option<u64>,
+    /// With `--capacity`: answer 503 (and do nothing) to a request that waited this many
+    /// milliseconds in line
+    #[arg(long, value_name = "MS", requires = "capacity")]
+    pub shed_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
