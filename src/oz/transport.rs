@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use super::OzError;
 use super::config::ClientConfig;
+use super::paging::PageCap;
 use super::retry::{Failure, Repeat, Retrier, parse_retry_after};
 use super::session::{AUTH_PATH, AdminSession, REFRESH_PATH};
 use super::throttle::Throttle;
@@ -99,6 +100,8 @@ pub struct Transport {
     /// Per class of path (0: documented with a trailing slash, 1: without), whether the other
     /// form is the one the server routes.
     flipped: [AtomicBool; 2],
+    /// What the lists read so far (or `ozform doctor`) showed of the server's page size.
+    page_cap: std::sync::Mutex<PageCap>,
 }
 
 impl Transport {
@@ -157,12 +160,27 @@ impl Transport {
             throttle: config.max_rps.and_then(Throttle::new),
             session: AdminSession::default(),
             flipped: [AtomicBool::new(false), AtomicBool::new(false)],
+            page_cap: std::sync::Mutex::new(PageCap::Unknown),
             config,
         })
     }
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// What is known of the server's page size.
+    pub(super) fn page_cap(&self) -> PageCap {
+        *self.page_cap.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remember what a list (or `ozform doctor`) showed of the server's page size. Whole pages
+    /// seen once stay known: a cap is only ever learned while nothing is known.
+    pub(super) fn learn_page_cap(&self, learned: PageCap) {
+        let mut cap = self.page_cap.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!((*cap, learned), (_, PageCap::Whole) | (PageCap::Unknown, PageCap::At(_))) {
+            *cap = learned;
+        }
     }
 
     /// `host/path` as errors name it.
@@ -173,6 +191,15 @@ impl Transport {
     /// Send a call and return its JSON body (`Value::Null` for an empty body). Runs in a
     /// debug span `oz_request` (method, path, last status, total duration).
     pub async fn send(&self, call: Call<'_>) -> Result<Value, OzError> {
+        let method = call.method.as_str().to_string();
+        let (body, path) = self.send_raw(call).await?;
+        decode_json(&body).map_err(|reason| OzError::Decode { method, path: self.where_(&path), reason })
+    }
+
+    /// As `send`, the body as received (for a caller that decodes it into its own types),
+    /// with the path that answered (the other slash form, when that is the one the server
+    /// routes).
+    pub async fn send_raw(&self, call: Call<'_>) -> Result<(Vec<u8>, String), OzError> {
         let span = tracing::debug_span!(
             "oz_request",
             method = %call.method,
@@ -186,7 +213,7 @@ impl Transport {
         result
     }
 
-    async fn send_in_span(&self, call: Call<'_>) -> Result<Value, OzError> {
+    async fn send_in_span(&self, call: Call<'_>) -> Result<(Vec<u8>, String), OzError> {
         let method = call.method.as_str().to_string();
         let session_path = call.path == AUTH_PATH || call.path == REFRESH_PATH;
         if self.config.read_only && call.method != Method::GET && !session_path {
@@ -208,11 +235,7 @@ impl Transport {
             let delay = match self.attempt(&call, &path, token.as_ref()).await {
                 Ok(answer) if answer.status.is_success() => {
                     self.flipped[class(&call.path)].store(path != call.path, Ordering::Relaxed);
-                    return decode_json(&answer.body).map_err(|reason| OzError::Decode {
-                        method,
-                        path: self.where_(&path),
-                        reason,
-                    });
+                    return Ok((answer.body, path));
                 }
                 Ok(answer) => {
                     let status = answer.status.as_u16();
