@@ -95,6 +95,12 @@ impl OzClient {
         !self.fixed
     }
 
+    /// The adaptive limit of requests in flight now (`--parallelism auto`), for a gauge; `None`
+    /// with a fixed parallelism.
+    pub fn concurrency_limit(&self) -> Option<usize> {
+        self.transport.concurrency_limit()
+    }
+
     /// Tell the client what is known of the server's page size: at most `n` items a page
     /// whatever `limit` asks (`ozform doctor`'s `page_size` finding), or `None` when it gives
     /// whole pages. A look-up then needs a second request only when its first page is full.

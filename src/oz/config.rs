@@ -27,6 +27,10 @@ pub struct ClientConfig {
     pub api_version: VersionSetting,
     /// Requests in flight at once, shared by every call of one client (at least 1).
     pub max_in_flight: usize,
+    /// `Some(max)`: requests in flight are also bounded by an adaptive limit (`--parallelism
+    /// auto`, see `limiter`) that starts at 4 and stays within 1 and `max` (and `max_in_flight`).
+    /// `None`: only `max_in_flight` bounds them.
+    pub adaptive_limit: Option<usize>,
     /// Requests started per second, shared by every call; `None` is unlimited.
     pub max_rps: Option<f64>,
     pub connect_timeout: Duration,
@@ -42,7 +46,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults: auto-detected dialect, 16 in flight, no rate limit, 10 s connect and 30 s request
+    /// Defaults: auto-detected dialect, 16 in flight, no adaptive limit, no rate limit, 10 s connect and 30 s request
     /// timeouts, system roots only, read-write, pages of 100, `RetryPolicy::default()`.
     pub fn new(api_url: impl Into<String>, admin_email: impl Into<String>, admin_password: Secret) -> Self {
         Self {
@@ -51,6 +55,7 @@ impl ClientConfig {
             admin_password,
             api_version: VersionSetting::Auto,
             max_in_flight: 16,
+            adaptive_limit: None,
             max_rps: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),

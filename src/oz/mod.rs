@@ -11,6 +11,7 @@
 //! - `paging`: offset/limit paging as a pure state machine
 //! - `retry`: which failures are retried and how long to wait
 //! - `throttle`: `max_rps`
+//! - `limiter`: `--parallelism auto`, the adaptive bound on requests in flight
 //! - `observe`: live state as `model::Observed`
 //! - `effects`: the writes and lookups by natural key, and `apply::Effects` for `OzClient`
 //! - `probe`: single raw GETs for `ozform doctor` (status, `Date`, body), never a write
@@ -24,6 +25,7 @@ mod config;
 mod dialect;
 mod effects;
 mod error;
+mod limiter;
 mod observe;
 mod paging;
 mod probe;

@@ -1,7 +1,8 @@
 //! The HTTP core: one function, `Transport::send`, through which every request passes.
 //!
 //! It enforces, in this order: the read-only guard, the concurrency bound (a semaphore shared
-//! by all calls), `max_rps`, the session token, re-login once on an auth failure (shared by
+//! by all calls), the adaptive limit when there is one (`limiter`, told how each attempt
+//! went), `max_rps`, the session token, re-login once on an auth failure (shared by
 //! concurrent requests), the trailing-slash fallback, and the retry policy of `retry`. It logs one debug event per attempt (method, path, status, duration) and never
 //! logs a header or a body: they hold passwords and tokens. Redirects are not followed (a
 //! redirected POST would silently become a GET); like a 404 or 405 they trigger the
@@ -21,6 +22,7 @@ use tracing::Instrument;
 
 use super::OzError;
 use super::config::ClientConfig;
+use super::limiter::{Limiter, Sample, route_key};
 use super::paging::PageCap;
 use super::retry::{Failure, Repeat, Retrier, parse_retry_after};
 use super::session::{AUTH_PATH, AdminSession, REFRESH_PATH};
@@ -95,6 +97,8 @@ pub struct Transport {
     host: String,
     pub(super) config: ClientConfig,
     permits: Semaphore,
+    /// `--parallelism auto`: an adaptive limit within `permits`.
+    limiter: Option<Limiter>,
     throttle: Option<Throttle>,
     pub(super) session: AdminSession,
     /// Per class of path (0: documented with a trailing slash, 1: without), whether the other
@@ -157,6 +161,7 @@ impl Transport {
             api_url,
             host,
             permits: Semaphore::new(config.max_in_flight.max(1)),
+            limiter: config.adaptive_limit.map(|max| Limiter::new(max.min(config.max_in_flight.max(1)))),
             throttle: config.max_rps.and_then(Throttle::new),
             session: AdminSession::default(),
             flipped: [AtomicBool::new(false), AtomicBool::new(false)],
@@ -181,6 +186,11 @@ impl Transport {
         if matches!((*cap, learned), (_, PageCap::Whole) | (PageCap::Unknown, PageCap::At(_))) {
             *cap = learned;
         }
+    }
+
+    /// The adaptive limit of requests in flight now (`--parallelism auto`), if there is one.
+    pub fn concurrency_limit(&self) -> Option<usize> {
+        self.limiter.as_ref().map(Limiter::limit)
     }
 
     /// `host/path` as errors name it.
@@ -320,6 +330,10 @@ impl Transport {
         // The semaphore is never closed, so `acquire` cannot fail; a failure would only mean
         // running unbounded, which is still correct.
         let _permit = self.permits.acquire().await.ok();
+        let slot = match &self.limiter {
+            Some(limiter) => Some(limiter.acquire().await),
+            None => None,
+        };
         if let Some(throttle) = &self.throttle {
             throttle.wait().await;
         }
@@ -346,7 +360,11 @@ impl Transport {
             Ok(Answer { status, retry_after, body })
         }
         .await;
-        let elapsed_ms = started.elapsed().as_millis();
+        let elapsed = started.elapsed();
+        if let Some(slot) = slot {
+            slot.finish(&route_key(call.method.as_str(), path, &call.query), load_sample(&result, elapsed));
+        }
+        let elapsed_ms = elapsed.as_millis();
         match &result {
             Ok(a) => {
                 tracing::Span::current().record("status", a.status.as_u16());
@@ -396,6 +414,19 @@ impl Transport {
         } else {
             call.path.clone()
         }
+    }
+}
+
+/// What one attempt says of the server's load (see `limiter`): a 2xx answer is a latency
+/// sample; 429 and 503 are refusals; a timeout or a 504 means no answer in time; anything else
+/// (another status, a refused or dropped connection) says nothing.
+fn load_sample(result: &Result<Answer, reqwest::Error>, elapsed: Duration) -> Sample {
+    match result {
+        Ok(a) if a.status.is_success() => Sample::Answered(elapsed),
+        Ok(a) if matches!(a.status.as_u16(), 429 | 503) => Sample::Refused(a.status.as_u16()),
+        Ok(a) if a.status.as_u16() == 504 => Sample::TimedOut,
+        Err(e) if e.is_timeout() => Sample::TimedOut,
+        _ => Sample::Neutral,
     }
 }
 
