@@ -437,17 +437,32 @@ impl Limiter {
         self.current.load(Ordering::Relaxed)
     }
 
-    /// Wait for a slot. Dropping the future gives back a slot it was handed.
+    /// Wait in line for a slot. Dropping the future gives back a slot it was handed.
     pub async fn acquire(&self) -> Permit<'_> {
+        self.wait_for_slot(false).await
+    }
+
+    /// As `acquire`, for another attempt of a request that already had its turn (a retry, a
+    /// renewed session): first in line. Sent to the back, a retry after a renewed session could
+    /// meet the next expiry, behind every request that came meanwhile.
+    pub async fn acquire_again(&self) -> Permit<'_> {
+        self.wait_for_slot(true).await
+    }
+
+    async fn wait_for_slot(&self, first: bool) -> Permit<'_> {
         let receiver = {
             let mut inner = self.inner();
-            if inner.waiters.is_empty()
+            if (first || inner.waiters.is_empty())
                 && let Some(epoch) = inner.gradient.try_start()
             {
                 return Permit { limiter: self, epoch, done: false };
             }
             let (sender, receiver) = oneshot::channel();
-            inner.waiters.push_back(sender);
+            if first {
+                inner.waiters.push_front(sender);
+            } else {
+                inner.waiters.push_back(sender);
+            }
             // Room left by waiters that gave up goes to the first one still waiting.
             Self::hand_over(&mut inner);
             receiver
@@ -912,6 +927,28 @@ mod tests {
         };
         tokio::join!(second, third, release);
         assert_eq!(*order.lock().expect("lock"), [2, 3]);
+
+        // Another attempt of a request that had its turn goes first.
+        let held = limiter.acquire().await;
+        let order = std::sync::Mutex::new(Vec::new());
+        let queued = async {
+            let permit = limiter.acquire().await;
+            order.lock().expect("lock").push("queued");
+            permit.finish("GET /", Sample::Neutral);
+        };
+        let retry = async {
+            tokio::task::yield_now().await;
+            let permit = limiter.acquire_again().await;
+            order.lock().expect("lock").push("retry");
+            permit.finish("GET /", Sample::Neutral);
+        };
+        let release = async {
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            held.finish("GET /", Sample::Neutral);
+        };
+        tokio::join!(queued, retry, release);
+        assert_eq!(*order.lock().expect("lock"), ["retry", "queued"]);
         let again = limiter.acquire().await;
         drop(again);
         assert_eq!(limiter.inner().gradient.in_flight(), 0, "every slot came back");

@@ -242,7 +242,8 @@ impl Transport {
                 Auth::Token(t) => (Some(t.clone()), None),
                 Auth::Anonymous => (None, None),
             };
-            let delay = match self.attempt(&call, &path, token.as_ref()).await {
+            let again = retrier.attempts() > 1 || renewals > 0 || slash_tried;
+            let delay = match self.attempt(&call, &path, token.as_ref(), again).await {
                 Ok(answer) if answer.status.is_success() => {
                     self.flipped[class(&call.path)].store(path != call.path, Ordering::Relaxed);
                     return Ok((answer.body, path));
@@ -320,17 +321,21 @@ impl Transport {
         }
     }
 
-    /// One attempt: take a permit and a rate slot, send, read the whole body.
+    /// One attempt: take a permit (first in line when `again`, another attempt of the same
+    /// request) and a rate slot, send, read the whole body.
     async fn attempt(
         &self,
         call: &Call<'_>,
         path: &str,
         token: Option<&Secret>,
+        again: bool,
     ) -> Result<Answer, reqwest::Error> {
         // The semaphore is never closed, so `acquire` cannot fail; a failure would only mean
         // running unbounded, which is still correct.
         let _permit = self.permits.acquire().await.ok();
         let slot = match &self.limiter {
+            // Another attempt of a request that had its turn does not wait in line again.
+            Some(limiter) if again => Some(limiter.acquire_again().await),
             Some(limiter) => Some(limiter.acquire().await),
             None => None,
         };
