@@ -2,19 +2,26 @@
 
 use crate::error::{Error, Exit};
 use crate::ops::interrupt::Interrupt;
-use crate::ops::settings::{ApplySettings, ApplySource};
+use crate::ops::settings::{ApplySettings, ApplySource, Parallelism};
 use crate::output::Output;
 use crate::secret::process_env;
 
-use super::ApplyArgs;
 use super::connection::{self, Url};
+use super::{ApplyArgs, ParallelismArg};
 
 pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Result<Exit, Error> {
-    let parallelism = args.parallelism.max(1);
+    let parallelism = parallelism(&args);
     let url = if args.plan.is_some() { Url::FromPlan } else { Url::Required };
-    let (connection, warning) = connection::connection(&args.connection, &process_env, url, parallelism)?;
-    if let Some(warning) = warning {
-        output.warn(&warning);
+    let (mut connection, warning) =
+        connection::connection(&args.connection, &process_env, url, parallelism.steps())?;
+    match parallelism {
+        // `--max-in-flight` below `--max-parallelism` is simply the lower ceiling of `auto`.
+        Parallelism::Auto { max } => connection.adaptive_limit = Some(max),
+        Parallelism::Fixed(_) => {
+            if let Some(warning) = warning {
+                output.warn(&warning);
+            }
+        }
     }
     // clap refuses paths or `--company` together with `--plan`, and neither of them.
     let source = match args.plan {
@@ -31,4 +38,41 @@ pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Res
         lock_timeout: args.lock_timeout,
     };
     crate::ops::apply::run(settings, interrupt, output).await
+}
+
+/// `--parallelism auto|N` and `--max-parallelism` as a setting.
+fn parallelism(args: &ApplyArgs) -> Parallelism {
+    match args.parallelism {
+        ParallelismArg::Auto => {
+            Parallelism::Auto { max: usize::try_from(args.max_parallelism).unwrap_or(usize::MAX) }
+        }
+        ParallelismArg::Fixed(n) => Parallelism::Fixed(n.max(1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn apply_args(flags: &[&str]) -> ApplyArgs {
+        let command_line = ["ozform", "apply"].iter().chain(flags).chain(&["m.yaml"]).copied();
+        match Cli::try_parse_from(command_line).expect("valid flags").command {
+            Command::Apply(args) => args,
+            other => panic!("not apply: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parallelism_is_auto_up_to_32_unless_a_number_fixes_it() {
+        assert_eq!(parallelism(&apply_args(&[])), Parallelism::Auto { max: 32 });
+        assert_eq!(parallelism(&apply_args(&["--max-parallelism", "12"])), Parallelism::Auto { max: 12 });
+        assert_eq!(parallelism(&apply_args(&["--parallelism", "8"])), Parallelism::Fixed(8));
+        assert_eq!(parallelism(&apply_args(&["--parallelism", "auto"])).steps(), 32);
+        assert_eq!(Parallelism::Fixed(0).steps(), 1);
+        let refused = Cli::try_parse_from(["ozform", "apply", "--max-parallelism", "0", "m.yaml"]);
+        assert!(refused.is_err(), "a ceiling of 0 is refused");
+    }
 }

@@ -64,6 +64,7 @@ pub fn connection(
         ca_cert: args.ca_cert.clone(),
         max_rps: args.max_rps,
         max_in_flight,
+        adaptive_limit: None,
         request_timeout: args.request_timeout,
         allow_insecure_http: args.allow_insecure_http,
     };

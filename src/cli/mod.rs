@@ -109,7 +109,8 @@ pub struct ConnectionArgs {
     /// At most this many requests per second (default: unlimited)
     #[arg(long)]
     pub max_rps: Option<f64>,
-    /// At most this many requests in flight (default: 16, or `apply --parallelism` if higher)
+    /// At most this many requests in flight (default: 16, or `apply --parallelism` (`auto`:
+    /// `--max-parallelism`) if higher)
     #[arg(long)]
     pub max_in_flight: Option<usize>,
     /// Per-request timeout, e.g. 30s
@@ -216,10 +217,14 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation
     #[arg(long)]
     pub auto_approve: bool,
-    /// At most this many independent steps talking to the API at once, and at most this many
-    /// tokens issued but not yet stored
-    #[arg(long, default_value_t = 8)]
-    pub parallelism: usize,
+    /// Independent steps talking to the API at once: `auto` adapts to the server's capacity
+    /// (between 1 and `--max-parallelism`), a number fixes it; also the most tokens issued but
+    /// not yet stored (`--max-parallelism` with `auto`)
+    #[arg(long, value_name = "auto|N", default_value = "auto", value_parser = parse_parallelism)]
+    pub parallelism: ParallelismArg,
+    /// The most steps `--parallelism auto` may run at once
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_parallelism: u64,
     /// How long to wait for another apply holding the token store's lock, e.g. 5m (default: fail
     /// at once)
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
@@ -326,6 +331,23 @@ pub struct ManArgs {
 }
 
 /// Parse `30d`, `12h`, `90s`, `1h 30m` (humantime).
+/// `--parallelism auto|N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParallelismArg {
+    Auto,
+    Fixed(usize),
+}
+
+pub fn parse_parallelism(s: &str) -> Result<ParallelismArg, String> {
+    match s {
+        "auto" => Ok(ParallelismArg::Auto),
+        n => n
+            .parse()
+            .map(ParallelismArg::Fixed)
+            .map_err(|_| format!("`{s}` is neither `auto` nor a number of steps")),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. `30d`, `12h` or `90s`"))

@@ -29,7 +29,7 @@ use super::{
 
 pub async fn run(settings: ApplySettings, interrupt: &Interrupt, output: &Output) -> Result<Exit, Error> {
     let style = render::Style { color: output.color };
-    let parallelism = settings.parallelism.max(1);
+    let parallelism = settings.parallelism.steps();
     match &settings.source {
         ApplySource::SavedPlan(path) => {
             let plan = read_plan(path)?;
