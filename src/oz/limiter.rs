@@ -11,9 +11,10 @@
 //!   requests sent at the current limit (answers to requests sent before a change describe the
 //!   old limit and are not counted, so one episode is never punished twice). Each answer's
 //!   latency is divided by the smallest seen on its route (a list page and a create do not cost
-//!   the same, so each is compared with its own kind), and the round's figure is the average
-//!   of those ratios (a queue in front of a few workers delays some answers a lot and others
-//!   not at all: the average sees it, a median may not);
+//!   the same, so each is compared with its own kind; the first `ROUTE_WARM_UP` answers of a
+//!   route only teach its smallest), and the round's figure is the average of those ratios (a
+//!   queue in front of a few workers delays some answers a lot and others not at all: the
+//!   average sees it, a median may not);
 //! - compares that figure with the *floor*: the smallest figure of the last `FLOOR_ROUNDS`
 //!   rounds. The smallest single latency is an extreme, which the typical answer never comes
 //!   back to even when no request waits (timers, the network, a loaded client); the floor is
@@ -21,7 +22,8 @@
 //!   rounds one round runs at half the limit, so that the floor always holds a round without
 //!   a queue (as BBR drains to measure its minimum round-trip time): a floor made only of
 //!   rounds at a limit with a standing queue would take it for the norm, and the limit would
-//!   creep up past the server's capacity;
+//!   creep up past the server's capacity. The window is short enough for the floor to follow
+//!   a machine growing busier;
 //! - grows while the figure stays within `TOLERANCE` of the floor ("near the smallest seen"):
 //!   doubling each round at first (slow start, until the first decrease), then one more per
 //!   round, and past the limit where a queue was last seen (the knee) one more only every
@@ -29,16 +31,15 @@
 //!   rarer after each probe that meets a queue or a refusal: every 3, 6, 12, … up to 64
 //!   rounds); a round in which the client never used its whole limit is no evidence that the
 //!   limit is too low, and does not grow it;
-//! - shrinks in proportion when the figure is above the floor by more than `TOLERANCE` two
-//!   rounds running (one slow round may be a busy machine; a queue of this client's making
-//!   shows in every round) (limit × floor / figure: the queue drains in one step), by half
-//!   when latency is past
-//!   twice the smallest, and by half at once on a 429, a 503 (a request the server shed), a
-//!   504 or a timeout. A shrink for latency is undone when the next round, at the lower limit,
-//!   is hardly faster (`UNDO_BELOW`): a queue of this client's making drains when it sends
-//!   fewer requests, while a busy machine or another client's load does not (as TCP undoes a
-//!   window cut for a spurious timeout); the floor then starts again from that round, the
-//!   latency without a queue of this client's making as it is now;
+//! - shrinks when latency is above the floor by more than `TOLERANCE` two rounds running (one
+//!   slow round may be a busy machine; a queue of this client's making shows in every round;
+//!   in slow start, where overshooting is expected, after one):
+//!   in proportion (limit × floor / figure: the queue drains in one step), or by half when
+//!   latency is past twice the smallest; and by half at once on a 429, a 503 (a request the
+//!   server shed), a 504 or a timeout, the server's own word. A shrink for latency is undone
+//!   when the next round, at the lower limit, is hardly faster (`UNDO_BELOW`): a queue of this
+//!   client's making drains when it sends fewer requests, while a busy machine or another
+//!   client's load does not (as TCP undoes a window cut for a spurious timeout);
 //! - is never above the ceiling (`--max-parallelism`, and `--max-in-flight` when lower) nor
 //!   below 1.
 //!
@@ -64,9 +65,11 @@ pub const INITIAL: usize = 4;
 /// queue of one request in front of 4 workers (25% more latency) is seen, noise is not.
 const TOLERANCE: f64 = 0.2;
 /// The fewest answers a round is judged on: an average of fewer is noise.
-const MIN_ROUND: usize = 4;
-/// Rounds whose figures make the floor.
-const FLOOR_ROUNDS: usize = 128;
+const MIN_ROUND: usize = 8;
+/// Rounds whose figures make the floor: more than `DRAIN_EVERY`, so that it always holds a
+/// drain's (once one came), and few enough that it follows the machine's load within a second
+/// or so at 10 ms a request.
+const FLOOR_ROUNDS: usize = 60;
 /// Rounds between two drains (a round at half the limit, to see the latency without a queue).
 const DRAIN_EVERY: u32 = 50;
 /// A shrink for latency is undone when the next round's figure is still at least this part
@@ -78,6 +81,10 @@ const PROBE_ROUNDS: u32 = 3;
 const MAX_PROBE_ROUNDS: u32 = 64;
 /// Routes whose smallest latency is remembered; a client uses a handful. More share one entry.
 const MAX_ROUTES: usize = 64;
+/// Answers of a route that only teach its smallest latency: the first ones may all have
+/// waited in a queue (a route first used while the server is busy), and compared with
+/// themselves they would look like no queue at all.
+const ROUTE_WARM_UP: u32 = 8;
 
 /// What became of one request, as far as the server's load is concerned.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,7 +161,8 @@ pub struct Gradient {
     limit: f64,
     ceiling: usize,
     in_flight: usize,
-    smallest: HashMap<String, Duration>,
+    /// Per route: the smallest latency seen, and how many answers it was seen over.
+    smallest: HashMap<String, (Duration, u32)>,
     slow_start: bool,
     /// The limit at which a queue or a refusal was last seen.
     knee: Option<f64>,
@@ -249,7 +257,7 @@ impl Gradient {
         self.in_flight = self.in_flight.saturating_sub(1);
         let ratio = match sample {
             Sample::Answered(latency) => self.ratio(route, latency),
-            _ => 1.0,
+            _ => None,
         };
         if epoch != self.epoch {
             return None;
@@ -259,6 +267,8 @@ impl Gradient {
             Sample::Refused(status) => Some(self.back_off(0.5, Reason::Refused(status), 1.0)),
             Sample::TimedOut => Some(self.back_off(0.5, Reason::TimedOut, 1.0)),
             Sample::Answered(_) => {
+                // A route still warming up teaches its smallest latency only.
+                let ratio = ratio?;
                 self.round.ratios.push(ratio);
                 if self.round.ratios.len() < self.limit().max(MIN_ROUND) {
                     return None;
@@ -268,18 +278,23 @@ impl Gradient {
         }
     }
 
-    /// `latency` over the smallest seen on `route` (which it may become).
-    fn ratio(&mut self, route: &str, latency: Duration) -> f64 {
+    /// `latency` over the smallest seen on `route` (which it may become); `None` while the
+    /// route warms up (`ROUTE_WARM_UP`).
+    fn ratio(&mut self, route: &str, latency: Duration) -> Option<f64> {
         let key =
             if self.smallest.len() < MAX_ROUTES || self.smallest.contains_key(route) { route } else { "" };
-        let smallest = if let Some(smallest) = self.smallest.get_mut(key) {
+        let (smallest, seen) = if let Some((smallest, seen)) = self.smallest.get_mut(key) {
             *smallest = (*smallest).min(latency);
-            *smallest
+            *seen = seen.saturating_add(1);
+            (*smallest, *seen)
         } else {
-            self.smallest.insert(key.to_string(), latency);
-            latency
+            self.smallest.insert(key.to_string(), (latency, 1));
+            (latency, 1)
         };
-        if smallest.is_zero() { 1.0 } else { latency.as_secs_f64() / smallest.as_secs_f64() }
+        if seen <= ROUTE_WARM_UP {
+            return None;
+        }
+        Some(if smallest.is_zero() { 1.0 } else { latency.as_secs_f64() / smallest.as_secs_f64() })
     }
 
     fn judge_round(&mut self) -> Option<Decision> {
@@ -301,23 +316,21 @@ impl Gradient {
             self.knee = undo.knee;
             self.slow_start = undo.slow_start;
             self.probe_rounds = undo.probe_rounds;
-            // This is what latency looks like now without a queue of ours: the floor starts
-            // again from it (and comes down again with the next faster round).
-            self.figures.clear();
-            self.figures.push_back(ratio);
             return Some(self.set(undo.limit, Reason::Undo, ratio));
         }
-        if ratio > 2.0 {
-            return Some(self.latency_back_off(0.5, Reason::LatencyDoubled, ratio));
-        }
         if ratio > floor * (1.0 + TOLERANCE) {
-            if !std::mem::replace(&mut self.suspect, true) {
+            // In slow start an overshoot is what to expect: no second look before shrinking.
+            if !std::mem::replace(&mut self.suspect, true) && !self.slow_start {
                 // One slow round may be a busy machine: hold, and let the next one say.
                 self.new_round();
                 return None;
             }
             self.suspect = false;
-            return Some(self.latency_back_off(floor / ratio, Reason::Queueing, ratio));
+            return Some(if ratio > 2.0 {
+                self.latency_back_off(0.5, Reason::LatencyDoubled, ratio)
+            } else {
+                self.latency_back_off(floor / ratio, Reason::Queueing, ratio)
+            });
         }
         self.suspect = false;
         if std::mem::take(&mut self.probing) {
@@ -586,10 +599,36 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     /// One round as a client keeping the limit full sends it: as many requests as the limit
-    /// allows at once, then all their answers (`sample`). The changes they made.
+    /// allows at once, then all their answers (`sample`), again until the round is judged (a
+    /// round has at least `MIN_ROUND` answers) or something changed. The changes made.
     fn round(g: &mut Gradient, route: &str, sample: Sample) -> Vec<Decision> {
-        let epochs: Vec<u64> = std::iter::from_fn(|| g.try_start()).collect();
-        epochs.into_iter().filter_map(|epoch| g.finish(epoch, route, sample)).collect()
+        let need = g.limit().max(MIN_ROUND);
+        let (mut answered, mut decisions) = (0, Vec::new());
+        while answered < need && decisions.is_empty() {
+            let epochs: Vec<u64> = std::iter::from_fn(|| g.try_start()).collect();
+            answered += epochs.len();
+            decisions.extend(epochs.into_iter().filter_map(|epoch| g.finish(epoch, route, sample)));
+        }
+        decisions
+    }
+
+    /// A gradient whose routes have warmed up (`ROUTE_WARM_UP` answers each, one at a time),
+    /// with these latencies.
+    fn warmed(ceiling: usize, routes: &[(&str, Duration)]) -> Gradient {
+        let mut g = Gradient::new(ceiling);
+        for (route, latency) in routes {
+            for _ in 0..ROUTE_WARM_UP {
+                let epoch = g.try_start().expect("room");
+                assert_eq!(g.finish(epoch, route, Sample::Answered(*latency)), None, "warming up");
+            }
+        }
+        assert_eq!(g.limit(), INITIAL.min(ceiling));
+        g
+    }
+
+    /// A gradient whose test routes have warmed up at 10 ms.
+    fn warm(ceiling: usize) -> Gradient {
+        warmed(ceiling, &[("GET /api/users?page", 10 * MS), ("POST /api/users", 10 * MS), ("GET /", 10 * MS)])
     }
 
     fn rounds(g: &mut Gradient, n: usize, latency: Duration) -> Vec<Decision> {
@@ -610,7 +649,7 @@ mod tests {
 
     #[test]
     fn after_the_first_decrease_the_limit_grows_by_one_per_round_and_past_the_knee_only_every_few_rounds() {
-        let mut g = Gradient::new(32);
+        let mut g = warm(32);
         rounds(&mut g, 2, 10 * MS);
         assert_eq!(g.limit(), 16);
         let d = round(&mut g, "GET /", Sample::Refused(503));
@@ -644,7 +683,7 @@ mod tests {
 
     #[test]
     fn a_503_or_a_429_or_a_timeout_halves_the_limit_once_per_episode() {
-        let mut g = Gradient::new(32);
+        let mut g = warm(32);
         rounds(&mut g, 3, 10 * MS);
         assert_eq!(g.limit(), 32);
         // 32 answers 503: the first halves the limit; the others were sent at the old limit
@@ -665,44 +704,51 @@ mod tests {
 
     #[test]
     fn latency_past_twice_the_smallest_halves_and_a_smaller_rise_shrinks_in_proportion() {
-        let mut g = Gradient::new(32);
+        let mut g = warm(32);
         rounds(&mut g, 3, 10 * MS);
         assert_eq!(g.limit(), 32);
+        // In slow start, where an overshoot is expected, at once.
         let d = rounds(&mut g, 1, 25 * MS);
         assert_eq!((d[0].from, d[0].to, d[0].reason), (32, 16, Reason::LatencyDoubled));
-        // Above the floor: held one round, shrunk in proportion at the second.
-        assert!(rounds(&mut g, 1, 16 * MS).is_empty());
+        // Then one slow round is held, and the second shrinks in proportion.
+        assert!(rounds(&mut g, 1, 16 * MS).is_empty(), "one slow round is held");
         let d = rounds(&mut g, 1, 16 * MS);
         assert_eq!((d[0].from, d[0].to, d[0].reason), (16, 10, Reason::Queueing));
         // Near the smallest again (within 20% of the floor): it grows.
         let d = rounds(&mut g, 1, 11 * MS);
         assert_eq!((d[0].from, d[0].to, d[0].reason), (10, 11, Reason::Grow));
+        // Past twice the smallest two rounds running: halved.
+        assert!(rounds(&mut g, 1, 25 * MS).is_empty(), "one slow round is held");
+        let d = rounds(&mut g, 1, 25 * MS);
+        assert_eq!((d[0].from, d[0].to, d[0].reason), (11, 5, Reason::LatencyDoubled));
     }
 
     #[test]
     fn a_shrink_for_latency_that_a_lower_limit_does_not_cure_is_undone() {
-        let mut g = Gradient::new(32);
-        rounds(&mut g, 3, 10 * MS);
-        assert_eq!(g.limit(), 32);
+        let mut g = warm(8);
+        rounds(&mut g, 1, 10 * MS);
+        // Out of slow start: a refusal at 8, then back up to 8 (by one, then a probe).
+        round(&mut g, "GET /", Sample::Refused(503));
+        rounds(&mut g, 6, 10 * MS);
+        assert_eq!(g.limit(), 8);
         // One slow round is held, not acted on.
         assert!(rounds(&mut g, 1, 18 * MS).is_empty());
         rounds(&mut g, 1, 10 * MS);
-        assert_eq!(g.limit(), 32);
-        // The machine is busy for three rounds: latency 1.8 times the smallest, whatever the limit.
+        assert_eq!(g.limit(), 8);
+        // The machine is busy: latency 1.8 times the smallest whatever the limit. Two slow
+        // rounds shrink the limit; the next, as slow at the lower limit, undoes it.
         assert!(rounds(&mut g, 1, 18 * MS).is_empty());
         let d = rounds(&mut g, 1, 18 * MS);
-        assert_eq!((d[0].from, d[0].reason), (32, Reason::Queueing));
+        assert_eq!((d[0].from, d[0].to, d[0].reason), (8, 4, Reason::Queueing));
         let d = rounds(&mut g, 1, 18 * MS);
-        assert_eq!((d[0].from, d[0].to, d[0].reason), (d[0].from, 32, Reason::Undo));
-        // That slowness is the floor now, until a faster round brings it down again.
-        assert!(rounds(&mut g, 2, 18 * MS).iter().all(|d| d.to >= 32), "no shrink for it");
-        rounds(&mut g, 1, 10 * MS);
+        assert_eq!((d[0].from, d[0].to, d[0].reason), (4, 8, Reason::Undo));
         // A queue of this client's making drains at the lower limit: the shrink stays.
+        rounds(&mut g, 1, 10 * MS);
         assert!(rounds(&mut g, 1, 15 * MS).is_empty());
         let d = rounds(&mut g, 1, 15 * MS);
-        assert_eq!((d[0].from, d[0].to, d[0].reason), (32, 21, Reason::Queueing));
+        assert_eq!((d[0].from, d[0].to, d[0].reason), (8, 5, Reason::Queueing));
         rounds(&mut g, 1, 10 * MS);
-        assert!(g.limit() >= 21 && g.limit() < 32, "{}", g.limit());
+        assert!((5..8).contains(&g.limit()), "{}", g.limit());
     }
 
     #[test]
@@ -727,7 +773,7 @@ mod tests {
 
     #[test]
     fn neutral_answers_teach_nothing_and_each_route_is_compared_with_its_own_smallest() {
-        let mut g = Gradient::new(32);
+        let mut g = warmed(32, &[("GET ?page", 40 * MS), ("POST /", 10 * MS)]);
         assert!(round(&mut g, "GET /", Sample::Neutral).is_empty());
         assert_eq!(g.limit(), INITIAL);
         // Pages take 40 ms and creates 10 ms: each near its own smallest, so the limit grows.
