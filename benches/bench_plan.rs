@@ -96,7 +96,7 @@ fn build(companies: usize) -> (Desired, Observed, StoredTokens) {
             observed.users.push(ObservedUser {
                 id: user_id.clone(),
                 email: Email::new(email.to_uppercase()),
-                company_id: Some(id.clone()),
+                company_id: Some(id.as_str().into()),
                 kind: UserKind::Service,
                 first_name: if n % 100 == 2 { "Old".into() } else { "Service".into() },
                 last_name: format!("User {n}"),
@@ -119,7 +119,7 @@ fn build(companies: usize) -> (Desired, Observed, StoredTokens) {
         observed.users.push(ObservedUser {
             id: format!("u-legacy-{c}"),
             email: Email::new(format!("legacy@company-{c:06}.example")),
-            company_id: Some(format!("c-{c:06}")),
+            company_id: Some(format!("c-{c:06}").into()),
             kind: UserKind::Client,
             first_name: String::new(),
             last_name: String::new(),

@@ -5,6 +5,7 @@
 //! when the server gives a total, in doubling windows when it does not), send the filters the API may honour and filter again
 //! locally, because the API may ignore them.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -31,7 +32,7 @@ pub struct UserFilter {
 impl UserFilter {
     fn matches(&self, user: &ObservedUser) -> bool {
         self.email.as_ref().is_none_or(|e| *e == user.email)
-            && self.company_id.as_ref().is_none_or(|c| user.company_id.as_ref() == Some(c))
+            && self.company_id.as_ref().is_none_or(|c| user.company_id.as_deref() == Some(c.as_str()))
     }
 }
 
@@ -148,12 +149,16 @@ impl OzClient {
         }
         let mut evidence = Evidence::default();
         let mut users = Vec::new();
+        // One copy of each company id, shared by its users.
+        let mut company_ids: HashSet<Arc<str>> = HashSet::new();
         list(&self.transport, USERS, "user_id", &filters, |items: Vec<WireUser>| {
-            for wire in items {
+            for mut wire in items {
                 if self.fixed {
                     evidence.add_wire(&wire);
                 }
-                let user = self.dialect.observed_user(wire);
+                let company_id = wire.company_id.take().map(|id| intern(&mut company_ids, &id));
+                let mut user = self.dialect.observed_user(wire);
+                user.company_id = company_id;
                 if filter.matches(&user) {
                     users.push(user);
                 }
@@ -204,6 +209,16 @@ impl OzClient {
         })?;
         Ok(self.dialect.observed_user(wire))
     }
+}
+
+/// The shared copy of `text` in `pool`, made on first use.
+fn intern(pool: &mut HashSet<Arc<str>>, text: &str) -> Arc<str> {
+    if let Some(shared) = pool.get(text) {
+        return Arc::clone(shared);
+    }
+    let shared: Arc<str> = Arc::from(text);
+    pool.insert(Arc::clone(&shared));
+    shared
 }
 
 /// Every item of a list endpoint, handed to `take` page by page in list order (each page's

@@ -104,7 +104,7 @@ impl Dialect {
             active: w.is_active.unwrap_or(true),
             id: w.user_id,
             email: Email::new(w.email),
-            company_id: w.company_id,
+            company_id: w.company_id.map(Into::into),
             first_name: w.first_name,
             last_name: w.last_name,
             middle_name: w.middle_name,

@@ -319,6 +319,18 @@ async fn page_size_is_configurable() {
     assert!(handle.requests().iter().any(|r| r.query.as_deref().is_some_and(|q| q.contains("limit=20"))));
 }
 
+#[tokio::test]
+async fn the_users_of_one_company_share_one_copy_of_its_id() {
+    let handle = acme_beta(6).start().await;
+    let client = connect(&handle, |_| {}).await;
+    let users = client.list_users(&UserFilter::default()).await.unwrap();
+    let acme = company_id(&handle, "Acme");
+    let ids: Vec<_> =
+        users.iter().filter_map(|u| u.company_id.clone()).filter(|id| **id == *acme.as_str()).collect();
+    assert_eq!(ids.len(), 3, "users 0, 2 and 4");
+    assert!(ids.iter().all(|id| Arc::ptr_eq(id, &ids[0])), "one shared copy");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Filters.
 
@@ -373,7 +385,7 @@ async fn observe_for_some_companies_finds_a_declared_email_living_in_another_com
     assert_eq!(unfiltered(&handle), before + 1);
     assert_eq!(observed.users.len(), 21);
     let user7 = observed.users.iter().find(|u| u.email == Email::new("user7@x.test")).unwrap();
-    assert_eq!(user7.company_id, Some(company_id(&handle, "Beta")));
+    assert_eq!(user7.company_id.as_deref(), Some(company_id(&handle, "Beta").as_str()));
     assert_eq!(observed.companies.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["Acme", "Beta"]);
 }
 
