@@ -12,7 +12,9 @@
 //!   old limit and are not counted, so one episode is never punished twice). Each answer's
 //!   latency is divided by the smallest seen on its route (a list page and a create do not cost
 //!   the same, so each is compared with its own kind; the first `ROUTE_WARM_UP` answers of a
-//!   route only teach its smallest), and the round's figure is the average of those ratios (a
+//!   route only teach its smallest, and a round in which a route warmed up never grows the
+//!   limit, so that a route learns its smallest at a limit judged free of a queue), and the
+//!   round's figure is the average of those ratios (a
 //!   queue in front of a few workers delays some answers a lot and others not at all: the
 //!   average sees it, a median may not);
 //! - compares that figure with the *floor*: the smallest figure of the last `FLOOR_ROUNDS`
@@ -201,6 +203,8 @@ struct Round {
     ratios: Vec<f64>,
     /// The most requests in flight during the round.
     peak: usize,
+    /// A route warmed up during the round (its answers taught only its smallest latency).
+    warming: bool,
 }
 
 impl Gradient {
@@ -268,7 +272,10 @@ impl Gradient {
             Sample::TimedOut => Some(self.back_off(0.5, Reason::TimedOut, 1.0)),
             Sample::Answered(_) => {
                 // A route still warming up teaches its smallest latency only.
-                let ratio = ratio?;
+                let Some(ratio) = ratio else {
+                    self.round.warming = true;
+                    return None;
+                };
                 self.round.ratios.push(ratio);
                 if self.round.ratios.len() < self.limit().max(MIN_ROUND) {
                     return None;
@@ -350,6 +357,14 @@ impl Gradient {
             self.new_round();
             return None;
         }
+        if self.round.warming {
+            // A route is learning its smallest latency: at a higher limit it might learn a
+            // queued one, and then take every later queue for none (in the capacity table,
+            // the slow start went on to 16 against 4 workers as the users' creates began).
+            // Hold until it has learned it at a limit judged free of a queue.
+            self.new_round();
+            return None;
+        }
         let (to, reason) = if self.slow_start {
             (self.limit * 2.0, Reason::SlowStart)
         } else if self.knee.is_none_or(|knee| self.limit + 1.0 < knee) {
@@ -409,6 +424,7 @@ impl Gradient {
         self.epoch += 1;
         self.round.ratios.clear();
         self.round.peak = self.in_flight;
+        self.round.warming = false;
     }
 }
 
@@ -622,6 +638,8 @@ mod tests {
                 assert_eq!(g.finish(epoch, route, Sample::Answered(*latency)), None, "warming up");
             }
         }
+        // The warm-up is behind: the next round is judged on its own.
+        g.new_round();
         assert_eq!(g.limit(), INITIAL.min(ceiling));
         g
     }
@@ -749,6 +767,27 @@ mod tests {
         assert_eq!((d[0].from, d[0].to, d[0].reason), (8, 5, Reason::Queueing));
         rounds(&mut g, 1, 10 * MS);
         assert!((5..8).contains(&g.limit()), "{}", g.limit());
+    }
+
+    #[test]
+    fn a_round_in_which_a_new_route_warms_up_holds_the_limit() {
+        let mut g = warm(32);
+        // Half the answers of each round on a route used for the first time (the users'
+        // creates beginning after the companies'): it learns its smallest, the limit holds.
+        let mut held = 0;
+        while g.smallest.get("POST /api/companies").is_none_or(|(_, seen)| *seen <= ROUTE_WARM_UP) {
+            let epochs: Vec<u64> = std::iter::from_fn(|| g.try_start()).collect();
+            for (i, epoch) in epochs.into_iter().enumerate() {
+                let route = if i % 2 == 0 { "POST /api/companies" } else { "GET /api/users?page" };
+                assert_eq!(g.finish(epoch, route, Sample::Answered(10 * MS)), None);
+            }
+            held += 1;
+        }
+        assert!(held >= 2, "{held} rounds");
+        assert_eq!(g.limit(), INITIAL, "held while the route warmed up");
+        // Once it has, rounds on both grow the limit again.
+        let d = rounds(&mut g, 1, 10 * MS);
+        assert_eq!((d[0].from, d[0].to, d[0].reason), (4, 8, Reason::SlowStart));
     }
 
     #[test]
