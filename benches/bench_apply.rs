@@ -286,7 +286,10 @@ async fn run(
     let store: Arc<dyn TokenStore> = if std::env::var("BENCH_STORE").as_deref() == Ok("memory") {
         Arc::new(MemoryStore::new())
     } else {
-        Arc::new(DirStore::new(dir.path().join("tokens")))
+        Arc::new(DirStore::new(
+            dir.path().join("tokens"),
+            ozform::token_store::Installation::of_api(&handle.url()),
+        ))
     };
 
     println!(

@@ -291,7 +291,7 @@ fn end_to_end() {
         (observed, n)
     });
     mark(&mut phases, "connect+observe");
-    let store = DirStore::new(dir.path().join("tokens"));
+    let store = DirStore::new(dir.path().join("tokens"), ozform::token_store::Installation::of_api(&url));
     let stored = store.list().expect("token store list");
     mark(&mut phases, "store list");
     let options = PlanOptions {

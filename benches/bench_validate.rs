@@ -22,12 +22,12 @@ fn generate(dir: &Path, companies: usize, users_per_company: usize) -> Vec<PathB
         .map(|f| {
             let mut text = String::from("# yaml-language-server: $schema=../schemas/ozform.schema.json\n");
             for c in f * per_file..(f + 1) * per_file {
-                writeln!(text, "---\ncompanies:\n  - name: Company {c:05} (${{OZ_ENV:-bench}})").unwrap();
+                writeln!(text, "---\ncompanies:\n  - name: Company {c:05} (${{OZ_VAR_ENV:-bench}})").unwrap();
                 writeln!(text, "    technical_meta_data: {{tier: gold, index: {c}}}\nservice_users:").unwrap();
                 for u in 0..users_per_company {
                     write!(
                         text,
-                        "  - email: svc-{u}@company-{c}.example\n    company: Company {c:05} (${{OZ_ENV:-bench}})\n\
+                        "  - email: svc-{u}@company-{c}.example\n    company: Company {c:05} (${{OZ_VAR_ENV:-bench}})\n\
                          \x20   first_name: Service\n    last_name: User {u}\n    password: {{env: PW_{c}_{u}}}\n\
                          \x20   permissions: {{biometry: true, collection: false, documents: true, quality: true}}\n\
                          \x20   token: {{issue: {}}}\n",
@@ -92,7 +92,7 @@ fn bench_problems() {
 }
 
 fn main() {
-    let env = |name: &str| (name == "OZ_ENV").then(|| "bench".to_string());
+    let env = |name: &str| (name == "OZ_VAR_ENV").then(|| "bench".to_string());
     println!(
         "{:>6} {:>10} {:>10} {:>10} {:>12} {:>14}",
         "size", "companies", "users", "MiB", "best load", "per 1k users"

@@ -1,4 +1,5 @@
-//! The top-level error: every layer's error converges here, with its exit code.
+//! The top-level error: every layer's error converges here. The exit codes of the contract are
+//! `Exit`; which error ends with which is decided by the command line (`cli::report`).
 
 use crate::{apply, emulator, manifest, oz, plan, secret, token_store};
 
@@ -55,10 +56,9 @@ pub enum Error {
     #[error("cannot {action} `{path}`: {reason}")]
     #[diagnostic(code(ozform::io))]
     Io { action: &'static str, path: String, reason: String },
-}
-
-impl Error {
-    pub fn exit(&self) -> Exit {
-        Exit::Failure
-    }
+    /// A stop asked for (SIGINT, SIGTERM) before the operation changed anything; the command
+    /// line ends with the signal's exit code.
+    #[error("stopped before anything was changed")]
+    #[diagnostic(code(ozform::cancelled))]
+    Cancelled,
 }

@@ -1,7 +1,9 @@
 //! Domain types shared by the manifest loader, the Oz client, the planner and the executor.
 //!
 //! Pure data: no I/O, no dialect knowledge. The Oz client translates wire shapes (API 5 or 6)
-//! into these types and back, so nothing else needs to know which API version is live.
+//! into these types and back, so nothing else needs to know which API version is live. The
+//! one exception to "no I/O" is `now_epoch`, the one reading of the clock in epoch seconds
+//! (the unit the API and the token records use), so that every layer reads it the same way.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -117,6 +119,30 @@ impl fmt::Display for ApiVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.number())
     }
+}
+
+/// The one parser of an API version as people write it (`--api-version`, `OZ_API_VERSION`,
+/// the emulator's and the demo's flags): `5` or `6`, nothing else. A version ozform does not
+/// speak (an API 7) is an error, never taken for one it does.
+impl std::str::FromStr for ApiVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "5" => Ok(ApiVersion::V5),
+            "6" => Ok(ApiVersion::V6),
+            other => Err(format!("`{other}` is not an API version ozform speaks: write 5 or 6")),
+        }
+    }
+}
+
+/// Now, in Unix epoch seconds (fractional), as `expire_date` and the planner count time.
+pub fn now_epoch() -> f64 {
+    epoch_seconds(std::time::SystemTime::now())
+}
+
+/// `time` in Unix epoch seconds (fractional); 0 before the epoch.
+pub fn epoch_seconds(time: std::time::SystemTime) -> f64 {
+    time.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Permission flags as written in a manifest: a flag left out is not managed.
@@ -322,8 +348,20 @@ pub struct StoredToken {
     pub user_id: String,
     /// The API that issued it.
     pub api_url: String,
-    /// Unix epoch seconds.
+    /// Unix epoch seconds; `UNKNOWN_EXPIRY` (0) when unknown (`known_expiry`).
     pub expire_date: f64,
+}
+
+/// The `expire_date` of a token whose expiry is unknown: when it was issued the API answered
+/// none a token can have (not finite, or outside [now − 1 day, now + 100 years]). Written as
+/// `0` in token stores and saved plans, a number every earlier reader accepts (an earlier
+/// ozform takes it as long expired and rotates the token); see `known_expiry`.
+pub const UNKNOWN_EXPIRY: f64 = 0.0;
+
+/// A token's `expire_date` if it is known: `None` for `UNKNOWN_EXPIRY`, and for anything else
+/// no issued token can expire at (not finite, at or before the epoch).
+pub fn known_expiry(expire_date: f64) -> Option<f64> {
+    (expire_date.is_finite() && expire_date > 0.0).then_some(expire_date)
 }
 
 /// Stored tokens by lower-cased email (`Email::key`).
@@ -376,6 +414,7 @@ pub struct IssuedToken {
     pub token_id: String,
     pub user_id: String,
     pub access_token: crate::secret::Secret,
-    /// Unix epoch seconds (the API may send a float).
+    /// Unix epoch seconds (the API may send a float); `UNKNOWN_EXPIRY` when the API's answer
+    /// cannot be a token's expiry.
     pub expire_date: f64,
 }

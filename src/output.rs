@@ -5,24 +5,31 @@
 //! Every byte goes out through one private `write`, which
 //! - scrubs the text against the registry of live secrets (`redact::scrub`): a password or a
 //!   token is blanked here even if some layer forgot to, in any escaped form;
+//! - then escapes it for the terminal (`crate::escape`) as its `Medium` says: a status line or a
+//!   warning whole (`escape::terminal`: control, bidirectional and invisible characters, line
+//!   breaks included, as `\u{…}`); a text log line all but the colour codes `tracing` emits
+//!   (it escapes ESC in values itself); a JSON log line as JSON (`escape::json_line`). What
+//!   its producer escaped already (a plan with its colours, a diagnostic laid out by miette
+//!   from escaped parts, JSON written by `escape::json_*`) goes as it is;
 //! - ignores write errors: a closed or failing stdout or stderr (`ozform apply 2>&1 | head -1`)
 //!   never panics and never stops the work. There is no print macro in this module (they panic
 //!   on a closed stream); the lints `print_stdout` and `print_stderr` hold here as everywhere.
 //!
 //! The `tracing` writer (`log_writer`) and diagnostics (`report`) go the same way. A diagnostic
-//! is scrubbed part by part before miette lays it out, since wrapping could split a secret
-//! across lines. The apply progress bar is indicatif's: it draws on stderr by itself, only when
+//! is scrubbed and escaped part by part before miette lays it out, since wrapping could split a
+//! secret across lines, and miette's own colours must pass. The apply progress bar is indicatif's: it draws on stderr by itself, only when
 //! stderr is a terminal, and ignores its own draw errors (a test below holds indicatif to that);
 //! its text is addresses and counts, never a secret.
 //!
 //! Tests point an `Output` at in-memory writers (`Output::to_writers`, `Capture`).
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use miette::{Diagnostic, LabeledSpan, ReportHandler, Severity, SourceCode};
 
-use crate::redact;
+use crate::{escape, redact};
 
 mod progress;
 
@@ -62,6 +69,20 @@ type SharedWriter = Arc<Mutex<dyn Write + Send>>;
 enum Stream {
     Stdout,
     Stderr,
+}
+
+/// How a text is escaped on its way out, after it is scrubbed (so that a secret is found in the
+/// form it was given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Medium {
+    /// Escaped by its producer already: a rendered plan (with its colours), a diagnostic laid
+    /// out by miette from escaped parts, JSON written by `escape::json_*`, ozform's own prompt.
+    AsIs,
+    /// A status line or a warning: escaped whole (`escape::terminal`) but its final line break.
+    Message,
+    /// A `tracing` event: a JSON line (`escape::json_line`) or a text line whose own colour
+    /// codes are kept.
+    Log,
 }
 
 impl std::fmt::Debug for Output {
@@ -117,10 +138,17 @@ impl Output {
         }
     }
 
-    /// The one way out: scrub, write, flush, and ignore a failure (a closed pipe, a full
-    /// disk): output is never a reason to stop.
-    fn write(&self, stream: Stream, text: &str) {
+    /// The one way out: scrub, escape for `medium`, write, flush, and ignore a failure (a
+    /// closed pipe, a full disk): output is never a reason to stop.
+    fn write(&self, stream: Stream, text: &str, medium: Medium) {
         let text = redact::scrub(text);
+        let escaped = match medium {
+            Medium::AsIs => None,
+            Medium::Message => changed(terminal_line(&text)),
+            Medium::Log if self.log_format == LogFormat::Json => changed(escape::json_line(&text)),
+            Medium::Log => changed(log_line(&text)),
+        };
+        let text = escaped.map_or(text, Cow::Owned);
         let bytes = text.as_bytes();
         let _ = match (&self.sinks, stream) {
             (Sinks::Process, Stream::Stdout) => {
@@ -181,21 +209,24 @@ impl Output {
         LogWriter { output: self.clone() }
     }
 
-    /// Write to stdout. A closed pipe (`ozform plan | head`) is not an error.
+    /// Write to stdout, as it is: what is printed (a plan, a manifest, a schema, a man page)
+    /// was escaped for its medium by whatever made it. A closed pipe (`ozform plan | head`) is
+    /// not an error.
     pub fn print(&self, text: &str) {
-        self.write(Stream::Stdout, text);
+        self.write(Stream::Stdout, text, Medium::AsIs);
     }
 
-    /// Write a status line to stderr unless quiet.
+    /// Write a status line to stderr unless quiet; escaped whole, line breaks included (one
+    /// call, one line).
     pub fn status(&self, text: &str) {
         if self.verbosity >= 0 {
-            self.write(Stream::Stderr, &format!("{text}\n"));
+            self.write(Stream::Stderr, &format!("{text}\n"), Medium::Message);
         }
     }
 
-    /// Write a warning to stderr (shown even when quiet).
+    /// Write a warning to stderr (shown even when quiet); escaped as a status line is.
     pub fn warn(&self, text: &str) {
-        self.write(Stream::Stderr, &format!("warning: {text}\n"));
+        self.write(Stream::Stderr, &format!("warning: {text}\n"), Medium::Message);
     }
 
     /// Ask a yes/no question on the terminal (stderr), Terraform-style: only `yes` approves.
@@ -207,6 +238,7 @@ impl Output {
         self.write(
             Stream::Stderr,
             &format!("{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: "),
+            Medium::AsIs,
         );
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes"
@@ -217,11 +249,18 @@ impl Output {
         std::io::stdin().is_terminal()
     }
 
-    /// Render a diagnostic to stderr (with source snippets when it has them).
+    /// Render a diagnostic to stderr (with source snippets when it has them), every text of it
+    /// scrubbed and escaped: for a terminal part by part before miette lays it out (its own
+    /// colours kept), for `--log-format json` as JSON.
     pub fn report(&self, report: &miette::Report) {
+        self.diagnostic(report.as_ref());
+    }
+
+    /// As `report`, for a diagnostic held by reference (a failed cycle of a loop that goes on).
+    pub fn diagnostic(&self, report: &dyn Diagnostic) {
         if self.log_format == LogFormat::Json {
-            // One JSON line, like every other event of `--log-format json`.
-            let shown = Scrubbed::of(report.as_ref());
+            // One JSON line, like every other event of `--log-format json`, escaped as JSON.
+            let shown = Scrubbed::of(report, false);
             let mut line = serde_json::json!({
                 "timestamp": now_rfc3339(),
                 "level": "ERROR",
@@ -233,17 +272,24 @@ impl Output {
             if let Some(help) = &shown.help {
                 line["help"] = serde_json::json!(help);
             }
-            let related: Vec<String> = report.related().into_iter().flatten().map(|r| scrubbed(&r)).collect();
+            let related: Vec<String> =
+                report.related().into_iter().flatten().map(|r| scrubbed(&r, false)).collect();
             if !related.is_empty() {
                 line["related"] = serde_json::json!(related);
             }
-            self.write(Stream::Stderr, &format!("{line}\n"));
+            // Serializing a `Value` cannot fail (string keys only).
+            let text = escape::json_compact(&line).unwrap_or_default();
+            self.write(Stream::Stderr, &format!("{text}\n"), Medium::AsIs);
             return;
         }
         let color = self.stderr_color();
         let handler = miette::MietteHandlerOpts::new().color(color).unicode(color).build();
-        let scrubbed = Scrubbed::of(report.as_ref());
-        self.write(Stream::Stderr, &format!("{:?}\n", Rendered { handler: &handler, diagnostic: &scrubbed }));
+        let scrubbed = Scrubbed::of(report, true);
+        self.write(
+            Stream::Stderr,
+            &format!("{:?}\n", Rendered { handler: &handler, diagnostic: &scrubbed }),
+            Medium::AsIs,
+        );
     }
 }
 
@@ -282,7 +328,7 @@ impl Write for LogLine<'_> {
 impl Drop for LogLine<'_> {
     fn drop(&mut self) {
         if !self.buf.is_empty() {
-            self.output.write(Stream::Stderr, &String::from_utf8_lossy(&self.buf));
+            self.output.write(Stream::Stderr, &String::from_utf8_lossy(&self.buf), Medium::Log);
         }
     }
 }
@@ -340,22 +386,96 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }
 
-fn scrubbed(text: &dyn std::fmt::Display) -> String {
-    redact::scrub(&text.to_string()).into_owned()
+/// `text` scrubbed, then escaped for a terminal when `escape` (whole: a diagnostic's parts
+/// hold no line break of their own that miette needs; it wraps them itself).
+fn scrubbed(text: &dyn std::fmt::Display, escape: bool) -> String {
+    let scrubbed = redact::scrub(&text.to_string()).into_owned();
+    if escape { escape::terminal(&scrubbed).into_owned() } else { scrubbed }
+}
+
+/// The escaped text when escaping changed it.
+fn changed(text: Cow<'_, str>) -> Option<String> {
+    match text {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(escaped) => Some(escaped),
+    }
+}
+
+/// A status or warning line: everything but its final line break escaped for a terminal.
+fn terminal_line(text: &str) -> Cow<'_, str> {
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    match escape::terminal(body) {
+        Cow::Borrowed(_) => Cow::Borrowed(text),
+        Cow::Owned(mut escaped) => {
+            escaped.push_str(&text[body.len()..]);
+            Cow::Owned(escaped)
+        }
+    }
+}
+
+/// A text log line of `tracing`: escaped as a status line, but for the colour codes
+/// (`ESC [ digits ; … m`) its formatter writes when stderr is a terminal. `tracing` escapes ESC
+/// in the values it logs (`\x1b`), so an ESC still raw here is its own.
+fn log_line(text: &str) -> Cow<'_, str> {
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    if body.chars().all(escape::is_safe) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = body;
+    while let Some(c) = rest.chars().next() {
+        if c == '\u{1b}' {
+            let sgr = rest[1..]
+                .strip_prefix('[')
+                .map(|after| after.bytes().take_while(|b| b.is_ascii_digit() || *b == b';').count())
+                .filter(|&n| rest.as_bytes().get(2 + n) == Some(&b'm'))
+                .map(|n| &rest[..3 + n]);
+            if let Some(sgr) = sgr {
+                out.push_str(sgr);
+                rest = &rest[sgr.len()..];
+                continue;
+            }
+        }
+        escape::push_terminal(&mut out, c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out.push_str(&text[body.len()..]);
+    Cow::Owned(out)
 }
 
 impl<'a> Scrubbed<'a> {
-    fn of(inner: &'a dyn Diagnostic) -> Self {
+    /// The diagnostic's texts scrubbed, and escaped for a terminal when `escape`. On a terminal
+    /// (`escape`), a related diagnostic that is nothing but a message (no code, help, labels,
+    /// cause or related of its own: a list item, such as one missing password) becomes a line
+    /// `- item` of this one's message, each line escaped on its own; the others stay related
+    /// diagnostics, which miette shows as blocks of their own.
+    fn of(inner: &'a dyn Diagnostic, escape: bool) -> Self {
+        let is_item = |d: &dyn Diagnostic| {
+            d.code().is_none()
+                && d.help().is_none()
+                && d.labels().is_none()
+                && d.related().is_none()
+                && d.source().is_none()
+        };
+        let mut message = scrubbed(inner, escape);
+        let mut related = inner.related().map(Iterator::collect::<Vec<_>>);
+        if escape && let Some(all) = &mut related {
+            for item in all.iter().filter(|d| is_item(**d)) {
+                message.push_str("\n- ");
+                message.push_str(&scrubbed(item, escape));
+            }
+            all.retain(|d| !is_item(*d));
+        }
         Self {
             inner,
-            message: scrubbed(inner),
-            code: inner.code().map(|c| scrubbed(&c)),
-            help: inner.help().map(|h| scrubbed(&h)),
-            url: inner.url().map(|u| scrubbed(&u)),
+            message,
+            code: inner.code().map(|c| scrubbed(&c, escape)),
+            help: inner.help().map(|h| scrubbed(&h, escape)),
+            url: inner.url().map(|u| scrubbed(&u, escape)),
             labels: inner.labels().map(|labels| {
                 labels
                     .map(|l| {
-                        let label = l.label().map(|t| redact::scrub(t).into_owned());
+                        let label = l.label().map(|t| scrubbed(&t, escape));
                         if l.primary() {
                             LabeledSpan::new_primary_with_span(label, *l.inner())
                         } else {
@@ -364,9 +484,11 @@ impl<'a> Scrubbed<'a> {
                     })
                     .collect()
             }),
-            cause: inner.source().map(|s| Box::new(Cause::of(s))),
-            diagnostic_source: inner.diagnostic_source().map(|d| Box::new(Scrubbed::of(d))),
-            related: inner.related().map(|related| related.map(Scrubbed::of).collect()),
+            cause: inner.source().map(|s| Box::new(Cause::of(s, escape))),
+            diagnostic_source: inner.diagnostic_source().map(|d| Box::new(Scrubbed::of(d, escape))),
+            related: related
+                .filter(|rest| !rest.is_empty())
+                .map(|rest| rest.into_iter().map(|d| Scrubbed::of(d, escape)).collect()),
         }
     }
 }
@@ -420,8 +542,11 @@ struct Cause {
 }
 
 impl Cause {
-    fn of(error: &dyn std::error::Error) -> Self {
-        Self { message: scrubbed(&error), source: error.source().map(|s| Box::new(Cause::of(s))) }
+    fn of(error: &dyn std::error::Error, escape: bool) -> Self {
+        Self {
+            message: scrubbed(&error, escape),
+            source: error.source().map(|s| Box::new(Cause::of(s, escape))),
+        }
     }
 }
 
@@ -503,6 +628,77 @@ mod tests {
         assert!(!err.contains("41c7d2"), "{err}");
     }
 
+    /// A value as a hostile manifest or server gives it.
+    const HOSTILE: &str = "x\u{1b}]0;owned\u{7}\u{1b}[2J\u{202e}y\u{feff}\u{85}\nforged line";
+
+    fn no_raw_unsafe(text: &str) -> bool {
+        text.chars().all(|c| escape::is_safe(c) || c == '\n')
+    }
+
+    #[test]
+    fn status_lines_and_warnings_are_escaped_whole() {
+        let (output, _, err) = captured(0, LogFormat::Text);
+        output.status(&format!("status {HOSTILE}"));
+        output.warn(&format!("careful {HOSTILE}"));
+        let err = err.text();
+        assert_eq!(err.lines().count(), 2, "{err}");
+        assert!(no_raw_unsafe(&err), "{err:?}");
+        assert!(
+            err.contains("x\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{202e}y\\u{feff}\\u{85}\\nforged line\n"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_diagnostic_is_escaped_part_by_part_and_keeps_miettes_colours() {
+        #[derive(Debug, thiserror::Error, Diagnostic)]
+        #[error("company `{0}` is wrong")]
+        #[diagnostic(code(ozform::test::hostile), help("rename `{0}`"))]
+        struct Hostile(String);
+        let hostile = Hostile(HOSTILE.into());
+        let handler = miette::MietteHandlerOpts::new().color(true).unicode(true).width(80).build();
+        let shown =
+            format!("{:?}", Rendered { handler: &handler, diagnostic: &Scrubbed::of(&hostile, true) });
+        assert!(shown.contains("\u{1b}["), "miette's colours are kept: {shown:?}");
+        assert!(shown.contains("x\\u{1b}]0;owned\\u{7}"), "{shown:?}");
+        let without_colours = log_line(&shown).into_owned();
+        assert!(!without_colours.contains("\u{1b}]") && !without_colours.contains('\u{202e}'), "{shown:?}");
+        assert!(!shown.contains("\nforged line"), "{shown:?}");
+    }
+
+    #[test]
+    fn a_json_diagnostic_is_one_json_line_escaped_as_json() {
+        let (output, _, err) = captured(0, LogFormat::Json);
+        output.report(&miette::Report::msg(format!("bad {HOSTILE}")));
+        let err = err.text();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.is_ascii(), "{err:?}");
+        let line: serde_json::Value = serde_json::from_str(&err).unwrap();
+        assert_eq!(line["message"], format!("bad {HOSTILE}"));
+    }
+
+    #[test]
+    fn log_lines_are_escaped_but_keep_tracings_colours() {
+        let line = format!("\u{1b}[33m WARN\u{1b}[0m ozform: server said {}\n", "\u{202e}evil\u{7}\nnext");
+        assert_eq!(
+            log_line(&line),
+            "\u{1b}[33m WARN\u{1b}[0m ozform: server said \\u{202e}evil\\u{7}\\nnext\n"
+        );
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let (output, _, err) = captured(0, format);
+            tracing::subscriber::with_default(output.subscriber(), || {
+                tracing::warn!(answer = HOSTILE, "the server said {HOSTILE}");
+            });
+            let err = err.text();
+            assert_eq!(err.lines().count(), 1, "{format:?}: {err:?}");
+            assert!(no_raw_unsafe(&err), "{format:?}: {err:?}");
+            if format == LogFormat::Json {
+                let line: serde_json::Value = serde_json::from_str(&err).unwrap();
+                assert_eq!(line["fields"]["answer"], HOSTILE, "{err}");
+            }
+        }
+    }
+
     #[test]
     fn a_diagnostic_is_scrubbed_before_it_is_wrapped() {
         let token = crate::secret::Secret::new("diag-canary-0123456789abcdef0123456789abcdef0123456789");
@@ -543,7 +739,8 @@ mod tests {
         };
         let handler = miette::MietteHandlerOpts::new().color(false).unicode(false).width(80).build();
         let original = format!("{:?}", Rendered { handler: &handler, diagnostic: &outer });
-        let scrubbed = format!("{:?}", Rendered { handler: &handler, diagnostic: &Scrubbed::of(&outer) });
+        let scrubbed =
+            format!("{:?}", Rendered { handler: &handler, diagnostic: &Scrubbed::of(&outer, true) });
         assert_eq!(scrubbed, original);
         assert!(original.contains("the cause") && original.contains("inner problem"), "{original}");
     }

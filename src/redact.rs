@@ -7,8 +7,11 @@
 //!   are matched exactly, whatever their length, and the registered ones as well.
 //! - `scrub(text)`, process-wide: `output` runs everything it writes through it. Every
 //!   `secret::Secret` registers its value when it is created (`register`), so nothing can
-//!   forget; values stay registered for the life of the process, since a string built from a
-//!   secret may outlive it.
+//!   forget. A value stays registered while a `Secret` holds it, and after its last one is
+//!   dropped (`release`) it is still matched among the most recently released ones, since a
+//!   string built from a secret may outlive it: within `RETAINED_CHARS` characters, oldest
+//!   forgotten first. So the registry is bounded by what the process holds now plus that tail,
+//!   and a loop that runs for weeks (`reconcile`, a new token each cycle) does not grow it.
 //!
 //! Forms. The text is read through a decoder that turns each escape into the character it
 //! stands for and remembers the bytes it came from: JSON escapes (`\"`, `\\`, `\/`, `\n`, …,
@@ -39,7 +42,7 @@
 //! Pure apart from the registry (a lock around a `Redactor`); no I/O.
 
 use std::borrow::Cow;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::sync::{LazyLock, PoisonError, RwLock};
@@ -418,23 +421,122 @@ fn replace<'t>(text: &'t str, ranges: &[Range<usize>]) -> Cow<'t, str> {
     Cow::Owned(out)
 }
 
-/// The process-wide registry of secret values.
-static REGISTRY: LazyLock<RwLock<Redactor>> =
-    LazyLock::new(|| RwLock::new(Redactor::new(MIN_REGISTERED_LEN)));
+/// How many characters of released secrets the registry keeps matching, at most: about a
+/// thousand service tokens, whose hash tables take well under a megabyte. Past it the oldest
+/// released ones are forgotten (down to three quarters of it, so that the matcher is rebuilt
+/// once per many releases, not on each).
+pub const RETAINED_CHARS: usize = 64 * 1024;
 
-/// Remember a secret value for output-level scrubbing (`Secret::new` calls this). Values
-/// shorter than `MIN_REGISTERED_LEN` characters are ignored.
-pub fn register(secret: &str) {
-    if secret.chars().nth(MIN_REGISTERED_LEN - 1).is_none() {
-        return;
+/// The process-wide registry: the secrets alive now (`Secret`s not yet dropped, counted) and
+/// a bounded tail of released ones, oldest first, and the matcher over all of them.
+struct Registry {
+    matcher: Redactor,
+    /// Every registered value (at least `MIN_REGISTERED_LEN` characters): alive or in the tail.
+    entries: HashMap<String, Entry>,
+    /// The tail of released values by release number, oldest first.
+    released: BTreeMap<u64, String>,
+    /// Characters of the values in `released`.
+    released_chars: usize,
+    releases: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    /// `Secret`s (and bare `register` calls) holding the value now.
+    alive: usize,
+    /// The release number while the value sits in the tail.
+    released: Option<u64>,
+}
+
+impl Registry {
+    fn new() -> Self {
+        Self {
+            matcher: Redactor::new(MIN_REGISTERED_LEN),
+            entries: HashMap::new(),
+            released: BTreeMap::new(),
+            released_chars: 0,
+            releases: 0,
+        }
     }
+
+    fn register(&mut self, secret: &str) {
+        if let Some(entry) = self.entries.get_mut(secret) {
+            entry.alive += 1;
+            if let Some(number) = entry.released.take() {
+                self.released.remove(&number);
+                self.released_chars -= secret.chars().count();
+            }
+            return;
+        }
+        self.matcher.insert(secret);
+        self.entries.insert(secret.to_string(), Entry { alive: 1, released: None });
+    }
+
+    fn release(&mut self, secret: &str) {
+        let Some(entry) = self.entries.get_mut(secret) else { return };
+        entry.alive = entry.alive.saturating_sub(1);
+        if entry.alive > 0 || entry.released.is_some() {
+            return;
+        }
+        self.releases += 1;
+        entry.released = Some(self.releases);
+        self.released.insert(self.releases, secret.to_string());
+        self.released_chars += secret.chars().count();
+        if self.released_chars <= RETAINED_CHARS {
+            return;
+        }
+        // Forget the oldest released values, then rebuild the matcher over what is left: its
+        // hash sets cannot drop one secret's windows (two secrets may share a window).
+        while self.released_chars > RETAINED_CHARS / 4 * 3 {
+            let Some((_, value)) = self.released.pop_first() else { break };
+            self.released_chars -= value.chars().count();
+            self.entries.remove(&value);
+        }
+        let mut matcher = Redactor::new(MIN_REGISTERED_LEN);
+        for value in self.entries.keys() {
+            matcher.insert(value);
+        }
+        self.matcher = matcher;
+    }
+}
+
+/// The process-wide registry of secret values.
+static REGISTRY: LazyLock<RwLock<Registry>> = LazyLock::new(|| RwLock::new(Registry::new()));
+
+fn registry() -> std::sync::RwLockReadGuard<'static, Registry> {
     // A poisoned lock only means a panic elsewhere while inserting; the sets are still usable.
-    REGISTRY.write().unwrap_or_else(PoisonError::into_inner).insert(secret);
+    REGISTRY.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn registry_mut() -> std::sync::RwLockWriteGuard<'static, Registry> {
+    REGISTRY.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether a value is long enough to be registered.
+fn registrable(secret: &str) -> bool {
+    secret.chars().nth(MIN_REGISTERED_LEN - 1).is_some()
+}
+
+/// Remember a secret value for output-level scrubbing (`Secret::new` calls this), until as many
+/// `release`s as `register`s of it; then it is still matched while it is among the most recently
+/// released (`RETAINED_CHARS`). Values shorter than `MIN_REGISTERED_LEN` characters are ignored.
+pub fn register(secret: &str) {
+    if registrable(secret) {
+        registry_mut().register(secret);
+    }
+}
+
+/// The holder of a registered value let go of it (`Secret`'s last clone was dropped): it joins
+/// the bounded tail of released secrets once no holder is left.
+pub fn release(secret: &str) {
+    if registrable(secret) {
+        registry_mut().release(secret);
+    }
 }
 
 /// `text` with every registered secret (in any form, or any 16-character piece) blanked.
 pub fn scrub(text: &str) -> Cow<'_, str> {
-    REGISTRY.read().unwrap_or_else(PoisonError::into_inner).redact(text)
+    registry().matcher.redact(text)
 }
 
 /// `text` with `secrets` (any length, matched exactly in every form) and every registered
@@ -445,7 +547,7 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
         scoped.insert(secret);
     }
     let mut all = scoped.find(text);
-    all.extend(REGISTRY.read().unwrap_or_else(PoisonError::into_inner).find(text));
+    all.extend(registry().matcher.find(text));
     let mut ranges = Vec::new();
     merge(&mut ranges, all);
     replace(text, &ranges).into_owned()
@@ -453,7 +555,25 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
 
 /// Bytes the registry's hash tables take.
 pub fn registry_memory_estimate() -> usize {
-    REGISTRY.read().unwrap_or_else(PoisonError::into_inner).memory_estimate()
+    registry().matcher.memory_estimate()
+}
+
+/// What the registry holds: values alive, values in the released tail, and the characters of
+/// those (at most `RETAINED_CHARS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrySize {
+    pub alive: usize,
+    pub released: usize,
+    pub released_chars: usize,
+}
+
+pub fn registry_size() -> RegistrySize {
+    let registry = registry();
+    RegistrySize {
+        alive: registry.entries.len() - registry.released.len(),
+        released: registry.released.len(),
+        released_chars: registry.released_chars,
+    }
 }
 
 #[cfg(test)]
@@ -582,6 +702,52 @@ mod tests {
         register("pw");
         assert_eq!(scrub("pw"), "pw", "short values are not registered");
         assert!(registry_memory_estimate() > 0);
+    }
+
+    #[test]
+    fn a_released_secret_is_still_scrubbed_and_one_held_twice_stays_until_both_let_go() {
+        let mut registry = Registry::new();
+        registry.register("first-secret-0001");
+        registry.register("twice-held-secret");
+        registry.register("twice-held-secret");
+        registry.release("first-secret-0001");
+        registry.release("twice-held-secret");
+        assert_eq!(registry.matcher.redact("first-secret-0001"), SENSITIVE, "released, still in the tail");
+        assert_eq!(
+            (registry.released.len(), registry.entries.len()),
+            (1, 2),
+            "one holder of the twice-held left"
+        );
+        // Registered again while in the tail: alive again, out of the tail.
+        registry.register("first-secret-0001");
+        assert_eq!((registry.released.len(), registry.released_chars), (0, 0));
+    }
+
+    #[test]
+    fn released_secrets_are_forgotten_oldest_first_past_the_bound_and_live_ones_never() {
+        let mut registry = Registry::new();
+        registry.register("alive-for-the-whole-run");
+        // Random-looking, so that no 16-character piece is shared between two of them.
+        let token = |i: usize| {
+            let mut rng = fastrand::Rng::with_seed(i as u64);
+            format!("{:032x}{:032x}", rng.u128(..), rng.u128(..))
+        };
+        let count = RETAINED_CHARS / 64 * 3;
+        for i in 0..count {
+            registry.register(&token(i));
+            registry.release(&token(i));
+            assert!(registry.released_chars <= RETAINED_CHARS, "bounded after {i} releases");
+        }
+        assert!(registry.entries.len() <= RETAINED_CHARS / 64 + 1, "{} entries", registry.entries.len());
+        assert_eq!(registry.matcher.redact("alive-for-the-whole-run"), SENSITIVE);
+        assert_eq!(registry.matcher.redact(&token(count - 1)), SENSITIVE, "the latest is kept");
+        assert_eq!(registry.matcher.redact(&token(0)), token(0), "the oldest is forgotten");
+        let bound = {
+            let mut full = Redactor::new(MIN_REGISTERED_LEN);
+            (0..=RETAINED_CHARS / 64).for_each(|i| full.insert(&token(i)));
+            full.memory_estimate()
+        };
+        assert!(registry.matcher.memory_estimate() <= bound, "the matcher is rebuilt, not grown");
     }
 
     #[test]

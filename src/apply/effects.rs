@@ -1,6 +1,8 @@
 //! `Effects`: everything apply may do to the world, with its own error kinds. The Oz client
 //! implements it (`oz/effects.rs` converts its errors at that edge); executor tests use an
-//! in-memory fake (`tests/testsuite/common`).
+//! in-memory fake (`tests/testsuite/common`). One conformance suite
+//! (`tests/testsuite/effects_contract.rs`) runs the same cases against both: what these docs
+//! promise is asserted there.
 
 use std::fmt;
 use std::future::Future;
@@ -45,7 +47,10 @@ pub trait Effects: Send + Sync + 'static {
 pub enum EffectErrorKind {
     /// The API refused the request: nothing happened.
     Refused,
-    /// A create found its object there already (someone, or an earlier attempt, made it).
+    /// A create found its object there already (someone, or an earlier attempt, made it). The
+    /// API answers a duplicate as it answers any invalid value (400 with `error_code` 3 or 4,
+    /// or 409): a create of a company or user answered so is this kind, read back to tell,
+    /// even when the value at fault was another (a user's company that is not live).
     AlreadyExists,
     /// The request may have taken effect. `answered`: the API itself answered that it failed
     /// (500, 503), so it is done with the request and a read-back is the whole truth; otherwise

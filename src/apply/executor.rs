@@ -60,7 +60,8 @@ use tokio::sync::watch;
 use super::effects::{EffectError, EffectErrorKind};
 use super::order::Graph;
 use super::progress::{Outcome, Progress};
-use super::{ApplyError, Effects, Passwords};
+use super::step_error::{StepError, StepErrorKind};
+use super::{ApplyError, Effects, MissingPassword, Passwords};
 use crate::model::{Email, UserKind, UserPatch};
 use crate::plan::{
     Action, Address, Change, CompanyFields, Payload, Plan, TokenIssue, Update, UserCreate, company_update,
@@ -108,7 +109,7 @@ pub struct DoneStep {
 pub struct FailedStep {
     pub address: Address,
     pub action: Action,
-    pub error: String,
+    pub error: StepError,
 }
 
 /// A step not attempted because `dependency` failed.
@@ -187,14 +188,14 @@ pub async fn execute<E: Effects>(
     options: &ExecuteOptions,
 ) -> Result<ApplyReport, ApplyError> {
     let graph = Graph::new(&plan.changes)?;
-    let missing: Vec<String> = plan
+    let missing: Vec<MissingPassword> = plan
         .changes
         .iter()
         .filter_map(|c| match (&c.address, &c.payload) {
             (Address::ServiceUser(email), Payload::CreateUser(_))
                 if options.passwords.get(email).is_none() =>
             {
-                Some(format!("`{email}` has no resolved password"))
+                Some(MissingPassword { email: email.to_string(), reason: "no password was resolved".into() })
             }
             _ => None,
         })
@@ -440,9 +441,9 @@ impl Made {
 /// The end of one phase of a step.
 enum PhaseEnd {
     /// The API phase (every step has one).
-    Api(Result<AfterApi, String>),
+    Api(Result<AfterApi, StepError>),
     /// The store phase of a token step: the end of the step.
-    Store(Result<Made, String>),
+    Store(Result<Made, StepError>),
 }
 
 /// What a successful API phase leaves.
@@ -486,20 +487,21 @@ fn store_phase(
         let outcome = tokio::task::spawn_blocking(move || store.store(&record)).await;
         let result = match outcome {
             Ok(Ok(())) => Ok(Made::new(String::new())),
-            Ok(Err(e)) => Err(format!(
+            Ok(Err(e)) => Err(StepError::store_failed(format!(
                 "the token was issued but not stored (run `ozform apply` again to issue another): {e}"
-            )),
-            Err(join) => Err(format!("the token was issued but storing it did not finish: {join}")),
+            ))),
+            Err(join) => Err(StepError::store_failed(format!(
+                "the token was issued but storing it did not finish: {join}"
+            ))),
         };
         (i, PhaseEnd::Store(result))
     }
 }
 
-fn live_id(change: &Change) -> Result<&str, String> {
-    change
-        .live_id
-        .as_deref()
-        .ok_or_else(|| format!("the change of `{}` has no `live_id` to update", change.address))
+fn live_id(change: &Change) -> Result<&str, StepError> {
+    change.live_id.as_deref().ok_or_else(|| {
+        StepError::failed(format!("the change of `{}` has no `live_id` to update", change.address))
+    })
 }
 
 /// How many times one step sends its create (or token issue) at most: enough to ride out a
@@ -521,16 +523,20 @@ fn read_back(err: &EffectError) -> bool {
     err.outcome_unknown() || err.kind == EffectErrorKind::AlreadyExists
 }
 
-/// When a create failed but may have taken effect: the message if the read-back failed too.
-fn read_back_failed(change: &Change, create: &EffectError, read: &EffectError) -> String {
-    format!("{create}; reading `{}` back to see whether it was created failed: {read}", change.address)
+/// When a create failed but may have taken effect and the read-back failed too: the outcome is
+/// unknown, whatever the read-back's own error was.
+fn read_back_failed(change: &Change, create: &EffectError, read: &EffectError) -> StepError {
+    StepError::new(
+        StepErrorKind::OutcomeUnknown,
+        format!("{create}; reading `{}` back to see whether it was created failed: {read}", change.address),
+    )
 }
 
 async fn create_company<E: Effects>(
     ctx: &Ctx<'_, E>,
     change: &Change,
     fields: &CompanyFields,
-) -> Result<Made, String> {
+) -> Result<Made, StepError> {
     let new = fields.new_company();
     let mut sent = 0;
     let (err, found) = loop {
@@ -538,7 +544,7 @@ async fn create_company<E: Effects>(
         let err = match ctx.effects.create_company(&new).await {
             Ok(created) => return no_twin(ctx, change, &new.name, created.id).await.map(Made::new),
             Err(e) if read_back(&e) => e,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         tracing::info!(address = %change.address, error = %err, "create may have taken effect: reading back");
         let found =
@@ -549,21 +555,24 @@ async fn create_company<E: Effects>(
         tracing::info!(address = %change.address, "not created: sending the create again");
     };
     match found.as_slice() {
-        [] => Err(err.to_string()),
+        [] => Err(err.into()),
         [live] => {
             // Adopt, and converge the managed fields the existing company differs in.
             if let Some(update) = company_update(fields, live) {
                 ctx.effects.update_company(&live.id, &update.patch()).await.map_err(|e| {
-                    format!("adopted the existing `{}` but could not update it: {e}", change.address)
+                    StepError::from(e).context(format!(
+                        "adopted the existing `{}` but could not update it: ",
+                        change.address
+                    ))
                 })?;
             }
             Ok(Made::adopted(live.id.clone()))
         }
-        many => Err(format!(
+        many => Err(StepError::conflict(format!(
             "{err}; reading back found {} live companies named `{}`: ambiguous, rename or delete all but one",
             many.len(),
             new.name
-        )),
+        ))),
     }
 }
 
@@ -576,18 +585,18 @@ async fn no_twin<E: Effects>(
     change: &Change,
     name: &str,
     id: String,
-) -> Result<String, String> {
+) -> Result<String, StepError> {
     let found = ctx.effects.find_companies(name).await.map_err(|e| {
-        format!(
+        StepError::failed(format!(
             "created `{}` (id {id}) but could not read it back to check that it has no twin: {e}; run `ozform apply` again",
             change.address
-        )
+        ))
     })?;
     if found.len() <= 1 {
         return Ok(id);
     }
     let ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
-    Err(format!(
+    Err(StepError::conflict(format!(
         "created `{}` (id {id}), but {} live companies are now named `{name}` (ids {}): another apply \
          probably ran at the same time; no service user was created into either — keep one (rename \
          or delete the others) and run `ozform apply` again, and run applies one at a time (a CI \
@@ -595,16 +604,16 @@ async fn no_twin<E: Effects>(
         change.address,
         found.len(),
         ids.join(", ")
-    ))
+    )))
 }
 
 async fn update_company<E: Effects>(
     ctx: &Ctx<'_, E>,
     change: &Change,
     update: &Update<CompanyFields>,
-) -> Result<Made, String> {
+) -> Result<Made, StepError> {
     let id = live_id(change)?;
-    ctx.effects.update_company(id, &update.patch()).await.map_err(|e| e.to_string())?;
+    ctx.effects.update_company(id, &update.patch()).await?;
     Ok(Made::new(id.to_string()))
 }
 
@@ -613,7 +622,7 @@ async fn company_id_by_name<E: Effects>(
     ctx: &Ctx<'_, E>,
     change: &Change,
     name: &str,
-) -> Result<String, String> {
+) -> Result<String, StepError> {
     let cached = ctx.companies_found.lock().unwrap_or_else(PoisonError::into_inner).get(name).cloned();
     if let Some(id) = cached {
         return Ok(id);
@@ -627,19 +636,19 @@ async fn find_company_id<E: Effects>(
     ctx: &Ctx<'_, E>,
     change: &Change,
     name: &str,
-) -> Result<String, String> {
-    let found = ctx
-        .effects
-        .find_companies(name)
-        .await
-        .map_err(|e| format!("cannot find the company `{name}` of `{}`: {e}", change.address))?;
+) -> Result<String, StepError> {
+    let found = ctx.effects.find_companies(name).await.map_err(|e| {
+        StepError::from(e).context(format!("cannot find the company `{name}` of `{}`: ", change.address))
+    })?;
     match found.as_slice() {
         [one] => Ok(one.id.clone()),
-        [] => Err(format!("the company `{name}` of `{}` does not exist", change.address)),
-        many => Err(format!(
+        [] => {
+            Err(StepError::conflict(format!("the company `{name}` of `{}` does not exist", change.address)))
+        }
+        many => Err(StepError::conflict(format!(
             "{} live companies are named `{name}`: ambiguous, rename or delete all but one",
             many.len()
-        )),
+        ))),
     }
 }
 
@@ -648,7 +657,7 @@ async fn create_user<E: Effects>(
     change: &Change,
     create: &UserCreate,
     company_id: Option<String>,
-) -> Result<Made, String> {
+) -> Result<Made, StepError> {
     let email = &create.fields.email;
     let company = create.fields.company.as_str();
     // The company made in this run, else the live company the plan was made against (its id
@@ -658,8 +667,10 @@ async fn create_user<E: Effects>(
         None => company_id_by_name(ctx, change, company).await?,
     };
     // Checked before the first request of the run; this only guards a direct caller.
-    let password =
-        ctx.passwords.get(email).ok_or_else(|| format!("no password was resolved for `{email}`"))?;
+    let password = ctx
+        .passwords
+        .get(email)
+        .ok_or_else(|| StepError::failed(format!("no password was resolved for `{email}`")))?;
     let new = create.new_user(&company_id, password.clone());
     let mut sent = 0;
     let (err, found) = loop {
@@ -667,7 +678,7 @@ async fn create_user<E: Effects>(
         let err = match ctx.effects.create_user(&new).await {
             Ok(created) => return Ok(Made::new(created.id)),
             Err(e) if read_back(&e) => e,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         tracing::info!(address = %change.address, error = %err, "create may have taken effect: reading back");
         let found = ctx.effects.find_user(email).await.map_err(|r| read_back_failed(change, &err, &r))?;
@@ -676,27 +687,27 @@ async fn create_user<E: Effects>(
         }
         tracing::info!(address = %change.address, "not created: sending the create again");
     };
-    let Some(live) = found else { return Err(err.to_string()) };
+    let Some(live) = found else { return Err(err.into()) };
     if live.company_id.as_deref() != Some(company_id.as_str()) {
-        return Err(format!(
+        return Err(StepError::conflict(format!(
             "`{}` already exists in another company (company id {}), not in `{company}`: move or delete it by hand",
             change.address,
             live.company_id.as_deref().unwrap_or("none"),
-        ));
+        )));
     }
     if live.kind != UserKind::Service {
-        return Err(format!(
+        return Err(StepError::conflict(format!(
             "`{}` already exists in `{company}` but is not a service user ({}): change or delete it by hand",
             change.address,
             live.kind.describe()
-        ));
+        )));
     }
     // Adopt, and converge the managed fields the existing user differs in.
     if let Some(update) = user_update(&create.fields, &live) {
-        ctx.effects
-            .update_user(&live.id, &update.patch())
-            .await
-            .map_err(|e| format!("adopted the existing `{}` but could not update it: {e}", change.address))?;
+        ctx.effects.update_user(&live.id, &update.patch()).await.map_err(|e| {
+            StepError::from(e)
+                .context(format!("adopted the existing `{}` but could not update it: ", change.address))
+        })?;
     }
     Ok(Made::adopted(live.id))
 }
@@ -705,9 +716,9 @@ async fn update_user<E: Effects>(
     ctx: &Ctx<'_, E>,
     change: &Change,
     update: &Update<crate::plan::UserFields>,
-) -> Result<Made, String> {
+) -> Result<Made, StepError> {
     let id = live_id(change)?;
-    ctx.effects.update_user(id, &update.patch()).await.map_err(|e| e.to_string())?;
+    ctx.effects.update_user(id, &update.patch()).await?;
     Ok(Made::new(id.to_string()))
 }
 
@@ -715,27 +726,30 @@ async fn update_user<E: Effects>(
 /// stored token. The token is dropped only after the API confirmed the removal: a removal that
 /// failed leaves a user that may still need it. A store that cannot drop it fails the step
 /// (the user is removed; the next plan no longer plans it, so the file must go by hand).
-async fn remove_user<E: Effects>(ctx: &Ctx<'_, E>, change: &Change) -> Result<Made, String> {
+async fn remove_user<E: Effects>(ctx: &Ctx<'_, E>, change: &Change) -> Result<Made, StepError> {
     let Address::ServiceUser(email) = &change.address else {
-        return Err(format!("the change of `{}` removes a user but is not a user", change.address));
+        return Err(StepError::failed(format!(
+            "the change of `{}` removes a user but is not a user",
+            change.address
+        )));
     };
     let id = live_id(change)?;
     if let Payload::DeleteUser(_) = &change.payload {
-        ctx.effects.delete_user(id).await.map_err(|e| e.to_string())?;
+        ctx.effects.delete_user(id).await?;
     } else {
         let patch = UserPatch { active: Some(false), ..UserPatch::default() };
-        ctx.effects.update_user(id, &patch).await.map_err(|e| e.to_string())?;
+        ctx.effects.update_user(id, &patch).await?;
     }
     let store = Arc::clone(&ctx.store);
     let key = email.key();
     match tokio::task::spawn_blocking(move || store.delete(&key)).await {
         Ok(Ok(())) => Ok(Made::new(id.to_string())),
-        Ok(Err(e)) => Err(format!(
+        Ok(Err(e)) => Err(StepError::store_failed(format!(
             "the user was removed but its stored token could not be dropped (remove it from the token store by hand): {e}"
-        )),
-        Err(join) => {
-            Err(format!("the user was removed but dropping its stored token did not finish: {join}"))
-        }
+        ))),
+        Err(join) => Err(StepError::store_failed(format!(
+            "the user was removed but dropping its stored token did not finish: {join}"
+        ))),
     }
 }
 
@@ -744,9 +758,12 @@ async fn issue_token<E: Effects>(
     change: &Change,
     issue: &TokenIssue,
     user_id: Option<String>,
-) -> Result<TokenRecord, String> {
+) -> Result<TokenRecord, StepError> {
     let Address::Token(email) = &change.address else {
-        return Err(format!("the change of `{}` issues a token but is not a token", change.address));
+        return Err(StepError::failed(format!(
+            "the change of `{}` issues a token but is not a token",
+            change.address
+        )));
     };
     let user_id = match user_id.or_else(|| issue.user_id.clone()) {
         Some(id) => id,
@@ -762,7 +779,7 @@ async fn issue_token<E: Effects>(
             Err(e) if e.outcome_unknown() && sent < SEND_LIMIT => {
                 tracing::info!(address = %change.address, error = %e, "the token may not have been issued: issuing again");
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     };
     Ok(TokenRecord {
@@ -774,6 +791,8 @@ async fn issue_token<E: Effects>(
         expire_date: token.expire_date,
         api_url: ctx.api_url.to_string(),
         issued_at: humantime::format_rfc3339_seconds((ctx.now)()).to_string(),
+        password: None,
+        company: None,
     })
 }
 
@@ -781,10 +800,20 @@ async fn find_user_id<E: Effects>(
     ctx: &Ctx<'_, E>,
     change: &Change,
     email: &Email,
-) -> Result<String, String> {
+) -> Result<String, StepError> {
     match ctx.effects.find_user(email).await {
+        // A token only ever for a service user: a user of this email made by someone else
+        // since the plan was checked may be anything.
+        Ok(Some(user)) if user.kind != UserKind::Service => Err(StepError::conflict(format!(
+            "the user `{email}` of `{}` is not a service user ({}): no token is issued for it",
+            change.address,
+            user.kind.describe()
+        ))),
         Ok(Some(user)) => Ok(user.id),
-        Ok(None) => Err(format!("the service user `{email}` of `{}` does not exist", change.address)),
-        Err(e) => Err(format!("cannot find the service user `{email}`: {e}")),
+        Ok(None) => Err(StepError::conflict(format!(
+            "the service user `{email}` of `{}` does not exist",
+            change.address
+        ))),
+        Err(e) => Err(StepError::from(e).context(format!("cannot find the service user `{email}`: "))),
     }
 }

@@ -11,7 +11,8 @@
 //! 1. `resolve_passwords`: every password a user create needs, before any request; all
 //!    missing ones are reported together and nothing is executed.
 //! 2. `check_fresh` (saved plans): re-read every planned object and refuse the whole plan if
-//!    one moved since it was made.
+//!    one moved since it was made, or if an id the plan carries (a `live_id`, a create's
+//!    `company_id`, a token's `user_id`) is not the id of the live object at its address.
 //! 3. `execute`: steps start as soon as their dependencies are done, at most `parallelism` at a
 //!    time; a failed step skips its dependents only. The result is an `ApplyReport`.
 //!
@@ -26,12 +27,14 @@ mod fresh;
 pub mod order;
 mod passwords;
 mod progress;
+mod step_error;
 
 pub use effects::{EffectError, EffectErrorKind, Effects};
 pub use executor::{ApplyReport, DoneStep, ExecuteOptions, FailedStep, SkippedStep, execute};
 pub use fresh::check_fresh;
-pub use passwords::{Passwords, resolve_passwords};
+pub use passwords::{Passwords, anchor_secrets, resolve_passwords};
 pub use progress::{Outcome, Progress, Silent};
+pub use step_error::{StepError, StepErrorKind};
 
 /// Why an apply failed as a whole, or was refused before it started.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -40,26 +43,30 @@ pub enum ApplyError {
     #[diagnostic(code(ozform::apply::not_approved), help("answer `yes`, or pass `--auto-approve`"))]
     NotApproved,
 
-    /// Passwords that user creates need and that cannot be resolved (sources named, never values).
-    #[error("cannot resolve {} password{}: {}", missing.len(), plural(missing.len()), missing.join("; "))]
+    /// Passwords that user creates need and that cannot be resolved (sources named, never
+    /// values): one related item per user, shown one per line (a list in `--log-format json`).
+    #[error("cannot resolve {}", crate::words::count(missing.len(), "password", "passwords"))]
     #[diagnostic(
         code(ozform::apply::missing_passwords),
         help("set the environment variables or create the files named; nothing was changed")
     )]
-    MissingPasswords { missing: Vec<String> },
+    MissingPasswords {
+        #[related]
+        missing: Vec<MissingPassword>,
+    },
 
-    /// Live objects that moved since the plan was made.
-    #[error(
-        "the plan is stale: {} changed since it was made — run `ozform plan` again",
-        moved.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
-    )]
+    /// Live objects that moved since the plan was made (`moved`: their addresses), and ids or
+    /// assumptions of the plan that are not those of the live objects at their addresses
+    /// (`wrong`: a sentence each, naming the address and both sides).
+    #[error("the plan is stale: {} — run `ozform plan` again", stale_parts(moved, wrong))]
     #[diagnostic(
         code(ozform::apply::stale),
         help(
-            "make a new plan with `ozform plan --out FILE`, review it, and apply that; nothing was changed"
+            "make a new plan with `ozform plan --out FILE`, review it, and apply that; nothing was changed \
+             (an id that is not the live object's means the object was recreated, or the plan file was edited)"
         )
     )]
-    Stale { moved: Vec<String> },
+    Stale { moved: Vec<String>, wrong: Vec<String> },
 
     /// Reading live state for the stale-plan check failed.
     #[error("cannot check that `{address}` is unchanged since the plan was made: {source}")]
@@ -108,6 +115,26 @@ pub enum ApplyError {
         help("fix the cause and run `ozform apply` again: what was done is not repeated")
     )]
     Partial { done: usize, failed: usize, skipped: usize, first: Option<String> },
+}
+
+/// What a stale plan's message lists: the moved addresses, then each wrong id.
+fn stale_parts(moved: &[String], wrong: &[String]) -> String {
+    let mut parts = Vec::with_capacity(wrong.len() + 1);
+    if !moved.is_empty() {
+        let addresses: Vec<String> = moved.iter().map(|a| crate::escape::quote(a)).collect();
+        parts.push(format!("{} changed since it was made", addresses.join(", ")));
+    }
+    parts.extend(wrong.iter().cloned());
+    parts.join("; ")
+}
+
+/// One password a user create needs that cannot be resolved: the user and why (the variable or
+/// file named, never a value).
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("`{email}`: {reason}")]
+pub struct MissingPassword {
+    pub email: String,
+    pub reason: String,
 }
 
 fn plural(n: usize) -> &'static str {

@@ -6,10 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use super::ApplyError;
+use super::{ApplyError, MissingPassword};
 use crate::model::Email;
 use crate::plan::{Address, Payload, Plan};
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretRef, SecretRoots};
 
 /// Resolved passwords by lower-cased email. `Debug` shows only the emails.
 #[derive(Clone, Default)]
@@ -43,6 +43,19 @@ impl std::fmt::Debug for Passwords {
     }
 }
 
+/// Place every secret file a saved plan names under the roots of this run (`roots`), so that
+/// it can be read with the same confinement as a manifest's; one that lies outside them is
+/// refused when resolved, naming its user.
+pub fn anchor_secrets(plan: &mut Plan, roots: &SecretRoots) {
+    for change in &mut plan.changes {
+        if let Payload::CreateUser(create) = &mut change.payload
+            && let SecretRef::File(file) = &mut create.password
+        {
+            file.anchor(roots);
+        }
+    }
+}
+
 /// Resolve the password of every service user create in `plan`.
 pub fn resolve_passwords(plan: &Plan, env: &dyn Fn(&str) -> Option<String>) -> Result<Passwords, ApplyError> {
     let mut passwords = Passwords::new();
@@ -55,7 +68,7 @@ pub fn resolve_passwords(plan: &Plan, env: &dyn Fn(&str) -> Option<String>) -> R
         match create.password.resolve(env) {
             Ok(secret) => passwords.insert(email, secret),
             // `SecretError` names the variable or file, never a value.
-            Err(e) => missing.push(format!("`{email}`: {e}")),
+            Err(e) => missing.push(MissingPassword { email: email.to_string(), reason: e.to_string() }),
         }
     }
     if missing.is_empty() { Ok(passwords) } else { Err(ApplyError::MissingPasswords { missing }) }

@@ -5,6 +5,7 @@
 //! Events carry addresses, actions and error messages, never a secret: the executor holds
 //! passwords and tokens only as `Secret`s and puts none into an `Outcome`.
 
+use super::StepError;
 use crate::plan::{Action, Address};
 
 /// How a step ended.
@@ -15,8 +16,8 @@ pub enum Outcome {
     /// A create whose object turned out to exist already (an earlier attempt or a concurrent
     /// writer made it); the existing object was read back and adopted.
     Adopted,
-    /// The step failed; the message names the request or the token store, never a secret.
-    Failed { error: String },
+    /// The step failed; the error's message names the request or the token store, never a secret.
+    Failed { error: StepError },
     /// Not attempted because `dependency` (a change it depends on, directly or not) failed.
     Skipped { dependency: Address },
 }

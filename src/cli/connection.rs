@@ -5,22 +5,24 @@
 //! only where it comes from is decided here, it is read when connecting.
 
 use crate::error::Error;
-use crate::model::ApiVersion;
 use crate::ops::settings::{Connection, StoreSpec, Tokens};
-use crate::oz::VersionSetting;
 use crate::secret::SecretRef;
 
-use super::{ApiVersionArg, ConnectionArgs, TokenArgs};
+use super::{ConnectionArgs, TokenArgs};
 
 /// The client's default bound on requests in flight, raised to `parallelism` when that is
 /// higher: each step is one request at a time, so a lower bound would cap the parallelism.
 const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 
-/// Whether a command needs `--api-url`: `apply --plan` takes the plan's when it is not given.
+/// What the API URL is for, which says why it is needed when missing. Every command needs one:
+/// `apply --plan` too, since the URL decides where the admin email and password are sent, and
+/// a saved plan is a file anyone along the way can edit (it never chooses the API; `ops::apply`
+/// refuses a plan made for another).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Url {
     Required,
-    FromPlan,
+    /// `apply --plan`: the plan's `api_url` must be this one.
+    ForSavedPlan,
 }
 
 /// Build the connection settings for a run of `parallelism` steps (1 for read-only commands),
@@ -31,10 +33,13 @@ pub fn connection(
     url: Url,
     parallelism: usize,
 ) -> Result<(Connection, Option<String>), Error> {
-    if url == Url::Required && args.api_url.is_none() {
-        return Err(Error::Usage {
-            message: "no Oz API URL given".into(),
-            help: "pass `--api-url https://…` or set `OZ_API_URL`".into(),
+    if args.api_url.is_none() {
+        return Err(match url {
+            Url::Required => Error::Usage {
+                message: "no Oz API URL given".into(),
+                help: "pass `--api-url https://…` or set `OZ_API_URL`".into(),
+            },
+            Url::ForSavedPlan => crate::ops::apply::no_url_for_saved_plan(),
         });
     }
     let admin_email = args.admin_email.clone().ok_or_else(|| Error::Usage {
@@ -42,7 +47,7 @@ pub fn connection(
         help: "pass `--admin-email` or set `OZ_ADMIN_EMAIL`".into(),
     })?;
     let admin_password = match &args.admin_password_file {
-        Some(path) => SecretRef::File(path.clone()),
+        Some(path) => SecretRef::operator_file(path.clone()),
         None if env("OZ_ADMIN_PASSWORD").is_some() => SecretRef::Env("OZ_ADMIN_PASSWORD".into()),
         None => {
             return Err(Error::Usage {
@@ -56,17 +61,15 @@ pub fn connection(
         api_url: args.api_url.as_deref().map(|u| u.trim_end_matches('/').to_string()),
         admin_email,
         admin_password,
-        api_version: match args.api_version {
-            ApiVersionArg::V5 => VersionSetting::Fixed(ApiVersion::V5),
-            ApiVersionArg::V6 => VersionSetting::Fixed(ApiVersion::V6),
-            ApiVersionArg::Auto => VersionSetting::Auto,
-        },
+        api_version: args.api_version,
         ca_cert: args.ca_cert.clone(),
         max_rps: args.max_rps,
         max_in_flight,
         adaptive_limit: None,
         request_timeout: args.request_timeout,
         allow_insecure_http: args.allow_insecure_http,
+        max_response_bytes: args.max_response_bytes,
+        max_objects: args.max_objects,
     };
     Ok((connection, warning))
 }
@@ -107,12 +110,19 @@ pub fn tokens(args: &TokenArgs) -> Result<Tokens, Error> {
         (None, Some(dir)) => StoreSpec::Dir(dir.clone()),
         (None, None) => StoreSpec::Dir(DEFAULT_TOKEN_DIR.into()),
     };
+    if let Some(name) = &args.installation {
+        crate::token_store::Installation::check_name(name).map_err(|problem| Error::Usage {
+            message: format!("`--installation`/`OZ_INSTALLATION`: {problem}"),
+            help: "name the installation tokens are kept under, e.g. `--installation eu-prod` (the default is the API URL's origin)".into(),
+        })?;
+    }
     Ok(Tokens {
         store,
         rotate_before: args.rotate_before,
         rotate_tokens: args.rotate_tokens,
         store_timeout: args.store_timeout,
         allow_shared_dir: args.allow_shared_token_dir,
+        installation: args.installation.clone(),
     })
 }
 
@@ -175,6 +185,29 @@ mod tests {
         assert_eq!((c.max_in_flight, warning), (32, None));
         assert_eq!(c.api_url.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(c.admin_password, SecretRef::Env("OZ_ADMIN_PASSWORD".into()));
+    }
+
+    #[test]
+    fn the_bounds_against_a_hostile_server_have_their_defaults_and_take_sizes() {
+        let (c, _) = settings(&[], 1);
+        assert_eq!((c.max_response_bytes, c.max_objects), (64 * 1024 * 1024, 1_000_000));
+        let (c, _) = settings(&["--max-response-bytes", "512KiB", "--max-objects", "2000"], 1);
+        assert_eq!((c.max_response_bytes, c.max_objects), (512 * 1024, 2000));
+        assert_eq!(settings(&["--max-response-bytes", "1000"], 1).0.max_response_bytes, 1000);
+    }
+
+    #[test]
+    fn a_size_is_bytes_or_a_binary_unit_and_never_zero() {
+        use super::super::parse_size;
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("64 mib"), Ok(64 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("100B"), Ok(100));
+        assert!(parse_size("0").expect_err("zero").contains("at least 1 byte"));
+        assert!(parse_size("64MB").expect_err("not binary").contains("is not a size"));
+        assert!(parse_size("-1").expect_err("negative").contains("is not a size"));
+        assert!(parse_size("99999999999999999999G").is_err());
     }
 
     #[test]

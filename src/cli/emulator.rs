@@ -13,19 +13,17 @@ use std::path::Path;
 
 use crate::emulator::{self, EmulatorConfig, EmulatorError, Faults, Snapshot};
 use crate::error::{Error, Exit};
-use crate::model::ApiVersion;
 use crate::output::Output;
 use crate::secret::{Secret, SecretRef, process_env};
 
 pub async fn run(args: super::EmulatorArgs, output: &Output) -> Result<Exit, Error> {
     let (config, default_password) = build_config(&args, &process_env)?;
     let handle = emulator::start(config).await?;
-    output.status(&format!(
-        "ozform emulator (API {}) listening on {url}\nadmin: {}\nstate dump (usable as `--seed`): {url}/_emulator/state",
-        handle.api_version(),
-        handle.admin_email(),
-        url = handle.url(),
-    ));
+    // One status line each: a status line is escaped whole, line breaks included.
+    let url = handle.url();
+    output.status(&format!("ozform emulator (API {}) listening on {url}", handle.api_version()));
+    output.status(&format!("admin: {}", handle.admin_email()));
+    output.status(&format!("state dump (usable as `--seed`): {url}/_emulator/state"));
     if default_password {
         output.warn(
             "no admin password given (`--admin-password-file` or `OZ_ADMIN_PASSWORD`): the default admin password is in use, see `ozform emulator --help`",
@@ -45,10 +43,7 @@ fn build_config(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(EmulatorConfig, bool), Error> {
     let listen = listen_addr(&args.listen)?;
-    let api_version = match args.api_version.as_str() {
-        "5" => ApiVersion::V5,
-        _ => ApiVersion::V6,
-    };
+    let api_version = args.api_version;
     if !(0.0..=1.0).contains(&args.fault_rate) {
         return Err(Error::Usage {
             message: format!("`--fault-rate {}` is not a fraction", args.fault_rate),
@@ -56,7 +51,7 @@ fn build_config(
         });
     }
     let given = match &args.admin_password_file {
-        Some(path) => Some(SecretRef::File(path.clone()).resolve(env)?),
+        Some(path) => Some(SecretRef::operator_file(path.clone()).resolve(env)?),
         None => env("OZ_ADMIN_PASSWORD").filter(|v| !v.is_empty()).map(Secret::new),
     };
     let default_password = given.is_none();
@@ -98,11 +93,12 @@ fn read_seed(path: &Path) -> Result<Snapshot, EmulatorError> {
 mod tests {
     use super::*;
     use crate::cli::EmulatorArgs;
+    use crate::model::ApiVersion;
 
     fn args() -> EmulatorArgs {
         EmulatorArgs {
             listen: "127.0.0.1:0".into(),
-            api_version: "5".into(),
+            api_version: ApiVersion::V5,
             admin_email: "root@x.test".into(),
             admin_password_file: None,
             seed: None,

@@ -2,6 +2,11 @@
 //! `--help`. Without `--out-dir` it prints `ozform(1)`; with it, it writes `ozform.1` and one
 //! `ozform-<command>.1` per command into that directory. `docs/man/` holds the pages so
 //! generated, and a test keeps them equal to what this command writes.
+//!
+//! Besides `clap_mangen`'s sections, every page has EXIT STATUS (the codes of the contract),
+//! ENVIRONMENT (the variables its flags read, taken from the clap definitions, and those read
+//! besides) and EXAMPLES (command lines a test parses with the same definitions), in the order
+//! man-pages(7) gives.
 
 use std::path::Path;
 
@@ -39,22 +44,168 @@ pub fn pages() -> Result<Vec<(String, String)>, Error> {
     let mut command = Cli::command().disable_help_subcommand(true);
     // `build` gives every command its display name (`ozform-plan`), which names its page.
     command.build();
-    let mut pages = vec![render(command.clone())?];
+    let mut pages = vec![render(&command)?];
     for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
-        pages.push(render(sub.clone())?);
+        pages.push(render(sub)?);
     }
     Ok(pages)
 }
 
-fn render(command: clap::Command) -> Result<(String, String), Error> {
-    let man = clap_mangen::Man::new(command).manual("ozform manual");
+fn render(command: &clap::Command) -> Result<(String, String), Error> {
+    let name = command.get_display_name().unwrap_or_else(|| command.get_name()).to_string();
+    let man = clap_mangen::Man::new(command.clone()).manual("ozform manual");
     let mut buffer = Vec::new();
     man.render(&mut buffer).map_err(|e| Error::Usage {
         message: format!("cannot render the manual page `{}`: {e}", man.get_filename()),
         help: "report this as a bug".into(),
     })?;
-    let text = String::from_utf8_lossy(&buffer).into_owned();
+    let page = String::from_utf8_lossy(&buffer).into_owned();
+    // The sections of our own go before VERSION, where man-pages(7) puts them; the page's
+    // preamble (which defines the apostrophe they use) is already at its top.
+    let ours = extra_sections(command, &name).render();
+    let ours = ours.split_once(".el .ds Aq '\n").map_or(ours.as_str(), |(_, sections)| sections);
+    let text = match page.find("\n.SH VERSION\n") {
+        Some(at) => format!("{}\n{ours}{}", &page[..at], &page[at + 1..]),
+        None => format!("{page}{ours}"),
+    };
     Ok((man.get_filename(), text))
+}
+
+/// EXIT STATUS, ENVIRONMENT and EXAMPLES of the page of `command` (display name `name`).
+fn extra_sections(command: &clap::Command, name: &str) -> roff::Roff {
+    use roff::{Roff, bold, roman};
+    let mut page = Roff::new();
+    page.control("SH", ["EXIT STATUS"]);
+    for (code, meaning) in EXIT_STATUS {
+        page.control("TP", []).text([bold(*code)]).text([roman(*meaning)]);
+    }
+
+    page.control("SH", ["ENVIRONMENT"]);
+    for (variable, meaning) in environment(command) {
+        page.control("TP", []).text([bold(variable)]).text([roman(meaning)]);
+    }
+
+    page.control("SH", ["EXAMPLES"]);
+    for (line, meaning) in examples(name) {
+        page.control("TP", []).text([bold(*line)]).text([roman(*meaning)]);
+    }
+    page
+}
+
+/// The exit codes of the contract (docs/cli.md, "Exit codes").
+const EXIT_STATUS: &[(&str, &str)] = &[
+    ("0", "Success; with `plan --detailed-exitcode`: success and no changes."),
+    (
+        "1",
+        "An error: bad input (usage errors too), API failure, missing password, stale plan, not approved, \
+         partial apply, conflicts, a held lock, removals refused by the blast-radius guard.",
+    ),
+    ("2", "`plan --detailed-exitcode`: success, and there are changes, none of them a removal."),
+    ("3", "`plan --detailed-exitcode`: success, and at least one change is a removal."),
+    (
+        "130, 143",
+        "Stopped by SIGINT or SIGTERM (`apply` finishes the steps in flight and stores their tokens first).",
+    ),
+];
+
+/// The variables the page's command reads: those behind its flags (from the clap definitions,
+/// in the order of the flags), then those read besides them.
+fn environment(command: &clap::Command) -> Vec<(String, String)> {
+    let mut all: Vec<&clap::Command> = vec![command];
+    // The top page lists what any command reads.
+    if command.get_name() == "ozform" {
+        all.extend(command.get_subcommands());
+    }
+    let mut variables: Vec<(String, String)> = Vec::new();
+    let mut add = |variable: String, meaning: String| {
+        if !variables.iter().any(|(v, _)| *v == variable) {
+            variables.push((variable, meaning));
+        }
+    };
+    for command in &all {
+        for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+            if let (Some(variable), Some(flag)) = (arg.get_env(), arg.get_long()) {
+                add(variable.to_string_lossy().into_owned(), format!("The default of `--{flag}`."));
+            }
+        }
+    }
+    let takes = |flag: &str| all.iter().any(|c| c.get_arguments().any(|a| a.get_long() == Some(flag)));
+    if takes("admin-password-file") {
+        add(
+            "OZ_ADMIN_PASSWORD".into(),
+            "The admin password, unless `--admin-password-file` is given (there is no password flag).".into(),
+        );
+    }
+    if takes("secrets-dir") {
+        add(
+            "OZ_VAR_*".into(),
+            "Variables that manifests interpolate as `${OZ_VAR_NAME}`; no other variable is read by a manifest."
+                .into(),
+        );
+    }
+    add("NO_COLOR".into(), "Set to anything: no colour, even on a terminal.".into());
+    add("RUST_LOG".into(), "A log filter (e.g. `ozform=debug`); overrides `-v` and `-q`.".into());
+    variables
+}
+
+/// Command lines for the page named `name`, and what each does.
+fn examples(name: &str) -> &'static [(&'static str, &'static str)] {
+    match name {
+        "ozform" => &[
+            ("ozform validate manifests/", "Check the manifests offline."),
+            ("ozform plan --out plan.json manifests/", "Show what would change, and save the plan."),
+            ("ozform apply --plan plan.json", "Apply exactly the saved plan."),
+            ("ozform demo", "Plan, apply and plan again on the built-in emulator."),
+        ],
+        "ozform-validate" => &[("ozform validate manifests/", "Check every manifest under `manifests/`.")],
+        "ozform-plan" => &[
+            ("ozform plan manifests/", "What would change, as text."),
+            (
+                "ozform plan --format markdown --max-bytes 60000 --detailed-exitcode manifests/",
+                "A pull-request comment; exit 2 when there are changes, 3 when one is a removal.",
+            ),
+            ("ozform plan --out plan.json manifests/", "Save the plan for `ozform apply --plan plan.json`."),
+        ],
+        "ozform-apply" => &[
+            ("ozform apply manifests/", "Plan, show, ask, then apply."),
+            ("ozform apply --auto-approve manifests/", "Apply without asking (pipelines)."),
+            ("ozform apply --plan plan.json", "Apply a saved plan, refused whole if live state moved."),
+        ],
+        "ozform-export" => &[
+            ("ozform export --out live.yaml", "Write every live company and service user as a manifest."),
+            ("ozform export --company 'Acme Bank' --tokens", "One company, owning its tokens from now on."),
+        ],
+        "ozform-schema" => &[("ozform schema > ozform.schema.json", "Write the manifest JSON Schema.")],
+        "ozform-emulator" => &[
+            ("ozform emulator --listen 127.0.0.1:8080", "Serve a local Oz API (API 6)."),
+            ("ozform emulator --api-version 5 --fault-rate 0.2", "API 5, with one request in five failing."),
+        ],
+        "ozform-demo" => &[("ozform demo --keep", "Run the demo and keep its manifests and tokens.")],
+        "ozform-doctor" => &[
+            ("ozform doctor", "Check the installation of `OZ_API_URL`."),
+            ("ozform doctor --format json", "The findings as JSON."),
+        ],
+        "ozform-show" => &[
+            ("ozform show plan.json", "A saved plan as `plan` printed it."),
+            ("ozform show --format markdown --max-bytes 60000 plan.json", "As a pull-request comment."),
+        ],
+        "ozform-reconcile" => &[
+            (
+                "ozform reconcile --interval 5m --metrics-listen 127.0.0.1:9464 manifests/",
+                "Plan and apply every five minutes; metrics at `/metrics`, health at `/healthz` and `/readyz`.",
+            ),
+            ("ozform reconcile --once manifests/", "One cycle, exiting with `apply`'s codes (a CronJob)."),
+        ],
+        "ozform-completions" => &[(
+            "ozform completions bash > ~/.local/share/bash-completion/completions/ozform",
+            "Install the bash completions.",
+        )],
+        "ozform-man" => &[(
+            "ozform man --out-dir ~/.local/share/man/man1",
+            "Write every page (add `~/.local/share/man` to `MANPATH`).",
+        )],
+        _ => &[],
+    }
 }
 
 fn io_error(action: &'static str, path: &Path, e: &std::io::Error) -> Error {
@@ -64,6 +215,43 @@ fn io_error(action: &'static str, path: &Path, e: &std::io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn every_example_parses_with_the_clap_definitions_and_every_page_has_one() {
+        let command = Cli::command().disable_help_subcommand(true);
+        let mut names = vec!["ozform".to_string()];
+        names.extend(command.get_subcommands().map(|s| format!("ozform-{}", s.get_name())));
+        for name in names {
+            let lines = examples(&name);
+            assert!(!lines.is_empty(), "the page of `{name}` has no example");
+            for (line, _) in lines {
+                let command_line = line.split(" > ").next().unwrap_or(line);
+                let words = shlex::split(command_line).expect("an example is one shell command");
+                if let Err(e) = Cli::try_parse_from(&words) {
+                    panic!("the example `{line}` does not parse: {e}");
+                }
+                assert!(
+                    name == "ozform" || command_line.starts_with(&name.replacen('-', " ", 1)),
+                    "`{line}` is not an example of `{name}`"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_environment_comes_from_the_flags_and_what_is_read_besides() {
+        let mut command = Cli::command();
+        command.build();
+        let plan = command.find_subcommand("plan").unwrap();
+        let variables: Vec<String> = environment(plan).into_iter().map(|(v, _)| v).collect();
+        for expected in ["OZ_API_URL", "OZ_TOKEN_STORE", "OZ_ADMIN_PASSWORD", "OZ_VAR_*", "NO_COLOR"] {
+            assert!(variables.iter().any(|v| v == expected), "{expected} missing: {variables:?}");
+        }
+        let schema = command.find_subcommand("schema").unwrap();
+        let variables: Vec<String> = environment(schema).into_iter().map(|(v, _)| v).collect();
+        assert_eq!(variables, ["NO_COLOR", "RUST_LOG"]);
+    }
 
     #[test]
     fn there_is_a_page_for_ozform_and_one_for_each_command() {

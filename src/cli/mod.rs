@@ -6,11 +6,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::error::{Error, Exit};
-use crate::ops::interrupt::Interrupt;
+use crate::error::Exit;
+use crate::model::ApiVersion;
 use crate::output::{LogFormat, Output};
+use crate::oz::VersionSetting;
 
 mod apply;
 mod completions;
@@ -19,10 +21,16 @@ mod demo;
 mod doctor;
 mod emulator;
 mod export;
+mod interrupt;
 mod man;
 mod plan;
+mod reconcile;
+mod report;
 mod schema;
+mod show;
 mod validate;
+
+use interrupt::Interrupt;
 
 /// Declarative reconciler for the Oz Forensics API: companies, service users and service
 /// tokens as YAML in Git.
@@ -35,7 +43,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options every command takes, under their own heading in each command's help (and a
+/// GLOBAL OPTIONS section of its manual page), apart from the command's own.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// More log output (-v info, -vv debug, -vvv trace); `RUST_LOG` overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -56,6 +67,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Plan, show, confirm, then make the changes
     Apply(ApplyArgs),
+    /// Plan and apply in a loop, repairing drift; serves Prometheus metrics
+    Reconcile(ReconcileArgs),
     /// Write live companies and service users as a manifest
     Export(ExportArgs),
     /// Print the manifest JSON Schema
@@ -66,6 +79,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Check a live installation, read-only: what ozform sees and what it means
     Doctor(DoctorArgs),
+    /// Render a saved plan as `plan` would print it; no network
+    Show(show::ShowArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
     Completions(CompletionsArgs),
     /// Print the manual page, or write one page per command into a directory
@@ -77,16 +92,45 @@ pub struct ValidateArgs {
     /// Manifest files or directories (searched recursively for *.yaml / *.yml)
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub secrets: SecretsArgs,
 }
 
-/// `--api-version`: a fixed dialect or detection from what the live API returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ApiVersionArg {
-    #[value(name = "5")]
-    V5,
-    #[value(name = "6")]
-    V6,
-    Auto,
+/// Where `{file: PATH}` secrets may lie besides the manifest paths (`validate`, `plan`, `apply`).
+#[derive(Debug, Clone, Args)]
+pub struct SecretsArgs {
+    /// A directory where `password: {file: PATH}` secrets may lie besides the manifest paths
+    /// (repeatable; `OZ_SECRETS_DIR` takes a colon-separated list)
+    #[arg(
+        long = "secrets-dir",
+        env = "OZ_SECRETS_DIR",
+        value_name = "DIR",
+        value_delimiter = ':',
+        // Empty entries (`a::b`, a trailing `:`) are accepted here and ignored by `dirs`.
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from)
+    )]
+    pub dirs: Vec<PathBuf>,
+}
+
+impl SecretsArgs {
+    /// The directories given, empty entries (`a::b`) dropped.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.dirs.iter().filter(|dir| !dir.as_os_str().is_empty()).cloned().collect()
+    }
+}
+
+/// `--api-version` of a command that connects: a dialect (`ApiVersion`'s one parser), or `auto`
+/// (detected from what the live API returns).
+fn version_setting() -> impl clap::builder::TypedValueParser<Value = VersionSetting> {
+    clap::builder::PossibleValuesParser::new(["5", "6", "auto"]).try_map(|s| match s.as_str() {
+        "auto" => Ok(VersionSetting::Auto),
+        version => version.parse::<ApiVersion>().map(VersionSetting::Fixed),
+    })
+}
+
+/// `--api-version` of the emulator and the demo: the dialect to speak (`ApiVersion`'s one parser).
+fn api_version() -> impl clap::builder::TypedValueParser<Value = ApiVersion> {
+    clap::builder::PossibleValuesParser::new(["5", "6"]).try_map(|s| s.parse::<ApiVersion>())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -101,8 +145,8 @@ pub struct ConnectionArgs {
     #[arg(long)]
     pub admin_password_file: Option<PathBuf>,
     /// API dialect: 5, 6, or auto (detected from what the API returns)
-    #[arg(long, env = "OZ_API_VERSION", value_enum, default_value = "auto")]
-    pub api_version: ApiVersionArg,
+    #[arg(long, env = "OZ_API_VERSION", value_parser = version_setting(), default_value = "auto")]
+    pub api_version: VersionSetting,
     /// Extra CA certificate (PEM) to trust, for private CAs
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
@@ -116,6 +160,13 @@ pub struct ConnectionArgs {
     /// Per-request timeout, e.g. 30s
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// The largest answer read from the API, e.g. 64MiB: a longer one is an error, found while
+    /// it streams in
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_response_bytes: usize,
+    /// The most companies or users one listing of the API may hold: more is an error
+    #[arg(long, default_value_t = crate::oz::DEFAULT_MAX_OBJECTS, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_objects: usize,
     /// Allow plain `http://` to a host that is not this machine (passwords and tokens would
     /// cross the network in clear)
     #[arg(long)]
@@ -131,6 +182,10 @@ pub struct TokenArgs {
     /// Directory of the token store, short for `--token-store dir:DIR` [default: ./ozform-tokens]
     #[arg(long, env = "OZ_TOKEN_DIR", value_name = "DIR")]
     pub token_dir: Option<PathBuf>,
+    /// The installation whose tokens the store keeps: a store shared by several installations
+    /// keeps each one's tokens apart [default: the API URL's origin, `scheme://host[:port]`]
+    #[arg(long, env = "OZ_INSTALLATION", value_name = "NAME")]
+    pub installation: Option<String>,
     /// How long a token store helper (`exec:`) may take for one call before it is stopped
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub store_timeout: Duration,
@@ -193,6 +248,10 @@ pub struct PlanArgs {
     /// How to print the plan
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+    /// With `--format markdown`: at most this many bytes (GitHub refuses comments over 65,536
+    /// characters); past it, the summary, the removals and as many changes as fit
+    #[arg(long, value_name = "N", value_parser = parse_max_bytes)]
+    pub max_bytes: Option<usize>,
     /// Also save the plan as JSON, for `apply --plan`
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -204,6 +263,12 @@ pub struct PlanArgs {
     pub companies: Vec<String>,
     #[command(flatten)]
     pub removals: RemovalArgs,
+    #[command(flatten)]
+    pub secrets: SecretsArgs,
+    /// Also write the run's metrics to this file in the Prometheus text format, for the node
+    /// exporter's textfile collector (name it `*.prom`)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -211,7 +276,8 @@ pub struct ApplyArgs {
     /// Manifest files or directories (not with --plan)
     #[arg(required_unless_present = "plan", conflicts_with = "plan")]
     pub paths: Vec<PathBuf>,
-    /// Execute this saved plan exactly (refused whole if live state has moved)
+    /// Execute this saved plan exactly, on the API that --api-url/OZ_API_URL names (refused whole
+    /// if live state has moved or an id it carries is not the live object's)
     #[arg(long)]
     pub plan: Option<PathBuf>,
     /// Do not ask for confirmation
@@ -238,6 +304,56 @@ pub struct ApplyArgs {
     pub companies: Vec<String>,
     #[command(flatten)]
     pub removals: RemovalArgs,
+    #[command(flatten)]
+    pub secrets: SecretsArgs,
+    /// Also write the run's metrics to this file in the Prometheus text format, for the node
+    /// exporter's textfile collector (name it `*.prom`)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Manifest files or directories, read again at every cycle
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// The pause between the end of one cycle and the start of the next, e.g. 5m
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Each pause is the interval give or take up to this share of it, at random, e.g. 10%
+    #[arg(long, default_value = "10%", value_name = "PERCENT", value_parser = parse_percent)]
+    pub jitter: f64,
+    /// Run one cycle and exit with `apply`'s exit codes (for a Kubernetes `CronJob` or a scheduled CI job)
+    #[arg(long)]
+    pub once: bool,
+    /// Apply removals (`prune:`), within the blast-radius guard; without it they are reported and
+    /// held back
+    #[arg(long)]
+    pub allow_removals: bool,
+    /// Serve Prometheus metrics on `/metrics`, and `/healthz` and `/readyz`, at this address
+    /// (`PORT` alone is loopback; `0.0.0.0:PORT` every interface)
+    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::server::parse_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Also write the metrics to this file after every cycle, in the Prometheus text format, for
+    /// the node exporter's textfile collector (name it `*.prom`)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// At most this many independent steps talking to the API at once, and at most this many
+    /// tokens issued but not yet stored
+    #[arg(long, default_value_t = 8)]
+    pub parallelism: usize,
+    /// How long a cycle waits for another apply holding the token store's lock, e.g. 1m (default:
+    /// fail the cycle at once; the next one tries again)
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+    #[command(flatten)]
+    pub removals: RemovalArgs,
+    #[command(flatten)]
+    pub secrets: SecretsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -262,8 +378,8 @@ pub struct EmulatorArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
     /// API dialect to speak
-    #[arg(long, value_parser = ["5", "6"], default_value = "6")]
-    pub api_version: String,
+    #[arg(long, value_parser = api_version(), default_value = "6")]
+    pub api_version: ApiVersion,
     /// Email of the built-in ADMIN account
     #[arg(long, default_value = "admin@ozform.local")]
     pub admin_email: String,
@@ -291,8 +407,8 @@ pub struct EmulatorArgs {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// API dialect the emulator speaks
-    #[arg(long, value_parser = ["5", "6"], default_value = "6")]
-    pub api_version: String,
+    #[arg(long, value_parser = api_version(), default_value = "6")]
+    pub api_version: ApiVersion,
     /// Keep the demo's directory (its manifests and token files) instead of removing it at the end
     #[arg(long)]
     pub keep: bool,
@@ -353,6 +469,57 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. `30d`, `12h` or `90s`"))
 }
 
+/// `--jitter`: a percentage from 0 to 100 (`10%` or `10`), as a fraction.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let number = s.trim().strip_suffix('%').unwrap_or(s.trim());
+    match number.trim().parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p / 100.0),
+        _ => Err(format!("`{s}` is not a percentage from 0 to 100; write e.g. `10%`")),
+    }
+}
+
+/// A size in bytes: a whole number, optionally followed by `B`, `KiB`, `MiB` or `GiB` (`K`, `M`,
+/// `G` for short; powers of 1024), at least 1 byte.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let text = s.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return Err(format!("`{s}` is not a size; write e.g. `64MiB`, `512KiB` or `1048576` (bytes)")),
+    };
+    let n: usize = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size; write e.g. `64MiB`, `512KiB` or `1048576` (bytes)"))?;
+    let bytes = n.checked_mul(1usize << shift).ok_or_else(|| format!("`{s}` is too large a size"))?;
+    if bytes == 0 {
+        return Err("the size must be at least 1 byte".into());
+    }
+    Ok(bytes)
+}
+
+/// `--max-bytes N`: a byte count of at least 1,024 (the head of a plan always fits in that).
+pub fn parse_max_bytes(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1024 => Ok(n),
+        _ => Err(format!("`{s}` is not a byte count of at least 1024")),
+    }
+}
+
+/// `--max-bytes` sizes the Markdown plan only.
+fn check_max_bytes(max_bytes: Option<usize>, format: PlanFormat) -> Result<(), crate::error::Error> {
+    if max_bytes.is_some() && format != PlanFormat::Markdown {
+        return Err(crate::error::Error::Usage {
+            message: "`--max-bytes` applies to `--format markdown` only".into(),
+            help: "add `--format markdown`, or drop `--max-bytes`".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Parse the command line, run the command, and return the process exit code.
 pub fn main() -> std::process::ExitCode {
     // Every diagnostic is printed by `output.report` (scrubbed, never panicking on a closed
@@ -370,49 +537,84 @@ pub fn main() -> std::process::ExitCode {
             return Exit::Failure.into();
         }
     };
-    match runtime.block_on(run(cli.command, &output)) {
-        Ok(exit) => exit.into(),
-        Err(err) => {
-            let exit = err.exit();
-            output.report(&miette::Report::new(err));
-            exit.into()
-        }
-    }
+    let exit = runtime.block_on(run(cli.command, &output));
+    // Not waiting for blocking threads: one may still be polling a token store's lock that a
+    // signal gave up on (nothing was done yet); the process ends with them.
+    runtime.shutdown_background();
+    exit.into()
 }
 
 /// Print clap's message and say how to exit: 0 for `--help` and `--version`, 1 for every usage
 /// error (clap's own default is 2, which `plan --detailed-exitcode` uses for "there are
 /// changes": a mistyped flag in a CI job must not read as "post the plan").
+///
+/// A usage error quotes what was typed, which a script may have taken from anywhere: it is
+/// printed plain, each line escaped for the terminal as every other value is (clap would pass
+/// C1 controls and direction overrides through, and every escape sequence where colour is
+/// forced). Help and version text hold only our own words, and keep their style.
 fn usage_exit(e: &clap::Error) -> std::process::ExitCode {
     use clap::error::ErrorKind;
-    // A closed stream is no reason to panic; the exit code still tells.
-    let _ = e.print();
+    use std::io::Write as _;
     match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Success.into(),
-        _ => Exit::Failure.into(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            // A closed stream is no reason to panic; the exit code still tells.
+            let _ = e.print();
+            Exit::Success.into()
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            Exit::Failure.into()
+        }
+        _ => {
+            let plain = e.render().to_string();
+            let mut escaped = String::with_capacity(plain.len());
+            for line in plain.lines() {
+                escaped.push_str(&crate::escape::terminal(line));
+                escaped.push('\n');
+            }
+            let _ = std::io::stderr().lock().write_all(escaped.as_bytes());
+            Exit::Failure.into()
+        }
     }
 }
 
-async fn run(command: Command, output: &Output) -> Result<Exit, Error> {
-    match command {
+/// Run one command and give its exit code, its error reported (scrubbed, located).
+async fn run(command: Command, output: &Output) -> Exit {
+    let ran = match command {
         Command::Validate(args) => validate::run(args, output),
-        Command::Plan(args) => {
-            Interrupt::immediate()?;
-            plan::run(args, output).await
-        }
+        Command::Plan(args) => match Interrupt::immediate() {
+            Ok(()) => plan::run(args, output).await,
+            Err(e) => Err(e),
+        },
         Command::Apply(args) => {
-            let interrupt = Interrupt::graceful()?;
-            apply::run(args, &interrupt, output).await
+            let interrupt = match Interrupt::graceful() {
+                Ok(interrupt) => interrupt,
+                Err(e) => return report::fail(e, None, output),
+            };
+            return apply::run(args, &interrupt, output)
+                .await
+                .unwrap_or_else(|e| report::fail(e, interrupt.signal(), output));
         }
-        Command::Export(args) => {
-            Interrupt::immediate()?;
-            export::run(args, output).await
+        Command::Reconcile(args) => {
+            let interrupt = match Interrupt::graceful() {
+                Ok(interrupt) => interrupt,
+                Err(e) => return report::fail(e, None, output),
+            };
+            return reconcile::run(args, &interrupt, output)
+                .await
+                .unwrap_or_else(|e| report::fail(e, interrupt.signal(), output));
         }
+        Command::Export(args) => match Interrupt::immediate() {
+            Ok(()) => export::run(args, output).await,
+            Err(e) => Err(e),
+        },
         Command::Schema => schema::run(output),
         Command::Emulator(args) => emulator::run(args, output).await,
         Command::Demo(args) => demo::run(args, output).await,
         Command::Doctor(args) => doctor::run(args, output).await,
+        Command::Show(args) => show::run(&args, output),
         Command::Completions(args) => completions::run(args.shell, output),
         Command::Man(args) => man::run(args.out_dir.as_deref(), output),
-    }
+    };
+    ran.unwrap_or_else(|e| report::fail(e, None, output))
 }

@@ -7,11 +7,13 @@ use crate::output::Output;
 use crate::secret::process_env;
 
 pub fn run(args: super::ValidateArgs, output: &Output) -> Result<Exit, Error> {
-    let super::ValidateArgs { paths } = args;
+    let super::ValidateArgs { paths, secrets } = args;
+    let secrets_dirs = secrets.dirs();
     let desired = manifest::load_with(
         &paths,
         &manifest::LoadOptions {
             warn: &|w| output.warn(&w.to_string()),
+            secrets_dirs: &secrets_dirs,
             ..manifest::LoadOptions::new(&process_env)
         },
     )?;

@@ -85,35 +85,127 @@ impl Gatekeeper {
 
 #[cfg(test)]
 mod tests {
+    //! Each future is polled by hand (`futures::poll!`) on a paused clock: a request still held
+    //! is `Pending`, one let through is `Ready`, and time moves only when a test advances it.
+    //! A gate that held nothing, or let its requests through one at a time, fails these.
+
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use futures::poll;
+
     use super::*;
 
-    fn gate(together: usize, max_wait_ms: u64) -> Gate {
-        Gate {
-            route: "GET /api/users/".into(),
-            min_offset: 100,
-            together,
-            max_wait: Duration::from_millis(max_wait_ms),
-        }
+    const USERS: &str = "GET /api/users/";
+    const MAX_WAIT: Duration = Duration::from_secs(60);
+
+    fn gate(together: usize) -> Gate {
+        Gate { route: USERS.into(), min_offset: 100, together, max_wait: MAX_WAIT }
     }
 
-    #[tokio::test]
-    async fn requests_wait_until_enough_are_held_together_and_others_pass() {
-        let keeper = Gatekeeper::default();
-        keeper.set(Some(gate(3, 60_000)));
-        // Not held: another route, or an offset below the gate's.
-        keeper.pass("GET /api/companies/", 500).await;
-        keeper.pass("GET /api/users/", 0).await;
-        let three = (0..3).map(|i| keeper.pass("GET /api/users/", 100 * (i + 1)));
-        futures::future::join_all(three).await;
-        // Open from now on.
-        keeper.pass("GET /api/users/", 900).await;
+    /// `(held, open)` of the gate set, if any.
+    fn state(keeper: &Gatekeeper) -> Option<(usize, bool)> {
+        keeper.setting().armed.as_ref().map(|a| (a.held, *a.open.borrow()))
     }
 
-    #[tokio::test]
-    async fn a_lone_request_goes_on_after_the_longest_wait_without_opening_the_gate() {
+    fn request<'a>(keeper: &'a Gatekeeper, offset: usize) -> Pin<Box<dyn Future<Output = ()> + 'a>> {
+        Box::pin(keeper.pass(USERS, offset))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_are_held_until_enough_are_held_at_once_then_released_together() {
         let keeper = Gatekeeper::default();
-        keeper.set(Some(gate(2, 1)));
-        keeper.pass("GET /api/users/", 100).await;
-        assert_eq!(keeper.setting().armed.as_ref().map(|a| (a.held, *a.open.borrow())), Some((0, false)));
+        keeper.set(Some(gate(3)));
+        let mut first = request(&keeper, 100);
+        let mut second = request(&keeper, 200);
+        assert!(poll!(&mut first).is_pending());
+        assert!(poll!(&mut second).is_pending());
+        assert_eq!(state(&keeper), Some((2, false)), "two held at once");
+        // Polled again without a third, they stay held.
+        assert!(poll!(&mut first).is_pending());
+        assert!(poll!(&mut second).is_pending());
+
+        // The third fills the gate: it goes on at once, and so do the two it waited with.
+        assert!(poll!(request(&keeper, 300)).is_ready());
+        assert_eq!(state(&keeper), Some((3, true)));
+        assert!(poll!(&mut first).is_ready());
+        assert!(poll!(&mut second).is_ready());
+
+        // Open from then on: a later request of the route is not held.
+        assert!(poll!(request(&keeper, 900)).is_ready());
+        assert_eq!(state(&keeper), Some((3, true)), "not counted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_at_another_route_or_below_the_offset_passes_at_once_and_is_not_counted() {
+        let keeper = Gatekeeper::default();
+        assert!(poll!(request(&keeper, 500)).is_ready(), "no gate set");
+        keeper.set(Some(gate(2)));
+        assert!(poll!(Box::pin(keeper.pass("GET /api/companies/", 500))).is_ready());
+        assert!(poll!(Box::pin(keeper.pass("POST /api/users/", 500))).is_ready());
+        assert!(poll!(request(&keeper, 0)).is_ready());
+        assert!(poll!(request(&keeper, 99)).is_ready());
+        assert_eq!(state(&keeper), Some((0, false)), "none of them counts toward the gate");
+        // From `min_offset` on, a request is held.
+        let mut at_the_offset = request(&keeper, 100);
+        assert!(poll!(&mut at_the_offset).is_pending());
+        assert_eq!(state(&keeper), Some((1, false)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replaced_or_removed_gate_releases_its_waiters() {
+        let keeper = Gatekeeper::default();
+        keeper.set(Some(gate(3)));
+        let mut held = request(&keeper, 100);
+        assert!(poll!(&mut held).is_pending());
+        keeper.set(Some(gate(3)));
+        assert!(poll!(&mut held).is_ready(), "released by the new gate");
+        assert_eq!(state(&keeper), Some((0, false)), "the new gate starts empty and closed");
+
+        let mut held = request(&keeper, 100);
+        assert!(poll!(&mut held).is_pending());
+        keeper.set(None);
+        assert!(poll!(&mut held).is_ready(), "released by the removal");
+        assert_eq!(state(&keeper), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_request_goes_on_after_the_longest_wait_and_no_longer_counts() {
+        let keeper = Gatekeeper::default();
+        keeper.set(Some(gate(2)));
+        let mut lone = request(&keeper, 100);
+        assert!(poll!(&mut lone).is_pending());
+        tokio::time::advance(MAX_WAIT.saturating_sub(Duration::from_millis(1))).await;
+        assert!(poll!(&mut lone).is_pending(), "held until the longest wait");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(poll!(&mut lone).is_ready(), "goes on at the longest wait");
+        assert_eq!(state(&keeper), Some((0, false)), "it went on alone: the gate stays closed, empty");
+
+        // The one that timed out is not counted: a second request alone is held again.
+        let mut next = request(&keeper, 200);
+        assert!(poll!(&mut next).is_pending());
+        assert_eq!(state(&keeper), Some((1, false)));
+        assert!(poll!(request(&keeper, 300)).is_ready());
+        assert!(poll!(&mut next).is_ready(), "released with the one that filled the gate");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_of_a_replaced_gate_goes_on_without_touching_the_new_gates_count() {
+        let keeper = Gatekeeper::default();
+        keeper.set(Some(gate(2)));
+        let mut old = request(&keeper, 100);
+        assert!(poll!(&mut old).is_pending());
+        keeper.set(Some(gate(3)));
+        let mut new = request(&keeper, 100);
+        assert!(poll!(&mut new).is_pending());
+        assert_eq!(state(&keeper), Some((1, false)));
+        // Polled only now, past its longest wait too, the old waiter goes on; the count of the
+        // new gate is not its own.
+        tokio::time::advance(MAX_WAIT * 2).await;
+        assert!(poll!(&mut old).is_ready());
+        assert_eq!(state(&keeper), Some((1, false)));
+        // The new one, alone past its own longest wait, goes on and leaves the gate empty.
+        assert!(poll!(&mut new).is_ready());
+        assert_eq!(state(&keeper), Some((0, false)));
     }
 }

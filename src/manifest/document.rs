@@ -11,11 +11,37 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Desired, Permissions, Prune, TokenSpec};
 use crate::secret::SecretRef;
 
+/// Where a secret comes from, as a manifest writes it: `{env: NAME}` or `{file: PATH}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "SecretRef")]
+pub enum SecretSource {
+    /// The name of an environment variable that holds the secret (any name: its value is
+    /// never shown).
+    Env(String),
+    /// A file whose contents (one trailing newline removed) are the secret: a regular file of
+    /// at most 64 KiB, read only when the user is created. A relative path is relative to the
+    /// manifest file that names it; the path must lie, as written, inside the manifest paths
+    /// given or a directory given with `--secrets-dir`.
+    File(String),
+}
+
+impl From<&SecretRef> for SecretSource {
+    fn from(source: &SecretRef) -> Self {
+        match source {
+            SecretRef::Env(name) => SecretSource::Env(name.clone()),
+            SecretRef::File(file) => SecretSource::File(file.written().to_string_lossy().into_owned()),
+        }
+    }
+}
+
 /// The first line of a manifest written by ozform: editors that speak the YAML language
 /// server validate and complete it (the path fits manifests in a directory next to `schemas/`).
 pub const SCHEMA_COMMENT: &str = "# yaml-language-server: $schema=../schemas/ozform.schema.json";
 
 /// One ozform manifest document. All documents of all files merge into one desired state.
+/// String values may interpolate `${OZ_VAR_NAME}` or `${OZ_VAR_NAME:-default}`: only variables
+/// named `OZ_VAR_…` are read, any other name is an error; `$${` is a literal `${`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "ozform manifest")]
@@ -64,9 +90,10 @@ pub struct UserDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub middle_name: Option<String>,
     /// Where the password comes from, never the password itself: `{env: NAME}` or
-    /// `{file: PATH}` (relative to the manifest). Used only when the user is created.
+    /// `{file: PATH}` (relative to the manifest, inside the manifest paths or a
+    /// `--secrets-dir`). Used only when the user is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<SecretRef>,
+    pub password: Option<SecretSource>,
     /// Whether the user may log in. Default `true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("default" = true))]
@@ -101,7 +128,7 @@ impl From<&Desired> for Document {
                     first_name: u.first_name.clone(),
                     last_name: u.last_name.clone(),
                     middle_name: u.middle_name.clone(),
-                    password: u.password.clone(),
+                    password: u.password.as_ref().map(SecretSource::from),
                     active: (!u.active).then_some(false),
                     permissions: u.permissions,
                     token: u.token.issue.then_some(u.token),
@@ -168,8 +195,8 @@ fn escaped(doc: &Document) -> Document {
                 last_name: escape_opt(u.last_name.as_ref()),
                 middle_name: escape_opt(u.middle_name.as_ref()),
                 password: u.password.as_ref().map(|p| match p {
-                    SecretRef::Env(name) => SecretRef::Env(escape(name)),
-                    SecretRef::File(path) => SecretRef::File(escape(&path.to_string_lossy()).into()),
+                    SecretSource::Env(name) => SecretSource::Env(escape(name)),
+                    SecretSource::File(path) => SecretSource::File(escape(path)),
                 }),
                 ..u.clone()
             })

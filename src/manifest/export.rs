@@ -19,10 +19,9 @@ use std::fmt::{self, Write as _};
 
 use sha2::{Digest, Sha256};
 
-use super::document::{CompanyDoc, Document, UserDoc, to_yaml};
+use super::document::{CompanyDoc, Document, SecretSource, UserDoc, to_yaml};
 use super::read::is_email;
 use crate::model::{ApiVersion, Observed, ObservedCompany, Permissions, TokenSpec, UserKind};
-use crate::secret::SecretRef;
 
 /// Prefix of the environment variable that holds an exported user's password.
 pub const PASSWORD_ENV_PREFIX: &str = "OZ_PW_";
@@ -32,15 +31,14 @@ pub const PASSWORD_ENV_PREFIX: &str = "OZ_PW_";
 pub struct ExportOptions {
     /// Only these companies (by exact name); empty exports all.
     pub companies: Vec<String>,
-    /// Write `token: {issue: true}` on every user (`--tokens`).
+    /// Write `token: {issue: true}` on every active user (`--tokens`): an inactive user cannot
+    /// use a token, and issuing one for it would be refused.
     pub tokens: bool,
 }
 
 /// Something live that the manifest does not declare, and why.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LeftOut {
-    /// `--company NAME` names no live company.
-    NoSuchCompany { name: String },
     /// The company is being deleted; it and its users are left out.
     CompanyInDeletion { name: String },
     /// Several live companies have this name; ozform cannot tell them apart.
@@ -62,7 +60,6 @@ pub enum LeftOut {
 impl fmt::Display for LeftOut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LeftOut::NoSuchCompany { name } => write!(f, "`--company {name}` matches no live company"),
             LeftOut::CompanyInDeletion { name } => {
                 write!(f, "company `{name}` is being deleted; it and its users are left out")
             }
@@ -103,13 +100,13 @@ pub struct Export {
 }
 
 impl Export {
-    /// The manifest file: schema comment, a header, the document, then what was left out.
-    pub fn to_yaml(&self) -> String {
+    /// The manifest file: the schema comment naming `schema` (the schema's path relative to the
+    /// file, see `schema_path`), a header, the document, then what was left out.
+    pub fn to_yaml(&self, schema: &str) -> String {
         let body = to_yaml(&self.document);
-        let (schema_line, rest) = body.split_once('\n').unwrap_or((body.as_str(), ""));
+        let rest = body.split_once('\n').map_or("", |(_, rest)| rest);
         let mut out = String::with_capacity(body.len() + 512);
-        out.push_str(schema_line);
-        out.push('\n');
+        let _ = writeln!(out, "# yaml-language-server: $schema={}", comment_safe(schema));
         let _ = write!(
             out,
             "# Written by `ozform export` from {} (API {}).\n\
@@ -135,6 +132,26 @@ impl Export {
     }
 }
 
+/// The names of `--company` (in `options`) that match no live company of `observed`: `export`
+/// refuses them, as `plan` and `apply` refuse a name no manifest declares.
+pub fn unmatched_companies(observed: &Observed, options: &ExportOptions) -> Vec<String> {
+    options
+        .companies
+        .iter()
+        .filter(|name| !observed.companies.iter().any(|c| &c.name == *name))
+        .cloned()
+        .collect()
+}
+
+/// The schema comment's path, relative to the manifest's directory, of the schema kept
+/// `levels_up` directories up from it at `SCHEMA_FILE` (`ops::export` finds the nearest one).
+pub fn schema_path(levels_up: usize) -> String {
+    format!("{}{SCHEMA_FILE}", "../".repeat(levels_up))
+}
+
+/// Where a repository keeps the manifest schema, relative to its root.
+pub const SCHEMA_FILE: &str = "schemas/ozform.schema.json";
+
 /// A comment stays one line whatever the live text holds.
 fn comment_safe(text: &str) -> String {
     text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
@@ -154,11 +171,6 @@ pub fn to_document(observed: &Observed, options: &ExportOptions) -> Export {
             left_out.push(LeftOut::BlankCompanyName { id: company.id.clone() });
         } else {
             by_name.entry(company.name.as_str()).or_default().push(company);
-        }
-    }
-    for name in &options.companies {
-        if !observed.companies.iter().any(|c| &c.name == name) {
-            left_out.push(LeftOut::NoSuchCompany { name: name.clone() });
         }
     }
     let mut exported: HashMap<&str, &str> = HashMap::new();
@@ -233,7 +245,7 @@ pub fn to_document(observed: &Observed, options: &ExportOptions) -> Export {
                 documents: Some(p.documents),
                 quality: Some(p.quality),
             }),
-            token: options.tokens.then_some(TokenSpec { issue: true }),
+            token: (options.tokens && user.active).then_some(TokenSpec { issue: true }),
         });
     }
     users.sort_by_cached_key(|u| (u.email.to_lowercase(), u.email.clone()));
@@ -278,7 +290,7 @@ fn assign_password_variables(users: &mut [UserDoc]) {
                 let _ = write!(name, "{b:02X}");
             }
         }
-        user.password = Some(SecretRef::Env(name));
+        user.password = Some(SecretSource::Env(name));
     }
 }
 
@@ -344,7 +356,7 @@ mod tests {
             .service_users
             .iter()
             .map(|u| match &u.password {
-                Some(SecretRef::Env(n)) => n.clone(),
+                Some(SecretSource::Env(n)) => n.clone(),
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -385,8 +397,8 @@ mod tests {
         assert_eq!(u.active, Some(false));
         assert_eq!(u.permissions.unwrap().documents, Some(false));
         assert_eq!(u.permissions.unwrap().quality, Some(true));
-        assert_eq!(u.password, Some(SecretRef::Env("OZ_PW_SVC_ACME_EXAMPLE".into())));
-        assert_eq!(u.token, Some(TokenSpec { issue: true }));
+        assert_eq!(u.password, Some(SecretSource::Env("OZ_PW_SVC_ACME_EXAMPLE".into())));
+        assert_eq!(u.token, None, "`--tokens` marks no inactive user for a token (#21)");
         assert_eq!(
             export.left_out,
             [LeftOut::NotServiceUser {
@@ -465,7 +477,38 @@ mod tests {
         let export = to_document(&o, &options);
         assert_eq!(export.document.companies.len(), 1);
         assert_eq!(export.document.service_users[0].email, "b@x.io");
-        assert_eq!(export.left_out, [LeftOut::NoSuchCompany { name: "Nope".into() }]);
+        assert!(export.left_out.is_empty(), "{:?}", export.left_out);
+        assert_eq!(unmatched_companies(&o, &options), ["Nope"]);
+    }
+
+    #[test]
+    fn tokens_are_marked_for_active_users_only() {
+        let mut inactive = user("2", "off@x.io", Some("c"), UserKind::Service);
+        inactive.active = false;
+        let o = observed(
+            vec![company("c", "C")],
+            vec![user("1", "on@x.io", Some("c"), UserKind::Service), inactive],
+        );
+        let export = to_document(&o, &ExportOptions { companies: vec![], tokens: true });
+        let tokens: Vec<(&str, bool)> =
+            export.document.service_users.iter().map(|u| (u.email.as_str(), u.token.is_some())).collect();
+        assert_eq!(tokens, [("off@x.io", false), ("on@x.io", true)]);
+    }
+
+    #[test]
+    fn the_schema_comment_points_up_to_the_schema() {
+        let o = observed(vec![], vec![]);
+        let export = to_document(&o, &ExportOptions::default());
+        assert!(
+            export
+                .to_yaml(&schema_path(0))
+                .starts_with("# yaml-language-server: $schema=schemas/ozform.schema.json\n")
+        );
+        assert!(
+            export
+                .to_yaml(&schema_path(2))
+                .starts_with("# yaml-language-server: $schema=../../schemas/ozform.schema.json\n")
+        );
     }
 
     #[test]
@@ -483,7 +526,7 @@ mod tests {
         let mut reversed_companies = companies;
         reversed_companies.reverse();
         let two = to_document(&observed(reversed_companies, reversed_users), &ExportOptions::default());
-        assert_eq!(one.to_yaml(), two.to_yaml());
+        assert_eq!(one.to_yaml(&schema_path(1)), two.to_yaml(&schema_path(1)));
         assert_eq!(one.document.companies[0].name, "Alpha");
         assert_eq!(one.document.service_users[0].email, "A@x.io");
     }
@@ -497,7 +540,7 @@ mod tests {
                 user("2", "p@x.io", Some("c"), UserKind::Client),
             ],
         );
-        let yaml = to_document(&o, &ExportOptions::default()).to_yaml();
+        let yaml = to_document(&o, &ExportOptions::default()).to_yaml(&schema_path(1));
         assert!(yaml.starts_with(super::super::SCHEMA_COMMENT), "{yaml}");
         assert!(yaml.contains("# Written by `ozform export` from http://oz (API 6)."), "{yaml}");
         assert!(
@@ -508,7 +551,7 @@ mod tests {
 
     #[test]
     fn an_empty_export_is_still_a_valid_manifest() {
-        let yaml = to_document(&observed(vec![], vec![]), &ExportOptions::default()).to_yaml();
+        let yaml = to_document(&observed(vec![], vec![]), &ExportOptions::default()).to_yaml(&schema_path(0));
         assert!(yaml.contains("\n{}\n"), "{yaml}");
     }
 }

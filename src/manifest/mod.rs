@@ -11,9 +11,13 @@
 //!
 //! Manifests are untrusted input (a pull request writes them, CI loads them with secrets in
 //! its environment). The loader reads regular files only, follows a symbolic link only into
-//! the paths given, caps file sizes (`MAX_FILE_BYTES`, `MAX_TOTAL_BYTES`) and the problems it
-//! shows, never prints more than a window of a source line or a control character, and
-//! refuses a value that interpolates a secret (`LoadOptions::secret_variables`).
+//! the paths given, caps file sizes (`MAX_FILE_BYTES`, `MAX_TOTAL_BYTES`), what aliases may
+//! add to all files together (`MAX_ALIAS_NODES`, `MAX_ALIAS_BYTES`) and the problems it shows,
+//! never prints more than a window of a source line or a control character, interpolates only
+//! variables named `OZ_VAR_…` and refuses one that holds a secret
+//! (`LoadOptions::secret_variables`), and places every `{file: PATH}` secret, without looking at
+//! the disk, inside the paths given or a `--secrets-dir` (`LoadOptions::secrets_dirs`). A saved
+//! plan given as a manifest is named as such, not read as YAML.
 //!
 //! Invariant: `load` returns a `Desired` only when no problem was found; companies sorted
 //! by name, users by email (case-insensitive), each identity once.
@@ -39,7 +43,8 @@ mod secrets;
 mod source;
 pub mod suggest;
 
-pub use document::{CompanyDoc, Document, SCHEMA_COMMENT, UserDoc, schema, to_yaml};
+pub use document::{CompanyDoc, Document, SCHEMA_COMMENT, SecretSource, UserDoc, schema, to_yaml};
+pub use interpolate::VARIABLE_PREFIX;
 pub use source::Warning;
 
 /// The largest manifest file read (16 MiB); a larger one is refused before it is read.
@@ -48,6 +53,14 @@ pub const MAX_FILE_BYTES: u64 = 16 << 20;
 pub const MAX_TOTAL_BYTES: u64 = 64 << 20;
 /// The most problems reported in full; the others are counted ("and N more problems").
 pub const MAX_PROBLEMS: usize = 100;
+/// The most nodes aliases and merge keys may add to all documents of one load together:
+/// serde-saphyr's default node budget for one file, now for the whole run (its alias budget
+/// holds per file, so a small file of aliases copied into many files would multiply). About
+/// 20,000 service users that each merge a map of defaults fit in it.
+pub const MAX_ALIAS_NODES: usize = 250_000;
+/// The most bytes of text (string values and keys) aliases and merge keys may add to all
+/// documents of one load together.
+pub const MAX_ALIAS_BYTES: usize = 16 << 20;
 /// The environment variables holding secrets that the commands are given: no manifest value
 /// may interpolate them (nor any variable a `password: {env: NAME}` names).
 pub const SECRET_VARIABLES: &[&str] = &["OZ_ADMIN_PASSWORD"];
@@ -63,12 +76,15 @@ pub struct LoadOptions<'a> {
     /// Called with each warning (a special file skipped in a directory); the commands print
     /// it on stderr as `warning: …`.
     pub warn: &'a dyn Fn(&Warning),
+    /// Directories besides the paths given where a `{file: PATH}` secret may lie
+    /// (`--secrets-dir`, `OZ_SECRETS_DIR`).
+    pub secrets_dirs: &'a [PathBuf],
 }
 
 impl<'a> LoadOptions<'a> {
-    /// `SECRET_VARIABLES` as the secrets, warnings dropped.
+    /// `SECRET_VARIABLES` as the secrets, warnings dropped, no secrets directory.
     pub fn new(env: &'a dyn Fn(&str) -> Option<String>) -> Self {
-        Self { env, secret_variables: SECRET_VARIABLES, warn: &ignore }
+        Self { env, secret_variables: SECRET_VARIABLES, warn: &ignore, secrets_dirs: &[] }
     }
 }
 
@@ -153,6 +169,12 @@ pub fn load_with(paths: &[PathBuf], options: &LoadOptions<'_>) -> Result<Desired
     for file in &files {
         let path = Arc::new(file.path.clone());
         match source::read(file, &mut budget) {
+            Ok(source::Text::Utf8(text)) if source::is_saved_plan(&text) => {
+                // One clear problem instead of one per unknown field of the plan.
+                problems
+                    .push(problem::Problem::unlocated(problem::Kind::SavedPlan { path: file.path.clone() }));
+                loaded.push(Loaded { path, text, parse: false });
+            }
             Ok(source::Text::Utf8(text)) => loaded.push(Loaded { path, text, parse: true }),
             Ok(source::Text::NotUtf8 { text, offset, byte }) => {
                 let len = text[offset..].chars().next().map_or(0, char::len_utf8);
@@ -168,7 +190,13 @@ pub fn load_with(paths: &[PathBuf], options: &LoadOptions<'_>) -> Result<Desired
             }
         }
     }
+    let roots = source::secret_roots(paths, options.secrets_dirs);
     let parsed = parse_all(&loaded);
+    // A file not parsed because the alias budget was spent before it: its companies are
+    // unknown, as for a file that is not YAML.
+    if parsed.iter().zip(&loaded).any(|(parsed, file)| parsed.is_none() && file.parse) {
+        complete = false;
+    }
     let documents: Vec<(Arc<PathBuf>, &[node::Node])> = loaded
         .iter()
         .zip(&parsed)
@@ -185,12 +213,21 @@ pub fn load_with(paths: &[PathBuf], options: &LoadOptions<'_>) -> Result<Desired
         let mut redact = Vec::new();
         match parsed {
             None => {}
-            Some(Err(err)) => {
+            Some(Err(node::ParseError::Syntax(err))) => {
                 let at = problem::At { file: index, pos: err.pos };
                 problems.push(problem::Problem::at(
                     problem::Kind::YamlSyntax { message: err.message },
                     at,
                     "here",
+                ));
+                complete = false;
+            }
+            Some(Err(node::ParseError::Budget { pos, exceeded })) => {
+                let at = problem::At { file: index, pos };
+                problems.push(problem::Problem::at(
+                    problem::Kind::AliasBudget { exceeded },
+                    at,
+                    "the limit is crossed expanding this",
                 ));
                 complete = false;
             }
@@ -200,6 +237,7 @@ pub fn load_with(paths: &[PathBuf], options: &LoadOptions<'_>) -> Result<Desired
                     file: index,
                     path: Arc::clone(&file.path),
                     dir: &dir,
+                    roots: &roots,
                     env: options.env,
                     secrets: &secrets,
                     problems: &mut problems,
@@ -228,7 +266,7 @@ pub fn load_with(paths: &[PathBuf], options: &LoadOptions<'_>) -> Result<Desired
     Ok(Desired { companies, users, files: files.into_iter().map(|f| f.path).collect() })
 }
 
-type Parsed = Result<Vec<node::Node>, node::SyntaxError>;
+type Parsed = Result<Vec<node::Node>, node::ParseError>;
 
 /// The stack of a parser thread. serde-saphyr recurses for each level of nesting, up to its
 /// depth budget (64), and a debug build needs more than the 2 MiB a thread gets by default to
@@ -236,19 +274,50 @@ type Parsed = Result<Vec<node::Node>, node::SyntaxError>;
 /// what a parse touches is ever committed.
 const PARSER_STACK: usize = 64 << 20;
 
-/// Parse every text that is to be parsed, in order (`None` for the others), on threads of our
-/// own, so that the caller's stack size does not matter. Parsing is most of the loader's time
-/// and each file is independent, so there is one thread per available core.
+/// Parse every text that is to be parsed, in order (`None` for the others), each within one
+/// alias budget (`MAX_ALIAS_NODES`, `MAX_ALIAS_BYTES`) shared by all.
+///
+/// Parsing is most of the loader's time and each file is independent, so files are parsed on
+/// threads of our own, one per available core (so that the caller's stack size does not
+/// matter either). Which document crosses the budget must not depend on how the threads ran,
+/// though: when a parallel pass crosses it (every parse then stops at its next alias, so memory
+/// stays near the budget), its results are dropped and the files parsed again one after the
+/// other, in order, until the document that crosses it; the files after that one are not
+/// parsed (`None`).
 fn parse_all(files: &[Loaded]) -> Vec<Option<Parsed>> {
+    let budget = Arc::new(node::Budget::new(MAX_ALIAS_NODES, MAX_ALIAS_BYTES));
     let threads =
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(files.len()).max(1);
+    let parsed = parse_on_threads(files, threads, &budget, false);
+    if !budget.exceeded() {
+        return parsed;
+    }
+    drop(parsed);
+    let budget = Arc::new(node::Budget::new(MAX_ALIAS_NODES, MAX_ALIAS_BYTES));
+    parse_on_threads(files, 1, &budget, true)
+}
+
+/// Parse `files` on `threads` threads, thread `t` taking files `t`, `t + threads`, …; with
+/// `in_order` (one thread), stop at the first file that crosses the budget.
+fn parse_on_threads(
+    files: &[Loaded],
+    threads: usize,
+    budget: &Arc<node::Budget>,
+    in_order: bool,
+) -> Vec<Option<Parsed>> {
     let share = move |t: usize| {
+        let mut crossed = false;
         files
             .iter()
             .enumerate()
             .skip(t)
             .step_by(threads)
-            .map(|(i, file)| (i, file.parse.then(|| node::parse_documents(&file.text))))
+            .map(|(i, file)| {
+                let parse = file.parse && !crossed;
+                let result = parse.then(|| node::parse_documents_within(&file.text, budget));
+                crossed |= in_order && matches!(result, Some(Err(node::ParseError::Budget { .. })));
+                (i, result)
+            })
             .collect::<Vec<_>>()
     };
     let mut parsed: Vec<Option<Option<Parsed>>> = std::iter::repeat_with(|| None).take(files.len()).collect();
@@ -273,10 +342,10 @@ fn parse_all(files: &[Loaded]) -> Vec<Option<Parsed>> {
         .into_iter()
         .map(|result| {
             result.unwrap_or_else(|| {
-                Some(Err(node::SyntaxError {
+                Some(Err(node::ParseError::Syntax(node::SyntaxError {
                     message: "the YAML parser failed on this file (a bug: please report it)".into(),
                     pos: node::Pos::default(),
-                }))
+                })))
             })
         })
         .collect()
@@ -296,7 +365,7 @@ mod tests {
     }
 
     fn env(name: &str) -> Option<String> {
-        (name == "TIER").then(|| "gold".to_string())
+        (name == "OZ_VAR_TIER").then(|| "gold".to_string())
     }
 
     fn problems(result: Result<Desired, ManifestError>) -> Vec<String> {
@@ -346,7 +415,7 @@ mod tests {
         let file = write(
             dir.path(),
             "m.yaml",
-            "companies:\n  - name: A\n    technical_meta_data: {tier: \"${TIER}\", n: [1, 2.5, null, true]}\n\
+            "companies:\n  - name: A\n    technical_meta_data: {tier: \"${OZ_VAR_TIER}\", n: [1, 2.5, null, true]}\n\
              service_users:\n  - email: a@x.example\n    company: A\n    first_name: F\n    last_name: L\n    middle_name: \"\"\n\
              \x20   password: {file: secrets/pw}\n    active: false\n    permissions: {biometry: false, quality: true}\n    token: {issue: true}\n",
         );
@@ -359,7 +428,9 @@ mod tests {
         assert_eq!(user.first_name.as_deref(), Some("F"));
         assert_eq!(user.last_name.as_deref(), Some("L"));
         assert_eq!(user.middle_name.as_deref(), Some(""));
-        assert_eq!(user.password, Some(SecretRef::File(dir.path().join("secrets/pw"))));
+        let Some(SecretRef::File(file)) = &user.password else { panic!("{:?}", user.password) };
+        assert_eq!(file.written(), Path::new("secrets/pw"));
+        assert_eq!(file.resolved(), Some(dir.path().join("secrets/pw").as_path()));
         assert!(!user.active);
         assert_eq!(
             user.permissions,
@@ -374,14 +445,26 @@ mod tests {
     }
 
     #[test]
-    fn an_absolute_secret_file_is_kept_as_written() {
+    fn a_secret_file_outside_the_manifest_paths_is_refused_unless_in_a_secrets_dir() {
         let dir = tempfile::tempdir().unwrap();
         let file = write(
             dir.path(),
-            "m.yaml",
-            "companies: [{name: A}]\nservice_users: [{email: a@x.example, company: A, password: {file: /run/pw}}]\n",
+            "m/m.yaml",
+            "companies: [{name: A}]\nservice_users:\n  - {email: a@x.example, company: A, password: {file: /run/pw}}\n\
+             \x20 - {email: b@x.example, company: A, password: {file: ../s/pw}}\n\
+             \x20 - {email: c@x.example, company: A, password: {file: \"pw\\u001b[2J\"}}\n",
         );
-        assert_eq!(load(&[file], &env).unwrap().users[0].password, Some(SecretRef::File("/run/pw".into())));
+        assert_eq!(
+            problems(load(std::slice::from_ref(&file), &env)),
+            [
+                "ozform::manifest::secret_outside",
+                "ozform::manifest::secret_outside",
+                "ozform::manifest::bad_secret"
+            ]
+        );
+        let secrets_dirs = [PathBuf::from("/run"), dir.path().join("s")];
+        let options = LoadOptions { secrets_dirs: &secrets_dirs, ..LoadOptions::new(&env) };
+        assert_eq!(problems(load_with(&[file], &options)), ["ozform::manifest::bad_secret"]);
     }
 
     #[test]
@@ -467,9 +550,15 @@ mod tests {
         assert!(!rendered.contains("canary"), "{rendered}");
         assert!(rendered.contains("`WEB_PW` is a service user's password (`{env: WEB_PW}` at"), "{rendered}");
         assert!(looked_up.borrow().is_empty(), "{:?}", looked_up.borrow());
-        // The secrets are data: without them, the same values interpolate.
+        // The secrets are data: without them, the same values interpolate (an `OZ_VAR_` one:
+        // no other variable is ever read).
+        write(dir.path(), "m.yaml", "companies: [{name: \"${OZ_VAR_SECRET}\"}]\n");
+        let options = LoadOptions { secret_variables: &["OZ_VAR_SECRET"], ..LoadOptions::new(&env) };
+        assert_eq!(
+            problems(load_with(&[dir.path().to_path_buf()], &options)),
+            ["ozform::manifest::secret_interpolation"]
+        );
         let options = LoadOptions { secret_variables: &[], ..LoadOptions::new(&env) };
-        write(dir.path(), "m.yaml", "companies: [{name: \"${OZ_ADMIN_PASSWORD}\"}]\n");
         assert_eq!(
             load_with(&[dir.path().to_path_buf()], &options).unwrap().companies[0].name,
             "canary-secret"

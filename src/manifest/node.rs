@@ -1,11 +1,21 @@
 //! A YAML document as a tree of located nodes: the loader's only view of YAML.
 //!
-//! serde-saphyr parses the text (syntax, anchors, budgets against alias bombs); this module
-//! keeps every value with its byte span, line and column so that later checks can point at
-//! it, and keeps every mapping entry in order (duplicate keys included) so that duplicates
-//! are reported by the checks rather than lost. Pure; no I/O.
+//! serde-saphyr parses the text (syntax, anchors, budgets against alias bombs in one file);
+//! this module keeps every value with its byte span, line and column so that later checks can
+//! point at it, and keeps every mapping entry in order (duplicate keys included) so that
+//! duplicates are reported by the checks rather than lost. Pure; no I/O.
+//!
+//! serde-saphyr's budgets hold for one file: the same small file of aliases copied into many
+//! files would still multiply. So what aliases and merge keys add (a node that serde-saphyr
+//! replays reports a use site other than its definition) is also charged, node by node and
+//! byte by byte, to one `Budget` shared by every file and document of a load, across the
+//! parser threads; the parse that crosses it stops with `ParseError::Budget` at the node
+//! where it did.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -73,8 +83,102 @@ impl Value {
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let spanned = Spanned::<Value>::deserialize(deserializer)?;
-        Ok(Node { pos: Pos::from_saphyr(spanned.referenced), value: spanned.value })
+        let pos = Pos::from_saphyr(spanned.referenced);
+        // Used elsewhere than where it is written: replayed by an alias or a merge key.
+        if spanned.referenced != spanned.defined {
+            let bytes = match &spanned.value {
+                Value::Str(s) => s.len(),
+                _ => 0,
+            };
+            if let Some(exceeded) = charge(bytes, pos) {
+                return Err(de::Error::custom(format_args!("the alias budget is spent ({exceeded:?})")));
+            }
+        }
+        Ok(Node { pos, value: spanned.value })
     }
+}
+
+/// Which limit of a `Budget` was crossed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exceeded {
+    /// More nodes than `Budget::max_nodes`.
+    Nodes,
+    /// More bytes of text than `Budget::max_bytes`.
+    Bytes,
+}
+
+/// What aliases and merge keys may add to the documents of one load, together: nodes, and
+/// bytes of string values (keys included). Shared by the parser threads.
+#[derive(Debug)]
+pub struct Budget {
+    pub max_nodes: usize,
+    pub max_bytes: usize,
+    nodes: AtomicUsize,
+    bytes: AtomicUsize,
+    exceeded: AtomicBool,
+}
+
+impl Budget {
+    pub fn new(max_nodes: usize, max_bytes: usize) -> Self {
+        Self {
+            max_nodes,
+            max_bytes,
+            nodes: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            exceeded: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a parse has crossed a limit.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// The nodes charged so far.
+    #[cfg(test)]
+    pub fn nodes(&self) -> usize {
+        self.nodes.load(Ordering::Relaxed)
+    }
+
+    /// Charge one node of `bytes` bytes of text; which limit it crosses, if any.
+    fn charge(&self, bytes: usize) -> Option<Exceeded> {
+        let nodes = self.nodes.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let total = self.bytes.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
+        let exceeded = if nodes > self.max_nodes {
+            Some(Exceeded::Nodes)
+        } else if total > self.max_bytes {
+            Some(Exceeded::Bytes)
+        } else {
+            None
+        };
+        if exceeded.is_some() {
+            self.exceeded.store(true, Ordering::Relaxed);
+        }
+        exceeded
+    }
+}
+
+/// The budget of the parse running on this thread, and where that parse crossed it. serde's
+/// `Deserialize` takes no context, so the parse finds its budget here (each parse runs on one
+/// thread from start to end).
+struct Charging {
+    budget: Arc<Budget>,
+    crossed: Option<(Pos, Exceeded)>,
+}
+
+thread_local! {
+    static CHARGING: RefCell<Option<Charging>> = const { RefCell::new(None) };
+}
+
+/// Charge a replayed node to the budget of this thread's parse, if it has one.
+fn charge(bytes: usize, pos: Pos) -> Option<Exceeded> {
+    CHARGING.with(|charging| {
+        let mut charging = charging.borrow_mut();
+        let charging = charging.as_mut()?;
+        let exceeded = charging.budget.charge(bytes)?;
+        charging.crossed.get_or_insert((pos, exceeded));
+        Some(exceeded)
+    })
 }
 
 impl<'de> Deserialize<'de> for Value {
@@ -151,6 +255,31 @@ impl<'de> Visitor<'de> for ValueVisitor {
 pub struct SyntaxError {
     pub message: String,
     pub pos: Pos,
+}
+
+/// Why a text could not be parsed within a budget.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParseError {
+    Syntax(SyntaxError),
+    /// The budget was crossed at this node (an alias's or merge key's use site).
+    Budget {
+        pos: Pos,
+        exceeded: Exceeded,
+    },
+}
+
+/// Parse every document of `text`, charging what aliases and merge keys add to `budget`.
+pub fn parse_documents_within(text: &str, budget: &Arc<Budget>) -> Result<Vec<Node>, ParseError> {
+    CHARGING.with(|charging| {
+        *charging.borrow_mut() = Some(Charging { budget: Arc::clone(budget), crossed: None });
+    });
+    let parsed = parse_documents(text);
+    let crossed = CHARGING.with(|charging| charging.borrow_mut().take().and_then(|c| c.crossed));
+    match (parsed, crossed) {
+        (_, Some((pos, exceeded))) => Err(ParseError::Budget { pos, exceeded }),
+        (Ok(documents), None) => Ok(documents),
+        (Err(err), None) => Err(ParseError::Syntax(err)),
+    }
 }
 
 /// Parse every document of `text`. Null (empty) documents are skipped.
@@ -231,6 +360,46 @@ mod tests {
     fn empty_documents_are_skipped() {
         assert_eq!(parse_documents("").unwrap(), vec![]);
         assert_eq!(parse_documents("---\n---\n# only a comment\n").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn only_what_aliases_and_merge_keys_add_is_charged_to_the_budget() {
+        let budget = Arc::new(Budget::new(1_000, 1_000));
+        let plain = "a: [1, {b: c}]\n---\nd: e\n";
+        parse_documents_within(plain, &budget).unwrap();
+        assert_eq!(budget.nodes(), 0);
+        // `*x` replays a map of one entry (3 nodes) twice; `<<` merges that entry (2 nodes).
+        let aliases = "x: &x {k: v}\ny: [*x, *x]\nz: {<<: *x}\n";
+        let docs = parse_documents_within(aliases, &budget).unwrap();
+        assert_eq!(budget.nodes(), 8, "{docs:?}");
+        assert!(!budget.exceeded());
+    }
+
+    #[test]
+    fn crossing_the_budget_stops_the_parse_at_the_alias_that_crosses_it() {
+        let text = "x: 1\n---\na: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
+                    c: [*b, *b]\n";
+        let budget = Arc::new(Budget::new(150, usize::MAX));
+        let Err(ParseError::Budget { pos, exceeded }) = parse_documents_within(text, &budget) else {
+            panic!("the budget held")
+        };
+        assert_eq!(exceeded, Exceeded::Nodes);
+        assert!(budget.exceeded());
+        // In the second document, at the alias of `c` whose expansion crosses it.
+        assert_eq!((pos.line, pos.column), (5, 5), "{pos:?}");
+        let bytes = Arc::new(Budget::new(usize::MAX, 50));
+        assert!(matches!(
+            parse_documents_within(text, &bytes),
+            Err(ParseError::Budget { exceeded: Exceeded::Bytes, .. })
+        ));
+        // The budget is shared: a second text is charged on top of the first.
+        let shared = Arc::new(Budget::new(100, usize::MAX));
+        parse_documents_within(
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: [*a, *a, *a, *a, *a, *a, *a, *a]\n",
+            &shared,
+        )
+        .unwrap();
+        assert!(parse_documents_within("a: &a [x, x]\nb: [*a, *a, *a, *a, *a, *a]\n", &shared).is_err());
     }
 
     #[test]

@@ -5,56 +5,31 @@
 //! line of source. A raw ESC can retitle the terminal, clear it, or forge a line of output;
 //! bidirectional overrides can make text read differently from what it is. Every piece of a
 //! manifest (or of its file name) that a diagnostic shows goes through `escape`, and every
-//! value named in a message through `clip`. Pure.
+//! value named in a message through `clip`. The rule is the crate's one terminal escaping
+//! (`crate::escape`), so diagnostics and plans escape the same characters the same way. Pure.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 /// How many characters of a value a message quotes before cutting it with `…`.
 pub const VALUE_CHARS: usize = 80;
 
-/// Whether `c` may be printed as it is. Not: C0 and C1 controls and DEL (tab and newline
-/// included: a diagnostic decides its own layout), line and paragraph separators, the byte
-/// order mark, and the bidirectional controls of "Trojan Source".
+/// Whether `c` may be printed as it is: the crate's one terminal rule (`escape::is_safe`).
+/// Not: C0 and C1 controls and DEL (tab and newline included: a diagnostic decides its own
+/// layout), the bidirectional controls of "Trojan Source", zero-width and invisible format
+/// characters, line and paragraph separators and the byte order mark.
 pub fn is_printable(c: char) -> bool {
-    !(c.is_control()
-        || matches!(
-            c,
-            '\u{061C}'
-                | '\u{200E}'
-                | '\u{200F}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2066}'..='\u{2069}'
-                | '\u{FEFF}'
-        ))
+    crate::escape::is_safe(c)
 }
 
-/// Append `c` to `out`, escaped as `\t`, `\r`, `\n` or `\u{1b}` unless printable.
+/// Append `c` to `out`, escaped as `\t`, `\r`, `\n` or `\u{1b}` unless printable
+/// (`escape::push_terminal`).
 pub fn push_escaped(out: &mut String, c: char) {
-    match c {
-        c if is_printable(c) => out.push(c),
-        '\t' => out.push_str("\\t"),
-        '\r' => out.push_str("\\r"),
-        '\n' => out.push_str("\\n"),
-        c => {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
-        }
-    }
+    crate::escape::push_terminal(out, c);
 }
 
-/// `s` with every character that is not printable escaped.
+/// `s` with every character that is not printable escaped (`escape::terminal`).
 pub fn escape(s: &str) -> Cow<'_, str> {
-    if s.chars().all(is_printable) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        push_escaped(&mut out, c);
-    }
-    Cow::Owned(out)
+    crate::escape::terminal(s)
 }
 
 /// `s` escaped and cut to at most `max` characters of the original, with `…` where cut.

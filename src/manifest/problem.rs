@@ -18,7 +18,7 @@ use miette::{Diagnostic, LabeledSpan, Severity, SourceCode};
 
 use super::MAX_PROBLEMS;
 use super::excerpt::{Blanks, Excerpt, Mark, Spots};
-use super::node::Pos;
+use super::node::{Exceeded, Pos};
 use super::printable;
 use crate::model::Location;
 
@@ -114,6 +114,23 @@ pub enum Kind {
     BadInterpolation {
         reason: String,
     },
+    /// A value interpolates a variable whose name does not start with `OZ_VAR_`.
+    UndeclaredVariable {
+        name: String,
+    },
+    /// A `{file: PATH}` that lies outside the manifest paths and every `--secrets-dir` (as
+    /// written: the disk is not looked at).
+    SecretOutside {
+        path: String,
+    },
+    /// A file given as a manifest is a saved plan (JSON with `format_version` and `changes`).
+    SavedPlan {
+        path: PathBuf,
+    },
+    /// What aliases and merge keys add to all documents together crossed a limit here.
+    AliasBudget {
+        exceeded: Exceeded,
+    },
     /// A value interpolates a variable that holds a secret.
     SecretInterpolation {
         name: String,
@@ -156,6 +173,10 @@ impl Kind {
             Kind::MissingVariable { .. } => "ozform::manifest::missing_variable",
             Kind::BadInterpolation { .. } => "ozform::manifest::bad_interpolation",
             Kind::SecretInterpolation { .. } => "ozform::manifest::secret_interpolation",
+            Kind::UndeclaredVariable { .. } => "ozform::manifest::undeclared_variable",
+            Kind::SecretOutside { .. } => "ozform::manifest::secret_outside",
+            Kind::SavedPlan { .. } => "ozform::manifest::saved_plan",
+            Kind::AliasBudget { .. } => "ozform::manifest::alias_budget",
         }
     }
 
@@ -212,6 +233,25 @@ impl Kind {
             Kind::SecretInterpolation { name, .. } => {
                 format!("`{}` holds a secret: a manifest value must not interpolate it", v(name))
             }
+            Kind::UndeclaredVariable { name } => format!(
+                "`{}` is not an ozform variable: a manifest may interpolate only variables named `{}…`",
+                v(name),
+                super::VARIABLE_PREFIX
+            ),
+            Kind::SecretOutside { path } => {
+                format!(
+                    "secret file `{}` lies outside the manifest paths given and every `--secrets-dir`",
+                    v(path)
+                )
+            }
+            Kind::SavedPlan { path } => {
+                format!("`{}` is a saved plan: run `ozform apply --plan {}`", p(path), shell_word(path))
+            }
+            Kind::AliasBudget { exceeded } => format!(
+                "aliases and merge keys expand the manifests by more than {}, counted over all files and documents \
+                 together: this document crosses the limit",
+                limit(*exceeded)
+            ),
         }
     }
 
@@ -278,7 +318,7 @@ impl Kind {
                 format!("export `{name}`, or give a default: `${{{name}:-value}}` (write `$${{` for a literal `${{`)")
             }
             Kind::BadInterpolation { .. } => {
-                "write `${NAME}` or `${NAME:-default}`, or `$${` for a literal `${`".into()
+                "write `${OZ_VAR_NAME}` or `${OZ_VAR_NAME:-default}`, or `$${` for a literal `${`".into()
             }
             Kind::SecretInterpolation { name, password_of } => {
                 let name = v(name);
@@ -290,8 +330,42 @@ impl Kind {
                 };
                 format!("{holds}; values are shown in plans, logs and errors: remove `${{{name}}}` from this value")
             }
+            Kind::UndeclaredVariable { name } => {
+                let name = v(name);
+                let prefix = super::VARIABLE_PREFIX;
+                format!(
+                    "export the value as `{prefix}{name}` and write `${{{prefix}{name}}}` (or `$${{` for a literal `${{`); \
+                     other variables are never read, so that manifests from a pull request cannot print the secrets \
+                     of the job that plans them"
+                )
+            }
+            Kind::SecretOutside { .. } => "put the file inside the manifests' directory, or in a directory given with \
+                 `--secrets-dir DIR` (or `OZ_SECRETS_DIR`); a relative path is relative to the manifest that names it. \
+                 ozform does not look at a path outside those, so that a manifest cannot probe the machine it is \
+                 planned on"
+                .into(),
+            Kind::SavedPlan { .. } => "`validate`, `plan` and `apply PATHS…` read manifests (YAML); a saved plan is \
+                 executed exactly with `ozform apply --plan FILE`"
+                .into(),
+            Kind::AliasBudget { .. } => "write the values out, or use fewer aliases (`*name`) and merge keys (`<<`): \
+                 the limit keeps manifests from exhausting the memory of the job that loads them"
+                .into(),
         }
     }
+}
+
+/// The limit an `AliasBudget` problem names.
+fn limit(exceeded: Exceeded) -> String {
+    match exceeded {
+        Exceeded::Nodes => format!("{} nodes", super::MAX_ALIAS_NODES),
+        Exceeded::Bytes => format!("{} MiB of text", super::MAX_ALIAS_BYTES >> 20),
+    }
+}
+
+/// `path` escaped, and quoted for a POSIX shell when it needs to be, for a command to copy.
+fn shell_word(path: &std::path::Path) -> String {
+    let shown = printable::path(path);
+    shlex::try_quote(&shown).map_or_else(|_| shown.clone(), std::borrow::Cow::into_owned)
 }
 
 fn backticked(words: &[&str]) -> String {

@@ -15,7 +15,7 @@ use super::problem::{At, Kind, Problem, Problems};
 use super::secrets::{Holds, Secrets};
 use super::suggest;
 use crate::model::{DesiredCompany, DesiredUser, Email, Location, Permissions, Prune, TokenSpec};
-use crate::secret::SecretRef;
+use crate::secret::{SecretFile, SecretRef, SecretRoots};
 
 const DOCUMENT_FIELDS: &[&str] = &["companies", "service_users"];
 const COMPANY_FIELDS: &[&str] = &["name", "technical_meta_data", "prune"];
@@ -66,6 +66,8 @@ pub struct Reader<'a> {
     pub path: Arc<std::path::PathBuf>,
     /// The manifest's directory: relative `{file: PATH}` secrets are joined to it.
     pub dir: &'a Path,
+    /// Where `{file: PATH}` secrets may lie.
+    pub roots: &'a SecretRoots,
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// Variables no value may interpolate.
     pub secrets: &'a Secrets<'a>,
@@ -124,6 +126,10 @@ impl Reader<'_> {
                     };
                     let label = format!("`{name}` is interpolated here");
                     self.problem(Kind::SecretInterpolation { name, password_of }, node.pos, label);
+                }
+                Err(InterpolationError::Undeclared { name }) => {
+                    let label = format!("`{name}` is interpolated here");
+                    self.problem(Kind::UndeclaredVariable { name }, node.pos, label);
                 }
                 Err(InterpolationError::Missing { name }) => {
                     let label = format!("`{name}` is used here");
@@ -370,7 +376,10 @@ impl Reader<'_> {
                     self.problem(Kind::BadSecret { reason }, value.pos, "empty");
                     return None;
                 }
-                Some(if *key == "env" { SecretRef::Env(text) } else { SecretRef::File(self.dir.join(text)) })
+                if *key == "env" {
+                    return Some(SecretRef::Env(text));
+                }
+                self.secret_file(&text, value.pos)
             }
             Value::Seq(_) => {
                 let kind = Kind::WrongType {
@@ -382,6 +391,22 @@ impl Reader<'_> {
                 None
             }
         }
+    }
+
+    /// A `{file: PATH}`, placed inside the roots without looking at the disk (whether the file
+    /// exists is for `apply` to find out, and for `plan` to say only inside the roots).
+    fn secret_file(&mut self, written: &str, pos: Pos) -> Option<SecretRef> {
+        if !written.chars().all(super::printable::is_printable) {
+            let reason = "`file` holds a control or formatting character".to_string();
+            self.problem(Kind::BadSecret { reason }, pos, "in this path");
+            return None;
+        }
+        if let Some(file) = SecretFile::confined(written, self.dir, self.roots) {
+            return Some(SecretRef::File(file));
+        }
+        let label = "outside the manifest paths and every `--secrets-dir`";
+        self.problem(Kind::SecretOutside { path: written.to_string() }, pos, label);
+        None
     }
 
     /// `deactivate` or `delete`; `null` counts as left out (keep).

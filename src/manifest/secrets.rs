@@ -91,17 +91,20 @@ mod tests {
     fn given_variables_and_every_password_env_are_secret() {
         let documents = parse_documents(
             "service_users:\n  - {password: {env: ACME_PW}}\n  - password: {file: x}\n---\n\
-             service_users: [{password: {env: \"${PREFIX}_PW\"}}, {password: {env: ACME_PW}}]\n",
+             service_users: [{password: {env: \"${OZ_VAR_PREFIX}_PW\"}}, {password: {env: ACME_PW}}]\n\
+             ---\nservice_users: [{password: {env: \"${PREFIX}_PW\"}}]\n",
         )
         .unwrap();
         let path = Arc::new(PathBuf::from("m.yaml"));
-        let env = |name: &str| (name == "PREFIX").then(|| "GLOBEX".to_string());
+        let env = |name: &str| name.ends_with("PREFIX").then(|| "GLOBEX".to_string());
         let secrets = Secrets::find(&["OZ_ADMIN_PASSWORD"], &[(path, &documents)], &env);
         assert_eq!(secrets.holds("OZ_ADMIN_PASSWORD"), Some(Holds::Given));
         let Some(Holds::Password(first)) = secrets.holds("ACME_PW") else { panic!("ACME_PW is not secret") };
         assert_eq!((first.line, first.column), (2, 22));
         assert!(matches!(secrets.holds("GLOBEX_PW"), Some(Holds::Password(_))));
-        assert_eq!(secrets.holds("PREFIX"), None);
+        assert_eq!(secrets.holds("OZ_VAR_PREFIX"), None);
+        // `PREFIX` is no `OZ_VAR_` variable: never read, so `${PREFIX}_PW` names nothing.
+        assert_eq!(secrets.holds("_PW"), None);
         assert_eq!(secrets.holds("x"), None);
     }
 }

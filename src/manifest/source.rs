@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use super::problem::{Kind, Problem, Problems};
 use super::{MAX_FILE_BYTES, printable};
+use crate::secret::{SecretRoots, checkout_root, normalize};
 
 /// A manifest file to read: its path as the user wrote or walked it, and the path to open
 /// (the canonical target when reached through a link, checked to lie inside the paths given).
@@ -110,6 +111,42 @@ pub fn discover(paths: &[PathBuf], problems: &mut Problems, warn: &dyn Fn(&Warni
     let mut files = walk.files;
     files.sort();
     files
+}
+
+/// Where the `{file: PATH}` secrets of the manifests under `paths` may lie: each directory
+/// given (for a file given, its directory) and each of `secrets_dirs`; and the checkout root a
+/// saved plan records their paths from: the nearest directory at or above the first path given
+/// that holds `.git`, else the working directory. Looks at the paths given, never at a secret's.
+pub fn secret_roots(paths: &[PathBuf], secrets_dirs: &[PathBuf]) -> SecretRoots {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let mut allowed: Vec<PathBuf> = paths
+        .iter()
+        .map(|path| {
+            let path = without_trailing_separator(path);
+            if fs::metadata(&path).is_ok_and(|meta| meta.is_dir()) {
+                path
+            } else {
+                path.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
+        })
+        .collect();
+    allowed.extend(secrets_dirs.iter().filter(|dir| !dir.as_os_str().is_empty()).cloned());
+    let first = paths.first().map(|path| normalize(&cwd.join(path)));
+    let checkout = first.as_deref().and_then(checkout_root).unwrap_or_else(|| cwd.clone());
+    SecretRoots::new(&cwd, &checkout, &allowed)
+}
+
+/// Whether `text` is a saved plan (a JSON object with `format_version` and `changes`) rather
+/// than a manifest. Values are skipped unread, so a large JSON file costs no memory here.
+pub fn is_saved_plan(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        format_version: Option<serde::de::IgnoredAny>,
+        changes: Option<serde::de::IgnoredAny>,
+    }
+    text.trim_start().starts_with('{')
+        && serde_json::from_str::<Probe>(text)
+            .is_ok_and(|probe| probe.format_version.is_some() && probe.changes.is_some())
 }
 
 /// `path` without a trailing `/`, which would make the system follow a link in its last

@@ -7,18 +7,18 @@
 //! which is removed at the end, whether the run succeeded or not, unless `--keep`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::apply::resolve_passwords;
+use crate::apply::{ExecuteOptions, resolve_passwords};
 use crate::emulator::{self, EmulatorConfig};
-use crate::error::{Error, Exit};
+use crate::error::Error;
 use crate::manifest;
-use crate::output::Output;
 use crate::oz::{ClientConfig, OzClient, VersionSetting};
-use crate::render;
+use crate::plan::Plan;
+use crate::token_store::{DirStore, Installation};
 
-use super::interrupt::Interrupt;
 use super::settings::{DemoSettings, StoreSpec, Tokens};
-use super::{execute, make_plan, open_store, plan_exit, plan_options};
+use super::{Target, View, plan_options};
 
 /// The example manifests, as shipped in `examples/basic`.
 const MANIFESTS: [(&str, &str); 2] = [
@@ -26,26 +26,32 @@ const MANIFESTS: [(&str, &str); 2] = [
     ("service-users.yaml", include_str!("../../examples/basic/service-users.yaml")),
 ];
 
-pub async fn run(settings: DemoSettings, output: &Output) -> Result<Exit, Error> {
+/// What the demo ends with: the second plan (nothing left to do when all went well).
+#[derive(Debug)]
+pub struct DemoOutcome {
+    pub last_plan: Plan,
+}
+
+pub async fn run(settings: DemoSettings, view: &dyn View) -> Result<DemoOutcome, Error> {
     let dir = demo_dir()?;
-    let result = run_in(&dir, &settings, output).await;
+    let result = run_in(&dir, &settings, view).await;
     if settings.keep {
-        output.status(&format!("kept {} (manifests and token files)", dir.display()));
+        view.status(&format!("kept {} (manifests and token files)", dir.display()));
     } else if let Err(e) = std::fs::remove_dir_all(&dir) {
-        output.warn(&format!("cannot remove the demo directory {}: {e}", dir.display()));
+        view.warning(&format!("cannot remove the demo directory {}: {e}", dir.display()));
     }
     result
 }
 
-async fn run_in(dir: &Path, settings: &DemoSettings, output: &Output) -> Result<Exit, Error> {
+async fn run_in(dir: &Path, settings: &DemoSettings, view: &dyn View) -> Result<DemoOutcome, Error> {
     let api_version = settings.api_version;
     let manifests = dir.join("manifests");
     write_manifests(&manifests)?;
     let token_dir = dir.join("tokens");
 
     let handle = emulator::start(EmulatorConfig::new(api_version)).await?;
-    output.status(&format!("emulator: Oz API {api_version} at {}", handle.url()));
-    output.status(&format!("manifests: {}", manifests.display()));
+    view.status(&format!("emulator: Oz API {api_version} at {}", handle.url()));
+    view.status(&format!("manifests: {}", manifests.display()));
 
     // Passwords of the example's users: made up per run, known only to this process.
     let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -61,44 +67,47 @@ async fn run_in(dir: &Path, settings: &DemoSettings, output: &Output) -> Result<
     config.api_version = VersionSetting::Auto;
     let client = OzClient::connect(config).await?;
     let tokens = Tokens::new(StoreSpec::Dir(token_dir.clone()));
-    let store = open_store(&tokens, [], &env);
-    let style = render::Style { color: output.color };
+    let installation = Installation::of_api(&handle.url());
+    let store = DirStore::new(&token_dir, installation.clone());
+    // The directory store keeps the tokens in the installation's directory (the emulator's origin).
+    let kept = store.dir().to_path_buf();
+    let target = Target::new(client, Arc::new(store), installation);
     let desired = manifest::load(std::slice::from_ref(&manifests), &env)?;
     let options = plan_options(&desired, &tokens, &[], &env);
 
-    output.print("\n== 1. ozform plan\n\n");
-    let first = make_plan(&client, &desired, store.as_ref(), &options).await?;
-    output.print(&render::text(&first, &style));
+    view.text("\n== 1. ozform plan\n\n");
+    let first = target.plan(&desired, &options).await?;
+    view.plan(&first);
 
-    output.print("\n== 2. ozform apply --auto-approve\n\n");
+    view.text("\n== 2. ozform apply --auto-approve\n\n");
     let passwords = resolve_passwords(&first, &env)?;
     let report =
-        execute(&first, client.clone(), store.clone(), passwords, 8, &Interrupt::never(), output).await?;
-    output.print(&format!("{}\n", report.summary_line()));
+        target.apply(&first, &ExecuteOptions::new(passwords), view.progress(first.changes.len())).await?;
+    view.text(&format!("{}\n", report.summary_line()));
     report.into_result()?;
 
     handle.reset_stats();
-    output.print("\n== 3. ozform plan (again: nothing left to do)\n\n");
+    view.text("\n== 3. ozform plan (again: nothing left to do)\n\n");
     let options = plan_options(&desired, &tokens, &[], &env);
-    let second = make_plan(&client, &desired, store.as_ref(), &options).await?;
-    output.print(&render::text(&second, &style));
+    let second = target.plan(&desired, &options).await?;
+    view.plan(&second);
     let stats = handle.stats();
 
-    output.print(&format!("\nTokens were written to {} (mode 0600):\n", token_dir.display()));
-    for name in token_files(&token_dir)? {
-        output.print(&format!("  {name}\n"));
+    view.text(&format!("\nTokens were written to {} (mode 0600):\n", kept.display()));
+    for name in token_files(&kept)? {
+        view.text(&format!("  {name}\n"));
     }
     if !settings.keep {
-        output.print(
+        view.text(
             "They are removed with the demo's directory at the end; `ozform demo --keep` keeps them.\n",
         );
     }
-    output.print(&format!(
+    view.text(&format!(
         "The second plan read live state in {} requests and changed nothing ({} mutating).\n",
         stats.total_requests, stats.mutating_requests
     ));
     handle.shutdown().await;
-    plan_exit(&second, false)
+    Ok(DemoOutcome { last_plan: second })
 }
 
 /// A fresh directory for this run's manifests and tokens.

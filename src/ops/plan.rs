@@ -1,42 +1,49 @@
 //! `plan`: load the manifests, read live state through a read-only client, list the stored
-//! tokens, plan, render. The only side effect is `--out FILE`.
+//! tokens, plan, show. The only side effect is `--out FILE`.
 
-use crate::error::{Error, Exit};
-use crate::output::Output;
-use crate::plan::{check_removals, format};
-use crate::render;
+use std::path::PathBuf;
+
+use crate::error::Error;
+use crate::plan::{Plan, check_removals, format};
 use crate::secret::process_env;
 
-use super::settings::{PlanFormat, PlanSettings};
-use super::{
-    check_company_filter, connect, files, load_manifests, make_plan, open_store, plan_exit, plan_options,
-    required_url,
-};
+use super::files;
+use super::settings::PlanSettings;
+use super::{Access, Measure, Target, View, check_company_filter, load_manifests, plan_options};
 
-pub async fn run(settings: PlanSettings, output: &Output) -> Result<Exit, Error> {
-    let desired = load_manifests(&settings.paths, output)?;
+/// What `plan` made: the plan (already shown through the view), and where it was saved.
+#[derive(Debug)]
+pub struct PlanOutcome {
+    pub plan: Plan,
+    /// `--out`: the file the plan was saved to.
+    pub saved: Option<PathBuf>,
+}
+
+pub async fn run(
+    settings: PlanSettings,
+    view: &dyn View,
+    measure: &dyn Measure,
+) -> Result<PlanOutcome, Error> {
+    let desired = load_manifests(&settings.paths, &settings.secrets_dirs, view)?;
     check_company_filter(&desired, &settings.companies)?;
-    let url = required_url(&settings.connection)?;
-    let client = connect(&settings.connection, url, true, &process_env).await?;
-    let sources = desired.users.iter().filter_map(|u| u.password.as_ref());
-    let store =
-        open_store(&settings.tokens, sources.chain([&settings.connection.admin_password]), &process_env);
+    let secrets = desired.users.iter().filter_map(|u| u.password.as_ref());
+    let target =
+        Target::open(&settings.connection, &settings.tokens, Access::ReadOnly, secrets, &process_env)?
+            .observed_by(measure.requests());
     let options = plan_options(&desired, &settings.tokens, &settings.companies, &process_env);
-    let plan = make_plan(&client, &desired, store.as_ref(), &options).await?;
-    output.print(&match settings.format {
-        PlanFormat::Text => render::text(&plan, &render::Style { color: output.color }),
-        PlanFormat::Json => format::to_json(&plan),
-        PlanFormat::Markdown => render::markdown(&plan),
-    });
+    let (plan, stored) = target.plan_and_stored(&desired, &options).await?;
+    measure.planned(&plan);
+    measure.stored(&stored, options.now, settings.tokens.rotate_before);
+    view.plan(&plan);
     // Shown first, so the reviewer sees what would go; refused before it can be saved.
     check_removals(&plan, &settings.removals)?;
     if let Some(path) = &settings.out {
         files::write_atomically(path, format::to_json(&plan).as_bytes())?;
-        output.status(&format!(
+        view.status(&format!(
             "saved the plan to `{}`; run `ozform apply --plan {}`",
             path.display(),
             path.display()
         ));
     }
-    plan_exit(&plan, settings.detailed_exitcode)
+    Ok(PlanOutcome { plan, saved: settings.out })
 }

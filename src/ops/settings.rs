@@ -28,6 +28,10 @@ pub struct Connection {
     pub request_timeout: Duration,
     /// Allow plain `http://` to a host that is not loopback (`--allow-insecure-http`).
     pub allow_insecure_http: bool,
+    /// The largest answer read (`--max-response-bytes`).
+    pub max_response_bytes: usize,
+    /// The most objects one listing may hold (`--max-objects`).
+    pub max_objects: usize,
 }
 
 impl Connection {
@@ -48,6 +52,8 @@ impl Connection {
         config.connect_timeout = Duration::from_secs(10).min(self.request_timeout);
         config.ca_cert.clone_from(&self.ca_cert);
         config.read_only = read_only;
+        config.max_response_bytes = self.max_response_bytes;
+        config.max_objects = self.max_objects;
         Ok(config)
     }
 }
@@ -77,6 +83,9 @@ pub struct Tokens {
     pub store_timeout: Duration,
     /// Use a token directory that group or others may write to (`--allow-shared-token-dir`).
     pub allow_shared_dir: bool,
+    /// The installation stored tokens are kept under (`--installation`); `None`: the API
+    /// URL's origin.
+    pub installation: Option<String>,
 }
 
 impl Tokens {
@@ -88,16 +97,9 @@ impl Tokens {
             rotate_tokens: false,
             store_timeout: DEFAULT_STORE_TIMEOUT,
             allow_shared_dir: false,
+            installation: None,
         }
     }
-}
-
-/// How `plan` prints the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlanFormat {
-    Text,
-    Json,
-    Markdown,
 }
 
 #[derive(Debug, Clone)]
@@ -105,14 +107,14 @@ pub struct PlanSettings {
     pub paths: Vec<PathBuf>,
     pub connection: Connection,
     pub tokens: Tokens,
-    pub format: PlanFormat,
     /// Also save the plan as JSON here.
     pub out: Option<PathBuf>,
-    pub detailed_exitcode: bool,
     /// Plan only these companies (empty: all).
     pub companies: Vec<String>,
     /// The blast-radius guard of removals.
     pub removals: RemovalLimits,
+    /// Where `{file: PATH}` secrets may lie besides the manifest paths (`--secrets-dir`).
+    pub secrets_dirs: Vec<PathBuf>,
 }
 
 /// How many steps `apply` runs at once (`--parallelism`).
@@ -150,13 +152,15 @@ pub struct ApplySettings {
     pub source: ApplySource,
     pub connection: Connection,
     pub tokens: Tokens,
-    pub auto_approve: bool,
     /// Steps talking to the API at once.
     pub parallelism: Parallelism,
     /// The blast-radius guard of removals.
     pub removals: RemovalLimits,
     /// How long to wait for another apply's lock on the token store.
     pub lock_timeout: Duration,
+    /// Where `{file: PATH}` secrets may lie besides the manifest paths, or for a saved plan
+    /// besides the checkout (`--secrets-dir`).
+    pub secrets_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -173,4 +177,36 @@ pub struct DemoSettings {
     pub api_version: ApiVersion,
     /// Keep the run's directory (manifests, token files) instead of removing it at the end.
     pub keep: bool,
+}
+
+/// When `reconcile` runs its cycles.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    /// The pause between the end of one cycle and the start of the next (`--interval`).
+    pub interval: Duration,
+    /// Each pause is the interval give or take up to this fraction of it, at random
+    /// (`--jitter`, 0 to 1): loops started together drift apart.
+    pub jitter: f64,
+    /// One cycle, then exit with `apply`'s codes (`--once`).
+    pub once: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    /// Manifest files or directories, read again at each cycle.
+    pub paths: Vec<PathBuf>,
+    pub connection: Connection,
+    pub tokens: Tokens,
+    /// Steps talking to the API at once (at least 1).
+    pub parallelism: usize,
+    /// Apply removals (`--allow-removals`), still within `removals`; otherwise they are
+    /// reported and held back.
+    pub allow_removals: bool,
+    /// The blast-radius guard of removals.
+    pub removals: RemovalLimits,
+    /// How long a cycle waits for another apply's lock on the token store.
+    pub lock_timeout: Duration,
+    /// Where `{file: PATH}` secrets may lie besides the manifest paths (`--secrets-dir`).
+    pub secrets_dirs: Vec<PathBuf>,
+    pub schedule: Schedule,
 }

@@ -3,7 +3,10 @@
 //!
 //! These never write to the terminal themselves: they hand finished lines to a `LineWriter`
 //! callback built from `Output`. The one exception is `Bar`, whose indicatif bar draws itself
-//! on stderr. Events carry addresses, actions and error messages, never a secret.
+//! on stderr. Events carry addresses, actions and error messages, never a secret. Lines are
+//! escaped on their way out (`Output::status`); JSON lines are written with
+//! `escape::json_compact`, so they hold nothing left to escape; the bar's message, which
+//! indicatif draws itself, is escaped here.
 
 use std::sync::Arc;
 
@@ -78,7 +81,8 @@ impl Progress for PlainLines {
 
 /// One JSON object per line for every event (`--log-format json`):
 /// `{"event":"started","address":…,"action":…}` and
-/// `{"event":"finished","address":…,"action":…,"outcome":"done|adopted|failed|skipped"[,"error":…][,"dependency":…]}`.
+/// `{"event":"finished","address":…,"action":…,"outcome":"done|adopted|failed|skipped"[,"error":…,"error_kind":…][,"dependency":…]}`
+/// (`error_kind`: `refused`, `conflict`, `outcome_unknown`, `store_failed` or `failed`).
 pub struct JsonLines {
     write: LineWriter,
 }
@@ -93,19 +97,28 @@ impl Progress for JsonLines {
     fn started(&self, address: &Address, action: Action) {
         let line = json!({"timestamp": super::now_rfc3339(), "level": "INFO", "event": "started",
                           "address": address, "action": action});
-        (self.write)(&line.to_string());
+        (self.write)(&json_line(&line));
     }
     fn finished(&self, address: &Address, action: Action, outcome: &Outcome) {
         let mut line = json!({"timestamp": super::now_rfc3339(), "event": "finished", "address": address,
                    "action": action, "outcome": outcome.kind()});
         line["level"] = json!(if matches!(outcome, Outcome::Failed { .. }) { "ERROR" } else { "INFO" });
         match outcome {
-            Outcome::Failed { error } => line["error"] = json!(error),
+            Outcome::Failed { error } => {
+                line["error"] = json!(error.message);
+                line["error_kind"] = json!(error.kind);
+            }
             Outcome::Skipped { dependency } => line["dependency"] = json!(dependency),
             Outcome::Done | Outcome::Adopted => {}
         }
-        (self.write)(&line.to_string());
+        (self.write)(&json_line(&line));
     }
+}
+
+/// A JSON event as one line, escaped as JSON (`escape::json_compact`).
+fn json_line(line: &serde_json::Value) -> String {
+    // Serializing a `Value` cannot fail (string keys only).
+    crate::escape::json_compact(line).unwrap_or_default()
 }
 
 /// A progress bar on a terminal; failures and skips are also written as lines above the bar.
@@ -143,7 +156,8 @@ impl Bar {
 
 impl Progress for Bar {
     fn started(&self, address: &Address, action: Action) {
-        self.bar.set_message(format!("{} {address}", action.symbol()));
+        let address = address.to_string();
+        self.bar.set_message(format!("{} {}", action.symbol(), crate::escape::terminal(&address)));
     }
     fn finished(&self, address: &Address, action: Action, outcome: &Outcome) {
         self.bar.inc(1);
@@ -162,6 +176,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::apply::{StepError, StepErrorKind};
     use crate::model::Email;
 
     fn collector() -> (Arc<Mutex<Vec<String>>>, impl Fn(&str) + Send + Sync + 'static) {
@@ -194,7 +209,8 @@ mod tests {
         let o = JsonLines::new(write);
         let a = Address::ServiceUser(Email::new("a@x"));
         o.started(&a, Action::Update);
-        o.finished(&a, Action::Update, &Outcome::Failed { error: "PATCH /api/users/1 answered 403".into() });
+        let error = StepError::new(StepErrorKind::Refused, "PATCH /api/users/1 answered 403");
+        o.finished(&a, Action::Update, &Outcome::Failed { error });
         let lines = lines.lock().expect("lock").clone();
         let parsed: Vec<serde_json::Value> =
             lines.iter().map(|l| serde_json::from_str(l).expect("json line")).collect();
@@ -206,6 +222,7 @@ mod tests {
         );
         assert_eq!(parsed[1]["outcome"], "failed");
         assert_eq!(parsed[1]["error"], "PATCH /api/users/1 answered 403");
+        assert_eq!(parsed[1]["error_kind"], "refused");
     }
 
     #[test]
@@ -214,7 +231,7 @@ mod tests {
         let o = Bar::with_bar(ProgressBar::hidden(), write);
         let a = Address::Company("Acme".into());
         o.finished(&a, Action::Create, &Outcome::Done);
-        o.finished(&a, Action::Update, &Outcome::Failed { error: "boom".into() });
+        o.finished(&a, Action::Update, &Outcome::Failed { error: StepError::failed("boom") });
         assert_eq!(o.position(), 2);
         assert_eq!(*lines.lock().expect("lock"), vec!["~ company/Acme: update failed: boom".to_string()]);
         o.finish();

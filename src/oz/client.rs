@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::OzError;
 use super::config::{ClientConfig, VersionSetting};
 use super::dialect::{Dialect, Evidence};
-use super::paging::{ListKind, Next, PageCap, PageItem, Pager, Rounds};
+use super::paging::{ListKind, Next, PageCap, PageItem, Pager, Refusal, Rounds};
 use super::transport::{Call, Transport};
 use super::wire::{Page, WireCompany, WireUser, parse_page};
 use crate::model::{ApiVersion, Email, ObservedCompany, ObservedUser};
@@ -184,7 +184,7 @@ impl OzClient {
                 message: format!(
                     "`--api-version {}` was given, but `{}` speaks API {}: {}",
                     self.dialect.version(),
-                    self.transport.host(),
+                    self.transport.origin(),
                     seen.version(),
                     evidence.describe()
                 ),
@@ -262,7 +262,8 @@ async fn list_pages<T: PageItem + DeserializeOwned>(
 ) -> Result<(), OzError> {
     let lookup = filters.iter().any(|(k, _)| matches!(*k, "name" | "email"));
     let kind = if lookup { ListKind::Lookup } else { ListKind::Listing };
-    let mut pager = Pager::new(id_key, transport.config.page_size.max(1), kind, transport.page_cap());
+    let mut pager = Pager::new(id_key, transport.config.page_size.max(1), kind, transport.page_cap())
+        .max_objects(transport.config.max_objects);
     let mut rounds = Rounds::new(transport.config.max_in_flight, ahead);
     let mut offsets = Rounds::first();
     loop {
@@ -320,7 +321,19 @@ fn accept<T: PageItem>(
     offset: usize,
     page: Page<T>,
 ) -> Result<(Vec<T>, Next), OzError> {
-    pager.accept_at(offset, page).map_err(|reason| OzError::Paging { path: transport.where_(path), reason })
+    pager.accept_at(offset, page).map_err(|refusal| match refusal {
+        Refusal::Untrusted(reason) => OzError::Paging { path: transport.where_(path), reason },
+        Refusal::TooMany(reason) => OzError::Limit {
+            method: "GET".into(),
+            path: transport.where_(path),
+            reason,
+            help: Some(
+                "raise `--max-objects` if the installation really holds that many; otherwise the API, \
+                 or a proxy in front of it, keeps sending pages past the end of the list"
+                    .into(),
+            ),
+        },
+    })
 }
 
 /// Decide the dialect from the login answer's user and the users list (paged only until the
@@ -344,7 +357,7 @@ async fn detect(transport: &Transport, login_user: Option<&Value>) -> Result<Dia
         Some(dialect) => {
             tracing::info!(
                 api_version = dialect.version().number(),
-                host = transport.host(),
+                host = transport.origin(),
                 "detected API {} from the permission spelling and user types the API returns",
                 dialect.version()
             );
@@ -353,7 +366,7 @@ async fn detect(transport: &Transport, login_user: Option<&Value>) -> Result<Dia
         None => Err(OzError::Config {
             message: format!(
                 "cannot tell whether `{}` speaks API 5 or API 6: its users show no permission flags or service users to decide by",
-                transport.host()
+                transport.origin()
             ),
             help: Some("pass `--api-version 5` or `--api-version 6` (or set `OZ_API_VERSION`)".into()),
         }),

@@ -5,16 +5,24 @@
 //! Creates are `Call::create` (never blindly re-sent: an error with `outcome_unknown()` tells
 //! apply to read back with `find_*`). Updates are `PATCH` requests of the changed fields only; an answer
 //! without a body is followed by a GET of the object.
+//!
+//! An issued service token is checked before anything keeps it (`wire::token_problem`): one
+//! that cannot be a token fails its step and is never stored. An `expire_date` no fresh token
+//! can have (not finite, outside [now − 1 day, now + 100 years]) is kept as
+//! `model::UNKNOWN_EXPIRY`, with a warning.
 
 use serde_json::Value;
 
 use super::OzError;
 use super::client::{COMPANIES, OzClient, USERS, UserFilter};
 use super::transport::Call;
-use super::wire::{WireCompany, WireServiceToken, company_patch_body, new_company_body};
+use super::wire::{
+    MAX_TOKEN_BYTES, WireCompany, WireServiceToken, company_patch_body, new_company_body, token_problem,
+};
 use crate::apply::{EffectError, EffectErrorKind, Effects};
 use crate::model::{
-    CompanyPatch, Email, IssuedToken, NewCompany, NewUser, ObservedCompany, ObservedUser, UserPatch,
+    CompanyPatch, Email, IssuedToken, NewCompany, NewUser, ObservedCompany, ObservedUser, UNKNOWN_EXPIRY,
+    UserPatch,
 };
 use crate::secret::Secret;
 
@@ -106,10 +114,37 @@ impl OzClient {
             path: self.transport.where_(&request.path),
             reason: format!("service token object: {e}"),
         })?;
-        let expire_date = wire.expire_date.unwrap_or_else(|| {
-            tracing::warn!(user_id, "the API did not say when the service token expires: assuming 5 years");
-            now_epoch() + DEFAULT_TOKEN_LIFETIME_SECS
-        });
+        if let Some(problem) = token_problem(&wire.access_token) {
+            return Err(OzError::Limit {
+                method: "POST".into(),
+                path: self.transport.where_(&request.path),
+                reason: format!("the service token the API issued cannot be a token: {problem}"),
+                help: Some(format!(
+                    "a token must be non-empty printable ASCII without spaces, at most {MAX_TOKEN_BYTES} \
+                     bytes; the API (or a proxy in front of it) is broken: the token was not stored"
+                )),
+            });
+        }
+        let now = crate::model::now_epoch();
+        let expire_date = match wire.expire_date {
+            None => {
+                tracing::warn!(
+                    user_id,
+                    "the API did not say when the service token expires: assuming 5 years"
+                );
+                now + DEFAULT_TOKEN_LIFETIME_SECS
+            }
+            Some(date) if plausible_expiry(date, now) => date,
+            Some(date) => {
+                tracing::warn!(
+                    user_id,
+                    "the API answered an `expire_date` no service token can have ({}): the token is stored with \
+                     an unknown expiry, which `--rotate-before` cannot rotate (`--rotate-tokens` does)",
+                    describe_date(date)
+                );
+                UNKNOWN_EXPIRY
+            }
+        };
         Ok(IssuedToken {
             token_id: wire.token_id.unwrap_or_default(),
             user_id: wire.user_id.unwrap_or_else(|| user_id.to_string()),
@@ -160,6 +195,43 @@ impl Effects for OzClient {
     }
 }
 
-fn now_epoch() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+/// How far in the past an `expire_date` may be when the token is issued: clocks disagree.
+const EXPIRY_PAST_SLACK_SECS: f64 = 86_400.0;
+/// How far in the future: a century (the API's own default lifetime is 5 years).
+const EXPIRY_FUTURE_SECS: f64 = 100.0 * 365.25 * 86_400.0;
+
+/// Whether a freshly issued token can expire at `date` (Unix seconds), `now` being now: finite,
+/// and within [now − 1 day, now + 100 years].
+fn plausible_expiry(date: f64, now: f64) -> bool {
+    date.is_finite() && date >= now - EXPIRY_PAST_SLACK_SECS && date <= now + EXPIRY_FUTURE_SECS
+}
+
+/// An implausible `expire_date`, said in words (it is no secret; the words keep a huge number short).
+fn describe_date(date: f64) -> String {
+    if date.is_nan() {
+        "not a number".into()
+    } else if date.is_infinite() {
+        "infinite".into()
+    } else {
+        format!("{date:e} seconds since 1970")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiry_is_plausible_from_a_day_ago_to_a_century_ahead() {
+        let now = 1_800_000_000.0;
+        assert!(plausible_expiry(now + 5.0 * 365.0 * 86_400.0, now));
+        assert!(plausible_expiry(now - 3600.0, now), "clocks disagree by an hour");
+        assert!(!plausible_expiry(now - 2.0 * 86_400.0, now));
+        assert!(!plausible_expiry(now + 101.0 * 365.25 * 86_400.0, now));
+        for nonsense in [-1e308, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0] {
+            assert!(!plausible_expiry(nonsense, now), "{nonsense}");
+        }
+        assert_eq!(describe_date(-1e308), "-1e308 seconds since 1970");
+        assert_eq!(describe_date(f64::NAN), "not a number");
+    }
 }

@@ -39,6 +39,19 @@ pub enum OzError {
         help("this is a bug in ozform: planning must not change anything")
     )]
     ReadOnly { method: String, path: String },
+    /// An answer past a bound ozform keeps against a broken or hostile API: a body larger than
+    /// `--max-response-bytes`, a listing longer than `--max-objects`, an issued token that cannot
+    /// be one. Names the bound and the flag that sets it, never the answer itself. Not
+    /// `outcome_unknown`: asking again would meet the same answer.
+    #[error("{method} {path}: {reason}")]
+    #[diagnostic(code(ozform::oz::limit))]
+    Limit {
+        method: String,
+        path: String,
+        reason: String,
+        #[help]
+        help: Option<String>,
+    },
     /// The server's paging cannot be trusted (it ignores `offset`).
     #[error("GET {path}: {reason}")]
     #[diagnostic(code(ozform::oz::paging))]

@@ -16,6 +16,11 @@
 //! A page made only of ids already seen means the server ignores `offset`: that is an error,
 //! never an endless loop. Single repeated ids (an object created while listing shifts the
 //! pages) are dropped.
+//!
+//! Bounded whatever the server answers: a listing ends with an error once the server has sent
+//! more than `max_objects` items (`--max-objects`), or as soon as its `total` says it holds
+//! more; so the ids kept to spot repeats, and the pages, are bounded too. A round never asks
+//! for more than `MAX_ROUND_PAGES` pages, whatever `total` says: nothing is sized from it.
 
 use std::collections::HashSet;
 
@@ -98,12 +103,27 @@ pub enum ListKind {
     Listing,
 }
 
+/// Why a listing ends in an error before its end.
+#[derive(Debug, PartialEq)]
+pub enum Refusal {
+    /// The server's paging cannot be trusted (a page repeats only ids already seen).
+    Untrusted(String),
+    /// The listing holds more than `max_objects` (`--max-objects`).
+    TooMany(String),
+}
+
+/// The most pages one round asks for at once, whatever `total` announces.
+pub const MAX_ROUND_PAGES: usize = 1024;
+
 #[derive(Debug)]
 pub struct Pager {
     id_key: &'static str,
     offset: usize,
     first_len: Option<usize>,
     seen: HashSet<IdKey>,
+    /// Items the server sent so far, repeated ones included.
+    received: usize,
+    max_objects: usize,
     /// `limit` as asked.
     limit: usize,
     kind: ListKind,
@@ -112,9 +132,27 @@ pub struct Pager {
 
 impl Pager {
     /// `id_key` names the id field of the items (`company_id`, `user_id`); pages of `limit`
-    /// are asked for, and `cap` is what is known of the server's page size.
+    /// are asked for, and `cap` is what is known of the server's page size. Unbounded until
+    /// `max_objects` bounds it.
     pub fn new(id_key: &'static str, limit: usize, kind: ListKind, cap: PageCap) -> Self {
-        Self { id_key, offset: 0, first_len: None, seen: HashSet::new(), limit: limit.max(1), kind, cap }
+        Self {
+            id_key,
+            offset: 0,
+            first_len: None,
+            seen: HashSet::new(),
+            received: 0,
+            max_objects: usize::MAX,
+            limit: limit.max(1),
+            kind,
+            cap,
+        }
+    }
+
+    /// Refuse the listing once the server has sent more than `max` items, or says it holds more.
+    #[must_use]
+    pub fn max_objects(mut self, max: usize) -> Self {
+        self.max_objects = max;
+        self
     }
 
     /// What is known of the server's page size now, this list's pages included.
@@ -128,17 +166,33 @@ impl Pager {
 
     /// Take the page asked for at `offset` (pages asked for ahead, in offset order): as
     /// `accept`, with the next offset counted from the end of this page.
-    pub fn accept_at<T: PageItem>(&mut self, offset: usize, page: Page<T>) -> Result<(Vec<T>, Next), String> {
+    pub fn accept_at<T: PageItem>(
+        &mut self,
+        offset: usize,
+        page: Page<T>,
+    ) -> Result<(Vec<T>, Next), Refusal> {
         self.offset = offset;
         self.accept(page)
     }
 
     /// Take one page: the items not seen before, and what to do next. `Err` says why the
-    /// server's paging cannot be trusted.
-    pub fn accept<T: PageItem>(&mut self, page: Page<T>) -> Result<(Vec<T>, Next), String> {
+    /// server's paging cannot be trusted, or that the listing is longer than allowed.
+    pub fn accept<T: PageItem>(&mut self, page: Page<T>) -> Result<(Vec<T>, Next), Refusal> {
         let len = page.items.len();
         if len == 0 {
             return Ok((Vec::new(), Next::Done));
+        }
+        let max = self.max_objects;
+        if let Some(total) = page.total.filter(|t| *t > u64::try_from(max).unwrap_or(u64::MAX)) {
+            return Err(Refusal::TooMany(format!(
+                "the API says the list holds {total} objects, more than {max}, the limit of `--max-objects`"
+            )));
+        }
+        self.received = self.received.saturating_add(len);
+        if self.received > max {
+            return Err(Refusal::TooMany(format!(
+                "the list holds more than {max} objects, the limit of `--max-objects`"
+            )));
         }
         let mut fresh = Vec::with_capacity(len);
         for item in page.items {
@@ -148,10 +202,10 @@ impl Pager {
             }
         }
         if fresh.is_empty() {
-            return Err(format!(
+            return Err(Refusal::Untrusted(format!(
                 "the page at offset {} repeats only ids already seen: the server ignores `offset`",
                 self.offset
-            ));
+            )));
         }
         self.offset += len;
         let first_page = self.first_len.is_none();
@@ -190,7 +244,7 @@ impl Pager {
 
 /// Which pages to ask for in each round trip: the page at 0 first; after a round whose pages
 /// all came back full, all the remaining pages when the server said how many items there are
-/// (and that is more than were read), else a window that doubles from round to round (2, 4, … up to `most`). Without `ahead`, one
+/// (and that is more than were read; at most `MAX_ROUND_PAGES` of them per round), else a window that doubles from round to round (2, 4, … up to `most`). Without `ahead`, one
 /// page at a time.
 #[derive(Debug)]
 pub struct Rounds {
@@ -217,7 +271,8 @@ impl Rounds {
         let step = step.max(1);
         // A total not beyond `from` (the list grew while it was read) says nothing of the rest.
         match total.and_then(|t| usize::try_from(t).ok()).filter(|t| self.ahead && *t > from) {
-            Some(total) => (from..total).step_by(step).collect(),
+            // Lazily, and at most `MAX_ROUND_PAGES`: a total of 10^12 must not become a vector.
+            Some(total) => (from..total).step_by(step).take(MAX_ROUND_PAGES).collect(),
             None if self.ahead => {
                 self.window = (self.window * 2).min(self.most);
                 (0..self.window).map(|k| from + k * step).collect()
@@ -309,7 +364,60 @@ mod tests {
         let mut p = listing();
         assert_eq!(p.accept(page(0..5, None)).expect("page").1, Next::Fetch(5));
         let err = p.accept(page(0..5, None)).expect_err("repeated page");
-        assert!(err.contains("ignores `offset`"), "{err}");
+        assert!(matches!(&err, Refusal::Untrusted(m) if m.contains("ignores `offset`")), "{err:?}");
+    }
+
+    #[test]
+    fn a_listing_longer_than_max_objects_is_refused_once_it_passes_the_limit() {
+        let mut p = listing().max_objects(12);
+        assert_eq!(p.accept(page(0..5, None)).expect("page").1, Next::Fetch(5));
+        assert_eq!(p.accept(page(5..10, None)).expect("page").1, Next::Fetch(10));
+        let err = p.accept(page(10..15, None)).expect_err("past the limit");
+        assert_eq!(
+            err,
+            Refusal::TooMany("the list holds more than 12 objects, the limit of `--max-objects`".into())
+        );
+        // Exactly at the limit is allowed.
+        let mut p = listing().max_objects(10);
+        p.accept(page(0..5, None)).expect("page");
+        assert_eq!(p.accept(page(5..10, Some(10))).expect("page").1, Next::Done);
+    }
+
+    #[test]
+    fn repeated_ids_count_towards_max_objects_so_a_server_repeating_all_but_one_still_ends() {
+        let mut p = listing().max_objects(20);
+        let mut pages = 0;
+        let err = loop {
+            // Each page: the previous page's ids but one, and one new id.
+            match p.accept(page(pages..pages + 5, None)) {
+                Ok(_) => pages += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, Refusal::TooMany(_)), "{err:?}");
+        assert_eq!(pages, 4, "20 items received in 4 pages of 5");
+    }
+
+    #[test]
+    fn a_total_past_max_objects_is_refused_at_once() {
+        let mut p = listing().max_objects(1000);
+        let err = p.accept(page(0..5, Some(1_000_000_000_000))).expect_err("huge total");
+        assert_eq!(
+            err,
+            Refusal::TooMany(
+                "the API says the list holds 1000000000000 objects, more than 1000, the limit of `--max-objects`"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_huge_total_asks_for_at_most_a_bounded_round_of_pages() {
+        let mut r = Rounds::new(16, true);
+        let offsets = r.next(100, 100, Some(1_000_000_000_000));
+        assert_eq!(offsets.len(), MAX_ROUND_PAGES);
+        assert_eq!(offsets.first(), Some(&100));
+        assert_eq!(offsets.last(), Some(&(100 + 100 * (MAX_ROUND_PAGES - 1))));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::OzError;
 use super::retry::Repeat;
 use super::transport::{Auth, Call, Transport};
-use super::wire::WireSession;
+use super::wire::{MAX_TOKEN_BYTES, WireSession, token_problem};
 use crate::secret::Secret;
 
 pub const AUTH_PATH: &str = "/api/authorize/auth";
@@ -97,7 +97,7 @@ impl Transport {
         let answer = self.send(call).await.map_err(|e| match e {
             OzError::Http { status: status @ (400 | 401 | 403), error_code, error_message, .. } => {
                 OzError::Login {
-                    host: self.host().to_string(),
+                    host: self.origin().to_string(),
                     email: self.config.admin_email.clone(),
                     status,
                     error_code,
@@ -108,7 +108,7 @@ impl Transport {
         })?;
         let session = self.decode_session(AUTH_PATH, &answer)?;
         self.session.store(&session);
-        tracing::debug!(host = self.host(), expire_date = session.expire_date, "logged in");
+        tracing::debug!(host = self.origin(), expire_date = session.expire_date, "logged in");
         Ok(session.user)
     }
 
@@ -130,12 +130,25 @@ impl Transport {
 
     /// Read a session answer. serde quotes the value it could not read (`invalid type: string
     /// "…"`), which may be a token of this very answer: the reason is redacted against them.
+    /// The access token must be one a header can carry (`wire::token_problem`), or nothing is kept.
     fn decode_session(&self, path: &str, answer: &Value) -> Result<WireSession, OzError> {
-        WireSession::deserialize(answer).map_err(|e| OzError::Decode {
+        let session = WireSession::deserialize(answer).map_err(|e| OzError::Decode {
             method: "POST".into(),
             path: self.where_(path),
             reason: self.redact(&format!("session object: {e}"), Some(answer), None),
-        })
+        })?;
+        if let Some(problem) = token_problem(&session.access_token) {
+            return Err(OzError::Limit {
+                method: "POST".into(),
+                path: self.where_(path),
+                reason: format!("the session token the API issued cannot be a token: {problem}"),
+                help: Some(format!(
+                    "a token must be non-empty printable ASCII without spaces, at most {MAX_TOKEN_BYTES} \
+                     bytes; the API (or a proxy in front of it) is broken"
+                )),
+            });
+        }
+        Ok(session)
     }
 
     /// Renew the session that `seen` (a generation) belonged to: refresh, else log in again.

@@ -11,6 +11,11 @@
 //! request was not acted on. The form that worked is remembered per class of path (collections,
 //! which are documented with a slash, and the others, documented without), so a server that
 //! routes only the other form costs one extra request per class, not one per request.
+//!
+//! A body is read as it streams in and never past `max_response_bytes` (`--max-response-bytes`):
+//! a `Content-Length` beyond it is refused before reading, a longer body (chunked, or whatever
+//! it announced) as soon as it crosses it; neither is retried. A body that never ends but stays
+//! under the bound (a drip) is ended by the whole-request timeout, like any other slow answer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +28,7 @@ use tracing::Instrument;
 use super::OzError;
 use super::config::ClientConfig;
 use super::limiter::{Limiter, Sample, route_key};
+use super::observer::{Attempt, Route};
 use super::paging::PageCap;
 use super::retry::{Failure, Repeat, Retrier, parse_retry_after};
 use super::session::{AUTH_PATH, AdminSession, REFRESH_PATH};
@@ -82,6 +88,52 @@ impl<'a> Call<'a> {
     }
 }
 
+/// Why one attempt got no usable answer.
+#[derive(Debug)]
+pub(super) enum Failed {
+    /// The HTTP exchange failed: no connection, a timeout, a dropped connection.
+    Http(reqwest::Error),
+    /// The body is longer than `max_response_bytes`.
+    TooLarge,
+}
+
+/// What is reserved up front for a body, at most, whatever `Content-Length` announces: the
+/// buffer grows with what actually arrives.
+const PREALLOCATE: usize = 1024 * 1024;
+
+/// Read a response's body, at most `cap` bytes: a `Content-Length` past the cap is refused
+/// before a byte is read, and any body (chunked, or longer than it announced) is refused as soon
+/// as it would pass the cap, so no more than `cap` bytes are ever held.
+pub(super) async fn read_body(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, Failed> {
+    let announced = response.content_length();
+    if announced.is_some_and(|n| n > u64::try_from(cap).unwrap_or(u64::MAX)) {
+        return Err(Failed::TooLarge);
+    }
+    let reserve = announced.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)).min(PREALLOCATE);
+    let mut body = Vec::with_capacity(reserve);
+    while let Some(chunk) = response.chunk().await.map_err(Failed::Http)? {
+        if chunk.len() > cap.saturating_sub(body.len()) {
+            return Err(Failed::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `n` bytes as people read a size: `64 MiB`, `512 KiB`, or `1000 bytes`.
+pub(super) fn size_text(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    const GIB: usize = 1024 * MIB;
+    match n {
+        0 => "0 bytes".into(),
+        n if n % GIB == 0 => format!("{} GiB", n / GIB),
+        n if n % MIB == 0 => format!("{} MiB", n / MIB),
+        n if n % KIB == 0 => format!("{} KiB", n / KIB),
+        n => format!("{n} bytes"),
+    }
+}
+
 /// A raw answer to one attempt.
 struct Answer {
     status: StatusCode,
@@ -93,8 +145,10 @@ struct Answer {
 pub struct Transport {
     pub(super) http: reqwest::Client,
     pub(super) api_url: String,
-    /// `host[:port]` for error messages.
-    host: String,
+    /// `scheme://host[:port]` for messages: the origin, never a user or password in the URL.
+    origin: String,
+    /// The origin and the API URL's path, to which a request's path is appended in messages.
+    base: String,
     pub(super) config: ClientConfig,
     permits: Semaphore,
     /// `--parallelism auto`: an adaptive limit within `permits`.
@@ -124,10 +178,10 @@ impl Transport {
                 help: Some("write it with its scheme, e.g. `https://oz.example.com`".into()),
             });
         }
-        let host = match url.port() {
-            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_string(),
-        };
+        // `Url::origin` gives the scheme and `host[:port]` (the default port left out), without
+        // the user and password a URL may hold: URLs in messages keep their scheme.
+        let origin = url.origin().ascii_serialization();
+        let base = format!("{origin}{}", url.path().trim_end_matches('/'));
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("ozform/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.connect_timeout)
@@ -156,12 +210,14 @@ impl Transport {
             message: format!("cannot set up the HTTP client: {}", root_cause(&e)),
             help: None,
         })?;
+        let limiter = config.adaptive_limit.map(|max| Limiter::new(max.min(config.max_in_flight.max(1))));
         Ok(Self {
             http,
             api_url,
-            host,
+            origin,
+            base,
             permits: Semaphore::new(config.max_in_flight.max(1)),
-            limiter: config.adaptive_limit.map(|max| Limiter::new(max.min(config.max_in_flight.max(1)))),
+            limiter,
             throttle: config.max_rps.and_then(Throttle::new),
             session: AdminSession::default(),
             flipped: [AtomicBool::new(false), AtomicBool::new(false)],
@@ -170,8 +226,9 @@ impl Transport {
         })
     }
 
-    pub fn host(&self) -> &str {
-        &self.host
+    /// `scheme://host[:port]`, as messages name the API.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// What is known of the server's page size.
@@ -193,9 +250,26 @@ impl Transport {
         self.limiter.as_ref().map(Limiter::limit)
     }
 
-    /// `host/path` as errors name it.
+    /// The URL of `path` as errors name it, scheme included (`https://oz.example.com/api/users/`).
     pub fn where_(&self, path: &str) -> String {
-        format!("{}{path}", self.host)
+        format!("{}{path}", self.base)
+    }
+
+    /// The error of an answer longer than `--max-response-bytes`.
+    pub(super) fn too_large(&self, method: &str, path: &str) -> OzError {
+        OzError::Limit {
+            method: method.to_string(),
+            path: self.where_(path),
+            reason: format!(
+                "the answer is larger than {}, the limit of `--max-response-bytes`",
+                size_text(self.config.max_response_bytes)
+            ),
+            help: Some(
+                "raise `--max-response-bytes` if the API really answers that much; otherwise the API, or \
+                 a proxy in front of it, is broken: nothing more was read"
+                    .into(),
+            ),
+        }
     }
 
     /// Send a call and return its JSON body (`Value::Null` for an empty body). Runs in a
@@ -229,6 +303,7 @@ impl Transport {
         if self.config.read_only && call.method != Method::GET && !session_path {
             return Err(OzError::ReadOnly { method, path: self.where_(&call.path) });
         }
+        let route = Route::of(&call.path);
         let mut path = self.learned_form(&call);
         let mut retrier = Retrier::new(self.config.retry);
         let mut renewals = 0;
@@ -243,7 +318,7 @@ impl Transport {
                 Auth::Anonymous => (None, None),
             };
             let again = retrier.attempts() > 1 || renewals > 0 || slash_tried;
-            let delay = match self.attempt(&call, &path, token.as_ref(), again).await {
+            let delay = match self.attempt(&call, route, &path, token.as_ref(), again).await {
                 Ok(answer) if answer.status.is_success() => {
                     self.flipped[class(&call.path)].store(path != call.path, Ordering::Relaxed);
                     return Ok((answer.body, path));
@@ -282,10 +357,11 @@ impl Transport {
                         }
                     }
                 }
-                Err(e) => {
+                Err(Failed::TooLarge) => return Err(self.too_large(&method, &path)),
+                Err(Failed::Http(e)) => {
                     if let Some(lasting) = lasting_failure(&e) {
                         return Err(OzError::Unreachable {
-                            url: format!("{}{path}", self.api_url),
+                            url: self.where_(&path),
                             reason: lasting.reason,
                             help: Some(lasting.help),
                         });
@@ -322,14 +398,15 @@ impl Transport {
     }
 
     /// One attempt: take a permit (first in line when `again`, another attempt of the same
-    /// request) and a rate slot, send, read the whole body.
+    /// request) and a rate slot, send, read the whole body (at most `max_response_bytes` of it).
     async fn attempt(
         &self,
         call: &Call<'_>,
+        route: Route,
         path: &str,
         token: Option<&Secret>,
         again: bool,
-    ) -> Result<Answer, reqwest::Error> {
+    ) -> Result<Answer, Failed> {
         // The semaphore is never closed, so `acquire` cannot fail; a failure would only mean
         // running unbounded, which is still correct.
         let _permit = self.permits.acquire().await.ok();
@@ -354,14 +431,14 @@ impl Transport {
             request = request.json(body);
         }
         let result = async {
-            let response = request.send().await?;
+            let response = request.send().await.map_err(Failed::Http)?;
             let status = response.status();
             let retry_after = response
                 .headers()
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after);
-            let body = response.bytes().await?.to_vec();
+            let body = read_body(response, self.config.max_response_bytes).await?;
             Ok(Answer { status, retry_after, body })
         }
         .await;
@@ -369,14 +446,21 @@ impl Transport {
         if let Some(slot) = slot {
             slot.finish(&route_key(call.method.as_str(), path, &call.query), load_sample(&result, elapsed));
         }
+        if let Some(observer) = &self.config.observer {
+            let status = result.as_ref().ok().map(|a| a.status.as_u16());
+            observer.attempt(&Attempt { route, method: method_name(&call.method), status, elapsed });
+        }
         let elapsed_ms = elapsed.as_millis();
         match &result {
             Ok(a) => {
                 tracing::Span::current().record("status", a.status.as_u16());
                 tracing::debug!(method = %call.method, path, status = a.status.as_u16(), elapsed_ms, "oz request");
             }
-            Err(e) => {
+            Err(Failed::Http(e)) => {
                 tracing::debug!(method = %call.method, path, error = %root_cause(e), elapsed_ms, "oz request failed");
+            }
+            Err(Failed::TooLarge) => {
+                tracing::debug!(method = %call.method, path, elapsed_ms, "oz answer larger than --max-response-bytes");
             }
         }
         result
@@ -425,12 +509,12 @@ impl Transport {
 /// What one attempt says of the server's load (see `limiter`): a 2xx answer is a latency
 /// sample; 429 and 503 are refusals; a timeout or a 504 means no answer in time; anything else
 /// (another status, a refused or dropped connection) says nothing.
-fn load_sample(result: &Result<Answer, reqwest::Error>, elapsed: Duration) -> Sample {
+fn load_sample(result: &Result<Answer, Failed>, elapsed: Duration) -> Sample {
     match result {
         Ok(a) if a.status.is_success() => Sample::Answered(elapsed),
         Ok(a) if matches!(a.status.as_u16(), 429 | 503) => Sample::Refused(a.status.as_u16()),
         Ok(a) if a.status.as_u16() == 504 => Sample::TimedOut,
-        Err(e) if e.is_timeout() => Sample::TimedOut,
+        Err(Failed::Http(e)) if e.is_timeout() => Sample::TimedOut,
         _ => Sample::Neutral,
     }
 }
@@ -440,6 +524,18 @@ fn load_sample(result: &Result<Answer, reqwest::Error>, elapsed: Duration) -> Sa
 /// retry can still meet the next expiry while a burst of concurrent requests goes through.
 /// Renewals are shared (see `session`), so this bounds a loop, not the cost.
 const MAX_RENEWALS: u8 = 3;
+
+/// The method's name as a `&'static str` (the client sends no other methods).
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        _ => "OTHER",
+    }
+}
 
 /// The class of a documented path for the trailing-slash memory.
 fn class(path: &str) -> usize {

@@ -246,6 +246,27 @@ pub struct WireServiceToken {
     pub expire_date: Option<f64>,
 }
 
+/// The longest token ozform accepts from the API (a real one is a few hundred bytes).
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// Why `token` (a session or service token the API issued) cannot be one, if it cannot: it
+/// must be non-empty printable ASCII without spaces (it travels in an HTTP header and lands in
+/// files and Secrets), at most `MAX_TOKEN_BYTES`. The reason never quotes the token.
+pub fn token_problem(token: &str) -> Option<String> {
+    if token.is_empty() {
+        return Some("it is empty".into());
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Some(format!(
+            "it is {} bytes long, more than the {MAX_TOKEN_BYTES} a token may have",
+            token.len()
+        ));
+    }
+    token.bytes().position(|b| !b.is_ascii_graphic()).map(|at| {
+        format!("byte {} of it is not printable ASCII (a space, a control character or not ASCII)", at + 1)
+    })
+}
+
 /// The error body: `{"error_code", "error_message", "details"}`; every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct WireError {
@@ -270,6 +291,32 @@ pub struct Page<T = Value> {
     pub total: Option<u64>,
 }
 
+/// The keys an object envelope may hold a list's items under, in the order they are looked for.
+pub const ENVELOPE_KEYS: [&str; 3] = ["items", "results", "data"];
+/// The keys an object envelope may give the list's total under, in the order they are looked for.
+pub const TOTAL_KEYS: [&str; 2] = ["total", "count"];
+
+/// The envelope key of a list answer that is an object: the first of `ENVELOPE_KEYS` holding an
+/// array (or `null`, an empty list).
+pub fn envelope_key(map: &serde_json::Map<String, Value>) -> Option<&'static str> {
+    ENVELOPE_KEYS.into_iter().find(|k| matches!(map.get(*k), Some(Value::Array(_) | Value::Null)))
+}
+
+/// The total of a list answer that is an object, and the key it was under.
+pub fn total_of(map: &serde_json::Map<String, Value>) -> Option<(&'static str, u64)> {
+    TOTAL_KEYS.into_iter().find_map(|k| map.get(k).and_then(Value::as_u64).map(|t| (k, t)))
+}
+
+/// The envelope keys as a message names them: "`items`, `results` or `data`".
+pub fn envelope_words() -> String {
+    let quoted: Vec<String> = ENVELOPE_KEYS.iter().map(|k| format!("`{k}`")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// Decode one page straight from the answer's bytes into `T` (no JSON tree of the page is
 /// built): a bare array, or an object whose items are under `items`, `results` or `data` (the
 /// first of these that is an array or `null`), with or without `total` / `count`.
@@ -287,8 +334,6 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Envelope<T> {
 
 struct EnvelopeVisitor<T>(PhantomData<T>);
 
-const NOT_A_LIST: &str = "a list answer is neither an array nor an object with `items`, `results` or `data`";
-
 impl<'de, T: Deserialize<'de>> Visitor<'de> for EnvelopeVisitor<T> {
     type Value = Envelope<T>;
 
@@ -305,15 +350,14 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for EnvelopeVisitor<T> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut lists: [Option<Vec<T>>; 3] = [None, None, None];
+        let mut lists: [Option<Vec<T>>; ENVELOPE_KEYS.len()] = std::array::from_fn(|_| None);
         let (mut total, mut count) = (None, None);
         while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "items" => lists[0] = map.next_value::<Items<T>>()?.0,
-                "results" => lists[1] = map.next_value::<Items<T>>()?.0,
-                "data" => lists[2] = map.next_value::<Items<T>>()?.0,
-                "total" => total = map.next_value::<Value>()?.as_u64(),
-                "count" => count = map.next_value::<Value>()?.as_u64(),
+            let list = ENVELOPE_KEYS.iter().position(|k| *k == key);
+            match (list, key.as_str()) {
+                (Some(i), _) => lists[i] = map.next_value::<Items<T>>()?.0,
+                (None, k) if k == TOTAL_KEYS[0] => total = map.next_value::<Value>()?.as_u64(),
+                (None, k) if k == TOTAL_KEYS[1] => count = map.next_value::<Value>()?.as_u64(),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -321,7 +365,10 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for EnvelopeVisitor<T> {
         }
         match lists.into_iter().flatten().next() {
             Some(items) => Ok(Envelope(Page { items, total: total.or(count) })),
-            None => Err(de::Error::custom(NOT_A_LIST)),
+            None => Err(de::Error::custom(format!(
+                "a list answer is neither an array nor an object with {}",
+                envelope_words()
+            ))),
         }
     }
 
@@ -456,6 +503,18 @@ mod tests {
     }
 
     #[test]
+    fn the_envelope_and_its_total_are_named_by_the_keys_they_were_found_under() {
+        let map = |v: Value| v.as_object().cloned().expect("an object");
+        let results = map(json!({"results": [], "count": 7}));
+        assert_eq!((envelope_key(&results), total_of(&results)), (Some("results"), Some(("count", 7))));
+        // A key holding something else than a list is passed over, as `parse_page` does.
+        let data = map(json!({"items": "no", "data": null}));
+        assert_eq!(envelope_key(&data), Some("data"));
+        assert_eq!(envelope_key(&map(json!({"users": []}))), None);
+        assert_eq!(envelope_words(), "`items`, `results` or `data`");
+    }
+
+    #[test]
     fn a_user_tolerates_missing_null_and_unknown_fields() {
         let u = WireUser::from_value(json!({
             "user_id": 17, "email": "a@b.c", "first_name": null, "company_id": null, "shoe_size": 44
@@ -504,6 +563,20 @@ mod tests {
         )
         .expect("token");
         assert!(t.expire_date.is_some_and(|d| (d - 1_904_659_888.282_587).abs() < 1e-6));
+    }
+
+    #[test]
+    fn a_token_is_non_empty_printable_ascii_without_spaces_of_at_most_4_kib() {
+        assert_eq!(token_problem("eyJhbGciOi.J-_~+/=!"), None);
+        assert_eq!(token_problem(&"a".repeat(MAX_TOKEN_BYTES)), None);
+        assert_eq!(token_problem("").as_deref(), Some("it is empty"));
+        let long = token_problem(&"a".repeat(MAX_TOKEN_BYTES + 1)).expect("too long");
+        assert!(long.contains("4097 bytes long"), "{long}");
+        for bad in ["CANARY tok", "CANARY\ttok", "CANARY\u{7f}", "CANARYé", "CANARY\n"] {
+            let problem = token_problem(bad).expect("refused");
+            assert!(problem.contains("byte 7 of it is not printable ASCII"), "{bad:?}: {problem}");
+            assert!(!problem.contains("CANARY"), "never quotes the token: {problem}");
+        }
     }
 
     #[test]

@@ -27,16 +27,21 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SENSITIVE: &str = "(sensitive)";
 
 /// The plan as the contract's versioned JSON: pretty, keys in a fixed order, trailing newline.
+/// Strings are escaped for JSON by `escape::json_pretty`: control, bidirectional and invisible
+/// characters as `\uXXXX`, so that a plan shown on a terminal or in a pull request holds none
+/// raw; a plan without them is written exactly as `serde_json` writes it.
 pub fn to_json(plan: &Plan) -> String {
     // Serializing the wire types cannot fail: every map has string keys and serde_json writes
     // non-finite floats as `null` instead of failing.
-    let mut out = serde_json::to_string_pretty(&WirePlan::from(plan)).unwrap_or_else(|_| unreachable!());
+    let mut out = crate::escape::json_pretty(&WirePlan::from(plan)).unwrap_or_else(|_| unreachable!());
     out.push('\n');
     out
 }
 
 /// Read a saved plan. The version is checked before the shape, so a plan from a newer ozform
-/// is refused with a clear message instead of a confusing field error.
+/// is refused with a clear message instead of a confusing field error. A `plan_id` must be the
+/// id of the changes read (`id::plan_id`): a plan edited after it was written is refused
+/// (`PlanError::IdMismatch`); a plan without one (written before plan ids) is read as it is.
 pub fn from_json(text: &str) -> Result<Plan, PlanError> {
     let value: Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
     match value.get("format_version") {
@@ -53,7 +58,7 @@ pub fn from_json(text: &str) -> Result<Plan, PlanError> {
         return Err(invalid("its `summary` does not match its `changes`"));
     }
     check_prune_scopes(&changes, &wire.prune)?;
-    Ok(Plan {
+    let plan = Plan {
         api_url: wire.api_url,
         api_version: wire.api_version,
         api_version_detected: wire.api_version_detected,
@@ -62,7 +67,17 @@ pub fn from_json(text: &str) -> Result<Plan, PlanError> {
         unmanaged: wire.unmanaged,
         warnings: wire.warnings,
         prune: wire.prune,
-    })
+    };
+    if let Some(written) = wire.plan_id {
+        if !super::id::is_plan_id(&written) {
+            return Err(invalid("its `plan_id` is not 64 lower-case hexadecimal digits"));
+        }
+        let computed = super::id::plan_id(&plan);
+        if written != computed {
+            return Err(PlanError::IdMismatch { written, computed });
+        }
+    }
+    Ok(plan)
 }
 
 /// Every removal must be of a company the plan's `prune` lists with that mode: the guard of
@@ -106,6 +121,10 @@ fn invalid(reason: impl Into<String>) -> PlanError {
 struct WirePlan {
     #[serde(default)]
     format_version: u32,
+    /// The id of the changes (`id::plan_id`); always written, optional to read (plans written
+    /// before plan ids have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plan_id: Option<String>,
     api_url: String,
     api_version: ApiVersion,
     /// Written only when true (an optional field of format version 1).
@@ -128,6 +147,7 @@ impl From<&Plan> for WirePlan {
     fn from(plan: &Plan) -> Self {
         WirePlan {
             format_version: FORMAT_VERSION,
+            plan_id: Some(super::id::plan_id(plan)),
             api_url: plan.api_url.clone(),
             api_version: plan.api_version,
             api_version_detected: plan.api_version_detected,
@@ -641,6 +661,34 @@ mod tests {
             json!({"address": "service_user/a@x", "action": "obliterate", "before": null, "after": null});
         let err = from_json(&plan_with(&change)).expect_err("unknown action").to_string();
         assert!(err.contains("unknown variant `obliterate`"), "{err}");
+    }
+
+    #[test]
+    fn a_plan_id_is_written_after_the_version_and_checked_when_read() {
+        let change = json!({"address": "company/Acme", "action": "create", "before": null,
+            "after": {"name": "Acme"}});
+        let plan = from_json(&plan_with(&change)).expect("a plan without an id is read");
+        let written = to_json(&plan);
+        let id = super::super::id::plan_id(&plan);
+        assert!(
+            written.starts_with(&format!("{{\n  \"format_version\": 1,\n  \"plan_id\": \"{id}\",\n")),
+            "{written}"
+        );
+        assert_eq!(from_json(&written).expect("its own id"), plan);
+        // The id covers the changes: an edited change is refused, naming both ids.
+        let edited =
+            written.replace("\"name\": \"Acme\"", "\"name\": \"Acme\", \"technical_meta_data\": {\"x\": 1}");
+        assert_ne!(edited, written);
+        let err = from_json(&edited).expect_err("edited").to_string();
+        assert!(err.starts_with("the saved plan's `plan_id` does not match its changes"), "{err}");
+        assert!(err.contains(&id), "{err}");
+        // Not the warnings, nor the layout.
+        let mut value: Value = serde_json::from_str(&written).unwrap();
+        value["warnings"] = json!(["a warning added later"]);
+        assert!(from_json(&value.to_string()).is_ok());
+        value["plan_id"] = json!("not an id");
+        let err = from_json(&value.to_string()).expect_err("malformed").to_string();
+        assert!(err.contains("its `plan_id` is not 64 lower-case hexadecimal digits"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! One concept per file: `change` (the plan as a value: `Plan`, `Change`, its typed `Payload`),
 //! `planner` (`compute`), `diff` (the one field diff, shared with the executor's adoption),
 //! `reason` (`TokenReason`), `fingerprint` (stale-plan checks), `format` (the only reader and
-//! writer of the saved plan, `format_version` 1), `guard` (the blast-radius check of removals).
+//! writer of the saved plan, `format_version` 1), `guard` (the blast-radius check of removals),
+//! `id` (the plan id: a hash of the changes, which CI compares with the reviewed one),
+//! `warnings` (identical warnings given once with a count).
 //!
 //! Invariants of a `Plan` made by `compute()`: at most one change per address; changes sorted
 //! by address (companies, then service users, then tokens; then identity); every `depends_on`
@@ -20,8 +22,10 @@ mod diff;
 pub mod fingerprint;
 pub mod format;
 mod guard;
+pub mod id;
 mod planner;
 mod reason;
+mod warnings;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -29,8 +33,9 @@ use std::time::Duration;
 pub use change::*;
 pub use diff::{company_update, user_update};
 pub use guard::{RemovalLimits, check_removals};
-pub use planner::{compute, missing_secrets};
+pub use planner::{compute, missing_secrets, warnings_now};
 pub use reason::TokenReason;
+pub use warnings::group_warnings;
 
 use crate::secret::SecretRef;
 
@@ -85,6 +90,16 @@ pub enum PlanError {
         )
     )]
     UnsupportedVersion { found: String, supported: u32 },
+    #[error(
+        "the saved plan's `plan_id` does not match its changes: it was edited after `ozform plan` wrote it (`plan_id` {written}, its changes hash to {computed})"
+    )]
+    #[diagnostic(
+        code(ozform::plan::id_mismatch),
+        help(
+            "apply a saved plan only as `ozform plan --out` wrote it: make the plan again (`ozform plan --out FILE`) and review that one"
+        )
+    )]
+    IdMismatch { written: String, computed: String },
     #[error(
         "the plan removes {removals} of {base} live service users, which the blast-radius guard refuses: {reasons}"
     )]

@@ -14,6 +14,15 @@
 //! not) is planned for `deactivate` (unless already inactive) or `delete`. Nothing else is
 //! ever removed: not other kinds of users, not users of other companies, not companies. Each
 //! pruning company's figures (`PruneScope`) go into the plan for the blast-radius guard.
+//!
+//! A stored token of unknown expiry (`model::known_expiry` is `None`) is rotated only for a
+//! reason that does not need its expiry (another user, another API, `--rotate-tokens`), and
+//! the plan warns about it: an API that never answers a usable `expire_date` must not make
+//! every run issue new tokens.
+//!
+//! Conflicts and warnings name their values with `escape::quote` (a code span as long as the
+//! value needs), so that a renderer can find every value of a message again and escape it for
+//! its medium, whatever backticks the value holds.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -22,9 +31,10 @@ use super::{
     Address, Change, CompanyFields, Conflict, Payload, Plan, PlanOptions, PruneScope, TokenIssue, Unmanaged,
     UserCreate, UserFields, diff, fingerprint,
 };
+use crate::escape::quote as q;
 use crate::model::{
     Desired, DesiredCompany, DesiredUser, Observed, ObservedCompany, ObservedUser, Permissions, Prune,
-    StoredToken, StoredTokens, UserKind,
+    StoredToken, StoredTokens, UserKind, known_expiry,
 };
 use crate::secret::SecretRef;
 
@@ -33,6 +43,46 @@ use crate::secret::SecretRef;
 pub fn missing_secrets(desired: &Desired, available: impl Fn(&SecretRef) -> bool) -> BTreeSet<SecretRef> {
     let refs: BTreeSet<&SecretRef> = desired.users.iter().filter_map(|u| u.password.as_ref()).collect();
     refs.into_iter().filter(|r| !available(r)).cloned().collect()
+}
+
+/// The warning of a planned create whose password `source` cannot be resolved when planning.
+fn missing_secret_warning(change: &Change, source: &SecretRef) -> String {
+    let what = match source {
+        SecretRef::Env(name) => format!("environment variable {} is not set", q(name)),
+        SecretRef::File(file) => format!("file {} cannot be read", q(&file.path().display().to_string())),
+    };
+    format!(
+        "{}{what} now; `ozform apply` stops before its first request unless it is available",
+        missing_secret_prefix(change, source)
+    )
+}
+
+/// How `missing_secret_warning` starts for `change` and `source` (grouped ones too: a group
+/// starts with its first warning).
+fn missing_secret_prefix(change: &Change, source: &SecretRef) -> String {
+    format!(
+        "{} will be created with the password from {}, but ",
+        q(&change.address.to_string()),
+        q(&source.to_string())
+    )
+}
+
+/// The warnings of `plan` that hold now (for `apply --plan`): those it was saved with, but the
+/// ones about a password that could not be resolved when planning and that `available` says can
+/// be now. Pure; the caller says what is available.
+pub fn warnings_now(plan: &Plan, available: impl Fn(&SecretRef) -> bool) -> Vec<String> {
+    let resolved: Vec<String> = plan
+        .changes
+        .iter()
+        .filter_map(|change| change.password().map(|source| (change, source)))
+        .filter(|(_, source)| available(source))
+        .map(|(change, source)| missing_secret_prefix(change, source))
+        .collect();
+    plan.warnings
+        .iter()
+        .filter(|w| !resolved.iter().any(|prefix| w.starts_with(prefix.as_str())))
+        .cloned()
+        .collect()
 }
 
 /// Compute the plan that brings `observed` to `desired`, given the tokens the token store
@@ -46,7 +96,10 @@ pub fn compute(desired: &Desired, observed: &Observed, stored: &StoredTokens, op
     let mut unknown_filter: Vec<&str> = filter.iter().copied().filter(|n| !declared.contains(n)).collect();
     unknown_filter.sort_unstable();
     for name in unknown_filter {
-        planner.warnings.push(format!("`--company {name}` matches no company declared in the manifests"));
+        planner.warnings.push(format!(
+            "{} matches no company declared in the manifests",
+            q(&format!("--company {name}"))
+        ));
     }
 
     let mut companies: HashMap<&str, CompanyState<'_>> = HashMap::with_capacity(desired.companies.len());
@@ -216,9 +269,10 @@ impl<'o> Planner<'o> {
                     .and_then(|twins| twins.iter().map(|u| u.email.as_str()).min())
                     .unwrap_or(user.email.as_str());
                 let warning = format!(
-                    "`{spelling}` is not removed although company `{}` prunes: {same_email} live users have \
-                     this email; delete or rename all but one in Oz",
-                    scope.company
+                    "{} is not removed although company {} prunes: {same_email} live users have this email; \
+                     delete or rename all but one in Oz",
+                    q(spelling),
+                    q(&scope.company)
                 );
                 if !self.warnings.contains(&warning) {
                     self.warnings.push(warning);
@@ -266,14 +320,14 @@ impl<'o> Planner<'o> {
             }
             several => {
                 // Sorted so that the message does not depend on the order the API listed them in.
-                let mut ids: Vec<String> = several.iter().map(|c| format!("`{}`", c.id)).collect();
+                let mut ids: Vec<String> = several.iter().map(|c| q(&c.id)).collect();
                 ids.sort_unstable();
                 self.conflicts.push(Conflict {
                     address,
                     message: format!(
-                        "{} live companies are named `{}` (ids {}); ozform cannot tell which one is meant",
+                        "{} live companies are named {} (ids {}); ozform cannot tell which one is meant",
                         several.len(),
-                        want.name,
+                        q(&want.name),
                         ids.join(", ")
                     ),
                     // The usual cause: the Oz API lets two companies share a name, and two
@@ -300,8 +354,12 @@ impl<'o> Planner<'o> {
                 // The loader rejects dangling references; this keeps the planner total anyway.
                 self.conflict(
                     want,
-                    format!("`{}` names company `{}`, which no manifest declares", want.email, want.company),
-                    format!("declare `{}` under `companies`", want.company),
+                    format!(
+                        "{} names company {}, which no manifest declares",
+                        q(want.email.as_str()),
+                        q(&want.company)
+                    ),
+                    format!("declare {} under `companies`", q(&want.company)),
                 );
                 return UserState::Blocked;
             }
@@ -311,14 +369,14 @@ impl<'o> Planner<'o> {
             [] => return self.create_user(want, company, address, company_address),
             [live] => *live,
             several => {
-                let mut ids: Vec<String> = several.iter().map(|u| format!("`{}`", u.id)).collect();
+                let mut ids: Vec<String> = several.iter().map(|u| q(&u.id)).collect();
                 ids.sort_unstable();
                 self.conflict(
                     want,
                     format!(
-                        "{} live users have the email `{}` (ids {})",
+                        "{} live users have the email {} (ids {})",
                         several.len(),
-                        want.email,
+                        q(want.email.as_str()),
                         ids.join(", ")
                     ),
                     "delete or rename all but one of them in Oz, then plan again".into(),
@@ -330,10 +388,10 @@ impl<'o> Planner<'o> {
             self.conflict(
                 want,
                 format!(
-                    "`{}` exists live as {} (id `{}`), not as a service user",
-                    want.email,
+                    "{} exists live as {} (id {}), not as a service user",
+                    q(want.email.as_str()),
                     live.kind.describe(),
-                    live.id
+                    q(&live.id)
                 ),
                 "ozform manages only service users: turn the live user into a service user or remove it \
                  by hand in Oz, or declare another email"
@@ -349,24 +407,27 @@ impl<'o> Planner<'o> {
             let live_side = match live.company_id.as_deref() {
                 None => "in no company".to_string(),
                 Some(id) => match self.companies_by_id.get(id) {
-                    Some(c) if c.in_deletion => format!("in company `{}` (id `{id}`, being deleted)", c.name),
-                    Some(c) => format!("in company `{}` (id `{id}`)", c.name),
-                    None => format!("in an unknown company (id `{id}`)"),
+                    Some(c) if c.in_deletion => {
+                        format!("in company {} (id {}, being deleted)", q(&c.name), q(id))
+                    }
+                    Some(c) => format!("in company {} (id {})", q(&c.name), q(id)),
+                    None => format!("in an unknown company (id {})", q(id)),
                 },
             };
             let desired_side = match wanted_company_id {
-                Some(id) => format!("`{}` (id `{id}`)", want.company),
-                None => format!("`{}` (which does not exist live yet)", want.company),
+                Some(id) => format!("{} (id {})", q(&want.company), q(id)),
+                None => format!("{} (which does not exist live yet)", q(&want.company)),
             };
             self.conflict(
                 want,
                 format!(
-                    "`{}` (user id `{}`) exists live {live_side}, but the manifest puts it in {desired_side}",
-                    want.email, live.id
+                    "{} (user id {}) exists live {live_side}, but the manifest puts it in {desired_side}",
+                    q(want.email.as_str()),
+                    q(&live.id)
                 ),
                 format!(
-                    "move the user to `{}` by hand in Oz, or set its `company` in the manifest to the one it is in",
-                    want.company
+                    "move the user to {} by hand in Oz, or set its `company` in the manifest to the one it is in",
+                    q(&want.company)
                 ),
             );
             return UserState::Blocked;
@@ -386,8 +447,8 @@ impl<'o> Planner<'o> {
             self.conflict(
                 want,
                 format!(
-                    "`{}` does not exist live, so it must be created, but it declares no `password`",
-                    want.email
+                    "{} does not exist live, so it must be created, but it declares no `password`",
+                    q(want.email.as_str())
                 ),
                 "declare where its password comes from: `password: {env: NAME}` or `password: {file: PATH}`"
                     .into(),
@@ -423,7 +484,17 @@ impl<'o> Planner<'o> {
             UserState::Creating => None,
             UserState::Live(u) => Some(*u),
         };
-        let Some(reason) = self.token_reason(live, stored) else { return };
+        let Some(reason) = self.token_reason(live, stored) else {
+            if stored.is_some_and(|s| known_expiry(s.expire_date).is_none()) {
+                self.warnings.push(format!(
+                    "the stored token of `{}` has an unknown expiry (the API answered none a token can \
+                     have when it was issued): `--rotate-before` cannot rotate it; `--rotate-tokens` issues a \
+                     new one",
+                    want.email
+                ));
+            }
+            return;
+        };
         let issue = TokenIssue {
             user_id: live.map(|u| u.id.clone()),
             api_url: self.observed.api_url.clone(),
@@ -449,12 +520,12 @@ impl<'o> Planner<'o> {
             return Some(TokenReason::OtherUser { stored: stored.user_id.clone(), live: live.id.clone() });
         }
         let window = self.options.rotate_before;
-        if stored.expire_date - self.options.now < window.as_secs_f64() {
-            return Some(TokenReason::Expiring {
-                expire_date: stored.expire_date,
-                now: self.options.now,
-                rotate_before: window,
-            });
+        // An unknown expiry is not taken as expiring: rotating it would issue a new token on
+        // every run against an API that never answers a usable `expire_date` (see `token`).
+        if let Some(expire_date) = known_expiry(stored.expire_date)
+            && expire_date - self.options.now < window.as_secs_f64()
+        {
+            return Some(TokenReason::Expiring { expire_date, now: self.options.now, rotate_before: window });
         }
         self.options.rotate_tokens.then_some(TokenReason::Rotation)
     }
@@ -476,15 +547,7 @@ impl<'o> Planner<'o> {
             if let Some(source) = change.password()
                 && self.options.missing_secrets.contains(source)
             {
-                let what = match source {
-                    SecretRef::Env(name) => format!("environment variable `{name}` is not set"),
-                    SecretRef::File(path) => format!("file `{}` cannot be read", path.display()),
-                };
-                self.warnings.push(format!(
-                    "`{}` will be created with the password from {source}, but {what} now; `ozform apply` \
-                     stops before its first request unless it is available",
-                    change.address
-                ));
+                self.warnings.push(missing_secret_warning(change, source));
             }
         }
         Plan {
@@ -494,7 +557,8 @@ impl<'o> Planner<'o> {
             changes: self.changes,
             conflicts: self.conflicts,
             unmanaged: self.unmanaged,
-            warnings: self.warnings,
+            // The same warning for 200 users is one warning with a count.
+            warnings: super::group_warnings(&self.warnings),
             prune: self.prune,
         }
     }

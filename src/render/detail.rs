@@ -1,12 +1,16 @@
 //! The details of one change as a renderer-neutral list, shared by the text and Markdown
 //! renderers so that both show the same facts. Pure.
+//!
+//! Every string of a `Detail` is already escaped for a terminal (`escape::terminal`): values
+//! come from manifests, the server and saved plans, and both renderers write these lines as
+//! they are (the text plan on a terminal, the Markdown plan inside a fenced code block).
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
+use crate::escape::terminal;
 use crate::plan::format::SENSITIVE;
 use crate::plan::{Action, Address, Change, Plan};
 
@@ -40,14 +44,14 @@ pub(crate) fn details(change: &Change, planned: &HashSet<&Address>) -> Vec<Detai
     let deps: Vec<String> =
         change.depends_on.iter().filter(|d| planned.contains(d)).map(ToString::to_string).collect();
     if !deps.is_empty() {
-        out.push(Detail::Note(format!("depends on: {}", deps.join(", "))));
+        out.push(Detail::Note(terminal(&format!("depends on: {}", deps.join(", "))).into_owned()));
     }
     if let Some(id) = &change.live_id {
         let what = if change.action() == Action::Issue { "user id" } else { "live id" };
-        out.push(Detail::Note(format!("{what}: {id}")));
+        out.push(Detail::Note(format!("{what}: {}", terminal(id))));
     }
     if let Some(reason) = change.reason_text().filter(|r| !r.is_empty()) {
-        out.push(Detail::Note(format!("reason: {reason}")));
+        out.push(Detail::Note(format!("reason: {}", terminal(&reason))));
     }
     match change.action() {
         Action::Create => {
@@ -55,20 +59,20 @@ pub(crate) fn details(change: &Change, planned: &HashSet<&Address>) -> Vec<Detai
                 for (field, value) in &after {
                     let lines = if field == "password" {
                         vec![match change.password() {
-                            Some(source) => format!("{SENSITIVE} from {source}"),
+                            Some(source) => format!("{SENSITIVE} from {}", terminal(&source.to_string())),
                             None => SENSITIVE.to_string(),
                         }]
                     } else {
                         value_lines(value)
                     };
-                    out.push(Detail::Set { field: field.clone(), lines });
+                    out.push(Detail::Set { field: terminal(field).into_owned(), lines });
                 }
             }
         }
         Action::Delete => {
             if let Some(Value::Object(before)) = change.before_json() {
                 for (field, value) in &before {
-                    out.push(Detail::Gone { field: field.clone(), lines: value_lines(value) });
+                    out.push(Detail::Gone { field: terminal(field).into_owned(), lines: value_lines(value) });
                 }
             }
         }
@@ -77,12 +81,15 @@ pub(crate) fn details(change: &Change, planned: &HashSet<&Address>) -> Vec<Detai
                 let (before, after) = (value_lines(&field.before), value_lines(&field.after));
                 if before.len() == 1 && after.len() == 1 {
                     out.push(Detail::Change {
-                        field: field.field.clone(),
+                        field: terminal(&field.field).into_owned(),
                         before: before.concat(),
                         after: after.concat(),
                     });
                 } else {
-                    out.push(Detail::Diff { field: field.field.clone(), lines: diff(&before, &after) });
+                    out.push(Detail::Diff {
+                        field: terminal(&field.field).into_owned(),
+                        lines: diff(&before, &after),
+                    });
                 }
             }
         }
@@ -91,18 +98,23 @@ pub(crate) fn details(change: &Change, planned: &HashSet<&Address>) -> Vec<Detai
     out
 }
 
-/// A value as one line of compact JSON, or pretty JSON lines when long. The sensitive marker
-/// is shown bare, not as a JSON string.
+/// A value as one line of compact JSON, or pretty JSON lines when long, escaped for a
+/// terminal (`serde_json` escapes C0 controls; `escape::terminal` the rest). The sensitive
+/// marker is shown bare, not as a JSON string.
 pub(crate) fn value_lines(value: &Value) -> Vec<String> {
     if value.as_str() == Some(SENSITIVE) {
         return vec![SENSITIVE.to_string()];
     }
     let compact = value.to_string();
     if compact.len() <= LONG {
-        return vec![compact];
+        return vec![terminal(&compact).into_owned()];
     }
     // Pretty-printing a `Value` cannot fail (string keys only); fall back to compact anyway.
-    serde_json::to_string_pretty(value).unwrap_or(compact).lines().map(str::to_string).collect()
+    serde_json::to_string_pretty(value)
+        .unwrap_or(compact)
+        .lines()
+        .map(|line| terminal(line).into_owned())
+        .collect()
 }
 
 fn diff(before: &[String], after: &[String]) -> Vec<(char, String)> {
@@ -135,28 +147,13 @@ pub(crate) fn field_width(details: &[Detail]) -> usize {
         .unwrap_or(0)
 }
 
-/// Text from manifests or the API with control characters escaped, so that a name holding a
-/// newline or an ANSI escape cannot forge lines or colours in a terminal.
-pub(crate) fn clean(s: &str) -> Cow<'_, str> {
-    if s.chars().any(char::is_control) {
-        Cow::Owned(
-            s.chars()
-                .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
-                .collect(),
-        )
-    } else {
-        Cow::Borrowed(s)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn control_characters_are_escaped_and_plain_text_is_untouched() {
-        assert_eq!(clean("Acme\n\u{1b}[31mBank"), "Acme\\n\\u{1b}[31mBank");
-        assert!(matches!(clean("Acme Bank"), Cow::Borrowed(_)));
+    fn values_are_escaped_for_a_terminal_beyond_what_json_escapes() {
+        assert_eq!(value_lines(&serde_json::json!("a\u{1b}b\u{202e}c")), vec![r#""a\u001bb\u{202e}c""#]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod detail;
 mod markdown;
 mod text;
 
-pub use markdown::markdown;
+pub use markdown::{markdown, markdown_within};
 pub use text::text;
 
 /// How to render for a terminal.
@@ -50,4 +50,10 @@ pub fn footer(plan: &crate::plan::Plan) -> String {
         String::new()
     };
     format!("Plan: {} to create, {} to update, {} {tokens} to issue{removals}.", s.create, s.update, s.issue)
+}
+
+/// The line after the footer: `Plan id: <64 hex digits>` (`plan::id::plan_id`), the id CI
+/// compares with the one of the reviewed plan.
+pub fn plan_id_line(plan: &crate::plan::Plan) -> String {
+    format!("Plan id: {}", crate::plan::id::plan_id(plan))
 }

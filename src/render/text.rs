@@ -1,12 +1,16 @@
 //! The text plan, like Terraform's: a header naming the API, one block per change (`+`
 //! create, `~` update with old → new per field, `*` issue with its reason, `!` deactivate and
 //! `-` delete with theirs), then conflicts,
-//! unmanaged users, warnings and the footer. ANSI colour only when `Style::color`. Pure.
+//! unmanaged users, warnings, the footer and the plan id. ANSI colour only when `Style::color`. Pure.
+//!
+//! The renderer escapes every value itself (`escape::terminal`; the details come escaped from
+//! `detail`), since its own colour codes must pass: `output` writes the text as it is.
 
 use std::fmt::Write as _;
 
 use super::Style;
-use super::detail::{Detail, clean, details, field_width, planned};
+use super::detail::{Detail, details, field_width, planned};
+use crate::escape::terminal;
 use crate::plan::{Action, Plan};
 
 const RESET: &str = "\x1b[0m";
@@ -33,7 +37,7 @@ pub fn text(plan: &Plan, style: &Style) -> String {
     let _ = writeln!(
         out,
         "Plan for {} (Oz API {}{})",
-        clean(&plan.api_url),
+        terminal(&plan.api_url),
         plan.api_version,
         super::detected(plan)
     );
@@ -70,7 +74,7 @@ pub fn text(plan: &Plan, style: &Style) -> String {
             out,
             "  {} {} {}",
             p.paint(colour, &symbol),
-            p.paint(BOLD, &clean(&change.address.to_string())),
+            p.paint(BOLD, &terminal(&change.address.to_string())),
             verb(change.action())
         );
         let details = details(change, &planned);
@@ -78,7 +82,7 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         for detail in &details {
             match detail {
                 Detail::Note(note) => {
-                    let _ = writeln!(out, "      # {}", clean(note));
+                    let _ = writeln!(out, "      # {}", terminal(note));
                 }
                 Detail::Set { field, lines } => {
                     let (first, rest) = lines.split_first().map_or(("", &[][..]), |(f, r)| (f.as_str(), r));
@@ -127,10 +131,10 @@ pub fn text(plan: &Plan, style: &Style) -> String {
                 out,
                 "  {} {}",
                 p.paint(RED, "!"),
-                p.paint(BOLD, &clean(&conflict.address.to_string()))
+                p.paint(BOLD, &terminal(&conflict.address.to_string()))
             );
-            let _ = writeln!(out, "      {}", clean(&conflict.message));
-            let _ = writeln!(out, "      help: {}", clean(&conflict.help));
+            let _ = writeln!(out, "      {}", terminal(&conflict.message));
+            let _ = writeln!(out, "      help: {}", terminal(&conflict.help));
         }
         out.push('\n');
     }
@@ -139,7 +143,7 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         let _ = writeln!(out, "Live users of declared companies that no manifest mentions (left alone):");
         out.push('\n');
         for u in &plan.unmanaged {
-            let _ = writeln!(out, "  - {} (company {})", clean(u.email.as_str()), clean(&u.company));
+            let _ = writeln!(out, "  - {} (company {})", terminal(u.email.as_str()), terminal(&u.company));
         }
         out.push('\n');
     }
@@ -147,8 +151,8 @@ pub fn text(plan: &Plan, style: &Style) -> String {
     if !plan.warnings.is_empty() {
         let _ = writeln!(out, "{}", p.paint(YELLOW, "Warnings:"));
         out.push('\n');
-        for warning in &plan.warnings {
-            let _ = writeln!(out, "  {} {}", p.paint(YELLOW, "!"), clean(warning));
+        for warning in &crate::plan::group_warnings(&plan.warnings) {
+            let _ = writeln!(out, "  {} {}", p.paint(YELLOW, "!"), terminal(warning));
         }
         out.push('\n');
     }
@@ -157,6 +161,7 @@ pub fn text(plan: &Plan, style: &Style) -> String {
         let _ = writeln!(out, "{}", p.paint(RED, &note));
     }
     let _ = writeln!(out, "{}", p.paint(BOLD, &super::footer(plan)));
+    let _ = writeln!(out, "{}", super::plan_id_line(plan));
     out
 }
 

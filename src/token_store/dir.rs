@@ -1,45 +1,68 @@
 //! The directory store (`dir:PATH`, `--token-dir`): one JSON file per token,
-//! `<dir>/<lower-cased email>.json`.
+//! `<dir>/<installation>/<email>.json`, both names encoded by `naming::encode` (lower-cased,
+//! every byte outside `[a-z0-9._+@-]` and a leading dot as `%XX`, cut with a hash past 200
+//! bytes), so that every address the API accepts has a file, and the full email is kept inside
+//! the record.
 //!
 //! Does file I/O only. Invariants: a token file is never seen half-written (it is written to a
 //! temp file in the same directory, created with mode 0600, fsynced, renamed over the target,
-//! and the directory is fsynced so the rename survives a crash); the directory is created with
-//! mode 0700; no error ever holds file content (serde's messages can quote it), only the path,
-//! the operation and a category.
+//! and the directory is fsynced so the rename survives a crash); the directories are created
+//! with mode 0700, once per run (issue #22: not a failing `mkdir` per token); no error ever
+//! holds file content (serde's messages can quote it), only the path, the operation and a
+//! category.
+//!
+//! Installations (issue #21): a store is opened for one installation and reads and writes only
+//! its directory. Files of the layout before installations (`<dir>/<lower-cased email>.json`)
+//! are read by `list` and `get` when their `api_url` has this installation's origin, and moved
+//! into its directory, under their encoded name, by `recover` (under the apply's lock).
 //!
 //! Hostile directories (issue #14): only regular files are read (anything else is ignored with
 //! a warning), token files are opened with `O_NOFOLLOW` (a symlink planted in place of a token
 //! file is not followed), and a directory that group or others may write to is refused unless
 //! `allow_shared_dir` (a token planted there would be deployed).
 //!
-//! Pipelines (issue #12): `lock` holds an OS lock (`flock`) on `<dir>/.ozform.lock` for a whole
-//! apply; while held the file names its holder (pid, host, since when), and it is emptied
-//! before release, so two quiet runs leave the directory byte-identical. `recover`, under the
-//! lock, finishes what a killed run left: a complete temp record newer than the token stored
-//! under its name is renamed into place, anything else half-done is removed.
+//! Pipelines (issue #12): `lock` holds an OS lock (`flock`) on
+//! `<dir>/<installation>/.ozform.lock` for a whole apply; while held the file names its holder
+//! (pid, host, since when), and it is emptied before release, so two quiet runs leave the
+//! directory byte-identical. `recover`, under the lock, finishes what a killed run left: a
+//! complete temp record newer than the token stored under its name is renamed into place,
+//! anything else half-done is removed.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::naming::{Installation, encode};
 use super::{Recovery, StoreLock, TokenRecord, TokenStore, TokenStoreError};
-use crate::model::{Email, StoredToken, StoredTokens};
+use crate::model::{StoredToken, StoredTokens};
 use crate::secret::Secret;
 
-/// Token files in one directory.
+/// Token files of one installation in one directory.
 #[derive(Debug, Clone)]
 pub struct DirStore {
+    /// The directory given (`dir:PATH`): one subdirectory per installation.
+    root: PathBuf,
+    installation: Installation,
+    /// `<root>/<encoded installation>`: this store's files.
     dir: PathBuf,
     /// Accept a directory that group or others may write to (`--allow-shared-token-dir`).
     allow_shared: bool,
+    /// Both directories exist with their modes checked: made (or found) once per run.
+    ready: Arc<AtomicBool>,
+    /// Emails whose file of the layout before installations `list` found (and `store` then
+    /// removes), so that no store tries to remove a file that is not there.
+    unkeyed: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// The lock file's name in the token directory (hidden: `list` never takes it for a token).
 pub const LOCK_FILE: &str = ".ozform.lock";
-/// What temp files of `store` have between the email and their random suffix.
+/// What temp files of `store` have between the encoded email and their random suffix.
 const TEMP_MARK: &str = ".json.tmp-";
 /// The prefix of `check`'s probe files.
 const PROBE_PREFIX: &str = ".ozform-probe-";
@@ -47,6 +70,9 @@ const PROBE_PREFIX: &str = ".ozform-probe-";
 /// The on-disk shape (the token file contract). Private: the token is exposed only here.
 #[derive(Serialize, Deserialize)]
 struct Stored {
+    /// Absent in files written before installations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    installation: Option<String>,
     email: String,
     user_id: String,
     token_id: String,
@@ -54,6 +80,41 @@ struct Stored {
     expire_date: f64,
     api_url: String,
     issued_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    company: Option<String>,
+}
+
+impl Stored {
+    fn from_record(record: &TokenRecord, installation: &Installation) -> Self {
+        Self {
+            installation: Some(installation.name().to_string()),
+            email: record.email.to_lowercase(),
+            user_id: record.user_id.clone(),
+            token_id: record.token_id.clone(),
+            access_token: record.access_token.expose().to_string(),
+            expire_date: record.expire_date,
+            api_url: record.api_url.clone(),
+            issued_at: record.issued_at.clone(),
+            password: record.password.as_ref().map(|p| p.expose().to_string()),
+            company: record.company.clone(),
+        }
+    }
+
+    fn into_record(self) -> TokenRecord {
+        TokenRecord {
+            email: self.email.to_lowercase(),
+            user_id: self.user_id,
+            token_id: self.token_id,
+            access_token: Secret::new(self.access_token),
+            expire_date: self.expire_date,
+            api_url: self.api_url,
+            issued_at: self.issued_at,
+            password: self.password.map(Secret::new),
+            company: self.company,
+        }
+    }
 }
 
 /// What `list` needs: no token, so a file is never held in memory with it for planning.
@@ -66,8 +127,18 @@ struct Indexed {
 }
 
 impl DirStore {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), allow_shared: false }
+    /// The tokens of `installation` under `root`.
+    pub fn new(root: impl Into<PathBuf>, installation: Installation) -> Self {
+        let root = root.into();
+        let dir = root.join(encode(installation.name()));
+        Self {
+            root,
+            installation,
+            dir,
+            allow_shared: false,
+            ready: Arc::new(AtomicBool::new(false)),
+            unkeyed: Arc::default(),
+        }
     }
 
     /// Accept (or not, the default) a directory that group or others may write to.
@@ -77,54 +148,79 @@ impl DirStore {
         self
     }
 
+    /// The directory given (`dir:PATH`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// This installation's directory, `<root>/<encoded installation>`.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Where the token of `email` is (or would be) stored.
     pub fn path_for(&self, email: &str) -> PathBuf {
-        self.dir.join(format!("{}.json", email.to_lowercase()))
+        self.dir.join(format!("{}.json", encode(email)))
     }
 
-    /// `path_for`, refusing an email that would name a file outside the directory or a
-    /// hidden one (the manifest loader validates emails; a saved plan may have been edited).
+    /// `path_for`, refusing an empty email (the only one that has no file name).
     fn checked_path(&self, email: &str) -> Result<PathBuf, TokenStoreError> {
-        let unsafe_name = email.is_empty()
-            || email.starts_with('.')
-            || email.contains(['/', '\\', '\0'])
-            || email.chars().any(char::is_control);
-        if unsafe_name {
+        if email.is_empty() {
             return Err(TokenStoreError::Io {
                 action: "name a token file after",
-                path: format!("{}/{email:?}", self.dir.display()),
-                reason: "the email cannot be a file name (empty, hidden, or holds a path separator)".into(),
+                path: display(&self.dir),
+                reason: "the email is empty".into(),
             });
         }
         Ok(self.path_for(email))
     }
 
-    /// The stored token of `email`, if there is one.
-    pub fn read(&self, email: &Email) -> Result<Option<TokenRecord>, TokenStoreError> {
-        let path = self.checked_path(email.as_str())?;
-        let bytes = match read_regular(&path) {
+    /// Where the layout before installations kept the token of `email`, if it had a name for
+    /// it (it refused names with a separator, a leading dot or a control character, and the
+    /// file system names of more than 255 bytes).
+    fn unkeyed_path(&self, email: &str) -> Option<PathBuf> {
+        let lower = email.to_lowercase();
+        let nameable = !lower.is_empty()
+            && lower.len() + ".json".len() <= 255
+            && !lower.starts_with('.')
+            && !lower.contains(['/', '\\', '\0'])
+            && !lower.chars().any(char::is_control);
+        nameable.then(|| self.root.join(format!("{lower}.json")))
+    }
+
+    /// The record in `path`, if it is a regular file holding one.
+    fn read_at(path: &Path) -> Result<Option<Stored>, TokenStoreError> {
+        let bytes = match read_regular(path) {
             Ok(Some(b)) => b,
             Ok(None) => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error("read", &path, &e)),
+            Err(e) => return Err(io_error("read", path, &e)),
         };
-        let s: Stored = serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, &e))?;
-        Ok(Some(TokenRecord {
-            email: s.email,
-            user_id: s.user_id,
-            token_id: s.token_id,
-            access_token: Secret::new(s.access_token),
-            expire_date: s.expire_date,
-            api_url: s.api_url,
-            issued_at: s.issued_at,
-        }))
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| corrupt(path, &e))
     }
 
+    /// The record of `email` kept before installations, if it is this installation's.
+    fn read_unkeyed(&self, email: &str) -> Result<Option<(PathBuf, Stored)>, TokenStoreError> {
+        let Some(path) = self.unkeyed_path(email) else { return Ok(None) };
+        let Some(stored) = Self::read_at(&path)? else { return Ok(None) };
+        let ours = stored.installation.is_none()
+            && stored.email.to_lowercase() == email.to_lowercase()
+            && self.installation.owns_unkeyed(&stored.api_url);
+        Ok(ours.then_some((path, stored)))
+    }
+
+    /// Make both directories (mode 0700) and check their modes, once per run: `store` runs
+    /// once per token, so it trusts what the first call found (`check` and `lock`, once per
+    /// apply, look again: `ensure_dir_now`).
     fn ensure_dir(&self) -> Result<(), TokenStoreError> {
+        if self.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.ensure_dir_now()
+    }
+
+    /// Make both directories (mode 0700) if they are missing and check their modes.
+    fn ensure_dir_now(&self) -> Result<(), TokenStoreError> {
         let mut builder = fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]
@@ -133,18 +229,21 @@ impl DirStore {
             builder.mode(0o700);
         }
         builder.create(&self.dir).map_err(|e| io_error("create directory", &self.dir, &e))?;
-        self.refuse_shared()
+        self.refuse_shared(&self.root)?;
+        self.refuse_shared(&self.dir)?;
+        self.ready.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Refuse a directory that group or others may write to, unless allowed.
-    fn refuse_shared(&self) -> Result<(), TokenStoreError> {
+    fn refuse_shared(&self, dir: &Path) -> Result<(), TokenStoreError> {
         #[cfg(unix)]
         if !self.allow_shared {
             use std::os::unix::fs::PermissionsExt as _;
-            let meta = match fs::metadata(&self.dir) {
+            let meta = match fs::metadata(dir) {
                 Ok(meta) => meta,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(io_error("inspect", &self.dir, &e)),
+                Err(e) => return Err(io_error("inspect", dir, &e)),
             };
             let mode = meta.permissions().mode() & 0o7777;
             let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
@@ -153,21 +252,44 @@ impl DirStore {
                 (false, false) => None,
             };
             if let Some(who) = who {
-                return Err(TokenStoreError::SharedDir { path: display(&self.dir), who, mode });
+                return Err(TokenStoreError::SharedDir { path: display(dir), who, mode });
             }
         }
         Ok(())
     }
 
-    /// Put the complete temp record `temp` of `email` in place if it is newer than the stored
-    /// one; `Ok(true)` when it was.
-    fn commit_temp(&self, temp: &Path, email: &str) -> Result<bool, TokenStoreError> {
+    /// Write `stored` to the file of its email in this installation's directory: temp file
+    /// (0600, fsynced), rename, directory fsync.
+    fn write_record(&self, stored: &Stored) -> Result<(), TokenStoreError> {
+        let name = encode(&stored.email);
+        let target = self.dir.join(format!("{name}.json"));
+        let mut json = serde_json::to_vec_pretty(stored).map_err(|_| TokenStoreError::Io {
+            action: "encode",
+            path: display(&target),
+            reason: "not JSON".into(),
+        })?;
+        json.push(b'\n');
+        let temp = self.dir.join(format!(".{name}{TEMP_MARK}{:016x}", fastrand::u64(..)));
+        let written = write_new_private(&temp, &json).and_then(|()| {
+            fs::rename(&temp, &target).map_err(|e| io_error("rename into place", &target, &e))
+        });
+        if written.is_err() {
+            // Best effort: the temp file is hidden from `list` anyway.
+            let _ = fs::remove_file(&temp);
+        }
+        written?;
+        sync_dir(&self.dir)
+    }
+
+    /// Put the complete temp record `temp` (named for `name`) in place if it is newer than the
+    /// stored one; `Ok(true)` when it was.
+    fn commit_temp(&self, temp: &Path, name: &str) -> Result<bool, TokenStoreError> {
         let Ok(Some(bytes)) = read_regular(temp) else { return Ok(false) };
         let Ok(record) = serde_json::from_slice::<Stored>(&bytes) else { return Ok(false) };
-        let target = self.checked_path(email)?;
-        if record.email.to_lowercase() != email {
+        if encode(&record.email) != name {
             return Ok(false);
         }
+        let target = self.dir.join(format!("{name}.json"));
         let stored = match read_regular(&target) {
             Ok(Some(b)) => serde_json::from_slice::<Stored>(&b).ok(),
             _ => None,
@@ -244,32 +366,47 @@ fn not_regular(path: &Path) {
     tracing::warn!(path = %path.display(), "not a regular file: ignored (the token store reads only regular files)");
 }
 
+/// The token files (`*.json`, not hidden, regular) of `dir`, in no order; nothing when `dir`
+/// does not exist. Directories are passed over quietly (the root holds one per installation);
+/// anything else that is not a regular file is ignored with a warning.
+fn token_files(dir: &Path) -> Result<Vec<PathBuf>, TokenStoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("list", dir, &e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error("list", dir, &e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        // Temp files, probes and the lock start with a dot; they are not tokens. Token files
+        // are written as lower-case `.json` by `store`; nothing else is ours.
+        #[allow(clippy::case_sensitive_file_extension_comparisons)]
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        let path = entry.path();
+        // The entry's own type (a symlink is not followed): only regular files are read.
+        match entry.file_type() {
+            Ok(t) if t.is_file() => files.push(path),
+            Ok(t) if t.is_dir() => {}
+            _ => not_regular(&path),
+        }
+    }
+    Ok(files)
+}
+
 impl TokenStore for DirStore {
     fn list(&self) -> Result<StoredTokens, TokenStoreError> {
         let mut index = StoredTokens::new();
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
+        if !self.root.exists() {
             // No directory yet: no tokens yet (it is created on the first store).
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(index),
-            Err(e) => return Err(io_error("list", &self.dir, &e)),
-        };
-        self.refuse_shared()?;
-        for entry in entries {
-            let entry = entry.map_err(|e| io_error("list", &self.dir, &e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            // Temp files of an interrupted store start with a dot; they are not tokens.
-            // Token files are written as lower-case `.json` by `store`; nothing else is ours.
-            #[allow(clippy::case_sensitive_file_extension_comparisons)]
-            if name.starts_with('.') || !name.ends_with(".json") {
-                continue;
-            }
-            let path = entry.path();
-            // The entry's own type (a symlink is not followed): only regular files are read.
-            if !entry.file_type().is_ok_and(|t| t.is_file()) {
-                not_regular(&path);
-                continue;
-            }
+            return Ok(index);
+        }
+        self.refuse_shared(&self.root)?;
+        self.refuse_shared(&self.dir)?;
+        for path in token_files(&self.dir)? {
             let Some(bytes) = read_regular(&path).map_err(|e| io_error("read", &path, &e))? else { continue };
             let i: Indexed = serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, &e))?;
             index.insert(
@@ -277,13 +414,31 @@ impl TokenStore for DirStore {
                 StoredToken { user_id: i.user_id, api_url: i.api_url, expire_date: i.expire_date },
             );
         }
+        // The layout before installations: this installation's files, unless it has newer.
+        let mut unkeyed = self.unkeyed.lock().unwrap_or_else(PoisonError::into_inner);
+        for path in token_files(&self.root)? {
+            let Some(bytes) = read_regular(&path).map_err(|e| io_error("read", &path, &e))? else { continue };
+            let i: Indexed = serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, &e))?;
+            let email = i.email.to_lowercase();
+            if !self.installation.owns_unkeyed(&i.api_url)
+                || self.unkeyed_path(&email).as_deref() != Some(path.as_path())
+            {
+                continue;
+            }
+            unkeyed.insert(email.clone());
+            index.entry(email).or_insert(StoredToken {
+                user_id: i.user_id,
+                api_url: i.api_url,
+                expire_date: i.expire_date,
+            });
+        }
         Ok(index)
     }
 
     /// Create and remove a probe file with the final mode in the final directory (creating
-    /// the directory as `store` would): what a store needs, proven before any token exists.
+    /// the directories as `store` would): what a store needs, proven before any token exists.
     fn check(&self) -> Result<(), TokenStoreError> {
-        self.ensure_dir()?;
+        self.ensure_dir_now()?;
         let probe = self.dir.join(format!("{PROBE_PREFIX}{:016x}", fastrand::u64(..)));
         let written = write_new_private(&probe, b"{}\n");
         // Best effort: a probe that cannot be removed is hidden from `list` (a dot file).
@@ -292,13 +447,27 @@ impl TokenStore for DirStore {
         sync_dir(&self.dir)
     }
 
+    fn get(&self, email: &str) -> Result<Option<TokenRecord>, TokenStoreError> {
+        let path = self.checked_path(email)?;
+        if let Some(stored) = Self::read_at(&path)? {
+            return Ok(Some(stored.into_record()));
+        }
+        Ok(self.read_unkeyed(email)?.map(|(_, stored)| stored.into_record()))
+    }
+
     fn delete(&self, email: &str) -> Result<(), TokenStoreError> {
         let target = self.checked_path(email)?;
         match fs::remove_file(&target) {
-            Ok(()) => sync_dir(&self.dir),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_error("remove", &target, &e)),
+            Ok(()) => sync_dir(&self.dir)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("remove", &target, &e)),
         }
+        // Removals are rare: look for a file of the old layout each time.
+        if let Some((path, _)) = self.read_unkeyed(email)? {
+            fs::remove_file(&path).map_err(|e| io_error("remove", &path, &e))?;
+            sync_dir(&self.root)?;
+        }
+        Ok(())
     }
 
     fn lock(&self, wait: Duration) -> Result<Option<StoreLock>, TokenStoreError> {
@@ -306,38 +475,39 @@ impl TokenStore for DirStore {
     }
 
     fn recover(&self) -> Result<Recovery, TokenStoreError> {
-        self.recover_dir()
+        let mut recovery = self.recover_dir()?;
+        recovery.migrated = self.migrate()?;
+        Ok(recovery)
     }
 
     fn store(&self, record: &TokenRecord) -> Result<(), TokenStoreError> {
-        let target = self.checked_path(&record.email)?;
+        self.checked_path(&record.email)?;
         self.ensure_dir()?;
-        let stored = Stored {
-            email: record.email.to_lowercase(),
-            user_id: record.user_id.clone(),
-            token_id: record.token_id.clone(),
-            access_token: record.access_token.expose().to_string(),
-            expire_date: record.expire_date,
-            api_url: record.api_url.clone(),
-            issued_at: record.issued_at.clone(),
-        };
-        let mut json = serde_json::to_vec_pretty(&stored).map_err(|_| TokenStoreError::Io {
-            action: "encode",
-            path: display(&target),
-            reason: "not JSON".into(),
-        })?;
-        json.push(b'\n');
-        let temp =
-            self.dir.join(format!(".{}{TEMP_MARK}{:016x}", record.email.to_lowercase(), fastrand::u64(..)));
-        let written = write_new_private(&temp, &json).and_then(|()| {
-            fs::rename(&temp, &target).map_err(|e| io_error("rename into place", &target, &e))
-        });
-        if written.is_err() {
-            // Best effort: the temp file is hidden from `list` anyway.
-            let _ = fs::remove_file(&temp);
+        self.write_record(&Stored::from_record(record, &self.installation))?;
+        // A file of the old layout that `list` found for this email is superseded now.
+        let email = record.email.to_lowercase();
+        if self.unkeyed.lock().unwrap_or_else(PoisonError::into_inner).remove(&email)
+            && let Some(path) = self.unkeyed_path(&email)
+        {
+            match fs::remove_file(&path) {
+                Ok(()) => sync_dir(&self.root)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("remove", &path, &e)),
+            }
         }
-        written?;
-        sync_dir(&self.dir)
+        Ok(())
+    }
+}
+
+/// The lock guard of a directory store: the open lock file, emptied and unlocked when dropped.
+struct DirLock(File);
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Emptied before it is released, so that two quiet runs leave the directory as they
+        // found it; best effort (the lock itself dies with the file descriptor regardless).
+        let _ = self.0.set_len(0);
+        let _ = self.0.unlock();
     }
 }
 
@@ -345,7 +515,7 @@ impl DirStore {
     /// `TokenStore::lock` of the directory store: `flock` on `<dir>/.ozform.lock`, polled until
     /// `wait` has passed, then the holder written into it.
     fn lock_dir(&self, wait: Duration) -> Result<StoreLock, TokenStoreError> {
-        self.ensure_dir()?;
+        self.ensure_dir_now()?;
         let path = self.dir.join(LOCK_FILE);
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true).truncate(false);
@@ -381,17 +551,17 @@ impl DirStore {
         let holder = format!(
             "pid {} on {}, since {}\n",
             std::process::id(),
-            host_name(),
+            super::host_name(),
             humantime::format_rfc3339_seconds(SystemTime::now())
         );
         file.set_len(0)
             .and_then(|()| file.write_all(holder.as_bytes()))
             .and_then(|()| file.sync_data())
             .map_err(|e| io_error("write", &path, &e))?;
-        Ok(StoreLock::new(file))
+        Ok(StoreLock::new(DirLock(file)))
     }
 
-    /// `TokenStore::recover` of the directory store.
+    /// `TokenStore::recover` of the directory store, in this installation's directory.
     fn recover_dir(&self) -> Result<Recovery, TokenStoreError> {
         let mut recovery = Recovery::default();
         let entries = match fs::read_dir(&self.dir) {
@@ -403,9 +573,9 @@ impl DirStore {
             let entry = entry.map_err(|e| io_error("list", &self.dir, &e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let email = name.strip_prefix('.').and_then(|n| n.split_once(TEMP_MARK)).map(|(email, _)| email);
+            let temp_of = name.strip_prefix('.').and_then(|n| n.split_once(TEMP_MARK)).map(|(name, _)| name);
             let probe = name.starts_with(PROBE_PREFIX);
-            if email.is_none() && !probe {
+            if temp_of.is_none() && !probe {
                 continue;
             }
             let path = entry.path();
@@ -413,8 +583,8 @@ impl DirStore {
                 not_regular(&path);
                 continue;
             }
-            if let Some(email) = email
-                && self.commit_temp(&path, email)?
+            if let Some(encoded) = temp_of
+                && self.commit_temp(&path, encoded)?
             {
                 recovery.recovered += 1;
                 continue;
@@ -430,16 +600,66 @@ impl DirStore {
         }
         Ok(recovery)
     }
-}
 
-/// This machine's name, for the lock file (Linux; elsewhere `HOSTNAME` or "unknown host").
-fn host_name() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown host".into())
+    /// Move this installation's files of the layout before installations (`<root>/<email>.json`
+    /// whose `api_url` has this installation's origin, and complete temp records a killed run
+    /// of that layout left) into its directory under their encoded names, with the
+    /// installation written in; a file superseded by a newer one there is removed. Another
+    /// installation's files are left where they are. Returns how many were moved.
+    fn migrate(&self) -> Result<usize, TokenStoreError> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_error("list", &self.root, &e)),
+        };
+        let mut moved = 0;
+        let mut changed = false;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("list", &self.root, &e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let temp = name.starts_with('.') && name.contains(TEMP_MARK);
+            #[allow(clippy::case_sensitive_file_extension_comparisons)]
+            let record = !name.starts_with('.') && name.ends_with(".json");
+            if !(temp || record) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let path = entry.path();
+            // Unreadable or half-written: not known to be this installation's; a temp file
+            // cut short is nobody's and goes.
+            let Ok(Some(bytes)) = read_regular(&path) else { continue };
+            let Ok(stored) = serde_json::from_slice::<Stored>(&bytes) else {
+                if temp {
+                    let _ = fs::remove_file(&path);
+                    changed = true;
+                }
+                continue;
+            };
+            if stored.installation.is_some() || !self.installation.owns_unkeyed(&stored.api_url) {
+                continue;
+            }
+            let email = stored.email.to_lowercase();
+            if record && self.unkeyed_path(&email).as_deref() != Some(path.as_path()) {
+                continue;
+            }
+            self.ensure_dir()?;
+            let current = Self::read_at(&self.path_for(&email)).ok().flatten();
+            if current.is_none_or(|c| newer(&stored.issued_at, &c.issued_at)) {
+                let mut stored = stored;
+                stored.email.clone_from(&email);
+                stored.installation = Some(self.installation.name().to_string());
+                self.write_record(&stored)?;
+                moved += 1;
+            }
+            fs::remove_file(&path).map_err(|e| io_error("remove", &path, &e))?;
+            self.unkeyed.lock().unwrap_or_else(PoisonError::into_inner).remove(&email);
+            changed = true;
+        }
+        if changed {
+            sync_dir(&self.root)?;
+        }
+        Ok(moved)
+    }
 }
 
 /// Create `path` (which must not exist) with mode 0600, write `bytes` and fsync.

@@ -17,7 +17,8 @@ use common::fake_effects::{FakeEffects, Fault, Op};
 use common::memory_store::MemoryStore;
 use common::recording::{Event, Recording};
 use ozform::apply::{
-    ApplyError, ApplyReport, ExecuteOptions, Outcome, Progress, check_fresh, execute, resolve_passwords,
+    ApplyError, ApplyReport, ExecuteOptions, Outcome, Progress, StepErrorKind, check_fresh, execute,
+    resolve_passwords,
 };
 use ozform::model::{ApiVersion, Email, ObservedUser, Permissions, StoredTokens, UserKind};
 use ozform::output::{JsonLines, PlainLines};
@@ -286,7 +287,8 @@ async fn a_failed_step_skips_its_dependents_and_nothing_else() {
     let report = w.apply(&plan, 8).await;
 
     assert_eq!(addresses(&report.failed, |f| &f.address), ["company/A"]);
-    assert!(report.failed[0].error.contains("403"), "{}", report.failed[0].error);
+    assert!(report.failed[0].error.message.contains("403"), "{}", report.failed[0].error);
+    assert_eq!(report.failed[0].error.kind, StepErrorKind::Refused);
     assert_eq!(addresses(&report.skipped, |s| &s.address), ["service_user/a@a.example", "token/a@a.example"]);
     assert!(report.skipped.iter().all(|s| s.dependency == company("A")));
     assert_eq!(
@@ -335,7 +337,7 @@ async fn a_create_lost_before_it_reached_the_api_fails_without_being_re_sent() {
     w.fake.inject(Op::CreateCompany, "Acme", Fault::OutcomeUnknownBeforeCommit);
     let report = w.apply(&plan, 8).await;
     assert_eq!(addresses(&report.failed, |f| &f.address), ["company/Acme"]);
-    assert!(report.failed[0].error.contains("connection closed"), "{}", report.failed[0].error);
+    assert!(report.failed[0].error.message.contains("connection closed"), "{}", report.failed[0].error);
     assert_eq!(w.fake.calls(Op::CreateCompany), 1);
     assert_eq!(w.fake.calls(Op::FindCompanies), 1, "read back once");
     assert_eq!(report.skipped.len(), 2);
@@ -369,7 +371,7 @@ async fn a_create_that_keeps_answering_500_fails_after_six_sends() {
     let report = w.apply(&plan, 8).await;
 
     assert_eq!(addresses(&report.failed, |f| &f.address), ["company/Acme"]);
-    assert!(report.failed[0].error.contains("answered 500"), "{}", report.failed[0].error);
+    assert!(report.failed[0].error.message.contains("answered 500"), "{}", report.failed[0].error);
     assert_eq!(w.fake.calls(Op::CreateCompany), 6);
     assert!(w.fake.companies().is_empty());
 }
@@ -418,7 +420,7 @@ async fn an_existing_user_of_another_company_is_a_conflict_not_an_adoption() {
     let plan = plan(stack(&[("Acme", "svc@acme.example")]));
     let report = w.apply(&plan, 8).await;
     assert_eq!(addresses(&report.failed, |f| &f.address), ["service_user/svc@acme.example"]);
-    assert!(report.failed[0].error.contains("another company"), "{}", report.failed[0].error);
+    assert!(report.failed[0].error.message.contains("another company"), "{}", report.failed[0].error);
     assert_eq!(addresses(&report.skipped, |s| &s.address), ["token/svc@acme.example"]);
     assert_eq!(w.fake.user("svc@acme.example").unwrap().company_id.as_deref(), Some(other.as_str()));
 }
@@ -522,7 +524,11 @@ async fn a_token_is_stored_only_after_it_was_issued_and_a_sink_failure_fails_tha
 
     assert_eq!(addresses(&report.failed, |f| &f.address), ["token/a@a.example", "token/c@c.example"]);
     let sink_error = &report.failed[0].error;
-    assert!(sink_error.contains("memory:a@a.example") && sink_error.contains("not stored"), "{sink_error}");
+    assert!(
+        sink_error.message.contains("memory:a@a.example") && sink_error.message.contains("not stored"),
+        "{sink_error}"
+    );
+    assert_eq!(sink_error.kind, StepErrorKind::StoreFailed, "the token was issued, the store failed");
     assert!(w.store.get("c@c.example").is_none(), "nothing stored when the issue failed");
     assert_eq!(w.store.records().keys().collect::<Vec<_>>(), ["b@b.example"]);
     assert_eq!(w.fake.calls(Op::IssueToken), 3);
@@ -794,8 +800,9 @@ async fn a_twin_found_after_a_create_fails_that_step_and_creates_no_user_into_ei
     assert_eq!(addresses(&report.failed, |f| &f.address), ["company/Acme"]);
     let error = &report.failed[0].error;
     let ours = w.fake.companies().into_iter().find(|c| c.id != twin).unwrap().id;
-    assert!(error.contains(&ours) && error.contains(&twin), "{error}");
-    assert!(error.contains("another apply"), "{error}");
+    assert!(error.message.contains(&ours) && error.message.contains(&twin), "{error}");
+    assert!(error.message.contains("another apply"), "{error}");
+    assert_eq!(error.kind, StepErrorKind::Conflict, "a twin is for a person to settle");
     assert_eq!(report.skipped.len(), 2);
     assert_eq!(w.fake.calls(Op::CreateUser), 0);
 }
@@ -831,12 +838,11 @@ async fn missing_passwords_are_reported_together_and_nothing_is_executed() {
 
     let err = resolve_passwords(&plan, &env).unwrap_err();
     let ApplyError::MissingPasswords { missing } = &err else { panic!("{err:?}") };
-    assert_eq!(missing.len(), 2);
-    let text = err.to_string();
-    assert!(
-        text.contains("`UNSET_A`") && text.contains("`UNSET_B`") && text.contains("a@a.example"),
-        "{text}"
-    );
+    assert_eq!(err.to_string(), "cannot resolve 2 passwords");
+    let items: Vec<String> = missing.iter().map(ToString::to_string).collect();
+    assert_eq!(items.len(), 2);
+    assert!(items[0].starts_with("`a@a.example`: ") && items[0].contains("`UNSET_A`"), "{items:?}");
+    assert!(items[1].starts_with("`b@b.example`: ") && items[1].contains("`UNSET_B`"), "{items:?}");
 
     // `execute` checks too, before its first request.
     let err = execute(&plan, Arc::clone(&w.fake), w.store(), w.progress(), &ExecuteOptions::default())
@@ -894,8 +900,9 @@ async fn a_stale_plan_is_refused_whole_with_every_moved_address_and_no_mutating_
     let stale = plan(vec![cu.clone(), late, t.clone()]);
 
     let err = check_fresh(&stale, w.fake.as_ref(), 4).await.unwrap_err();
-    let ApplyError::Stale { moved } = &err else { panic!("{err:?}") };
+    let ApplyError::Stale { moved, wrong } = &err else { panic!("{err:?}") };
     assert_eq!(moved, &["company/Acme".to_string(), "service_user/late@acme.example".to_string()]);
+    assert!(wrong.is_empty(), "every id is the live object's: {wrong:?}");
     assert!(
         err.to_string().starts_with(
             "the plan is stale: `company/Acme`, `service_user/late@acme.example` changed since it was made — run `ozform plan` again"
@@ -908,6 +915,174 @@ async fn a_stale_plan_is_refused_whole_with_every_moved_address_and_no_mutating_
     cu.fingerprint = Some(fingerprint::company(&w.fake.companies()[0]));
     check_fresh(&plan(vec![cu, t]), w.fake.as_ref(), 4).await.unwrap();
     assert_eq!(w.fake.mutating_calls(), 0);
+}
+
+/// A user update of `email` in `company` (its first name changed) acting on `live`.
+fn update_user_of(email: &str, company: &str, live: &ObservedUser) -> Change {
+    let before = user_fields(email, company);
+    let after = UserFields { first_name: Some("Renamed".into()), ..before.clone() };
+    let mut c =
+        change(user(email), vec![self::company(company)], Payload::UpdateUser(Update { before, after }));
+    c.live_id = Some(live.id.clone());
+    c.fingerprint = Some(fingerprint::user(live));
+    c
+}
+
+/// The sentences of a plan refused for its ids (and for nothing that moved).
+fn wrong_of(err: &ApplyError) -> Vec<String> {
+    let ApplyError::Stale { moved, wrong } = err else { panic!("{err:?}") };
+    assert!(moved.is_empty(), "{moved:?}");
+    wrong.clone()
+}
+
+#[tokio::test]
+async fn a_saved_plan_whose_ids_are_not_the_live_objects_at_their_addresses_is_refused_naming_both() {
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({"tier": "gold"}));
+    let globex = w.fake.add_company("Globex", json!({}));
+    w.fake.add_user(service_user("u-1", "a@acme.example", &acme));
+    w.fake.add_user(service_user("u-2", "b@globex.example", &globex));
+    let a = w.fake.user("a@acme.example").unwrap();
+    let b = w.fake.user("b@globex.example").unwrap();
+
+    // Every id the planner writes, each edited to another live object's; the fingerprints are
+    // left as planned, so only the ids give the edit away.
+    let mut cu = update_company("Acme", json!({"tier": "gold"}), json!({"tier": "platinum"}));
+    cu.live_id = Some(globex.clone());
+    cu.fingerprint = Some(fingerprint::company(&w.fake.companies()[0]));
+    let mut uu = update_user_of("a@acme.example", "Acme", &a);
+    uu.live_id = Some(b.id.clone());
+    let mut create = create_user("new@acme.example", "Acme");
+    if let Payload::CreateUser(c) = &mut create.payload {
+        c.company_id = Some(globex.clone());
+    }
+    let mut t = token_issue("b@globex.example", Some("u-1"));
+    t.fingerprint = Some(fingerprint::user(&b));
+    let wrong = wrong_of(&check_fresh(&plan(vec![cu, uu, create, t]), w.fake.as_ref(), 4).await.unwrap_err());
+    assert_eq!(
+        wrong,
+        [
+            format!("`company/Acme` acts on company id `{globex}`, but the live company `Acme` has id `{acme}`"),
+            "`service_user/a@acme.example` acts on user id `u-2`, but the live user `a@acme.example` has id `u-1`"
+                .to_string(),
+            format!(
+                "`service_user/new@acme.example` creates its user in company id `{globex}`, but the live company \
+                 `Acme` has id `{acme}`"
+            ),
+            "`token/b@globex.example` acts on user id `u-1`, but the live user `b@globex.example` has id `u-2`"
+                .to_string(),
+        ]
+    );
+    assert_eq!(w.fake.mutating_calls(), 0);
+
+    // A token's `user_id` alone (a plan without `live_id`), and an id of an object that is gone.
+    let mut t = token_issue("b@globex.example", None);
+    if let Payload::IssueToken(issue) = &mut t.payload {
+        issue.user_id = Some("u-1".into());
+    }
+    t.fingerprint = Some(fingerprint::user(&b));
+    let mut gone = update_user_of("gone@acme.example", "Acme", &a);
+    gone.fingerprint = None;
+    let wrong = wrong_of(&check_fresh(&plan(vec![t, gone]), w.fake.as_ref(), 4).await.unwrap_err());
+    assert_eq!(
+        wrong,
+        [
+            "`service_user/gone@acme.example` acts on user id `u-1`, but no live user has the email \
+             `gone@acme.example`",
+            "`token/b@globex.example` issues a token for user id `u-1`, but the live user `b@globex.example` has \
+             id `u-2`",
+        ]
+    );
+    let err = check_fresh(&plan(vec![update_user_of("gone@acme.example", "Acme", &a)]), w.fake.as_ref(), 4)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the plan is stale: `service_user/gone@acme.example` acts on user id `u-1`, but no live user has the \
+         email `gone@acme.example` — run `ozform plan` again"
+    );
+}
+
+#[tokio::test]
+async fn a_saved_plan_cannot_aim_at_an_admin_even_by_its_address_and_fingerprint() {
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({}));
+    let admin =
+        ObservedUser { kind: UserKind::Admin, ..service_user("u-admin", "admin@acme.example", &acme) };
+    w.fake.add_user(admin.clone());
+    // As if the attacker read the admin from the API: its id and fingerprint are right.
+    let update = update_user_of("admin@acme.example", "Acme", &admin);
+    let mut removal = removal("admin@acme.example", true);
+    removal.live_id = Some(admin.id.clone());
+    removal.fingerprint = Some(fingerprint::user(&admin));
+    let mut t = token_issue("admin@acme.example", Some("u-admin"));
+    t.fingerprint = Some(fingerprint::user(&admin));
+    let is_admin =
+        "acts on a service user, but the live user `admin@acme.example` (id `u-admin`) is an ADMIN";
+    for change in [update, removal, t] {
+        let address = change.address.to_string();
+        let wrong = wrong_of(&check_fresh(&plan(vec![change]), w.fake.as_ref(), 4).await.unwrap_err());
+        assert_eq!(wrong, [format!("`{address}` {is_admin}")]);
+    }
+    assert_eq!(w.fake.mutating_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_saved_removal_or_update_of_a_user_of_another_company_than_it_names_is_refused() {
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({}));
+    let globex = w.fake.add_company("Globex", json!({}));
+    w.fake.add_user(service_user("u-g", "g@globex.example", &globex));
+    let g = w.fake.user("g@globex.example").unwrap();
+    // Its id and fingerprint right, its company the one that prunes: Acme.
+    let mut removal = removal("g@globex.example", true);
+    removal.live_id = Some(g.id.clone());
+    removal.fingerprint = Some(fingerprint::user(&g));
+    let update = update_user_of("g@globex.example", "Acme", &g);
+    for change in [removal, update] {
+        let address = change.address.to_string();
+        let wrong = wrong_of(&check_fresh(&plan(vec![change]), w.fake.as_ref(), 4).await.unwrap_err());
+        assert_eq!(
+            wrong,
+            [format!(
+                "`{address}` acts on a user of company `Acme` (id `{acme}`), but the live user `g@globex.example` \
+                 (id `u-g`) is in company id `{globex}`"
+            )]
+        );
+    }
+    // A company that is not (one) live company.
+    let update = update_user_of("g@globex.example", "Nowhere", &g);
+    let wrong = wrong_of(&check_fresh(&plan(vec![update]), w.fake.as_ref(), 4).await.unwrap_err());
+    assert_eq!(
+        wrong,
+        [format!(
+            "`service_user/g@globex.example` acts on a user of company `Nowhere`, but no live company has that \
+             name (the live user `g@globex.example` (id `u-g`) is in company id `{globex}`)"
+        )]
+    );
+    // The same change in its own company is fresh.
+    check_fresh(&plan(vec![update_user_of("g@globex.example", "Globex", &g)]), w.fake.as_ref(), 4)
+        .await
+        .unwrap();
+    assert_eq!(w.fake.mutating_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_token_whose_user_is_found_by_email_at_apply_time_is_issued_only_for_a_service_user() {
+    // A token planned while its user was being created, whose email is an admin's by the time
+    // the executor looks it up (made by someone else since the plan was checked).
+    let w = World::new();
+    let acme = w.fake.add_company("Acme", json!({}));
+    let admin =
+        ObservedUser { kind: UserKind::Admin, ..service_user("u-admin", "admin@acme.example", &acme) };
+    w.fake.add_user(admin);
+    let mut t = issue_token("admin@acme.example");
+    t.depends_on.clear();
+    let report = w.apply(&plan(vec![t]), 1).await;
+    assert_eq!(addresses(&report.failed, |f| &f.address), ["token/admin@acme.example"]);
+    assert!(report.failed[0].error.message.contains("is not a service user (an ADMIN)"), "{report:?}");
+    assert_eq!(w.fake.calls(Op::IssueToken), 0);
+    assert!(w.store.records().is_empty());
 }
 
 // --- Convergence and secrets ----------------------------------------------------------------
@@ -1032,7 +1207,7 @@ async fn an_existing_account_of_another_kind_is_not_adopted_as_a_service_user() 
     cu.depends_on.clear();
     let report = w.apply(&plan(vec![cu]), 8).await;
     assert_eq!(addresses(&report.failed, |f| &f.address), ["service_user/svc@acme.example"]);
-    assert!(report.failed[0].error.contains("not a service user"), "{}", report.failed[0].error);
+    assert!(report.failed[0].error.message.contains("not a service user"), "{}", report.failed[0].error);
     assert_eq!(w.fake.calls(Op::UpdateUser), 0);
 }
 
@@ -1186,7 +1361,7 @@ async fn a_removal_that_fails_keeps_the_user_and_its_stored_token() {
     w.fake.inject(Op::UpdateUser, "off@x.test", Fault::OutcomeUnknownBeforeCommit);
     let report = w.apply(&plan(vec![removal("gone@x.test", true), removal("off@x.test", false)]), 2).await;
     assert_eq!(report.failed.len(), 2, "{report:?}");
-    assert!(report.failed[0].error.contains("DELETE /api/users/u-gone@x.test"), "{report:?}");
+    assert!(report.failed[0].error.message.contains("DELETE /api/users/u-gone@x.test"), "{report:?}");
     assert!(w.fake.user("gone@x.test").is_some() && w.fake.user("off@x.test").is_some_and(|u| u.active));
     assert_eq!(w.store.records().len(), 2, "a token is dropped only after its user is removed");
 }
@@ -1203,5 +1378,8 @@ async fn a_saved_removal_is_stale_once_its_user_changed() {
     let patch = ozform::model::UserPatch { first_name: Some("Changed".into()), ..Default::default() };
     ozform::apply::Effects::update_user(w.fake.as_ref(), &live.id, &patch).await.unwrap();
     let err = check_fresh(&plan, w.fake.as_ref(), 4).await.unwrap_err();
-    assert!(matches!(&err, ApplyError::Stale { moved } if moved == &["service_user/gone@x.test"]), "{err:?}");
+    assert!(
+        matches!(&err, ApplyError::Stale { moved, wrong } if moved == &["service_user/gone@x.test"] && wrong.is_empty()),
+        "{err:?}"
+    );
 }

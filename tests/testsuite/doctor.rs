@@ -248,14 +248,16 @@ async fn a_wrong_password_fails_the_login_finding() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_api_fails_the_reachable_finding() {
-    let emu = emulator(ApiVersion::V6, Quirks::default()).await;
-    let url = emu.url().clone();
-    let admin = emu.admin_email().to_string();
-    emu.shutdown().await;
+    // A port bound and not listening: every connection is refused, and no other test's
+    // emulator can take the port while the doctor retries (a shut-down emulator's port could
+    // be taken by the next test that starts one).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", socket.local_addr().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let run = Cli::new()
         .env("OZ_API_URL", &url)
-        .env("OZ_ADMIN_EMAIL", admin)
+        .env("OZ_ADMIN_EMAIL", "admin@ozform.local")
         .env("OZ_ADMIN_PASSWORD", "x")
         .args(["doctor", "--format", "json", "--token-dir", dir.path().join("t").to_str().unwrap()])
         .run()
@@ -273,6 +275,48 @@ async fn a_token_store_that_cannot_keep_tokens_fails_its_finding() {
     let (report, code) = doctor(&emu, &password(&emu), &["--token-dir", not_a_dir.to_str().unwrap()]).await;
     assert_eq!(code, 1);
     assert_eq!(not_ok(&report), ["token_store=fail"], "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_store_finding_names_the_store_it_checked_and_how_many_tokens_may_be_unstored() {
+    let emu = emulator(ApiVersion::V6, Quirks::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let (report, code) = doctor(&emu, &password(&emu), &["--token-dir", tokens.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        summary_of(&report, "token_store"),
+        format!(
+            "the token directory `{}` can keep tokens (a probe file was written and removed)",
+            tokens.display()
+        )
+    );
+    // docs/lifecycle.md: "at most `--parallelism` tokens are ever issued but not yet stored".
+    let meaning = finding(&report, "token_store")["meaning"].as_str().unwrap().to_string();
+    assert!(
+        meaning.contains("at most `--parallelism` tokens are ever issued but not yet stored"),
+        "{meaning}"
+    );
+
+    // A helper: named by its command line, as its own errors name it.
+    let helpers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/helpers");
+    for (helper, code, words) in [
+        ("healthy", 0, "can keep tokens (it answered `check`)"),
+        ("fails-check", 1, "cannot keep tokens: token store helper"),
+    ] {
+        let command = format!("{} --label 'two words'", helpers.join(helper).display());
+        let cli = Cli::new()
+            .env("OZ_API_URL", emu.url())
+            .env("OZ_ADMIN_EMAIL", emu.admin_email())
+            .env("OZ_ADMIN_PASSWORD", password(&emu))
+            .env("OZFORM_TEST_STORE_DIR", dir.path().join("helper-store"))
+            .args(["doctor", "--format", "json", "--token-store", &format!("exec:{command}")]);
+        let run = tokio::task::spawn_blocking(move || cli.run()).await.unwrap().code(code);
+        let report: Value = serde_json::from_str(&run.stdout).unwrap();
+        let summary = summary_of(&report, "token_store");
+        assert!(summary.starts_with(&format!("the token store helper `{command}` {words}")), "{summary}");
+    }
+    assert_read_only(&emu);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,7 +410,7 @@ async fn hidden_permission_flags_are_a_warning_of_their_own() {
     let (report, code) = doctor(&emu, &password(&emu), &[]).await;
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(not_ok(&report), ["permissions=warn"], "{report:#}");
-    assert_eq!(summary_of(&report, "permissions"), "none of 11 user(s) shows a permission flag");
+    assert_eq!(summary_of(&report, "permissions"), "none of 11 users shows a permission flag");
     assert!(summary_of(&report, "api_version").starts_with("API 6, detected"), "{report:#}");
 }
 
@@ -383,6 +427,38 @@ async fn companies_being_deleted_and_still_listed_are_counted() {
     assert_eq!((code, not_ok(&report)), (0, Vec::<String>::new()), "{report:#}");
     assert_eq!(
         summary_of(&report, "companies"),
-        "2 compan(ies), 1 being deleted and still listed (`in_deletion`)"
+        "2 companies, 1 being deleted and still listed (`in_deletion`)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_twenty_percent_faults_the_verdict_is_reached_in_twenty_runs_of_twenty() {
+    // What `ozform emulator --fault-rate 0.2` serves (429 with `Retry-After: 1`, 500, 503 and
+    // dropped connections, a fifth of the requests in all), the login and its refresh included;
+    // each run from its own seed, so that a failure can be replayed.
+    let runs = (0..20_u64).map(|run| async move {
+        let faults = Faults { include_auth: true, seed: run, ..Faults::mixed(0.2, 0) };
+        let emu = Emulator::new(ApiVersion::V6)
+            .seed(seed(ApiVersion::V6, &["Acme", "Globex"], 10))
+            .faults(faults)
+            .start()
+            .await;
+        let (report, code) = doctor(&emu, &password(&emu), &[]).await;
+        (run, emu, report, code)
+    });
+    let mut faulted = 0;
+    let mut faulted_logins = 0;
+    for (run, emu, report, code) in futures::future::join_all(runs).await {
+        assert_eq!(code, 0, "run {run}:\n{report:#}");
+        let off = not_ok(&report);
+        assert!(off.iter().all(|f| f == "faults=warn"), "run {run}: {off:?}\n{report:#}");
+        let fault = |r: &ozform::emulator::RequestRecord| !r.status.is_some_and(|s| (200..300).contains(&s));
+        let requests = emu.requests();
+        faulted += requests.iter().filter(|r| fault(r)).count();
+        faulted_logins +=
+            requests.iter().filter(|r| fault(r) && r.path.starts_with("/api/authorize/auth")).count();
+    }
+    // The runs met faults, the login among them: the verdicts above were reached through them.
+    assert!(faulted >= 20, "only {faulted} faulted requests in 20 runs");
+    assert!(faulted_logins > 0, "no login was faulted in 20 runs");
 }

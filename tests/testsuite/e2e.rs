@@ -227,7 +227,7 @@ async fn a_fresh_apply_creates_everything_writes_tokens_and_converges(api_versio
     assert_eq!(names, ["svc-claims@globex.example.json", "svc-web@acme.example.json"]);
     let (http, _) = w.admin_session().await;
     for email in BASIC_TOKEN_USERS {
-        let path = w.token_dir().join(format!("{email}.json"));
+        let path = w.store_dir().join(format!("{email}.json"));
         let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600, "{}", path.display());
         let file = &files[&format!("{email}.json")];
@@ -235,6 +235,7 @@ async fn a_fresh_apply_creates_everything_writes_tokens_and_converges(api_versio
         assert_eq!(
             keys,
             BTreeSet::from([
+                "installation",
                 "email",
                 "user_id",
                 "token_id",
@@ -246,6 +247,7 @@ async fn a_fresh_apply_creates_everything_writes_tokens_and_converges(api_versio
         );
         let user = w.user(email);
         assert_eq!(file["email"], email);
+        assert_eq!(file["installation"], json!(w.emu.url()), "the default installation is the API's origin");
         assert_eq!(file["user_id"], json!(user.user_id));
         assert_eq!(file["api_url"], json!(w.emu.url()));
         assert!(state.service_tokens.iter().any(|t| json!(t.token_id) == file["token_id"]));
@@ -470,9 +472,17 @@ async fn a_saved_plan_applies_exactly_and_is_refused_once_stale(api_version: Api
     .unwrap();
     let from_file = from_file.to_str().unwrap().to_string();
 
-    // An unchanged saved plan applies without --auto-approve and without manifests.
+    // An unchanged saved plan applies without --auto-approve and without manifests. The secret
+    // file lies outside this checkout: the plan records its absolute path, which `apply --plan`
+    // reads only inside a `--secrets-dir` (issue #20).
     w.plan(&["--out", &saved_arg, BASIC, &from_file]).await.code(0);
-    let run = w.apply(&["--plan", &saved_arg]).await.code(0);
+    let run = w.apply(&["--plan", &saved_arg]).await.code(1);
+    // Whatever miette's line wrapping (it depends on the temp dir's length): words and its `|`
+    // gutter aside.
+    let said = run.stderr.split_whitespace().filter(|w| *w != "|" && *w != "│").collect::<Vec<_>>().join(" ");
+    assert!(said.contains("lies outside the checkout and every `--secrets-dir`"), "{}", run.stderr);
+    let secrets_dir = secrets.path().to_str().unwrap();
+    let run = w.apply(&["--plan", &saved_arg, "--secrets-dir", secrets_dir]).await.code(0);
     assert!(run.stdout.contains("Apply complete"), "{}", run.stdout);
     assert_eq!(w.emu.snapshot().users.len(), 1 + BASIC_USERS.len() + 1);
     assert_eq!(w.token_files().len(), 2);
@@ -832,8 +842,9 @@ async fn demo_runs_plan_apply_plan_and_ends_converged(api_version: ApiVersion) {
         let record: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         assert!(!printed.contains(record["access_token"].as_str().unwrap()), "{printed}");
     }
-    // `--keep` kept the directory for people to look at; a test cleans up after itself.
-    std::fs::remove_dir_all(token_dir.parent().unwrap()).unwrap();
+    // `--keep` kept the directory for people to look at; a test cleans up after itself (the
+    // demo's directory holds `tokens/<installation>/`).
+    std::fs::remove_dir_all(token_dir.parent().unwrap().parent().unwrap()).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------

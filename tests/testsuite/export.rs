@@ -100,7 +100,7 @@ async fn the_export_validates_and_plans_back_to_no_changes(version: ApiVersion) 
     let run = ozform(connected(&handle).args(["export"])).await.code(0);
     assert_eq!(handle.stats().mutating_requests, 0, "export must not change anything");
     assert!(
-        run.stderr.contains("left out 2 user(s) of exported companies that are not service users"),
+        run.stderr.contains("left out 2 users of exported companies that are not service users"),
         "{}",
         run.stderr
     );
@@ -149,17 +149,27 @@ async fn the_company_filter_and_tokens(version: ApiVersion) {
     let manifest = dir.path().join("globex.yaml");
 
     handle.reset_stats();
+    // A name that matches no live company is an error, as in plan and apply: nothing is written.
     let run = ozform(
         connected(&handle)
             .args(["export", "--company", "Globex Insurance", "--company", "Nowhere", "--tokens", "--out"])
             .args([&manifest]),
     )
     .await
+    .code(1);
+    assert!(run.stderr.contains("`--company Nowhere` matches no live company"), "{}", run.stderr);
+    assert!(!manifest.exists(), "nothing was written");
+
+    let run = ozform(
+        connected(&handle)
+            .args(["export", "--company", "Globex Insurance", "--tokens", "--out"])
+            .args([&manifest]),
+    )
+    .await
     .code(0);
     assert_eq!(handle.stats().mutating_requests, 0);
     assert_eq!(run.stdout, "", "with --out nothing goes to stdout");
-    assert!(run.stderr.contains("`--company Nowhere` matches no live company"), "{}", run.stderr);
-    assert!(run.stderr.contains("exported 1 companies and 1 service users"), "{}", run.stderr);
+    assert!(run.stderr.contains("exported 1 company and 1 service user"), "{}", run.stderr);
 
     let yaml = std::fs::read_to_string(&manifest).unwrap();
     assert!(yaml.contains("name: Globex Insurance") && !yaml.contains("Acme"), "{yaml}");
@@ -182,6 +192,66 @@ async fn an_api_6_export_of_one_company_with_tokens_plans_only_missing_tokens() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_5_export_of_one_company_with_tokens_plans_only_missing_tokens() {
     the_company_filter_and_tokens(ApiVersion::V5).await;
+}
+
+/// `--tokens` marks only active users: Initech's inactive service user gets no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_marked_for_active_users_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = live(ApiVersion::V6, &dir.path().join("tokens")).await;
+    let run = ozform(connected(&handle).args(["export", "--company", "Initech", "--tokens"])).await.code(0);
+    let document: Value = serde_saphyr::from_str(&run.stdout).unwrap();
+    let users = document["service_users"].as_array().unwrap();
+    let legacy = users.iter().find(|u| u["email"] == "Legacy.Feed@initech.example").unwrap();
+    assert_eq!(legacy["active"], false);
+    assert!(legacy.get("token").is_none(), "an inactive user is marked for a token:\n{}", run.stdout);
+    let plan = {
+        let manifest = dir.path().join("initech.yaml");
+        std::fs::write(&manifest, &run.stdout).unwrap();
+        plan_json(&handle, &manifest, &dir.path().join("empty-sink")).await
+    };
+    assert!(
+        addresses(&plan).iter().all(|a| !a.starts_with("token/")),
+        "no token for an inactive user: {plan:#}"
+    );
+    handle.shutdown().await;
+}
+
+/// The schema comment points at the nearest `schemas/ozform.schema.json` up from the file
+/// written, else at `schemas/` next to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_comment_is_relative_to_the_file_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = live(ApiVersion::V6, &dir.path().join("tokens")).await;
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("schemas")).unwrap();
+    std::fs::create_dir_all(repo.join("manifests/prod")).unwrap();
+    std::fs::copy(root().join("schemas/ozform.schema.json"), repo.join("schemas/ozform.schema.json"))
+        .unwrap();
+    let first_line = |path: &Path| std::fs::read_to_string(path).unwrap().lines().next().unwrap().to_string();
+    for (out, schema) in [
+        ("manifests/prod/live.yaml", "../../schemas/ozform.schema.json"),
+        ("live.yaml", "schemas/ozform.schema.json"),
+    ] {
+        ozform(connected(&handle).current_dir(&repo).args(["export", "--out", out])).await.code(0);
+        assert_eq!(first_line(&repo.join(out)), format!("# yaml-language-server: $schema={schema}"));
+    }
+    // No schema up the tree: the directory's own `schemas/`, where `ozform schema` can write it.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    ozform(connected(&handle).current_dir(&elsewhere).args(["export", "--out", "live.yaml"])).await.code(0);
+    assert_eq!(
+        first_line(&elsewhere.join("live.yaml")),
+        "# yaml-language-server: $schema=schemas/ozform.schema.json"
+    );
+    // On stdout, relative to the working directory.
+    let run = ozform(connected(&handle).current_dir(repo.join("manifests")).args(["export"])).await.code(0);
+    assert!(
+        run.stdout.starts_with("# yaml-language-server: $schema=../schemas/ozform.schema.json\n"),
+        "{}",
+        run.stdout
+    );
+    handle.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,12 +298,16 @@ async fn an_api_5_export_applied_to_a_fresh_api_6_installation_recreates_every_s
             "svc-web@acme.example"
         ]
     );
-    // Token files; the directory also holds apply's (empty) lock file, `.ozform.lock`.
-    let token_files = std::fs::read_dir(&new_tokens)
+    // Token files, in the new installation's directory (its URL's origin, encoded); the
+    // directory also holds apply's (empty) lock file, `.ozform.lock`.
+    let installation = ozform::token_store::Installation::of_api(&fresh.url());
+    let kept = new_tokens.join(ozform::token_store::naming::encode(installation.name()));
+    let token_files = std::fs::read_dir(&kept)
         .unwrap()
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".json"))
         .count();
-    assert_eq!(token_files, 4, "every user's token is in the new sink");
+    // `Legacy.Feed` is inactive: `--tokens` marks no token for it (#21).
+    assert_eq!(token_files, 3, "every active user's token is in the new sink");
     source.shutdown().await;
     fresh.shutdown().await;
 }
@@ -330,7 +404,7 @@ mod round_trip {
         #[test]
         fn any_live_state_exported_loads_and_plans_back_to_no_changes(observed in observed()) {
             let export = export::to_document(&observed, &export::ExportOptions::default());
-            let yaml = export.to_yaml();
+            let yaml = export.to_yaml(&export::schema_path(0));
             let dir = tempfile::tempdir().unwrap();
             let file = dir.path().join("export.yaml");
             std::fs::write(&file, &yaml).unwrap();

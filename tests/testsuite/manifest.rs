@@ -20,7 +20,7 @@ fn no_env(_: &str) -> Option<String> {
 
 /// The environment the examples need.
 fn example_env(name: &str) -> Option<String> {
-    (name == "OZ_ENV").then(|| "prod".to_string())
+    (name == "OZ_VAR_ENV").then(|| "prod".to_string())
 }
 
 /// The diagnostic as a user reads it, without colour and with a fixed width.
@@ -114,6 +114,24 @@ invalid_fixture!(
     raw_control_characters_in_the_source_are_printed_escaped,
     "raw_control_character.yaml",
     ["yaml_syntax"]
+);
+
+// Issue #20: what a pull request may no longer reach.
+invalid_fixture!(
+    a_variable_not_named_oz_var_is_refused_without_reading_it,
+    "undeclared_variable.yaml",
+    ["undeclared_variable"]
+);
+invalid_fixture!(
+    a_secret_file_outside_the_manifest_paths_is_refused_as_written,
+    "secret_outside.yaml",
+    ["secret_outside"]
+);
+invalid_fixture!(a_saved_plan_given_as_a_manifest_says_how_to_apply_it, "saved_plan.json", ["saved_plan"]);
+invalid_fixture!(
+    aliases_past_the_budget_of_all_files_together_are_located_where_they_cross_it,
+    "alias_budget",
+    ["alias_budget"]
 );
 
 /// Whether `text` holds a character a terminal could act on (all but newline).
@@ -273,7 +291,7 @@ fn the_basic_example_loads_two_companies_three_users_two_tokens() {
 }
 
 #[test]
-fn the_multi_env_example_takes_its_names_from_oz_env() {
+fn the_multi_env_example_takes_its_names_from_oz_var_env() {
     let prod = manifest::load(&[root().join("examples/multi-env")], &example_env).unwrap();
     assert_eq!(prod.companies[0].name, "Acme Bank (prod)");
     assert_eq!(
@@ -281,10 +299,11 @@ fn the_multi_env_example_takes_its_names_from_oz_env() {
         Some(serde_json::json!({"environment": "prod", "note": "${not-interpolated}"}))
     );
     assert_eq!(prod.users[1].email.as_str(), "svc-web-prod@acme.example");
-    assert_eq!(
-        prod.users[1].password,
-        Some(SecretRef::File(root().join("examples/multi-env").join("secrets/prod/web-password")))
-    );
+    // Recorded relative to the checkout root (this repository), found at the path it names.
+    let Some(SecretRef::File(file)) = &prod.users[1].password else { panic!("{:?}", prod.users[1].password) };
+    assert_eq!(file.path(), Path::new("examples/multi-env/secrets/prod/web-password"));
+    assert_eq!(file.written(), Path::new("secrets/prod/web-password"));
+    assert_eq!(file.resolved(), Some(root().join("examples/multi-env/secrets/prod/web-password").as_path()));
     let staging = manifest::load(&[root().join("examples/multi-env")], &no_env).unwrap();
     assert_eq!(staging.companies[0].name, "Acme Bank (staging)");
 }
@@ -461,7 +480,7 @@ fn validate_prints_a_summary_and_exits_0_for_the_examples() {
     assert_eq!(run.stdout, "ok: 2 companies, 3 service users, 2 tokens in 2 files\n");
     let run = Cli::new()
         .args(["validate", "examples/multi-env"])
-        .env("OZ_ENV", "prod")
+        .env("OZ_VAR_ENV", "prod")
         .current_dir(root())
         .run()
         .code(0);
@@ -552,14 +571,14 @@ proptest::proptest! {
 /// The admin password of the CI job that loads the manifests.
 const CANARY: &str = "canary-admin-7f3e9b";
 
-/// A CI job's environment: the admin password, a service user's password, and `OZ_ENV`. (The
+/// A CI job's environment: the admin password, a service user's password, and `OZ_VAR_ENV`. (The
 /// service user's password is secret only where a manifest loaded with it names it in a
 /// `password`, which a mutation may undo, so only the admin password is a canary.)
 fn ci_env(name: &str) -> Option<String> {
     match name {
         "OZ_ADMIN_PASSWORD" => Some(CANARY.to_string()),
         "ACME_WEB_PASSWORD" => Some("web-password".to_string()),
-        "OZ_ENV" => Some("prod".to_string()),
+        "OZ_VAR_ENV" => Some("prod".to_string()),
         _ => None,
     }
 }

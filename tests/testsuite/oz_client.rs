@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use common::builders::{new_company, new_user};
 use common::emulator::{
     Emulator, client_config, company_id, connect, count, count_ok, email, seed, tls_proxy, tls_proxy_with,
     user_id,
@@ -44,23 +45,6 @@ fn quality_off() -> UserPatch {
     UserPatch {
         permissions: Permissions { quality: Some(false), ..Permissions::default() },
         ..UserPatch::default()
-    }
-}
-
-fn new_company(name: &str) -> NewCompany {
-    NewCompany { name: name.into(), technical_meta_data: None }
-}
-
-fn new_user(email: &str, company_id: &str) -> NewUser {
-    NewUser {
-        email: Email::new(email),
-        company_id: company_id.to_string(),
-        first_name: "New".into(),
-        last_name: "User".into(),
-        middle_name: String::new(),
-        password: Secret::new("canary-user-password-4410"),
-        active: true,
-        permissions: Permissions { documents: Some(false), ..Permissions::default() },
     }
 }
 

@@ -73,6 +73,7 @@ use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Child;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Run;
@@ -126,24 +127,44 @@ struct Running {
     child: Child,
     stdout: std::thread::JoinHandle<Vec<u8>>,
     stderr: std::thread::JoinHandle<Vec<u8>>,
+    /// What the run has written to stderr so far.
+    stderr_so_far: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Running {
     fn start(cli: common::Cli) -> Self {
-        fn drain(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+        fn drain(
+            mut from: impl std::io::Read + Send + 'static,
+            so_far: Arc<Mutex<Vec<u8>>>,
+        ) -> std::thread::JoinHandle<Vec<u8>> {
             std::thread::spawn(move || {
-                let mut bytes = Vec::new();
-                let _ = from.read_to_end(&mut bytes);
-                bytes
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = from.read(&mut chunk) {
+                    so_far.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+                so_far.lock().unwrap().clone()
             })
         }
         let mut child = cli.spawn();
-        let stdout = drain(child.stdout.take().unwrap());
-        let stderr = drain(child.stderr.take().unwrap());
-        Self { child, stdout, stderr }
+        let stdout = drain(child.stdout.take().unwrap(), Arc::default());
+        let stderr_so_far = Arc::default();
+        let stderr = drain(child.stderr.take().unwrap(), Arc::clone(&stderr_so_far));
+        Self { child, stdout, stderr, stderr_so_far }
     }
     fn id(&self) -> u32 {
         self.child.id()
+    }
+    /// Wait (polling what it printed, never a fixed sleep) until the run has said `words` on stderr.
+    async fn said(&self, words: &str) {
+        let waiting = async {
+            while !String::from_utf8_lossy(&self.stderr_so_far.lock().unwrap()).contains(words) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        // A hang guard, not a timing assert.
+        tokio::time::timeout(Duration::from_secs(120), waiting)
+            .await
+            .unwrap_or_else(|_| panic!("never said: {words}"));
     }
 }
 
@@ -181,7 +202,7 @@ fn service_users(s: &Snapshot) -> usize {
 
 /// Wait for a spawned run to end and keep what it printed for the canary scan.
 async fn finish(w: &World, running: Running) -> Run {
-    let Running { mut child, stdout, stderr } = running;
+    let Running { mut child, stdout, stderr, .. } = running;
     let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
         (child.wait().unwrap(), stdout.join().unwrap(), stderr.join().unwrap())
     })
@@ -246,10 +267,10 @@ fn assert_whole(w: &World, users: usize) {
         assert_eq!(format!("{email}.json"), *name);
         assert!(emails.contains(email), "{email}");
         assert!(token["access_token"].as_str().is_some_and(|t| !t.is_empty()), "{name}");
-        let mode = std::fs::metadata(w.token_dir().join(name)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(w.store_dir().join(name)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{name}");
     }
-    assert_eq!(temp_files(&w.token_dir()), Vec::<String>::new(), "no temp file left");
+    assert_eq!(temp_files(&w.store_dir()), Vec::<String>::new(), "no temp file left");
 }
 
 /// When to kill a run: a description, and the emulator state to wait for.
@@ -272,7 +293,7 @@ async fn kill_9_at_several_points_loses_at_most_the_parallelism_and_a_rerun_make
         let run = finish(&w, child).await;
         assert_eq!(run.code, -1, "killed: {}", run.stderr);
         // Tokens issued in Oz and recorded nowhere (no file, no complete temp record).
-        let unrecorded = issued_token_ids(&w).difference(&stored_token_ids(&w.token_dir())).count();
+        let unrecorded = issued_token_ids(&w).difference(&stored_token_ids(&w.store_dir())).count();
         // (Saturating: should the API drop a superseded token, the count could only shrink.)
         let new = unrecorded.saturating_sub(lost);
         assert!(
@@ -308,9 +329,9 @@ async fn a_signal_stops_the_apply_gracefully(signal: &str, code: i32) {
     // Every token issued is in its file, nothing half-written, the lock let go.
     let issued = issued_token_ids(&w);
     assert!(!issued.is_empty());
-    assert!(issued.is_subset(&stored_token_ids(&w.token_dir())), "a token was lost");
-    assert_eq!(temp_files(&w.token_dir()), Vec::<String>::new());
-    assert_eq!(std::fs::read(w.token_dir().join(".ozform.lock")).unwrap(), b"", "the lock file is emptied");
+    assert!(issued.is_subset(&stored_token_ids(&w.store_dir())), "a token was lost");
+    assert_eq!(temp_files(&w.store_dir()), Vec::<String>::new());
+    assert_eq!(std::fs::read(w.store_dir().join(".ozform.lock")).unwrap(), b"", "the lock file is emptied");
 
     let run = finish(&w, spawn_apply(&w, &manifest, &[])).await.code(0);
     assert!(run.stdout.contains("Apply complete"), "{}", run.stdout);
@@ -335,6 +356,9 @@ async fn a_second_signal_exits_at_once_with_the_first_signal_s_code() {
     let child = spawn_apply(&w, &manifest, &[]);
     wait_until(&w, "some users exist", |s| service_users(s) >= 20).await;
     send(&child, "TERM");
+    // The first signal must have been taken before the second is sent: both pending at once
+    // are seen in no particular order.
+    child.said("interrupted: finishing the steps in flight").await;
     send(&child, "INT");
     finish(&w, child).await.code(143);
     // The lock died with the process; what it left is recovered by the next run.
@@ -403,16 +427,16 @@ async fn two_quiet_applies_leave_the_token_directory_byte_identical_and_plans_ta
         files.sort();
         files
     };
-    let before = contents(&w.token_dir());
+    let before = contents(&w.store_dir());
     assert!(before.iter().any(|(n, bytes)| n == ".ozform.lock" && bytes.is_empty()), "{before:?}");
     for _ in 0..2 {
         let run = w.apply(&["--auto-approve", &manifest]).await.code(0);
         assert!(run.stdout.contains("No changes."), "{}", run.stdout);
     }
-    assert_eq!(contents(&w.token_dir()), before);
+    assert_eq!(contents(&w.store_dir()), before);
 
     // A plan runs while an apply holds the lock.
-    let store = DirStore::new(w.token_dir());
+    let store = DirStore::new(w.token_dir(), Installation::of_api(&w.emu.url()));
     let lock = store.lock(Duration::ZERO).unwrap();
     w.plan(&["--detailed-exitcode", &manifest]).await.code(0);
     let refused = w.apply(&["--auto-approve", &manifest]).await.code(1);
@@ -425,7 +449,7 @@ async fn two_quiet_applies_leave_the_token_directory_byte_identical_and_plans_ta
 // The directory store: recovery and hostile directories (issue #14).
 
 use ozform::secret::Secret;
-use ozform::token_store::{Recovery, TokenRecord, TokenStoreError};
+use ozform::token_store::{Installation, Recovery, TokenRecord, TokenStoreError};
 
 fn record(email: &str, token: &str, issued_at: &str) -> TokenRecord {
     TokenRecord {
@@ -436,7 +460,14 @@ fn record(email: &str, token: &str, issued_at: &str) -> TokenRecord {
         expire_date: 2_000_000_000.0,
         api_url: "http://127.0.0.1:9".into(),
         issued_at: issued_at.into(),
+        password: None,
+        company: None,
     }
+}
+
+/// The installation of the API these records name (`http://127.0.0.1:9`).
+fn installation() -> Installation {
+    Installation::of_api("http://127.0.0.1:9")
 }
 
 /// The JSON of a token file, as a killed store leaves it in its temp file.
@@ -450,15 +481,14 @@ fn record_json(email: &str, token: &str, issued_at: &str) -> String {
 }
 
 fn token_of(store: &DirStore, email: &str) -> String {
-    let email = ozform::model::Email::new(email);
-    store.read(&email).unwrap().unwrap().access_token.expose().to_string()
+    store.get(email).unwrap().unwrap().access_token.expose().to_string()
 }
 
 #[test]
 fn recovery_puts_complete_newer_temp_records_in_place_and_removes_the_rest() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tokens");
-    let store = DirStore::new(&dir);
+    let store = DirStore::new(tmp.path().join("tokens"), installation());
+    let dir = store.dir().to_path_buf();
     store.store(&record("a@x.example", "stored-a", "2026-11-30T06:00:00Z")).unwrap();
     store.store(&record("b@x.example", "stored-b", "2026-11-30T07:00:00Z")).unwrap();
     let leave = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
@@ -474,7 +504,7 @@ fn recovery_puts_complete_newer_temp_records_in_place_and_removes_the_rest() {
     leave(".e@x.example.json.tmp-0005", &record_json("f@x.example", "temp-f", "2026-11-30T06:30:00Z"));
     leave(".ozform-probe-0006", "{}\n");
 
-    assert_eq!(store.recover().unwrap(), Recovery { recovered: 2, removed: 4 });
+    assert_eq!(store.recover().unwrap(), Recovery { recovered: 2, removed: 4, migrated: 0 });
     assert_eq!(
         (token_of(&store, "a@x.example"), token_of(&store, "b@x.example"), token_of(&store, "c@x.example")),
         ("temp-a".into(), "stored-b".into(), "temp-c".into())
@@ -492,8 +522,8 @@ fn recovery_puts_complete_newer_temp_records_in_place_and_removes_the_rest() {
 #[test]
 fn entries_that_are_not_regular_files_are_ignored_and_symlinks_never_followed() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tokens");
-    let store = DirStore::new(&dir);
+    let store = DirStore::new(tmp.path().join("tokens"), installation());
+    let dir = store.dir().to_path_buf();
     store.store(&record("a@x.example", "stored-a", "2026-11-30T06:00:00Z")).unwrap();
     // A token planted outside, linked in under a token file's name and over a stored one.
     let outside = tmp.path().join("planted.json");
@@ -505,8 +535,8 @@ fn entries_that_are_not_regular_files_are_ignored_and_symlinks_never_followed() 
 
     let listed = store.list().unwrap();
     assert_eq!(listed.keys().collect::<Vec<_>>(), ["a@x.example"]);
-    assert!(store.read(&ozform::model::Email::new("evil@x.example")).unwrap().is_none());
-    assert!(store.read(&ozform::model::Email::new("fifo@x.example")).unwrap().is_none());
+    assert!(store.get("evil@x.example").unwrap().is_none());
+    assert!(store.get("fifo@x.example").unwrap().is_none());
 
     // A symlink in place of a stored token file is not read through either.
     std::fs::remove_file(dir.join("a@x.example.json")).unwrap();
@@ -517,8 +547,8 @@ fn entries_that_are_not_regular_files_are_ignored_and_symlinks_never_followed() 
 #[test]
 fn a_token_directory_others_may_write_to_is_refused_unless_allowed() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tokens");
-    let store = DirStore::new(&dir);
+    let store = DirStore::new(tmp.path().join("tokens"), installation());
+    let dir = store.dir().to_path_buf();
     store.check().unwrap();
     assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
     for (mode, who) in [(0o777, "everyone"), (0o770, "its group")] {
@@ -529,7 +559,7 @@ fn a_token_directory_others_may_write_to_is_refused_unless_allowed() {
             assert!(matches!(err, TokenStoreError::SharedDir { .. }), "{err:?}");
             assert!(err.to_string().contains(who), "{err}");
         }
-        let allowed = DirStore::new(&dir).allow_shared_dir(true);
+        let allowed = DirStore::new(tmp.path().join("tokens"), installation()).allow_shared_dir(true);
         allowed.list().unwrap();
         allowed.check().unwrap();
     }
@@ -559,8 +589,8 @@ async fn apply_says_how_many_tokens_it_recovered_from_a_killed_run() {
     // As if a rotation was killed between fsync and rename: the same token, issued later.
     let (name, mut token) = w.token_files().into_iter().next().unwrap();
     token["issued_at"] = "2099-01-01T00:00:00Z".into();
-    std::fs::write(w.token_dir().join(format!(".{name}.tmp-00c0ffee")), token.to_string()).unwrap();
-    std::fs::write(w.token_dir().join(".x@pipeline.example.json.tmp-00000001"), "{\"email\": \"x@").unwrap();
+    std::fs::write(w.store_dir().join(format!(".{name}.tmp-00c0ffee")), token.to_string()).unwrap();
+    std::fs::write(w.store_dir().join(".x@pipeline.example.json.tmp-00000001"), "{\"email\": \"x@").unwrap();
 
     let run = w.apply(&["--auto-approve", &manifest]).await.code(0);
     assert!(
@@ -569,7 +599,7 @@ async fn apply_says_how_many_tokens_it_recovered_from_a_killed_run() {
         run.stderr
     );
     assert_eq!(w.token_files()[&name]["issued_at"], "2099-01-01T00:00:00Z");
-    assert_eq!(temp_files(&w.token_dir()), Vec::<String>::new());
+    assert_eq!(temp_files(&w.store_dir()), Vec::<String>::new());
     w.assert_no_secrets();
 }
 
@@ -631,7 +661,7 @@ async fn two_applies_on_two_token_directories_put_users_in_at_most_one_of_twins(
 async fn a_signal_while_waiting_for_the_lock_exits_at_once_with_its_code() {
     let w = slow_world(0).await;
     let manifest = many_users(&w, 3);
-    let held = DirStore::new(w.token_dir()).lock(Duration::ZERO).unwrap();
+    let held = DirStore::new(w.token_dir(), Installation::of_api(&w.emu.url())).lock(Duration::ZERO).unwrap();
     let waiting = spawn_apply(&w, &manifest, &["--lock-timeout", "1h"]);
     // Observable progress: the waiting apply has the lock file open (Linux `/proc`).
     let fds = format!("/proc/{}/fd", waiting.id());

@@ -19,7 +19,7 @@ use common::memory_store::MemoryStore;
 use ozform::apply::{ExecuteOptions, Silent, execute, resolve_passwords};
 use ozform::model::{
     Desired, DesiredCompany, DesiredUser, Email, LivePermissions, Observed, ObservedCompany, ObservedUser,
-    Permissions, Prune, StoredToken, StoredTokens, TokenSpec, UserKind,
+    Permissions, Prune, StoredToken, StoredTokens, TokenSpec, UNKNOWN_EXPIRY, UserKind,
 };
 use ozform::plan::{
     Action, Address, Payload, Plan, PlanError, PlanOptions, PruneScope, RemovalLimits, TokenReason,
@@ -337,7 +337,7 @@ fn cases() -> Vec<Case> {
             observed(acme(), vec![]),
             &[
                 "+ service_user/a@x.test",
-                "warning: `service_user/a@x.test` will be created with the password from {env: PW}, but environment variable `PW` is not set now; `ozform apply` stops before its first request unless it is available",
+                "warning: `service_user/a@x.test` will be created with the password from `{env: PW}`, but environment variable `PW` is not set now; `ozform apply` stops before its first request unless it is available",
             ],
         ),
     ];
@@ -373,6 +373,24 @@ fn cases() -> Vec<Case> {
     v.push(token_case(
         "rotate-tokens issues every token again",
         valid.clone(),
+        PlanOptions { rotate_tokens: true, ..options() },
+        "* token/a@x.test: `--rotate-tokens` was given",
+    ));
+    v.push(token_case(
+        "a token of unknown expiry is kept, with a warning that rotate-before cannot rotate it",
+        StoredToken { expire_date: UNKNOWN_EXPIRY, ..valid.clone() },
+        options(),
+        "warning: the stored token of `a@x.test` has an unknown expiry (the API answered none a token can have when it was issued): `--rotate-before` cannot rotate it; `--rotate-tokens` issues a new one",
+    ));
+    v.push(token_case(
+        "a token of an expiry no token can have, from an earlier ozform, is of unknown expiry",
+        StoredToken { expire_date: -1e308, ..valid.clone() },
+        options(),
+        "warning: the stored token of `a@x.test` has an unknown expiry (the API answered none a token can have when it was issued): `--rotate-before` cannot rotate it; `--rotate-tokens` issues a new one",
+    ));
+    v.push(token_case(
+        "a token of unknown expiry is issued again by rotate-tokens, without a warning",
+        StoredToken { expire_date: UNKNOWN_EXPIRY, ..valid.clone() },
         PlanOptions { rotate_tokens: true, ..options() },
         "* token/a@x.test: `--rotate-tokens` was given",
     ));
@@ -771,7 +789,7 @@ fn a_token_of_a_live_user_names_the_user_and_shows_the_stored_token_without_secr
 #[test]
 fn missing_secrets_lists_each_unavailable_source_once() {
     let mut b = user("b@x.test", "Acme");
-    b.password = Some(SecretRef::File("/nope".into()));
+    b.password = Some(SecretRef::operator_file("/nope"));
     let d = desired(vec![company("Acme")], vec![user("a@x.test", "Acme"), user("c@x.test", "Acme"), b]);
     let missing = missing_secrets(&d, |r| matches!(r, SecretRef::File(_)));
     assert_eq!(missing, BTreeSet::from([SecretRef::Env("PW".into())]));

@@ -1,6 +1,7 @@
 //! The saved plan format across ozform versions: a plan saved by an earlier ozform (format 1,
 //! committed as a fixture, written before changes carried `token_reason`) still loads, every
-//! change decodes to the payload the executor runs, and it is written back byte for byte.
+//! change decodes to the payload the executor runs, and it is written back byte for byte (with
+//! the `plan_id` it did not have).
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use ozform::plan::format::{from_json, to_json};
@@ -25,7 +26,17 @@ fn a_format_1_plan_saved_by_an_earlier_ozform_loads_and_writes_back_byte_for_byt
             ("token/svc-web@acme.example".to_string(), Action::Issue),
         ]
     );
-    assert_eq!(to_json(&plan), SAVED_BY_0_1);
+    // Written back byte for byte, but for the `plan_id` a plan now carries right after its
+    // `format_version` (an additive field of format 1: the fixture predates it).
+    let id = ozform::plan::id::plan_id(&plan);
+    let with_id = SAVED_BY_0_1.replacen(
+        "  \"format_version\": 1,\n",
+        &format!("  \"format_version\": 1,\n  \"plan_id\": \"{id}\",\n"),
+        1,
+    );
+    assert_ne!(with_id, SAVED_BY_0_1);
+    assert_eq!(to_json(&plan), with_id);
+    assert_eq!(from_json(&with_id).unwrap(), plan);
 }
 
 #[test]

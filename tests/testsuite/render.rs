@@ -13,7 +13,7 @@ use ozform::model::{
 use ozform::plan::format::{from_json as parse_plan, to_json as json};
 use ozform::plan::{Plan, PlanError, PlanOptions, compute, missing_secrets};
 use ozform::render::{Style, markdown, text};
-use ozform::secret::SecretRef;
+use ozform::secret::{SecretFile, SecretRef};
 use serde_json::json;
 
 const NOW: f64 = 1_800_000_000.0;
@@ -128,7 +128,7 @@ fn fixture(secret_web: SecretRef, secret_new: SecretRef) -> (Desired, Observed, 
 
 fn every_kind_plan() -> Plan {
     let (desired, observed, sink) =
-        fixture(SecretRef::Env("ACME_WEB_PASSWORD".into()), SecretRef::File("/run/secrets/beta".into()));
+        fixture(SecretRef::Env("ACME_WEB_PASSWORD".into()), SecretRef::operator_file("/run/secrets/beta"));
     let options = PlanOptions {
         now: NOW,
         missing_secrets: missing_secrets(&desired, |r| matches!(r, SecretRef::File(_))),
@@ -255,6 +255,7 @@ fn an_empty_plan_says_no_changes() {
     Plan for https://oz.example (Oz API 5)
 
     No changes.
+    Plan id: 54fef742922693d4a8761baf96c3c504451b0619e1b761d18830f38ade4f42bd
     ");
     assert!(markdown(&p).contains("**No changes.**"));
 }
@@ -296,7 +297,7 @@ fn no_rendering_holds_a_secret_value() {
     let file = dir.path().join("beta-password");
     std::fs::write(&file, format!("{CANARY_FILE}\n")).unwrap();
     let (desired, observed, sink) =
-        fixture(SecretRef::Env("ACME_WEB_PASSWORD".into()), SecretRef::File(file));
+        fixture(SecretRef::Env("ACME_WEB_PASSWORD".into()), SecretRef::operator_file(file));
     let env = |name: &str| (name == "ACME_WEB_PASSWORD").then(|| CANARY_ENV.to_string());
     let options = PlanOptions {
         now: NOW,
@@ -320,5 +321,39 @@ fn no_rendering_holds_a_secret_value() {
         for canary in [CANARY_ENV, CANARY_FILE] {
             assert!(!out.contains(canary), "secret leaked into:\n{out}");
         }
+    }
+}
+
+#[test]
+fn the_plan_id_covers_the_changes_not_the_layout_the_warnings_or_the_time() {
+    use ozform::plan::id::plan_id;
+    let plan = every_kind_plan();
+    let id = plan_id(&plan);
+    let saved: serde_json::Value = serde_json::from_str(&json(&plan)).unwrap();
+    assert_eq!(saved["plan_id"], json!(id));
+    // Laid out otherwise (compact, keys in another order): the same plan, the same id.
+    assert_eq!(parse_plan(&saved.to_string()).unwrap(), plan);
+    // Made an hour later, the secret now available: the expiring token's reason says another
+    // time and the warning is gone; the id is the same.
+    let (desired, observed, sink) = fixture(
+        SecretRef::Env("ACME_WEB_PASSWORD".into()),
+        SecretRef::File(SecretFile::recorded("/run/secrets/beta")),
+    );
+    let later = PlanOptions { now: NOW + 3600.0, ..PlanOptions::default() };
+    let later = compute(&desired, &observed, &sink, &later);
+    assert_ne!(json(&later), json(&plan));
+    assert_eq!(plan_id(&later), id);
+    // Any id, fingerprint or field of a change moves it, and a saved plan so edited is refused.
+    for (pointer, edit) in [
+        ("/changes/1/live_id", json!("c-other")),
+        ("/changes/2/fingerprint", json!("00000000000000000000000000000000")),
+        ("/changes/3/after/first_name", json!("Other")),
+        ("/changes/3/password", json!({"env": "OTHER"})),
+    ] {
+        let mut edited = saved.clone();
+        *edited.pointer_mut(pointer).unwrap_or_else(|| panic!("{pointer}")) = edit;
+        let err = parse_plan(&edited.to_string()).unwrap_err();
+        assert!(matches!(err, PlanError::IdMismatch { .. }), "{pointer}: {err}");
+        assert!(err.to_string().contains(&id), "{err}");
     }
 }

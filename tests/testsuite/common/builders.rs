@@ -1,14 +1,15 @@
-//! Builders of desired and observed objects, shared by the planner, renderer and export tests.
+//! Builders of desired and observed objects, shared by the planner, renderer and export tests,
+//! and of the creates the Oz client and `Effects` tests send.
 //! Each gives the plain case; tests adjust fields with struct update syntax.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use ozform::model::{
-    ApiVersion, Desired, DesiredCompany, DesiredUser, Email, LivePermissions, Location, Observed,
-    ObservedCompany, ObservedUser, StoredToken, TokenSpec, UserKind,
+    ApiVersion, Desired, DesiredCompany, DesiredUser, Email, LivePermissions, Location, NewCompany, NewUser,
+    Observed, ObservedCompany, ObservedUser, Permissions, StoredToken, TokenSpec, UserKind,
 };
-use ozform::secret::SecretRef;
+use ozform::secret::{Secret, SecretRef};
 use serde_json::{Value, json};
 
 pub fn loc() -> Location {
@@ -82,4 +83,24 @@ pub fn observed(api_url: &str, companies: Vec<ObservedCompany>, users: Vec<Obser
 /// A stored token of `user_id` from `api_url`, keyed by the lower-cased email.
 pub fn stored(email: &str, user_id: &str, api_url: &str, expire_date: f64) -> (String, StoredToken) {
     (email.to_lowercase(), StoredToken { user_id: user_id.into(), api_url: api_url.into(), expire_date })
+}
+
+/// A company to create, without metadata.
+pub fn new_company(name: &str) -> NewCompany {
+    NewCompany { name: name.into(), technical_meta_data: None }
+}
+
+/// A service user `New User` of `company_id` to create, active, its `documents` permission off,
+/// its password a canary.
+pub fn new_user(email: &str, company_id: &str) -> NewUser {
+    NewUser {
+        email: Email::new(email),
+        company_id: company_id.to_string(),
+        first_name: "New".into(),
+        last_name: "User".into(),
+        middle_name: String::new(),
+        password: Secret::new("canary-user-password-4410"),
+        active: true,
+        permissions: Permissions { documents: Some(false), ..Permissions::default() },
+    }
 }

@@ -1,7 +1,10 @@
 //! `FakeEffects`, an in-memory `apply::Effects` for executor tests (not compiled into the
 //! product). A `Mutex`'d store of companies and users with the API's
-//! behaviours that matter to apply (duplicate creates refused, `in_deletion` companies not
-//! found, emails compared case-insensitively), plus what tests need to provoke and observe:
+//! behaviours that matter to apply (duplicate creates refused — company names as a setting —,
+//! `in_deletion` companies neither found nor changed, emails compared case-insensitively,
+//! tokens only for service users), its errors of the kinds the Oz client gives them. The
+//! conformance suite (`effects_contract`) holds it to the client on the emulator. Plus what
+//! tests need to provoke and observe:
 //! - one-shot faults per operation and natural key (`inject`): a plain failure, an outcome
 //!   unknown before or after the commit, a duplicate (someone else created it first);
 //! - holds (`hold`): a call waits until the test releases it, to prove steps overlap;
@@ -74,6 +77,8 @@ struct State {
     calls: Vec<(Op, Key)>,
     next_id: u64,
     token_prefix: String,
+    /// A second live company of a name is refused as a duplicate (see `set_unique_company_names`).
+    unique_company_names: bool,
 }
 
 /// The in-memory Oz API. See the module docs.
@@ -117,7 +122,8 @@ impl Drop for InFlight<'_> {
 
 impl FakeEffects {
     pub fn new() -> Self {
-        let state = State { token_prefix: "fake-token-".into(), ..State::default() };
+        let state =
+            State { token_prefix: "fake-token-".into(), unique_company_names: true, ..State::default() };
         Self {
             state: Mutex::new(state),
             in_flight: AtomicUsize::new(0),
@@ -173,6 +179,13 @@ impl FakeEffects {
     /// Access tokens will be `<prefix><n>` (e.g. a canary).
     pub fn set_token_prefix(&self, prefix: &str) {
         self.lock().token_prefix = prefix.into();
+    }
+
+    /// Whether a create of a company whose name a live company has is refused as a duplicate
+    /// (on by default) or makes a twin, as the emulator does by default: oz-api.md leaves name
+    /// uniqueness open, and the emulator has both (`Quirks::unique_company_names`).
+    pub fn set_unique_company_names(&self, unique: bool) {
+        self.lock().unique_company_names = unique;
     }
 
     /// Make the next call of `op` on `key` (company name or email) fail with `fault`.
@@ -293,24 +306,26 @@ fn normalise(op: Op, key: &str) -> Key {
     }
 }
 
-/// An answer of the API with an error body, as the Oz client would report it.
-fn http(method: &str, path: &str, status: u16, code: i64, message: &str) -> EffectError {
+/// An answer of `op` with an error body, of the kind the Oz client gives it (`oz/effects.rs`):
+/// on a create (of a company or a user), a 409 or a 400 with `error_code` 3 or 4 may be a
+/// duplicate, since the API answers a duplicate as it answers any invalid value (oz-api.md
+/// 7.6), so it is `AlreadyExists` and apply reads back; a token issue is not such a create.
+fn http(op: Op, method: &str, path: &str, status: u16, code: i64, message: &str) -> EffectError {
+    let creating = matches!(op, Op::CreateCompany | Op::CreateUser);
     let kind = match (status, code) {
-        (409, _) | (400, 3 | 4) if method == "POST" && !message.contains("not found") => {
-            EffectErrorKind::AlreadyExists
-        }
+        (409, _) | (400, 3 | 4) if creating => EffectErrorKind::AlreadyExists,
         (500 | 503, _) => EffectErrorKind::OutcomeUnknown { answered: true },
         _ => EffectErrorKind::Refused,
     };
     EffectError::new(kind, format!("{method} {path} answered {status} (error_code {code}: {message})"))
 }
 
-/// The error a fault stands for.
-fn fault_error(fault: Fault, method: &str, path: &str) -> EffectError {
+/// The error a fault of `op` stands for.
+fn fault_error(fault: Fault, op: Op, method: &str, path: &str) -> EffectError {
     match fault {
-        Fault::Fail => http(method, path, 403, 9, "forbidden (injected)"),
-        Fault::Duplicate => http(method, path, 409, 3, "already exists (injected)"),
-        Fault::ServerError => http(method, path, 500, 0, "internal error (injected)"),
+        Fault::Fail => http(op, method, path, 403, 9, "forbidden (injected)"),
+        Fault::Duplicate => http(op, method, path, 409, 3, "already exists (injected)"),
+        Fault::ServerError => http(op, method, path, 500, 0, "internal error (injected)"),
         Fault::OutcomeUnknownAfterCommit | Fault::OutcomeUnknownBeforeCommit => EffectError::new(
             EffectErrorKind::OutcomeUnknown { answered: false },
             format!("{method} {path} failed: connection closed before the answer (injected)"),
@@ -318,9 +333,10 @@ fn fault_error(fault: Fault, method: &str, path: &str) -> EffectError {
     }
 }
 
-/// Run a mutating call under `fault`: `commit` happens unless the fault says it did not.
+/// Run a mutating call of `op` under `fault`: `commit` happens unless the fault says it did not.
 fn with_fault<T>(
     fault: Option<Fault>,
+    op: Op,
     method: &str,
     path: &str,
     commit: impl FnOnce() -> Result<T, EffectError>,
@@ -328,13 +344,13 @@ fn with_fault<T>(
     match fault {
         None => commit(),
         Some(f @ (Fault::Fail | Fault::OutcomeUnknownBeforeCommit | Fault::ServerError)) => {
-            Err(fault_error(f, method, path))
+            Err(fault_error(f, op, method, path))
         }
         Some(f @ (Fault::OutcomeUnknownAfterCommit | Fault::Duplicate)) => {
             // The commit's own error (e.g. a natural duplicate) is hidden behind the fault's, as
             // a dropped connection would hide it.
             let _ = commit();
-            Err(fault_error(f, method, path))
+            Err(fault_error(f, op, method, path))
         }
     }
 }
@@ -371,7 +387,7 @@ impl Effects for FakeEffects {
     async fn find_companies(&self, name: &str) -> Result<Vec<ObservedCompany>, EffectError> {
         let (_guard, fault) = self.enter(Op::FindCompanies, name).await;
         if let Some(f) = fault {
-            return Err(fault_error(f, "GET", "/api/companies/"));
+            return Err(fault_error(f, Op::FindCompanies, "GET", "/api/companies/"));
         }
         Ok(self.lock().companies.iter().filter(|c| c.name == name && !c.in_deletion).cloned().collect())
     }
@@ -379,17 +395,25 @@ impl Effects for FakeEffects {
     async fn find_user(&self, email: &Email) -> Result<Option<ObservedUser>, EffectError> {
         let (_guard, fault) = self.enter(Op::FindUser, email.as_str()).await;
         if let Some(f) = fault {
-            return Err(fault_error(f, "GET", "/api/users/"));
+            return Err(fault_error(f, Op::FindUser, "GET", "/api/users/"));
         }
         Ok(self.lock().users.iter().find(|u| u.email == *email).cloned())
     }
 
     async fn create_company(&self, company: &NewCompany) -> Result<ObservedCompany, EffectError> {
         let (_guard, fault) = self.enter(Op::CreateCompany, &company.name).await;
-        with_fault(fault, "POST", "/api/companies/", || {
+        with_fault(fault, Op::CreateCompany, "POST", "/api/companies/", || {
             let mut s = self.lock();
-            if s.companies.iter().any(|c| c.name == company.name && !c.in_deletion) {
-                return Err(http("POST", "/api/companies/", 409, 3, "company already exists"));
+            if s.unique_company_names && s.companies.iter().any(|c| c.name == company.name && !c.in_deletion)
+            {
+                return Err(http(
+                    Op::CreateCompany,
+                    "POST",
+                    "/api/companies/",
+                    409,
+                    3,
+                    "company already exists",
+                ));
             }
             let id = next_id(&mut s, "c");
             let meta = company.technical_meta_data.clone().unwrap_or_else(|| serde_json::json!({}));
@@ -413,11 +437,14 @@ impl Effects for FakeEffects {
             .map_or_else(|| id.to_string(), |c| c.name.clone());
         let (_guard, fault) = self.enter(Op::UpdateCompany, &key).await;
         let url = format!("/api/companies/{id}");
-        with_fault(fault, "PATCH", &url, || {
+        with_fault(fault, Op::UpdateCompany, "PATCH", &url, || {
             let mut s = self.lock();
             let Some(c) = s.companies.iter_mut().find(|c| c.id == id) else {
-                return Err(http("PATCH", &url, 404, 10, "company not found"));
+                return Err(http(Op::UpdateCompany, "PATCH", &url, 404, 10, "company not found"));
             };
+            if c.in_deletion {
+                return Err(http(Op::UpdateCompany, "PATCH", &url, 400, 4, "company is being deleted"));
+            }
             if let Some(name) = &patch.name {
                 c.name.clone_from(name);
             }
@@ -430,13 +457,15 @@ impl Effects for FakeEffects {
 
     async fn create_user(&self, user: &NewUser) -> Result<ObservedUser, EffectError> {
         let (_guard, fault) = self.enter(Op::CreateUser, user.email.as_str()).await;
-        with_fault(fault, "POST", "/api/users/", || {
+        with_fault(fault, Op::CreateUser, "POST", "/api/users/", || {
             let mut s = self.lock();
-            if s.users.iter().any(|u| u.email == user.email) {
-                return Err(http("POST", "/api/users/", 400, 4, "a user with this email already exists"));
-            }
+            // The company first, as the API checks it.
             if !s.companies.iter().any(|c| c.id == user.company_id && !c.in_deletion) {
-                return Err(http("POST", "/api/users/", 400, 4, "company not found"));
+                return Err(http(Op::CreateUser, "POST", "/api/users/", 400, 4, "company does not exist"));
+            }
+            if s.users.iter().any(|u| u.email == user.email) {
+                let message = "a user with this email already exists";
+                return Err(http(Op::CreateUser, "POST", "/api/users/", 400, 4, message));
             }
             let id = next_id(&mut s, "u");
             let d = LivePermissions::default();
@@ -468,10 +497,10 @@ impl Effects for FakeEffects {
             self.lock().users.iter().find(|u| u.id == id).map_or_else(|| id.to_string(), |u| u.email.key());
         let (_guard, fault) = self.enter(Op::UpdateUser, &key).await;
         let url = format!("/api/users/{id}");
-        with_fault(fault, "PATCH", &url, || {
+        with_fault(fault, Op::UpdateUser, "PATCH", &url, || {
             let mut s = self.lock();
             let Some(u) = s.users.iter_mut().find(|u| u.id == id) else {
-                return Err(http("PATCH", &url, 404, 10, "user not found"));
+                return Err(http(Op::UpdateUser, "PATCH", &url, 404, 10, "user not found"));
             };
             apply_user_patch(u, patch);
             Ok(u.clone())
@@ -483,7 +512,7 @@ impl Effects for FakeEffects {
             self.lock().users.iter().find(|u| u.id == id).map_or_else(|| id.to_string(), |u| u.email.key());
         let (_guard, fault) = self.enter(Op::DeleteUser, &key).await;
         let url = format!("/api/users/{id}");
-        with_fault(fault, "DELETE", &url, || {
+        with_fault(fault, Op::DeleteUser, "DELETE", &url, || {
             // Already gone counts as deleted, as the Oz client treats a 404.
             self.lock().users.retain(|u| u.id != id);
             Ok(())
@@ -499,10 +528,15 @@ impl Effects for FakeEffects {
             .map_or_else(|| user_id.to_string(), |u| u.email.key());
         let (_guard, fault) = self.enter(Op::IssueToken, &key).await;
         let path = format!("/api/authorize/service_token/{user_id}");
-        with_fault(fault, "POST", &path, || {
+        with_fault(fault, Op::IssueToken, "POST", &path, || {
             let mut s = self.lock();
-            if !s.users.iter().any(|u| u.id == user_id) {
-                return Err(http("POST", &path, 404, 10, "user not found"));
+            match s.users.iter().find(|u| u.id == user_id) {
+                None => return Err(http(Op::IssueToken, "POST", &path, 404, 10, "user not found")),
+                Some(u) if u.kind != UserKind::Service => {
+                    let message = "the user is not a service user";
+                    return Err(http(Op::IssueToken, "POST", &path, 400, 4, message));
+                }
+                Some(_) => {}
             }
             let token_id = next_id(&mut s, "t");
             let token = IssuedToken {

@@ -2,14 +2,18 @@
 //! and the test doubles of the seams: `fake_effects` (an in-memory `Effects`), `memory_store`
 //! (an in-memory `TokenStore`), `recording` (a `Progress` that keeps every event), and
 //! `builders` (desired and observed objects for planner and renderer tests); and (in
-//! `emulator`) builders of emulators, clients and seeds; `world` runs the binary against an
-//! emulator with canary secrets and scans everything it printed; `python_tools` finds (and on
-//! first need installs) the real Python tools some tests drive.
+//! `emulator`) builders of emulators, clients and seeds; `hostile` puts a hostile server in
+//! front of the emulator and runs the binary reading its peak memory; `world` runs the binary
+//! against an emulator with canary secrets and scans everything it printed; `python_tools`
+//! finds (and on first need installs) the real Python tools some tests drive; `ci` runs the CI
+//! recipes' script and fakes the GitHub and GitLab APIs it talks to.
 #![allow(dead_code, clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod builders;
+pub mod ci;
 pub mod emulator;
 pub mod fake_effects;
+pub mod hostile;
 pub mod memory_store;
 pub mod python_tools;
 pub mod recording;

@@ -120,12 +120,23 @@ impl World {
         assert!(run.stdout.contains("No changes."), "{}", run.stdout);
     }
 
-    /// Token files by file name, parsed.
+    /// The directory the default `dir:` store keeps this world's tokens in: the token
+    /// directory's subdirectory of the emulator's installation (its URL's origin, encoded).
+    pub fn store_dir(&self) -> PathBuf {
+        let installation = ozform::token_store::Installation::of_api(&self.emu.url());
+        self.token_dir().join(ozform::token_store::naming::encode(installation.name()))
+    }
+
+    /// Token files (`*.json`, not hidden) anywhere under the token directory, by file name,
+    /// parsed: the `dir:` store's of every installation, and those a test helper keeps there.
     pub fn token_files(&self) -> BTreeMap<String, Value> {
-        let Ok(entries) = std::fs::read_dir(self.token_dir()) else { return BTreeMap::new() };
-        entries
-            .map(|e| e.unwrap().path())
+        if !self.token_dir().is_dir() {
+            return BTreeMap::new();
+        }
+        files_under(&self.token_dir())
+            .into_iter()
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
             .map(|p| {
                 let name = p.file_name().unwrap().to_string_lossy().into_owned();
                 (name, serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap())

@@ -61,12 +61,6 @@ impl Interrupt {
         Ok(Self { cancel, first })
     }
 
-    /// A stop that never comes (`demo`, tests).
-    pub fn never() -> Self {
-        let (_, cancel) = watch::channel(false);
-        Self { cancel, first: Arc::new(OnceLock::new()) }
-    }
-
     /// For `plan` and `export`: the first signal exits at once with its code.
     pub fn immediate() -> Result<(), Error> {
         listen(|_| true)
