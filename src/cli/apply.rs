@@ -6,26 +6,16 @@ use crate::ops::settings::{ApplySettings, ApplySource, Parallelism};
 use crate::output::Output;
 use crate::secret::process_env;
 
+use super::ApplyArgs;
 use super::connection::{self, Url};
 use super::interrupt::Interrupt;
 use super::report::{self, Prompt, Terminal};
-use super::{ApplyArgs, ParallelismArg};
 
 pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Result<Exit, Error> {
     let parallelism = parallelism(&args);
     let metrics_file = args.metrics_file.clone();
     let url = if args.plan.is_some() { Url::ForSavedPlan } else { Url::Required };
-    let (mut connection, warning) =
-        connection::connection(&args.connection, &process_env, url, parallelism.steps())?;
-    match parallelism {
-        // `--max-in-flight` below `--max-parallelism` is simply the lower ceiling of `auto`.
-        Parallelism::Auto { max } => connection.adaptive_limit = Some(max),
-        Parallelism::Fixed(_) => {
-            if let Some(warning) = warning {
-                output.warn(&warning);
-            }
-        }
-    }
+    let connection = connection::for_steps(&args.connection, &process_env, url, parallelism, output)?;
     // clap refuses paths or `--company` together with `--plan`, and neither of them.
     let source = match args.plan {
         Some(path) => ApplySource::SavedPlan(path),
@@ -55,12 +45,7 @@ pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Res
 
 /// `--parallelism auto|N` and `--max-parallelism` as a setting.
 fn parallelism(args: &ApplyArgs) -> Parallelism {
-    match args.parallelism {
-        ParallelismArg::Auto => {
-            Parallelism::Auto { max: usize::try_from(args.max_parallelism).unwrap_or(usize::MAX) }
-        }
-        ParallelismArg::Fixed(n) => Parallelism::Fixed(n.max(1)),
-    }
+    args.parallelism.setting(args.max_parallelism)
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! only where it comes from is decided here, it is read when connecting.
 
 use crate::error::Error;
-use crate::ops::settings::{Connection, StoreSpec, Tokens};
+use crate::ops::settings::{Connection, Parallelism, StoreSpec, Tokens};
+use crate::output::Output;
 use crate::secret::SecretRef;
 
 use super::{ConnectionArgs, TokenArgs};
@@ -72,6 +73,28 @@ pub fn connection(
         max_objects: args.max_objects,
     };
     Ok((connection, warning))
+}
+
+/// The connection of a command that executes steps (`apply`, `reconcile`) at `parallelism`:
+/// with `auto`, the client's adaptive limit, whose ceiling a lower `--max-in-flight` simply
+/// lowers; with a number, a `--max-in-flight` below it is warned about on `output`.
+pub fn for_steps(
+    args: &ConnectionArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+    url: Url,
+    parallelism: Parallelism,
+    output: &Output,
+) -> Result<Connection, Error> {
+    let (mut connection, warning) = connection(args, env, url, parallelism.steps())?;
+    match parallelism {
+        Parallelism::Auto { max } => connection.adaptive_limit = Some(max),
+        Parallelism::Fixed(_) => {
+            if let Some(warning) = warning {
+                output.warn(&warning);
+            }
+        }
+    }
+    Ok(connection)
 }
 
 /// The bound on requests in flight for `parallelism` steps: without `--max-in-flight`, the

@@ -338,10 +338,14 @@ pub struct ReconcileArgs {
     /// the node exporter's textfile collector (name it `*.prom`)
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
-    /// At most this many independent steps talking to the API at once, and at most this many
-    /// tokens issued but not yet stored
-    #[arg(long, default_value_t = 8)]
-    pub parallelism: usize,
+    /// Independent steps talking to the API at once, as `apply --parallelism`: `auto` adapts to
+    /// the server's capacity (between 1 and `--max-parallelism`, learned from cycle to cycle), a
+    /// number fixes it; also the most tokens issued but not yet stored
+    #[arg(long, value_name = "auto|N", default_value = "auto", value_parser = parse_parallelism)]
+    pub parallelism: ParallelismArg,
+    /// The most steps `--parallelism auto` may run at once
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_parallelism: u64,
     /// How long a cycle waits for another apply holding the token store's lock, e.g. 1m (default:
     /// fail the cycle at once; the next one tries again)
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
@@ -446,12 +450,24 @@ pub struct ManArgs {
     pub out_dir: Option<PathBuf>,
 }
 
-/// Parse `30d`, `12h`, `90s`, `1h 30m` (humantime).
 /// `--parallelism auto|N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParallelismArg {
     Auto,
     Fixed(usize),
+}
+
+impl ParallelismArg {
+    /// The setting, with `--max-parallelism` as `auto`'s ceiling.
+    pub fn setting(self, max_parallelism: u64) -> crate::ops::settings::Parallelism {
+        use crate::ops::settings::Parallelism;
+        match self {
+            ParallelismArg::Auto => {
+                Parallelism::Auto { max: usize::try_from(max_parallelism).unwrap_or(usize::MAX) }
+            }
+            ParallelismArg::Fixed(n) => Parallelism::Fixed(n.max(1)),
+        }
+    }
 }
 
 pub fn parse_parallelism(s: &str) -> Result<ParallelismArg, String> {
@@ -464,6 +480,7 @@ pub fn parse_parallelism(s: &str) -> Result<ParallelismArg, String> {
     }
 }
 
+/// Parse `30d`, `12h`, `90s`, `1h 30m` (humantime).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. `30d`, `12h` or `90s`"))

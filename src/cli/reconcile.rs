@@ -22,12 +22,9 @@ use super::report::{self, Terminal};
 
 pub async fn run(args: ReconcileArgs, interrupt: &Interrupt, output: &Output) -> Result<Exit, Error> {
     check(&args)?;
-    let parallelism = args.parallelism.max(1);
-    let (connection, warning) =
-        connection::connection(&args.connection, &process_env, Url::Required, parallelism)?;
-    if let Some(warning) = warning {
-        output.warn(&warning);
-    }
+    let parallelism = args.parallelism.setting(args.max_parallelism);
+    let connection =
+        connection::for_steps(&args.connection, &process_env, Url::Required, parallelism, output)?;
     let schedule = Schedule { interval: args.interval, jitter: args.jitter, once: args.once };
     let settings = ReconcileSettings {
         paths: args.paths,
@@ -141,5 +138,28 @@ impl Measure for Files {
     fn cycle(&self, summary: &crate::ops::reconcile::CycleSummary) {
         self.metrics.cycle(summary);
         report::write_metrics_file(self.file.as_deref(), Some(&self.metrics), &self.output);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+    use crate::ops::settings::Parallelism;
+
+    fn parallelism(flags: &[&str]) -> Parallelism {
+        let command_line = ["ozform", "reconcile"].iter().chain(flags).chain(&["m.yaml"]).copied();
+        match Cli::try_parse_from(command_line).expect("valid flags").command {
+            Command::Reconcile(args) => args.parallelism.setting(args.max_parallelism),
+            other => panic!("not reconcile: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_loop_runs_at_parallelism_auto_up_to_32_as_apply_does_unless_a_number_fixes_it() {
+        assert_eq!(parallelism(&[]), Parallelism::Auto { max: 32 });
+        assert_eq!(parallelism(&["--max-parallelism", "6"]), Parallelism::Auto { max: 6 });
+        assert_eq!(parallelism(&["--parallelism", "4"]), Parallelism::Fixed(4));
     }
 }

@@ -286,7 +286,7 @@ impl Reconciler<'_> {
         let held_lock =
             super::apply::lock(&target, settings.lock_timeout, self.view, self.cancel.clone()).await?;
         let mut options = ExecuteOptions::new(passwords);
-        options.parallelism = settings.parallelism.max(1);
+        options.parallelism = settings.parallelism.steps();
         options.cancel = Some(self.cancel.clone());
         let report = target.apply(&to_apply, &options, self.view.progress(to_apply.changes.len())).await;
         // The lock is held only while applying.

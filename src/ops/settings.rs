@@ -197,8 +197,8 @@ pub struct ReconcileSettings {
     pub paths: Vec<PathBuf>,
     pub connection: Connection,
     pub tokens: Tokens,
-    /// Steps talking to the API at once (at least 1).
-    pub parallelism: usize,
+    /// Steps talking to the API at once.
+    pub parallelism: Parallelism,
     /// Apply removals (`--allow-removals`), still within `removals`; otherwise they are
     /// reported and held back.
     pub allow_removals: bool,
