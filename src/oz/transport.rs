@@ -211,6 +211,9 @@ impl Transport {
             help: None,
         })?;
         let limiter = config.adaptive_limit.map(|max| Limiter::new(max.min(config.max_in_flight.max(1))));
+        if let (Some(observer), Some(limiter)) = (&config.observer, &limiter) {
+            observer.concurrency_limit(limiter.limit());
+        }
         Ok(Self {
             http,
             api_url,
@@ -449,6 +452,9 @@ impl Transport {
         if let Some(observer) = &self.config.observer {
             let status = result.as_ref().ok().map(|a| a.status.as_u16());
             observer.attempt(&Attempt { route, method: method_name(&call.method), status, elapsed });
+            if let Some(limiter) = &self.limiter {
+                observer.concurrency_limit(limiter.limit());
+            }
         }
         let elapsed_ms = elapsed.as_millis();
         match &result {
