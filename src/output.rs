@@ -80,6 +80,10 @@ enum Medium {
     AsIs,
     /// A status line or a warning: escaped whole (`escape::terminal`) but its final line break.
     Message,
+    /// Data for stdout (an exported manifest): as it is into a pipe or a file, where it must
+    /// read back exactly; on a terminal, each line escaped (`escape::terminal`), since the
+    /// values in it came from a server.
+    Data,
     /// A `tracing` event: a JSON line (`escape::json_line`) or a text line whose own colour
     /// codes are kept.
     Log,
@@ -143,8 +147,10 @@ impl Output {
     fn write(&self, stream: Stream, text: &str, medium: Medium) {
         let text = redact::scrub(text);
         let escaped = match medium {
-            Medium::AsIs => None,
             Medium::Message => changed(terminal_line(&text)),
+            Medium::Data if self.stdout_tty => changed(terminal_lines(&text)),
+            // Data into a pipe or a file reads back exactly.
+            Medium::AsIs | Medium::Data => None,
             Medium::Log if self.log_format == LogFormat::Json => changed(escape::json_line(&text)),
             Medium::Log => changed(log_line(&text)),
         };
@@ -214,6 +220,13 @@ impl Output {
     /// not an error.
     pub fn print(&self, text: &str) {
         self.write(Stream::Stdout, text, Medium::AsIs);
+    }
+
+    /// Write data to stdout (an exported manifest): exactly as given into a pipe or a file, each
+    /// line escaped for the terminal on a terminal (a server's value may hold a direction
+    /// override or a control that the YAML writer keeps raw).
+    pub fn print_data(&self, text: &str) {
+        self.write(Stream::Stdout, text, Medium::Data);
     }
 
     /// Write a status line to stderr unless quiet; escaped whole, line breaks included (one
@@ -413,6 +426,22 @@ fn terminal_line(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// Text of several lines for a terminal: each line escaped as a status line is, the line
+/// breaks kept.
+fn terminal_lines(text: &str) -> Cow<'_, str> {
+    if text.chars().all(|c| c == '\n' || escape::is_safe(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&escape::terminal(line));
+    }
+    Cow::Owned(out)
+}
+
 /// A text log line of `tracing`: escaped as a status line, but for the colour codes
 /// (`ESC [ digits ; … m`) its formatter writes when stderr is a terminal. `tracing` escapes ESC
 /// in the values it logs (`\x1b`), so an ESC still raw here is its own.
@@ -581,6 +610,19 @@ mod tests {
     fn captured(verbosity: i8, format: LogFormat) -> (Output, Capture, Capture) {
         let (out, err) = (Capture::default(), Capture::default());
         (Output::to_writers(out.clone(), err.clone(), verbosity, format), out, err)
+    }
+
+    #[test]
+    fn data_reaches_a_pipe_exactly_and_a_terminal_escaped_line_by_line() {
+        let data = "companies:\n- name: r\u{202e}l \"\\e[31m\"\n\tx\u{9b}\n";
+        let (output, out, _) = captured(0, LogFormat::Text);
+        output.print_data(data);
+        assert_eq!(out.text(), data);
+
+        let (mut output, out, _) = captured(0, LogFormat::Text);
+        output.stdout_tty = true;
+        output.print_data(data);
+        assert_eq!(out.text(), "companies:\n- name: r\\u{202e}l \"\\e[31m\"\n\\tx\\u{9b}\n");
     }
 
     #[test]

@@ -16,15 +16,22 @@
 #   ozform-ci.sh apply PATH...                validate, then `apply --auto-approve`, unreviewed
 #                                             (for a manual run; the recipes use `merge`)
 #
+# Several installations: with a project file (`ozform.yaml` in the working directory, or
+# OZ_CONFIG), give no PATH. Every command then acts on the project file's installations (or those
+# OZ_INSTALLATION names): `plan` saves one plan per installation in $OZFORM_CI_OUT/plans/ and
+# posts ONE comment holding all of them; the plan id reviewed is the combined id over every
+# installation's plan, so `merge` applies (`apply --plan plans/`) only when no installation's
+# plan changed since review. `plan.json` is then the directory `plans/`.
+#
 # `plan` exits 0 when ozform planned (whether or not there are changes) and 1 when it failed;
 # either way it first writes, into $OZFORM_CI_OUT (default ./ozform-ci):
-#   plan.json    the saved plan (absent when planning failed)
+#   plan.json    the saved plan (absent when planning failed); with a project file, plans/
 #   plan.md      the whole Markdown plan: keep it as the job's artifact (the comment may hold
 #                only part of it)
 #   plan.log     what ozform printed on stderr (warnings, errors; never a secret)
 #   exit-code    ozform's exit code: 0 no changes, 2 changes, 3 changes with removals, 1 failure
 #   exit-class   the same in words, for the comment's title
-#   plan-id      the plan id (empty when planning failed)
+#   plan-id      the plan id (empty when planning failed); with a project file, the combined id
 #   comment.md   the comment: markers, the title, the plan fitted to $OZFORM_CI_MAX_BYTES
 #
 # The merge, step by step. The plan comment of a pull request starts with two hidden lines, the
@@ -117,34 +124,55 @@ log_section() {
     fi
 }
 
+# With a project file (no PATH given): the directory of saved plans; else the saved plan.
+project=false
+saved() {
+    if [ "$project" = true ]; then printf '%s' "$out/plans"; else printf '%s' "$out/plan.json"; fi
+}
+
 # The plan fitted to $max_bytes (ozform says what it left out and that `plan.md` has it all).
 fitted_plan() {
-    "$ozform" show --format markdown --max-bytes "$max_bytes" "$out/plan.json"
+    "$ozform" show --format markdown --max-bytes "$max_bytes" "$(saved)"
 }
 
 # Validate and plan PATH...; writes the files listed at the top and sets $plan_code.
 run_plan() {
     mkdir -p "$out"
-    rm -f "$out/plan.json"
+    rm -rf "$out/plan.json" "$out/plans"
     : >"$out/plan.md"
     : >"$out/plan-id"
+    : >"$out/plan.log"
     plan_code=0
-    "$ozform" validate "$@" 2>"$out/plan.log" || plan_code=$?
+    # With a project file, `plan` validates each installation's manifests itself.
+    if [ "$project" = false ]; then
+        "$ozform" validate "$@" 2>"$out/plan.log" || plan_code=$?
+    fi
+    # `--out DIR/` writes DIR/<installation>.json, even for one installation.
+    local target
+    target=$(saved)
+    [ "$project" = false ] || target="$target/"
     if [ "$plan_code" -eq 0 ]; then
-        "$ozform" plan --quiet --format markdown --detailed-exitcode --out "$out/plan.json" "$@" \
+        "$ozform" plan --quiet --format markdown --detailed-exitcode --out "$target" "$@" \
             >"$out/plan.md" 2>"$out/plan.log" || plan_code=$?
     fi
     cat "$out/plan.log" >&2
     case $plan_code in
-        0 | 2 | 3) jq --raw-output '.plan_id' "$out/plan.json" >"$out/plan-id" ;;
-        *) rm -f "$out/plan.json" ;;
+        0 | 2 | 3)
+            if [ "$project" = true ]; then
+                # The first id comment of the grouped Markdown is the combined one.
+                sed -n 's/^<!-- ozform-plan-id: \([0-9a-f]*\) -->$/\1/p' "$out/plan.md" | head -n 1 >"$out/plan-id"
+            else
+                jq --raw-output '.plan_id' "$out/plan.json" >"$out/plan-id"
+            fi
+            ;;
+        *) rm -rf "$out/plan.json" "$out/plans" ;;
     esac
     printf '%s\n' "$plan_code" >"$out/exit-code"
     exit_class "$plan_code" >"$out/exit-class"
 }
 
 cmd_plan() {
-    [ $# -gt 0 ] || die "usage: ozform-ci.sh plan PATH..."
+    [ $# -gt 0 ] || [ "$project" = true ] || die "usage: ozform-ci.sh plan PATH... (or a project file ozform.yaml)"
     need jq
     run_plan "$@"
     local class id
@@ -171,14 +199,15 @@ cmd_plan() {
 }
 
 cmd_apply() {
-    [ $# -gt 0 ] || die "usage: ozform-ci.sh apply PATH..."
+    [ $# -gt 0 ] || [ "$project" = true ] || die "usage: ozform-ci.sh apply PATH... (or a project file ozform.yaml)"
     warn_lasting_store
-    "$ozform" validate "$@"
+    if [ "$project" = false ]; then "$ozform" validate "$@"; fi
     "$ozform" apply --auto-approve "$@"
 }
 
 warn_lasting_store() {
-    if [ -z "${OZ_TOKEN_STORE-}${OZ_TOKEN_DIR-}" ]; then
+    # A project file names each installation's store.
+    if [ "$project" = false ] && [ -z "${OZ_TOKEN_STORE-}${OZ_TOKEN_DIR-}" ]; then
         say "warning: no OZ_TOKEN_STORE: tokens go to ./ozform-tokens, which a CI job throws away; set a lasting store (see contrib/token-stores)"
     fi
 }
@@ -319,7 +348,7 @@ merge_comment() {
 cmd_merge() {
     forge_setup "${1:-}"
     shift
-    [ $# -gt 0 ] || die "usage: ozform-ci.sh merge github|gitlab PATH..."
+    [ $# -gt 0 ] || [ "$project" = true ] || die "usage: ozform-ci.sh merge github|gitlab PATH... (or a project file ozform.yaml)"
     local sha
     case $forge in
         github) sha=${GITHUB_SHA:?the merge commit, set by GitHub Actions} ;;
@@ -362,7 +391,7 @@ cmd_merge() {
         local was="no plan was reviewed on this pull request"
         [ -z "$reviewed" ] || was="the plan reviewed on this pull request has id \`$reviewed\`"
         merge_comment "the plan changed since review, nothing applied" \
-            "The merge commit \`$sha\` plans the changes below (plan id \`$id\`), but $was: the plan changed since review, and nothing was applied. If the new plan is right, apply it by hand (\`ozform apply --plan plan.json\` with this job's artifact, before the live state moves again), or push a change through a new pull request." \
+            "The merge commit \`$sha\` plans the changes below (plan id \`$id\`), but $was: the plan changed since review, and nothing was applied. If the new plan is right, apply it by hand (\`ozform apply --plan $(basename "$(saved)")\` with this job's artifact, before the live state moves again), or push a change through a new pull request." \
             with-plan
         post_comment "$number" "$out/merge-comment.md"
         die "the plan changed since review (reviewed: ${reviewed:-none}, now: $id): nothing applied"
@@ -377,7 +406,7 @@ cmd_merge() {
         die "the plan removes service users and the pull request has no label \`$removals_label\`: nothing applied"
     fi
     local code=0
-    "$ozform" apply --plan "$out/plan.json" >"$out/apply.log" 2>&1 || code=$?
+    "$ozform" apply --plan "$(saved)" >"$out/apply.log" 2>&1 || code=$?
     cat "$out/apply.log" >&2
     if [ "$code" -eq 0 ]; then
         merge_comment "applied" "Applied the reviewed plan \`$id\` of the merge commit \`$sha\`." no
@@ -396,6 +425,8 @@ drift_name() {
         printf '%s' "$OZFORM_CI_NAME"
     elif [ -n "${OZ_INSTALLATION:-}" ]; then
         printf '%s' "$OZ_INSTALLATION"
+    elif [ "$project" = true ]; then
+        printf 'all installations'
     else
         local url=${OZ_API_URL:?the API URL names the drift issue: set OZ_API_URL or OZFORM_CI_NAME}
         local scheme=${url%%://*} rest=${url#*://}
@@ -406,7 +437,7 @@ drift_name() {
 cmd_drift() {
     forge_setup "${1:-}"
     shift
-    [ $# -gt 0 ] || die "usage: ozform-ci.sh drift github|gitlab PATH..."
+    [ $# -gt 0 ] || [ "$project" = true ] || die "usage: ozform-ci.sh drift github|gitlab PATH... (or a project file ozform.yaml)"
     local title issues issue
     title="ozform drift: $(drift_name)"
     run_plan "$@"
@@ -468,6 +499,11 @@ cmd_drift() {
 
 command=${1:-}
 [ $# -gt 0 ] && shift
+# No PATH: the installations of the project file.
+case $command in
+    plan | apply) [ $# -gt 0 ] || project=true ;;
+    merge | drift) [ $# -gt 1 ] || project=true ;;
+esac
 case $command in
     plan) cmd_plan "$@" ;;
     apply) cmd_apply "$@" ;;

@@ -57,13 +57,28 @@ pub fn connection(
             });
         }
     };
-    let (max_in_flight, warning) = fit_parallelism(args.max_in_flight, parallelism.max(1));
+    let (shared, warning) = shared(args, parallelism);
     let connection = Connection {
         api_url: args.api_url.as_deref().map(|u| u.trim_end_matches('/').to_string()),
         admin_email,
         admin_password,
-        api_version: args.api_version,
         ca_cert: args.ca_cert.clone(),
+        ..shared
+    };
+    Ok((connection, warning))
+}
+
+/// The connection settings that are not per installation (bounds, timeouts, the dialect asked
+/// for), for a run of `parallelism` steps; the API, login and CA left empty for the caller to
+/// fill. The second value is a warning to show.
+pub fn shared(args: &ConnectionArgs, parallelism: usize) -> (Connection, Option<String>) {
+    let (max_in_flight, warning) = fit_parallelism(args.max_in_flight, parallelism.max(1));
+    let connection = Connection {
+        api_url: None,
+        admin_email: String::new(),
+        admin_password: SecretRef::Env("OZ_ADMIN_PASSWORD".into()),
+        api_version: args.api_version,
+        ca_cert: None,
         max_rps: args.max_rps,
         max_in_flight,
         adaptive_limit: None,
@@ -72,7 +87,7 @@ pub fn connection(
         max_response_bytes: args.max_response_bytes,
         max_objects: args.max_objects,
     };
-    Ok((connection, warning))
+    (connection, warning)
 }
 
 /// The connection of a command that executes steps (`apply`, `reconcile`) at `parallelism`:
@@ -85,16 +100,29 @@ pub fn for_steps(
     parallelism: Parallelism,
     output: &Output,
 ) -> Result<Connection, Error> {
-    let (mut connection, warning) = connection(args, env, url, parallelism.steps())?;
-    match parallelism {
-        Parallelism::Auto { max } => connection.adaptive_limit = Some(max),
-        Parallelism::Fixed(_) => {
-            if let Some(warning) = warning {
-                output.warn(&warning);
-            }
-        }
+    let (connection, warning) = connection(args, env, url, parallelism.steps())?;
+    let (connection, warning) = adapt(connection, warning, parallelism);
+    if let Some(warning) = warning {
+        output.warn(&warning);
     }
     Ok(connection)
+}
+
+/// `connection` (made for `parallelism.steps()`, with `warning` about `--max-in-flight`) at
+/// `parallelism`: with `auto`, the adaptive limit, and no warning (a lower `--max-in-flight`
+/// is simply its ceiling); with a number, as it is.
+pub fn adapt(
+    mut connection: Connection,
+    warning: Option<String>,
+    parallelism: Parallelism,
+) -> (Connection, Option<String>) {
+    match parallelism {
+        Parallelism::Auto { max } => {
+            connection.adaptive_limit = Some(max);
+            (connection, None)
+        }
+        Parallelism::Fixed(_) => (connection, warning),
+    }
 }
 
 /// The bound on requests in flight for `parallelism` steps: without `--max-in-flight`, the
@@ -133,20 +161,28 @@ pub fn tokens(args: &TokenArgs) -> Result<Tokens, Error> {
         (None, Some(dir)) => StoreSpec::Dir(dir.clone()),
         (None, None) => StoreSpec::Dir(DEFAULT_TOKEN_DIR.into()),
     };
-    if let Some(name) = &args.installation {
+    // Without a project file `--installation` is given at most once (checked by the caller).
+    let installation = args.installation.first();
+    if let Some(name) = installation {
         crate::token_store::Installation::check_name(name).map_err(|problem| Error::Usage {
             message: format!("`--installation`/`OZ_INSTALLATION`: {problem}"),
             help: "name the installation tokens are kept under, e.g. `--installation eu-prod` (the default is the API URL's origin)".into(),
         })?;
     }
-    Ok(Tokens {
-        store,
+    Ok(Tokens { store, installation: installation.cloned(), ..tokens_shared(args) })
+}
+
+/// The token settings that are not per installation (rotation, the helper's timeout, the
+/// shared-directory permission), with the default store and no namespace for the caller to set.
+pub fn tokens_shared(args: &TokenArgs) -> Tokens {
+    Tokens {
+        store: StoreSpec::Dir(DEFAULT_TOKEN_DIR.into()),
         rotate_before: args.rotate_before,
         rotate_tokens: args.rotate_tokens,
         store_timeout: args.store_timeout,
         allow_shared_dir: args.allow_shared_token_dir,
-        installation: args.installation.clone(),
-    })
+        installation: None,
+    }
 }
 
 /// How to write a token store, for every error about one.
@@ -156,29 +192,21 @@ const STORE_HELP: &str =
 /// The directory store's place when none is given.
 const DEFAULT_TOKEN_DIR: &str = "./ozform-tokens";
 
-/// `dir:PATH` or `exec:COMMAND [ARGS…]`. The command is split into words as a POSIX shell would
-/// (quotes, backslashes) but nothing is expanded: no variables, globs or `~`, and no shell runs it.
+/// `dir:PATH` or `exec:COMMAND [ARGS…]` (`StoreSpec::parse`), its errors naming the flag.
 fn store_spec(value: &str) -> Result<StoreSpec, Error> {
-    let usage = |message: String| Error::Usage { message, help: STORE_HELP.into() };
-    if let Some(path) = value.strip_prefix("dir:") {
-        if path.is_empty() {
-            return Err(usage("`--token-store dir:` needs a directory after `dir:`".into()));
+    use crate::token_store::SpecError;
+    let message = match StoreSpec::parse(value) {
+        Ok(spec) => return Ok(spec),
+        Err(SpecError::NoDirectory) => "`--token-store dir:` needs a directory after `dir:`".to_string(),
+        Err(SpecError::NoCommand) => "`--token-store exec:` needs a command after `exec:`".to_string(),
+        Err(SpecError::Unsplittable) => format!(
+            "`--token-store {value}` cannot be split into words: a quote is not closed or a backslash ends it"
+        ),
+        Err(SpecError::UnknownKind(kind)) => {
+            format!("`--token-store {value}`: `{kind}` is not a kind of token store (`dir:` or `exec:`)")
         }
-        return Ok(StoreSpec::Dir(path.into()));
-    }
-    if let Some(command) = value.strip_prefix("exec:") {
-        let Some(argv) = shlex::split(command) else {
-            return Err(usage(format!(
-                "`--token-store exec:{command}` cannot be split into words: a quote is not closed or a backslash ends it"
-            )));
-        };
-        if argv.is_empty() {
-            return Err(usage("`--token-store exec:` needs a command after `exec:`".into()));
-        }
-        return Ok(StoreSpec::Exec(argv));
-    }
-    let kind = value.split(':').next().unwrap_or_default();
-    Err(usage(format!("`--token-store {value}`: `{kind}` is not a kind of token store (`dir:` or `exec:`)")))
+    };
+    Err(Error::Usage { message, help: STORE_HELP.into() })
 }
 
 #[cfg(test)]

@@ -9,22 +9,80 @@ use std::fmt::Write as _;
 
 use crate::error::{Error, Exit};
 use crate::escape::terminal;
+use crate::ops::Ran;
 use crate::ops::doctor::{DoctorSettings, Report};
 use crate::output::Output;
 use crate::secret::process_env;
 
-use super::connection::{self, Url};
+use super::connection::Url;
+use super::installations::{self, Tokenless, Wanted};
+use super::report::Terminal;
+use super::sections::{self, Sections};
 use super::{DoctorArgs, DoctorFormat};
 
 pub async fn run(args: DoctorArgs, output: &Output) -> Result<Exit, Error> {
-    let (connection, _) = connection::connection(&args.connection, &process_env, Url::Required, 1)?;
-    let settings = DoctorSettings { connection, tokens: connection::tokens(&args.tokens)? };
-    let report = crate::ops::doctor::run(&settings, &process_env).await?;
-    match args.format {
-        DoctorFormat::Json => output.print(&format!("{}\n", json(&report)?)),
-        DoctorFormat::Text => output.print(&text(&report)),
+    let wanted = Wanted {
+        paths: Vec::new(),
+        manifests: false,
+        url: Url::Required,
+        parallelism: crate::ops::settings::Parallelism::Fixed(1),
+        secrets_dirs: &[],
+    };
+    let (installations, _) = installations::installations(
+        &args.project,
+        &args.connection,
+        Tokenless::Tokens(&args.tokens),
+        wanted,
+        &process_env,
+    )?;
+    let grouped = installations.project;
+    let views = Sections::new(output, Terminal::new(output), &installations, false);
+    let settings = DoctorSettings { installations };
+    let outcomes = crate::ops::doctor::run(&settings, &views, &process_env).await;
+    if !grouped {
+        let report = super::plan::single(outcomes)?;
+        match args.format {
+            DoctorFormat::Json => output.print(&format!("{}\n", json(&report)?)),
+            DoctorFormat::Text => output.print(&text(&report)),
+        }
+        return Ok(exit(&report));
     }
-    Ok(exit(&report))
+    // With a project file: a section (text) or an entry (JSON) per installation.
+    let mut code = Exit::Success;
+    let mut entries = Vec::new();
+    let mut shown = String::new();
+    let mut errors = Vec::new();
+    for each in outcomes {
+        let name = sections::name(&each).to_string();
+        match each.ran {
+            Ran::Done(report) => {
+                code = sections::most_severe(code, exit(&report));
+                shown.push_str(&sections::heading(&name, &report.api_url));
+                shown.push_str(&text(&report));
+                entries.push(serde_json::json!({"installation": name, "report": report}));
+            }
+            Ran::Failed(error) => {
+                code = Exit::Failure;
+                shown.push_str(&sections::heading(&name, &each.api_url));
+                let _ = writeln!(
+                    shown,
+                    "ozform doctor could not look at this installation: {}",
+                    terminal(&error.to_string())
+                );
+                entries.push(serde_json::json!({"installation": name, "error": error.to_string()}));
+                errors.push((name, error));
+            }
+            Ran::NotStarted => code = Exit::Failure,
+        }
+    }
+    match args.format {
+        DoctorFormat::Json => output.print(&format!("{}\n", json(&entries)?)),
+        DoctorFormat::Text => output.print(&shown),
+    }
+    for (name, error) in errors {
+        sections::report_error(output, &name, error);
+    }
+    Ok(code)
 }
 
 /// 0 when ozform can work with the installation, 1 when a finding fails.
@@ -32,8 +90,9 @@ fn exit(report: &Report) -> Exit {
     if report.usable { Exit::Success } else { Exit::Failure }
 }
 
-/// `{"api_url", "usable", "findings": [{"check", "status", "summary", "meaning"}]}`, pretty.
-fn json(report: &Report) -> Result<String, Error> {
+/// `{"api_url", "usable", "findings": [{"check", "status", "summary", "meaning"}]}`, pretty;
+/// with a project file, a list of `{"installation", "report"}` (or `"error"`).
+fn json<T: serde::Serialize + ?Sized>(report: &T) -> Result<String, Error> {
     crate::escape::json_pretty(report).map_err(|e| Error::Usage {
         message: format!("cannot print the report: {e}"),
         help: "report this as a bug".into(),

@@ -21,12 +21,14 @@ mod demo;
 mod doctor;
 mod emulator;
 mod export;
+mod installations;
 mod interrupt;
 mod man;
 mod plan;
 mod reconcile;
 mod report;
 mod schema;
+mod sections;
 mod show;
 mod validate;
 
@@ -71,8 +73,8 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Write live companies and service users as a manifest
     Export(ExportArgs),
-    /// Print the manifest JSON Schema
-    Schema,
+    /// Print the manifest JSON Schema (or the project file's, with --project-file)
+    Schema(SchemaArgs),
     /// Serve the built-in Oz API emulator
     Emulator(EmulatorArgs),
     /// Run plan, apply and plan again on the built-in emulator
@@ -182,10 +184,12 @@ pub struct TokenArgs {
     /// Directory of the token store, short for `--token-store dir:DIR` [default: ./ozform-tokens]
     #[arg(long, env = "OZ_TOKEN_DIR", value_name = "DIR")]
     pub token_dir: Option<PathBuf>,
-    /// The installation whose tokens the store keeps: a store shared by several installations
-    /// keeps each one's tokens apart [default: the API URL's origin, `scheme://host[:port]`]
+    /// With a project file: act on this installation only (repeatable). Without one: the
+    /// installation whose tokens the store keeps, so that a store shared by several
+    /// installations keeps each one's tokens apart [default: every installation of the project
+    /// file; without one, the API URL's origin, `scheme://host[:port]`]
     #[arg(long, env = "OZ_INSTALLATION", value_name = "NAME")]
-    pub installation: Option<String>,
+    pub installation: Vec<String>,
     /// How long a token store helper (`exec:`) may take for one call before it is stopped
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub store_timeout: Duration,
@@ -238,9 +242,10 @@ pub enum PlanFormat {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Manifest files or directories
-    #[arg(required = true)]
+    /// Manifest files or directories (without a project file)
     pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub project: installations::ProjectArgs,
     #[command(flatten)]
     pub connection: ConnectionArgs,
     #[command(flatten)]
@@ -252,8 +257,9 @@ pub struct PlanArgs {
     /// characters); past it, the summary, the removals and as many changes as fit
     #[arg(long, value_name = "N", value_parser = parse_max_bytes)]
     pub max_bytes: Option<usize>,
-    /// Also save the plan as JSON, for `apply --plan`
-    #[arg(long)]
+    /// Also save the plan as JSON, for `apply --plan`; with several installations, a directory
+    /// of `<installation>.json`
+    #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
     /// Exit 0 when there are no changes, 2 when there are, 3 when one of them is a removal
     #[arg(long)]
@@ -273,13 +279,19 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// Manifest files or directories (not with --plan)
-    #[arg(required_unless_present = "plan", conflicts_with = "plan")]
+    /// Manifest files or directories (without a project file; not with --plan)
+    #[arg(conflicts_with = "plan")]
     pub paths: Vec<PathBuf>,
     /// Execute this saved plan exactly, on the API that --api-url/OZ_API_URL names (refused whole
-    /// if live state has moved or an id it carries is not the live object's)
-    #[arg(long)]
+    /// if live state has moved or an id it carries is not the live object's); with a project
+    /// file, a plan or a directory of plans (`plan --out DIR`), each on its installation
+    #[arg(long, value_name = "PATH")]
     pub plan: Option<PathBuf>,
+    /// With a project file: go on with the next installations after one fails
+    #[arg(long)]
+    pub keep_going: bool,
+    #[command(flatten)]
+    pub project: installations::ProjectArgs,
     /// Do not ask for confirmation
     #[arg(long)]
     pub auto_approve: bool,
@@ -363,17 +375,30 @@ pub struct ReconcileArgs {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     #[command(flatten)]
+    pub project: installations::ProjectArgs,
+    /// With a project file: export this installation only (repeatable)
+    #[arg(long, env = "OZ_INSTALLATION", value_name = "NAME")]
+    pub installation: Vec<String>,
+    #[command(flatten)]
     pub connection: ConnectionArgs,
     /// Export only these companies (repeatable)
     #[arg(long = "company", value_name = "NAME")]
     pub companies: Vec<String>,
-    /// Write to this file (atomically) instead of stdout
-    #[arg(long)]
+    /// Write to this file (atomically) instead of stdout; with several installations, a
+    /// directory of `<installation>.yaml`
+    #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
     /// Write `token: {issue: true}` on every user (off by default: applying the export would
     /// issue a new token for each user whose token is not in the token store)
     #[arg(long)]
     pub tokens: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Print the JSON Schema of the project file (`ozform.yaml`) instead of the manifest's
+    #[arg(long)]
+    pub project_file: bool,
 }
 
 #[derive(Debug, Args)]
@@ -426,6 +451,8 @@ pub enum DoctorFormat {
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
+    #[command(flatten)]
+    pub project: installations::ProjectArgs,
     #[command(flatten)]
     pub connection: ConnectionArgs,
     #[command(flatten)]
@@ -625,7 +652,7 @@ async fn run(command: Command, output: &Output) -> Exit {
             Ok(()) => export::run(args, output).await,
             Err(e) => Err(e),
         },
-        Command::Schema => schema::run(output),
+        Command::Schema(args) => schema::run(&args, output),
         Command::Emulator(args) => emulator::run(args, output).await,
         Command::Demo(args) => demo::run(args, output).await,
         Command::Doctor(args) => doctor::run(args, output).await,

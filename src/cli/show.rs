@@ -6,14 +6,18 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::error::{Error, Exit};
+use crate::ops::{Each, Ran};
 use crate::output::Output;
+use crate::plan::Plan;
 
 use super::PlanFormat;
 use super::report;
+use super::sections;
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// A saved plan, as `ozform plan --out FILE` wrote it
+    /// A saved plan, as `ozform plan --out FILE` wrote it, or a directory of them (`plan --out
+    /// DIR`), shown as one section per installation
     #[arg(value_name = "PLAN.json")]
     pub plan: PathBuf,
     /// How to print the plan
@@ -27,7 +31,36 @@ pub struct ShowArgs {
 
 pub fn run(args: &ShowArgs, output: &Output) -> Result<Exit, Error> {
     super::check_max_bytes(args.max_bytes, args.format)?;
+    if args.plan.is_dir() {
+        return run_dir(args, output);
+    }
     let plan = crate::ops::show::run(&args.plan)?;
     output.print(&report::rendered(&plan, super::plan::format(args.format), output.color, args.max_bytes));
     Ok(Exit::Success)
+}
+
+/// The plans of a directory, grouped as `plan` groups a project file's installations.
+fn run_dir(args: &ShowArgs, output: &Output) -> Result<Exit, Error> {
+    let plans = crate::ops::show::run_dir(&args.plan)?;
+    let outcomes: Vec<Each<Plan>> = plans
+        .into_iter()
+        .map(|(name, plan)| Each { name: Some(name), api_url: plan.api_url.clone(), ran: Ran::Done(plan) })
+        .collect();
+    match args.format {
+        PlanFormat::Text => output.print(&sections::plans_text(&outcomes, output.color, plan_of)),
+        PlanFormat::Markdown => output.print(&sections::plans_markdown(&outcomes, args.max_bytes, plan_of)),
+        PlanFormat::Json => {
+            return Err(Error::Usage {
+                message:
+                    "`--format json` prints one plan, and the directory holds the plans of installations"
+                        .into(),
+                help: "show one plan file of the directory with `--format json`".into(),
+            });
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn plan_of(plan: &Plan) -> &Plan {
+    plan
 }

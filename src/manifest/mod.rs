@@ -38,6 +38,7 @@ mod interpolate;
 mod node;
 mod printable;
 mod problem;
+pub mod project;
 mod read;
 mod secrets;
 mod source;
@@ -90,8 +91,8 @@ impl<'a> LoadOptions<'a> {
 
 fn ignore(_: &Warning) {}
 
-/// All problems found in the manifests, reported together: the first `MAX_PROBLEMS` by file
-/// and place in full, then how many more there are.
+/// All problems found in the manifests (or in a project file), reported together: the first
+/// `MAX_PROBLEMS` by file and place in full, then how many more there are.
 #[derive(Debug)]
 pub struct ManifestError {
     /// The problems shown, in order of file and place.
@@ -100,12 +101,23 @@ pub struct ManifestError {
     pub total: usize,
     /// "and N more problems", when some are not shown.
     more: Option<Box<problem::Diag>>,
+    /// The project file the problems are in (its path escaped), or `None` for manifests.
+    project: Option<String>,
 }
 
 impl ManifestError {
     fn new(problems: problem::Problems, files: &[problem::SourceFile]) -> Self {
+        Self::of(problems, files, problem::Area::Manifests, None)
+    }
+
+    fn of(
+        problems: problem::Problems,
+        files: &[problem::SourceFile],
+        area: problem::Area,
+        project: Option<String>,
+    ) -> Self {
         let total = problems.total();
-        let problems = problems.render(files);
+        let problems = problems.render(files, area);
         let omitted = total - problems.len();
         let more = (omitted > 0).then(|| {
             Box::new(problem::Diag::note(
@@ -116,13 +128,21 @@ impl ManifestError {
                 ),
             ))
         });
-        Self { problems, total, more }
+        Self { problems, total, more, project }
+    }
+
+    /// Whether the problems are a project file's.
+    pub fn is_project(&self) -> bool {
+        self.project.is_some()
     }
 }
 
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the manifests have {}", count_problems(self.total))
+        match &self.project {
+            None => write!(f, "the manifests have {}", count_problems(self.total)),
+            Some(path) => write!(f, "the project file `{path}` has {}", count_problems(self.total)),
+        }
     }
 }
 
@@ -130,10 +150,18 @@ impl std::error::Error for ManifestError {}
 
 impl Diagnostic for ManifestError {
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        Some(Box::new("ozform::manifest::invalid"))
+        Some(Box::new(if self.project.is_some() {
+            "ozform::project::invalid"
+        } else {
+            "ozform::manifest::invalid"
+        }))
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        Some(Box::new("fix each problem listed below, then run `ozform validate` again"))
+        Some(Box::new(if self.project.is_some() {
+            "fix each problem listed below (the project file is described in docs/installations.md)"
+        } else {
+            "fix each problem listed below, then run `ozform validate` again"
+        }))
     }
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
         let shown = self.problems.iter().map(|r| &**r as &dyn Diagnostic);

@@ -8,6 +8,7 @@
 //! shows each through a bounded, escaped `Excerpt`, and every value a message quotes is
 //! escaped and clipped (`printable`). Pure; no I/O.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fmt;
@@ -138,6 +139,73 @@ pub enum Kind {
         /// itself was given (the admin password).
         password_of: Option<Location>,
     },
+    /// A project file that is not a map (or whose map has no `installations`).
+    NotAProject {
+        found: &'static str,
+    },
+    /// The file given as the project file (`--config`) is a manifest.
+    ManifestNotProject {
+        path: PathBuf,
+    },
+    /// A project file of more than one YAML document.
+    ProjectDocuments,
+    /// A project file that names no installation.
+    NoInstallations,
+    /// The project file is larger than `project::MAX_PROJECT_BYTES`.
+    ProjectTooLarge {
+        path: PathBuf,
+    },
+    /// An installation name that cannot name a directory, a file and a label.
+    BadInstallationName {
+        name: String,
+        reason: String,
+    },
+    /// Two installations of one name.
+    DuplicateInstallation {
+        name: String,
+        first: Location,
+    },
+    /// An `api_url` that is not an `https://` or `http://` base URL.
+    BadApiUrl {
+        url: String,
+        reason: &'static str,
+    },
+    /// An admin password written in the project file itself.
+    LiteralAdminPassword,
+    /// `admin_password: {env: NAME}` with a `NAME` an admin password may not come from.
+    AdminPasswordVariable {
+        name: String,
+    },
+    /// A path of the project file (`field`) that leads outside its directory (lexically, or
+    /// through a symbolic link), or for `admin_password`, outside it and every `--secrets-dir`.
+    PathOutside {
+        field: &'static str,
+        path: String,
+    },
+    /// A `token_store` that names no token store.
+    BadTokenStore {
+        reason: String,
+    },
+}
+
+/// What the problems are about: the manifests, or a project file. The same check has the same
+/// kind in both; its code names the area (`ozform::manifest::unknown_field`,
+/// `ozform::project::unknown_field`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    Manifests,
+    Project,
+}
+
+impl Area {
+    /// The code of `kind` in this area.
+    pub fn code(self, kind: &Kind) -> Cow<'static, str> {
+        let code = kind.code();
+        match (self, code.strip_prefix("ozform::manifest::")) {
+            (Area::Project, Some(name)) => Cow::Owned(format!("ozform::project::{name}")),
+            _ => Cow::Borrowed(code),
+        }
+    }
 }
 
 /// A location as a message names it, with its path escaped.
@@ -177,6 +245,18 @@ impl Kind {
             Kind::SecretOutside { .. } => "ozform::manifest::secret_outside",
             Kind::SavedPlan { .. } => "ozform::manifest::saved_plan",
             Kind::AliasBudget { .. } => "ozform::manifest::alias_budget",
+            Kind::NotAProject { .. } => "ozform::project::not_a_project",
+            Kind::ManifestNotProject { .. } => "ozform::project::manifest_not_project",
+            Kind::ProjectDocuments => "ozform::project::documents",
+            Kind::NoInstallations => "ozform::project::no_installations",
+            Kind::ProjectTooLarge { .. } => "ozform::project::too_large",
+            Kind::BadInstallationName { .. } => "ozform::project::bad_name",
+            Kind::DuplicateInstallation { .. } => "ozform::project::duplicate_installation",
+            Kind::BadApiUrl { .. } => "ozform::project::bad_api_url",
+            Kind::LiteralAdminPassword => "ozform::project::literal_password",
+            Kind::AdminPasswordVariable { .. } => "ozform::project::admin_password_variable",
+            Kind::PathOutside { .. } => "ozform::project::path_outside",
+            Kind::BadTokenStore { .. } => "ozform::project::bad_token_store",
         }
     }
 
@@ -252,6 +332,39 @@ impl Kind {
                  together: this document crosses the limit",
                 limit(*exceeded)
             ),
+            Kind::NotAProject { found } => {
+                format!("a project file must be a map with `installations:`, found {found}")
+            }
+            Kind::ManifestNotProject { path } => {
+                format!("`{}` is a manifest, not a project file", p(path))
+            }
+            Kind::ProjectDocuments => "a project file is one YAML document, and this is another".into(),
+            Kind::NoInstallations => "the project file names no installation".into(),
+            Kind::ProjectTooLarge { path } => format!(
+                "`{}` is larger than {} KiB, the limit for a project file",
+                p(path),
+                super::project::MAX_PROJECT_BYTES >> 10
+            ),
+            Kind::BadInstallationName { name, reason } => {
+                format!("`{}` cannot name an installation: {reason}", v(name))
+            }
+            Kind::DuplicateInstallation { name, .. } => {
+                format!("installation `{}` is declared twice", v(name))
+            }
+            Kind::BadApiUrl { url, reason } => format!("`{}` is not an Oz API URL: {reason}", v(url)),
+            Kind::LiteralAdminPassword => {
+                "the admin password is written literally in the project file".into()
+            }
+            Kind::AdminPasswordVariable { name } => {
+                format!(
+                    "`{}` cannot hold an admin password: its name must start with `OZ_`, and not with `OZ_VAR_`",
+                    v(name)
+                )
+            }
+            Kind::PathOutside { field, path } => {
+                format!("`{field}` path `{}` leads outside the project file's directory", v(path))
+            }
+            Kind::BadTokenStore { reason } => format!("invalid `token_store`: {reason}"),
         }
     }
 
@@ -350,6 +463,46 @@ impl Kind {
             Kind::AliasBudget { .. } => "write the values out, or use fewer aliases (`*name`) and merge keys (`<<`): \
                  the limit keeps manifests from exhausting the memory of the job that loads them"
                 .into(),
+            Kind::NotAProject { .. } => "start the file with `installations:` and a list of installations \
+                 (see docs/installations.md)"
+                .into(),
+            Kind::ManifestNotProject { .. } => "a project file names installations (`installations:`); give manifests \
+                 as PATHS, or name them in the project file's `manifests:`"
+                .into(),
+            Kind::ProjectDocuments => "remove the `---` and what follows it: every installation goes in the one \
+                 `installations:` list"
+                .into(),
+            Kind::NoInstallations => "list the installations under `installations:`, each with `name`, `api_url`, \
+                 `admin_email`, `admin_password` and `manifests` (see docs/installations.md)"
+                .into(),
+            Kind::ProjectTooLarge { .. } => "a project file names installations, not their objects: keep companies \
+                 and users in the manifests it names"
+                .into(),
+            Kind::BadInstallationName { .. } => "write 1 to 63 lower-case letters, digits, `-`, `_` or `.`, starting \
+                 and ending with a letter or digit (e.g. `eu-prod`): the name becomes a directory, a file and a \
+                 Kubernetes label value"
+                .into(),
+            Kind::DuplicateInstallation { first, .. } => {
+                format!("name each installation once; the first is at {}", at(first))
+            }
+            Kind::BadApiUrl { .. } => "write the base URL of the API, e.g. `https://oz.example.com`".into(),
+            Kind::LiteralAdminPassword => "the project file lives in Git, where a password is readable by everyone \
+                 with access, forever: write `admin_password: {env: OZ_…}` or `admin_password: {file: PATH}`"
+                .into(),
+            Kind::AdminPasswordVariable { .. } => "name a variable such as `OZ_EU_ADMIN_PASSWORD`: the project \
+                 file decides where the admin password is sent, so it may not name other variables of the job \
+                 (`GITHUB_TOKEN`, cloud keys); `OZ_VAR_` variables are values a manifest may print"
+                .into(),
+            Kind::PathOutside { field: "admin_password", .. } => "put the file inside the project file's directory, \
+                 or in a directory given with `--secrets-dir DIR` (or `OZ_SECRETS_DIR`); a relative path is \
+                 relative to the project file"
+                .into(),
+            Kind::PathOutside { .. } => "write a path relative to the project file, inside its directory: ozform \
+                 does not reach outside it, so that a project file cannot point a run at the machine it runs on"
+                .into(),
+            Kind::BadTokenStore { .. } => "write `token_store: dir:PATH` or `token_store: \"exec:PROGRAM ARGS…\"`, \
+                 the program a path inside the project file's directory (see docs/token-stores.md)"
+                .into(),
         }
     }
 }
@@ -403,10 +556,10 @@ impl Problem {
 
     /// Render with the files' texts, indexed as in `At::file`, and the spots of every place
     /// in them that a problem points at.
-    fn into_report(self, files: &[SourceFile], spots: &[Spots]) -> miette::Report {
-        let code = self.kind.code();
+    fn into_report(self, files: &[SourceFile], spots: &[Spots], area: Area) -> miette::Report {
+        let code = area.code(&self.kind);
         let mut diag = Diag {
-            code,
+            code: code.clone(),
             message: self.kind.message(),
             help: Some(self.kind.help()),
             severity: Severity::Error,
@@ -528,8 +681,9 @@ impl Problems {
         self.total == 0
     }
 
-    /// The kept problems in order of place (then of finding), as reports.
-    pub fn render(self, files: &[SourceFile]) -> Vec<miette::Report> {
+    /// The kept problems in order of place (then of finding), as reports, their codes those of
+    /// `area`.
+    pub fn render(self, files: &[SourceFile], area: Area) -> Vec<miette::Report> {
         let problems: Vec<Problem> = self.kept.into_sorted_vec().into_iter().map(|r| r.problem).collect();
         let mut offsets: Vec<Vec<usize>> = vec![Vec::new(); files.len()];
         for problem in &problems {
@@ -542,7 +696,7 @@ impl Problems {
         }
         let spots: Vec<Spots> =
             files.iter().zip(offsets).map(|(file, offsets)| Spots::locate(&file.text, offsets)).collect();
-        problems.into_iter().map(|p| p.into_report(files, &spots)).collect()
+        problems.into_iter().map(|p| p.into_report(files, &spots, area)).collect()
     }
 
     /// The kinds kept, in order (for tests).
@@ -557,7 +711,7 @@ impl Problems {
 /// A rendered problem: what miette prints.
 #[derive(Debug)]
 pub struct Diag {
-    code: &'static str,
+    code: Cow<'static, str>,
     message: String,
     help: Option<String>,
     severity: Severity,
@@ -570,7 +724,7 @@ impl Diag {
     /// A diagnostic without a place: a note about the manifests as a whole.
     pub fn note(code: &'static str, message: String, help: String) -> Self {
         Diag {
-            code,
+            code: Cow::Borrowed(code),
             message,
             help: Some(help),
             severity: Severity::Advice,
@@ -591,7 +745,7 @@ impl std::error::Error for Diag {}
 
 impl Diagnostic for Diag {
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        Some(Box::new(self.code))
+        Some(Box::new(&self.code))
     }
     fn severity(&self) -> Option<Severity> {
         Some(self.severity)

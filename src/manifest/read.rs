@@ -77,15 +77,15 @@ pub struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn at(&self, pos: Pos) -> At {
+    pub(super) fn at(&self, pos: Pos) -> At {
         At { file: self.file, pos }
     }
 
-    fn location(&self, pos: Pos) -> Location {
+    pub(super) fn location(&self, pos: Pos) -> Location {
         Location { file: Arc::clone(&self.path), line: pos.line, column: pos.column }
     }
 
-    fn problem(&mut self, kind: Kind, pos: Pos, label: impl Into<String>) {
+    pub(super) fn problem(&mut self, kind: Kind, pos: Pos, label: impl Into<String>) {
         let at = self.at(pos);
         self.problems.push(Problem::at(kind, at, label));
     }
@@ -115,7 +115,7 @@ impl Reader<'_> {
 
     /// Interpolate every string value (never keys) in place, reporting each failure. A value
     /// that cannot be interpolated is kept as written.
-    fn interpolate_values(&mut self, node: &mut Node) {
+    pub(super) fn interpolate_values(&mut self, node: &mut Node) {
         match &mut node.value {
             Value::Str(s) => match interpolate(s, self.env, &|name| self.secrets.holds(name).is_some()) {
                 Ok(done) => *s = done,
@@ -155,7 +155,7 @@ impl Reader<'_> {
 
     /// The entries of a map whose keys must be among `allowed`: unknown and repeated keys
     /// are reported (the first of a repeated key is kept). `None` if `node` is not a map.
-    fn fields<'n>(
+    pub(super) fn fields<'n>(
         &mut self,
         node: &'n Node,
         within: &'static str,
@@ -194,7 +194,7 @@ impl Reader<'_> {
     }
 
     /// A list of items; `null` is an empty list.
-    fn list<'n>(&mut self, field: &str, node: &'n Node) -> Option<&'n [Node]> {
+    pub(super) fn list<'n>(&mut self, field: &str, node: &'n Node) -> Option<&'n [Node]> {
         match &node.value {
             Value::Seq(items) => Some(items),
             Value::Null => None,
@@ -208,7 +208,7 @@ impl Reader<'_> {
     }
 
     /// A string; `null` counts as left out.
-    fn string(&mut self, field: &str, node: &Node) -> Option<String> {
+    pub(super) fn string(&mut self, field: &str, node: &Node) -> Option<String> {
         match &node.value {
             Value::Str(s) => Some(s.clone()),
             Value::Null => None,
@@ -222,7 +222,7 @@ impl Reader<'_> {
     }
 
     /// `true` or `false`; `null` counts as left out.
-    fn boolean(&mut self, field: &str, node: &Node) -> Option<bool> {
+    pub(super) fn boolean(&mut self, field: &str, node: &Node) -> Option<bool> {
         match &node.value {
             Value::Bool(b) => Some(*b),
             Value::Null => None,
@@ -243,7 +243,7 @@ impl Reader<'_> {
         }
     }
 
-    fn required_name(
+    pub(super) fn required_name(
         &mut self,
         field: &'static str,
         within: &'static str,
@@ -457,7 +457,7 @@ impl Reader<'_> {
 }
 
 /// A key as text, for unknown-field messages (keys may be numbers or booleans in YAML).
-fn scalar_text(node: &Node) -> String {
+pub(super) fn scalar_text(node: &Node) -> String {
     match &node.value {
         Value::Str(s) => s.clone(),
         Value::Null => "~".into(),

@@ -13,7 +13,18 @@
 //! A saved plan is untrusted: it is applied only to the API configured for the run (a plan
 //! naming another, or a run naming none, is refused before any connection, so the admin
 //! credentials never go where a plan file says), and the fresh check refuses it whole when an
-//! id it carries is not the live object's at its address (`apply::check_fresh`).
+//! id it carries is not the live object's at its address (`apply::check_fresh`). With a
+//! project file, a saved plan names its installation (`installation`): it is applied there,
+//! with that installation's credentials, and only if its `api_url` is that installation's. A
+//! directory of plans (`plan --out DIR`) is read whole before any installation is touched.
+//!
+//! Several installations are applied one after another (or overlapping, with
+//! `--installations-parallelism`), each with its own lock and target; the run stops at the
+//! first that fails (a step failed, conflicts, an error) unless `--keep-going`, and a stop
+//! asked for on the cancel channel starts no further installation.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
@@ -27,112 +38,260 @@ use crate::plan::{Plan, check_removals};
 use crate::secret::{SecretRoots, process_env};
 use crate::words::count;
 
-use super::settings::{ApplySettings, ApplySource};
+use super::each::{Each, Order, Views, each};
+use super::settings::{ApplySettings, ApplySource, InstallationSettings, Installations};
 use super::{
     Access, Approval, Approve, Held, Measure, Target, View, check_company_filter, load_manifests,
     plan_options,
 };
 
-/// What `apply` did: the plan it carried out (shown through the view before approval), and the
-/// executor's report, or `None` when the plan had no changes and nothing was executed.
+/// What `apply` did to one installation: the plan it carried out (shown through the view
+/// before approval), and the executor's report, or `None` when the plan had no changes and
+/// nothing was executed.
 #[derive(Debug)]
 pub struct ApplyOutcome {
     pub plan: Plan,
     pub report: Option<ApplyReport>,
 }
 
+impl ApplyOutcome {
+    /// Whether the apply did less than the manifests ask: a step failed, was skipped or not
+    /// started, or conflicts were left for a person to fix.
+    pub fn failed(&self) -> bool {
+        self.report.as_ref().is_some_and(|r| !r.is_success()) || !self.plan.conflicts.is_empty()
+    }
+}
+
+/// Apply to each installation of the settings, one after another (or overlapping, with
+/// `--installations-parallelism`), stopping at the first that fails unless `--keep-going`.
+/// `Err` only for what stops the run before any installation: a saved plan that cannot be
+/// read, or that names no installation of the run.
 pub async fn run(
     settings: ApplySettings,
+    views: &dyn Views<ApplyOutcome>,
+    approve: &dyn Approve,
+    measure: &dyn Measure,
+    cancel: watch::Receiver<bool>,
+) -> Result<Vec<Each<ApplyOutcome>>, Error> {
+    let order =
+        Order { parallelism: settings.installations.parallelism, stop_after_failure: !settings.keep_going };
+    match &settings.source {
+        ApplySource::Manifests { companies } => {
+            let installations = settings.installations.refs();
+            Ok(each(&installations, order, views, Some(&cancel), ApplyOutcome::failed, |index, view| {
+                let installation = &settings.installations.each[index];
+                apply_manifests(&settings, installation, companies, view, approve, measure, cancel.clone())
+            })
+            .await)
+        }
+        ApplySource::SavedPlan(path) => {
+            let plans = saved_plans(path, &settings.installations, &*views.overall())?;
+            let installations: Vec<&InstallationSettings> =
+                plans.iter().map(|(index, _)| &settings.installations.each[*index]).collect();
+            let plans: Vec<Mutex<Option<Plan>>> =
+                plans.into_iter().map(|(_, plan)| Mutex::new(Some(plan))).collect();
+            Ok(each(&installations, order, views, Some(&cancel), ApplyOutcome::failed, |index, view| {
+                // Each plan is taken once: `each` runs each index once.
+                let plan = plans[index].lock().ok().and_then(|mut plan| plan.take());
+                apply_saved(&settings, installations[index], plan, view, measure, cancel.clone())
+            })
+            .await)
+        }
+    }
+}
+
+/// The saved plans of `path`, each with the index of the installation of the run it goes to,
+/// their secret files placed under this run's checkout and `--secrets-dir`s. Without a project
+/// file: the one plan of a file, for the one installation. With one: a file, or each
+/// `<installation>.json` of a directory, each naming an installation of the run (`installation`)
+/// whose name is its file's.
+fn saved_plans(
+    path: &Path,
+    installations: &Installations,
     view: &dyn View,
+) -> Result<Vec<(usize, Plan)>, Error> {
+    if !installations.project {
+        if path.is_dir() {
+            return Err(Error::Usage {
+                message: format!("`{}` is a directory: a directory of saved plans needs a project file", path.display()),
+                help: "give the plan's file (`--plan FILE`), or run where the project file `ozform.yaml` is (or \
+                       with `--config PATH`)"
+                    .into(),
+            });
+        }
+        return Ok(vec![(0, super::show::read(path)?)]);
+    }
+    let named = |plan: Plan, file: &Path| -> Result<(usize, Plan), Error> {
+        let Some(name) = plan.installation.clone() else {
+            return Err(Error::Usage {
+                message: format!("the saved plan `{}` names no installation", file.display()),
+                help: "with a project file, apply plans it made: `ozform plan --out FILE` (or `--out DIR`) names \
+                       each plan's installation"
+                    .into(),
+            });
+        };
+        match installations.each.iter().position(|i| i.name.as_deref() == Some(name.as_str())) {
+            Some(index) => Ok((index, plan)),
+            None => Err(Error::Usage {
+                message: format!(
+                    "the saved plan `{}` is for installation {}, which this run does not act on",
+                    file.display(),
+                    quote(&name)
+                ),
+                help: "name it with `--installation`, or check the plan was made with this project file"
+                    .into(),
+            }),
+        }
+    };
+    if !path.is_dir() {
+        return Ok(vec![named(super::show::read(path)?, path)?]);
+    }
+    let mut plans: Vec<(usize, Plan)> = Vec::new();
+    for file in super::show::plan_files(path)? {
+        let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if !installations.each.iter().any(|i| i.name.as_deref() == Some(stem.as_str())) {
+            view.warning(&format!(
+                "`{}` is not the plan of an installation this run acts on: not applied",
+                file.display()
+            ));
+            continue;
+        }
+        let (index, plan) = named(super::show::read(&file)?, &file)?;
+        if plan.installation.as_deref() != Some(stem.as_str()) {
+            return Err(Error::Usage {
+                message: format!(
+                    "the saved plan `{}` is for installation {}, not `{stem}` as its name says",
+                    file.display(),
+                    quote(plan.installation.as_deref().unwrap_or_default())
+                ),
+                help: "save plans with `ozform plan --out DIR`, which names each `<installation>.json`"
+                    .into(),
+            });
+        }
+        plans.push((index, plan));
+    }
+    for (index, installation) in installations.each.iter().enumerate() {
+        if !plans.iter().any(|(i, _)| *i == index) {
+            view.status(&format!(
+                "no saved plan of installation `{}` in `{}`: not applied",
+                installation.name.as_deref().unwrap_or_default(),
+                path.display()
+            ));
+        }
+    }
+    if plans.is_empty() {
+        return Err(Error::Usage {
+            message: format!("`{}` holds no saved plan of an installation this run acts on", path.display()),
+            help: "save plans there with `ozform plan --out DIR` first".into(),
+        });
+    }
+    plans.sort_by_key(|(index, _)| *index);
+    Ok(plans)
+}
+
+/// Execute one saved plan on its installation.
+async fn apply_saved(
+    settings: &ApplySettings,
+    installation: &InstallationSettings,
+    plan: Option<Plan>,
+    view: Arc<dyn View>,
+    measure: &dyn Measure,
+    cancel: watch::Receiver<bool>,
+) -> Result<ApplyOutcome, Error> {
+    let view = &*view;
+    let parallelism = settings.parallelism.steps();
+    let Some(mut plan) = plan else {
+        return Err(Error::Io {
+            action: "apply",
+            path: "a saved plan".into(),
+            reason: "it was taken twice (a bug)".into(),
+        });
+    };
+    // Secret files named by the plan are placed under this run's checkout and
+    // `--secrets-dir`s, with the confinement the manifests had.
+    crate::apply::anchor_secrets(&mut plan, &SecretRoots::for_saved_plan(&settings.secrets_dirs));
+    // The figures are the plan's own: the same check `plan` made, before any request.
+    check_removals(&plan, &settings.removals)?;
+    // Credentials go only to the API configured for the run (the command line, or the
+    // project file's installation): the plan names its API, it does not choose it.
+    let mut connection = installation.connection.clone();
+    match &connection.api_url {
+        Some(url) if url.trim_end_matches('/') != plan.api_url.trim_end_matches('/') => {
+            return Err(Error::Usage {
+                message: format!("the plan was made for {}, not {}", quote(&plan.api_url), quote(url)),
+                help:
+                    "apply a saved plan to the API it was made for (`--api-url`/`OZ_API_URL`, or the project \
+                       file's `api_url`), or make a new plan"
+                        .into(),
+            });
+        }
+        Some(_) => {}
+        None => return Err(no_url_for_saved_plan()),
+    }
+    connection.api_version = VersionSetting::Fixed(plan.api_version);
+    let passwords = resolve_passwords(&plan, &process_env)?;
+    let secrets = plan.changes.iter().filter_map(|c| c.password());
+    let target = Target::open(&connection, &installation.tokens, Access::ReadWrite, secrets, &process_env)?
+        .observed_by(measure.requests());
+    // Held until this function returns, whatever path it takes.
+    let _held = lock(&target, settings.lock_timeout, view, cancel.clone()).await?;
+    target.check_fresh(&plan, parallelism).await?;
+    // The warnings that hold now: every password resolved above, none of plan time's
+    // "is not set now" does.
+    plan.warnings = crate::plan::warnings_now(&plan, |source| source.is_available(&process_env));
+    measure.planned(&plan);
+    view.plan(&plan);
+    let report = execute(&target, &plan, passwords, parallelism, view, cancel).await?;
+    measured(&target, &report, installation, measure).await;
+    Ok(ApplyOutcome { plan, report: Some(report) })
+}
+
+/// Plan one installation's manifests, show, approve, execute.
+async fn apply_manifests(
+    settings: &ApplySettings,
+    installation: &InstallationSettings,
+    companies: &[String],
+    view: Arc<dyn View>,
     approve: &dyn Approve,
     measure: &dyn Measure,
     cancel: watch::Receiver<bool>,
 ) -> Result<ApplyOutcome, Error> {
+    let view = &*view;
     let parallelism = settings.parallelism.steps();
-    match &settings.source {
-        ApplySource::SavedPlan(path) => {
-            let mut plan = super::show::read(path)?;
-            // Secret files named by the plan are placed under this run's checkout and
-            // `--secrets-dir`s, with the confinement the manifests had.
-            crate::apply::anchor_secrets(&mut plan, &SecretRoots::for_saved_plan(&settings.secrets_dirs));
-            // The figures are the plan's own: the same check `plan` made, before any request.
-            check_removals(&plan, &settings.removals)?;
-            // Credentials go only to the API configured for the run: the plan names its API,
-            // it does not choose it.
-            let mut connection = settings.connection.clone();
-            match &connection.api_url {
-                Some(url) if url.trim_end_matches('/') != plan.api_url.trim_end_matches('/') => {
-                    return Err(Error::Usage {
-                        message: format!(
-                            "the plan was made for {}, not {}",
-                            quote(&plan.api_url),
-                            quote(url)
-                        ),
-                        help: "apply a saved plan to the API it was made for (`--api-url`/`OZ_API_URL`), or make a new plan"
-                            .into(),
-                    });
-                }
-                Some(_) => {}
-                None => return Err(no_url_for_saved_plan()),
-            }
-            connection.api_version = VersionSetting::Fixed(plan.api_version);
-            let passwords = resolve_passwords(&plan, &process_env)?;
-            let secrets = plan.changes.iter().filter_map(|c| c.password());
-            let target =
-                Target::open(&connection, &settings.tokens, Access::ReadWrite, secrets, &process_env)?
-                    .observed_by(measure.requests());
-            // Held until this function returns, whatever path it takes.
-            let _held = lock(&target, settings.lock_timeout, view, cancel.clone()).await?;
-            target.check_fresh(&plan, parallelism).await?;
-            // The warnings that hold now: every password resolved above, none of plan time's
-            // "is not set now" does.
-            plan.warnings = crate::plan::warnings_now(&plan, |source| source.is_available(&process_env));
-            measure.planned(&plan);
-            view.plan(&plan);
-            let report = execute(&target, &plan, passwords, parallelism, view, cancel).await?;
-            measured(&target, &report, &settings, measure).await;
-            Ok(ApplyOutcome { plan, report: Some(report) })
-        }
-        ApplySource::Manifests { paths, companies } => {
-            let desired = load_manifests(paths, &settings.secrets_dirs, view)?;
-            check_company_filter(&desired, companies)?;
-            let secrets = desired.users.iter().filter_map(|u| u.password.as_ref());
-            let target = Target::open(
-                &settings.connection,
-                &settings.tokens,
-                Access::ReadWrite,
-                secrets,
-                &process_env,
-            )?
-            .observed_by(measure.requests());
-            let _held = lock(&target, settings.lock_timeout, view, cancel.clone()).await?;
-            let options = plan_options(&desired, &settings.tokens, companies, &process_env);
-            let (plan, stored) = target.plan_and_stored(&desired, &options).await?;
-            measure.planned(&plan);
-            measure.stored(&stored, options.now, settings.tokens.rotate_before);
-            view.plan(&plan);
-            if !plan.has_changes() {
-                return Ok(ApplyOutcome { plan, report: None });
-            }
-            check_removals(&plan, &settings.removals)?;
-            // Before asking: a missing password would stop the apply anyway, so say it now.
-            let passwords = resolve_passwords(&plan, &process_env)?;
-            match approve.approve(&plan) {
-                Approval::Approved => {}
-                Approval::Declined => return Err(ApplyError::NotApproved.into()),
-                Approval::CannotAsk => {
-                    return Err(Error::Usage {
-                        message: "apply needs approval, and there is no terminal to ask on".into(),
-                        help: "review the plan above and pass `--auto-approve`, or apply a reviewed plan with `--plan FILE`"
-                            .into(),
-                    });
-                }
-            }
-            let report = execute(&target, &plan, passwords, parallelism, view, cancel).await?;
-            measured(&target, &report, &settings, measure).await;
-            Ok(ApplyOutcome { plan, report: Some(report) })
+    let connection = &installation.connection;
+    let desired =
+        load_manifests(&installation.manifests, &settings.secrets_dirs, &connection.admin_password, view)?;
+    check_company_filter(&desired, companies)?;
+    let secrets = desired.users.iter().filter_map(|u| u.password.as_ref());
+    let target = Target::open(connection, &installation.tokens, Access::ReadWrite, secrets, &process_env)?
+        .observed_by(measure.requests());
+    let _held = lock(&target, settings.lock_timeout, view, cancel.clone()).await?;
+    let options = plan_options(&desired, &installation.tokens, companies, &process_env);
+    let (mut plan, stored) = target.plan_and_stored(&desired, &options).await?;
+    plan.installation.clone_from(&installation.name);
+    measure.planned(&plan);
+    measure.stored(&stored, options.now, installation.tokens.rotate_before);
+    view.plan(&plan);
+    if !plan.has_changes() {
+        return Ok(ApplyOutcome { plan, report: None });
+    }
+    check_removals(&plan, &settings.removals)?;
+    // Before asking: a missing password would stop the apply anyway, so say it now.
+    let passwords = resolve_passwords(&plan, &process_env)?;
+    match approve.approve(&plan) {
+        Approval::Approved => {}
+        Approval::Declined => return Err(ApplyError::NotApproved.into()),
+        Approval::CannotAsk => {
+            return Err(Error::Usage {
+                message: "apply needs approval, and there is no terminal to ask on".into(),
+                help: "review the plan above and pass `--auto-approve`, or apply a reviewed plan with `--plan FILE`"
+                    .into(),
+            });
         }
     }
+    let report = execute(&target, &plan, passwords, parallelism, view, cancel).await?;
+    measured(&target, &report, installation, measure).await;
+    Ok(ApplyOutcome { plan, report: Some(report) })
 }
 
 /// `apply --plan` without `--api-url`/`OZ_API_URL` (a usage error): the saved plan's `api_url`
@@ -150,14 +309,19 @@ pub fn no_url_for_saved_plan() -> Error {
 
 /// Tell `measure` the apply's steps, and what the token store holds once the tokens it issued
 /// are stored (read only for metrics; a failing read is no reason to fail an apply that is done).
-async fn measured(target: &Target, report: &ApplyReport, settings: &ApplySettings, measure: &dyn Measure) {
+async fn measured(
+    target: &Target,
+    report: &ApplyReport,
+    installation: &InstallationSettings,
+    measure: &dyn Measure,
+) {
     measure.applied(report);
     let issued = report.done.iter().any(|d| d.action == crate::plan::Action::Issue);
     if issued
         && measure.is_measuring()
         && let Ok(stored) = target.stored().await
     {
-        measure.stored(&stored, crate::model::now_epoch(), settings.tokens.rotate_before);
+        measure.stored(&stored, crate::model::now_epoch(), installation.tokens.rotate_before);
     }
 }
 

@@ -8,9 +8,11 @@
 //! `ozform export > all.yaml` stays a clean manifest. A `--company` that matches no live company
 //! is an error, as in `plan` and `apply`, and nothing is written. The schema comment points at
 //! the nearest `schemas/ozform.schema.json` up from the file's directory (the working directory
-//! for stdout), found here: the only other file access.
+//! for stdout), found here: the only other file access. With several installations (a project
+//! file), each is exported to `--out DIR/<installation>.yaml`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::Error;
 use crate::manifest::export::{
@@ -20,8 +22,9 @@ use crate::secret::process_env;
 use crate::words::count;
 
 use super::View;
+use super::each::{Each, Order, Views, each};
 use super::files::write_atomically;
-use super::settings::ExportSettings;
+use super::settings::{ExportSettings, InstallationSettings, Out};
 use super::target::connect_to;
 
 /// What `export` made.
@@ -35,8 +38,29 @@ pub struct ExportOutcome {
     pub summary: String,
 }
 
-pub async fn run(settings: ExportSettings, view: &dyn View) -> Result<ExportOutcome, Error> {
-    let client = connect_to(&settings.connection, true, &process_env).await?;
+/// Export each installation of the settings (with several, each to `--out DIR/<name>.yaml`);
+/// one failing does not stop the others.
+pub async fn run(settings: ExportSettings, views: &dyn Views<ExportOutcome>) -> Vec<Each<ExportOutcome>> {
+    let installations = settings.installations.refs();
+    let order = Order { parallelism: settings.installations.parallelism, stop_after_failure: false };
+    each(
+        &installations,
+        order,
+        views,
+        None,
+        |_| false,
+        |index, view| export_one(&settings, &settings.installations.each[index], view),
+    )
+    .await
+}
+
+async fn export_one(
+    settings: &ExportSettings,
+    installation: &InstallationSettings,
+    view: Arc<dyn View>,
+) -> Result<ExportOutcome, Error> {
+    let view = &*view;
+    let client = connect_to(&installation.connection, true, &process_env).await?;
     let observed = client.observe(&settings.companies).await?;
     let options = ExportOptions { companies: settings.companies.clone(), tokens: settings.tokens };
     let unmatched = unmatched_companies(&observed, &options);
@@ -49,7 +73,8 @@ pub async fn run(settings: ExportSettings, view: &dyn View) -> Result<ExportOutc
         });
     }
     let export = to_document(&observed, &options);
-    let yaml = export.to_yaml(&schema_path(schema_levels_up(settings.out.as_deref())));
+    let out = settings.out.as_ref().map(|out| out.file_for(installation.name.as_deref(), "yaml"));
+    let yaml = export.to_yaml(&schema_path(schema_levels_up(out.as_deref())));
 
     let not_service = export.left_out.iter().filter(|n| matches!(n, LeftOut::NotServiceUser { .. })).count();
     if not_service > 0 {
@@ -69,9 +94,16 @@ pub async fn run(settings: ExportSettings, view: &dyn View) -> Result<ExportOutc
         export.api_url,
         export.api_version
     );
-    if let Some(path) = &settings.out {
-        write_atomically(path, yaml.as_bytes())?;
-        return Ok(ExportOutcome { manifest: None, written: Some(path.clone()), summary });
+    if let Some(path) = out {
+        if let Some(Out::Dir(dir)) = &settings.out {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+                action: "create",
+                path: dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        write_atomically(&path, yaml.as_bytes())?;
+        return Ok(ExportOutcome { manifest: None, written: Some(path), summary });
     }
     Ok(ExportOutcome { manifest: Some(yaml), written: None, summary })
 }

@@ -1,7 +1,9 @@
 //! Operations: what `plan`, `apply`, `reconcile`, `export`, `demo`, `doctor` and `show` do, over validated settings
 //! (`settings`), knowing nothing of clap and nothing of the terminal. The command line turns
 //! flags into settings and calls one operation; operations never call each other, they share
-//! the steps below and one installation as a value (`Target`).
+//! the steps below and one installation as a value (`Target`). `plan`, `apply`, `export` and
+//! `doctor` act on each installation of a run (`each`: one, or those of a project file), with
+//! the same code for one or many.
 //!
 //! This is the imperative shell around the pure core: it loads, connects, reads the token
 //! store, calls the planner, executes. An operation says what happens through a `View`, asks
@@ -19,6 +21,7 @@ use crate::secret::SecretRef;
 pub mod apply;
 pub mod demo;
 pub mod doctor;
+pub mod each;
 pub mod export;
 pub mod files;
 mod measure;
@@ -29,6 +32,7 @@ pub mod show;
 mod target;
 pub mod view;
 
+pub use each::{Each, Ran, Views};
 pub use measure::{Measure, Unmeasured};
 pub use target::{Access, Held, Target};
 pub use view::{Approval, Approve, Approved, Quiet, View};
@@ -37,15 +41,22 @@ use settings::Tokens;
 use target::{is_loopback, open_store};
 
 /// Load the manifests, each warning (a special file skipped in a directory) through the view;
-/// `{file: PATH}` secrets confined to the manifest paths and `secrets_dirs`.
+/// `{file: PATH}` secrets confined to the manifest paths and `secrets_dirs`; no value may
+/// interpolate the variable the admin password comes from.
 fn load_manifests(
     paths: &[std::path::PathBuf],
     secrets_dirs: &[std::path::PathBuf],
+    admin_password: &SecretRef,
     view: &dyn View,
 ) -> Result<Desired, Error> {
+    let mut secret_variables: Vec<&str> = crate::manifest::SECRET_VARIABLES.to_vec();
+    if let SecretRef::Env(name) = admin_password {
+        secret_variables.push(name);
+    }
     let options = crate::manifest::LoadOptions {
         warn: &|w| view.warning(&w.to_string()),
         secrets_dirs,
+        secret_variables: &secret_variables,
         ..crate::manifest::LoadOptions::new(&crate::secret::process_env)
     };
     Ok(crate::manifest::load_with(paths, &options)?)

@@ -257,7 +257,12 @@ impl Reconciler<'_> {
     /// later phase fails.
     async fn attempt(&mut self, tally: &mut Tally) -> Result<(), Error> {
         let settings = self.settings;
-        let desired = load_manifests(&settings.paths, &settings.secrets_dirs, self.view)?;
+        let desired = load_manifests(
+            &settings.paths,
+            &settings.secrets_dirs,
+            &settings.connection.admin_password,
+            self.view,
+        )?;
         let sources: BTreeSet<SecretRef> = desired.users.iter().filter_map(|u| u.password.clone()).collect();
         let target = self.target(&sources)?;
         let options = plan_options(&desired, &settings.tokens, &[], &process_env);

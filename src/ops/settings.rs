@@ -35,6 +35,26 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The settings' defaults (those of the flags) for the API at `api_url`, logging in as
+    /// `admin_email` with the password of `OZ_ADMIN_PASSWORD`.
+    pub fn new(api_url: &str, admin_email: &str) -> Self {
+        Self {
+            api_url: Some(api_url.trim_end_matches('/').to_string()),
+            admin_email: admin_email.to_string(),
+            admin_password: SecretRef::Env("OZ_ADMIN_PASSWORD".into()),
+            api_version: VersionSetting::Auto,
+            ca_cert: None,
+            max_rps: None,
+            max_in_flight: 16,
+            // As `plan`'s flags: no adaptive limit (`apply --parallelism auto` sets one).
+            adaptive_limit: None,
+            request_timeout: Duration::from_secs(30),
+            allow_insecure_http: false,
+            max_response_bytes: crate::oz::DEFAULT_MAX_RESPONSE_BYTES,
+            max_objects: crate::oz::DEFAULT_MAX_OBJECTS,
+        }
+    }
+
     /// The client configuration for `api_url`, with the admin password resolved through `env`.
     pub fn client_config(
         &self,
@@ -58,15 +78,7 @@ impl Connection {
     }
 }
 
-/// Where tokens are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreSpec {
-    /// `dir:PATH` (`--token-dir`): one file per token.
-    Dir(PathBuf),
-    /// `exec:COMMAND [ARGS…]`: a helper program speaking the token store protocol; the
-    /// program and its arguments, split as a shell would (no shell runs it).
-    Exec(Vec<String>),
-}
+pub use crate::token_store::StoreSpec;
 
 /// How long a token store helper may take for one verb before it is killed.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -102,13 +114,67 @@ impl Tokens {
     }
 }
 
+/// One installation a run acts on: what it is named, how to reach it, where its tokens go,
+/// and its manifests.
 #[derive(Debug, Clone)]
-pub struct PlanSettings {
-    pub paths: Vec<PathBuf>,
+pub struct InstallationSettings {
+    /// Its name in the project file; `None` without a project file (the one installation of
+    /// the run, shown as before project files).
+    pub name: Option<String>,
     pub connection: Connection,
     pub tokens: Tokens,
-    /// Also save the plan as JSON here.
-    pub out: Option<PathBuf>,
+    /// Its manifests (`plan`, `apply`): the project file's `manifests`, or `PATHS`.
+    pub manifests: Vec<PathBuf>,
+}
+
+/// The installations a run acts on, and how many at once.
+#[derive(Debug, Clone)]
+pub struct Installations {
+    /// At least one, in the project file's order.
+    pub each: Vec<InstallationSettings>,
+    /// How many run at once (`--installations-parallelism`, at least 1).
+    pub parallelism: usize,
+    /// Whether they come from a project file (each named): outcomes are shown grouped.
+    pub project: bool,
+}
+
+impl Installations {
+    /// The one installation of a run without a project file.
+    pub fn one(installation: InstallationSettings) -> Self {
+        Self { each: vec![installation], parallelism: 1, project: false }
+    }
+
+    /// Each, by reference (what `each::each` takes).
+    pub fn refs(&self) -> Vec<&InstallationSettings> {
+        self.each.iter().collect()
+    }
+}
+
+/// Where `--out` writes: one file, or a directory holding `<installation>.<extension>` for
+/// each installation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    File(PathBuf),
+    Dir(PathBuf),
+}
+
+impl Out {
+    /// The file `name`'s output goes to (`extension` without its dot): the file, or
+    /// `DIR/<name>.<extension>` (`name` is a project file's installation name: a plain file
+    /// name).
+    pub fn file_for(&self, name: Option<&str>, extension: &str) -> PathBuf {
+        match self {
+            Out::File(path) => path.clone(),
+            Out::Dir(dir) => dir.join(format!("{}.{extension}", name.unwrap_or("ozform"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanSettings {
+    pub installations: Installations,
+    /// Also save each plan as JSON there.
+    pub out: Option<Out>,
     /// Plan only these companies (empty: all).
     pub companies: Vec<String>,
     /// The blast-radius guard of removals.
@@ -141,17 +207,17 @@ impl Parallelism {
 /// What `apply` executes.
 #[derive(Debug, Clone)]
 pub enum ApplySource {
-    /// Plan the manifests now (only these companies when given).
-    Manifests { paths: Vec<PathBuf>, companies: Vec<String> },
-    /// Execute this saved plan exactly.
+    /// Plan each installation's manifests now (only these companies when given).
+    Manifests { companies: Vec<String> },
+    /// Execute this saved plan exactly, or each saved plan of this directory (each on the
+    /// project file's installation it names).
     SavedPlan(PathBuf),
 }
 
 #[derive(Debug, Clone)]
 pub struct ApplySettings {
     pub source: ApplySource,
-    pub connection: Connection,
-    pub tokens: Tokens,
+    pub installations: Installations,
     /// Steps talking to the API at once.
     pub parallelism: Parallelism,
     /// The blast-radius guard of removals.
@@ -161,13 +227,15 @@ pub struct ApplySettings {
     /// Where `{file: PATH}` secrets may lie besides the manifest paths, or for a saved plan
     /// besides the checkout (`--secrets-dir`).
     pub secrets_dirs: Vec<PathBuf>,
+    /// Go on with the next installations after one fails (`--keep-going`).
+    pub keep_going: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct ExportSettings {
-    pub connection: Connection,
+    pub installations: Installations,
     pub companies: Vec<String>,
-    pub out: Option<PathBuf>,
+    pub out: Option<Out>,
     /// Write `token: {issue: true}` on every user.
     pub tokens: bool,
 }

@@ -8,10 +8,13 @@
 //! every value it holds is escaped by the renderers.
 
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 use crate::plan::{Plan, PlanError, format};
+
+/// The most saved plans `show DIR` and `apply --plan DIR` read from one directory.
+pub const MAX_SAVED_PLANS: usize = 1000;
 
 /// The largest saved plan `show` and `apply --plan` read: far beyond a plan of 100,000 changes.
 pub const MAX_PLAN_BYTES: u64 = 256 * 1024 * 1024;
@@ -19,6 +22,51 @@ pub const MAX_PLAN_BYTES: u64 = 256 * 1024 * 1024;
 /// The saved plan at `path`, read and checked whole, for the command line to render.
 pub fn run(path: &Path) -> Result<Plan, Error> {
     read(path)
+}
+
+/// Each saved plan of a directory (`plan --out DIR`), in the order of their file names, with
+/// the name of its installation: the one it records, else its file's stem.
+pub fn run_dir(dir: &Path) -> Result<Vec<(String, Plan)>, Error> {
+    let mut plans = Vec::new();
+    for file in plan_files(dir)? {
+        let plan = read(&file)?;
+        let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        plans.push((plan.installation.clone().unwrap_or(stem), plan));
+    }
+    if plans.is_empty() {
+        return Err(Error::Usage {
+            message: format!("`{}` holds no saved plan", crate::escape::terminal(&dir.display().to_string())),
+            help: "save plans there with `ozform plan --out DIR`".into(),
+        });
+    }
+    Ok(plans)
+}
+
+/// The `*.json` files directly in `dir` (not hidden: the atomic writes' temp files are),
+/// sorted; at most `MAX_SAVED_PLANS`.
+pub fn plan_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let io = |e: std::io::Error| Error::Io {
+        action: "read",
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with('.') || path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        files.push(path);
+        if files.len() > MAX_SAVED_PLANS {
+            return Err(Error::Usage {
+                message: format!("`{}` holds more than {MAX_SAVED_PLANS} plans", dir.display()),
+                help: "give a directory that `ozform plan --out DIR` wrote".into(),
+            });
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// Read and check a saved plan (`show`, `apply --plan`): a regular file, at most `MAX_PLAN_BYTES`, UTF-8, a valid plan.

@@ -336,6 +336,10 @@ pub struct Unmanaged {
 /// contract's versioned JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
+    /// The installation of a project file the plan was made for (`apply --plan` applies it
+    /// there, and only if `api_url` is that installation's); `None` without a project file.
+    /// Not part of the plan id: the `api_url` is.
+    pub installation: Option<String>,
     pub api_url: String,
     pub api_version: ApiVersion,
     /// The version was detected from the live API (`--api-version auto`); shown in the header.

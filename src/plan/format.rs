@@ -59,6 +59,7 @@ pub fn from_json(text: &str) -> Result<Plan, PlanError> {
     }
     check_prune_scopes(&changes, &wire.prune)?;
     let plan = Plan {
+        installation: wire.installation,
         api_url: wire.api_url,
         api_version: wire.api_version,
         api_version_detected: wire.api_version_detected,
@@ -125,6 +126,10 @@ struct WirePlan {
     /// before plan ids have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     plan_id: Option<String>,
+    /// The project file's installation the plan was made for; written only then (an optional
+    /// field of format version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    installation: Option<String>,
     api_url: String,
     api_version: ApiVersion,
     /// Written only when true (an optional field of format version 1).
@@ -148,6 +153,7 @@ impl From<&Plan> for WirePlan {
         WirePlan {
             format_version: FORMAT_VERSION,
             plan_id: Some(super::id::plan_id(plan)),
+            installation: plan.installation.clone(),
             api_url: plan.api_url.clone(),
             api_version: plan.api_version,
             api_version_detected: plan.api_version_detected,

@@ -42,7 +42,28 @@ pub fn plan_id(plan: &Plan) -> String {
         h.item(b'F', &canonical_json(&to_value(&change.fields())));
         h.optional(b'p', change.password().map(|p| canonical_json(&to_value(p))).as_deref());
     }
-    let digest = h.0.finalize();
+    hex(&h.0.finalize())
+}
+
+/// The id of the plans of several installations (a project file's run), each with its
+/// installation's name: the plan id of each, in the order of their names, under another version
+/// tag (so that it is never the id of a single plan). CI reviews and compares it as it does a
+/// single plan's: any installation's plan changing, or the set of installations, changes it.
+pub fn combined_id<'p>(plans: impl IntoIterator<Item = (&'p str, &'p Plan)>) -> String {
+    let mut named: Vec<(&str, String)> =
+        plans.into_iter().map(|(name, plan)| (name, plan_id(plan))).collect();
+    named.sort();
+    let mut h = Canonical(Sha256::new());
+    h.item(b'v', b"ozform installations plan id 1");
+    h.count(b'n', named.len());
+    for (name, id) in &named {
+        h.item(b'N', name.as_bytes());
+        h.item(b'I', id.as_bytes());
+    }
+    hex(&h.0.finalize())
+}
+
+fn hex(digest: &[u8]) -> String {
     let mut hex = String::with_capacity(64);
     for byte in digest {
         hex.push(char::from(HEX[usize::from(byte >> 4)]));
@@ -153,6 +174,7 @@ mod tests {
     #[test]
     fn a_plan_id_is_64_lower_case_hex_digits() {
         let plan = Plan {
+            installation: None,
             api_url: "https://oz.example".into(),
             api_version: crate::model::ApiVersion::V6,
             api_version_detected: false,
@@ -167,7 +189,35 @@ mod tests {
         assert!(!is_plan_id(&id.to_uppercase()) && !is_plan_id(&id[1..]));
         let other = Plan { api_url: "https://other.example".into(), ..plan.clone() };
         assert_ne!(plan_id(&other), id);
-        let warned = Plan { warnings: vec!["w".into()], api_version_detected: true, ..plan };
+        let warned = Plan {
+            warnings: vec!["w".into()],
+            api_version_detected: true,
+            installation: Some("eu-prod".into()),
+            ..plan
+        };
         assert_eq!(plan_id(&warned), id);
+    }
+
+    #[test]
+    fn the_combined_id_of_installations_changes_with_any_plan_or_name_but_not_their_order() {
+        let eu = Plan {
+            installation: None,
+            api_url: "https://eu.example".into(),
+            api_version: crate::model::ApiVersion::V6,
+            api_version_detected: false,
+            changes: vec![],
+            conflicts: vec![],
+            warnings: vec![],
+            unmanaged: vec![],
+            prune: vec![],
+        };
+        let us = Plan { api_url: "https://us.example".into(), ..eu.clone() };
+        let id = combined_id([("eu", &eu), ("us", &us)]);
+        assert!(is_plan_id(&id));
+        assert_eq!(combined_id([("us", &us), ("eu", &eu)]), id);
+        assert_ne!(combined_id([("eu", &eu)]), id);
+        assert_ne!(combined_id([("eu", &eu), ("ap", &us)]), id);
+        assert_ne!(combined_id([("eu", &eu), ("us", &eu)]), id);
+        assert_ne!(combined_id([("eu", &eu)]), plan_id(&eu));
     }
 }

@@ -551,6 +551,7 @@ impl<'o> Planner<'o> {
             }
         }
         Plan {
+            installation: None,
             api_url: self.observed.api_url.clone(),
             api_version: self.observed.api_version,
             api_version_detected: self.observed.api_version_detected,

@@ -23,10 +23,12 @@ use crate::secret::Secret;
 mod dir;
 mod exec;
 pub mod naming;
+mod spec;
 
 pub use dir::DirStore;
 pub use exec::{DEFAULT_LOCK_TTL, ExecStore, PROTOCOL, redact};
 pub use naming::Installation;
+pub use spec::{SpecError, StoreSpec};
 
 /// An exclusive hold on a token store for one apply (`TokenStore::lock`), released when
 /// dropped. What it holds depends on the store: the directory store's is an OS lock on

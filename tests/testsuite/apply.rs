@@ -120,6 +120,7 @@ fn stack(pairs: &[(&str, &str)]) -> Vec<Change> {
 fn plan(mut changes: Vec<Change>) -> Plan {
     changes.sort_by(|a, b| a.address.cmp(&b.address));
     Plan {
+        installation: None,
         api_url: API_URL.into(),
         api_version: ApiVersion::V6,
         api_version_detected: false,

@@ -20,6 +20,7 @@ mod escaping;
 mod export;
 mod hostile_manifests;
 mod hostile_server;
+mod installations;
 mod kubernetes;
 mod manifest;
 mod manifest_trust;

@@ -14,6 +14,7 @@
 
 mod findings;
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -23,8 +24,9 @@ use crate::oz::{ListQuery, OzClient};
 use crate::secret::SecretRef;
 use crate::token_store::Installation;
 
-use super::open_store;
-use super::settings::{Connection, Tokens};
+use super::each::{Each, Order, Views, each};
+use super::settings::{Connection, InstallationSettings, Installations, Tokens};
+use super::{View, open_store};
 
 use findings::BIG_PAGE;
 pub use findings::{Finding, Status};
@@ -32,11 +34,10 @@ pub use findings::{Finding, Status};
 /// An email no installation holds, to see whether the `email` filter is honoured.
 const NO_SUCH_EMAIL: &str = "ozform-doctor-probe@doctor.invalid";
 
-/// What `ozform doctor` needs.
+/// What `ozform doctor` needs: the installations to look at.
 #[derive(Debug, Clone)]
 pub struct DoctorSettings {
-    pub connection: Connection,
-    pub tokens: Tokens,
+    pub installations: Installations,
 }
 
 /// Everything the doctor found, and its verdict.
@@ -54,10 +55,36 @@ impl Report {
     }
 }
 
-/// Look at the installation and the token store. `Err` only for settings that stop the doctor
+/// Look at each installation and its token store, one report each; one that cannot be looked
+/// at does not stop the others.
+pub async fn run(
+    settings: &DoctorSettings,
+    views: &dyn Views<Report>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Vec<Each<Report>> {
+    let installations = settings.installations.refs();
+    let order = Order { parallelism: settings.installations.parallelism, stop_after_failure: false };
+    each(
+        &installations,
+        order,
+        views,
+        None,
+        |_| false,
+        |index, _view: Arc<dyn View>| {
+            let installation: &InstallationSettings = &settings.installations.each[index];
+            examine_installation(&installation.connection, &installation.tokens, env)
+        },
+    )
+    .await
+}
+
+/// Look at one installation and its token store. `Err` only for settings that stop the doctor
 /// before it asks anything (no password source); whatever the installation answers is a finding.
-pub async fn run(settings: &DoctorSettings, env: &dyn Fn(&str) -> Option<String>) -> Result<Report, Error> {
-    let connection = &settings.connection;
+async fn examine_installation(
+    connection: &Connection,
+    tokens: &Tokens,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Report, Error> {
     let api_url = connection.api_url.clone().unwrap_or_default();
     let config = connection.client_config(&api_url, true, env)?;
     let private_ca = connection.ca_cert.is_some();
@@ -72,7 +99,7 @@ pub async fn run(settings: &DoctorSettings, env: &dyn Fn(&str) -> Option<String>
             findings.extend(findings::connect_failure(&e, &api_url, private_ca, &connection.admin_email));
         }
     }
-    findings.push(token_store(&settings.tokens, &api_url, &connection.admin_password, env).await);
+    findings.push(token_store(tokens, &api_url, &connection.admin_password, env).await);
     let usable = findings.iter().all(|f| f.status != Status::Fail);
     Ok(Report { api_url, usable, findings })
 }
