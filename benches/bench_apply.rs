@@ -23,6 +23,20 @@
 //! the disk out; `BENCH_STORE=memory` for the tests' `MemoryStore`). Each row also shows the CPU time of this
 //! process (client, emulator and the token store's file system calls together). Figures depend on the
 //! machine and its load, printed alongside: a measurement, never a test.
+//!
+//! Then the capacity table of issue #22: the same 2,000 users with tokens, applied to an emulator
+//! with a hidden capacity (`--capacity` 4, 8, 16 and 32: at most that many requests served at
+//! once, the others in line, shed with a 503 after 30 ms), with `--parallelism auto` and with a
+//! fixed 8 and 32, tokens kept in the tests' `MemoryStore` (the table is about the server, not
+//! the disk), the emulator on a runtime of its own (a server is a process of its own: the
+//! client's work must not hold up its timers). Each row prints the apply's wall time against the bound `requests × latency /
+//! capacity`, the queue wait the emulator measured (average and largest: what the server's other
+//! users pay), the shed requests, the failed steps and `auto`'s limit (its average over the
+//! apply, read every millisecond, and where it ended). Targets for
+//! `auto`: a ratio within 1.15, an average wait of at most 2 ms, nothing shed
+//! (`BENCH_CAPACITIES`, default `4,8,16,32`, empty to skip; `BENCH_SEQUENCE=0` runs the table
+//! alone; `RUST_LOG=ozform::oz::limiter=debug` prints each decision of `auto` on stderr). Last,
+//! the CPU time per token issued, from the apply of 2,000 and of 10,000 users above.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
 
 use std::fmt::Write as _;
@@ -120,13 +134,22 @@ async fn execute(
     store: &Arc<dyn TokenStore>,
     parallelism: usize,
 ) -> Result<(), apply::ApplyError> {
+    let report = execute_report(plan, client, store, parallelism).await?;
+    assert!(report.is_success(), "apply failed: {}", report.summary_line());
+    Ok(())
+}
+
+/// As `execute`, returning the report whatever it says.
+async fn execute_report(
+    plan: &Plan,
+    client: &OzClient,
+    store: &Arc<dyn TokenStore>,
+    parallelism: usize,
+) -> Result<apply::ApplyReport, apply::ApplyError> {
     let passwords = apply::resolve_passwords(plan, &bench_env)?;
     let mut options = ExecuteOptions::new(passwords);
     options.parallelism = parallelism;
-    let report =
-        apply::execute(plan, Arc::new(client.clone()), Arc::clone(store), Arc::new(Silent), &options).await?;
-    assert!(report.is_success(), "apply failed: {}", report.summary_line());
-    Ok(())
+    apply::execute(plan, Arc::new(client.clone()), Arc::clone(store), Arc::new(Silent), &options).await
 }
 
 struct Bench {
@@ -198,6 +221,11 @@ impl Clock {
     fn start() -> Self {
         Self { wall: Instant::now(), cpu: cpu_times() }
     }
+    /// CPU time (user + system) since `start`.
+    fn cpu(&self) -> Option<Duration> {
+        let ((u0, s0), (u1, s1)) = (self.cpu?, cpu_times()?);
+        Some(u1.saturating_sub(u0) + s1.saturating_sub(s0))
+    }
     fn stop(&self) -> (Duration, String) {
         let wall = self.wall.elapsed();
         let cpu = match (self.cpu, cpu_times()) {
@@ -227,7 +255,12 @@ fn load_average() -> String {
 /// the next apply would slow that apply's file creates on some file systems (ext4 without a
 /// journal, as on the VM these figures were first taken on, skips inodes freed in the last
 /// minute or more when allocating, and pays for that in kernel CPU).
-async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize) -> tempfile::TempDir {
+async fn run(
+    version: ApiVersion,
+    bench: &Bench,
+    companies: usize,
+    users: usize,
+) -> (tempfile::TempDir, Option<Duration>) {
     // `BENCH_TOKEN_DIR` picks the file system the tokens go to (e.g. `/dev/shm` to leave the
     // disk out of the figures); `BENCH_STORE=memory` leaves files out altogether.
     let dir = match std::env::var_os("BENCH_TOKEN_DIR") {
@@ -285,7 +318,10 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
     let clock = Clock::start();
     execute(&first, &client, &store, bench.parallelism).await.expect("execute");
     let (wall, cpu) = clock.stop();
-    bench.row("apply 1 (execute)", &handle.stats(), wall, &cpu);
+    let issued = first.summary().issue;
+    let cpu_per_token = clock.cpu().map(|cpu| cpu / u32::try_from(issued.max(1)).unwrap());
+    let per_token = cpu_per_token.map_or_else(String::new, |c| format!(" ({:.2} ms per token)", ms(c)));
+    bench.row("apply 1 (execute)", &handle.stats(), wall, &(cpu + &per_token));
 
     handle.reset_stats();
     let clock = Clock::start();
@@ -334,11 +370,142 @@ async fn run(version: ApiVersion, bench: &Bench, companies: usize, users: usize)
         third.summary().issue
     );
     handle.shutdown().await;
-    dir
+    (dir, cpu_per_token)
+}
+
+/// An emulator on a runtime of its own (its own threads), as a server is a process of its own:
+/// its 10 ms of latency are timers that the client's work on the bench's runtime does not hold
+/// up. Dropping it stops the emulator.
+struct Server {
+    handle: Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(config: EmulatorConfig) -> Self {
+        let (started, handle) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let handle = emulator::start(config).await.expect("emulator");
+                started.send(handle).expect("the bench waits");
+                // Serve (on this runtime) until the bench is done with this emulator.
+                let _ = stopped.await;
+            });
+        });
+        let handle = handle.recv().expect("an emulator");
+        Self { handle, stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One row of the capacity table: the apply of `users` users with tokens (plan, then execute)
+/// on an emulator serving at most `capacity` requests at once.
+async fn capacity_row(
+    companies: usize,
+    users: usize,
+    latency: Duration,
+    capacity: usize,
+    parallelism: Option<usize>,
+) {
+    const MAX_PARALLELISM: usize = 32;
+    const SHED_AFTER: Duration = Duration::from_millis(30);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path(), companies, users);
+    let desired = ozform::manifest::load(&[manifest], &bench_env).expect("manifest");
+    let mut config = EmulatorConfig::new(ApiVersion::V6);
+    config.faults = Faults { latency_ms: u64::try_from(latency.as_millis()).unwrap(), ..Faults::default() };
+    config.capacity = Some(capacity);
+    config.shed_after = Some(SHED_AFTER);
+    let server = Server::start(config);
+    let handle = &server.handle;
+    let mut client_config =
+        ClientConfig::new(handle.url(), handle.admin_email(), handle.admin_password().clone());
+    client_config.api_version = VersionSetting::Fixed(ApiVersion::V6);
+    // As `ozform apply`: the executor runs `--max-parallelism` steps with `auto` (the client's
+    // limit decides how many requests go out), the number given otherwise; `--max-in-flight`
+    // is 16, or that if higher.
+    let steps = parallelism.unwrap_or(MAX_PARALLELISM);
+    client_config.max_in_flight = steps.max(client_config.max_in_flight);
+    client_config.adaptive_limit = parallelism.is_none().then_some(MAX_PARALLELISM);
+    let client = OzClient::connect(client_config).await.expect("connect");
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let (plan, _) = make_plan(&client, &desired, store.as_ref()).await;
+    handle.reset_stats();
+    let clock = Clock::start();
+    // `auto`'s limit, read every millisecond while the apply runs: its average over the run.
+    let sampled = {
+        let watched = client.clone();
+        let (done, mut finished) = tokio::sync::oneshot::channel::<()>();
+        let sampler = tokio::spawn(async move {
+            let (mut sum, mut n) = (0_u64, 0_u64);
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        sum += watched.concurrency_limit().unwrap_or(0) as u64;
+                        n += 1;
+                    }
+                    _ = &mut finished => break,
+                }
+            }
+            sum as f64 / n.max(1) as f64
+        });
+        let report = execute_report(&plan, &client, &store, steps).await.expect("execute");
+        let _ = done.send(());
+        (report, sampler.await.unwrap_or(f64::NAN))
+    };
+    let (report, average_limit) = sampled;
+    let wall = clock.wall.elapsed();
+    let stats = handle.stats();
+    let bound = latency.mul_f64(stats.total_requests as f64 / capacity as f64);
+    let ratio = wall.as_secs_f64() / bound.as_secs_f64();
+    let mode = parallelism.map_or_else(|| "auto".to_string(), |n| n.to_string());
+    let limit =
+        client.concurrency_limit().map_or_else(|| "-".to_string(), |l| format!("{average_limit:.1}/{l}"));
+    let verdict = match parallelism {
+        Some(_) => "",
+        None if ratio <= 1.15 && stats.average_queue_wait_us <= 2_000 && stats.shed_requests == 0 => "  met",
+        None => "  MISSED",
+    };
+    println!(
+        "  {capacity:>8}  {mode:>11}  {:>8}  {:>9.0} ms  {:>8.0} ms  {ratio:>5.2}  {:>8.2} ms  {:>8.1} ms  {:>5}  {:>6}  {limit:>9}{verdict}",
+        stats.total_requests,
+        ms(wall),
+        ms(bound),
+        stats.average_queue_wait_us as f64 / 1000.0,
+        stats.max_queue_wait_us as f64 / 1000.0,
+        stats.shed_requests,
+        report.failed.len() + report.skipped.len(),
+    );
+    drop(server);
 }
 
 #[tokio::main]
 async fn main() {
+    // `RUST_LOG=ozform::oz::limiter=debug` shows each decision of `--parallelism auto`.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let companies = env_or("BENCH_COMPANIES", 20).max(1);
     let users = env_or("BENCH_USERS", 2000);
     let parallelism = env_or("BENCH_PARALLELISM", 16).max(1);
@@ -358,12 +525,47 @@ async fn main() {
         load_average()
     );
     let mut dirs = Vec::new();
-    for version in [ApiVersion::V6, ApiVersion::V5] {
-        dirs.push(run(version, &bench, companies, users).await);
+    let mut per_token = Vec::new();
+    // `BENCH_SEQUENCE=0`: the capacity table only.
+    let sequence = std::env::var("BENCH_SEQUENCE").as_deref() != Ok("0");
+    for version in [ApiVersion::V6, ApiVersion::V5].into_iter().filter(|_| sequence) {
+        let (dir, cpu) = run(version, &bench, companies, users).await;
+        dirs.push(dir);
+        per_token.push((users, version, cpu));
     }
     let large = env_or("BENCH_LARGE_USERS", 10_000);
-    if large > 0 {
-        dirs.push(run(ApiVersion::V6, &bench, companies, large).await);
+    if large > 0 && sequence {
+        let (dir, cpu) = run(ApiVersion::V6, &bench, companies, large).await;
+        dirs.push(dir);
+        per_token.push((large, ApiVersion::V6, cpu));
     }
     drop(dirs);
+
+    let capacities: Vec<usize> = std::env::var("BENCH_CAPACITIES")
+        .unwrap_or_else(|_| "4,8,16,32".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    if !capacities.is_empty() {
+        println!(
+            "\ncapacity table: {users} users with tokens, API 6, latency {} ms, shed after 30 ms in line; load average {}",
+            bench.latency.as_millis(),
+            load_average()
+        );
+        println!(
+            "  capacity  parallelism  requests       wall       bound  ratio  avg wait  max wait   shed  failed  limit avg/end"
+        );
+        for &capacity in &capacities {
+            for parallelism in [None, Some(8), Some(32)] {
+                capacity_row(companies, users, bench.latency, capacity, parallelism).await;
+            }
+        }
+    }
+
+    println!("\nCPU time per token issued (apply 1: client, emulator and token store together):");
+    for (n, version, cpu) in per_token {
+        let shown = cpu.map_or_else(|| "n/a".to_string(), |c| format!("{:.2} ms", ms(c)));
+        println!("  {n:>6} users, API {version}: {shown}");
+    }
+    println!("load average at the end: {}", load_average());
 }

@@ -305,7 +305,9 @@ impl UserKind {
 pub struct ObservedUser {
     pub id: String,
     pub email: Email,
-    pub company_id: Option<String>,
+    /// Shared by the users of one company as the client reads them (one copy of the id per
+    /// company, not per user); serialized as the string.
+    pub company_id: Option<Arc<str>>,
     pub kind: UserKind,
     pub first_name: String,
     pub last_name: String,

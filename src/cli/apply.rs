@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use crate::error::{Error, Exit};
 use crate::ops::Ran;
-use crate::ops::settings::{ApplySettings, ApplySource};
+use crate::ops::settings::{ApplySettings, ApplySource, Parallelism};
 use crate::output::Output;
 use crate::secret::process_env;
 
@@ -19,7 +19,7 @@ use super::report::{self, Prompt, Terminal};
 use super::sections::{self, Sections};
 
 pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Result<Exit, Error> {
-    let parallelism = args.parallelism.max(1);
+    let parallelism = parallelism(&args);
     let metrics_file = args.metrics_file.clone();
     let url = if args.plan.is_some() { Url::ForSavedPlan } else { Url::Required };
     let secrets_dirs = args.secrets.dirs();
@@ -133,4 +133,36 @@ pub async fn run(args: ApplyArgs, interrupt: &Interrupt, output: &Output) -> Res
         sections::report_error(output, &name, error);
     }
     Ok(signal.map_or(exit, super::interrupt::Signal::exit))
+}
+
+/// `--parallelism auto|N` and `--max-parallelism` as a setting.
+fn parallelism(args: &ApplyArgs) -> Parallelism {
+    args.parallelism.setting(args.max_parallelism)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn apply_args(flags: &[&str]) -> ApplyArgs {
+        let command_line = ["ozform", "apply"].iter().chain(flags).chain(&["m.yaml"]).copied();
+        match Cli::try_parse_from(command_line).expect("valid flags").command {
+            Command::Apply(args) => args,
+            other => panic!("not apply: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parallelism_is_auto_up_to_32_unless_a_number_fixes_it() {
+        assert_eq!(parallelism(&apply_args(&[])), Parallelism::Auto { max: 32 });
+        assert_eq!(parallelism(&apply_args(&["--max-parallelism", "12"])), Parallelism::Auto { max: 12 });
+        assert_eq!(parallelism(&apply_args(&["--parallelism", "8"])), Parallelism::Fixed(8));
+        assert_eq!(parallelism(&apply_args(&["--parallelism", "auto"])).steps(), 32);
+        assert_eq!(Parallelism::Fixed(0).steps(), 1);
+        let refused = Cli::try_parse_from(["ozform", "apply", "--max-parallelism", "0", "m.yaml"]);
+        assert!(refused.is_err(), "a ceiling of 0 is refused");
+    }
 }

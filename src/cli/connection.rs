@@ -5,7 +5,7 @@
 //! only where it comes from is decided here, it is read when connecting.
 
 use crate::error::Error;
-use crate::ops::settings::{Connection, StoreSpec, Tokens};
+use crate::ops::settings::{Connection, Parallelism, StoreSpec, Tokens};
 use crate::secret::SecretRef;
 
 use super::{ConnectionArgs, TokenArgs};
@@ -80,12 +80,30 @@ pub fn shared(args: &ConnectionArgs, parallelism: usize) -> (Connection, Option<
         ca_cert: None,
         max_rps: args.max_rps,
         max_in_flight,
+        adaptive_limit: None,
         request_timeout: args.request_timeout,
         allow_insecure_http: args.allow_insecure_http,
         max_response_bytes: args.max_response_bytes,
         max_objects: args.max_objects,
     };
     (connection, warning)
+}
+
+/// `connection` (made for `parallelism.steps()`, with `warning` about `--max-in-flight`) at
+/// `parallelism`: with `auto`, the adaptive limit, and no warning (a lower `--max-in-flight`
+/// is simply its ceiling); with a number, as it is.
+pub fn adapt(
+    mut connection: Connection,
+    warning: Option<String>,
+    parallelism: Parallelism,
+) -> (Connection, Option<String>) {
+    match parallelism {
+        Parallelism::Auto { max } => {
+            connection.adaptive_limit = Some(max);
+            (connection, None)
+        }
+        Parallelism::Fixed(_) => (connection, warning),
+    }
 }
 
 /// The bound on requests in flight for `parallelism` steps: without `--max-in-flight`, the

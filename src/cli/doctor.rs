@@ -21,8 +21,13 @@ use super::sections::{self, Sections};
 use super::{DoctorArgs, DoctorFormat};
 
 pub async fn run(args: DoctorArgs, output: &Output) -> Result<Exit, Error> {
-    let wanted =
-        Wanted { paths: Vec::new(), manifests: false, url: Url::Required, parallelism: 1, secrets_dirs: &[] };
+    let wanted = Wanted {
+        paths: Vec::new(),
+        manifests: false,
+        url: Url::Required,
+        parallelism: crate::ops::settings::Parallelism::Fixed(1),
+        secrets_dirs: &[],
+    };
     let (installations, _) = installations::installations(
         &args.project,
         &args.connection,

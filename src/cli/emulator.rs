@@ -1,7 +1,7 @@
 //! `ozform emulator`: serve the built-in Oz API until Ctrl-C.
 //!
 //! Turns the raw flags into an `EmulatorConfig` (address, dialect, admin account, seed,
-//! faults), starts the emulator and says where it listens. The admin password comes from
+//! faults, capacity), starts the emulator and says where it listens. The admin password comes from
 //! `--admin-password-file`, else `OZ_ADMIN_PASSWORD`, else it is `EmulatorConfig::new`'s
 //! documented default (`emulator-admin`, named in `ozform emulator --help`). No password is
 //! ever printed: without a source, a warning says that the default is in use and where it is
@@ -62,6 +62,8 @@ fn build_config(
         config.admin_password = password;
     }
     config.faults = Faults::mixed(args.fault_rate, args.latency_ms);
+    config.capacity = args.capacity.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    config.shed_after = args.shed_after_ms.map(std::time::Duration::from_millis);
     config.seed = args.seed.as_deref().map(read_seed).transpose()?;
     config.log_requests = true;
     Ok((config, default_password))
@@ -102,6 +104,8 @@ mod tests {
             seed: None,
             latency_ms: 3,
             fault_rate: 0.2,
+            capacity: None,
+            shed_after_ms: None,
         }
     }
 
@@ -131,6 +135,16 @@ mod tests {
             .map(ToString::to_string)
             .unwrap_or_default();
         assert!(help.contains(&format!("`{}`", emulator::DEFAULT_ADMIN_PASSWORD)), "{help}");
+    }
+
+    #[test]
+    fn capacity_and_shed_after_reach_the_configuration() {
+        let (config, _) = build_config(&args(), &|_| None).expect("config");
+        assert_eq!((config.capacity, config.shed_after), (None, None));
+        let limited = EmulatorArgs { capacity: Some(6), shed_after_ms: Some(30), ..args() };
+        let (config, _) = build_config(&limited, &|_| None).expect("config");
+        assert_eq!(config.capacity, Some(6));
+        assert_eq!(config.shed_after, Some(std::time::Duration::from_millis(30)));
     }
 
     #[test]

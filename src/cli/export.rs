@@ -18,8 +18,13 @@ use super::report::Terminal;
 use super::sections::{self, Sections};
 
 pub async fn run(args: ExportArgs, output: &Output) -> Result<Exit, Error> {
-    let wanted =
-        Wanted { paths: Vec::new(), manifests: false, url: Url::Required, parallelism: 1, secrets_dirs: &[] };
+    let wanted = Wanted {
+        paths: Vec::new(),
+        manifests: false,
+        url: Url::Required,
+        parallelism: crate::ops::settings::Parallelism::Fixed(1),
+        secrets_dirs: &[],
+    };
     let (installations, _) = installations::installations(
         &args.project,
         &args.connection,

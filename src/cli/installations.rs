@@ -20,7 +20,9 @@ use clap::Args;
 
 use crate::error::Error;
 use crate::manifest::project::{self, InstallationSpec, Project, ProjectOptions};
-use crate::ops::settings::{Connection, InstallationSettings, Installations, Out, StoreSpec, Tokens};
+use crate::ops::settings::{
+    Connection, InstallationSettings, Installations, Out, Parallelism, StoreSpec, Tokens,
+};
 use crate::oz::VersionSetting;
 
 use super::connection::{self, Url};
@@ -48,8 +50,9 @@ pub struct Wanted<'a> {
     pub manifests: bool,
     /// How the API URL is used (a saved plan's, or the run's).
     pub url: Url,
-    /// Steps at once (`apply --parallelism`), for the bound on requests in flight.
-    pub parallelism: usize,
+    /// Steps at once (`apply --parallelism`), for the bound on requests in flight and, with
+    /// `auto`, the client's adaptive limit.
+    pub parallelism: Parallelism,
     /// Where `admin_password: {file: …}` may lie besides the project file's directory.
     pub secrets_dirs: &'a [PathBuf],
 }
@@ -100,7 +103,8 @@ pub fn installations(
     }
     refuse_per_installation_flags(connection_args, token_args, &project.path)?;
     let selected = select(&project, token_args.names())?;
-    let (shared, warning) = connection::shared(connection_args, wanted.parallelism);
+    let (shared, warning) = connection::shared(connection_args, wanted.parallelism.steps());
+    let (shared, warning) = connection::adapt(shared, warning, wanted.parallelism);
     let base_tokens = match token_args {
         Tokenless::Tokens(args) => connection::tokens_shared(args),
         Tokenless::Names(_) => Tokens::new(StoreSpec::Dir(project::DEFAULT_TOKEN_DIR.into())),
@@ -149,7 +153,9 @@ fn single(
             ),
         });
     }
-    let (connection, warning) = connection::connection(connection_args, env, wanted.url, wanted.parallelism)?;
+    let (connection, warning) =
+        connection::connection(connection_args, env, wanted.url, wanted.parallelism.steps())?;
+    let (connection, warning) = connection::adapt(connection, warning, wanted.parallelism);
     let installation = InstallationSettings {
         name: None,
         connection,

@@ -155,7 +155,8 @@ pub struct ConnectionArgs {
     /// At most this many requests per second (default: unlimited)
     #[arg(long)]
     pub max_rps: Option<f64>,
-    /// At most this many requests in flight (default: 16, or `apply --parallelism` if higher)
+    /// At most this many requests in flight (default: 16, or `apply --parallelism` (`auto`:
+    /// `--max-parallelism`) if higher)
     #[arg(long)]
     pub max_in_flight: Option<usize>,
     /// Per-request timeout, e.g. 30s
@@ -294,10 +295,14 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation
     #[arg(long)]
     pub auto_approve: bool,
-    /// At most this many independent steps talking to the API at once, and at most this many
-    /// tokens issued but not yet stored
-    #[arg(long, default_value_t = 8)]
-    pub parallelism: usize,
+    /// Independent steps talking to the API at once: `auto` adapts to the server's capacity
+    /// (between 1 and `--max-parallelism`), a number fixes it; also the most tokens issued but
+    /// not yet stored (`--max-parallelism` with `auto`)
+    #[arg(long, value_name = "auto|N", default_value = "auto", value_parser = parse_parallelism)]
+    pub parallelism: ParallelismArg,
+    /// The most steps `--parallelism auto` may run at once
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_parallelism: u64,
     /// How long to wait for another apply holding the token store's lock, e.g. 5m (default: fail
     /// at once)
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
@@ -352,10 +357,14 @@ pub struct ReconcileArgs {
     /// the node exporter's textfile collector (name it `*.prom`)
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
-    /// At most this many independent steps talking to the API at once, and at most this many
-    /// tokens issued but not yet stored
-    #[arg(long, default_value_t = 8)]
-    pub parallelism: usize,
+    /// Independent steps talking to the API at once, as `apply --parallelism`: `auto` adapts to
+    /// the server's capacity (between 1 and `--max-parallelism`, learned from cycle to cycle), a
+    /// number fixes it; also the most tokens issued but not yet stored
+    #[arg(long, value_name = "auto|N", default_value = "auto", value_parser = parse_parallelism)]
+    pub parallelism: ParallelismArg,
+    /// The most steps `--parallelism auto` may run at once
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_parallelism: u64,
     /// How long a cycle waits for another apply holding the token store's lock, e.g. 1m (default:
     /// fail the cycle at once; the next one tries again)
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
@@ -427,6 +436,13 @@ pub struct EmulatorArgs {
     /// Fraction (0..1) of requests answered with an injected fault
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
+    /// Serve at most N requests at once (a hidden pool of workers); the others wait in line
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub capacity: Option<u64>,
+    /// With `--capacity`: answer 503 (and do nothing) to a request that waited this many
+    /// milliseconds in line
+    #[arg(long, value_name = "MS", requires = "capacity")]
+    pub shed_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -471,6 +487,36 @@ pub struct ManArgs {
     /// printing `ozform.1`
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+}
+
+/// `--parallelism auto|N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParallelismArg {
+    Auto,
+    Fixed(usize),
+}
+
+impl ParallelismArg {
+    /// The setting, with `--max-parallelism` as `auto`'s ceiling.
+    pub fn setting(self, max_parallelism: u64) -> crate::ops::settings::Parallelism {
+        use crate::ops::settings::Parallelism;
+        match self {
+            ParallelismArg::Auto => {
+                Parallelism::Auto { max: usize::try_from(max_parallelism).unwrap_or(usize::MAX) }
+            }
+            ParallelismArg::Fixed(n) => Parallelism::Fixed(n.max(1)),
+        }
+    }
+}
+
+pub fn parse_parallelism(s: &str) -> Result<ParallelismArg, String> {
+    match s {
+        "auto" => Ok(ParallelismArg::Auto),
+        n => n
+            .parse()
+            .map(ParallelismArg::Fixed)
+            .map_err(|_| format!("`{s}` is neither `auto` nor a number of steps")),
+    }
 }
 
 /// Parse `30d`, `12h`, `90s`, `1h 30m` (humantime).

@@ -22,7 +22,7 @@ pub async fn run(args: PlanArgs, output: &Output) -> Result<Exit, Error> {
         paths: args.paths,
         manifests: true,
         url: Url::Required,
-        parallelism: 1,
+        parallelism: crate::ops::settings::Parallelism::Fixed(1),
         secrets_dirs: &secrets_dirs,
     };
     let (installations, warning) = installations::installations(

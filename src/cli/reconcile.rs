@@ -29,7 +29,7 @@ use super::sections::{self, Sections};
 
 pub async fn run(args: ReconcileArgs, interrupt: &Interrupt, output: &Output) -> Result<Exit, Error> {
     check(&args)?;
-    let parallelism = args.parallelism.max(1);
+    let parallelism = args.parallelism.setting(args.max_parallelism);
     let secrets_dirs = args.secrets.dirs();
     let wanted = Wanted {
         paths: args.paths,
@@ -228,5 +228,28 @@ impl Measure for Files {
     fn cycle(&self, summary: &crate::ops::reconcile::CycleSummary) {
         self.metrics.cycle(summary);
         report::write_metrics_file(self.file.as_deref(), Some(&self.metrics), &self.output);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+    use crate::ops::settings::Parallelism;
+
+    fn parallelism(flags: &[&str]) -> Parallelism {
+        let command_line = ["ozform", "reconcile"].iter().chain(flags).chain(&["m.yaml"]).copied();
+        match Cli::try_parse_from(command_line).expect("valid flags").command {
+            Command::Reconcile(args) => args.parallelism.setting(args.max_parallelism),
+            other => panic!("not reconcile: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_loop_runs_at_parallelism_auto_up_to_32_as_apply_does_unless_a_number_fixes_it() {
+        assert_eq!(parallelism(&[]), Parallelism::Auto { max: 32 });
+        assert_eq!(parallelism(&["--max-parallelism", "6"]), Parallelism::Auto { max: 6 });
+        assert_eq!(parallelism(&["--parallelism", "4"]), Parallelism::Fixed(4));
     }
 }

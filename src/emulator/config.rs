@@ -39,12 +39,18 @@ pub struct EmulatorConfig {
     pub log_requests: bool,
     /// Keep the request log that `Handle::requests` reads (it grows with every request).
     pub record_requests: bool,
+    /// At most this many requests served at once (latency and faults included); the others
+    /// wait in line, in arrival order (`--capacity`). `None`: no limit.
+    pub capacity: Option<usize>,
+    /// With a capacity: a request that waited this long in line is answered 503 and not
+    /// handled (`--shed-after-ms`). `None`: requests wait as long as it takes.
+    pub shed_after: Option<Duration>,
 }
 
 impl EmulatorConfig {
     /// Defaults: `127.0.0.1:0`, `admin@ozform.local` / `emulator-admin`, 15-minute sessions,
     /// default quirks (bare-array lists), no faults, nothing seeded, no request logging or
-    /// recording.
+    /// recording, no capacity limit.
     pub fn new(api_version: ApiVersion) -> Self {
         Self {
             api_version,
@@ -57,6 +63,8 @@ impl EmulatorConfig {
             seed: None,
             log_requests: false,
             record_requests: false,
+            capacity: None,
+            shed_after: None,
         }
     }
 }

@@ -199,6 +199,10 @@ pub(crate) struct Db {
     /// Expire token → access token.
     refresh_ix: HashMap<String, String>,
     clock_offset: Duration,
+    /// The users' keys in list order, so that a page at any offset starts there without
+    /// walking the users before it; dropped whenever a user is added or removed, rebuilt by
+    /// the next listing that needs it.
+    user_order: Option<Vec<u64>>,
 }
 
 impl Db {
@@ -454,6 +458,17 @@ impl Db {
         self.users.values()
     }
 
+    pub(crate) fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// The users in list order from the `offset`-th on, found without walking those before.
+    pub(crate) fn users_from(&mut self, offset: usize) -> impl Iterator<Item = &UserRecord> + Clone {
+        let order = self.user_order.get_or_insert_with(|| self.users.keys().copied().collect());
+        let users = &self.users;
+        order.get(offset..).unwrap_or_default().iter().filter_map(move |seq| users.get(seq))
+    }
+
     pub(crate) fn user(&self, id: &str) -> Option<&UserRecord> {
         self.user_ix.get(id).and_then(|seq| self.users.get(seq))
     }
@@ -470,6 +485,7 @@ impl Db {
             self.users.remove(&old);
         }
         self.users.insert(seq, user);
+        self.user_order = None;
     }
 
     /// Change a user in place; the email index follows an email change (the caller checks
@@ -497,6 +513,7 @@ impl Db {
         if let Some(user) = self.users.remove(&seq) {
             self.email_ix.remove(&user.email.to_lowercase());
         }
+        self.user_order = None;
         let gone: Vec<String> =
             self.sessions.iter().filter(|(_, s)| s.user_id == id).map(|(t, _)| t.clone()).collect();
         for token in gone {

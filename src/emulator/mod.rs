@@ -5,7 +5,8 @@
 //! trailing slashes and redirects, sparse objects, expired sessions answered 403, hidden
 //! permission flags) and fault injection, by seeded rates or exact counters (latency, 429, 500,
 //! 503, dropped connections, creates that commit then fail or answer a body that is not JSON,
-//! expiring sessions). Tests, benchmarks and `ozform demo` run on it.
+//! expiring sessions), and a hidden capacity (at most N requests served at once, the others
+//! waiting in line, shed with a 503 after a while). Tests, benchmarks and `ozform demo` run on it.
 //!
 //! Files, one concept each: `config` (what a run is), `db` (the data and sessions, and their
 //! public `Snapshot`), `dialect` (API 5 vs 6), `routes` (the HTTP surface), `quirks`,
@@ -22,7 +23,8 @@
 //! and `GET /_emulator/stats` serve people running `ozform emulator`; they are not counted.
 //!
 //! What tests read and steer on the `Handle`: `snapshot`, `stats` (counts per route, creates
-//! per email and company name, most requests in flight, user agents), `requests` (the request
+//! per email and company name, most requests in flight and served, queue waits and shed
+//! requests, user agents), `requests` (the request
 //! log, with `EmulatorConfig::record_requests`), `reset_stats` (both), `set_quirks`,
 //! `set_faults` / `faults` (what is left of the counters), `set_gate`, `expire_all_sessions`,
 //! `forget_all_sessions` (refresh fails too), `advance_clock` (sessions expire without
@@ -30,6 +32,7 @@
 //! counted), `admin_email` / `admin_password`.
 
 mod api_error;
+mod capacity;
 mod config;
 mod db;
 mod dialect;
@@ -61,6 +64,7 @@ pub use request_log::{RequestRecord, SENSITIVE};
 pub use routes::TOKEN_HEADER;
 pub use stats::Stats;
 
+use capacity::Capacity;
 use db::Db;
 use faults::Injector;
 use gate::Gatekeeper;
@@ -100,6 +104,8 @@ pub(crate) struct Shared {
     stats: Recorder,
     requests: RequestLog,
     gate: Gatekeeper,
+    /// `--capacity`: the pool of workers, when limited.
+    capacity: Option<Capacity>,
 }
 
 impl Shared {
@@ -150,6 +156,7 @@ pub async fn start(config: EmulatorConfig) -> Result<Handle, EmulatorError> {
         stats: Recorder::default(),
         requests: RequestLog::new(config.record_requests),
         gate: Gatekeeper::default(),
+        capacity: config.capacity.map(|n| Capacity::new(n, config.shed_after)),
     });
     shared.set_faults(config.faults.clone());
     let app = routes::router(Arc::clone(&shared));

@@ -148,9 +148,27 @@ pub fn page<T>(
     quirks: &Quirks,
     omit_total: bool,
 ) -> Value {
-    let offset = if quirks.ignore_offset { 0 } else { request.offset };
+    let from = matching.clone().skip(page_offset(request, quirks));
+    page_from(from, || matching.count(), render, request, quirks, omit_total)
+}
+
+/// Where a page starts: `offset`, unless the server ignores it.
+pub fn page_offset(request: PageRequest, quirks: &Quirks) -> usize {
+    if quirks.ignore_offset { 0 } else { request.offset }
+}
+
+/// As `page`, for a list that can start at `page_offset` without walking the items before it:
+/// `from` yields the items from there on, `count` says how many there are in all.
+pub fn page_from<T>(
+    from: impl Iterator<Item = T>,
+    count: impl FnOnce() -> usize,
+    render: impl FnMut(T) -> Value,
+    request: PageRequest,
+    quirks: &Quirks,
+    omit_total: bool,
+) -> Value {
     let limit = quirks.max_limit.map_or(request.limit, |cap| request.limit.min(cap));
-    let items = Value::Array(matching.clone().skip(offset).take(limit).map(render).collect());
+    let items = Value::Array(from.take(limit).map(render).collect());
     let Some(key) = quirks.envelope.key() else {
         return items;
     };
@@ -162,7 +180,7 @@ pub fn page<T>(
         TotalField::Omitted => None,
     };
     if let (Some(total_key), false) = (total_key, omit_total) {
-        body.insert(total_key.to_string(), Value::from(matching.count()));
+        body.insert(total_key.to_string(), Value::from(count()));
     }
     Value::Object(body)
 }

@@ -14,6 +14,7 @@
 //! | `ozform_tokens_expiring` | `within` (`rotate_before`, `30d`) | the token store's `list` |
 //! | `ozform_oz_requests_total` | `route` (a path template), `status` (the HTTP status, or `error`) | each HTTP attempt |
 //! | `ozform_oz_request_duration_seconds` (histogram) | `route` | each HTTP attempt |
+//! | `ozform_oz_concurrency_limit` | | the client's adaptive limit (`--parallelism auto`), only then |
 //!
 //! The `ozform_reconcile_*` families exist only in a reconcile loop's metrics.
 //!
@@ -88,6 +89,9 @@ fn request_histogram() -> Histogram {
 struct Requests {
     total: Family<[(&'static str, String); 2], Counter>,
     duration: Family<Labels1, Histogram, fn() -> Histogram>,
+    /// A family of one unlabelled gauge, made when the client first tells its limit: with a
+    /// fixed parallelism there is no limit, and no sample rather than a misleading 0.
+    concurrency_limit: Family<[(&'static str, &'static str); 0], Gauge>,
 }
 
 impl RequestObserver for Requests {
@@ -96,6 +100,10 @@ impl RequestObserver for Requests {
         let status = attempt.status.map_or_else(|| "error".to_string(), |s| s.to_string());
         self.total.get_or_create(&[("route", route.to_string()), ("status", status)]).inc();
         self.duration.get_or_create(&[("route", route)]).observe(attempt.elapsed.as_secs_f64());
+    }
+
+    fn concurrency_limit(&self, limit: usize) {
+        self.concurrency_limit.get_or_create(&[]).set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 }
 
@@ -145,8 +153,11 @@ impl Metrics {
             "Stored tokens of known expiry that expire within --rotate-before (within=rotate_before) or 30 days (within=30d)",
             tokens_expiring.clone(),
         );
-        let requests =
-            Requests { total: Family::default(), duration: Family::new_with_constructor(request_histogram) };
+        let requests = Requests {
+            total: Family::default(),
+            duration: Family::new_with_constructor(request_histogram),
+            concurrency_limit: Family::default(),
+        };
         registry.register(
             "ozform_oz_requests",
             "HTTP attempts to the Oz API by route template and status (error: no answer)",
@@ -157,9 +168,11 @@ impl Metrics {
             "Duration of HTTP attempts to the Oz API by route template",
             requests.duration.clone(),
         );
-        // Issue #22's adaptive concurrency limiter: register its gauge
-        // (`ozform_oz_concurrency_limit`) here, and set it from the `RequestObserver` method
-        // that reports the limit (see `oz::observer`).
+        registry.register(
+            "ozform_oz_concurrency_limit",
+            "Requests the client lets in flight now, adapted to the server (--parallelism auto only)",
+            requests.concurrency_limit.clone(),
+        );
         Self { registry, drift, steps, tokens_expiring, requests, reconcile: None }
     }
 
@@ -386,6 +399,18 @@ mod tests {
         let text = metrics.encode();
         assert!(text.contains("ozform_tokens_expiring{within=\"rotate_before\"} 2\n"), "{text}");
         assert!(text.contains("ozform_tokens_expiring{within=\"30d\"} 3\n"), "{text}");
+    }
+
+    #[test]
+    fn the_concurrency_limit_gauge_has_a_sample_only_once_the_client_tells_one() {
+        let metrics = Metrics::new();
+        assert!(!metrics.encode().contains("ozform_oz_concurrency_limit "), "a fixed parallelism: no sample");
+        let observer = metrics.requests().expect("an observer");
+        observer.concurrency_limit(4);
+        observer.concurrency_limit(9);
+        let text = metrics.encode();
+        assert!(text.contains("# TYPE ozform_oz_concurrency_limit gauge\n"), "{text}");
+        assert!(text.contains("\nozform_oz_concurrency_limit 9\n"), "{text}");
     }
 
     #[test]

@@ -210,7 +210,7 @@ async fn apply_saved(
     cancel: watch::Receiver<bool>,
 ) -> Result<ApplyOutcome, Error> {
     let view = &*view;
-    let parallelism = settings.parallelism.max(1);
+    let parallelism = settings.parallelism.steps();
     let Some(mut plan) = plan else {
         return Err(Error::Io {
             action: "apply",
@@ -272,7 +272,7 @@ async fn apply_manifests(
     cancel: watch::Receiver<bool>,
 ) -> Result<ApplyOutcome, Error> {
     let view = &*view;
-    let parallelism = settings.parallelism.max(1);
+    let parallelism = settings.parallelism.steps();
     let connection = &installation.connection;
     let desired =
         load_manifests(&installation.manifests, &settings.secrets_dirs, &connection.admin_password, view)?;

@@ -375,7 +375,7 @@ impl Reconciler<'_> {
         let passwords = resolve_passwords(&to_apply, &process_env)?;
         let held_lock = super::apply::lock(&target, settings.lock_timeout, view, self.cancel.clone()).await?;
         let mut options = ExecuteOptions::new(passwords);
-        options.parallelism = settings.parallelism.max(1);
+        options.parallelism = settings.parallelism.steps();
         options.cancel = Some(self.cancel.clone());
         let report = target.apply(&to_apply, &options, view.progress(to_apply.changes.len())).await;
         // The lock is held only while applying.

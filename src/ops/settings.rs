@@ -23,6 +23,8 @@ pub struct Connection {
     pub max_rps: Option<f64>,
     /// Requests in flight at once (already raised to the parallelism when not given).
     pub max_in_flight: usize,
+    /// `--parallelism auto`: requests in flight adapt to the server, up to this many.
+    pub adaptive_limit: Option<usize>,
     pub request_timeout: Duration,
     /// Allow plain `http://` to a host that is not loopback (`--allow-insecure-http`).
     pub allow_insecure_http: bool,
@@ -44,6 +46,8 @@ impl Connection {
             ca_cert: None,
             max_rps: None,
             max_in_flight: 16,
+            // As `plan`'s flags: no adaptive limit (`apply --parallelism auto` sets one).
+            adaptive_limit: None,
             request_timeout: Duration::from_secs(30),
             allow_insecure_http: false,
             max_response_bytes: crate::oz::DEFAULT_MAX_RESPONSE_BYTES,
@@ -62,6 +66,7 @@ impl Connection {
         let mut config = ClientConfig::new(api_url.trim_end_matches('/'), &self.admin_email, password);
         config.api_version = self.api_version;
         config.max_in_flight = self.max_in_flight.max(1);
+        config.adaptive_limit = self.adaptive_limit;
         config.max_rps = self.max_rps;
         config.request_timeout = self.request_timeout;
         config.connect_timeout = Duration::from_secs(10).min(self.request_timeout);
@@ -178,6 +183,27 @@ pub struct PlanSettings {
     pub secrets_dirs: Vec<PathBuf>,
 }
 
+/// How many steps `apply` runs at once (`--parallelism`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parallelism {
+    /// `auto`: as many as the client's adaptive limit lets through (`Connection::adaptive_limit`),
+    /// never more than `max` (`--max-parallelism`).
+    Auto { max: usize },
+    /// This many (at least 1).
+    Fixed(usize),
+}
+
+impl Parallelism {
+    /// The executor's parallelism: steps talking to the API at once and token slots. With
+    /// `auto`, the ceiling: the client's limit decides how many of those steps' requests are
+    /// sent at once, the others wait for it.
+    pub fn steps(self) -> usize {
+        match self {
+            Parallelism::Auto { max } | Parallelism::Fixed(max) => max.max(1),
+        }
+    }
+}
+
 /// What `apply` executes.
 #[derive(Debug, Clone)]
 pub enum ApplySource {
@@ -192,8 +218,8 @@ pub enum ApplySource {
 pub struct ApplySettings {
     pub source: ApplySource,
     pub installations: Installations,
-    /// Steps talking to the API at once (at least 1).
-    pub parallelism: usize,
+    /// Steps talking to the API at once.
+    pub parallelism: Parallelism,
     /// The blast-radius guard of removals.
     pub removals: RemovalLimits,
     /// How long to wait for another apply's lock on the token store.
@@ -242,8 +268,8 @@ pub struct ReconcileSettings {
     /// The installations reconciled, each with its manifests (files or directories, read again
     /// at each cycle): the project file's, or the one of `PATHS` and the connection flags.
     pub installations: Installations,
-    /// Steps talking to the API at once (at least 1).
-    pub parallelism: usize,
+    /// Steps talking to the API at once: `auto` or a fixed number.
+    pub parallelism: Parallelism,
     /// Apply removals (`--allow-removals`), still within `removals`; otherwise they are
     /// reported and held back.
     pub allow_removals: bool,

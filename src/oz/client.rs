@@ -5,14 +5,16 @@
 //! when the server gives a total, in doubling windows when it does not), send the filters the API may honour and filter again
 //! locally, because the API may ignore them.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::OzError;
 use super::config::{ClientConfig, VersionSetting};
 use super::dialect::{Dialect, Evidence};
-use super::paging::{Next, Pager, Refusal, Rounds};
+use super::paging::{ListKind, Next, PageCap, PageItem, Pager, Refusal, Rounds};
 use super::transport::{Call, Transport};
 use super::wire::{Page, WireCompany, WireUser, parse_page};
 use crate::model::{ApiVersion, Email, ObservedCompany, ObservedUser};
@@ -30,7 +32,7 @@ pub struct UserFilter {
 impl UserFilter {
     fn matches(&self, user: &ObservedUser) -> bool {
         self.email.as_ref().is_none_or(|e| *e == user.email)
-            && self.company_id.as_ref().is_none_or(|c| user.company_id.as_ref() == Some(c))
+            && self.company_id.as_ref().is_none_or(|c| user.company_id.as_deref() == Some(c.as_str()))
     }
 }
 
@@ -94,6 +96,23 @@ impl OzClient {
         !self.fixed
     }
 
+    /// The adaptive limit of requests in flight now (`--parallelism auto`), for a gauge; `None`
+    /// with a fixed parallelism.
+    pub fn concurrency_limit(&self) -> Option<usize> {
+        self.transport.concurrency_limit()
+    }
+
+    /// Tell the client what is known of the server's page size: at most `n` items a page
+    /// whatever `limit` asks (`ozform doctor`'s `page_size` finding), or `None` when it gives
+    /// whole pages. A look-up then needs a second request only when its first page is full.
+    pub fn know_page_cap(&self, cap: Option<usize>) {
+        let cap = match cap {
+            Some(n) if n < self.transport.config.page_size.max(1) => PageCap::At(n.max(1)),
+            _ => PageCap::Whole,
+        };
+        self.transport.learn_page_cap(cap);
+    }
+
     /// The API base URL, without a trailing `/`.
     pub fn api_url(&self) -> &str {
         &self.transport.api_url
@@ -108,23 +127,18 @@ impl OzClient {
     pub(super) async fn companies_named(&self, name: Option<&str>) -> Result<Vec<ObservedCompany>, OzError> {
         let filters: Vec<(&'static str, String)> =
             name.map(|n| ("name", n.to_string())).into_iter().collect();
-        let raw = list(&self.transport, COMPANIES, "company_id", &filters).await?;
-        let mut companies = Vec::with_capacity(raw.len());
-        for item in raw {
-            let wire: WireCompany = serde_json::from_value(item).map_err(|e| OzError::Decode {
-                method: "GET".into(),
-                path: self.transport.where_(COMPANIES),
-                reason: format!("company object: {e}"),
-            })?;
-            let company = ObservedCompany::from(wire);
-            if name.is_none_or(|n| n == company.name) {
-                companies.push(company);
-            }
-        }
+        let mut companies = Vec::new();
+        list(&self.transport, COMPANIES, "company_id", &filters, |items: Vec<WireCompany>| {
+            let kept = items.into_iter().map(ObservedCompany::from);
+            companies.extend(kept.filter(|c| name.is_none_or(|n| n == c.name)));
+            Ok(())
+        })
+        .await?;
         Ok(companies)
     }
 
-    /// Live users matching the filter (all users with `UserFilter::default()`).
+    /// Live users matching the filter (all users with `UserFilter::default()`), decoded page by
+    /// page into `ObservedUser`s: no page's JSON outlives it.
     pub async fn list_users(&self, filter: &UserFilter) -> Result<Vec<ObservedUser>, OzError> {
         let mut filters = Vec::new();
         if let Some(email) = &filter.email {
@@ -133,28 +147,36 @@ impl OzClient {
         if let Some(company) = &filter.company_id {
             filters.push(("company_id", company.clone()));
         }
-        let raw = list(&self.transport, USERS, "user_id", &filters).await?;
-        self.check_dialect(&raw)?;
-        let mut users = Vec::with_capacity(raw.len());
-        for item in raw {
-            let user = self.decode_user("GET", USERS, item)?;
-            if filter.matches(&user) {
-                users.push(user);
+        let mut evidence = Evidence::default();
+        let mut users = Vec::new();
+        // One copy of each company id, shared by its users.
+        let mut company_ids: HashSet<Arc<str>> = HashSet::new();
+        list(&self.transport, USERS, "user_id", &filters, |items: Vec<WireUser>| {
+            for mut wire in items {
+                if self.fixed {
+                    evidence.add_wire(&wire);
+                }
+                let company_id = wire.company_id.take().map(|id| intern(&mut company_ids, &id));
+                let mut user = self.dialect.observed_user(wire);
+                user.company_id = company_id;
+                if filter.matches(&user) {
+                    users.push(user);
+                }
             }
-        }
+            Ok(())
+        })
+        .await?;
+        self.check_dialect(&evidence)?;
+        users.shrink_to_fit();
         Ok(users)
     }
 
     /// With a configured dialect, refuse users that speak the other one: read with the wrong
     /// dialect every service user would look like a plain client, and the plan would show each
     /// as a conflict with the advice to remove it by hand. The error names the evidence.
-    fn check_dialect(&self, raw: &[Value]) -> Result<(), OzError> {
+    fn check_dialect(&self, evidence: &Evidence) -> Result<(), OzError> {
         if !self.fixed {
             return Ok(());
-        }
-        let mut evidence = Evidence::default();
-        for user in raw {
-            evidence.add(user);
         }
         match evidence.decide().filter(|d| *d != self.dialect) {
             None => Ok(()),
@@ -189,100 +211,116 @@ impl OzClient {
     }
 }
 
-/// Every item of a list endpoint. Once a page says how many items there are, the offsets of
-/// the remaining pages are known and they are asked for at once, at most `max_in_flight` at a
-/// time, and taken in offset order. While the server gives no total, the next pages are asked
-/// for in windows that double while every page comes back full (1, 2, 4, … up to
-/// `max_in_flight` at once): a list of `p` pages takes about `log2 p` round trips before the
-/// window is full instead of `p`, at the cost of at most `max_in_flight - 1` requests past
-/// its end.
-pub(super) async fn list(
+/// The shared copy of `text` in `pool`, made on first use.
+fn intern(pool: &mut HashSet<Arc<str>>, text: &str) -> Arc<str> {
+    if let Some(shared) = pool.get(text) {
+        return Arc::clone(shared);
+    }
+    let shared: Arc<str> = Arc::from(text);
+    pool.insert(Arc::clone(&shared));
+    shared
+}
+
+/// Every item of a list endpoint, handed to `take` page by page in list order (each page's
+/// new items once). Once a page says how many items there are, the offsets of the remaining
+/// pages are known and they are asked for at once, at most `max_in_flight` at a time, and
+/// taken in offset order. While the server gives no total, the next pages are asked for in
+/// windows that double while every page comes back full (1, 2, 4, … up to `max_in_flight` at
+/// once): a list of `p` pages takes about `log2 p` round trips before the window is full
+/// instead of `p`, at the cost of at most `max_in_flight - 1` requests past its end. A list
+/// filtered by a natural key (`name`, `email`) is a look-up: see `paging` for when its first
+/// page is enough.
+pub(super) async fn list<T: PageItem + DeserializeOwned>(
     transport: &Transport,
     path: &str,
     id_key: &'static str,
     filters: &[(&'static str, String)],
-) -> Result<Vec<Value>, OzError> {
-    list_pages(transport, path, id_key, filters, true, |_| false).await
+    mut take: impl FnMut(Vec<T>) -> Result<(), OzError>,
+) -> Result<(), OzError> {
+    list_pages(transport, path, id_key, filters, true, |items| take(items).map(|()| false)).await
 }
 
-/// Page through a list endpoint, one page after another, until `stop` says after a page that
+/// Page through a list endpoint, one page after another, until `take` says after a page that
 /// the items so far are enough (or the list ends).
-async fn list_until(
+async fn list_until<T: PageItem + DeserializeOwned>(
     transport: &Transport,
     path: &str,
     id_key: &'static str,
     filters: &[(&'static str, String)],
-    stop: impl FnMut(&[Value]) -> bool,
-) -> Result<Vec<Value>, OzError> {
-    list_pages(transport, path, id_key, filters, false, stop).await
+    take: impl FnMut(Vec<T>) -> Result<bool, OzError>,
+) -> Result<(), OzError> {
+    list_pages(transport, path, id_key, filters, false, take).await
 }
 
-async fn list_pages(
+async fn list_pages<T: PageItem + DeserializeOwned>(
     transport: &Transport,
     path: &str,
     id_key: &'static str,
     filters: &[(&'static str, String)],
     ahead: bool,
-    mut enough: impl FnMut(&[Value]) -> bool,
-) -> Result<Vec<Value>, OzError> {
-    let mut pager = Pager::new(id_key).max_objects(transport.config.max_objects);
+    mut take: impl FnMut(Vec<T>) -> Result<bool, OzError>,
+) -> Result<(), OzError> {
+    let lookup = filters.iter().any(|(k, _)| matches!(*k, "name" | "email"));
+    let kind = if lookup { ListKind::Lookup } else { ListKind::Listing };
+    let mut pager = Pager::new(id_key, transport.config.page_size.max(1), kind, transport.page_cap())
+        .max_objects(transport.config.max_objects);
     let mut rounds = Rounds::new(transport.config.max_in_flight, ahead);
-    let mut all = Vec::new();
     let mut offsets = Rounds::first();
     loop {
         // The pages of one round are sent together (the transport bounds how many are in
         // flight) and taken in offset order. Every one is awaited, even those after the page
         // that ends the list: this costs no time, and the number of requests does not depend
         // on which answer came first. An error past the end of the list is no error.
-        let answers = futures::future::join_all(
-            offsets
-                .iter()
-                .map(|&offset| async move { (offset, fetch_page(transport, path, filters, offset).await) }),
-        )
-        .await;
+        let answers =
+            futures::future::join_all(offsets.iter().map(|&offset| async move {
+                (offset, fetch_page::<T>(transport, path, filters, offset).await)
+            }))
+            .await;
         let mut last = None;
         for (offset, page) in answers {
             let page = page?;
             let (page_len, total) = (page.items.len(), page.total);
-            let (fresh, next) = accept(transport, path, &mut pager, offset, page)?;
-            all.extend(fresh);
-            if next == Next::Done || enough(&all) {
-                return Ok(all);
+            let accepted = accept(transport, path, &mut pager, offset, page);
+            transport.learn_page_cap(pager.cap());
+            let (fresh, next) = accepted?;
+            let enough = take(fresh)?;
+            if next == Next::Done || enough {
+                return Ok(());
             }
             last = Some((page_len, total));
         }
         // A round has at least one page, and one that ends the list returned above.
-        let Some((page_len, total)) = last else { return Ok(all) };
+        let Some((page_len, total)) = last else { return Ok(()) };
         offsets = rounds.next(pager.offset(), page_len, total);
     }
 }
 
-async fn fetch_page(
+async fn fetch_page<T: DeserializeOwned>(
     transport: &Transport,
     path: &str,
     filters: &[(&'static str, String)],
     offset: usize,
-) -> Result<Page, OzError> {
+) -> Result<Page<T>, OzError> {
     let limit = transport.config.page_size.max(1);
     let mut call = Call::get(path).query("offset", offset.to_string()).query("limit", limit.to_string());
     for (k, v) in filters {
         call = call.query(k, v.clone());
     }
-    let body = transport.send(call).await?;
-    parse_page(body).map_err(|reason| OzError::Decode {
+    let (body, answered) = transport.send_raw(call).await?;
+    parse_page(&body).map_err(|reason| OzError::Decode {
         method: "GET".into(),
-        path: transport.where_(path),
+        path: transport.where_(&answered),
         reason,
     })
 }
 
-fn accept(
+fn accept<T: PageItem>(
     transport: &Transport,
     path: &str,
     pager: &mut Pager,
     offset: usize,
-    page: Page,
-) -> Result<(Vec<Value>, Next), OzError> {
+    page: Page<T>,
+) -> Result<(Vec<T>, Next), OzError> {
     pager.accept_at(offset, page).map_err(|refusal| match refusal {
         Refusal::Untrusted(reason) => OzError::Paging { path: transport.where_(path), reason },
         Refusal::TooMany(reason) => OzError::Limit {
@@ -306,13 +344,11 @@ async fn detect(transport: &Transport, login_user: Option<&Value>) -> Result<Dia
         evidence.add(user);
     }
     if evidence.decide().is_none() {
-        let mut counted = 0;
-        list_until(transport, USERS, "user_id", &[], |users| {
-            for user in &users[counted..] {
-                evidence.add(user);
+        list_until(transport, USERS, "user_id", &[], |users: Vec<WireUser>| {
+            for user in &users {
+                evidence.add_wire(user);
             }
-            counted = users.len();
-            evidence.decide().is_some()
+            Ok(evidence.decide().is_some())
         })
         .await?;
     }

@@ -30,6 +30,10 @@ pub struct ClientConfig {
     pub api_version: VersionSetting,
     /// Requests in flight at once, shared by every call of one client (at least 1).
     pub max_in_flight: usize,
+    /// `Some(max)`: requests in flight are also bounded by an adaptive limit (`--parallelism
+    /// auto`, see `limiter`) that starts at 4 and stays within 1 and `max` (and `max_in_flight`).
+    /// `None`: only `max_in_flight` bounds them.
+    pub adaptive_limit: Option<usize>,
     /// Requests started per second, shared by every call; `None` is unlimited.
     pub max_rps: Option<f64>,
     pub connect_timeout: Duration,
@@ -59,9 +63,10 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_OBJECTS: usize = 1_000_000;
 
 impl ClientConfig {
-    /// Defaults: auto-detected dialect, 16 in flight, no rate limit, 10 s connect and 30 s request
-    /// timeouts, system roots only, read-write, pages of 100, `RetryPolicy::default()`, answers
-    /// of at most 64 MiB and listings of at most 1,000,000 objects, no request observer.
+    /// Defaults: auto-detected dialect, 16 in flight, no adaptive limit, no rate limit, 10 s
+    /// connect and 30 s request timeouts, system roots only, read-write, pages of 100,
+    /// `RetryPolicy::default()`, answers of at most 64 MiB and listings of at most 1,000,000
+    /// objects, no request observer.
     pub fn new(api_url: impl Into<String>, admin_email: impl Into<String>, admin_password: Secret) -> Self {
         Self {
             api_url: api_url.into(),
@@ -69,6 +74,7 @@ impl ClientConfig {
             admin_password,
             api_version: VersionSetting::Auto,
             max_in_flight: 16,
+            adaptive_limit: None,
             max_rps: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),

@@ -104,7 +104,7 @@ impl Dialect {
             active: w.is_active.unwrap_or(true),
             id: w.user_id,
             email: Email::new(w.email),
-            company_id: w.company_id,
+            company_id: w.company_id.map(Into::into),
             first_name: w.first_name,
             last_name: w.last_name,
             middle_name: w.middle_name,
@@ -212,6 +212,35 @@ impl Evidence {
                     .iter()
                     .any(|v| v.and_then(Value::as_bool) == Some(true)) =>
             {
+                self.v5_flags += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// Add what one decoded user says (as `add` does for a raw object).
+    pub fn add_wire(&mut self, user: &WireUser) {
+        let v5 = [
+            user.can_start_analyse_biometry,
+            user.can_start_analyse_collection,
+            user.can_start_analyse_documents,
+            user.can_start_analyse_quality,
+        ];
+        let v6 = [
+            user.can_start_analysis_biometry,
+            user.can_start_analysis_collection,
+            user.can_start_analysis_documents,
+            user.can_start_analysis_quality,
+        ];
+        if v5.iter().any(Option::is_some) {
+            self.v5_spelling += 1;
+        }
+        if v6.iter().any(Option::is_some) {
+            self.v6_spelling += 1;
+        }
+        match user.user_type.as_deref() {
+            Some("CLIENT_SERVICE" | "CLIENT_ADMIN") => self.v6_roles += 1,
+            Some("CLIENT") if user.is_service == Some(true) || user.is_admin == Some(true) => {
                 self.v5_flags += 1;
             }
             _ => {}
@@ -346,5 +375,21 @@ mod tests {
         assert_eq!(e.decide(), Some(Dialect::V6));
         e.add(&json!({"profile": {"can_start_analyse_biometry": true}}));
         assert_eq!(e.decide(), None, "both spellings and both role styles: undecidable");
+    }
+
+    #[test]
+    fn a_decoded_user_is_the_same_evidence_as_its_raw_object() {
+        for raw in [
+            json!({"user_id": "a", "user_type": "ADMIN"}),
+            json!({"user_id": "a", "user_type": "CLIENT", "is_service": true}),
+            json!({"user_id": "a", "user_type": "CLIENT", "is_admin": true, "can_start_analyse_quality": false}),
+            json!({"user_id": "a", "user_type": "CLIENT_SERVICE", "can_start_analysis_biometry": true}),
+            json!({"user_id": "a", "profile": {"user_type": "CLIENT_ADMIN", "can_start_analyse_biometry": true}}),
+        ] {
+            let (mut from_raw, mut from_wire) = (Evidence::default(), Evidence::default());
+            from_raw.add(&raw);
+            from_wire.add_wire(&WireUser::from_value(raw.clone()).expect("user"));
+            assert_eq!(from_raw, from_wire, "{raw}");
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! - `paging`: offset/limit paging as a pure state machine, bounded by `--max-objects`
 //! - `retry`: which failures are retried and how long to wait
 //! - `throttle`: `max_rps`
+//! - `limiter`: `--parallelism auto`, the adaptive bound on requests in flight
 //! - `observe`: live state as `model::Observed`
 //! - `effects`: the writes and lookups by natural key, and `apply::Effects` for `OzClient`
 //! - `observer`: `RequestObserver`, told about every attempt by its route template (metrics)
@@ -29,6 +30,7 @@ mod config;
 mod dialect;
 mod effects;
 mod error;
+mod limiter;
 mod observe;
 mod observer;
 mod paging;

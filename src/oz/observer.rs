@@ -92,12 +92,15 @@ pub struct Attempt {
 
 /// Told about every HTTP attempt of a client (`ClientConfig::observer`). Called on the task
 /// that made the request: it must not block.
-///
-/// The adaptive concurrency limiter (issue #22) reports its limit through this seam too: give
-/// the trait a provided `fn concurrency_limit(&self, limit: usize) {}` and let the metrics set
-/// their gauge from it (see `metrics`).
 pub trait RequestObserver: Send + Sync + std::fmt::Debug {
     fn attempt(&self, attempt: &Attempt);
+
+    /// The adaptive limit of requests in flight (`--parallelism auto`, `oz::limiter`) now: told
+    /// when the client is made and after every attempt (it may be unchanged). Never told with
+    /// a fixed parallelism.
+    fn concurrency_limit(&self, limit: usize) {
+        let _ = limit;
+    }
 }
 
 #[cfg(test)]

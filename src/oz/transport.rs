@@ -1,7 +1,8 @@
 //! The HTTP core: one function, `Transport::send`, through which every request passes.
 //!
 //! It enforces, in this order: the read-only guard, the concurrency bound (a semaphore shared
-//! by all calls), `max_rps`, the session token, re-login once on an auth failure (shared by
+//! by all calls), the adaptive limit when there is one (`limiter`, told how each attempt
+//! went), `max_rps`, the session token, re-login once on an auth failure (shared by
 //! concurrent requests), the trailing-slash fallback, and the retry policy of `retry`. It logs one debug event per attempt (method, path, status, duration) and never
 //! logs a header or a body: they hold passwords and tokens. Redirects are not followed (a
 //! redirected POST would silently become a GET); like a 404 or 405 they trigger the
@@ -26,7 +27,9 @@ use tracing::Instrument;
 
 use super::OzError;
 use super::config::ClientConfig;
+use super::limiter::{Limiter, Sample, route_key};
 use super::observer::{Attempt, Route};
+use super::paging::PageCap;
 use super::retry::{Failure, Repeat, Retrier, parse_retry_after};
 use super::session::{AUTH_PATH, AdminSession, REFRESH_PATH};
 use super::throttle::Throttle;
@@ -148,11 +151,15 @@ pub struct Transport {
     base: String,
     pub(super) config: ClientConfig,
     permits: Semaphore,
+    /// `--parallelism auto`: an adaptive limit within `permits`.
+    limiter: Option<Limiter>,
     throttle: Option<Throttle>,
     pub(super) session: AdminSession,
     /// Per class of path (0: documented with a trailing slash, 1: without), whether the other
     /// form is the one the server routes.
     flipped: [AtomicBool; 2],
+    /// What the lists read so far (or `ozform doctor`) showed of the server's page size.
+    page_cap: std::sync::Mutex<PageCap>,
 }
 
 impl Transport {
@@ -203,15 +210,21 @@ impl Transport {
             message: format!("cannot set up the HTTP client: {}", root_cause(&e)),
             help: None,
         })?;
+        let limiter = config.adaptive_limit.map(|max| Limiter::new(max.min(config.max_in_flight.max(1))));
+        if let (Some(observer), Some(limiter)) = (&config.observer, &limiter) {
+            observer.concurrency_limit(limiter.limit());
+        }
         Ok(Self {
             http,
             api_url,
             origin,
             base,
             permits: Semaphore::new(config.max_in_flight.max(1)),
+            limiter,
             throttle: config.max_rps.and_then(Throttle::new),
             session: AdminSession::default(),
             flipped: [AtomicBool::new(false), AtomicBool::new(false)],
+            page_cap: std::sync::Mutex::new(PageCap::Unknown),
             config,
         })
     }
@@ -219,6 +232,25 @@ impl Transport {
     /// `scheme://host[:port]`, as messages name the API.
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// What is known of the server's page size.
+    pub(super) fn page_cap(&self) -> PageCap {
+        *self.page_cap.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remember what a list (or `ozform doctor`) showed of the server's page size. Whole pages
+    /// seen once stay known: a cap is only ever learned while nothing is known.
+    pub(super) fn learn_page_cap(&self, learned: PageCap) {
+        let mut cap = self.page_cap.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!((*cap, learned), (_, PageCap::Whole) | (PageCap::Unknown, PageCap::At(_))) {
+            *cap = learned;
+        }
+    }
+
+    /// The adaptive limit of requests in flight now (`--parallelism auto`), if there is one.
+    pub fn concurrency_limit(&self) -> Option<usize> {
+        self.limiter.as_ref().map(Limiter::limit)
     }
 
     /// The URL of `path` as errors name it, scheme included (`https://oz.example.com/api/users/`).
@@ -246,6 +278,15 @@ impl Transport {
     /// Send a call and return its JSON body (`Value::Null` for an empty body). Runs in a
     /// debug span `oz_request` (method, path, last status, total duration).
     pub async fn send(&self, call: Call<'_>) -> Result<Value, OzError> {
+        let method = call.method.as_str().to_string();
+        let (body, path) = self.send_raw(call).await?;
+        decode_json(&body).map_err(|reason| OzError::Decode { method, path: self.where_(&path), reason })
+    }
+
+    /// As `send`, the body as received (for a caller that decodes it into its own types),
+    /// with the path that answered (the other slash form, when that is the one the server
+    /// routes).
+    pub async fn send_raw(&self, call: Call<'_>) -> Result<(Vec<u8>, String), OzError> {
         let span = tracing::debug_span!(
             "oz_request",
             method = %call.method,
@@ -259,7 +300,7 @@ impl Transport {
         result
     }
 
-    async fn send_in_span(&self, call: Call<'_>) -> Result<Value, OzError> {
+    async fn send_in_span(&self, call: Call<'_>) -> Result<(Vec<u8>, String), OzError> {
         let method = call.method.as_str().to_string();
         let session_path = call.path == AUTH_PATH || call.path == REFRESH_PATH;
         if self.config.read_only && call.method != Method::GET && !session_path {
@@ -279,14 +320,11 @@ impl Transport {
                 Auth::Token(t) => (Some(t.clone()), None),
                 Auth::Anonymous => (None, None),
             };
-            let delay = match self.attempt(&call, route, &path, token.as_ref()).await {
+            let again = retrier.attempts() > 1 || renewals > 0 || slash_tried;
+            let delay = match self.attempt(&call, route, &path, token.as_ref(), again).await {
                 Ok(answer) if answer.status.is_success() => {
                     self.flipped[class(&call.path)].store(path != call.path, Ordering::Relaxed);
-                    return decode_json(&answer.body).map_err(|reason| OzError::Decode {
-                        method,
-                        path: self.where_(&path),
-                        reason,
-                    });
+                    return Ok((answer.body, path));
                 }
                 Ok(answer) => {
                     let status = answer.status.as_u16();
@@ -362,18 +400,25 @@ impl Transport {
         }
     }
 
-    /// One attempt: take a permit and a rate slot, send, read the whole body (at most
-    /// `max_response_bytes` of it).
+    /// One attempt: take a permit (first in line when `again`, another attempt of the same
+    /// request) and a rate slot, send, read the whole body (at most `max_response_bytes` of it).
     async fn attempt(
         &self,
         call: &Call<'_>,
         route: Route,
         path: &str,
         token: Option<&Secret>,
+        again: bool,
     ) -> Result<Answer, Failed> {
         // The semaphore is never closed, so `acquire` cannot fail; a failure would only mean
         // running unbounded, which is still correct.
         let _permit = self.permits.acquire().await.ok();
+        let slot = match &self.limiter {
+            // Another attempt of a request that had its turn does not wait in line again.
+            Some(limiter) if again => Some(limiter.acquire_again().await),
+            Some(limiter) => Some(limiter.acquire().await),
+            None => None,
+        };
         if let Some(throttle) = &self.throttle {
             throttle.wait().await;
         }
@@ -401,9 +446,15 @@ impl Transport {
         }
         .await;
         let elapsed = started.elapsed();
+        if let Some(slot) = slot {
+            slot.finish(&route_key(call.method.as_str(), path, &call.query), load_sample(&result, elapsed));
+        }
         if let Some(observer) = &self.config.observer {
             let status = result.as_ref().ok().map(|a| a.status.as_u16());
             observer.attempt(&Attempt { route, method: method_name(&call.method), status, elapsed });
+            if let Some(limiter) = &self.limiter {
+                observer.concurrency_limit(limiter.limit());
+            }
         }
         let elapsed_ms = elapsed.as_millis();
         match &result {
@@ -458,6 +509,19 @@ impl Transport {
         } else {
             call.path.clone()
         }
+    }
+}
+
+/// What one attempt says of the server's load (see `limiter`): a 2xx answer is a latency
+/// sample; 429 and 503 are refusals; a timeout or a 504 means no answer in time; anything else
+/// (another status, a refused or dropped connection) says nothing.
+fn load_sample(result: &Result<Answer, Failed>, elapsed: Duration) -> Sample {
+    match result {
+        Ok(a) if a.status.is_success() => Sample::Answered(elapsed),
+        Ok(a) if matches!(a.status.as_u16(), 429 | 503) => Sample::Refused(a.status.as_u16()),
+        Ok(a) if a.status.as_u16() == 504 => Sample::TimedOut,
+        Err(Failed::Http(e)) if e.is_timeout() => Sample::TimedOut,
+        _ => Sample::Neutral,
     }
 }
 

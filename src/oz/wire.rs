@@ -3,8 +3,14 @@
 //! Unknown fields are ignored, missing optional fields default, `null` reads as absent, ids may
 //! be strings or numbers, `expire_date` may be an integer or a float. No dialect knowledge here:
 //! both permission spellings and every user-kind field are captured raw, and `dialect` decides
-//! what they mean. Pure; no I/O.
+//! what they mean. List pages are decoded straight from the answer's bytes into these types
+//! (`parse_page`), without a JSON tree of the page: a listing of 100,000 users never holds more
+//! than the compact records it keeps. Pure; no I/O.
 
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -72,69 +78,147 @@ pub struct WireCompany {
 }
 
 /// A user as a GET returns it. Both permission spellings are kept; `dialect` reads them.
+/// Fields nested under `profile` (and the email under `credentials`), as a create body has
+/// them, are read as if they were at the top level (where a field at the top level wins), so
+/// either layout reads the same.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(try_from = "RawUser")]
 pub struct WireUser {
-    #[serde(deserialize_with = "id")]
     pub user_id: String,
-    #[serde(default, deserialize_with = "nullable")]
     pub email: String,
-    #[serde(default, deserialize_with = "opt_id")]
     pub company_id: Option<String>,
-    #[serde(default)]
     pub user_type: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
     pub first_name: String,
-    #[serde(default, deserialize_with = "nullable")]
     pub last_name: String,
-    #[serde(default, deserialize_with = "nullable")]
     pub middle_name: String,
-    #[serde(default)]
     pub is_active: Option<bool>,
-    #[serde(default)]
     pub is_admin: Option<bool>,
-    #[serde(default)]
     pub is_service: Option<bool>,
-    #[serde(default)]
     pub can_start_analysis_biometry: Option<bool>,
-    #[serde(default)]
     pub can_start_analysis_collection: Option<bool>,
-    #[serde(default)]
     pub can_start_analysis_documents: Option<bool>,
-    #[serde(default)]
     pub can_start_analysis_quality: Option<bool>,
-    #[serde(default)]
     pub can_start_analyse_biometry: Option<bool>,
-    #[serde(default)]
     pub can_start_analyse_collection: Option<bool>,
-    #[serde(default)]
     pub can_start_analyse_documents: Option<bool>,
-    #[serde(default)]
     pub can_start_analyse_quality: Option<bool>,
 }
 
 impl WireUser {
-    /// Decode a user object. Fields nested under `profile` (and the email under
-    /// `credentials`), as a create body has them, are lifted to the top level first, so either
-    /// layout reads the same.
+    /// Decode a user object.
     pub fn from_value(value: Value) -> Result<Self, String> {
-        let value = flatten_user(value);
         serde_json::from_value(value).map_err(|e| format!("user object: {e}"))
     }
 }
 
-fn flatten_user(value: Value) -> Value {
-    let Value::Object(mut map) = value else { return value };
-    if let Some(Value::Object(profile)) = map.remove("profile") {
-        for (k, v) in profile {
-            map.entry(k).or_insert(v);
-        }
+/// A user object as sent, at the top level or nested under `profile`: every field optional
+/// (`null` reads as absent), resolved into a `WireUser`.
+#[derive(Debug, Default, Deserialize)]
+struct RawUser {
+    #[serde(default, deserialize_with = "any_id")]
+    user_id: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default, deserialize_with = "opt_id")]
+    company_id: Option<String>,
+    #[serde(default)]
+    user_type: Option<String>,
+    #[serde(default)]
+    first_name: Option<String>,
+    #[serde(default)]
+    last_name: Option<String>,
+    #[serde(default)]
+    middle_name: Option<String>,
+    #[serde(default)]
+    is_active: Option<bool>,
+    #[serde(default)]
+    is_admin: Option<bool>,
+    #[serde(default)]
+    is_service: Option<bool>,
+    #[serde(default)]
+    can_start_analysis_biometry: Option<bool>,
+    #[serde(default)]
+    can_start_analysis_collection: Option<bool>,
+    #[serde(default)]
+    can_start_analysis_documents: Option<bool>,
+    #[serde(default)]
+    can_start_analysis_quality: Option<bool>,
+    #[serde(default)]
+    can_start_analyse_biometry: Option<bool>,
+    #[serde(default)]
+    can_start_analyse_collection: Option<bool>,
+    #[serde(default)]
+    can_start_analyse_documents: Option<bool>,
+    #[serde(default)]
+    can_start_analyse_quality: Option<bool>,
+    /// Kept raw: anything but an object is ignored, as an unknown field would be.
+    #[serde(default)]
+    profile: Option<Value>,
+    #[serde(default)]
+    credentials: Option<Value>,
+}
+
+/// An id, present or not: a string (even empty) or a number.
+fn any_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s)),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        other => Err(serde::de::Error::custom(format!("expected an id, found {}", kind(&other)))),
     }
-    if let Some(Value::Object(credentials)) = map.remove("credentials")
-        && let Some(email) = credentials.get("email")
-    {
-        map.entry("email").or_insert_with(|| email.clone());
+}
+
+impl TryFrom<RawUser> for WireUser {
+    type Error = String;
+
+    fn try_from(top: RawUser) -> Result<Self, String> {
+        let profile = match top.profile {
+            Some(value @ Value::Object(_)) => {
+                serde_json::from_value::<RawUser>(value).map_err(|e| format!("`profile`: {e}"))?
+            }
+            _ => RawUser::default(),
+        };
+        let credentials_email = match top.credentials {
+            Some(Value::Object(mut credentials)) => match credentials.remove("email") {
+                Some(Value::String(email)) => Some(email),
+                Some(Value::Null) | None => None,
+                Some(other) => {
+                    return Err(format!("`credentials.email`: expected a string, found {}", kind(&other)));
+                }
+            },
+            _ => None,
+        };
+        Ok(WireUser {
+            user_id: top.user_id.or(profile.user_id).ok_or("missing field `user_id`")?,
+            email: top.email.or(profile.email).or(credentials_email).unwrap_or_default(),
+            company_id: top.company_id.or(profile.company_id),
+            user_type: top.user_type.or(profile.user_type),
+            first_name: top.first_name.or(profile.first_name).unwrap_or_default(),
+            last_name: top.last_name.or(profile.last_name).unwrap_or_default(),
+            middle_name: top.middle_name.or(profile.middle_name).unwrap_or_default(),
+            is_active: top.is_active.or(profile.is_active),
+            is_admin: top.is_admin.or(profile.is_admin),
+            is_service: top.is_service.or(profile.is_service),
+            can_start_analysis_biometry: top
+                .can_start_analysis_biometry
+                .or(profile.can_start_analysis_biometry),
+            can_start_analysis_collection: top
+                .can_start_analysis_collection
+                .or(profile.can_start_analysis_collection),
+            can_start_analysis_documents: top
+                .can_start_analysis_documents
+                .or(profile.can_start_analysis_documents),
+            can_start_analysis_quality: top.can_start_analysis_quality.or(profile.can_start_analysis_quality),
+            can_start_analyse_biometry: top.can_start_analyse_biometry.or(profile.can_start_analyse_biometry),
+            can_start_analyse_collection: top
+                .can_start_analyse_collection
+                .or(profile.can_start_analyse_collection),
+            can_start_analyse_documents: top
+                .can_start_analyse_documents
+                .or(profile.can_start_analyse_documents),
+            can_start_analyse_quality: top.can_start_analyse_quality.or(profile.can_start_analyse_quality),
+        })
     }
-    Value::Object(map)
 }
 
 /// The answer of `authorize/auth` and `authorize/refresh`.
@@ -201,8 +285,8 @@ impl WireError {
 
 /// One page of a list, whatever envelope the server used.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page {
-    pub items: Vec<Value>,
+pub struct Page<T = Value> {
+    pub items: Vec<T>,
     /// `total` or `count`, when the envelope has one.
     pub total: Option<u64>,
 }
@@ -233,25 +317,124 @@ pub fn envelope_words() -> String {
     }
 }
 
-/// Accept a bare array, or an object whose items are under `items`, `results` or `data`
-/// (with or without `total` / `count`).
-pub fn parse_page(body: Value) -> Result<Page, String> {
-    match body {
-        Value::Array(items) => Ok(Page { items, total: None }),
-        Value::Object(mut map) => {
-            let total = total_of(&map).map(|(_, total)| total);
-            let Some(key) = envelope_key(&map) else {
-                return Err(format!(
-                    "a list answer is neither an array nor an object with {}",
-                    envelope_words()
-                ));
-            };
-            match map.remove(key) {
-                Some(Value::Array(items)) => Ok(Page { items, total }),
-                _ => Ok(Page { items: Vec::new(), total }),
+/// Decode one page straight from the answer's bytes into `T` (no JSON tree of the page is
+/// built): a bare array, or an object whose items are under `items`, `results` or `data` (the
+/// first of these that is an array or `null`), with or without `total` / `count`.
+pub fn parse_page<T: DeserializeOwned>(body: &[u8]) -> Result<Page<T>, String> {
+    serde_json::from_slice::<Envelope<T>>(body).map(|e| e.0).map_err(|e| e.to_string())
+}
+
+struct Envelope<T>(Page<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Envelope<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EnvelopeVisitor(PhantomData))
+    }
+}
+
+struct EnvelopeVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for EnvelopeVisitor<T> {
+    type Value = Envelope<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list answer (an array, or an object with `items`, `results` or `data`)")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Envelope(Page { items, total: None }))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut lists: [Option<Vec<T>>; ENVELOPE_KEYS.len()] = std::array::from_fn(|_| None);
+        let (mut total, mut count) = (None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            let list = ENVELOPE_KEYS.iter().position(|k| *k == key);
+            match (list, key.as_str()) {
+                (Some(i), _) => lists[i] = map.next_value::<Items<T>>()?.0,
+                (None, k) if k == TOTAL_KEYS[0] => total = map.next_value::<Value>()?.as_u64(),
+                (None, k) if k == TOTAL_KEYS[1] => count = map.next_value::<Value>()?.as_u64(),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        other => Err(format!("a list answer is {}", kind(&other))),
+        match lists.into_iter().flatten().next() {
+            Some(items) => Ok(Envelope(Page { items, total: total.or(count) })),
+            None => Err(de::Error::custom(format!(
+                "a list answer is neither an array nor an object with {}",
+                envelope_words()
+            ))),
+        }
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Err(E::custom("a list answer is a boolean"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Err(E::custom("a list answer is a number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Err(E::custom("a list answer is a number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Err(E::custom("a list answer is a number"))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Err(E::custom("a list answer is a string"))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Err(E::custom("a list answer is null"))
+    }
+}
+
+/// The value of `items` / `results` / `data`: the items of an array, none for `null`, or
+/// `None` for anything else (then another of the keys may hold them).
+struct Items<T>(Option<Vec<T>>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Items<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ItemsVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ItemsVisitor<T> {
+            type Value = Items<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of items")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Items(Some(items)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Items(Some(Vec::new())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Items(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Items(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Items(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Items(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Items(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Items(None))
+            }
+        }
+        d.deserialize_any(ItemsVisitor(PhantomData))
     }
 }
 
@@ -297,17 +480,26 @@ mod tests {
     #[test]
     fn every_envelope_shape_yields_the_items() {
         let items = json!([{"company_id": "a"}]);
+        let parse = |body: Value| parse_page::<Value>(body.to_string().as_bytes());
         for body in [
             items.clone(),
             json!({"items": items.clone()}),
             json!({"results": items.clone(), "count": 7}),
             json!({"data": items.clone(), "total": 7}),
+            json!({"items": "not a list", "total": "x", "data": items.clone()}),
         ] {
-            let page = parse_page(body).expect("page");
-            assert_eq!(page.items.len(), 1);
+            let page = parse(body.clone()).expect("page");
+            assert_eq!(page.items.len(), 1, "{body}");
         }
-        assert_eq!(parse_page(json!({"data": [], "total": 7})).expect("page").total, Some(7));
-        assert!(parse_page(json!({"users": []})).is_err());
+        assert_eq!(parse(json!({"data": [], "total": 7})).expect("page").total, Some(7));
+        assert_eq!(parse(json!({"items": null, "count": 0})).expect("page").items.len(), 0);
+        let err = parse(json!({"users": []})).expect_err("no items");
+        assert!(err.contains("neither an array nor an object"), "{err}");
+        assert!(parse(json!("x")).expect_err("a string").contains("a list answer is a string"));
+        // Typed items straight from the bytes.
+        let users: Page<WireUser> =
+            parse_page(br#"{"items": [{"user_id": 3, "email": "a@b.c"}], "total": 1}"#).expect("page");
+        assert_eq!((users.items[0].user_id.as_str(), users.total), ("3", Some(1)));
     }
 
     #[test]
@@ -332,6 +524,19 @@ mod tests {
         assert_eq!(u.first_name, "");
         assert_eq!(u.company_id, None);
         assert_eq!(u.is_active, None);
+    }
+
+    #[test]
+    fn a_field_at_the_top_level_wins_over_the_profile_and_a_user_needs_an_id() {
+        let u = WireUser::from_value(json!({
+            "user_id": "u1", "first_name": "Top", "credentials": "ignored",
+            "profile": {"first_name": "Nested", "last_name": "Kept", "email": "p@x.y"}
+        }))
+        .expect("user");
+        assert_eq!((u.first_name.as_str(), u.last_name.as_str(), u.email.as_str()), ("Top", "Kept", "p@x.y"));
+        let err = WireUser::from_value(json!({"email": "a@b.c"})).expect_err("no id");
+        assert!(err.contains("user_id"), "{err}");
+        assert!(WireUser::from_value(json!({"user_id": "u", "first_name": 3})).is_err());
     }
 
     #[test]

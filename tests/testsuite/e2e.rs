@@ -436,12 +436,15 @@ async fn an_apply_survives_admin_sessions_expiring_mid_run(api_version: ApiVersi
 
     // Steps in parallel: a burst of requests meets each expiry, one refresh serves them all.
     // (Far shorter sessions than these, about one burst long, defeat a client that renews once
-    // per request: not a case a 15-minute sliding session produces.)
+    // per request: not a case a 15-minute sliding session produces.) `--parallelism auto`
+    // keeps up to `--max-parallelism` requests in flight against an emulator that serves them
+    // at once: at the default 32 a burst is longer than these 25-request sessions, so the
+    // ceiling is the 8 this test was written for (the default `--parallelism` then).
     let mut w = World::start(api_version).await;
     let (manifest, _, emails) = many_users(&mut w, 3, 10);
     let manifest = manifest.to_str().unwrap().to_string();
     w.emu.set_faults(Faults { expire_sessions_every: 25, ..Faults::default() });
-    w.apply(&["--auto-approve", &manifest]).await.code(0);
+    w.apply(&["--auto-approve", "--max-parallelism", "8", &manifest]).await.code(0);
     assert!(refreshes(&w) > Some(1), "{:?}", w.emu.stats().requests_by_route);
     let once: BTreeMap<String, u64> = emails.iter().map(|e| (e.clone(), 1)).collect();
     assert_eq!(w.emu.stats().creates_per_email, once);

@@ -92,7 +92,7 @@ impl World {
         let user = |id: &str, email: &str, kind: UserKind| ObservedUser {
             id: id.into(),
             email: Email::new(email),
-            company_id: Some(self.acme.clone()),
+            company_id: Some(self.acme.as_str().into()),
             kind,
             first_name: String::new(),
             last_name: String::new(),
@@ -163,7 +163,11 @@ impl World {
                     is_active: u.active,
                     is_service: service,
                     permissions: u.permissions,
-                    ..UserRecord::new(u.email.as_str().into(), user_type.into(), u.company_id)
+                    ..UserRecord::new(
+                        u.email.as_str().into(),
+                        user_type.into(),
+                        u.company_id.as_deref().map(String::from),
+                    )
                 }
             })
             .collect();
@@ -499,7 +503,7 @@ async fn a_created_user_comes_back_as_a_service_user_with_its_fields_and_is_foun
     let expected = ObservedUser {
         id: created.id.clone(),
         email: Email::new("New.User@Acme.example"),
-        company_id: Some(w.acme.clone()),
+        company_id: Some(w.acme.as_str().into()),
         kind: UserKind::Service,
         first_name: "New".into(),
         last_name: "User".into(),
@@ -513,7 +517,7 @@ async fn a_created_user_comes_back_as_a_service_user_with_its_fields_and_is_foun
 
     let inactive = NewUser { active: false, ..new_user("idle@acme.example", &w.acme_corp) };
     let idle = e.create_user(&inactive).await.unwrap();
-    assert_eq!((idle.active, idle.company_id), (false, Some(w.acme_corp.clone())));
+    assert_eq!((idle.active, idle.company_id.as_deref()), (false, Some(w.acme_corp.as_str())));
     assert_eq!(found_user(e, "idle@acme.example").await.map(|u| u.active), Some(false));
 }
 

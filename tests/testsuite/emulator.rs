@@ -939,6 +939,65 @@ async fn the_request_log_is_kept_only_when_asked() {
 }
 
 #[tokio::test]
+async fn a_capacity_serves_that_many_at_once_and_the_others_wait_in_line_counted_in_the_stats() {
+    let handle = Emulator::new(ApiVersion::V6)
+        .capacity(2)
+        .faults(Faults { latency_ms: 20, ..Faults::default() })
+        .start()
+        .await;
+    let (api, _) = Api::admin(&handle).await;
+    // The gate lets the six requests go on together: two are served, four wait in line.
+    handle.set_gate(Some(Gate {
+        route: "GET /api/users/".into(),
+        min_offset: 0,
+        together: 6,
+        max_wait: std::time::Duration::from_secs(10),
+    }));
+    handle.reset_stats();
+    let paths: Vec<String> = (0..6).map(|i| format!("/api/users/?offset={i}")).collect();
+    let calls = paths.iter().map(|path| api.get(path));
+    for answer in futures::future::join_all(calls).await {
+        answer.ok(200);
+    }
+    let stats = handle.stats();
+    assert_eq!((stats.total_requests, stats.max_in_flight, stats.max_serving), (6, 6, 2), "{stats:?}");
+    assert_eq!(stats.shed_requests, 0);
+    assert!(stats.max_queue_wait_us > 0 && stats.queue_wait_us >= stats.max_queue_wait_us, "{stats:?}");
+    assert_eq!(stats.average_queue_wait_us, stats.queue_wait_us / 6);
+}
+
+#[tokio::test]
+async fn a_request_that_waits_past_shed_after_is_answered_503_and_takes_no_effect() {
+    // One worker, busy for 300 ms with each request; a request waiting 1 ms is shed.
+    let handle = Emulator::new(ApiVersion::V6)
+        .capacity(1)
+        .shed_after(std::time::Duration::from_millis(1))
+        .faults(Faults { latency_ms: 300, ..Faults::default() })
+        .start()
+        .await;
+    let (api, _) = Api::admin(&handle).await;
+    handle.set_gate(Some(Gate {
+        route: "POST /api/companies/".into(),
+        min_offset: 0,
+        together: 2,
+        max_wait: std::time::Duration::from_secs(10),
+    }));
+    handle.reset_stats();
+    let creates = ["First", "Second"].map(|name| api.post("/api/companies/", json!({"name": name})));
+    let answers = futures::future::join_all(creates).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.status.as_u16()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 503], "{answers:?}");
+    let shed = answers.iter().find(|a| a.status == StatusCode::SERVICE_UNAVAILABLE).unwrap();
+    shed.error(503, 0);
+    assert_eq!(handle.snapshot().companies.len(), 1, "the shed create did nothing");
+    let stats = handle.stats();
+    assert_eq!(stats.shed_requests, 1);
+    assert!(stats.max_queue_wait_us >= 1_000, "{stats:?}");
+    assert_eq!(stats.max_serving, 1);
+}
+
+#[tokio::test]
 async fn a_gate_holds_matching_requests_until_enough_are_in_flight_together() {
     let handle = Emulator::new(ApiVersion::V6).start().await;
     let (api, _) = Api::admin(&handle).await;

@@ -399,7 +399,7 @@ mod round_trip {
                     .map(|(i, (email, company, kind, (f, l, m), active, [b, c, d, q]))| ObservedUser {
                         id: format!("u{i}"),
                         email: Email::new(EMAILS[email]),
-                        company_id: company.map(|c| format!("c{c}")),
+                        company_id: company.map(|c| format!("c{c}").into()),
                         kind,
                         first_name: NAMES[f].into(),
                         last_name: NAMES[l].into(),

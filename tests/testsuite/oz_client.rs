@@ -303,6 +303,18 @@ async fn page_size_is_configurable() {
     assert!(handle.requests().iter().any(|r| r.query.as_deref().is_some_and(|q| q.contains("limit=20"))));
 }
 
+#[tokio::test]
+async fn the_users_of_one_company_share_one_copy_of_its_id() {
+    let handle = acme_beta(6).start().await;
+    let client = connect(&handle, |_| {}).await;
+    let users = client.list_users(&UserFilter::default()).await.unwrap();
+    let acme = company_id(&handle, "Acme");
+    let ids: Vec<_> =
+        users.iter().filter_map(|u| u.company_id.clone()).filter(|id| **id == *acme.as_str()).collect();
+    assert_eq!(ids.len(), 3, "users 0, 2 and 4");
+    assert!(ids.iter().all(|id| Arc::ptr_eq(id, &ids[0])), "one shared copy");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Filters.
 
@@ -357,7 +369,7 @@ async fn observe_for_some_companies_finds_a_declared_email_living_in_another_com
     assert_eq!(unfiltered(&handle), before + 1);
     assert_eq!(observed.users.len(), 21);
     let user7 = observed.users.iter().find(|u| u.email == Email::new("user7@x.test")).unwrap();
-    assert_eq!(user7.company_id, Some(company_id(&handle, "Beta")));
+    assert_eq!(user7.company_id.as_deref(), Some(company_id(&handle, "Beta").as_str()));
     assert_eq!(observed.companies.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["Acme", "Beta"]);
 }
 
@@ -375,6 +387,60 @@ async fn observe_without_companies_reads_everything_in_neutral_form() {
     assert!(!u.permissions.documents && u.permissions.biometry);
     // (A `null` reads as empty too: the emulator never sends one, `oz::wire`'s tests check it.)
     assert_eq!(u.middle_name, "", "missing reads as empty");
+}
+
+#[tokio::test]
+async fn a_look_up_whose_first_page_is_short_is_one_request() {
+    // A look-up's short first page used not to be enough: it could not be told from a server
+    // capping `limit` at that size, so two more pages were asked for (3 requests for one
+    // company, after every company create in apply). Now it is complete unless the server is
+    // known to cap pages at that size.
+    let handle = acme_beta(4).start().await;
+    // A fixed dialect: no detection listing teaches the client anything first.
+    let client = connect(&handle, |c| c.api_version = VersionSetting::Fixed(ApiVersion::V6)).await;
+    handle.reset_stats();
+    let beta = client.find_companies("Beta").await.unwrap();
+    assert_eq!(beta.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [company_id(&handle, "Beta")]);
+    let found = client.find_user(&Email::new(email(1))).await.unwrap();
+    assert_eq!(found.map(|u| u.id), Some(user_id(&handle, &email(1))));
+    assert_eq!(client.find_user(&Email::new("nobody@x.test")).await.unwrap(), None);
+    let stats = handle.stats();
+    assert_eq!(stats.requests_by_route.get("GET /api/companies/"), Some(&1), "{stats:?}");
+    assert_eq!(stats.requests_by_route.get("GET /api/users/"), Some(&2), "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_look_up_pages_on_where_the_server_is_known_to_cap_pages_whether_learned_or_told() {
+    // One item a page, whatever `limit` asks, and two companies of the same name.
+    let quirks = Quirks { max_limit: Some(1), ..Quirks::default() };
+    let handle = Emulator::new(ApiVersion::V6)
+        .seed(seed(ApiVersion::V6, &["Twin", "Twin", "Other"], 0))
+        .quirks(quirks)
+        .start()
+        .await;
+    let fixed = |c: &mut ClientConfig| c.api_version = VersionSetting::Fixed(ApiVersion::V6);
+
+    // Told, as `ozform doctor` finds it: both twins, a page each and an empty one after them.
+    let client = connect(&handle, fixed).await;
+    client.know_page_cap(Some(1));
+    handle.reset_stats();
+    assert_eq!(client.find_companies("Twin").await.unwrap().len(), 2);
+    assert_eq!(handle.stats().requests_by_route.get("GET /api/companies/"), Some(&3));
+
+    // Learned from a listing whose short first page was followed by more items.
+    let client = connect(&handle, fixed).await;
+    assert_eq!(client.list_companies().await.unwrap().len(), 3);
+    handle.reset_stats();
+    assert_eq!(client.find_companies("Twin").await.unwrap().len(), 2);
+    assert_eq!(handle.stats().requests_by_route.get("GET /api/companies/"), Some(&3));
+
+    // Known to give whole pages: a listing whose first page is short ends there too.
+    handle.set_quirks(Quirks::default());
+    let client = connect(&handle, fixed).await;
+    client.know_page_cap(None);
+    handle.reset_stats();
+    assert_eq!(client.list_companies().await.unwrap().len(), 3);
+    assert_eq!(handle.stats().requests_by_route.get("GET /api/companies/"), Some(&1));
 }
 
 // ---------------------------------------------------------------------------------------------

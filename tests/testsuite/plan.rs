@@ -971,7 +971,7 @@ fn observed_strategy() -> impl Strategy<Value = (Observed, StoredTokens)> {
                     email: Email::new(
                         EMAILS.get(e).unwrap_or_else(|| &UNDECLARED[e - EMAILS.len()]).to_uppercase(),
                     ),
-                    company_id: c.map(|c| format!("c{c}")),
+                    company_id: c.map(|c| format!("c{c}").into()),
                     kind: if service { UserKind::Service } else { UserKind::Client },
                     first_name: first.to_string(),
                     last_name: String::new(),

@@ -334,6 +334,9 @@ async fn drift_behind_its_back_is_repaired_within_two_cycles_and_the_metrics_tel
         value(&samples, "ozform_oz_request_duration_seconds_count", &[("route", "/api/companies/")])
             >= cycles_ok
     );
+    // `--parallelism auto`, the default: the client's adaptive limit, within 1 and 32.
+    let limit = value(&samples, "ozform_oz_concurrency_limit", &[]);
+    assert!((1.0..=32.0).contains(&limit), "ozform_oz_concurrency_limit {limit}");
     let routes: BTreeSet<&str> =
         samples.iter().filter_map(|s| s.labels.get("route").map(String::as_str)).collect();
     let templates: BTreeSet<&str> = ozform::oz::Route::ALL.iter().map(|r| r.as_str()).collect();
@@ -345,6 +348,7 @@ async fn drift_behind_its_back_is_repaired_within_two_cycles_and_the_metrics_tel
         ("ozform_reconcile_cycle_duration_seconds", "histogram"),
         ("ozform_oz_request_duration_seconds", "histogram"),
         ("ozform_apply_steps", "counter"),
+        ("ozform_oz_concurrency_limit", "gauge"),
     ] {
         assert!(families.contains(&family), "{family:?} in {families:?}");
     }
@@ -657,13 +661,46 @@ async fn a_thousand_cycles_with_drift_in_each_do_not_grow_its_memory() {
     assert!(!run.stderr.contains(&w.admin_password));
 }
 
-/// A `RequestObserver` that keeps every attempt.
+/// A `RequestObserver` that keeps every attempt, and every concurrency limit it is told.
 #[derive(Debug, Default)]
-struct Attempts(Mutex<Vec<ozform::oz::Attempt>>);
+struct Attempts(Mutex<Vec<ozform::oz::Attempt>>, Mutex<Vec<usize>>);
 
 impl ozform::oz::RequestObserver for Attempts {
     fn attempt(&self, attempt: &ozform::oz::Attempt) {
         self.0.lock().unwrap().push(*attempt);
+    }
+
+    fn concurrency_limit(&self, limit: usize) {
+        self.1.lock().unwrap().push(limit);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_tells_its_observer_its_adaptive_limit_with_auto_and_never_with_a_fixed_parallelism() {
+    let emu = common::emulator::Emulator::new(ApiVersion::V6)
+        .seed(common::emulator::seed(ApiVersion::V6, &["Observed"], 30))
+        .start()
+        .await;
+    for adaptive in [Some(8), None] {
+        let attempts = Arc::new(Attempts::default());
+        let observer: Arc<dyn ozform::oz::RequestObserver> = attempts.clone();
+        let client = common::emulator::connect(&emu, |c| {
+            c.observer = Some(observer);
+            c.adaptive_limit = adaptive;
+            c.page_size = 5;
+        })
+        .await;
+        client.list_users(&ozform::oz::UserFilter::default()).await.unwrap();
+        let limits = attempts.1.lock().unwrap().clone();
+        let requests = attempts.0.lock().unwrap().len();
+        if adaptive.is_some() {
+            // Told when the client was made (the start, 4), then after every attempt.
+            assert_eq!(limits.first(), Some(&4), "{limits:?}");
+            assert_eq!(limits.len(), requests + 1, "{limits:?}");
+            assert!(limits.iter().all(|l| (1..=8).contains(l)), "{limits:?}");
+        } else {
+            assert!(limits.is_empty(), "{limits:?}");
+        }
     }
 }
 

@@ -32,6 +32,16 @@ impl Emulator {
         self.config.faults = faults;
         self
     }
+    /// A hidden pool of `n` workers: at most `n` requests served at once, the others in line.
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.config.capacity = Some(n);
+        self
+    }
+    /// With a capacity: shed (503, not handled) a request that waited this long in line.
+    pub fn shed_after(mut self, wait: Duration) -> Self {
+        self.config.shed_after = Some(wait);
+        self
+    }
     /// Any other setting of the configuration.
     pub fn with(mut self, adjust: impl FnOnce(&mut EmulatorConfig)) -> Self {
         adjust(&mut self.config);

@@ -473,7 +473,7 @@ impl Effects for FakeEffects {
             let created = ObservedUser {
                 id,
                 email: user.email.clone(),
-                company_id: Some(user.company_id.clone()),
+                company_id: Some(user.company_id.as_str().into()),
                 kind: UserKind::Service,
                 first_name: user.first_name.clone(),
                 last_name: user.last_name.clone(),
