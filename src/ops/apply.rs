@@ -89,10 +89,25 @@ pub async fn run(
     match &settings.source {
         ApplySource::Manifests { companies } => {
             let installations = settings.installations.refs();
-            Ok(each(&installations, order, views, Some(&cancel), ApplyOutcome::failed, |index, view| {
-                let installation = &settings.installations.each[index];
-                apply_manifests(&settings, installation, companies, view, approve, measure, cancel.clone())
-            })
+            Ok(each(
+                &installations,
+                order,
+                views,
+                Some(&cancel),
+                ApplyOutcome::failed,
+                |index: usize, view: Arc<dyn View>| {
+                    let installation = &settings.installations.each[index];
+                    apply_manifests(
+                        &settings,
+                        installation,
+                        companies,
+                        view,
+                        approve,
+                        measure,
+                        cancel.clone(),
+                    )
+                },
+            )
             .await)
         }
         ApplySource::SavedPlan(path) => {
@@ -101,11 +116,18 @@ pub async fn run(
                 plans.iter().map(|(index, _)| &settings.installations.each[*index]).collect();
             let plans: Vec<Mutex<Option<Plan>>> =
                 plans.into_iter().map(|(_, plan)| Mutex::new(Some(plan))).collect();
-            Ok(each(&installations, order, views, Some(&cancel), ApplyOutcome::failed, |index, view| {
-                // Each plan is taken once: `each` runs each index once.
-                let plan = plans[index].lock().ok().and_then(|mut plan| plan.take());
-                apply_saved(&settings, installations[index], plan, view, measure, cancel.clone())
-            })
+            Ok(each(
+                &installations,
+                order,
+                views,
+                Some(&cancel),
+                ApplyOutcome::failed,
+                |index: usize, view: Arc<dyn View>| {
+                    // Each plan is taken once: `each` runs each index once.
+                    let plan = plans[index].lock().ok().and_then(|mut plan| plan.take());
+                    apply_saved(&settings, installations[index], plan, view, measure, cancel.clone())
+                },
+            )
             .await)
         }
     }

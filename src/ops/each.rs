@@ -13,7 +13,6 @@
 //!
 //! An operation, like the others: it never prints and never ends the process.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt as _;
@@ -75,7 +74,7 @@ pub struct Order {
 
 /// Run `run` for each of `installations` (its index and its view), as `order` says; `failed`
 /// tells a failure among the outcomes that are not errors (a partial apply).
-pub async fn each<T, F, Fut>(
+pub async fn each<T, F>(
     installations: &[&InstallationSettings],
     order: Order,
     views: &dyn Views<T>,
@@ -84,8 +83,7 @@ pub async fn each<T, F, Fut>(
     run: F,
 ) -> Vec<Each<T>>
 where
-    F: Fn(usize, Arc<dyn View>) -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
+    F: AsyncFn(usize, Arc<dyn View>) -> Result<T, Error>,
 {
     let count = installations.len();
     let mut results: Vec<Ran<T>> = std::iter::repeat_with(|| Ran::NotStarted).take(count).collect();

@@ -49,7 +49,7 @@ pub async fn run(settings: ExportSettings, views: &dyn Views<ExportOutcome>) -> 
         views,
         None,
         |_| false,
-        |index, view| export_one(&settings, &settings.installations.each[index], view),
+        |index: usize, view: Arc<dyn View>| export_one(&settings, &settings.installations.each[index], view),
     )
     .await
 }

@@ -43,7 +43,9 @@ pub async fn run(
         views,
         None,
         |_| false,
-        |index, view| plan_installation(&settings, &settings.installations.each[index], view, measure),
+        |index: usize, view: Arc<dyn View>| {
+            plan_installation(&settings, &settings.installations.each[index], view, measure)
+        },
     )
     .await
 }

@@ -271,7 +271,7 @@ impl Reconciler<'_> {
             views,
             Some(&self.cancel),
             |_| false,
-            |index, view| self.part(index, view),
+            |index: usize, view: Arc<dyn View>| self.part(index, view),
         )
         .await;
         let stopped = ran.iter().all(|each| match &each.ran {
