@@ -1,7 +1,8 @@
 //! Commands the docs give, run as written, on a fresh account (an empty `HOME`): the README's
 //! completion and manual-page set-up, and the example token store helper of
 //! `docs/token-stores.md` with its "try it" lines; and the docs' facts that drift silently: one
-//! row per code in every exit-code table, the repository paths the Dockerfile's comments name.
+//! row per code in every exit-code table, the repository paths the Dockerfile's comments name,
+//! and every relative link of the Markdown docs (its file, and the heading its anchor names).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
@@ -156,4 +157,160 @@ fn the_paths_the_dockerfile_names_exist() {
     for path in named {
         assert!(path.exists(), "the Dockerfile names {}, which does not exist", path.display());
     }
+}
+
+/// The Markdown files of the repository that people read: README, CHANGELOG, `docs/`,
+/// `contrib/` (not `target/`, not the tests' fixtures).
+fn markdown_files() -> Vec<PathBuf> {
+    let mut files = vec![root().join("README.md"), root().join("CHANGELOG.md")];
+    let mut dirs = vec![root().join("docs"), root().join("contrib"), root().join("examples")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// `text` without its fenced code blocks and inline code spans (links there are not links).
+fn prose(text: &str) -> String {
+    let mut out = String::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            out.push('\n');
+            continue;
+        }
+        if fenced {
+            out.push('\n');
+            continue;
+        }
+        // Inline code: drop what lies between backtick runs of the same length.
+        let mut rest = line;
+        while let Some(start) = rest.find('`') {
+            out.push_str(&rest[..start]);
+            let run = rest[start..].chars().take_while(|c| *c == '`').count();
+            let fence = "`".repeat(run);
+            let after = &rest[start + run..];
+            match after.find(&fence) {
+                Some(end) => rest = &after[end + run..],
+                None => {
+                    rest = after;
+                    break;
+                }
+            }
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+    out
+}
+
+/// The anchors GitHub makes of `text`'s headings (lower case; punctuation but `-` and `_`
+/// dropped; spaces to `-`; a repeated slug gets `-1`, `-2`, …), and of `<a id|name="…">`.
+fn anchors(text: &str) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    let mut anchors = std::collections::BTreeSet::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        }
+        if fenced {
+            continue;
+        }
+        for marker in ["<a id=\"", "<a name=\""] {
+            for piece in line.split(marker).skip(1) {
+                anchors.insert(piece.split('"').next().unwrap().to_string());
+            }
+        }
+        let Some(heading) = line.strip_prefix('#') else { continue };
+        let heading = heading.trim_start_matches('#');
+        if !heading.starts_with(' ') {
+            continue;
+        }
+        let slug: String = heading
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_' || *c == ' ')
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let count = seen.entry(slug.clone()).or_insert(0);
+        anchors.insert(if *count == 0 { slug } else { format!("{slug}-{count}") });
+        *count += 1;
+    }
+    anchors
+}
+
+/// The targets of the inline links and images of `text`'s prose: `[…](target)`.
+fn link_targets(text: &str) -> Vec<String> {
+    let prose = prose(text);
+    prose
+        .split("](")
+        .skip(1)
+        .filter_map(|after| after.split(')').next())
+        .map(|target| target.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn every_relative_link_of_the_docs_reaches_a_file_and_its_heading() {
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for target in link_targets(&text) {
+            if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            checked += 1;
+            let (path, anchor) = match target.split_once('#') {
+                Some((path, anchor)) => (path, Some(anchor)),
+                None => (target.as_str(), None),
+            };
+            let linked = if path.is_empty() { file.clone() } else { file.parent().unwrap().join(path) };
+            let shown = file.strip_prefix(root()).unwrap().display().to_string();
+            if !linked.exists() {
+                broken.push(format!("{shown}: ({target}): no such file"));
+                continue;
+            }
+            let Some(anchor) = anchor else { continue };
+            if linked.extension().is_some_and(|e| e == "md") {
+                let known = anchors(&std::fs::read_to_string(&linked).unwrap());
+                if !known.contains(anchor) {
+                    broken.push(format!("{shown}: ({target}): no heading makes #{anchor}"));
+                }
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} relative links found: is the parser still right?");
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn the_link_checker_reads_headings_as_github_does() {
+    let known = anchors(
+        "# Title\n## How `--parallelism`, `--max-in-flight` and `--max-rps` relate\n## Exit codes\n\
+         ```\n# not a heading\n```\n## Exit codes\n<a id=\"kept\"></a>\n#hashtag\n",
+    );
+    let expected = [
+        "title",
+        "how---parallelism---max-in-flight-and---max-rps-relate",
+        "exit-codes",
+        "exit-codes-1",
+        "kept",
+    ];
+    assert_eq!(known, expected.iter().map(ToString::to_string).collect());
+    assert_eq!(
+        link_targets("see [a](a.md#x) and `[b](code.md)` and\n```\n[c](fenced.md)\n```\n![i](img.png \"t\")"),
+        ["a.md#x", "img.png"]
+    );
 }
