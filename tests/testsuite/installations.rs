@@ -163,6 +163,11 @@ async fn a_typo_in_installation_is_refused_with_a_suggestion() {
     let run =
         p.run(&["apply", "--auto-approve", "--installation", "eu", "--installation", "usa"]).await.code(1);
     assert!(run.stderr.contains("did you mean `us`?"), "{}", run.stderr);
+    // One id map is one installation's: with several, the run is refused before any request.
+    let run = p.run(&["apply", "--auto-approve", "--id-map", "ids.json"]).await.code(1);
+    assert!(run.stderr.contains("`--id-map FILE` maps one installation"), "{}", run.stderr);
+    assert!(run.stderr.contains("--installation NAME"), "{}", run.stderr);
+    assert!(!p.dir.path().join("ids.json").exists());
     assert_eq!(p.eu.emu.stats().mutating_requests + p.us.emu.stats().mutating_requests, 0);
     // Flags that would say what the project file says are refused, not silently ignored.
     let run = p.run(&["plan", "--api-url", "http://127.0.0.1:1"]).await.code(1);
