@@ -199,13 +199,11 @@ fn prose(text: &str) -> String {
             let run = rest[start..].chars().take_while(|c| *c == '`').count();
             let fence = "`".repeat(run);
             let after = &rest[start + run..];
-            match after.find(&fence) {
-                Some(end) => rest = &after[end + run..],
-                None => {
-                    rest = after;
-                    break;
-                }
-            }
+            let Some(end) = after.find(&fence) else {
+                rest = after;
+                break;
+            };
+            rest = &after[end + run..];
         }
         out.push_str(rest);
         out.push('\n');
