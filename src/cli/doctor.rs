@@ -14,20 +14,13 @@ use crate::ops::doctor::{DoctorSettings, Report};
 use crate::output::Output;
 use crate::secret::process_env;
 
-use super::connection::Url;
 use super::installations::{self, Tokenless, Wanted};
 use super::report::Terminal;
 use super::sections::{self, Sections};
 use super::{DoctorArgs, DoctorFormat};
 
 pub async fn run(args: DoctorArgs, output: &Output) -> Result<Exit, Error> {
-    let wanted = Wanted {
-        paths: Vec::new(),
-        manifests: false,
-        url: Url::Required,
-        parallelism: crate::ops::settings::Parallelism::Fixed(1),
-        secrets_dirs: &[],
-    };
+    let wanted = Wanted::connection_only();
     let (installations, _) = installations::installations(
         &args.project,
         &args.connection,

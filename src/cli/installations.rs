@@ -57,6 +57,20 @@ pub struct Wanted<'a> {
     pub secrets_dirs: &'a [PathBuf],
 }
 
+impl Wanted<'_> {
+    /// A command that reads no manifests and runs no steps (`export`, `doctor`): the run's
+    /// API URL, one request at a time per step.
+    pub fn connection_only() -> Self {
+        Wanted {
+            paths: Vec::new(),
+            manifests: false,
+            url: Url::Required,
+            parallelism: Parallelism::Fixed(1),
+            secrets_dirs: &[],
+        }
+    }
+}
+
 /// The token flags of a command: all of them, or (`export`, which keeps no token) only the
 /// installations named.
 #[derive(Clone, Copy)]
