@@ -7,9 +7,13 @@
 //! latency near the smallest seen means the server has room, and latency above it means a
 //! queue is building, at the cost of the server's other users. The limit:
 //! - starts at `INITIAL` (4, or the ceiling if lower);
-//! - is judged once per *round*: as many answers as the limit (at least `MIN_ROUND`), all of
-//!   requests sent at the current limit (answers to requests sent before a change describe the
-//!   old limit and are not counted, so one episode is never punished twice). Each answer's
+//! - is judged once per *round*: the first requests sent at the current limit, as many as the
+//!   limit (at least `MIN_ROUND`), once every one of them has answered. Taken in the order they
+//!   were sent, not in the order they come back: the first answers back are those that waited
+//!   least, and a round of them hid the queue that the slow start's doubling had made (in the
+//!   capacity table, 4 → 8 → 16 against 4 workers, judged at 8 on answers 1.06 times the
+//!   smallest, and a request shed). Answers to requests sent before a change describe the old
+//!   limit and are not counted, so one episode is never punished twice. Each answer's
 //!   latency is divided by the smallest seen on its route (a list page and a create do not cost
 //!   the same, so each is compared with its own kind; the first `ROUTE_WARM_UP` answers of a
 //!   route only teach its smallest, and a round in which a route warmed up never grows the
@@ -197,8 +201,20 @@ struct Undo {
     ratio: f64,
 }
 
+/// What a request carries from its start to its `finish`: the epoch it was sent in, and whether
+/// it is one of the requests its round is judged on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ticket {
+    epoch: u64,
+    sampled: bool,
+}
+
 #[derive(Debug, Default)]
 struct Round {
+    /// Requests sent in the round.
+    sent: usize,
+    /// Of the requests the round is judged on (the first `size` sent), those that ended.
+    ended: usize,
     /// Each answer's latency over the smallest of its route.
     ratios: Vec<f64>,
     /// The most requests in flight during the round.
@@ -244,45 +260,64 @@ impl Gradient {
         self.in_flight
     }
 
-    /// Start a request if the limit allows: the epoch to give back to `finish`.
-    pub fn try_start(&mut self) -> Option<u64> {
+    /// Start a request if the limit allows: the ticket to give back to `finish`.
+    pub fn try_start(&mut self) -> Option<Ticket> {
         (self.in_flight < self.limit()).then(|| self.start())
     }
 
     /// Start a request whatever the limit (a slot handed over in `Limiter::finish`).
-    fn start(&mut self) -> u64 {
+    fn start(&mut self) -> Ticket {
         self.in_flight += 1;
         self.round.peak = self.round.peak.max(self.in_flight);
-        self.epoch
+        self.round.sent += 1;
+        Ticket { epoch: self.epoch, sampled: self.round.sent <= self.round_size() }
     }
 
-    /// A request sent in `epoch` on `route` ended with `sample`: the change it makes, if any.
-    pub fn finish(&mut self, epoch: u64, route: &str, sample: Sample) -> Option<Decision> {
+    /// How many requests a round is judged on: as many as the limit, at least `MIN_ROUND`.
+    fn round_size(&self) -> usize {
+        self.limit().max(MIN_ROUND)
+    }
+
+    /// A request started with `ticket` on `route` ended with `sample`: the change it makes,
+    /// if any.
+    pub fn finish(&mut self, ticket: Ticket, route: &str, sample: Sample) -> Option<Decision> {
         self.in_flight = self.in_flight.saturating_sub(1);
         let ratio = match sample {
             Sample::Answered(latency) => self.ratio(route, latency),
             _ => None,
         };
-        if epoch != self.epoch {
+        if ticket.epoch != self.epoch {
             return None;
         }
         match sample {
-            Sample::Neutral => None,
+            // The server's own word, whichever request of the round it came to.
             Sample::Refused(status) => Some(self.back_off(0.5, Reason::Refused(status), 1.0)),
             Sample::TimedOut => Some(self.back_off(0.5, Reason::TimedOut, 1.0)),
+            _ if !ticket.sampled => None,
+            Sample::Neutral => self.ended(),
             Sample::Answered(_) => {
-                // A route still warming up teaches its smallest latency only.
-                let Some(ratio) = ratio else {
-                    self.round.warming = true;
-                    return None;
-                };
-                self.round.ratios.push(ratio);
-                if self.round.ratios.len() < self.limit().max(MIN_ROUND) {
-                    return None;
+                match ratio {
+                    Some(ratio) => self.round.ratios.push(ratio),
+                    // A route still warming up teaches its smallest latency only.
+                    None => self.round.warming = true,
                 }
-                self.judge_round()
+                self.ended()
             }
         }
+    }
+
+    /// One of the requests the round is judged on ended: judge it once they all have.
+    fn ended(&mut self) -> Option<Decision> {
+        self.round.ended += 1;
+        if self.round.ended < self.round_size() {
+            return None;
+        }
+        if self.round.ratios.is_empty() {
+            // Nothing but neutral answers and warm-ups: nothing to judge.
+            self.new_round();
+            return None;
+        }
+        self.judge_round()
     }
 
     /// `latency` over the smallest seen on `route` (which it may become); `None` while the
@@ -422,6 +457,8 @@ impl Gradient {
 
     fn new_round(&mut self) {
         self.epoch += 1;
+        self.round.sent = 0;
+        self.round.ended = 0;
         self.round.ratios.clear();
         self.round.peak = self.in_flight;
         self.round.warming = false;
@@ -445,8 +482,8 @@ pub struct Limiter {
 #[derive(Debug)]
 struct Inner {
     gradient: Gradient,
-    /// Each waiter is handed the epoch of its slot.
-    waiters: VecDeque<oneshot::Sender<u64>>,
+    /// Each waiter is handed the ticket of its slot.
+    waiters: VecDeque<oneshot::Sender<Ticket>>,
 }
 
 impl Limiter {
@@ -482,9 +519,9 @@ impl Limiter {
         let receiver = {
             let mut inner = self.inner();
             if (first || inner.waiters.is_empty())
-                && let Some(epoch) = inner.gradient.try_start()
+                && let Some(ticket) = inner.gradient.try_start()
             {
-                return Permit { limiter: self, epoch, done: false };
+                return Permit { limiter: self, ticket, done: false };
             }
             let (sender, receiver) = oneshot::channel();
             if first {
@@ -497,19 +534,19 @@ impl Limiter {
             receiver
         };
         let mut waiting = Waiting { limiter: self, receiver: Some(receiver) };
-        let epoch = match waiting.receiver.as_mut() {
+        let ticket = match waiting.receiver.as_mut() {
             // The sender is only dropped once the limiter is: no slot to hand back then.
-            Some(receiver) => receiver.await.unwrap_or(0),
-            None => 0,
+            Some(receiver) => receiver.await.unwrap_or_default(),
+            None => Ticket::default(),
         };
         waiting.receiver = None;
-        Permit { limiter: self, epoch, done: false }
+        Permit { limiter: self, ticket, done: false }
     }
 
     /// A request ended: learn from it, then hand free slots to waiters.
-    fn finish(&self, epoch: u64, route: &str, sample: Sample) {
+    fn finish(&self, ticket: Ticket, route: &str, sample: Sample) {
         let mut inner = self.inner();
-        let decision = inner.gradient.finish(epoch, route, sample);
+        let decision = inner.gradient.finish(ticket, route, sample);
         Self::hand_over(&mut inner);
         let limit = inner.gradient.limit();
         drop(inner);
@@ -535,8 +572,8 @@ impl Limiter {
     fn hand_over(inner: &mut Inner) {
         while inner.gradient.in_flight() < inner.gradient.limit() {
             let Some(waiter) = inner.waiters.pop_front() else { break };
-            let epoch = inner.gradient.start();
-            if waiter.send(epoch).is_err() {
+            let ticket = inner.gradient.start();
+            if waiter.send(ticket).is_err() {
                 inner.gradient.in_flight = inner.gradient.in_flight.saturating_sub(1);
             }
         }
@@ -546,15 +583,15 @@ impl Limiter {
 /// A waiter: if it is dropped after being handed a slot, the slot goes back.
 struct Waiting<'a> {
     limiter: &'a Limiter,
-    receiver: Option<oneshot::Receiver<u64>>,
+    receiver: Option<oneshot::Receiver<Ticket>>,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         if let Some(mut receiver) = self.receiver.take() {
             receiver.close();
-            if let Ok(epoch) = receiver.try_recv() {
-                self.limiter.finish(epoch, "", Sample::Neutral);
+            if let Ok(ticket) = receiver.try_recv() {
+                self.limiter.finish(ticket, "", Sample::Neutral);
             }
         }
     }
@@ -564,7 +601,7 @@ impl Drop for Waiting<'_> {
 #[derive(Debug)]
 pub struct Permit<'a> {
     limiter: &'a Limiter,
-    epoch: u64,
+    ticket: Ticket,
     done: bool,
 }
 
@@ -572,14 +609,14 @@ impl Permit<'_> {
     /// The request on `route` (a key from `route_key`) ended with `sample`.
     pub fn finish(mut self, route: &str, sample: Sample) {
         self.done = true;
-        self.limiter.finish(self.epoch, route, sample);
+        self.limiter.finish(self.ticket, route, sample);
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.limiter.finish(self.epoch, "", Sample::Neutral);
+            self.limiter.finish(self.ticket, "", Sample::Neutral);
         }
     }
 }
@@ -621,9 +658,9 @@ mod tests {
         let need = g.limit().max(MIN_ROUND);
         let (mut answered, mut decisions) = (0, Vec::new());
         while answered < need && decisions.is_empty() {
-            let epochs: Vec<u64> = std::iter::from_fn(|| g.try_start()).collect();
-            answered += epochs.len();
-            decisions.extend(epochs.into_iter().filter_map(|epoch| g.finish(epoch, route, sample)));
+            let tickets: Vec<Ticket> = std::iter::from_fn(|| g.try_start()).collect();
+            answered += tickets.len();
+            decisions.extend(tickets.into_iter().filter_map(|ticket| g.finish(ticket, route, sample)));
         }
         decisions
     }
@@ -634,8 +671,8 @@ mod tests {
         let mut g = Gradient::new(ceiling);
         for (route, latency) in routes {
             for _ in 0..ROUTE_WARM_UP {
-                let epoch = g.try_start().expect("room");
-                assert_eq!(g.finish(epoch, route, Sample::Answered(*latency)), None, "warming up");
+                let ticket = g.try_start().expect("room");
+                assert_eq!(g.finish(ticket, route, Sample::Answered(*latency)), None, "warming up");
             }
         }
         // The warm-up is behind: the next round is judged on its own.
@@ -776,10 +813,10 @@ mod tests {
         // creates beginning after the companies'): it learns its smallest, the limit holds.
         let mut held = 0;
         while g.smallest.get("POST /api/companies").is_none_or(|(_, seen)| *seen <= ROUTE_WARM_UP) {
-            let epochs: Vec<u64> = std::iter::from_fn(|| g.try_start()).collect();
-            for (i, epoch) in epochs.into_iter().enumerate() {
+            let tickets: Vec<Ticket> = std::iter::from_fn(|| g.try_start()).collect();
+            for (i, ticket) in tickets.into_iter().enumerate() {
                 let route = if i % 2 == 0 { "POST /api/companies" } else { "GET /api/users?page" };
-                assert_eq!(g.finish(epoch, route, Sample::Answered(10 * MS)), None);
+                assert_eq!(g.finish(ticket, route, Sample::Answered(10 * MS)), None);
             }
             held += 1;
         }
@@ -788,6 +825,35 @@ mod tests {
         // Once it has, rounds on both grow the limit again.
         let d = rounds(&mut g, 1, 10 * MS);
         assert_eq!((d[0].from, d[0].to, d[0].reason), (4, 8, Reason::SlowStart));
+    }
+
+    #[test]
+    fn a_round_is_judged_on_the_requests_sent_first_not_on_the_answers_back_first() {
+        // Slow start has doubled to 8 against a server with 4 workers.
+        let mut g = warm(32);
+        let d = rounds(&mut g, 1, 10 * MS);
+        assert_eq!((d[0].from, d[0].to), (4, 8));
+        let first: Vec<Ticket> = std::iter::from_fn(|| g.try_start()).collect();
+        assert_eq!(first.len(), 8);
+        let (served, queued) = first.split_at(4);
+        // The 4 served at once answer first; 4 more are sent in their place and, with the
+        // 4 queued ones gone to the workers, answer fast too: 8 answers near the smallest...
+        for ticket in served {
+            assert_eq!(g.finish(*ticket, "GET /api/users?page", Sample::Answered(10 * MS)), None);
+        }
+        let next: Vec<Ticket> = std::iter::from_fn(|| g.try_start()).collect();
+        assert_eq!(next.len(), 4);
+        for ticket in next {
+            assert_eq!(g.finish(ticket, "GET /api/users?page", Sample::Answered(10 * MS)), None);
+        }
+        // ... but the round is the first 8 sent, and half of them waited their turn.
+        let decisions: Vec<Decision> = queued
+            .iter()
+            .filter_map(|ticket| g.finish(*ticket, "GET /api/users?page", Sample::Answered(20 * MS)))
+            .collect();
+        assert_eq!(decisions.len(), 1, "{decisions:?}");
+        assert_eq!((decisions[0].from, decisions[0].to), (8, 5), "{decisions:?}");
+        assert_eq!(decisions[0].reason, Reason::Queueing);
     }
 
     #[test]
@@ -804,8 +870,8 @@ mod tests {
     fn a_client_that_does_not_use_its_limit_does_not_grow_it() {
         let mut g = Gradient::new(32);
         for _ in 0..100 {
-            let epoch = g.try_start().expect("room");
-            g.finish(epoch, "GET /", Sample::Answered(10 * MS));
+            let ticket = g.try_start().expect("room");
+            g.finish(ticket, "GET /", Sample::Answered(10 * MS));
         }
         assert_eq!(g.limit(), INITIAL, "one request at a time says nothing of the room for more");
     }
@@ -817,10 +883,10 @@ mod tests {
         assert_eq!(g.limit(), INITIAL);
         // Pages take 40 ms and creates 10 ms: each near its own smallest, so the limit grows.
         for _ in 0..4 {
-            let epochs: Vec<u64> = std::iter::from_fn(|| g.try_start()).collect();
-            for (i, epoch) in epochs.into_iter().enumerate() {
+            let tickets: Vec<Ticket> = std::iter::from_fn(|| g.try_start()).collect();
+            for (i, ticket) in tickets.into_iter().enumerate() {
                 let (route, latency) = if i % 2 == 0 { ("GET ?page", 40 * MS) } else { ("POST /", 10 * MS) };
-                g.finish(epoch, route, Sample::Answered(latency));
+                g.finish(ticket, route, Sample::Answered(latency));
             }
         }
         assert_eq!(g.limit(), 32);
@@ -877,8 +943,8 @@ mod tests {
         let mut g = Gradient::new(ceiling);
         let mut now = 0_u64;
         let mut events: BinaryHeap<Reverse<(u64, Event)>> = BinaryHeap::new();
-        // Per request: epoch, sent at, queued since (while waiting).
-        let mut sent: Vec<(u64, u64)> = Vec::new();
+        // Per request: its ticket, sent at.
+        let mut sent: Vec<(Ticket, u64)> = Vec::new();
         let mut queue: VecDeque<(usize, u64)> = VecDeque::new();
         let mut busy = 0;
         let mut f = Figures {
@@ -895,10 +961,10 @@ mod tests {
         loop {
             // The client sends all the limit allows.
             while to_send > 0 {
-                let Some(epoch) = g.try_start() else { break };
+                let Some(ticket) = g.try_start() else { break };
                 to_send -= 1;
                 let id = sent.len();
-                sent.push((epoch, now));
+                sent.push((ticket, now));
                 if busy < capacity {
                     busy += 1;
                     events.push(Reverse((now + service_us(id), Event::Done { id })));
@@ -933,7 +999,11 @@ mod tests {
             f.decisions.extend(g.finish(sent[id].0, "POST /api/users", sample));
             f.end_us = now;
         }
-        f.final_limit = g.limit();
+        // A run that ends in a drain round (one round at half the limit, every `DRAIN_EVERY`)
+        // ends at the limit that round goes back to.
+        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let settled = g.restore.map_or(g.limit(), |limit| (limit + 1e-9).floor() as usize);
+        f.final_limit = settled;
         f
     }
 
