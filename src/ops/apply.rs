@@ -25,8 +25,8 @@
 //!
 //! With `--id-map FILE` (`id_map`, one installation), the map of old ids to new is written once
 //! the plan is approved (what was live already) and again after each object made; a saved plan
-//! carries no `source_id`s, so its map pairs nothing (`source_id: null`) and holds only what it
-//! made.
+//! carries the `source_id` of each object it creates (`Plan::source_ids`), and its map holds
+//! only what it made.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -275,8 +275,7 @@ async fn apply_saved(
     measure.planned(&plan);
     view.plan(&plan);
     let tokens_stored_in = stored_in(&installation.tokens, target.installation());
-    let map =
-        settings.id_map.as_deref().map(|path| Arc::new(IdMap::new(path, &crate::model::Desired::default())));
+    let map = settings.id_map.as_deref().map(|path| Arc::new(IdMap::for_saved_plan(path, &plan)));
     let report = execute(&target, &plan, passwords, parallelism, view, cancel, map.as_ref()).await?;
     measured(&target, &report, installation, measure).await;
     let id_map = finish_map(map.as_deref(), view);

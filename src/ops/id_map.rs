@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::apply::{Outcome, Progress};
 use crate::error::Error;
 use crate::model::{Desired, Observed};
-use crate::plan::{Action, Address};
+use crate::plan::{Action, Address, Plan};
 
 use super::files::write_atomically;
 
@@ -49,7 +49,7 @@ struct State {
 
 impl IdMap {
     /// A map written to `path`, pairing each object made with the `source_id` `desired`
-    /// declares for it (a saved plan carries none: pass `Desired::default()`).
+    /// declares for it.
     pub fn new(path: &Path, desired: &Desired) -> Self {
         let companies = desired
             .companies
@@ -61,6 +61,16 @@ impl IdMap {
             .filter_map(|u| Some((Address::ServiceUser(u.email.clone()), u.source_id.clone()?)));
         let sources = companies.chain(users).map(|(a, id)| (a.to_string(), id)).collect();
         Self { path: path.to_path_buf(), sources, state: Mutex::new(State::default()) }
+    }
+
+    /// A map written to `path` for the saved plan `plan`, pairing each object it creates with
+    /// the `source_id` the plan carries for it.
+    pub fn for_saved_plan(path: &Path, plan: &Plan) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            sources: plan.source_ids.clone(),
+            state: Mutex::new(State::default()),
+        }
     }
 
     /// Add every object of `desired` (within `companies`, when given) that is live in

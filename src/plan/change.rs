@@ -5,6 +5,7 @@
 //! (`Payload`), so the executor reads exactly the types the planner wrote; nothing is looked
 //! up by field name. The `action` of a change follows from its payload.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -354,6 +355,10 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// The companies that prune, sorted by name (empty when none does).
     pub prune: Vec<PruneScope>,
+    /// For each object the plan creates whose manifest names a `source_id` (its id in the
+    /// installation it was exported from), that id by address: `apply --plan --id-map` pairs
+    /// it with the id the object gets. Never planned on; part of the plan id.
+    pub source_ids: BTreeMap<String, String>,
 }
 
 impl Plan {

@@ -10,6 +10,8 @@
 //! fields are ignored, a `null` optional field reads as an absent one. Every error names the
 //! change's address.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -58,6 +60,7 @@ pub fn from_json(text: &str) -> Result<Plan, PlanError> {
         return Err(invalid("its `summary` does not match its `changes`"));
     }
     check_prune_scopes(&changes, &wire.prune)?;
+    check_source_ids(&changes, &wire.source_ids)?;
     let plan = Plan {
         installation: wire.installation,
         api_url: wire.api_url,
@@ -68,6 +71,7 @@ pub fn from_json(text: &str) -> Result<Plan, PlanError> {
         unmanaged: wire.unmanaged,
         warnings: wire.warnings,
         prune: wire.prune,
+        source_ids: wire.source_ids,
     };
     if let Some(written) = wire.plan_id {
         if !super::id::is_plan_id(&written) {
@@ -91,6 +95,30 @@ fn check_prune_scopes(changes: &[Change], scopes: &[PruneScope]) -> Result<(), P
             return Err(invalid(format!(
                 "the change of `{}` removes a user of company `{}`, which its `prune` does not list with `{mode}`",
                 change.address, user.company
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The longest `source_id` a saved plan may carry: ids are UUIDs or numbers; this leaves room
+/// for any id an installation may use, and none for a document hidden in one.
+const MAX_SOURCE_ID: usize = 256;
+
+/// Each `source_ids` entry must name a create of the plan, with an id that is one line of
+/// printable text: the map is written to `--id-map`, where nothing else may hide.
+fn check_source_ids(changes: &[Change], source_ids: &BTreeMap<String, String>) -> Result<(), PlanError> {
+    for (address, id) in source_ids {
+        let created =
+            changes.iter().any(|c| c.action() == Action::Create && c.address.to_string() == *address);
+        if !created {
+            return Err(invalid(format!(
+                "its `source_ids` names `{address}`, which none of its changes creates"
+            )));
+        }
+        if id.trim().is_empty() || id.len() > MAX_SOURCE_ID || id.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "the `source_ids` entry of `{address}` is not an id (blank, a control character, or over {MAX_SOURCE_ID} bytes)"
             )));
         }
     }
@@ -146,6 +174,10 @@ struct WirePlan {
     /// The companies that prune, with the guard's figures; written only when one does.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     prune: Vec<PruneScope>,
+    /// The `source_id` of each object created whose manifest names one, by address; written
+    /// only when there is one (an optional field of format version 1).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    source_ids: BTreeMap<String, String>,
 }
 
 impl From<&Plan> for WirePlan {
@@ -163,6 +195,7 @@ impl From<&Plan> for WirePlan {
             unmanaged: plan.unmanaged.clone(),
             warnings: plan.warnings.clone(),
             prune: plan.prune.clone(),
+            source_ids: plan.source_ids.clone(),
         }
     }
 }

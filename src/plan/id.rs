@@ -3,7 +3,8 @@
 //! footers, `plan_id` in the saved plan, which `format::from_json` checks).
 //!
 //! What it covers: the API URL and, for each change in order, its address, action,
-//! `depends_on`, `live_id`, `fingerprint`, `before`, `after`, `fields` and password source.
+//! `depends_on`, `live_id`, `fingerprint`, `before`, `after`, `fields` and password source;
+//! then, when there are any, the `source_ids` (what `apply --plan --id-map` writes).
 //! What it does not: warnings, conflicts, unmanaged users, the guard's figures, the API version
 //! and whether it was detected, and a token's `reason` (an expiring token's reason holds the
 //! time the plan was made: two plans of the same changes an hour apart have one id).
@@ -41,6 +42,14 @@ pub fn plan_id(plan: &Plan) -> String {
         h.optional(b'B', change.after_json().map(|v| canonical_json(&v)).as_deref());
         h.item(b'F', &canonical_json(&to_value(&change.fields())));
         h.optional(b'p', change.password().map(|p| canonical_json(&to_value(p))).as_deref());
+    }
+    // Only when there are some, so that the id of a plan without them is what it was.
+    if !plan.source_ids.is_empty() {
+        h.count(b's', plan.source_ids.len());
+        for (address, id) in &plan.source_ids {
+            h.item(b'S', address.as_bytes());
+            h.item(b'I', id.as_bytes());
+        }
     }
     hex(&h.0.finalize())
 }
@@ -153,6 +162,8 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use serde_json::json;
 
     use super::*;
@@ -183,12 +194,17 @@ mod tests {
             unmanaged: vec![],
             warnings: vec![],
             prune: vec![],
+            source_ids: BTreeMap::new(),
         };
         let id = plan_id(&plan);
         assert!(is_plan_id(&id), "{id}");
         assert!(!is_plan_id(&id.to_uppercase()) && !is_plan_id(&id[1..]));
         let other = Plan { api_url: "https://other.example".into(), ..plan.clone() };
         assert_ne!(plan_id(&other), id);
+        // The source ids are what `apply --plan --id-map` writes: an edited one is another plan.
+        let sourced = Plan { source_ids: [("company/A".into(), "c1".into())].into(), ..plan.clone() };
+        let edited = Plan { source_ids: [("company/A".into(), "c2".into())].into(), ..plan.clone() };
+        assert!(![id.clone(), plan_id(&edited)].contains(&plan_id(&sourced)));
         let warned = Plan {
             warnings: vec!["w".into()],
             api_version_detected: true,
@@ -210,6 +226,7 @@ mod tests {
             warnings: vec![],
             unmanaged: vec![],
             prune: vec![],
+            source_ids: BTreeMap::new(),
         };
         let us = Plan { api_url: "https://us.example".into(), ..eu.clone() };
         let id = combined_id([("eu", &eu), ("us", &us)]);

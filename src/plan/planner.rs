@@ -24,12 +24,12 @@
 //! value needs), so that a renderer can find every value of a message again and escape it for
 //! its medium, whatever backticks the value holds.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::reason::TokenReason;
 use super::{
-    Address, Change, CompanyFields, Conflict, Payload, Plan, PlanOptions, PruneScope, TokenIssue, Unmanaged,
-    UserCreate, UserFields, diff, fingerprint,
+    Action, Address, Change, CompanyFields, Conflict, Payload, Plan, PlanOptions, PruneScope, TokenIssue,
+    Unmanaged, UserCreate, UserFields, diff, fingerprint,
 };
 use crate::escape::quote as q;
 use crate::model::{
@@ -185,7 +185,9 @@ pub fn compute(desired: &Desired, observed: &Observed, stored: &StoredTokens, op
         }
     }
 
-    planner.finish()
+    let mut plan = planner.finish();
+    plan.source_ids = source_ids_of_creates(desired, &plan);
+    plan
 }
 
 /// How a desired company resolved against the live state.
@@ -578,8 +580,33 @@ impl<'o> Planner<'o> {
             // The same warning for 200 users is one warning with a count.
             warnings: super::group_warnings(&self.warnings),
             prune: self.prune,
+            source_ids: BTreeMap::new(),
         }
     }
+}
+
+/// The `source_id` the manifests name for each object `plan` creates, by address.
+fn source_ids_of_creates(desired: &Desired, plan: &Plan) -> BTreeMap<String, String> {
+    let declared: HashMap<String, &str> = desired
+        .companies
+        .iter()
+        .filter_map(|c| Some((Address::Company(c.name.clone()).to_string(), c.source_id.as_deref()?)))
+        .chain(desired.users.iter().filter_map(|u| {
+            Some((Address::ServiceUser(u.email.clone()).to_string(), u.source_id.as_deref()?))
+        }))
+        .collect();
+    if declared.is_empty() {
+        return BTreeMap::new();
+    }
+    plan.changes
+        .iter()
+        .filter(|c| c.action() == Action::Create)
+        .filter_map(|c| {
+            let address = c.address.to_string();
+            let id = declared.get(&address)?.to_string();
+            Some((address, id))
+        })
+        .collect()
 }
 
 fn new_change(address: Address, depends_on: Vec<Address>, payload: Payload) -> Change {

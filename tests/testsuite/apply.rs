@@ -130,6 +130,7 @@ fn plan(mut changes: Vec<Change>) -> Plan {
         unmanaged: vec![],
         warnings: vec![],
         prune: vec![],
+        source_ids: std::collections::BTreeMap::new(),
     }
 }
 

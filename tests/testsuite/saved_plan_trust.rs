@@ -426,3 +426,53 @@ async fn a_saved_plan_made_for_another_api_url_is_refused_naming_both() {
     }
     scene.w.assert_no_secrets();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The source ids a saved plan carries for `apply --plan --id-map` (#24).
+
+/// `manifest` with a `source_id` on Acme Bank and on `svc-web`, as `ozform export` writes them.
+fn exported_manifest() -> String {
+    manifest("gold", true, "")
+        .replace(&format!("  - name: {ACME}\n"), &format!("  - name: {ACME}\n    source_id: old-acme\n"))
+        .replace(&format!("  - email: {WEB}\n"), &format!("  - email: {WEB}\n    source_id: \"9f1c\"\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_carries_the_source_ids_of_its_creates_and_its_id_map_pairs_them() {
+    let scene = Scene::new(EmulatorConfig::new(ApiVersion::V6)).await;
+    let plan = scene.saved_plan(&exported_manifest(), &[]).await;
+    assert_eq!(
+        plan["source_ids"],
+        json!({"company/Acme Bank": "old-acme", format!("service_user/{WEB}"): "9f1c"}),
+        "{plan:#}"
+    );
+
+    // An edited source id is another plan: its id no longer fits.
+    let mut edited = plan.clone();
+    edited["source_ids"]["company/Acme Bank"] = json!("someone-else");
+    let run = scene.apply_refused(&edited).await;
+    assert!(run.stderr.contains("plan_id"), "{}", run.stderr);
+    // Without a plan id (a plan from before plan ids), a source id must still name a create
+    // of the plan and be one line of text.
+    for (address, id) in [("company/Nope", json!("x")), ("company/Acme Bank", json!("a\u{1b}[2Jb"))] {
+        let mut odd = plan.clone();
+        odd.as_object_mut().unwrap().remove("plan_id");
+        odd["source_ids"][address] = id;
+        let run = scene.apply_refused(&odd).await;
+        assert!(run.stderr.contains("source_ids"), "{}", run.stderr);
+        assert!(!run.stderr.contains('\u{1b}'), "{}", run.stderr);
+    }
+
+    let saved = scene.w.path("plan.json");
+    let map_path = scene.w.path("ids.json");
+    let args = ["--plan", saved.to_str().unwrap(), "--id-map", map_path.to_str().unwrap()];
+    scene.run(scene.command("apply", &args)).await.code(0);
+    let map: Value = serde_json::from_str(&std::fs::read_to_string(&map_path).unwrap()).unwrap();
+    let entry = |address: &str| (map[address]["source_id"].clone(), map[address]["live_id"].clone());
+    assert_eq!(entry("company/Acme Bank"), (json!("old-acme"), json!(scene.company_id(ACME))));
+    assert_eq!(entry(&format!("service_user/{WEB}")), (json!("9f1c"), json!(scene.user_id(WEB))));
+    // Objects whose manifest names no source id are mapped too, without one.
+    assert_eq!(entry("company/Globex"), (Value::Null, json!(scene.company_id(GLOBEX))));
+    assert_eq!(entry(&format!("service_user/{CLAIMS}")), (Value::Null, json!(scene.user_id(CLAIMS))));
+    scene.w.assert_no_secrets();
+}
