@@ -938,22 +938,15 @@ fn hostname() -> String {
 // installations moved under theirs, said once.
 
 /// Apply `examples/basic` to `w` with `store` (and `env`), then plan: no changes.
-async fn apply_then_converged(w: &World, store: &str, env: &[(&str, String)]) -> Run {
+async fn apply_then_converged(w: &World, store: &str, setup: &dyn Fn(common::Cli) -> common::Cli) -> Run {
     let cwd = tempfile::tempdir().unwrap();
-    let with_env = |mut cli: common::Cli| {
-        for (name, value) in env {
-            cli = cli.env(name, value);
-        }
-        cli
-    };
     let run = w
-        .run(with_env(store_cli(w, "apply", store, cwd.path())).args(["--auto-approve", &basic()]))
+        .run(setup(store_cli(w, "apply", store, cwd.path())).args(["--auto-approve", &basic()]))
         .await
         .code(0);
     assert!(run.stdout.contains("2 tokens to issue") || run.stdout.contains("No changes."), "{}", run.stdout);
-    let plan = w
-        .run(with_env(store_cli(w, "plan", store, cwd.path())).args(["--detailed-exitcode", &basic()]))
-        .await;
+    let plan =
+        w.run(setup(store_cli(w, "plan", store, cwd.path())).args(["--detailed-exitcode", &basic()])).await;
     assert!(plan.code(0).stdout.contains("No changes."));
     run
 }
@@ -962,14 +955,13 @@ async fn apply_then_converged(w: &World, store: &str, env: &[(&str, String)]) ->
 /// tokens. The second is named with `OZ_INSTALLATION`.
 async fn two_installations_share_one_store(
     store: &str,
-    env: &[(&str, String)],
+    setup: &dyn Fn(common::Cli) -> common::Cli,
     records: impl Fn() -> Vec<(String, String)>,
 ) {
     let (a, b) = (World::start(ApiVersion::V6).await, World::start(ApiVersion::V5).await);
-    apply_then_converged(&a, store, env).await;
+    apply_then_converged(&a, store, setup).await;
     let kept_by_a = records();
-    let mut named = env.to_vec();
-    named.push(("OZ_INSTALLATION", "EU-Prod".to_string()));
+    let named = |cli| setup(cli).env("OZ_INSTALLATION", "EU-Prod");
     apply_then_converged(&b, store, &named).await;
     let kept = records();
     assert_eq!(kept.len(), 4, "two tokens of each installation: {kept:?}");
@@ -977,7 +969,7 @@ async fn two_installations_share_one_store(
         assert!(kept.contains(record), "B's apply changed A's {record:?}");
     }
     // A again, after B: still nothing to do, nothing issued.
-    apply_then_converged(&a, store, env).await;
+    apply_then_converged(&a, store, setup).await;
     assert_eq!(issued_tokens(&a), 2);
     assert_eq!(issued_tokens(&b), 2);
     a.assert_no_secrets();
@@ -1002,7 +994,7 @@ fn json_files(dir: &Path) -> Vec<(String, String)> {
 async fn two_installations_sharing_a_token_directory_never_touch_each_others_tokens() {
     let shared = tempfile::tempdir().unwrap();
     let store = format!("dir:{}", shared.path().display());
-    two_installations_share_one_store(&store, &[], || json_files(shared.path())).await;
+    two_installations_share_one_store(&store, &|cli| cli, || json_files(shared.path())).await;
     let mut dirs: Vec<String> = std::fs::read_dir(shared.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -1017,11 +1009,67 @@ async fn two_installations_sharing_a_helper_store_never_touch_each_others_tokens
     let scripts = tempfile::tempdir().unwrap();
     let script = conformance::docs_example_helper(scripts.path());
     let kept = tempfile::tempdir().unwrap();
-    let env = [("MY_STORE_DIR", kept.path().display().to_string())];
-    two_installations_share_one_store(&format!("exec:python3 {}", script.display()), &env, || {
+    let setup = |cli: common::Cli| cli.env("MY_STORE_DIR", kept.path());
+    two_installations_share_one_store(&format!("exec:python3 {}", script.display()), &setup, || {
         json_files(kept.path())
     })
     .await;
+}
+
+/// The objects a stand-in keeps in `state` (its JSON state file) under `objects` or at the top,
+/// whose key or content `keep` selects: (key, object) as text.
+fn stand_in_records(state: &Path, keep: impl Fn(&str, &Value) -> bool) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(state) else { return Vec::new() };
+    let state: Value = serde_json::from_str(&text).unwrap();
+    let objects = state.get("objects").unwrap_or(&state).as_object().unwrap();
+    objects.iter().filter(|(k, v)| keep(k, v)).map(|(k, v)| (k.clone(), v.to_string())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_installations_sharing_the_kubernetes_recipe_never_touch_each_others_tokens() {
+    let stand_ins = tempfile::tempdir().unwrap();
+    let store = format!("exec:{}/contrib/token-stores/kubernetes", root().display());
+    let setup = |cli: common::Cli| with_stand_ins(cli, stand_ins.path(), &[]);
+    let state = stand_ins.path().join("state-kubectl.json");
+    two_installations_share_one_store(&store, &setup, || {
+        stand_in_records(&state, |key, _| key.starts_with("secret/"))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_installations_sharing_the_vault_recipe_never_touch_each_others_tokens() {
+    let stand_ins = tempfile::tempdir().unwrap();
+    let store = format!("exec:{}/contrib/token-stores/vault", root().display());
+    let setup = |cli: common::Cli| with_stand_ins(cli, stand_ins.path(), &VAULT_ENV);
+    let state = stand_ins.path().join("state-vault.json");
+    two_installations_share_one_store(&store, &setup, || {
+        stand_in_records(&state, |_, entry| entry["data"]["access_token"].is_string())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_installations_sharing_the_aws_recipe_never_touch_each_others_tokens() {
+    let aws = tokio::task::spawn_blocking(Aws::start).await.unwrap();
+    let store =
+        format!("exec:{}", shlex::try_join(aws.recipe("ozform/shared/").iter().map(String::as_str)).unwrap());
+    let setup = |cli: common::Cli| aws.cli(cli);
+    // Each secret by name, with when it last changed and its versions: a secret written again
+    // (even with the same value) shows in both.
+    let records = || {
+        let listed = aws.call(&["secretsmanager", "list-secrets"]);
+        listed["SecretList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let name = s["Name"].as_str().unwrap().to_string();
+                (name, format!("{} {}", s["LastChangedDate"], s["SecretVersionsToStages"]))
+            })
+            .collect::<Vec<_>>()
+    };
+    two_installations_share_one_store(&store, &setup, records).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
