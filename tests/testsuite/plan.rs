@@ -632,12 +632,19 @@ fn a_source_id_is_never_planned() {
     tagged.users[0].source_id = Some("old-u1".into());
     let live = observed(vec![live_company("c1", "Acme")], vec![]);
     let plan = |d: &Desired| compute(d, &live, &StoredTokens::new(), &options());
-    assert_eq!(plan(&tagged), plan(&untagged));
+    // The old ids change nothing the plan does: only what it carries for `--id-map`.
+    let (with_ids, without) = (plan(&tagged), plan(&untagged));
+    assert_eq!(Plan { source_ids: BTreeMap::new(), ..with_ids.clone() }, without);
+    assert_eq!(with_ids.changes.len(), 3, "Beta, the user and its token are created whatever their old ids");
+    // Carried for the objects it creates; Acme is live, adopted, and not created.
     assert_eq!(
-        plan(&tagged).changes.len(),
-        3,
-        "Beta, the user and its token are created whatever their old ids"
+        with_ids.source_ids,
+        BTreeMap::from([
+            ("company/Beta".to_string(), "old-c2".to_string()),
+            ("service_user/a@x.test".to_string(), "old-u1".to_string()),
+        ])
     );
+    assert!(without.source_ids.is_empty());
 }
 
 #[test]
