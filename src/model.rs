@@ -205,6 +205,17 @@ impl fmt::Display for Prune {
     }
 }
 
+/// The longest `source_id` ozform carries: ids are UUIDs or numbers, and this leaves room for
+/// any id an installation may use, none for a document hidden in one.
+pub const MAX_SOURCE_ID_BYTES: usize = 256;
+
+/// Whether `id` can be a `source_id` (an object's id in the installation it was exported
+/// from): not blank, one line without control characters, at most `MAX_SOURCE_ID_BYTES`. The
+/// manifests and the saved plans that carry it hold it to the same rule.
+pub fn is_source_id(id: &str) -> bool {
+    !id.trim().is_empty() && id.len() <= MAX_SOURCE_ID_BYTES && !id.chars().any(char::is_control)
+}
+
 /// A company declared in a manifest. Identity: exact `name`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredCompany {

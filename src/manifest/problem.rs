@@ -93,6 +93,9 @@ pub enum Kind {
     EmptyName {
         field: &'static str,
     },
+    /// A `source_id` that cannot be an id (`model::is_source_id`): a control character, or
+    /// too long.
+    BadSourceId,
     MalformedEmail {
         email: String,
     },
@@ -234,6 +237,7 @@ impl Kind {
             Kind::LiteralPassword => "ozform::manifest::literal_password",
             Kind::BadSecret { .. } => "ozform::manifest::bad_secret",
             Kind::EmptyName { .. } => "ozform::manifest::empty_name",
+            Kind::BadSourceId => "ozform::manifest::bad_source_id",
             Kind::MalformedEmail { .. } => "ozform::manifest::malformed_email",
             Kind::DuplicateCompany { .. } => "ozform::manifest::duplicate_company",
             Kind::DuplicateEmail { .. } => "ozform::manifest::duplicate_email",
@@ -301,6 +305,10 @@ impl Kind {
             Kind::LiteralPassword => "a password is written literally in the manifest".to_string(),
             Kind::BadSecret { reason } => format!("invalid `password`: {reason}"),
             Kind::EmptyName { field } => format!("`{field}` is empty"),
+            Kind::BadSourceId => format!(
+                "`source_id` is not an id: it holds a control character or is over {} bytes",
+                crate::model::MAX_SOURCE_ID_BYTES
+            ),
             Kind::MalformedEmail { email } => format!("`{}` is not an email address", v(email)),
             Kind::DuplicateCompany { name, .. } => format!("company `{}` is declared twice", v(name)),
             Kind::DuplicateEmail { email, .. } => format!(
@@ -416,6 +424,9 @@ impl Kind {
                 "write the id the object had where it was exported from, or leave `source_id` out".into()
             }
             Kind::EmptyName { field } => format!("write a name, or leave `{field}` out to leave it as it is"),
+            Kind::BadSourceId => {
+                "write the id the object had where it was exported from, on one line, or leave `source_id` out".into()
+            }
             Kind::MalformedEmail { .. } => "write an address like `svc-web@acme.example`".into(),
             Kind::DuplicateCompany { first, .. } => {
                 format!("declare each company once; the first declaration is at {}", at(first))

@@ -222,12 +222,16 @@ impl Reader<'_> {
         }
     }
 
-    /// `source_id`: the object's id in the installation a manifest was exported from, a
-    /// string that is not blank. Only carried (to `apply --id-map`), never planned.
+    /// `source_id`: the object's id in the installation a manifest was exported from
+    /// (`model::is_source_id`). Only carried (to `apply --id-map`), never planned.
     fn source_id(&mut self, node: &Node) -> Option<String> {
         let id = self.string("source_id", node)?;
         if id.trim().is_empty() {
             self.problem(Kind::EmptyName { field: "source_id" }, node.pos, "empty");
+            return None;
+        }
+        if !crate::model::is_source_id(&id) {
+            self.problem(Kind::BadSourceId, node.pos, "not an id");
             return None;
         }
         Some(id)

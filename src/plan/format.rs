@@ -101,10 +101,6 @@ fn check_prune_scopes(changes: &[Change], scopes: &[PruneScope]) -> Result<(), P
     Ok(())
 }
 
-/// The longest `source_id` a saved plan may carry: ids are UUIDs or numbers; this leaves room
-/// for any id an installation may use, and none for a document hidden in one.
-const MAX_SOURCE_ID: usize = 256;
-
 /// Each `source_ids` entry must name a create of the plan, with an id that is one line of
 /// printable text: the map is written to `--id-map`, where nothing else may hide.
 fn check_source_ids(changes: &[Change], source_ids: &BTreeMap<String, String>) -> Result<(), PlanError> {
@@ -116,9 +112,10 @@ fn check_source_ids(changes: &[Change], source_ids: &BTreeMap<String, String>) -
                 "its `source_ids` names `{address}`, which none of its changes creates"
             )));
         }
-        if id.trim().is_empty() || id.len() > MAX_SOURCE_ID || id.chars().any(char::is_control) {
+        if !crate::model::is_source_id(id) {
             return Err(invalid(format!(
-                "the `source_ids` entry of `{address}` is not an id (blank, a control character, or over {MAX_SOURCE_ID} bytes)"
+                "the `source_ids` entry of `{address}` is not an id (blank, a control character, or over {} bytes)",
+                crate::model::MAX_SOURCE_ID_BYTES
             )));
         }
     }

@@ -528,6 +528,23 @@ fn a_blank_or_non_string_source_id_is_a_located_error() {
     assert!(rendered.contains("m.yaml:3:"), "{rendered}");
 }
 
+#[test]
+fn a_source_id_a_saved_plan_could_not_carry_is_a_located_error() {
+    // The rule saved plans' `source_ids` are read with: one line, at most 256 bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let long = "9".repeat(257);
+    let text = format!(
+        "companies:\n  - {{name: Acme, source_id: \"a\\nb\"}}\n  - {{name: Beta, source_id: \"{long}\"}}\n  - {{name: Gamma, source_id: \"{}\"}}\n",
+        "9".repeat(256)
+    );
+    std::fs::write(dir.path().join("m.yaml"), text).unwrap();
+    let err = manifest::load(&[dir.path().to_path_buf()], &no_env).unwrap_err();
+    let rendered = render(&err);
+    assert!(rendered.contains("ozform::manifest::bad_source_id"), "{rendered}");
+    assert!(rendered.contains("m.yaml:2:") && rendered.contains("m.yaml:3:"), "{rendered}");
+    assert!(!rendered.contains("m.yaml:4:"), "256 bytes is an id: {rendered}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The command line.
 

@@ -454,13 +454,18 @@ async fn a_saved_plan_carries_the_source_ids_of_its_creates_and_its_id_map_pairs
     assert!(run.stderr.contains("plan_id"), "{}", run.stderr);
     // Without a plan id (a plan from before plan ids), a source id must still name a create
     // of the plan and be one line of text.
-    for (address, id) in [("company/Nope", json!("x")), ("company/Acme Bank", json!("a\u{1b}[2Jb"))] {
+    for (address, id) in [("company/No\u{1b}[2Jpe", json!("x")), ("company/Acme Bank", json!("a\u{1b}[2Jb"))]
+    {
         let mut odd = plan.clone();
         odd.as_object_mut().unwrap().remove("plan_id");
         odd["source_ids"][address] = id;
         let run = scene.apply_refused(&odd).await;
         assert!(run.stderr.contains("source_ids"), "{}", run.stderr);
+        // A hostile address is shown escaped, never interpreted by the terminal.
         assert!(!run.stderr.contains('\u{1b}'), "{}", run.stderr);
+        if address.contains('\u{1b}') {
+            assert!(run.stderr.contains("No\\u{1b}[2Jpe"), "{}", run.stderr);
+        }
     }
 
     let saved = scene.w.path("plan.json");
