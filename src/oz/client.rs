@@ -260,8 +260,7 @@ async fn list_pages<T: PageItem + DeserializeOwned>(
     ahead: bool,
     mut take: impl FnMut(Vec<T>) -> Result<bool, OzError>,
 ) -> Result<(), OzError> {
-    let lookup = filters.iter().any(|(k, _)| matches!(*k, "name" | "email"));
-    let kind = if lookup { ListKind::Lookup } else { ListKind::Listing };
+    let kind = ListKind::of(filters);
     let mut pager = Pager::new(id_key, transport.config.page_size.max(1), kind, transport.page_cap())
         .max_objects(transport.config.max_objects);
     let mut rounds = Rounds::new(transport.config.max_in_flight, ahead);

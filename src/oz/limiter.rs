@@ -65,6 +65,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::paging::ListKind;
+
 /// The limit a client starts with.
 pub const INITIAL: usize = 4;
 /// How far above the floor a round's figure may be and still count as near the smallest: a
@@ -633,7 +635,7 @@ pub fn route_key(method: &str, path: &str, query: &[(&'static str, String)]) -> 
             || (!segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()));
         key.push_str(if id { "{id}" } else { segment });
     }
-    if query.iter().any(|(k, _)| matches!(*k, "name" | "email")) {
+    if ListKind::of(query) == ListKind::Lookup {
         key.push_str("?lookup");
     } else if query.iter().any(|(k, _)| *k == "offset") {
         key.push_str("?page");

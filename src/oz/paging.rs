@@ -103,6 +103,17 @@ pub enum ListKind {
     Listing,
 }
 
+impl ListKind {
+    /// A list asked for with these query parameters: filtered by a name or an email, a look-up.
+    pub fn of(query: &[(&'static str, String)]) -> Self {
+        if query.iter().any(|(k, _)| matches!(*k, "name" | "email")) {
+            ListKind::Lookup
+        } else {
+            ListKind::Listing
+        }
+    }
+}
+
 /// Why a listing ends in an error before its end.
 #[derive(Debug, PartialEq)]
 pub enum Refusal {
@@ -220,9 +231,7 @@ impl Pager {
         };
         Ok((fresh, if more { Next::Fetch(self.offset) } else { Next::Done }))
     }
-}
 
-impl Pager {
     /// Learn the server's page size from a page of `len` items (`first` the first page's).
     fn learn(&mut self, first_page: bool, len: usize, first: usize, total: Option<u64>) {
         if len >= self.limit {
